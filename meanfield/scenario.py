@@ -1,0 +1,405 @@
+"""The scenario file: a typed schema, safe loading, and ``--set`` overrides.
+
+A scenario is everything a run needs (DESIGN §4). Every key is fixed by the schema below:
+unknown keys and wrong types are errors that name the file, the line, the dotted key and
+what is allowed. Overrides (``--set model.width=4096``) edit the parsed mapping *before*
+validation, so a typo in an override is caught the same way. YAML is read with
+``yaml.safe_load``: nothing in a scenario can run code.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import UsageError
+
+ActivationName = Literal["relu", "tanh", "erf", "sigmoid", "softplus", "linear", "quadratic"]
+LossName = Literal["squared", "logistic"]
+TaskName = Literal[
+    "teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals", "file"
+]
+FIXED_STEP_METHODS = ("euler", "heun", "rk4", "euler_maruyama", "sgd")
+TWO_D_TASKS = ("xor", "moons", "spirals")
+
+
+class Strict(BaseModel):
+    """A schema section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------- data
+class TeacherSpec(Strict):
+    """Teacher network f*(x) = sum_j a*_j sigma(w*_j . x), a*_j = 1/width, w*_j uniform on the unit sphere."""
+
+    width: PositiveInt = 3
+    activation: ActivationName = "relu"
+
+
+class DataSpec(Strict):
+    task: TaskName = "teacher_student"
+    dim: PositiveInt = 2
+    n_train: PositiveInt = 256
+    n_test: PositiveInt = 1024
+    inputs: Literal["gaussian", "sphere"] = "gaussian"
+    noise: NonNegativeFloat = 0.0
+    teacher: TeacherSpec = TeacherSpec()
+    degree: PositiveInt = 2
+    """single_index: the target is He_degree(<u, x>) / sqrt(degree!)."""
+    delta: float = Field(0.5, gt=0.0, lt=1.0)
+    """gaussian_mixture: class +-1 has x ~ N(0, (1 +- delta)^2 I)."""
+    path: Optional[str] = None
+    """file: an .npz or .h5 file holding X [n, d] and y [n]."""
+    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    """file: the share of the file's samples held out as the test set."""
+
+    @model_validator(mode="after")
+    def _task_requirements(self):
+        if self.task in TWO_D_TASKS and self.dim != 2:
+            raise ValueError(f"task {self.task!r} is two-dimensional: set data.dim: 2")
+        if self.task == "file" and not self.path:
+            raise ValueError("task 'file' needs data.path (an .npz or .h5 file with X and y)")
+        return self
+
+
+# ---------------------------------------------------------------------------- model
+class InitSpec(Strict):
+    """a_i ~ N(0, a_std^2 * preset scale), w_i ~ N(0, w_std^2 I / dim), b_i ~ N(0, b_std^2)."""
+
+    a_std: PositiveFloat = 1.0
+    w_std: PositiveFloat = 1.0
+    b_std: NonNegativeFloat = 0.0
+    symmetric: bool = False
+    """a_{i+m/2} = -a_i, w_{i+m/2} = w_i, b_{i+m/2} = b_i: f_0 = 0 exactly (width must be even)."""
+
+
+class ModelSpec(Strict):
+    width: PositiveInt = 512
+    activation: ActivationName = "relu"
+    bias: bool = False
+    init: InitSpec = InitSpec()
+
+    @model_validator(mode="after")
+    def _symmetric_needs_even_width(self):
+        if self.init.symmetric and self.width % 2:
+            raise ValueError(f"init.symmetric needs an even width, got {self.width}")
+        return self
+
+
+# -------------------------------------------------------------------- parameterization
+class PresetBase(Strict):
+    lr: PositiveFloat = 1.0
+    """eta0: the base learning rate (both layers unless lr_a / lr_w are given)."""
+    lr_a: Optional[PositiveFloat] = None
+    lr_w: Optional[PositiveFloat] = None
+
+
+class MeanFieldPreset(PresetBase):
+    preset: Literal["mean_field"] = "mean_field"
+
+
+class NTKPreset(PresetBase):
+    preset: Literal["ntk"] = "ntk"
+
+
+class StandardPreset(PresetBase):
+    preset: Literal["standard"] = "standard"
+
+
+class LazyPreset(PresetBase):
+    preset: Literal["lazy"] = "lazy"
+    alpha: PositiveFloat = 1.0
+    """Chizat-Oyallon-Bach scale: f = (alpha/m) sum a_i sigma(.), loss / alpha^2."""
+
+
+class CustomPreset(PresetBase):
+    """s = s0 m^-output_exponent, a_std m^-init_exponent, eta = lr m^-lr_exponent."""
+
+    preset: Literal["custom"] = "custom"
+    s0: PositiveFloat = 1.0
+    output_exponent: float = 1.0
+    init_exponent: float = 0.0
+    lr_exponent: float = -1.0
+    lr_exponent_a: Optional[float] = None
+    lr_exponent_w: Optional[float] = None
+
+
+Parameterization = Annotated[
+    Union[MeanFieldPreset, NTKPreset, StandardPreset, LazyPreset, CustomPreset],
+    Field(discriminator="preset"),
+]
+
+
+# ----------------------------------------------------------------------------- runs
+class ParticleRun(Strict):
+    """A particle run: the network trained by gradient flow, each neuron a particle."""
+
+    solver: Literal["particles"] = "particles"
+    parameterization: Parameterization = MeanFieldPreset()
+
+    @field_validator("parameterization", mode="before")
+    @classmethod
+    def _preset_name(cls, value):
+        return {"preset": value} if isinstance(value, str) else value
+
+
+RUN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+# ---------------------------------------------------------------------------- train
+class IntegratorSpec(Strict):
+    method: Literal["euler", "heun", "rk4", "rk45", "euler_maruyama", "sgd"] = "rk4"
+    dt: Optional[PositiveFloat] = None
+    """Step size (fixed-step methods); the first trial step for rk45."""
+    rtol: PositiveFloat = 1e-6
+    atol: PositiveFloat = 1e-9
+    dt_min: PositiveFloat = 1e-10
+    dt_max: Optional[PositiveFloat] = None
+    batch_size: Optional[PositiveInt] = None
+    """sgd: minibatch size (drawn without replacement each step)."""
+
+    @model_validator(mode="after")
+    def _method_requirements(self):
+        if self.method in FIXED_STEP_METHODS and self.dt is None:
+            raise ValueError(f"method {self.method!r} takes a fixed step: set train.integrator.dt")
+        if self.method == "sgd" and self.batch_size is None:
+            raise ValueError("method 'sgd' needs train.integrator.batch_size")
+        if self.method != "sgd" and self.batch_size is not None:
+            raise ValueError("batch_size is only used by method 'sgd'")
+        return self
+
+
+class TrainSpec(Strict):
+    t_end: PositiveFloat = 10.0
+    stop_loss: NonNegativeFloat = 0.0
+    integrator: IntegratorSpec = IntegratorSpec(method="rk4", dt=0.05)
+    weight_decay: NonNegativeFloat = 0.0
+    temperature: NonNegativeFloat = 0.0
+    dtype: Literal["float64", "float32"] = "float64"
+
+    @model_validator(mode="after")
+    def _noise_needs_sde_method(self):
+        if self.temperature > 0 and self.integrator.method != "euler_maruyama":
+            raise ValueError(
+                "temperature > 0 is Langevin dynamics: set train.integrator.method: euler_maruyama"
+            )
+        return self
+
+
+class RecordSpec(Strict):
+    every: PositiveFloat = 1.0
+    """Snapshot interval in model time."""
+    particles: bool = True
+    dtype: Literal["float32", "float64"] = "float32"
+    max_file_mb: PositiveFloat = 500.0
+
+
+class Scenario(Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: NonNegativeInt = 0
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    loss: LossName = "squared"
+    runs: dict[str, ParticleRun] = Field(min_length=1)
+    train: TrainSpec = TrainSpec()
+    record: RecordSpec = RecordSpec()
+    output: Optional[str] = None
+
+    @field_validator("runs", mode="before")
+    @classmethod
+    def _run_shorthand(cls, runs):
+        """``rich: mean_field`` is short for ``rich: {solver: particles, parameterization: mean_field}``."""
+        if isinstance(runs, dict):
+            return {k: {"parameterization": v} if isinstance(v, str) else v for k, v in runs.items()}
+        return runs
+
+    @field_validator("runs")
+    @classmethod
+    def _run_names(cls, runs):
+        for name in runs:
+            if not RUN_NAME.match(name):
+                raise ValueError(
+                    f"run name {name!r}: use letters, digits, '_' and '-', starting with a letter"
+                )
+        return runs
+
+    @model_validator(mode="after")
+    def _loss_fits_task(self):
+        if self.loss == "logistic" and self.data.task in ("teacher_student", "single_index"):
+            raise ValueError(
+                f"loss 'logistic' needs labels +-1; task {self.data.task!r} is a regression: "
+                "use loss: squared"
+            )
+        return self
+
+    @property
+    def output_path(self) -> str:
+        return self.output or f"{self.name}.h5"
+
+    def resolved_yaml(self) -> str:
+        """The scenario with every default filled in: what is stored with the run."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# -------------------------------------------------------------------------- loading
+def load_scenario(path: str | Path, overrides: typing.Sequence[str] = ()) -> Scenario:
+    """Read, override and validate a scenario file; raise UsageError naming file, line and key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the scenario ({exc.strerror})") from None
+    return parse_scenario(text, source=str(path), overrides=overrides)
+
+
+def parse_scenario(text: str, source: str = "<scenario>", overrides=()) -> Scenario:
+    try:
+        raw = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source}: a scenario is a mapping of keys (name, data, model, runs, ...)")
+    overridden = set()
+    for item in overrides:
+        overridden.add(apply_override(raw, item))
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise UsageError(_explain(exc, source, lines, overridden)) from None
+
+
+def apply_override(raw: dict, item: str) -> tuple:
+    """Apply one ``dotted.key=value`` to the raw mapping (value parsed as YAML); return the key path."""
+    key, sep, value_text = item.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--set {item!r}: write it as dotted.key=value, e.g. model.width=1024")
+    keys = key.strip().split(".")
+    try:
+        value = yaml.safe_load(value_text)
+    except yaml.YAMLError:
+        value = value_text
+    node = raw
+    for depth, part in enumerate(keys[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif isinstance(child, str) and keys[depth + 1] != "preset":
+            # a preset given by name ("mean_field") becomes a mapping to hold options
+            child = node[part] = {"preset": child}
+        if not isinstance(child, dict):
+            where = ".".join(keys[: depth + 1])
+            raise UsageError(f"--set {item}: {where} holds {child!r}, not a mapping of keys")
+        node = child
+    node[keys[-1]] = value
+    return tuple(keys)
+
+
+def _key_lines(node, path=()) -> dict[tuple, int]:
+    """Map each key path of a composed YAML tree to its 1-based line number."""
+    lines = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            sub = path + (key_node.value,)
+            lines[sub] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, sub))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[path + (index,)] = item.start_mark.line + 1
+            lines.update(_key_lines(item, path + (index,)))
+    return lines
+
+
+def _explain(exc: ValidationError, source: str, lines: dict, overridden: set) -> str:
+    messages = []
+    for error in exc.errors():
+        loc = _user_path(error["loc"])
+        dotted = ".".join(str(part) for part in loc) or "(top level)"
+        where = _where(source, loc, lines, overridden)
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(error["loc"][:-1]))
+            messages.append(f"{where}: unknown key {dotted!r}; allowed here: {allowed}")
+        else:
+            text = error["msg"].removeprefix("Value error, ")
+            got = error.get("input")
+            got = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+            messages.append(f"{where}: {dotted}: {text}{got}")
+    return "\n".join(messages)
+
+
+def _user_path(loc: tuple) -> tuple:
+    """Drop pydantic's union tags (e.g. 'lazy' in runs.x.parameterization.lazy.alpha)."""
+    out = []
+    for part in loc:
+        if out and out[-1] == "parameterization" and part in _PRESETS:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _where(source: str, loc: tuple, lines: dict, overridden: set) -> str:
+    for cut in range(len(loc), 0, -1):
+        if loc[:cut] in overridden:
+            return f"{source} (--set {'.'.join(map(str, loc[:cut]))})"
+    for cut in range(len(loc), 0, -1):
+        if loc[:cut] in lines:
+            return f"{source}:{lines[loc[:cut]]}"
+    return source
+
+
+_PRESETS = {
+    cls.model_fields["preset"].default: cls
+    for cls in (MeanFieldPreset, NTKPreset, StandardPreset, LazyPreset, CustomPreset)
+}
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys the schema allows at a dotted location (for 'unknown key' messages)."""
+    model: Any = Scenario
+    for part in loc:
+        model = _section_type(model, part)
+        if model is None:
+            return []
+    return list(model.model_fields) if isinstance(model, type) else []
+
+
+def _section_type(model, part):
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        field = model.model_fields.get(part)
+        return None if field is None else _strip(field.annotation)
+    if typing.get_origin(model) is dict:
+        return _strip(typing.get_args(model)[1])
+    if model == "parameterization":
+        return _PRESETS.get(part)
+    return None
+
+
+def _strip(annotation):
+    """Unwrap Optional/Annotated; a union of presets becomes a marker resolved by tag."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _strip(typing.get_args(annotation)[0])
+    if origin is Union:
+        members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(members) == 1:
+            return _strip(members[0])
+        return "parameterization"
+    return annotation

@@ -1,0 +1,1 @@
+"""Numerical core of meanfield: Numba kernels and integrators (arrays in, arrays out)."""

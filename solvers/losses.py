@@ -1,0 +1,62 @@
+"""Losses on the network output f and their derivatives in f, callable from Numba code.
+
+squared: loss(f, y) = (f - y)^2 / 2, loss' = f - y.
+logistic (labels y in {-1, +1}): loss(f, y) = log(1 + e^{-y f}), loss' = -y sigmoid(-y f),
+both evaluated without overflow.
+"""
+
+import math
+
+from ._jit import jit
+
+LOSSES = {"squared": 0, "logistic": 1}
+
+SQUARED, LOGISTIC = range(2)
+
+
+def loss_code(name):
+    """Integer code of the loss called ``name`` (a key of :data:`LOSSES`)."""
+    try:
+        return LOSSES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSSES)}") from None
+
+
+@jit(inline="always")
+def loss_value(code, f, y):
+    """loss(f, y) for scalars, in float64 (equations in the module docstring)."""
+    if code == SQUARED:
+        r = f - y
+        return 0.5 * r * r
+    elif code == LOGISTIC:
+        u = -y * f  # log(1 + e^u) = log1p(e^-|u|) + max(u, 0)
+        return math.log1p(math.exp(-abs(u))) + (u if u > 0.0 else 0.0)
+    return math.nan
+
+
+@jit(inline="always")
+def loss_derivative(code, f, y):
+    """d loss / d f at (f, y) for scalars, in float64."""
+    if code == SQUARED:
+        return f - y
+    elif code == LOGISTIC:
+        u = -y * f  # -y sigmoid(u)
+        e = math.exp(-abs(u))
+        s = 1.0 / (1.0 + e) if u >= 0.0 else e / (1.0 + e)
+        return -y * s
+    return math.nan
+
+
+@jit
+def loss_and_derivative(code, f, y, lp_out):
+    """Mean loss (1/n) sum_k loss(f_k, y_k), returned as a float64 (summed in float64);
+    writes lp_out[k] = d loss / d f at (f_k, y_k) (in the dtype of ``lp_out``).
+    """
+    n = f.shape[0]
+    total = 0.0
+    for k in range(n):
+        fk = float(f[k])
+        yk = float(y[k])
+        total += loss_value(code, fk, yk)
+        lp_out[k] = loss_derivative(code, fk, yk)
+    return total / n if n > 0 else 0.0

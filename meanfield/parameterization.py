@@ -1,0 +1,158 @@
+"""Parameterizations: the one place that maps a preset and a width m to plain numbers.
+
+Every preset is a point of one family (DESIGN §1, Yang & Hu's abc-parameterization for
+two layers):
+
+    f(x) = s * sum_i a_i sigma(w_i . x + b_i),   s = s0 m^-A,
+    a_i(0) ~ N(0, a_std^2 m^-2B),   w_i(0) ~ N(0, w_std^2 I_d / d),   b_i(0) ~ N(0, b_std^2),
+    da_i/dt = -eta_a dR/da_i,  dw_i/dt = -eta_w dR/dw_i,   eta_a = lr_a m^-C_a, eta_w = lr_w m^-C_w,
+    R = loss_scale * (1/n) sum_k loss(f(x_k), y_k).
+
+| preset     | s0    | A   | B   | C   | loss_scale | clock                                        |
+|------------|-------|-----|-----|-----|------------|----------------------------------------------|
+| mean_field | 1     | 1   | 0   | -1  | 1          | time of the mean-field limit ODE             |
+| ntk        | 1     | 1/2 | 0   | 0   | 1          | time of kernel gradient flow with the NTK    |
+| standard   | 1     | 0   | 1/2 | 0   | 1          | plain gradient-flow time (kernel grows ~ m)  |
+| lazy       | alpha | 1   | 0   | -1  | 1/alpha^2  | mean-field time; alpha = sqrt(m) is ntk      |
+| custom     | s0    | A   | B   | C   | 1          | as the exponents make it                     |
+
+Predicted regime, from the exponents alone (fixed d, m -> infinity, t of order 1):
+the tangent kernel scales as K ~ m^kappa with kappa = max(1 - 2A - C_a, 1 - 2A - 2B - C_w)
+(kappa = 0: training moves f by O(1) in O(1) time), and each w_i moves by ~ m^-r over that
+time with r = A + B + C_w + kappa. Yang & Hu: r = 0 is feature learning (rich), r > 0 is the
+kernel regime (lazy). Luo, Xu, Ma & Zhang's phase diagram, with 1/alpha = s,
+beta1 = a_std m^-B and beta2 = w_std / sqrt(d): gamma = A + B, gamma' = B; linear if
+gamma < 1 or gamma' > gamma - 1, condensed if gamma > 1 and gamma' < gamma - 1, else critical.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from .scenario import ModelSpec, PresetBase
+
+# preset -> (A, B, C) exponents; lazy also scales s and the loss with alpha
+EXPONENTS = {
+    "mean_field": (1.0, 0.0, -1.0),
+    "ntk": (0.5, 0.0, 0.0),
+    "standard": (0.0, 0.5, 0.0),
+    "lazy": (1.0, 0.0, -1.0),
+}
+
+CLOCKS = {
+    "mean_field": "t is the time of the mean-field limit ODE: runs of different widths compare at equal t",
+    "ntk": "t is the time of kernel gradient flow with the (O(1)) neural tangent kernel",
+    "standard": "t is plain gradient-flow time; the tangent kernel grows like m, so dt must shrink like 1/m",
+    "lazy": "t is mean-field time: the function moves O(1) in O(1) time whatever alpha is",
+    "custom": "t is gradient-flow time with the learning rates lr * m^-C",
+}
+
+
+@dataclass(frozen=True)
+class Regime:
+    """What the exponents predict as m -> infinity (see the module docstring)."""
+
+    label: str  # rich | lazy | unstable | frozen | intermediate
+    kappa: float
+    r: float
+    gamma: float
+    gamma_prime: float
+    luo_phase: str  # linear | critical | condensed
+    reason: str
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A parameterization at a given width: the plain numbers the solvers take."""
+
+    preset: str
+    width: int
+    s: float
+    eta_a: float
+    eta_w: float
+    a_std: float
+    w_std: float  # per-coordinate std of w_i: w_std / sqrt(d)
+    b_std: float
+    loss_scale: float
+    exponents: dict
+    regime: Regime
+    clock: str
+
+    def as_attrs(self) -> dict:
+        """Flat attributes for the trajectory file."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("regime", "exponents")}
+        out["exponents"] = dict(self.exponents)
+        out["predicted_regime"] = self.regime.label
+        out["predicted_regime_reason"] = self.regime.reason
+        out.update({f"predicted_{k}": getattr(self.regime, k)
+                    for k in ("kappa", "r", "gamma", "gamma_prime", "luo_phase")})
+        return out
+
+
+def resolve(param: PresetBase, model: ModelSpec, dim: int) -> Resolved:
+    """Resolve a preset (or custom exponents) at width ``model.width`` to numbers."""
+    m = model.width
+    s0, loss_scale = 1.0, 1.0
+    if param.preset == "custom":
+        A, B, C = param.output_exponent, param.init_exponent, param.lr_exponent
+        s0 = param.s0
+        C_a = C if param.lr_exponent_a is None else param.lr_exponent_a
+        C_w = C if param.lr_exponent_w is None else param.lr_exponent_w
+    else:
+        A, B, C = EXPONENTS[param.preset]
+        C_a = C_w = C
+    if param.preset == "lazy":
+        s0, loss_scale = param.alpha, param.alpha ** -2
+    lr_a = param.lr if param.lr_a is None else param.lr_a
+    lr_w = param.lr if param.lr_w is None else param.lr_w
+    return Resolved(
+        preset=param.preset,
+        width=m,
+        s=s0 * m ** -A,
+        eta_a=lr_a * m ** -C_a,
+        eta_w=lr_w * m ** -C_w,
+        a_std=model.init.a_std * m ** -B,
+        w_std=model.init.w_std / math.sqrt(dim),
+        b_std=model.init.b_std,
+        loss_scale=loss_scale,
+        exponents={"A": A, "B": B, "C_a": C_a, "C_w": C_w},
+        regime=predict_regime(A, B, C_a, C_w, alpha=getattr(param, "alpha", None)),
+        clock=CLOCKS[param.preset],
+    )
+
+
+def predict_regime(A: float, B: float, C_a: float, C_w: float, alpha=None) -> Regime:
+    """The regime the exponents predict (Yang & Hu's r; Luo et al.'s gamma, gamma')."""
+    kappa = max(1 - 2 * A - C_a, 1 - 2 * A - 2 * B - C_w)
+    r = A + B + C_w + kappa
+    gamma, gamma_prime = A + B, B
+    if gamma < 1 or gamma_prime > gamma - 1:
+        phase = "linear"
+    elif gamma > 1 and gamma_prime < gamma - 1:
+        phase = "condensed"
+    else:
+        phase = "critical"
+    tol = 1e-12
+    if kappa > tol:
+        label = "unstable"
+        reason = (f"the tangent kernel grows like m^{kappa:g}: the flow speeds up with width "
+                  f"(gradient descent needs dt ~ m^-{kappa:g}); features move like m^{-r:g} meanwhile")
+    elif kappa < -tol:
+        label = "frozen"
+        reason = f"the tangent kernel vanishes like m^{kappa:g}: training stalls as m grows"
+    elif abs(r) <= tol:
+        label = "rich"
+        reason = "r = 0: each neuron moves O(1): feature learning, mean-field (Wasserstein) dynamics"
+    elif r > 0:
+        label = "lazy"
+        reason = f"r = {r:g}: each neuron moves ~ m^-{r:g}: kernel regime (NTK)"
+    else:
+        label = "unstable"
+        reason = f"r = {r:g}: neurons move ~ m^{-r:g}, more than O(1)"
+    if alpha is not None and label == "rich" and alpha > 1.0:
+        # Chizat, Oyallon & Bach (2019): at scale alpha the relative displacement is ~ 1/alpha
+        label = "lazy" if alpha >= 10 else "intermediate"
+        reason = (f"alpha = {alpha:g}: mean-field at alpha = 1, lazy as alpha -> infinity; "
+                  f"relative displacement ~ 1/alpha = {1 / alpha:.3g} (Chizat, Oyallon & Bach 2019)")
+    return Regime(label, kappa, r, gamma, gamma_prime, phase, reason)

@@ -1,0 +1,78 @@
+"""The particle system as a vector field over one flat state vector.
+
+The state of m particles theta_i = (a_i, w_i[, b_i]) is packed as
+y = [a (m), W (m*d, row-major), b (m, with a bias)] so that every integrator works on a
+plain array. The field is the (per-layer preconditioned, regularised) gradient flow
+
+    da_i/dt = -eta_a dR/da_i - lambda a_i
+    dw_i/dt = -eta_w dR/dw_i - lambda w_i
+    db_i/dt = -eta_w dR/db_i - lambda b_i
+
+with R = loss_scale * (1/n) sum_k loss(f(x_k), y_k) (see ``solvers.particles``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .particles import risk_and_gradient
+
+
+@dataclass(frozen=True)
+class ParticleLayout:
+    """How (a, W, b) of m particles in dimension d sit in one flat vector."""
+
+    m: int
+    d: int
+    bias: bool
+
+    @property
+    def size(self) -> int:
+        return self.m * (self.d + 1 + int(self.bias))
+
+    def split(self, y: np.ndarray):
+        """Views (a [m], W [m, d], b [m] or None) into the flat state ``y``."""
+        m, d = self.m, self.d
+        a = y[:m]
+        W = y[m : m + m * d].reshape(m, d)
+        b = y[m + m * d :] if self.bias else None
+        return a, W, b
+
+    def pack(self, a, W, b=None, dtype=np.float64) -> np.ndarray:
+        parts = [np.ravel(a), np.ravel(W)] + ([np.ravel(b)] if self.bias else [])
+        return np.concatenate(parts).astype(dtype, copy=False)
+
+
+class ParticleField:
+    """The gradient-flow vector field of the particles on a data set: ``field(t, y) -> (dy, loss)``.
+
+    ``loss`` is the unscaled training loss (1/n) sum_k loss(f(x_k), y_k) at ``y``; with
+    ``batch`` (an index array) both the field and the loss are those of that minibatch.
+    """
+
+    def __init__(self, layout: ParticleLayout, X, y, *, s, eta_a, eta_w, activation, loss,
+                 loss_scale=1.0, weight_decay=0.0):
+        self.layout = layout
+        self.X, self.y = X, y
+        self.n_samples = X.shape[0]
+        self.s, self.eta_a, self.eta_w = s, eta_a, eta_w
+        self.activation, self.loss = activation, loss
+        self.loss_scale, self.weight_decay = loss_scale, weight_decay
+
+    def __call__(self, t, state, batch=None):
+        X, y = (self.X, self.y) if batch is None else (self.X[batch], self.y[batch])
+        a, W, b = self.layout.split(state)
+        risk, ga, gW, gb = risk_and_gradient(
+            a, W, b, X, y, self.s, self.activation, self.loss, self.loss_scale
+        )
+        velocity = np.empty_like(state)
+        va, vW, vb = self.layout.split(velocity)
+        np.multiply(ga, -self.eta_a, out=va)
+        np.multiply(gW, -self.eta_w, out=vW)
+        if vb is not None:
+            np.multiply(gb, -self.eta_w, out=vb)
+        if self.weight_decay:
+            velocity -= self.weight_decay * state
+        return velocity, risk / self.loss_scale

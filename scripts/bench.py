@@ -1,0 +1,222 @@
+"""Benchmark one full-batch gradient step of f = (1/m) sum_i a_i relu(w_i . x), squared loss.
+
+Compares solvers.particles.risk_and_gradient with a vectorised NumPy step and a torch CPU
+autograd step (float64 and float32, when torch is importable), on 1 and 2 threads, and
+measures the start-up of a fresh process with a warm JIT cache.
+
+    python scripts/bench.py [--quick] [--sizes 1024x1024x2,16384x1024x2] [--threads 1,2]
+
+FLOP count per step: 6 m n d + 6 m n (forward w.x, backward w.x recomputed, and x-weighted
+sum; plus the element-wise work). Times are medians of several repeats.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+
+_BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+if any(k in os.environ for k in _BLAS_ENV) and "_BENCH_REEXEC" not in os.environ:
+    # These hints make current NumPy's OpenBLAS pick slow kernels: re-run without them.
+    env = {k: v for k, v in os.environ.items() if k not in _BLAS_ENV}
+    env["_BENCH_REEXEC"] = "1"
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+from solvers.particles import risk_and_gradient  # noqa: E402
+
+try:
+    import threadpoolctl
+except ImportError:  # pragma: no cover
+    threadpoolctl = None
+try:
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None
+
+DEFAULT_SIZES = [(1024, 1024, 2), (16384, 1024, 2), (4096, 4096, 16), (65536, 512, 10),
+                 (1024, 8192, 100)]
+
+
+def make_problem(m, n, d, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=m)
+    W = rng.normal(size=(m, d)) / np.sqrt(d)
+    X = rng.normal(size=(n, d))
+    y = rng.normal(size=n)
+    return a, W, X, y
+
+
+def numpy_step(a, W, X, y):
+    m, n = W.shape[0], X.shape[0]
+    Z = W @ X.T
+    S = np.maximum(Z, 0.0)
+    f = (a @ S) / m
+    r = f - y
+    risk = 0.5 * np.mean(r * r)
+    c = 1.0 / (m * n)
+    ga = c * (S @ r)
+    G = (Z > 0) * (r[None, :] * a[:, None])
+    gW = c * (G @ X)
+    return risk, ga, gW
+
+
+def ours_step(a, W, X, y, out):
+    m = W.shape[0]
+    return risk_and_gradient(a, W, None, X, y, 1.0 / m, 0, 0, out=out)
+
+
+def torch_step(a, W, X, y):
+    a.grad = None
+    W.grad = None
+    f = torch.relu(W @ X.T).T @ a / W.shape[0]
+    loss = 0.5 * torch.mean((f - y) ** 2)
+    loss.backward()
+    return loss, a.grad, W.grad
+
+
+def timeit(fn, repeats, min_time):
+    fn()  # warm-up (and compilation)
+    times = []
+    t_start = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - t_start < min_time and len(times) < 50):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def limit_threads(k):
+    numba.set_num_threads(k)
+    if torch is not None:
+        torch.set_num_threads(k)
+    if threadpoolctl is not None:
+        return threadpoolctl.threadpool_limits(limits=k)
+    return None
+
+
+def blas_description():
+    if threadpoolctl is None:
+        return "threadpoolctl not installed: BLAS threads NOT limited (1-thread rows use all)"
+    info = threadpoolctl.threadpool_info()
+    return "; ".join(
+        f"{i.get('internal_api')} {i.get('version')} kernel={i.get('architecture')} "
+        f"threads={i.get('num_threads')} ({os.path.basename(i.get('filepath', ''))})"
+        for i in info
+    ) or "no BLAS found by threadpoolctl"
+
+
+def bench_size(m, n, d, threads, repeats, min_time):
+    a, W, X, y = make_problem(m, n, d)
+    out = (np.empty(m), np.empty((m, d)), None)
+    flops = 6.0 * m * n * d + 6.0 * m * n
+    rows = {}
+    # agreement (float64)
+    _, ga_np, gW_np = numpy_step(a, W, X, y)
+    _, ga, gW, _ = ours_step(a, W, X, y, out)
+    scale = max(np.abs(gW_np).max(), np.abs(ga_np).max())
+    err = max(np.abs(gW - gW_np).max(), np.abs(ga - ga_np).max()) / scale
+    if torch is not None:
+        t64 = [torch.tensor(v, dtype=torch.float64) for v in (a, W, X, y)]
+        t32 = [torch.tensor(v, dtype=torch.float32) for v in (a, W, X, y)]
+        for t in (t64, t32):
+            t[0].requires_grad_(True)
+            t[1].requires_grad_(True)
+    for k in threads:
+        limiter = limit_threads(k)
+        try:
+            r = {"ours": timeit(lambda: ours_step(a, W, X, y, out), repeats, min_time),
+                 "numpy": timeit(lambda: numpy_step(a, W, X, y), repeats, min_time)}
+            if torch is not None:
+                r["torch64"] = timeit(lambda: torch_step(*t64), repeats, min_time)
+                r["torch32"] = timeit(lambda: torch_step(*t32), repeats, min_time)
+        finally:
+            if limiter is not None:
+                limiter.restore_original_limits()
+        rows[k] = r
+    return rows, flops, err
+
+
+def startup_time(m=1024, n=1024, d=2):
+    """Seconds from process start to the first finished step, with a warm cache."""
+    code = textwrap.dedent(
+        f"""
+        import time
+        t0 = time.perf_counter()
+        import numpy as np
+        from solvers.particles import risk_and_gradient
+        t1 = time.perf_counter()
+        rng = np.random.default_rng(0)
+        a, W, X, y = (rng.normal(size={m}), rng.normal(size=({m}, {d})),
+                      rng.normal(size=({n}, {d})), rng.normal(size={n}))
+        risk_and_gradient(a, W, None, X, y, 1.0 / {m}, 0, 0)
+        t2 = time.perf_counter()
+        print(t1 - t0, t2 - t1)
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=REPO)
+    for _ in range(2):  # the first run fills the cache if it is cold
+        t_launch = time.perf_counter()
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True)
+        total = time.perf_counter() - t_launch
+    imports, first = map(float, res.stdout.split())
+    return total, imports, first
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--sizes", help="comma-separated MxNxD list")
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    args = parser.parse_args()
+    sizes = DEFAULT_SIZES
+    if args.sizes:
+        sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    threads = [int(k) for k in args.threads.split(",")]
+    repeats, min_time = (3, 0.0) if args.quick else (7, 0.5)
+
+    print(f"numpy {np.__version__}, numba {numba.__version__} (threading layer: "
+          f"{numba.config.THREADING_LAYER}), torch "
+          f"{torch.__version__ if torch is not None else 'not installed'}")
+    print(f"BLAS: {blas_description()}")
+    removed = [k for k in _BLAS_ENV if k in os.environ]
+    print(f"OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE: "
+          f"{'re-executed without them' if os.environ.get('_BENCH_REEXEC') else 'not set'}"
+          + (f" (still set: {removed})" if removed else ""))
+    print()
+    head = (f"{'m':>6} {'n':>5} {'d':>4} {'thr':>3} | {'ours ms':>8} {'GFLOP/s':>7} | "
+            f"{'numpy ms':>8} {'t64 ms':>8} {'t32 ms':>8} | {'np/ours':>7} {'t64/ours':>8} "
+            f"{'t32/ours':>8} | {'1->2':>5} | rel.err")
+    print(head)
+    print("-" * len(head))
+    for m, n, d in sizes:
+        rows, flops, err = bench_size(m, n, d, threads, repeats, min_time)
+        for k in threads:
+            r = rows[k]
+            t64 = r.get("torch64", float("nan"))
+            t32 = r.get("torch32", float("nan"))
+            speedup = ""
+            if k != threads[0]:
+                speedup = f"{rows[threads[0]]['ours'] / r['ours']:5.2f}"
+            print(f"{m:>6} {n:>5} {d:>4} {k:>3} | {1e3 * r['ours']:8.2f} "
+                  f"{flops / r['ours'] / 1e9:7.1f} | {1e3 * r['numpy']:8.2f} {1e3 * t64:8.2f} "
+                  f"{1e3 * t32:8.2f} | {r['numpy'] / r['ours']:7.1f} {t64 / r['ours']:8.1f} "
+                  f"{t32 / r['ours']:8.1f} | {speedup:>5} | {err:.1e}"
+                  + ("" if err <= 1e-12 else "  DISAGREES"))
+        sys.stdout.flush()
+    total, imports, first = startup_time()
+    print(f"\nfresh process, warm cache: {total:.2f} s from launch to first finished step "
+          f"(imports {imports:.2f} s, first step {first:.3f} s beyond imports)")
+
+
+if __name__ == "__main__":
+    main()

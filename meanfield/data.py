@@ -1,0 +1,389 @@
+"""The data of a scenario: one function per task, all drawing from the scenario's data stream.
+
+``make_dataset(spec, rng)`` builds the training and test sets of ``spec.task`` (the ``data``
+section of a scenario, :class:`meanfield.scenario.DataSpec`). Everything random is drawn
+from ``rng``, in this order: the teacher (if any), then the training set, then the test set;
+within a set, inputs (and labels) come before noise, and the noise is drawn even when
+``noise`` is 0. So a given rng state always gives the same arrays, changing ``n_test`` or
+``noise`` leaves the training inputs unchanged, and changing ``n_train`` leaves the teacher
+unchanged. The test set is drawn from the same distribution as the training set (label
+noise included). All arrays are float64 and read-only: every run of a scenario shares them.
+
+Tasks (d = ``dim``, sigma_eps = ``noise``):
+
+``teacher_student``
+    x ~ N(0, I_d) (``inputs: gaussian``) or uniform on the sphere of radius sqrt(d)
+    (``inputs: sphere``); E|x|^2 = d either way. Teacher of k = ``teacher.width`` neurons,
+    w*_j uniform on the unit sphere, a*_j = 1/k:
+    y = sum_j a*_j sigma(w*_j . x) + sigma_eps * N(0, 1).
+``single_index``
+    x as above, u uniform on the unit sphere, k = ``degree``:
+    y = He_k(u . x) / sqrt(k!) + sigma_eps * N(0, 1), He_k the probabilists' Hermite
+    polynomial, so E y^2 = 1 (without noise) for Gaussian inputs. Teacher: a = [1], W = u.
+``gaussian_mixture`` (Mei, Montanari & Nguyen 2018)
+    y = +1 or -1 with probability 1/2 each; x ~ N(0, (1 + y delta)^2 I_d), delta = ``delta``.
+``xor``, ``moons``, ``spirals`` (d = 2)
+    Pictures with labels +-1, classes balanced (n // 2 and n - n // 2 points).
+    xor: four blobs centred at (+-1, +-1) (equally many points each), labelled by their
+    centre, y = sign(c_1 c_2). moons: the two interleaving half circles of scikit-learn's
+    make_moons (angles drawn uniformly), shifted so the pair is centred at 0; outer moon
+    y = +1. spirals: two arms r = R_SPIRAL t, angle 2 pi TURNS t (+ pi for the second arm),
+    t = sqrt(U(0, 1)) so points are spread evenly over the disc the arms cover
+    (E|x|^2 = 2, as for Gaussian inputs); first arm y = +1.
+``file``
+    ``path`` is an .npz or .h5/.hdf5 file holding X [n, d] and y [n] (finite reals,
+    d = ``dim``). The samples are shuffled with rng and round(test_fraction * n) of them
+    are the test set; ``n_train`` and ``n_test`` are ignored. A relative path is taken
+    from the current working directory.
+
+For the classification tasks (gaussian_mixture and the pictures) ``noise`` is the standard
+deviation of Gaussian noise added to the *inputs* (labels stay +-1; for gaussian_mixture
+the class covariances become ((1 +- delta)^2 + noise^2) I). For the regression tasks
+(teacher_student, single_index) it is label noise. ``inputs`` applies to the regression
+tasks only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from numpy.polynomial import hermite_e
+
+from solvers.activations import activation_code
+from solvers.particles import predict
+
+from .errors import UsageError
+from .scenario import DataSpec
+
+TURNS = 1.5
+"""spirals: turns of each arm."""
+
+R_SPIRAL = 2.0
+"""spirals: outer radius of the arms (E|x|^2 = R_SPIRAL^2 / 2 = 2)."""
+
+MOONS_CENTRE = (0.5, 0.25)
+"""moons: the mean of make_moons' two half circles, subtracted so the picture is centred."""
+
+XOR_CENTRES = np.array([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]])
+"""xor: the four blob centres; label sign(c_1 c_2)."""
+
+FILE_SUFFIXES = (".npz", ".h5", ".hdf5")
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """The target network f*(x) = sum_j a_j sigma(w_j . x) (rows of W are neurons)."""
+
+    a: np.ndarray
+    """[k] output weights."""
+    W: np.ndarray
+    """[k, d] input weights, one row per neuron."""
+    activation: str
+    """An activation name, or ``hermite<k>`` for single_index (informational)."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Training and test sets (float64, read-only) and the teacher where there is one."""
+
+    X_train: np.ndarray
+    """[n_train, d]"""
+    y_train: np.ndarray
+    """[n_train]"""
+    X_test: np.ndarray
+    """[n_test, d]"""
+    y_test: np.ndarray
+    """[n_test]"""
+    teacher: Optional[Teacher] = None
+
+    @property
+    def dim(self) -> int:
+        return self.X_train.shape[1]
+
+    @property
+    def n_train(self) -> int:
+        return self.X_train.shape[0]
+
+    @property
+    def n_test(self) -> int:
+        return self.X_test.shape[0]
+
+
+def make_dataset(spec: DataSpec, rng: np.random.Generator) -> Dataset:
+    """The training and test sets of ``spec.task``, drawn from ``rng`` (see the module docstring)."""
+    if spec.inputs != "gaussian" and spec.task not in ("teacher_student", "single_index"):
+        raise UsageError(
+            f"data.inputs: {spec.inputs!r} applies to tasks teacher_student and single_index "
+            f"only; task {spec.task!r} has its own inputs: remove data.inputs"
+        )
+    return TASKS[spec.task](spec, rng)
+
+
+# ----------------------------------------------------------------------------- helpers
+Sampler = Callable[[int], tuple[np.ndarray, np.ndarray]]
+
+
+def _split(spec: DataSpec, sample: Sampler, teacher: Optional[Teacher] = None) -> Dataset:
+    """Draw the training set, then the test set, with ``sample(n) -> (X, y)``."""
+    X_train, y_train = sample(spec.n_train)
+    X_test, y_test = sample(spec.n_test)
+    return _frozen(X_train, y_train, X_test, y_test, teacher)
+
+
+def _frozen(X_train, y_train, X_test, y_test, teacher) -> Dataset:
+    arrays = [np.ascontiguousarray(v, dtype=np.float64) for v in (X_train, y_train, X_test, y_test)]
+    if teacher is not None:
+        a, W = (np.ascontiguousarray(v, dtype=np.float64) for v in (teacher.a, teacher.W))
+        teacher = Teacher(a=_read_only(a), W=_read_only(W), activation=teacher.activation)
+    return Dataset(*map(_read_only, arrays), teacher=teacher)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+def unit_vectors(rng: np.random.Generator, k: int, d: int) -> np.ndarray:
+    """k vectors uniform on the unit sphere of R^d, shape [k, d]."""
+    g = rng.standard_normal((k, d))
+    return g / np.linalg.norm(g, axis=1, keepdims=True)
+
+
+def draw_inputs(rng: np.random.Generator, n: int, d: int, kind: str) -> np.ndarray:
+    """n inputs: ``gaussian`` x ~ N(0, I_d), or ``sphere`` uniform on |x| = sqrt(d)."""
+    if kind == "sphere":
+        return math.sqrt(d) * unit_vectors(rng, n, d)
+    return rng.standard_normal((n, d))
+
+
+def hermite_normalized(z: np.ndarray, k: int) -> np.ndarray:
+    """He_k(z) / sqrt(k!), probabilists' Hermite: orthonormal under z ~ N(0, 1)."""
+    coefficients = np.zeros(k + 1)
+    coefficients[k] = math.exp(-0.5 * math.lgamma(k + 1))
+    return hermite_e.hermeval(z, coefficients)
+
+
+def _balanced(rng: np.random.Generator, n: int, groups: int) -> np.ndarray:
+    """n group indices in 0..groups-1, as equal in size as n allows, in random order."""
+    return rng.permutation(np.arange(n) % groups)
+
+
+# ------------------------------------------------------------------------ regression
+def teacher_student(spec: DataSpec, rng: np.random.Generator) -> Dataset:
+    """y = sum_j a*_j sigma(w*_j . x) + noise N(0, 1), a*_j = 1/k, w*_j uniform on the unit sphere."""
+    k, d = spec.teacher.width, spec.dim
+    teacher = Teacher(
+        a=np.full(k, 1.0 / k), W=unit_vectors(rng, k, d), activation=spec.teacher.activation
+    )
+    code = activation_code(teacher.activation)
+
+    def sample(n):
+        X = draw_inputs(rng, n, d, spec.inputs)
+        f = predict(teacher.a, teacher.W, None, X, 1.0, code)
+        return X, f + spec.noise * rng.standard_normal(n)
+
+    return _split(spec, sample, teacher)
+
+
+def single_index(spec: DataSpec, rng: np.random.Generator) -> Dataset:
+    """y = He_k(u . x) / sqrt(k!) + noise N(0, 1), u uniform on the unit sphere, k = degree."""
+    k, d = spec.degree, spec.dim
+    u = unit_vectors(rng, 1, d)
+
+    def sample(n):
+        X = draw_inputs(rng, n, d, spec.inputs)
+        return X, hermite_normalized(X @ u[0], k) + spec.noise * rng.standard_normal(n)
+
+    return _split(spec, sample, Teacher(a=np.ones(1), W=u, activation=f"hermite{k}"))
+
+
+# -------------------------------------------------------------------- classification
+def gaussian_mixture(spec: DataSpec, rng: np.random.Generator) -> Dataset:
+    """y = +-1 with probability 1/2, x ~ N(0, (1 + y delta)^2 I_d) (+ input noise)."""
+    d, delta = spec.dim, spec.delta
+
+    def sample(n):
+        y = 2.0 * rng.integers(0, 2, size=n) - 1.0
+        X = (1.0 + delta * y)[:, None] * rng.standard_normal((n, d))
+        return X + spec.noise * rng.standard_normal((n, d)), y
+
+    return _split(spec, sample)
+
+
+def xor(spec: DataSpec, rng: np.random.Generator) -> Dataset:
+    """Four blobs N(c, noise^2 I_2), c in {-1, 1}^2, equally many points each; y = sign(c_1 c_2)."""
+
+    def sample(n):
+        centres = XOR_CENTRES[_balanced(rng, n, 4)]
+        y = centres[:, 0] * centres[:, 1]
+        return centres + spec.noise * rng.standard_normal((n, 2)), y
+
+    return _split(spec, sample)
+
+
+def moons(spec: DataSpec, rng: np.random.Generator) -> Dataset:
+    """make_moons, centred: outer (cos t, sin t) with y = +1, inner (1 - cos t, 1/2 - sin t)
+    with y = -1, t ~ U(0, pi), minus MOONS_CENTRE, plus input noise."""
+
+    def sample(n):
+        y = 1.0 - 2.0 * _balanced(rng, n, 2)
+        t = rng.uniform(0.0, math.pi, size=n)
+        outer = y > 0
+        X = np.where(
+            outer[:, None],
+            np.column_stack([np.cos(t), np.sin(t)]),
+            np.column_stack([1.0 - np.cos(t), 0.5 - np.sin(t)]),
+        )
+        X -= np.asarray(MOONS_CENTRE)
+        return X + spec.noise * rng.standard_normal((n, 2)), y
+
+    return _split(spec, sample)
+
+
+def spirals(spec: DataSpec, rng: np.random.Generator) -> Dataset:
+    """Two arms r = R_SPIRAL t, angle 2 pi TURNS t + pi c (c = 0: y = +1, c = 1: y = -1),
+    t = sqrt(U(0, 1)), plus input noise."""
+
+    def sample(n):
+        arm = _balanced(rng, n, 2)
+        t = np.sqrt(rng.uniform(0.0, 1.0, size=n))
+        angle = 2.0 * math.pi * TURNS * t + math.pi * arm
+        X = (R_SPIRAL * t)[:, None] * np.column_stack([np.cos(angle), np.sin(angle)])
+        return X + spec.noise * rng.standard_normal((n, 2)), 1.0 - 2.0 * arm
+
+    return _split(spec, sample)
+
+
+# ----------------------------------------------------------------------------- files
+def from_file(spec: DataSpec, rng: np.random.Generator) -> Dataset:
+    """X [n, d] and y [n] from ``spec.path`` (.npz or .h5/.hdf5), shuffled with rng;
+    the first round(test_fraction * n) shuffled samples are the test set."""
+    path = Path(spec.path).expanduser()
+    X, y = _read_arrays(path)
+    _check_arrays(path, X, y, spec.dim)
+    n = X.shape[0]
+    n_test = int(round(spec.test_fraction * n))
+    if not 0 < n_test < n:
+        raise UsageError(
+            f"data.path {path}: {n} samples and data.test_fraction {spec.test_fraction} leave "
+            f"{n_test} test and {n - n_test} training samples; both need at least one"
+        )
+    order = rng.permutation(n)
+    test, train = order[:n_test], order[n_test:]
+    return _frozen(X[train], y[train], X[test], y[test], None)
+
+
+def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    suffix = path.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise UsageError(
+            f"data.path {path}: unknown file type {path.suffix or '(none)'!r}; "
+            "use an .npz or .h5/.hdf5 file holding X [n, d] and y [n]"
+        )
+    if not path.is_file():
+        raise UsageError(f"data.path {path}: no such file (an {suffix} file holding X and y)")
+    reader = _read_npz if suffix == ".npz" else _read_h5
+    return reader(path)
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    _check_npz_magic(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            _check_keys(path, archive.files)
+            return archive["X"], archive["y"]
+    except UsageError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise UsageError(
+                f"data.path {path}: holds pickled Python objects (an object array), which are "
+                "never loaded (they can run code); save X and y as plain numeric arrays"
+            ) from None
+        raise UsageError(f"data.path {path}: not a readable .npz archive ({exc})") from None
+    except Exception as exc:  # OSError, EOFError, zipfile.BadZipFile, ...
+        raise UsageError(f"data.path {path}: not a readable .npz archive ({exc})") from None
+
+
+def _check_npz_magic(path: Path) -> None:
+    """Refuse what np.load would not read as an .npz archive (an .npy array, a pickle, text)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        raise UsageError(f"data.path {path}: cannot read the file ({exc.strerror})") from None
+    if head == b"\x93NUMPY":
+        raise UsageError(
+            f"data.path {path}: a single .npy array, not an .npz archive; "
+            "save X and y with numpy.savez(path, X=X, y=y)"
+        )
+    if not head.startswith(b"PK"):
+        raise UsageError(
+            f"data.path {path}: not a readable .npz archive (expected the zip file that "
+            "numpy.savez(path, X=X, y=y) writes)"
+        )
+
+
+def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            _check_keys(path, list(f.keys()))
+            for key in ("X", "y"):
+                if not isinstance(f[key], h5py.Dataset):
+                    raise UsageError(f"data.path {path}: {key!r} is a group, expected a dataset")
+            return f["X"][()], f["y"][()]
+    except UsageError:
+        raise
+    except Exception as exc:  # h5py raises OSError, but also KeyError/TypeError on odd files
+        raise UsageError(f"data.path {path}: not a readable HDF5 file ({exc})") from None
+
+
+def _check_keys(path: Path, keys) -> None:
+    missing = [key for key in ("X", "y") if key not in keys]
+    if missing:
+        raise UsageError(
+            f"data.path {path}: missing {' and '.join(missing)}; the file must hold "
+            f"X [n, d] and y [n] (found: {', '.join(sorted(keys)) or 'nothing'})"
+        )
+
+
+def _check_arrays(path: Path, X, y, dim: int) -> None:
+    X, y = np.asarray(X), np.asarray(y)
+    for key, value in (("X", X), ("y", y)):
+        if value.dtype.kind not in "biuf":
+            raise UsageError(f"data.path {path}: {key} has dtype {value.dtype}; expected real numbers")
+    if X.ndim != 2:
+        raise UsageError(f"data.path {path}: X has shape {X.shape}; expected 2-D [n, d]")
+    if y.ndim != 1:
+        raise UsageError(f"data.path {path}: y has shape {y.shape}; expected 1-D [n]")
+    if X.shape[0] != y.shape[0]:
+        raise UsageError(
+            f"data.path {path}: X has {X.shape[0]} samples but y has {y.shape[0]}; they must match"
+        )
+    for key, value in (("X", X), ("y", y)):
+        bad = np.size(value) - np.count_nonzero(np.isfinite(value))
+        if bad:
+            raise UsageError(f"data.path {path}: {key} has {bad} non-finite values (nan or inf)")
+    if X.shape[1] != dim:
+        raise UsageError(
+            f"data.path {path}: X has {X.shape[1]} features but data.dim is {dim}; "
+            f"set data.dim: {X.shape[1]}"
+        )
+
+
+TASKS: dict[str, Callable[[DataSpec, np.random.Generator], Dataset]] = {
+    "teacher_student": teacher_student,
+    "single_index": single_index,
+    "gaussian_mixture": gaussian_mixture,
+    "xor": xor,
+    "moons": moons,
+    "spirals": spirals,
+    "file": from_file,
+}
+"""Task name (``data.task``) -> the function that builds its Dataset."""

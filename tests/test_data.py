@@ -1,0 +1,319 @@
+"""Tests of meanfield.data: shapes, determinism, the distributions each task promises, files."""
+
+import math
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+from scipy.special import erf
+
+from meanfield.data import TASKS, Dataset, make_dataset
+from meanfield.errors import UsageError
+from meanfield.scenario import DataSpec
+
+SYNTHETIC = ["teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals"]
+CLASSIFICATION = ["gaussian_mixture", "xor", "moons", "spirals"]
+
+# Plain NumPy activations: the independent reference for the teacher's targets.
+NUMPY_ACTIVATIONS = {
+    "relu": lambda z: np.maximum(z, 0.0),
+    "tanh": np.tanh,
+    "erf": erf,
+    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
+    "softplus": lambda z: np.log1p(np.exp(z)),
+    "linear": lambda z: z,
+    "quadratic": lambda z: z**2,
+}
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def spec(task, **kw):
+    kw.setdefault("dim", 2 if task in ("xor", "moons", "spirals") else 3)
+    kw.setdefault("n_train", 40)
+    kw.setdefault("n_test", 30)
+    return DataSpec(task=task, **kw)
+
+
+@pytest.fixture
+def npz_file(tmp_path):
+    """An .npz file of 20 samples in d = 3, y_k = k so rows can be traced after shuffling."""
+    X = np.arange(60.0).reshape(20, 3)
+    path = tmp_path / "data.npz"
+    np.savez(path, X=X, y=np.arange(20.0))
+    return path
+
+
+def write_h5(path, **arrays):
+    with h5py.File(path, "w") as f:
+        for key, value in arrays.items():
+            f[key] = value
+    return path
+
+
+# ------------------------------------------------------------------ every task
+@pytest.mark.parametrize("task", SYNTHETIC)
+def test_shapes_and_dtypes(task):
+    ds = make_dataset(spec(task), rng())
+    d = ds.dim
+    assert (ds.n_train, ds.n_test) == (40, 30)
+    assert ds.X_train.shape == (40, d) and ds.y_train.shape == (40,)
+    assert ds.X_test.shape == (30, d) and ds.y_test.shape == (30,)
+    for array in (ds.X_train, ds.y_train, ds.X_test, ds.y_test):
+        assert array.dtype == np.float64 and np.all(np.isfinite(array))
+        assert not array.flags.writeable
+    if task in ("teacher_student", "single_index"):
+        k = ds.teacher.W.shape[0]
+        assert ds.teacher.a.shape == (k,) and ds.teacher.W.shape == (k, d)
+    else:
+        assert ds.teacher is None
+
+
+def test_every_task_has_a_builder():
+    assert set(TASKS) == set(SYNTHETIC) | {"file"}
+
+
+@pytest.mark.parametrize("task", SYNTHETIC)
+def test_same_seed_same_arrays_other_seed_other_arrays(task):
+    s = spec(task, noise=0.1)
+    one, again, other = (make_dataset(s, rng(seed)) for seed in (1, 1, 2))
+    for name in ("X_train", "y_train", "X_test", "y_test"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(again, name))
+    assert not np.array_equal(one.X_train, other.X_train)
+    assert not np.array_equal(one.X_test, other.X_test)
+
+
+@pytest.mark.parametrize("task", SYNTHETIC)
+def test_training_set_does_not_depend_on_test_size(task):
+    base = make_dataset(spec(task, noise=0.2), rng())
+    changed = make_dataset(spec(task, noise=0.2, n_test=7), rng())
+    np.testing.assert_array_equal(changed.X_train, base.X_train)
+    np.testing.assert_array_equal(changed.y_train, base.y_train)
+    if base.teacher is not None:
+        np.testing.assert_array_equal(changed.teacher.W, base.teacher.W)
+
+
+@pytest.mark.parametrize("task", CLASSIFICATION)
+def test_classification_noise_is_input_noise(task):
+    clean = make_dataset(spec(task, n_train=4000), rng())
+    noisy = make_dataset(spec(task, n_train=4000, noise=0.5), rng())
+    np.testing.assert_array_equal(noisy.y_train, clean.y_train)
+    eps = (noisy.X_train - clean.X_train) / 0.5
+    assert abs(eps.mean()) < 5 / math.sqrt(eps.size)
+    assert abs(eps.var() - 1.0) < 5 * math.sqrt(2 / eps.size)
+
+
+def test_inputs_key_refused_where_it_does_not_apply():
+    with pytest.raises(UsageError, match="data.inputs"):
+        make_dataset(spec("moons", inputs="sphere"), rng())
+
+
+# ------------------------------------------------------------------ regression
+@pytest.mark.parametrize("task", ["teacher_student", "single_index"])
+def test_sphere_inputs_have_norm_sqrt_d(task):
+    ds = make_dataset(spec(task, dim=7, inputs="sphere"), rng())
+    for X in (ds.X_train, ds.X_test):
+        np.testing.assert_allclose(np.linalg.norm(X, axis=1), math.sqrt(7), rtol=1e-12)
+
+
+def test_teacher_is_on_the_unit_sphere_with_equal_weights():
+    ds = make_dataset(spec("teacher_student", dim=5, teacher={"width": 4}), rng())
+    np.testing.assert_allclose(np.linalg.norm(ds.teacher.W, axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(ds.teacher.a, np.full(4, 0.25))
+    assert ds.teacher.activation == "relu"
+
+
+@pytest.mark.parametrize("activation", sorted(NUMPY_ACTIVATIONS))
+@pytest.mark.parametrize("dim", [3, 40])  # 40: the BLAS path of the solver
+def test_teacher_targets_match_numpy(activation, dim):
+    s = spec("teacher_student", dim=dim, teacher={"width": 3, "activation": activation})
+    ds = make_dataset(s, rng())
+    t = ds.teacher
+    assert t.activation == activation
+    sigma = NUMPY_ACTIVATIONS[activation]
+    for X, y in ((ds.X_train, ds.y_train), (ds.X_test, ds.y_test)):
+        reference = sum(t.a[j] * sigma(X @ t.W[j]) for j in range(len(t.a)))
+        np.testing.assert_allclose(y, reference, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("task", ["teacher_student", "single_index"])
+def test_label_noise_is_noise_times_standard_normal(task):
+    clean = make_dataset(spec(task, n_train=4000), rng())
+    noisy = make_dataset(spec(task, n_train=4000, noise=0.5), rng())
+    eps = (noisy.y_train - clean.y_train) / 0.5
+    assert abs(eps.mean()) < 5 / math.sqrt(4000)
+    assert abs(eps.var() - 1.0) < 5 * math.sqrt(2 / 4000)
+
+
+def test_single_index_degree_2_is_the_explicit_polynomial():
+    ds = make_dataset(spec("single_index", dim=4, degree=2), rng())
+    u = ds.teacher.W[0]
+    z = ds.X_train @ u
+    np.testing.assert_allclose(ds.y_train, (z**2 - 1) / math.sqrt(2), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.linalg.norm(u), 1.0)
+    np.testing.assert_array_equal(ds.teacher.a, [1.0])
+    assert ds.teacher.activation == "hermite2"
+
+
+def test_single_index_degree_3_is_the_explicit_polynomial():
+    ds = make_dataset(spec("single_index", dim=4, degree=3), rng())
+    z = ds.X_test @ ds.teacher.W[0]
+    np.testing.assert_allclose(ds.y_test, (z**3 - 3 * z) / math.sqrt(6), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3, 4])
+def test_single_index_target_has_mean_0_and_variance_1(degree):
+    n = 200_000
+    y = make_dataset(spec("single_index", dim=5, degree=degree, n_train=n, n_test=1), rng()).y_train
+    assert abs(y.mean()) < 5 * y.std() / math.sqrt(n)
+    assert abs(np.mean(y**2) - 1.0) < 5 * np.std(y**2) / math.sqrt(n)
+
+
+# -------------------------------------------------------------- classification
+@pytest.mark.parametrize("task", CLASSIFICATION)
+def test_labels_are_plus_minus_one_and_both_classes_present(task):
+    ds = make_dataset(spec(task, noise=0.1), rng())
+    for y in (ds.y_train, ds.y_test):
+        assert set(np.unique(y)) == {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("task", ["xor", "moons", "spirals"])
+def test_pictures_have_balanced_classes(task):
+    ds = make_dataset(spec(task, n_train=41), rng())
+    assert sorted([np.sum(ds.y_train == 1), np.sum(ds.y_train == -1)]) == [20, 21]
+
+
+def test_gaussian_mixture_class_second_moments():
+    delta, n, d = 0.4, 20_000, 10
+    ds = make_dataset(spec("gaussian_mixture", dim=d, delta=delta, n_train=n, n_test=1), rng())
+    assert abs(np.mean(ds.y_train == 1) - 0.5) < 5 * 0.5 / math.sqrt(n)
+    for label, scale in ((1.0, 1 + delta), (-1.0, 1 - delta)):
+        x2 = ds.X_train[ds.y_train == label] ** 2
+        se = x2.std() / math.sqrt(x2.size)
+        assert abs(x2.mean() - scale**2) < 5 * se
+        assert np.allclose(x2.mean(axis=0), scale**2, atol=10 * se * math.sqrt(d))
+
+
+def test_xor_labels_are_sign_of_x1_x2_for_small_noise():
+    ds = make_dataset(spec("xor", noise=0.1), rng())
+    np.testing.assert_array_equal(ds.y_train, np.sign(ds.X_train[:, 0] * ds.X_train[:, 1]))
+
+
+def test_noise_free_pictures_lie_on_their_curves():
+    xor = make_dataset(spec("xor"), rng())
+    assert set(map(tuple, xor.X_train)) == {(1.0, 1.0), (-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0)}
+    moons = make_dataset(spec("moons"), rng())
+    X = moons.X_train + [0.5, 0.25]
+    outer = moons.y_train == 1
+    np.testing.assert_allclose(np.linalg.norm(X[outer], axis=1), 1.0)
+    np.testing.assert_allclose(np.linalg.norm(X[~outer] - [1.0, 0.5], axis=1), 1.0)
+    assert np.all(X[outer, 1] >= 0) and np.all(X[~outer, 1] <= 0.5)
+
+
+def test_moons_and_spirals_are_centred():
+    n = 20_000
+    for task in ("moons", "spirals"):
+        X = make_dataset(spec(task, n_train=n, n_test=1), rng()).X_train
+        assert np.all(np.abs(X.mean(axis=0)) < 5 * X.std(axis=0) / math.sqrt(n)), task
+
+
+# ------------------------------------------------------------------------ files
+def file_spec(path, dim=3, test_fraction=0.25):
+    return DataSpec(task="file", path=str(path), dim=dim, test_fraction=test_fraction)
+
+
+def check_round_trip(ds: Dataset, X, y):
+    assert (ds.n_train, ds.n_test) == (15, 5)  # round(0.25 * 20)
+    assert ds.dim == 3 and ds.teacher is None
+    X_all = np.concatenate([ds.X_train, ds.X_test])
+    y_all = np.concatenate([ds.y_train, ds.y_test])
+    assert sorted(y_all) == list(y)  # every sample once
+    np.testing.assert_array_equal(X_all, X[y_all.astype(int)])  # rows keep their labels
+    assert not np.array_equal(y_all, y)  # shuffled
+    assert ds.X_train.dtype == np.float64 and not ds.X_train.flags.writeable
+
+
+def test_npz_round_trip(npz_file):
+    with np.load(npz_file) as f:
+        X, y = f["X"], f["y"]
+    ds = make_dataset(file_spec(npz_file), rng())
+    check_round_trip(ds, X, y)
+    again = make_dataset(file_spec(npz_file), rng())
+    np.testing.assert_array_equal(again.y_test, ds.y_test)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".hdf5"])
+def test_h5_round_trip(tmp_path, suffix):
+    X = np.arange(60, dtype=np.float32).reshape(20, 3)  # other dtypes become float64
+    y = np.arange(20)
+    path = write_h5(tmp_path / f"data{suffix}", X=X, y=y)
+    check_round_trip(make_dataset(file_spec(path), rng()), X, y)
+
+
+def test_file_ignores_n_train_and_n_test(npz_file):
+    s = DataSpec(task="file", path=str(npz_file), dim=3, n_train=3, n_test=999)
+    assert make_dataset(s, rng()).n_train == 15
+
+
+def bad_npz(tmp_path, **arrays):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: p / "absent.npz", "no such file"),
+        (lambda p: p / "absent.h5", "no such file"),
+        (lambda p: (p / "data.csv").write_text("1,2") and p / "data.csv", "unknown file type '.csv'"),
+        (lambda p: (p / "data").write_text("1,2") and p / "data", "unknown file type"),
+        (lambda p: (p / "junk.npz").write_text("hello") and p / "junk.npz", "not a readable .npz"),
+        (lambda p: (p / "junk.h5").write_text("hello") and p / "junk.h5", "not a readable HDF5"),
+        (lambda p: (p / "t.npz").write_bytes(b"PK\x03\x04trunc") and p / "t.npz", "not a readable .npz"),
+        (lambda p: (p / "p.npz").write_bytes(pickle.dumps({"X": 1})) and p / "p.npz", "not a readable .npz"),
+        (lambda p: bad_npz(p, X=np.ones((4, 3))), "missing y"),
+        (lambda p: bad_npz(p, inputs=np.ones((4, 3))), "missing X and y"),
+        (lambda p: write_h5(p / "k.h5", X=np.ones((4, 3))), "missing y"),
+        (lambda p: bad_npz(p, X=np.array([None] * 4, dtype=object), y=np.ones(4)), "pickled"),
+        (lambda p: bad_npz(p, X=np.ones(4), y=np.ones(4)), "X has shape .4,.; expected 2-D"),
+        (lambda p: bad_npz(p, X=np.ones((4, 3)), y=np.ones((4, 1))), "y has shape .4, 1.; expected 1-D"),
+        (lambda p: bad_npz(p, X=np.ones((4, 3)), y=np.ones(5)), "X has 4 samples but y has 5"),
+        (lambda p: bad_npz(p, X=np.full((4, 3), np.nan), y=np.ones(4)), "X has 12 non-finite"),
+        (lambda p: bad_npz(p, X=np.ones((4, 3)), y=[1, np.inf, 1, 1]), "y has 1 non-finite"),
+        (lambda p: bad_npz(p, X=np.ones((4, 2)), y=np.ones(4)), "set data.dim: 2"),
+        (lambda p: bad_npz(p, X=np.array([["a"] * 3] * 4), y=np.ones(4)), "expected real numbers"),
+        (lambda p: bad_npz(p, X=np.ones((2, 3)), y=np.ones(2)), "both need at least one"),
+    ],
+    ids=[
+        "missing-npz", "missing-h5", "csv", "no-suffix", "junk-npz", "junk-h5", "truncated-zip",
+        "whole-pickle", "no-y",
+        "no-keys", "h5-no-y", "pickled", "X-1d", "y-2d", "length", "X-nan", "y-inf",
+        "dim", "strings", "too-few",
+    ],
+)
+def test_bad_files_are_usage_errors(tmp_path, make, match):
+    path = make(tmp_path)
+    with pytest.raises(UsageError, match=match) as info:
+        make_dataset(file_spec(path), rng())
+    assert str(path) in str(info.value)
+
+
+def test_npy_saved_as_npz_is_refused(tmp_path):
+    path = tmp_path / "data.npz"
+    with open(path, "wb") as f:
+        np.save(f, np.ones((4, 3)))
+    with pytest.raises(UsageError, match="not an .npz archive"):
+        make_dataset(file_spec(path), rng())
+
+
+def test_h5_group_instead_of_dataset_is_refused(tmp_path):
+    path = tmp_path / "g.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("X")
+        f["y"] = np.ones(4)
+    with pytest.raises(UsageError, match="'X' is a group"):
+        make_dataset(file_spec(path), rng())

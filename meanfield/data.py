@@ -7,7 +7,7 @@ within a set, inputs (and labels) come before noise, and the noise is drawn even
 ``noise`` is 0. So a given rng state always gives the same arrays, changing ``n_test`` or
 ``noise`` leaves the training inputs unchanged, and changing ``n_train`` leaves the teacher
 unchanged. The test set is drawn from the same distribution as the training set (label
-noise included). All arrays are float64 and read-only: every run of a scenario shares them.
+noise included). All arrays are float64 and shared by every run of a scenario: do not write into them.
 
 Tasks (d = ``dim``, sigma_eps = ``noise``):
 
@@ -88,7 +88,7 @@ class Teacher:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Training and test sets (float64, read-only) and the teacher where there is one."""
+    """Training and test sets (float64) and the teacher where there is one."""
 
     X_train: np.ndarray
     """[n_train, d]"""
@@ -138,13 +138,8 @@ def _frozen(X_train, y_train, X_test, y_test, teacher) -> Dataset:
     arrays = [np.ascontiguousarray(v, dtype=np.float64) for v in (X_train, y_train, X_test, y_test)]
     if teacher is not None:
         a, W = (np.ascontiguousarray(v, dtype=np.float64) for v in (teacher.a, teacher.W))
-        teacher = Teacher(a=_read_only(a), W=_read_only(W), activation=teacher.activation)
-    return Dataset(*map(_read_only, arrays), teacher=teacher)
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array.setflags(write=False)
-    return array
+        teacher = Teacher(a=a, W=W, activation=teacher.activation)
+    return Dataset(*arrays, teacher=teacher)
 
 
 def unit_vectors(rng: np.random.Generator, k: int, d: int) -> np.ndarray:

@@ -1,0 +1,158 @@
+"""The command line: ``meanfield simulate | inspect | scenarios`` (DESIGN §5).
+
+Usage errors (a bad key, a missing file, a file that is not ours) print one line starting
+with ``Error:`` and exit with status 2; a run that diverged exits with status 1 after
+marking its entry in the file as failed; Ctrl-C and SIGTERM leave a valid file that
+``--resume`` continues.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import RunFailed, UsageError
+
+log = logging.getLogger("meanfield")
+
+
+class CommandError(click.ClickException):
+    """A usage error: printed as one ``Error: ...`` line, exit status 2."""
+
+    exit_code = 2
+
+
+@contextmanager
+def usage_errors():
+    try:
+        yield
+    except UsageError as exc:
+        raise CommandError(str(exc)) from None
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM ends a run the way Ctrl-C does: the file is closed valid and resumable."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="meanfield")
+@click.option("-v", "--verbose", count=True, help="More messages (debug level).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no announcements.")
+@click.pass_context
+def main(ctx, verbose, quiet):
+    """Two-layer networks at infinite width: mean-field particles (rich) and the NTK (lazy)."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    ctx.obj = {"quiet": quiet}
+
+
+@main.command()
+@click.argument("scenario")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Trajectory file (default: the scenario's output).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a scenario key before validation, e.g. --set model.width=4096.")
+@click.option("--resume", is_flag=True, help="Continue the runs of an interrupted file.")
+@click.option("--dry-run", is_flag=True, help="Validate and show what would run; write nothing.")
+@click.pass_context
+def simulate(ctx, scenario, output, overrides, resume, dry_run):
+    """Run every run of SCENARIO (a YAML file, or a bundled scenario's name) into one HDF5 file."""
+    from . import run
+    from .progress import progress_factory
+    from .scenario import load_scenario
+    from .bundled import scenario_path
+
+    quiet = ctx.obj["quiet"]
+    with usage_errors():
+        spec = load_scenario(scenario_path(scenario), overrides)
+        output = output or spec.output_path
+        if resume and not Path(output).exists():
+            raise UsageError(f"--resume: {output} does not exist (run without --resume first)")
+        the_plan = run.plan(spec)
+        if dry_run:
+            click.echo(describe_plan(spec, the_plan, output))
+            return
+        show_bar = not quiet and sys.stderr.isatty()
+        try:
+            with sigterm_as_interrupt():
+                reports = run.simulate(spec, output, resume=resume, log=log.info, progress=progress_factory(show_bar))
+        except KeyboardInterrupt:
+            click.echo(f"interrupted: {output} is valid; continue with --resume", err=True)
+            sys.exit(130)
+        except RunFailed as exc:
+            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"{output} keeps every snapshot before the failure", err=True)
+            sys.exit(1)
+    if not quiet:
+        for report in reports:
+            loss = report.measures.get("loss_train", float("nan"))
+            click.echo(f"{report.name}: {report.status}; t = {report.t:.4g}, {report.steps} steps, "
+                       f"train loss {loss:.4g}", err=True)
+        click.echo(f"wrote {output}", err=True)
+
+
+def describe_plan(spec, the_plan, output) -> str:
+    lines = [f"scenario {spec.name}: {len(spec.runs)} run(s), width {spec.model.width}, "
+             f"dim {spec.data.dim}, n_train {spec.data.n_train}"]
+    for name, resolved in the_plan.resolved.items():
+        lines.append(
+            f"  {name}: {resolved.preset}: s = {resolved.s:.4g}, eta_a = {resolved.eta_a:.4g}, "
+            f"eta_w = {resolved.eta_w:.4g}, a_std = {resolved.a_std:.4g}; "
+            f"predicted {resolved.regime.label}: {resolved.regime.reason}"
+        )
+    lines += the_plan.notes
+    lines.append(f"would write {output}: about {the_plan.estimated_bytes / 1e6:.3g} MB, "
+                 f"{len(the_plan.times) + 1} snapshots per run")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def inspect(file):
+    """What is in a trajectory FILE: runs, status, final measures, predicted regime."""
+    from . import storage
+
+    with usage_errors():
+        with storage.open_trajectory(file) as h5:
+            runs = storage.list_runs(h5)
+            click.echo(f"{file}: {len(runs)} run(s)")
+            for name in runs:
+                click.echo(describe_run(storage.read_run(h5, name)))
+
+
+def describe_run(data) -> str:
+    attrs = data.attrs
+    lines = [f"{data.name}: {attrs.get('preset', '?')} ({attrs.get('solver', '?')}), status: {data.status}",
+             f"  predicted: {attrs.get('predicted_regime', '?')}: {attrs.get('predicted_regime_reason', '')}"]
+    for measure, (times, values) in data.measures.items():
+        if len(times):
+            lines.append(f"  {measure:<20} {values[-1]:.6g}   (t = {times[-1]:.4g})")
+    return "\n".join(lines)
+
+
+@main.command()
+def scenarios():
+    """The bundled scenarios, one line each."""
+    from .bundled import bundled
+
+    for name, summary in bundled().items():
+        click.echo(f"{name:<24} {summary}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -181,8 +181,8 @@ def _particle_run(scenario, name, resolved, data: Dataset, draws, trajectory, ti
         return particle_measures(a, W, b, (a0, W0, b0), data, s=resolved.s, activation=act, loss=loss)
 
     writer, state = _open_run(trajectory, name, scenario, resolved, layout, resume, rng)
-    if writer.status == "complete" or writer.status.startswith("complete"):
-        return RunReport(name, writer.status, state.t if state else train.t_end, state.step if state else 0)
+    if writer.status == "complete":
+        return RunReport(name, "complete (already in the file)", math.nan, 0)
     if state is None:
         state = LoopState(0.0, 0, layout.pack(a0, W0, b0, dtype=dtype))
         _snapshot(writer, layout, state, measure(state), rng)
@@ -192,28 +192,34 @@ def _particle_run(scenario, name, resolved, data: Dataset, draws, trajectory, ti
 
     bar = progress(name, state.t, train.t_end) if progress else nullcontext()
     try:
-        with bar:
+        # overflow on the way to a blow-up is expected: the loop checks finiteness itself
+        with bar, np.errstate(over="ignore", invalid="ignore"):
             outcome = integrate(
                 field, state, stepper, times[times > state.t + 1e-12], on_snapshot=on_snapshot,
                 stop_loss=train.stop_loss, rng=rng, on_step=getattr(bar, "update_state", None),
+                max_abs=float(np.finfo(scenario.record.dtype).max),
             )
     except KeyboardInterrupt:
-        writer.status = "interrupted: continue it with --resume"
+        writer.status = "interrupted"
         raise
-    final = measure(outcome.state)
+    with np.errstate(over="ignore", invalid="ignore"):
+        final = measure(outcome.state)
     if outcome.status == "diverged":
         writer.status = f"failed: {outcome.message}"
-    elif outcome.status == "stop_loss":
-        writer.status = f"complete (stop_loss reached at t = {outcome.state.t:.6g})"
     else:
         writer.status = "complete"
-    return RunReport(name, writer.status, outcome.state.t, outcome.state.step, final)
+    status = writer.status
+    if outcome.status == "stop_loss":
+        status += f" (stop_loss reached at t = {outcome.state.t:.6g})"
+    return RunReport(name, status, outcome.state.t, outcome.state.step, final)
 
 
 def _open_run(trajectory, name, scenario, resolved, layout, resume, rng):
     """The run's writer, and where to start: None (from t = 0) or the last checkpoint."""
     if resume and name in trajectory.runs:
         writer = trajectory.run(name)
+        if writer.status == "complete":
+            return writer, None
         checkpoint = writer.load_checkpoint()
         if checkpoint is not None:
             writer.truncate(checkpoint.frames)

@@ -302,15 +302,23 @@ def apply_override(raw: dict, item: str) -> tuple:
         child = node.get(part)
         if child is None:
             child = node[part] = {}
-        elif isinstance(child, str) and keys[depth + 1] != "preset":
-            # a preset given by name ("mean_field") becomes a mapping to hold options
-            child = node[part] = {"preset": child}
+        elif isinstance(child, str):
+            child = node[part] = _expand_shorthand(tuple(keys[: depth + 1]), child)
         if not isinstance(child, dict):
             where = ".".join(keys[: depth + 1])
             raise UsageError(f"--set {item}: {where} holds {child!r}, not a mapping of keys")
         node = child
     node[keys[-1]] = value
     return tuple(keys)
+
+
+def _expand_shorthand(path: tuple, value: str):
+    """The mapping a by-name shorthand stands for, so an override can add options to it."""
+    if path[-1] == "parameterization":
+        return {"preset": value}  # parameterization: lazy
+    if len(path) == 2 and path[0] == "runs":
+        return {"parameterization": value}  # runs: {rich: mean_field}
+    return value
 
 
 def _key_lines(node, path=()) -> dict[tuple, int]:

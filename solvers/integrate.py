@@ -239,13 +239,15 @@ def integrate(
     stop_loss: float = 0.0,
     rng: Optional[np.random.Generator] = None,
     on_step: Optional[Callable[[LoopState], None]] = None,
+    max_abs: float = math.inf,
 ) -> Outcome:
     """Advance ``state`` through every time in ``save_times`` (all > state.t).
 
     ``on_snapshot`` is called at each save time (not at ``state.t`` itself: the caller
     records the start). The loop stops early, with a final snapshot, once the field's loss
     at the current state is below ``stop_loss``; and it stops with status 'diverged' when
-    the state becomes non-finite or rk45's step falls below ``dt_min``.
+    the state becomes non-finite (or larger than ``max_abs``: e.g. what a float32 snapshot
+    can hold) or rk45's step falls below ``dt_min``.
     """
     evaluations = [0]
 
@@ -275,8 +277,9 @@ def integrate(
                 if state.h <= stepper.dt_min * (1 + 1e-12) and out.error > 1:
                     return _diverged(state, stepper, evaluations, "the step size fell to dt_min")
                 continue
-            if not np.all(np.isfinite(out.y)):
-                return _diverged(state, stepper, evaluations, "the state became non-finite")
+            if not np.all(np.abs(out.y) < max_abs):  # False for NaN and inf too
+                what = "the state became non-finite" + (f" or exceeded {max_abs:.3g}" if max_abs < math.inf else "")
+                return _diverged(state, stepper, evaluations, what)
             state.t = t_save if t_save - (state.t + h) <= 1e-12 * max(1.0, abs(t_save)) else state.t + h
             state.y = out.y
             state.step += 1

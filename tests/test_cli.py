@@ -1,0 +1,247 @@
+"""The command line end to end on a tiny scenario: the file layout, resume, determinism, bad input."""
+
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from meanfield import run as run_module
+from meanfield.cli import main
+from meanfield.data import make_dataset
+from meanfield.parameterization import resolve
+from meanfield.progress import ModelTimeBar
+from meanfield.scenario import parse_scenario
+from meanfield.storage import read_run
+from solvers.activations import activation_code
+from solvers.particles import predict
+
+TINY = textwrap.dedent(
+    """\
+    # a tiny scenario for the tests
+    name: tiny
+    seed: 3
+    data: {task: teacher_student, dim: 3, n_train: 40, n_test: 30, teacher: {width: 2}}
+    model: {width: 16, activation: tanh, bias: true, init: {b_std: 0.5, symmetric: true}}
+    runs:
+      rich: mean_field
+      lazy: {parameterization: {preset: lazy, alpha: 10}}
+      noisy: {parameterization: ntk}
+    train:
+      t_end: 2.0
+      integrator: {method: rk45, rtol: 1.0e-7, atol: 1.0e-10}
+    record: {every: 0.5}
+    """
+)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, ["-q", *map(str, args)])
+
+
+def file_contents(path):
+    """Every dataset and attribute in a file, for exact comparisons."""
+    out = {}
+    with h5py.File(path, "r") as h5:
+        def visit(name, obj):
+            out.update({f"{name}@{k}": np.asarray(v).tolist() for k, v in obj.attrs.items()})
+            if isinstance(obj, h5py.Dataset):
+                out[name] = obj[()].tolist()
+        h5.visititems(visit)
+    return out
+
+
+def test_simulate_writes_the_h5md_layout(tiny, tmp_path):
+    out = tmp_path / "tiny.h5"
+    result = invoke("simulate", tiny, "-o", out)
+    assert result.exit_code == 0, result.output
+    with h5py.File(out, "r") as h5:
+        assert list(h5["h5md"].attrs["version"]) == [1, 1]
+        scenario = yaml.safe_load(h5["parameters"].attrs["scenario"])
+        assert scenario["model"]["width"] == 16 and h5["parameters"].attrs["seed"] == 3
+        for run in ("rich", "lazy", "noisy"):
+            assert h5[f"parameters/{run}"].attrs["status"] == "complete"
+            position = h5[f"particles/{run}/position"]
+            assert position["value"].shape == (5, 16, 3) and position["value"].dtype == np.float32
+            assert list(position["time"][:]) == [0.0, 0.5, 1.0, 1.5, 2.0]
+            assert h5[f"particles/{run}/amplitude/value"].shape == (5, 16)
+            assert h5[f"particles/{run}/bias/value"].shape == (5, 16)
+            assert h5[f"observables/{run}/loss_train/value"].shape == (5,)
+            assert h5[f"particles/{run}/box"].attrs["dimension"] == 3
+        assert h5["data/X_train"].shape == (40, 3) and h5["data/teacher/W"].shape == (2, 3)
+
+
+def test_stored_measures_agree_with_an_independent_evaluation(tiny, tmp_path):
+    out = tmp_path / "tiny.h5"
+    invoke("simulate", tiny, "-o", out)
+    scenario = parse_scenario(TINY)
+    data = make_dataset(scenario.data, run_module.rng_for(scenario.seed, 0))
+    run = read_run(out, "rich")
+    resolved = resolve(scenario.runs["rich"].parameterization, scenario.model, 3)
+    # the initial particles are the shared draws scaled by the preset; symmetric: f_0 = 0
+    draws = run_module.initial_draws(scenario, run_module.rng_for(scenario.seed, 1))
+    a0, W0, b0 = run_module.initial_particles(draws, resolved, True)
+    assert np.allclose(run.particles.W[0], W0, rtol=1e-6)
+    assert np.allclose(run.particles.a[0, :8], -run.particles.a[0, 8:])
+    assert np.allclose(predict(a0, W0, b0, data.X_test, resolved.s, activation_code("tanh")), 0, atol=1e-15)
+    # loss from the float32 snapshot, in plain NumPy, against the stored float64 measure
+    a, W, b = (v[-1].astype(np.float64) for v in (run.particles.a, run.particles.W, run.particles.b))
+    f = resolved.s * np.tanh(data.X_train @ W.T + b) @ a
+    assert np.isclose(np.mean(0.5 * (f - data.y_train) ** 2), run.measures["loss_train"].value[-1], rtol=1e-4)
+    moved = np.linalg.norm(W - W0) / np.linalg.norm(W0)
+    assert np.isclose(moved, run.measures["displacement_w"].value[-1], rtol=1e-4)
+    # lazy alpha = 10 moves its neurons far less than the mean-field run
+    lazy = read_run(out, "lazy")
+    assert lazy.measures["displacement_w"].value[-1] < 0.3 * run.measures["displacement_w"].value[-1]
+
+
+def test_same_seed_gives_the_same_file(tiny, tmp_path):
+    invoke("simulate", tiny, "-o", tmp_path / "a.h5")
+    invoke("simulate", tiny, "-o", tmp_path / "b.h5")
+    assert file_contents(tmp_path / "a.h5") == file_contents(tmp_path / "b.h5")
+
+
+class InterruptAt(ModelTimeBar):
+    """A progress bar that presses Ctrl-C once model time passes ``t_stop`` in run ``name``."""
+
+    def __init__(self, name, t0, t_end, stop):
+        super().__init__(name, t0, t_end, enabled=False)
+        self.stop = stop
+
+    def update_state(self, state):
+        if self.name == self.stop[0] and state.t > self.stop[1]:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("method", ["rk45", "euler_maruyama", "sgd"])
+def test_resume_after_interruption_equals_the_uninterrupted_run(tmp_path, method):
+    overrides = [f"train.integrator.method={method}", "train.integrator.dt=0.05"]
+    if method == "euler_maruyama":
+        overrides.append("train.temperature=0.01")
+    if method == "sgd":
+        overrides.append("train.integrator.batch_size=8")
+    scenario = parse_scenario(TINY, overrides=overrides)
+    whole, parts = tmp_path / "whole.h5", tmp_path / "parts.h5"
+    run_module.simulate(scenario, str(whole))
+    with pytest.raises(KeyboardInterrupt):
+        run_module.simulate(scenario, str(parts), progress=lambda *a: InterruptAt(*a, stop=("lazy", 1.2)))
+    with h5py.File(parts, "r") as h5:  # a valid file, the run marked interrupted
+        assert h5["parameters/lazy"].attrs["status"] == "interrupted"
+        assert h5["parameters/rich"].attrs["status"] == "complete"
+        assert h5["observables/lazy/loss_train/value"].shape[0] == 3
+    run_module.simulate(scenario, str(parts), resume=True)
+    assert file_contents(parts) == file_contents(whole)
+
+
+def test_dry_run_writes_nothing(tiny, tmp_path):
+    result = invoke("simulate", tiny, "--dry-run", "-o", tmp_path / "x.h5")
+    assert result.exit_code == 0
+    assert "predicted rich" in result.output and "predicted lazy" in result.output
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_inspect_shows_runs_and_final_measures(tiny, tmp_path):
+    out = tmp_path / "tiny.h5"
+    invoke("simulate", tiny, "-o", out)
+    result = invoke("inspect", out)
+    assert result.exit_code == 0
+    for text in ("rich: mean_field", "lazy: lazy", "status: complete", "loss_test", "predicted: rich"):
+        assert text in result.output
+
+
+def test_scenarios_lists_the_bundled_ones():
+    result = invoke("scenarios")
+    assert result.exit_code == 0 and "quickstart" in result.output
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.widht=3", "unknown key 'model.widht'; allowed here: width, activation, bias, init"),
+        ("model.width=-4", "model.width: Input should be greater than 0"),
+        ("model.width=many", "model.width: Input should be a valid integer"),
+        ("runs.rich.parameterization.alpha=3", "unknown key 'runs.rich.parameterization.alpha'"),
+        ("train.integrator.method=leapfrog", "train.integrator.method: Input should be"),
+        ("model.width", "write it as dotted.key=value"),
+    ],
+)
+def test_bad_overrides_are_usage_errors(tiny, tmp_path, override, message):
+    out = tmp_path / "x.h5"
+    result = invoke("simulate", tiny, "-o", out, "--set", override)
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_unknown_key_in_the_file_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(TINY.replace("seed: 3", "seed: 3\nsede: 4"))
+    result = invoke("simulate", path)
+    assert result.exit_code == 2
+    assert f"{path}:4: unknown key 'sede'" in result.output
+
+
+def test_missing_and_foreign_files_are_usage_errors(tmp_path):
+    result = invoke("simulate", tmp_path / "nope.yaml")
+    assert result.exit_code == 2 and "no such scenario file" in result.output
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as h5:
+        h5["x"] = 1
+    result = invoke("inspect", foreign)
+    assert result.exit_code == 2 and "not a meanfield trajectory file" in result.output
+    text = tmp_path / "text.h5"
+    text.write_text("hello")
+    result = invoke("inspect", text)
+    assert result.exit_code == 2 and str(text) in result.output
+
+
+def test_resume_refuses_a_file_of_another_scenario(tiny, tmp_path):
+    out = tmp_path / "tiny.h5"
+    invoke("simulate", tiny, "-o", out)
+    before = file_contents(out)
+    result = invoke("simulate", tiny, "-o", out, "--resume", "--set", "seed=4")
+    assert result.exit_code == 2 and "scenario" in result.output
+    assert file_contents(out) == before
+
+
+def test_a_diverging_run_fails_cleanly(tiny, tmp_path):
+    out = tmp_path / "tiny.h5"
+    result = invoke("simulate", tiny, "-o", out, "--set", "runs.noisy.parameterization.lr=1e6",
+                    "--set", "train.integrator={method: euler, dt: 1.0}", "--set", "train.t_end=30")
+    assert result.exit_code == 1
+    assert "run 'noisy' failed: the state became non-finite" in result.output
+    assert "smaller dt than 1" in result.output and "Warning" not in result.output
+    noisy = read_run(out, "noisy")
+    assert noisy.status.startswith("failed: ")
+    assert 2 < len(noisy.particles.time) < 61 and np.all(np.isfinite(noisy.particles.a))
+    assert read_run(out, "rich").status == "complete"
+
+
+def test_sigterm_leaves_a_valid_resumable_file(tiny, tmp_path):
+    out = tmp_path / "tiny.h5"
+    # a long run, stopped by SIGTERM once its first snapshots are written
+    code = textwrap.dedent(f"""
+        import os, signal
+        from meanfield.cli import main
+        from meanfield.progress import ModelTimeBar
+        def update_state(self, state):
+            if state.t > 0.6:
+                os.kill(os.getpid(), signal.SIGTERM)
+        ModelTimeBar.update_state = update_state
+        main(["-q", "simulate", {str(tiny)!r}, "-o", {str(out)!r}, "--set", "train.t_end=100"])
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert "continue with --resume" in done.stderr
+    assert read_run(out, "rich").status == "interrupted"

@@ -171,3 +171,34 @@ def activate_tile_value(code, z, s_out, n):
     else:
         for t in range(n):
             s_out[t] = z.dtype.type(np.nan)
+
+
+@jit(inline="always")
+def sigma_pair(code, z, one):
+    """(sigma(z), sigma'(z)) for a scalar z, computed in the type of ``one`` (the number 1
+    of the working dtype); equations of :func:`sigma` and :func:`dsigma`.
+
+    For loops that fuse the activation with other work: called with a constant ``code``
+    the branch folds away at compile time.
+    """
+    zero = one - one
+    if code == RELU:
+        pos = z > zero
+        return (z if pos else zero), (one if pos else zero)
+    elif code == TANH:
+        th = math.tanh(z)
+        return th, one - th * th
+    elif code == ERF:
+        return math.erf(z), one * _TWO_OVER_SQRT_PI * math.exp(-z * z)
+    elif code == SIGMOID or code == SOFTPLUS:
+        e = math.exp(-abs(z))
+        r = one / (one + e)
+        sg = r if z >= zero else e * r
+        if code == SIGMOID:
+            return sg, sg * (one - sg)
+        return math.log1p(e) + (z if z > zero else zero), sg
+    elif code == LINEAR:
+        return z, one
+    elif code == QUADRATIC:
+        return z * z, (one + one) * z
+    return z * math.nan, z * math.nan

@@ -19,7 +19,7 @@ Nothing of size m x n is ever allocated. Two passes:
 2. backward, parallel over particles: each particle recomputes its z_ik tile by tile and
    writes only its own gradient slots (deterministic whatever the number of threads).
 
-The data are packed as contiguous (d, TILE) tiles, zero-padded, with l' = 0 on the padding.
+The data are packed as contiguous (d, tile) tiles, zero-padded, with l' = 0 on the padding.
 For large d the products w_i . x_k go through BLAS on blocks of particles instead
 (memory O(block * n)), see :data:`BLAS_MIN_D`.
 
@@ -31,17 +31,25 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit, jit_parallel
-from .activations import activate_tile, activate_tile_value
+from .activations import (
+    ERF,
+    LINEAR,
+    QUADRATIC,
+    RELU,
+    SIGMOID,
+    SOFTPLUS,
+    TANH,
+    activate_tile,
+    activate_tile_value,
+    sigma_pair,
+)
 from .losses import loss_and_derivative
-
-TILE = 64
-"""Data points per tile of the fused kernels."""
 
 BLAS_MIN_D = 32
 """From this input dimension on, w_i . x_k is computed by BLAS on blocks of particles."""
 
-BLAS_BLOCK_ELEMENTS = 1 << 20
-"""At most this many z_ik values exist at once on the BLAS path (8 MiB in float64)."""
+BLAS_BLOCK_ELEMENTS = 1 << 21
+"""At most this many z_ik values exist at once on the BLAS path (16 MiB in float64)."""
 
 PARTICLE_BLOCK = 16
 """Particles per parallel job of the fused backward pass."""
@@ -51,6 +59,160 @@ FORWARD_CHUNK = 512
 
 
 # ---------------------------------------------------------------- fused kernels (small d)
+#
+# The kernels are built per input dimension D (a compile-time constant: the loops over
+# the coordinates unroll and the loops over data points vectorise; with a run-time d they
+# ran 3x slower). Each D compiles, and is cached on disk, separately.
+
+
+def tile_size(d):
+    """Data points per tile for dimension d: the (d, tile) block of X stays in L1."""
+    t = 256
+    while t > 64 and d * t > 1024:
+        t //= 2
+    return t
+
+
+@jit(inline="always")
+def _particle_fused(D, T, code, Xp, lp, w, bi, accw, one):
+    """One particle, everything in one loop over data points (fast for D <= 2, where
+    the accumulators stay in registers). D, T and ``code`` are constants at each call
+    site (inlined), so the coordinate loops unroll and the activation branch folds."""
+    zero = one - one
+    acca = zero
+    accb = zero
+    for tt in range(Xp.shape[0]):
+        t0 = tt * T
+        for t in range(T):
+            zt = bi
+            for j in range(D):
+                zt += w[j] * Xp[tt, j, t]
+            s, ds = sigma_pair(code, zt, one)
+            l = lp[t0 + t]
+            acca += l * s
+            g = l * ds
+            accb += g
+            for j in range(D):
+                accw[j] += g * Xp[tt, j, t]
+    return acca, accb
+
+
+@jit(inline="always")
+def _particle_tiled(D, T, code, Xp, lp, w, bi, accw, z, sv, dv, g, one):
+    """One particle, tile by tile: z, then activate_tile, then one reduction loop per
+    coordinate (for D >= 3, where one fused loop spills its accumulators)."""
+    zero = one - one
+    acca = zero
+    accb = zero
+    for tt in range(Xp.shape[0]):
+        t0 = tt * T
+        for t in range(T):
+            zt = bi
+            for j in range(D):
+                zt += w[j] * Xp[tt, j, t]
+            z[t] = zt
+        activate_tile(code, z, sv, dv, T)
+        for t in range(T):
+            l = lp[t0 + t]
+            acca += l * sv[t]
+            gt = l * dv[t]
+            g[t] = gt
+            accb += gt
+        for j in range(D):
+            sj = zero
+            for t in range(T):
+                sj += g[t] * Xp[tt, j, t]
+            accw[j] += sj
+    return acca, accb
+
+
+def _make_fused(D):
+    T = tile_size(D)
+
+    @jit_parallel
+    def forward(a, W, b, Xp, code, n_chunks, out):
+        """out[c, tt*T + t] = sum over particles i of chunk c of a_i sigma(w_i . x + b_i)."""
+        n_tiles = Xp.shape[0]
+        m = W.shape[0]
+        chunk = (m + n_chunks - 1) // n_chunks
+        for job in prange(n_tiles * n_chunks):
+            tt = job // n_chunks
+            c = job - tt * n_chunks
+            z = np.empty(T, dtype=Xp.dtype)
+            sv = np.empty(T, dtype=Xp.dtype)
+            acc = np.zeros(T, dtype=Xp.dtype)
+            x = Xp[tt]
+            for i in range(c * chunk, min(m, (c + 1) * chunk)):
+                bi = b[i]
+                for t in range(T):
+                    zt = bi
+                    for j in range(D):
+                        zt += W[i, j] * x[j, t]
+                    z[t] = zt
+                activate_tile_value(code, z, sv, T)
+                ai = a[i]
+                for t in range(T):
+                    acc[t] += ai * sv[t]
+            t0 = tt * T
+            for t in range(T):
+                out[c, t0 + t] = acc[t]
+
+    @jit_parallel
+    def backward(a, W, b, Xp, lp, code, ga, gW, gb, pblock):
+        """Gradients with l' already scaled: ga_i = sum_k lp_k sigma(z_ik),
+        gW_i = a_i sum_k lp_k sigma'(z_ik) x_k, gb_i = a_i sum_k lp_k sigma'(z_ik)."""
+        m = W.shape[0]
+        n_blocks = (m + pblock - 1) // pblock
+        one = Xp.dtype.type(1.0)
+        zero = one - one
+        for blk in prange(n_blocks):
+            z = np.empty(T, dtype=Xp.dtype)
+            sv = np.empty(T, dtype=Xp.dtype)
+            dv = np.empty(T, dtype=Xp.dtype)
+            g = np.empty(T, dtype=Xp.dtype)
+            accw = np.empty(D, dtype=Xp.dtype)
+            w = np.empty(D, dtype=Xp.dtype)
+            for i in range(blk * pblock, min(m, (blk + 1) * pblock)):
+                for j in range(D):
+                    w[j] = W[i, j]
+                    accw[j] = zero
+                bi = b[i]
+                if D > 2:
+                    acca, accb = _particle_tiled(
+                        D, T, code, Xp, lp, w, bi, accw, z, sv, dv, g, one
+                    )
+                elif code == RELU:
+                    acca, accb = _particle_fused(D, T, RELU, Xp, lp, w, bi, accw, one)
+                elif code == TANH:
+                    acca, accb = _particle_fused(D, T, TANH, Xp, lp, w, bi, accw, one)
+                elif code == ERF:
+                    acca, accb = _particle_fused(D, T, ERF, Xp, lp, w, bi, accw, one)
+                elif code == SIGMOID:
+                    acca, accb = _particle_fused(D, T, SIGMOID, Xp, lp, w, bi, accw, one)
+                elif code == SOFTPLUS:
+                    acca, accb = _particle_fused(D, T, SOFTPLUS, Xp, lp, w, bi, accw, one)
+                elif code == LINEAR:
+                    acca, accb = _particle_fused(D, T, LINEAR, Xp, lp, w, bi, accw, one)
+                else:
+                    acca, accb = _particle_fused(D, T, QUADRATIC, Xp, lp, w, bi, accw, one)
+                ai = a[i]
+                ga[i] = acca
+                gb[i] = ai * accb
+                for j in range(D):
+                    gW[i, j] = ai * accw[j]
+
+    return forward, backward
+
+
+_FUSED = {}
+
+
+def _fused(d):
+    """The (forward, backward) fused kernels for dimension d (built on first use)."""
+    k = _FUSED.get(d)
+    if k is None:
+        k = _FUSED[d] = _make_fused(d)
+    return k
 
 
 @jit_parallel
@@ -67,84 +229,6 @@ def _pack(X, n_tiles, tile):
     return Xp
 
 
-@jit_parallel
-def _forward_fused(a, W, b, Xp, code, n_chunks, out):
-    """out[c, tt*T + t] = sum over particles i of chunk c of a_i sigma(w_i . x + b_i)."""
-    n_tiles, d, T = Xp.shape
-    m = W.shape[0]
-    chunk = (m + n_chunks - 1) // n_chunks
-    for job in prange(n_tiles * n_chunks):
-        tt = job // n_chunks
-        c = job - tt * n_chunks
-        z = np.empty(T, dtype=Xp.dtype)
-        sv = np.empty(T, dtype=Xp.dtype)
-        acc = np.zeros(T, dtype=Xp.dtype)
-        i1 = min(m, (c + 1) * chunk)
-        for i in range(c * chunk, i1):
-            bi = b[i]
-            for t in range(T):
-                z[t] = bi
-            for j in range(d):
-                wij = W[i, j]
-                for t in range(T):
-                    z[t] += wij * Xp[tt, j, t]
-            activate_tile_value(code, z, sv, T)
-            ai = a[i]
-            for t in range(T):
-                acc[t] += ai * sv[t]
-        t0 = tt * T
-        for t in range(T):
-            out[c, t0 + t] = acc[t]
-
-
-@jit_parallel
-def _backward_fused(a, W, b, Xp, lp, code, ga, gW, gb, pblock):
-    """Gradients with l' already scaled: ga_i = sum_k lp_k sigma(z_ik),
-    gW_i = a_i sum_k lp_k sigma'(z_ik) x_k, gb_i = a_i sum_k lp_k sigma'(z_ik)."""
-    n_tiles, d, T = Xp.shape
-    m = W.shape[0]
-    n_blocks = (m + pblock - 1) // pblock
-    zero = Xp.dtype.type(0.0)
-    for blk in prange(n_blocks):
-        z = np.empty(T, dtype=Xp.dtype)
-        sv = np.empty(T, dtype=Xp.dtype)
-        dv = np.empty(T, dtype=Xp.dtype)
-        g = np.empty(T, dtype=Xp.dtype)
-        accw = np.empty(d, dtype=Xp.dtype)
-        i1 = min(m, (blk + 1) * pblock)
-        for i in range(blk * pblock, i1):
-            bi = b[i]
-            acca = zero
-            accb = zero
-            for j in range(d):
-                accw[j] = zero
-            for tt in range(n_tiles):
-                t0 = tt * T
-                for t in range(T):
-                    z[t] = bi
-                for j in range(d):
-                    wij = W[i, j]
-                    for t in range(T):
-                        z[t] += wij * Xp[tt, j, t]
-                activate_tile(code, z, sv, dv, T)
-                for t in range(T):
-                    l = lp[t0 + t]
-                    acca += l * sv[t]
-                    gt = l * dv[t]
-                    g[t] = gt
-                    accb += gt
-                for j in range(d):
-                    sj = zero
-                    for t in range(T):
-                        sj += g[t] * Xp[tt, j, t]
-                    accw[j] += sj
-            ai = a[i]
-            ga[i] = acca
-            gb[i] = ai * accb
-            for j in range(d):
-                gW[i, j] = ai * accw[j]
-
-
 @jit
 def _reduce_rows(parts, n, out, scale):
     """out[k] = scale * sum_c parts[c, k], summed in the order c = 0, 1, ..."""
@@ -158,32 +242,25 @@ def _reduce_rows(parts, n, out, scale):
 
 
 # ---------------------------------------------------------------- BLAS path (large d)
+#
+# Z = W_block X^T by BLAS, the element-wise work fused in one pass of a Numba kernel
+# over Z (in place), then a BLAS product again: memory O(block * n), never m x n.
 
 
-@jit_parallel
-def _blas_forward_block(Z, a, b, i0, code, acc):
-    """acc[k] += sum_r a_{i0+r} sigma(Z[r, k] + b_{i0+r}) (Z overwritten); parallel over k."""
+def _blas_forward_rows(Z, b, i0, code):
+    """Z[r, k] <- sigma(Z[r, k] + b_{i0+r}) in place."""
     B, n = Z.shape
-    n_tiles = (n + TILE - 1) // TILE
-    for tt in prange(n_tiles):
-        t0 = tt * TILE
-        cnt = min(TILE, n - t0)
-        z = np.empty(TILE, dtype=Z.dtype)
-        sv = np.empty(TILE, dtype=Z.dtype)
-        for r in range(B):
-            bi = b[i0 + r]
-            ai = a[i0 + r]
-            for t in range(cnt):
-                z[t] = Z[r, t0 + t] + bi
-            activate_tile_value(code, z, sv, cnt)
-            for t in range(cnt):
-                acc[t0 + t] += ai * sv[t]
+    for r in prange(B):
+        row = Z[r]
+        bi = b[i0 + r]
+        for k in range(n):
+            row[k] += bi
+        activate_tile_value(code, row, row, n)
 
 
-@jit_parallel
-def _blas_backward_block(Z, a, b, i0, lp, code, ga, gb):
-    """Z[r, k] <- a_i lp_k sigma'(z_ik) (in place), ga_i = sum_k lp_k sigma(z_ik),
-    gb_i = sum_k Z[r, k], for i = i0 + r; parallel over rows."""
+def _blas_backward_rows(Z, a, b, i0, lp, code, ga, gb):
+    """Z[r, k] <- a_i lp_k sigma'(z_ik) in place, ga_i = sum_k lp_k sigma(z_ik) and
+    gb_i = sum_k Z[r, k] (after the update), for i = i0 + r."""
     B, n = Z.shape
     zero = Z.dtype.type(0.0)
     for r in prange(B):
@@ -208,6 +285,12 @@ def _blas_backward_block(Z, a, b, i0, lp, code, ga, gb):
         gb[i] = ai * accb
 
 
+# Numba's OpenMP threads and OpenBLAS's threads take turns on the same cores; the
+# element-wise pass is O(n) per row against O(n d) for BLAS, so it runs serially there.
+_blas_forward_rows = jit(_blas_forward_rows)
+_blas_backward_rows = jit(_blas_backward_rows)
+
+
 def _blas_rows(m, n):
     return int(max(1, min(m, BLAS_BLOCK_ELEMENTS // max(n, 1))))
 
@@ -223,7 +306,8 @@ def _forward_blas(a, W, b, X, code):
         i1 = min(m, i0 + B)
         Zb = Z[: i1 - i0]
         np.matmul(W[i0:i1], XT, out=Zb)
-        _blas_forward_block(Zb, a, b, i0, code, acc)
+        _blas_forward_rows(Zb, b, i0, code)
+        acc += a[i0:i1] @ Zb
     return acc
 
 
@@ -237,7 +321,7 @@ def _backward_blas(a, W, b, X, lp, code, ga, gW, gb):
         i1 = min(m, i0 + B)
         Zb = Z[: i1 - i0]
         np.matmul(W[i0:i1], XT, out=Zb)
-        _blas_backward_block(Zb, a, b, i0, lp, code, ga, gb)
+        _blas_backward_rows(Zb, a, b, i0, lp, code, ga, gb)
         np.matmul(Zb, X, out=gW[i0:i1])
 
 
@@ -276,7 +360,7 @@ def _forward_sum(a, W, b, X, code, Xp):
     n_tiles = Xp.shape[0]
     n_chunks = int(max(1, min(-(-m // FORWARD_CHUNK), -(-16 // n_tiles))))
     parts = np.empty((n_chunks, n_tiles * Xp.shape[2]), dtype=X.dtype)
-    _forward_fused(a, W, b, Xp, code, n_chunks, parts)
+    _fused(d)[0](a, W, b, Xp, code, n_chunks, parts)
     out = np.empty(n, dtype=X.dtype)
     _reduce_rows(parts, n, out, X.dtype.type(1.0))
     return out
@@ -286,7 +370,8 @@ def _packed(X):
     n, d = X.shape
     if d >= BLAS_MIN_D or n == 0:
         return None
-    return _pack(X, -(-n // TILE), TILE)
+    t = tile_size(d)
+    return _pack(X, -(-n // t), t)
 
 
 def predict(a, W, b, X, s, act):
@@ -352,7 +437,7 @@ def risk_and_gradient(a, W, b, X, y, s, act, loss, loss_scale=1.0, out=None):
     else:
         lp = np.zeros(Xp.shape[0] * Xp.shape[2], dtype=dtype)
         np.multiply(lp_raw, scale, out=lp[:n])
-        _backward_fused(a, W, b, Xp, lp, code, ga, gW, gb_work, PARTICLE_BLOCK)
+        _fused(d)[1](a, W, b, Xp, lp, code, ga, gW, gb_work, PARTICLE_BLOCK)
     if has_bias and gb is not gb_work:
         gb[...] = gb_work
     return risk, ga, gW, (gb if has_bias else None)

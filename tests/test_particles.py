@@ -115,7 +115,7 @@ def test_same_result_on_one_and_two_threads():
         np.testing.assert_array_equal(g1, g2)
 
 
-@pytest.mark.parametrize("m, n, d", [(4096, 4096, 2), (2048, 2048, 40)])
+@pytest.mark.parametrize("m, n, d", [(4096, 4096, 2), (4096, 4096, 40)])
 def test_never_allocates_m_by_n(m, n, d):
     a, W, b, X, y = problem(m, n, d, seed=7)
     risk_and_gradient(a, W, b, X, y, 1.0 / m, 0, 0)  # compile outside the trace

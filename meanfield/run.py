@@ -28,7 +28,7 @@ from solvers.losses import loss_code
 from . import storage
 from .data import Dataset, make_dataset
 from .diagnostics import PARTICLE_MEASURES, particle_measures
-from .errors import RunFailed
+from .errors import RunFailed, UsageError
 from .parameterization import Resolved, resolve
 from .scenario import Scenario
 
@@ -141,6 +141,9 @@ def simulate(
     log(f"{output}: about {the_plan.estimated_bytes / 1e6:.3g} MB, "
         f"{len(the_plan.times) + 1} snapshots per run (every {the_plan.every:g})")
     data = make_dataset(scenario.data, rng_for(scenario.seed, 0))
+    if scenario.loss == "logistic" and not np.all(np.abs(np.concatenate([data.y_train, data.y_test])) == 1):
+        raise UsageError(f"loss 'logistic' needs labels +-1; the {scenario.data.task} data has other "
+                         "values: use loss: squared")
     draws = initial_draws(scenario, rng_for(scenario.seed, 1))
     yaml_text = scenario.resolved_yaml()
     if resume:

@@ -245,3 +245,13 @@ def test_sigterm_leaves_a_valid_resumable_file(tiny, tmp_path):
     assert done.returncode == 130, done.stderr
     assert "continue with --resume" in done.stderr
     assert read_run(out, "rich").status == "interrupted"
+
+
+def test_logistic_loss_refuses_a_file_without_pm1_labels(tmp_path):
+    np.savez(tmp_path / "d.npz", X=np.ones((10, 2)), y=np.arange(10.0))
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: f\ndata: {{task: file, dim: 2, path: {tmp_path / 'd.npz'}}}\n"
+                    "loss: logistic\nruns: {rich: mean_field}\n")
+    result = invoke("simulate", path, "-o", tmp_path / "f.h5")
+    assert result.exit_code == 2 and "needs labels +-1" in result.output
+    assert not (tmp_path / "f.h5").exists()

@@ -1,0 +1,53 @@
+"""The scenario schema: shorthands, cross-key rules, safe loading, and the stored resolved text."""
+
+import pytest
+
+from meanfield.errors import UsageError
+from meanfield.scenario import apply_override, parse_scenario
+
+BASE = "name: s\nruns: {rich: mean_field}\n"
+
+
+def test_resolved_yaml_parses_back_to_the_same_scenario():
+    scenario = parse_scenario(BASE, overrides=["runs.lazy.parameterization=lazy",
+                                               "runs.lazy.parameterization.alpha=30"])
+    again = parse_scenario(scenario.resolved_yaml())
+    assert again == scenario
+    assert again.runs["lazy"].parameterization.alpha == 30.0
+    assert again.runs["rich"].parameterization.preset == "mean_field"
+
+
+def test_an_override_can_add_options_to_a_shorthand():
+    raw = {"runs": {"rich": "mean_field"}}
+    apply_override(raw, "runs.rich.parameterization.lr=0.5")
+    assert raw == {"runs": {"rich": {"parameterization": {"preset": "mean_field", "lr": 0.5}}}}
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("loss: logistic", "loss 'logistic' needs labels +-1"),
+        ("train: {temperature: 0.1}", "set train.integrator.method: euler_maruyama"),
+        ("train: {integrator: {method: sgd, dt: 0.1}}", "needs train.integrator.batch_size"),
+        ("train: {integrator: {method: euler}}", "set train.integrator.dt"),
+        ("model: {width: 7, init: {symmetric: true}}", "needs an even width"),
+        ("data: {task: moons, dim: 3}", "set data.dim: 2"),
+        ("data: {task: file}", "needs data.path"),
+        ("runs: {'bad name': ntk}", "run name 'bad name'"),
+        ("runs: {}", "runs"),
+    ],
+)
+def test_rules_across_keys_are_explained(extra, message):
+    text = BASE.replace("runs: {rich: mean_field}\n", "") if extra.startswith("runs") else BASE
+    with pytest.raises(UsageError, match=message.replace("+", r"\+")):
+        parse_scenario(text + extra + "\n", source="s.yaml")
+
+
+def test_yaml_cannot_run_code():
+    with pytest.raises(UsageError, match="not valid YAML"):
+        parse_scenario("name: !!python/object/apply:os.system ['echo hi']\nruns: {rich: ntk}\n")
+
+
+def test_a_scenario_must_be_a_mapping():
+    with pytest.raises(UsageError, match="a scenario is a mapping"):
+        parse_scenario("- just\n- a list\n", source="s.yaml")

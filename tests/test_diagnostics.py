@@ -1,0 +1,74 @@
+"""Run measures against independent references (assignment problems, closed forms, NumPy)."""
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from meanfield.diagnostics import (
+    kernel_distance,
+    kernel_target_alignment,
+    mean_particle_displacement,
+    particle_cloud,
+    relative_change,
+    rms_gap,
+    teacher_alignment,
+    wasserstein2,
+)
+
+
+def test_relative_change_and_mean_displacement():
+    W0 = np.array([[3.0, 4.0], [0.0, 0.0]])
+    W = W0 + np.array([[0.0, 0.0], [0.0, 5.0]])
+    assert relative_change(W, W0) == pytest.approx(1.0)
+    a0, a = np.array([1.0, 1.0]), np.array([1.0, 1.0])
+    # particle 0 did not move, particle 1 moved by 5
+    assert mean_particle_displacement(a, W, None, a0, W0, None) == pytest.approx(2.5)
+    assert relative_change(np.zeros(2), np.zeros(2)) == 0.0
+
+
+def test_kernel_distance_ignores_scale_and_sees_rotation():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((6, 6))
+    K = A @ A.T
+    assert kernel_distance(K, 3.0 * K) == pytest.approx(0.0, abs=1e-15)
+    # orthogonal (Frobenius) kernels are at distance 1
+    assert kernel_distance(np.diag([1.0, 0.0]), np.diag([0.0, 1.0])) == pytest.approx(1.0)
+
+
+def test_kernel_target_alignment_is_one_for_the_target_kernel():
+    y = np.array([1.0, -1.0, 1.0, 1.0])
+    assert kernel_target_alignment(np.outer(y, y), y) == pytest.approx(1.0)
+    # identity kernel: y^T y / (sqrt(n) |y|^2) = 1 / sqrt(n)
+    assert kernel_target_alignment(np.eye(4), y) == pytest.approx(0.5)
+
+
+def test_teacher_alignment():
+    teacher = np.array([[1.0, 0.0], [0.0, 1.0]])
+    on = np.array([[2.0, 0.0], [0.0, 0.5]])
+    assert teacher_alignment([1.0, 3.0], on, teacher) == pytest.approx(1.0)
+    # a neuron pointing away from every teacher direction: cos = -1/sqrt(2) signed, 1/sqrt(2) unsigned
+    away = np.array([[-1.0, -1.0]])
+    assert teacher_alignment([1.0], away, teacher) == pytest.approx(-1 / np.sqrt(2))
+    assert teacher_alignment([1.0], away, teacher, signed=False) == pytest.approx(1 / np.sqrt(2))
+    # mass weighting: |a_i| |w_i|
+    mixed = np.array([[1.0, 0.0], [-1.0, -1.0]])
+    expected = (1 * 1 * 1 + 1 * np.sqrt(2) * (-1 / np.sqrt(2))) / (1 + np.sqrt(2))
+    assert teacher_alignment([1.0, 1.0], mixed, teacher) == pytest.approx(expected)
+
+
+def test_wasserstein2_equals_the_optimal_assignment():
+    # for two uniform measures with m atoms each, optimal transport is an assignment problem
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((40, 3)), rng.standard_normal((40, 3)) + 0.5
+    cost = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    rows, cols = linear_sum_assignment(cost)
+    assert wasserstein2(x, y) == pytest.approx(np.sqrt(cost[rows, cols].mean()), rel=1e-10)
+    # a rigid shift by v moves every atom by |v|
+    assert wasserstein2(x, x + [0.3, 0.4, 0.0]) == pytest.approx(0.5)
+    assert wasserstein2(x, x[::-1]) < 1e-7  # sqrt of a transport cost that is 0 up to rounding
+
+
+def test_particle_cloud_and_rms_gap():
+    cloud = particle_cloud([1.0, 2.0], [[3.0, 4.0], [5.0, 6.0]], [7.0, 8.0])
+    assert cloud.tolist() == [[1.0, 3.0, 4.0, 7.0], [2.0, 5.0, 6.0, 8.0]]
+    assert rms_gap([1.0, 3.0], [1.0, 1.0]) == pytest.approx(np.sqrt(2.0))

@@ -13,7 +13,15 @@ import numpy as np
 
 from ._jit import jit
 
-ACTIVATIONS = {"relu": 0, "tanh": 1, "erf": 2, "sigmoid": 3, "softplus": 4, "linear": 5, "quadratic": 6}
+ACTIVATIONS = {
+    "relu": 0,
+    "tanh": 1,
+    "erf": 2,
+    "sigmoid": 3,
+    "softplus": 4,
+    "linear": 5,
+    "quadratic": 6,
+}
 
 RELU, TANH, ERF, SIGMOID, SOFTPLUS, LINEAR, QUADRATIC = range(7)
 

@@ -46,7 +46,9 @@ from .activations import (
 from .losses import loss_and_derivative
 
 BLAS_MIN_D = 32
-"""From this input dimension on, w_i . x_k is computed by BLAS on blocks of particles."""
+"""From this input dimension on, w_i . x_k is computed by BLAS on blocks of particles
+(measured at m = n = 4096 on 2 cores: fused and BLAS tie near d = 24 on one thread, the
+fused kernel still wins at d = 32 on two, BLAS wins clearly from d = 48)."""
 
 BLAS_BLOCK_ELEMENTS = 1 << 21
 """At most this many z_ik values exist at once on the BLAS path (16 MiB in float64)."""

@@ -148,16 +148,42 @@ Parameterization = Annotated[
 
 
 # ----------------------------------------------------------------------------- runs
-class ParticleRun(Strict):
+class RunBase(Strict):
+    @field_validator("parameterization", mode="before", check_fields=False)
+    @classmethod
+    def _preset_name(cls, value):
+        return {"preset": value} if isinstance(value, str) else value
+
+
+class ParticleRun(RunBase):
     """A particle run: the network trained by gradient flow, each neuron a particle."""
 
     solver: Literal["particles"] = "particles"
     parameterization: Parameterization = MeanFieldPreset()
 
-    @field_validator("parameterization", mode="before")
-    @classmethod
-    def _preset_name(cls, value):
-        return {"preset": value} if isinstance(value, str) else value
+
+class TangentRun(RunBase):
+    """The finite-width linearized network f_0 + grad f(theta_0) . (theta - theta_0), as particles."""
+
+    solver: Literal["tangent"] = "tangent"
+    parameterization: Parameterization = NTKPreset()
+
+
+class NTKRun(RunBase):
+    """Kernel gradient flow in function space with the (learning-rate weighted) NTK.
+
+    ``empirical``: the kernel of the scenario's own initial particles, from their f_0;
+    ``analytic``: its expectation over the initialization (the m -> infinity kernel for
+    relu, erf, linear), from f_0 = 0.
+    """
+
+    solver: Literal["ntk"] = "ntk"
+    kernel: Literal["empirical", "analytic"] = "empirical"
+    parameterization: Parameterization = NTKPreset()
+
+
+Run = Annotated[Union[ParticleRun, TangentRun, NTKRun], Field(discriminator="solver")]
+ANALYTIC_ACTIVATIONS = ("relu", "erf", "linear")
 
 
 RUN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -209,6 +235,10 @@ class RecordSpec(Strict):
     particles: bool = True
     dtype: Literal["float32", "float64"] = "float32"
     max_file_mb: PositiveFloat = 500.0
+    probe_size: PositiveInt = 64
+    """Test points on which each particle run's NTK is compared with its initial one."""
+    w2_particles: PositiveInt = 512
+    """Particles (a fixed random subset when m is larger) in the Wasserstein-2 measure."""
 
 
 class Scenario(Strict):
@@ -218,7 +248,7 @@ class Scenario(Strict):
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     loss: LossName = "squared"
-    runs: dict[str, ParticleRun] = Field(min_length=1)
+    runs: dict[str, Run] = Field(min_length=1)
     train: TrainSpec = TrainSpec()
     record: RecordSpec = RecordSpec()
     output: Optional[str] = None
@@ -228,7 +258,9 @@ class Scenario(Strict):
     def _run_shorthand(cls, runs):
         """``rich: mean_field`` is short for ``rich: {solver: particles, parameterization: mean_field}``."""
         if isinstance(runs, dict):
-            return {k: {"parameterization": v} if isinstance(v, str) else v for k, v in runs.items()}
+            runs = {k: {"parameterization": v} if isinstance(v, str) else v for k, v in runs.items()}
+            return {k: {"solver": "particles", **v} if isinstance(v, dict) and "solver" not in v else v
+                    for k, v in runs.items()}
         return runs
 
     @field_validator("runs")
@@ -240,6 +272,16 @@ class Scenario(Strict):
                     f"run name {name!r}: use letters, digits, '_' and '-', starting with a letter"
                 )
         return runs
+
+    @model_validator(mode="after")
+    def _analytic_kernel_in_closed_form(self):
+        for name, run in self.runs.items():
+            if getattr(run, "kernel", None) == "analytic" and self.model.activation not in ANALYTIC_ACTIVATIONS:
+                raise ValueError(
+                    f"run {name!r}: the analytic kernel is in closed form for activations "
+                    f"{', '.join(ANALYTIC_ACTIVATIONS)}, not {self.model.activation!r}: use kernel: empirical"
+                )
+        return self
 
     @model_validator(mode="after")
     def _loss_fits_task(self):
@@ -359,6 +401,8 @@ def _user_path(loc: tuple) -> tuple:
     for part in loc:
         if out and out[-1] == "parameterization" and part in _PRESETS:
             continue
+        if len(out) == 2 and out[0] == "runs" and part in _RUNS:
+            continue
         out.append(part)
     return tuple(out)
 
@@ -379,6 +423,9 @@ _PRESETS = {
 }
 
 
+_RUNS = {cls.model_fields["solver"].default: cls for cls in (ParticleRun, TangentRun, NTKRun)}
+
+
 def _allowed_keys(loc: tuple) -> list[str]:
     """The keys the schema allows at a dotted location (for 'unknown key' messages)."""
     model: Any = Scenario
@@ -397,6 +444,8 @@ def _section_type(model, part):
         return _strip(typing.get_args(model)[1])
     if model == "parameterization":
         return _PRESETS.get(part)
+    if model == "run":
+        return _RUNS.get(part)
     return None
 
 
@@ -409,5 +458,5 @@ def _strip(annotation):
         members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
         if len(members) == 1:
             return _strip(members[0])
-        return "parameterization"
+        return "run" if ParticleRun in members else "parameterization"
     return annotation

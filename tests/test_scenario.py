@@ -35,6 +35,10 @@ def test_an_override_can_add_options_to_a_shorthand():
         ("data: {task: file}", "needs data.path"),
         ("runs: {'bad name': ntk}", "run name 'bad name'"),
         ("runs: {}", "runs"),
+        ("runs: {k: {solver: ntk, kernel: analytic}}\nmodel: {activation: tanh}", "use kernel: empirical"),
+        ("runs: {k: {solver: ntk, kernel: exact}}", "runs.k.kernel: Input should be 'empirical' or 'analytic'"),
+        ("runs: {k: {solver: ntk, alpha: 3}}", "unknown key 'runs.k.alpha'; allowed here: solver, kernel, parameterization"),
+        ("runs: {k: {solver: magic}}", "runs.k: Input tag 'magic'"),
     ],
 )
 def test_rules_across_keys_are_explained(extra, message):
@@ -51,3 +55,11 @@ def test_yaml_cannot_run_code():
 def test_a_scenario_must_be_a_mapping():
     with pytest.raises(UsageError, match="a scenario is a mapping"):
         parse_scenario("- just\n- a list\n", source="s.yaml")
+
+
+def test_run_kinds_and_their_defaults():
+    scenario = parse_scenario("name: s\nruns: {rich: mean_field, ntk: {solver: ntk}, tan: {solver: tangent}}\n")
+    assert scenario.runs["rich"].solver == "particles"
+    assert scenario.runs["ntk"].kernel == "empirical"
+    assert scenario.runs["ntk"].parameterization.preset == "ntk"
+    assert scenario.runs["tan"].parameterization.preset == "ntk"

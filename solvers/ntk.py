@@ -1,0 +1,537 @@
+"""The lazy side (DESIGN section 1): neural tangent kernels and linearized dynamics.
+
+Network f(x) = s sum_i a_i sigma(z_i), z_i = w_i . x + b_i, risk
+R = c (1/n) sum_k loss(f(x_k), y_k) (c = loss_scale), gradient flow
+da_i/dt = -eta_a dR/da_i, dw_i/dt = -eta_w dR/dw_i, db_i/dt = -eta_w dR/db_i.
+
+Linearized at theta_0, f_lin(x) = f_0(x) + grad_theta f(x; theta_0) . (theta - theta_0),
+the flow moves f_lin in function space by kernel gradient flow with the
+learning-rate-weighted neural tangent kernel
+
+    K(x, x') = c s^2 sum_i [ eta_a sigma(z_i) sigma(z_i')
+                             + eta_w a_i^2 sigma'(z_i) sigma'(z_i') (x . x' + 1_bias) ]
+    df_t(x)/dt = -(1/n) sum_k K(x, x_k) l'(f_t(x_k), y_k)                        (*)
+
+(1_bias = 1 when the model has a bias, whatever its initial spread), i.e.
+K = c J diag(eta) J^T with J = d f / d theta at theta_0.
+
+What is here:
+
+- :func:`empirical_ntk`: K of the given particles, by BLAS over blocks of particles;
+- :func:`analytic_kernels` (and :func:`gaussian_moments`): the m -> infinity NNGP and NTK
+  for relu, erf and linear in closed form;
+- :class:`LinearizedSquared`: (*) for squared loss, solved exactly at any t by one
+  eigendecomposition;
+- :class:`FunctionSpaceField`: (*) for any loss as a vector field for ``solvers.integrate``;
+- :class:`TangentField`: the finite-width linearized network in parameter space, on the
+  flat state layout of ``solvers.fields.ParticleLayout``.
+
+Everything is float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.linalg
+from scipy.spatial.distance import cdist
+
+from .activations import ERF, LINEAR, RELU, activate_tile, activation_code
+from .fields import ParticleLayout
+from .losses import loss_and_derivative, loss_code
+
+BLOCK_ELEMENTS = 1 << 20
+"""Default budget of the per-block buffers: a block of B particles over n points holds
+about B * n values per buffer (8 MiB in float64)."""
+
+NEGATIVE_EIGENVALUE_TOLERANCE = 1e-6
+""":class:`LinearizedSquared` clips eigenvalues in [-tol * lam_max, 0) to 0 (rounding) and
+refuses a kernel with an eigenvalue below -tol * lam_max (not a positive semi-definite kernel)."""
+
+
+def _code(value, resolve):
+    return resolve(value) if isinstance(value, str) else int(value)
+
+
+def _as_2d(X, name):
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (points x dimension), got shape {X.shape}")
+    return X
+
+
+def _block_rows(m, n, block):
+    if block is None:
+        block = BLOCK_ELEMENTS // max(n, 1)
+    return int(max(1, min(m, block)))
+
+
+def _features(X, W, b, code, buf_s, buf_d):
+    """S = sigma(Z) and D = sigma'(Z), Z = X W^T + b ([n, B], written into the flat buffers)."""
+    n, B = X.shape[0], W.shape[0]
+    S = buf_s[: n * B].reshape(n, B)
+    D = buf_d[: n * B].reshape(n, B)
+    np.matmul(X, W.T, out=S)
+    if b is not None:
+        S += b
+    flat = S.reshape(-1)
+    activate_tile(code, flat, flat, D.reshape(-1), n * B)
+    return S, D
+
+
+# ------------------------------------------------------------------ empirical kernel
+
+
+def empirical_ntk(a, W, b, X1, X2=None, *, s, eta_a, eta_w, act, loss_scale=1.0, block=None):
+    """The learning-rate-weighted empirical NTK of the particles (a, W, b) between X1 and X2:
+
+        K[k, l] = c s^2 sum_i [ eta_a sigma(z_ik) sigma(z_il)
+                                + eta_w a_i^2 sigma'(z_ik) sigma'(z_il) (x_k . x_l + 1_bias) ]
+
+    with z_ik = w_i . x_k + b_i, c = ``loss_scale`` and 1_bias = 1 unless ``b`` is None.
+
+    a (m,), W (m, d), b (m,) or None (a model without bias), X1 (n1, d), X2 (n2, d) or
+    None (or X1 itself): then K is the Gram matrix of X1, exactly symmetric.
+    ``act`` is an activation code or name. The sum runs over blocks of ``block`` particles
+    (default: about :data:`BLOCK_ELEMENTS` / (n1 + n2)), each two BLAS products
+    sigma(Z1) sigma(Z2)^T and (sigma'(Z1) a^2) sigma'(Z2)^T, Z = X W_blk^T + b_blk: memory
+    O(n1 n2 + block (n1 + n2)), time O(m (n1 + n2) d + m n1 n2).
+    Returns K, shape (n1, n2), float64.
+    """
+    code = _code(act, activation_code)
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    W = _as_2d(W, "W")
+    m, d = W.shape
+    if a.shape != (m,):
+        raise ValueError(f"a has shape {a.shape}, expected ({m},)")
+    if b is not None:
+        b = np.ascontiguousarray(b, dtype=np.float64)
+        if b.shape != (m,):
+            raise ValueError(f"b has shape {b.shape}, expected ({m},)")
+    same = X2 is None or X2 is X1
+    X1 = _as_2d(X1, "X1")
+    X2 = X1 if same else _as_2d(X2, "X2")
+    if X1.shape[1] != d or X2.shape[1] != d:
+        raise ValueError(f"X1 {X1.shape} / X2 {X2.shape} do not match W {W.shape}")
+    n1, n2 = X1.shape[0], X2.shape[0]
+    K_a = np.zeros((n1, n2))
+    K_w = np.zeros((n1, n2))
+    if m and n1 and n2:
+        B = _block_rows(m, n1 + (0 if same else n2), block)
+        bufs = [np.empty(n1 * B), np.empty(n1 * B)]
+        if not same:
+            bufs += [np.empty(n2 * B), np.empty(n2 * B)]
+        for i0 in range(0, m, B):
+            i1 = min(m, i0 + B)
+            bb = None if b is None else b[i0:i1]
+            S1, D1 = _features(X1, W[i0:i1], bb, code, bufs[0], bufs[1])
+            D1 *= np.abs(a[i0:i1])  # a_i^2 = |a_i| |a_i|: keeps the symmetric product a syrk
+            if same:
+                K_a += S1 @ S1.T
+                K_w += D1 @ D1.T
+            else:
+                S2, D2 = _features(X2, W[i0:i1], bb, code, bufs[2], bufs[3])
+                D2 *= np.abs(a[i0:i1])
+                K_a += S1 @ S2.T
+                K_w += D1 @ D2.T
+    G = X1 @ X2.T
+    if b is not None:
+        G += 1.0
+    K_w *= G
+    del G
+    K_w *= eta_w
+    K = K_a
+    K *= eta_a
+    K += K_w
+    K *= loss_scale * s * s
+    if same:
+        K += K.T  # (K + K^T) / 2: exactly symmetric, whatever BLAS did
+        K *= 0.5
+    return K
+
+
+# ------------------------------------------------------------------ analytic kernels
+
+
+def gaussian_moments(q11, q12, q22, act):
+    """(E[sigma(u) sigma(v)], E[sigma'(u) sigma'(v)]) for (u, v) ~ N(0, [[q11, q12], [q12, q22]]),
+    element-wise over broadcast arrays, in closed form:
+
+    relu (Cho & Saul): with rho = q12 / sqrt(q11 q22) clipped to [-1, 1], t = arccos rho,
+        E[sigma sigma] = sqrt(q11 q22) (sin t + (pi - t) cos t) / (2 pi),
+        E[sigma' sigma'] = (pi - t) / (2 pi)   (0 where q11 q22 = 0: then u or v is 0 and relu'(0) = 0);
+    erf (Williams):
+        E[sigma sigma] = (2/pi) arcsin(2 q12 / sqrt((1 + 2 q11)(1 + 2 q22))),
+        E[sigma' sigma'] = (4/pi) / sqrt((1 + 2 q11)(1 + 2 q22) - 4 q12^2);
+    linear: q12 and 1.
+    """
+    code = _code(act, activation_code)
+    q11, q12, q22 = np.broadcast_arrays(*(np.asarray(q, dtype=np.float64) for q in (q11, q12, q22)))
+    if code == RELU:
+        norm = np.sqrt(q11 * q22)
+        rho = np.clip(q12 / np.where(norm > 0, norm, 1.0), -1.0, 1.0)
+        return _relu_moments(norm, np.arccos(rho))
+    if code == ERF:
+        p = (1.0 + 2.0 * q11) * (1.0 + 2.0 * q22)
+        e_ss = (2.0 / np.pi) * np.arcsin(np.clip(2.0 * q12 / np.sqrt(p), -1.0, 1.0))
+        e_dd = (4.0 / np.pi) / np.sqrt(p - 4.0 * q12 * q12)
+        return e_ss, e_dd
+    if code == LINEAR:
+        return q12.copy(), np.ones_like(q12)
+    raise ValueError("analytic kernels exist for relu, erf and linear only")
+
+
+def _relu_moments(norm, t):
+    """The relu moments from sqrt(q11 q22) and the angle t between u and v."""
+    e_ss = norm * (np.sin(t) + (np.pi - t) * np.cos(t)) / (2.0 * np.pi)
+    e_dd = np.where(norm > 0, (np.pi - t) / (2.0 * np.pi), 0.0)
+    return e_ss, e_dd
+
+
+def _angles(X1, X2, w_var, b_var):
+    """The angle t between the pre-activation directions (sqrt(w_var) x, sqrt(b_var)) of
+    every pair, by Kahan's t = 2 atan2(|u - v|, |u + v|) on unit vectors: accurate near 0
+    and pi (t = arccos rho loses half the digits there: 1e-8 for duplicate points)."""
+
+    def unit(X):
+        U = np.hstack([math.sqrt(w_var) * X, np.full((X.shape[0], 1), math.sqrt(b_var))])
+        r = np.linalg.norm(U, axis=1, keepdims=True)
+        return U / np.where(r > 0, r, 1.0)
+
+    U1 = unit(X1)
+    U2 = U1 if X2 is X1 else unit(X2)
+    return 2.0 * np.arctan2(cdist(U1, U2), cdist(U1, -U2))
+
+
+def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=1.0,
+                     bias=True, eta_b=None):
+    """The infinite-width NNGP and NTK of f(x) = s sum_i a_i sigma(w_i . x + b_i) with
+    w_i ~ N(0, w_var I_d), b_i ~ N(0, b_var), a_i ~ N(0, a_var), s = 1/sqrt(m), c = 1
+    (the ``ntk`` scaling), as m -> infinity. Returns ``(nngp, ntk)``, each (n1, n2):
+
+        q(x, x') = w_var x . x' + b_var            (covariance of the pre-activations)
+        nngp     = E[sigma(u) sigma(v)]            (u, v) ~ N(0, [[q11, q12], [q12, q22]])
+        ntk      = eta_a E[sigma(u) sigma(v)]
+                   + a_var E[sigma'(u) sigma'(v)] (eta_w x . x' + eta_b 1_bias)
+
+    ``nngp`` carries no a_var: the covariance of f_0(x) at initialisation is a_var * nngp.
+    1_bias = 1 when ``bias`` (the model has a bias parameter, so its gradient contributes,
+    even with b_var = 0); ``bias=False`` requires b_var = 0. ``eta_b`` is the learning
+    rate of the biases (default ``eta_w``, the convention of the particle solvers).
+    Closed forms in :func:`gaussian_moments` (relu, erf, linear); for relu the angle
+    t = arccos(q12 / sqrt(q11 q22)) is taken between the vectors (sqrt(w_var) x, sqrt(b_var))
+    by Kahan's stable formula, so duplicate points get t = 0 exactly. Any parameterization
+    whose c s^2 m eta_a and c s^2 m eta_w tend to finite limits has this kernel with those
+    limits in place of eta_a and eta_w; e.g. ``mean_field`` (s = 1/m, eta = m eta0) and
+    ``lazy`` (alpha/m, c = 1/alpha^2, eta = m eta0) give eta_a = eta_w = eta0.
+
+    neural-tangents: ``stax.serial(Dense(m, W_std, b_std), Relu() or Erf(),
+    Dense(1, W_std2, b_std2))`` with parameterization='ntk' has first-layer covariance
+    W_std^2 x . x' / d + b_std^2, so W_std = w_std (w_var = w_std^2 / d), b_std = b_std,
+    and our output layer is W_std2 = a_std, b_std2 = 0. Its kernels are those of gradient
+    flow on its standard-normal parameters (a = a_std omega, w = (w_std / sqrt d) v,
+    b = b_std beta), i.e. of ours with per-parameter learning rates equal to the variances:
+
+        nt nngp = a_var * nngp
+        nt ntk  = analytic_kernels(..., eta_a=a_var, eta_w=w_var, eta_b=b_var)[1]
+                = a_var E[sigma sigma] + a_var E[sigma' sigma'] q(x, x')
+
+    which is our eta_a = eta_w = 1 kernel only when a_var = w_var = 1 (and b_var = 1 or no
+    bias). Its ``predict.gradient_descent_mse`` integrates df/dt = -(lr / N) K (f - y) with
+    N = n training points: the same clock as (*) with K -> lr K.
+    """
+    if not bias and b_var != 0:
+        raise ValueError("bias=False with b_var > 0: a model without bias has b = 0")
+    eta_b = eta_w if eta_b is None else eta_b
+    same = X2 is None or X2 is X1
+    X1 = _as_2d(X1, "X1")
+    X2 = X1 if same else _as_2d(X2, "X2")
+    if X1.shape[1] != X2.shape[1]:
+        raise ValueError(f"X1 {X1.shape} and X2 {X2.shape} differ in dimension")
+    G = X1 @ X2.T
+    if same:
+        G = 0.5 * (G + G.T)
+    q11 = w_var * np.einsum("kj,kj->k", X1, X1) + b_var
+    q22 = q11 if same else w_var * np.einsum("kj,kj->k", X2, X2) + b_var
+    q12 = w_var * G + b_var
+    if _code(act, activation_code) == RELU:
+        e_ss, e_dd = _relu_moments(np.sqrt(q11[:, None] * q22[None, :]), _angles(X1, X2, w_var, b_var))
+    else:
+        e_ss, e_dd = gaussian_moments(q11[:, None], q12, q22[None, :], act)
+    if same:
+        e_ss, e_dd = 0.5 * (e_ss + e_ss.T), 0.5 * (e_dd + e_dd.T)
+    ntk = eta_a * e_ss + a_var * e_dd * (eta_w * G + (eta_b if bias else 0.0))
+    return e_ss, ntk
+
+
+# ------------------------------------------------------------------ squared loss, exactly
+
+
+def _phi(x):
+    """(1 - e^-x) / x, with its limit 1 at x = 0 (x >= 0)."""
+    out = np.ones_like(x)
+    nz = x > 0
+    out[nz] = -np.expm1(-x[nz]) / x[nz]
+    return out
+
+
+class LinearizedSquared:
+    """Kernel gradient flow (*) for squared loss, l'(f, y) = f - y, solved in closed form.
+
+    With K_train = V diag(lam) V^T (one symmetric eigendecomposition):
+
+        f_t(X)  = y + V exp(-lam t / n) V^T (f_0(X) - y)
+        f_t(X*) = f_0(X*) + K(X*, X) V diag((1 - exp(-lam t / n)) / lam) V^T (y - f_0(X))
+
+    with (1 - e^{-lam t/n}) / lam -> t / n as lam -> 0, evaluated as (t/n) phi(lam t/n),
+    phi(x) = -expm1(-x) / x, phi(0) = 1, so small eigenvalues are handled stably.
+    Singular kernels (duplicate points, rank-deficient features) give finite predictions
+    for every t: eigenvalues at rounding level, |lam| <= n eps lam_max (numpy's rank
+    tolerance), are set to 0, and the null-space part of f_t(X) - y stays at its start.
+    For those directions K(X*, X) v vanishes when the kernel on X and X* together is
+    positive semi-definite, so they are left out of the test-point sum (what is there is
+    rounding, which t/n would amplify without bound); then as t -> infinity
+    f_t(X*) -> f_0(X*) + K(X*, X) K^+ (y - f_0(X)). An eigenvalue below
+    -:data:`NEGATIVE_EIGENVALUE_TOLERANCE` lam_max is refused (not a kernel).
+    Both are computed as f_0 plus a correction that is exactly 0 at t = 0, so
+    ``predict(0)`` returns f_0 exactly.
+
+    K_train (n, n) symmetric positive semi-definite; y, f0_train (n,); K_test_train
+    (n*, n) = K(X*, X) and f0_test (n*,), both or neither.
+    """
+
+    def __init__(self, K_train, y, f0_train, K_test_train=None, f0_test=None):
+        K = np.asarray(K_train, dtype=np.float64)
+        n = K.shape[0]
+        if K.shape != (n, n):
+            raise ValueError(f"K_train must be square, got {K.shape}")
+        self.y = np.asarray(y, dtype=np.float64).copy()
+        self.f0_train = np.asarray(f0_train, dtype=np.float64).copy()
+        if self.y.shape != (n,) or self.f0_train.shape != (n,):
+            raise ValueError(f"y {self.y.shape} and f0_train {self.f0_train.shape} must be ({n},)")
+        if (K_test_train is None) != (f0_test is None):
+            raise ValueError("give K_test_train and f0_test together")
+        self.n = n
+        lam, V = scipy.linalg.eigh(0.5 * (K + K.T))
+        top = max(float(np.max(np.abs(lam))) if n else 0.0, np.finfo(float).tiny)
+        if n and lam[0] < -NEGATIVE_EIGENVALUE_TOLERANCE * top:
+            raise ValueError(
+                f"K_train is not positive semi-definite: eigenvalue {lam[0]:.3g} against a "
+                f"largest {top:.3g}"
+            )
+        # eigh resolves eigenvalues only to about eps * lam_max: below n eps lam_max (the
+        # rank tolerance of numpy's pinv and matrix_rank) an eigenvalue is 0, and the
+        # null-space part of f(X) - y then stays put at any t, however large
+        lam[lam <= n * np.finfo(float).eps * top] = 0.0
+        self.eigenvalues = lam
+        self.eigenvectors = V
+        self._range = lam > 0
+        self._r0 = V.T @ (self.f0_train - self.y)  # coordinates of f_0(X) - y
+        if K_test_train is None:
+            self.f0_test = None
+            self._KtV = None
+        else:
+            Kt = np.asarray(K_test_train, dtype=np.float64)
+            self.f0_test = np.asarray(f0_test, dtype=np.float64).copy()
+            if Kt.ndim != 2 or Kt.shape[1] != n or self.f0_test.shape != (Kt.shape[0],):
+                raise ValueError(
+                    f"K_test_train {Kt.shape} / f0_test {self.f0_test.shape} do not match n = {n}"
+                )
+            # K(X*, X) v = 0 for a null vector v of K_train when the kernel on X and X*
+            # together is positive semi-definite: those columns are rounding errors, which
+            # (1 - e^{-lam t/n}) / lam -> t/n would amplify without bound; they are dropped
+            self._KtV = Kt @ V[:, self._range]
+
+    def predict(self, t):
+        """``(f_train(t), f_test(t))`` (``f_test`` None without a test set). ``t`` a number
+        (arrays (n,), (n*,)) or an array of T times (arrays (T, n), (T, n*)); t >= 0."""
+        t_arr = np.asarray(t, dtype=np.float64)
+        if np.any(t_arr < 0) or not np.all(np.isfinite(t_arr)):
+            raise ValueError("times must be finite and >= 0")
+        tau = np.atleast_1d(t_arr)[:, None] / self.n  # (T, 1)
+        x = tau * self.eigenvalues  # lam t / n, (T, n)
+        # f_t(X) = f_0 + V (e^{-x} - 1) r0
+        f_train = self.f0_train + (np.expm1(-x) * self._r0) @ self.eigenvectors.T
+        f_test = None
+        if self._KtV is not None:
+            r = self._range
+            f_test = self.f0_test - (tau * _phi(x[:, r]) * self._r0[r]) @ self._KtV.T
+        if t_arr.ndim == 0:
+            f_train = f_train[0]
+            f_test = None if f_test is None else f_test[0]
+        return f_train, f_test
+
+
+# ------------------------------------------------------------------ any loss, by integration
+
+
+class FunctionSpaceField:
+    """Kernel gradient flow (*) as a vector field over f = [f(X) (n), f(X*) (n*)]:
+
+        df/dt = -(1/n) K[:, train] l'(f(X), y),   K[:, train] = [K_train; K_test_train]
+
+    ``field(t, f) -> (df/dt, loss)`` with loss = (1/n) sum_k loss(f(x_k), y_k) (without the
+    loss scale, which is part of K). ``loss`` is a loss code or name (``solvers.losses``).
+    Start from :meth:`initial_state`; split a state with :meth:`split`.
+    """
+
+    def __init__(self, K_train, y, loss, K_test_train=None):
+        K = np.asarray(K_train, dtype=np.float64)
+        n = K.shape[0]
+        if K.shape != (n, n):
+            raise ValueError(f"K_train must be square, got {K.shape}")
+        self.y = np.ascontiguousarray(y, dtype=np.float64)
+        if self.y.shape != (n,):
+            raise ValueError(f"y has shape {self.y.shape}, expected ({n},)")
+        parts = [K]
+        if K_test_train is not None:
+            Kt = np.asarray(K_test_train, dtype=np.float64)
+            if Kt.ndim != 2 or Kt.shape[1] != n:
+                raise ValueError(f"K_test_train has shape {Kt.shape}, expected (n*, {n})")
+            parts.append(Kt)
+        self._K = np.ascontiguousarray(np.concatenate(parts, axis=0) * (-1.0 / n))
+        self.n = n
+        self.n_test = self._K.shape[0] - n
+        self.loss = _code(loss, loss_code)
+        self._lp = np.empty(n)
+
+    def initial_state(self, f0_train, f0_test=None):
+        parts = [np.ravel(f0_train)] + ([np.ravel(f0_test)] if self.n_test else [])
+        y0 = np.concatenate(parts).astype(np.float64)
+        if y0.shape != (self.n + self.n_test,):
+            raise ValueError(f"initial state has {y0.size} values, expected {self.n + self.n_test}")
+        return y0
+
+    def split(self, f):
+        """(f(X), f(X*) or None) views of a state."""
+        return f[..., : self.n], (f[..., self.n :] if self.n_test else None)
+
+    def __call__(self, t, f, batch=None):
+        if batch is not None:
+            raise NotImplementedError("the function-space field has no minibatches")
+        loss = loss_and_derivative(self.loss, f[: self.n], self.y, self._lp)
+        return self._K @ self._lp, loss
+
+
+# ------------------------------------------------------------------ the tangent model
+
+
+class TangentField:
+    """The finite-width linearized network as a particle solver.
+
+        f_lin(x) = f_0(x) + s sum_i [ da_i sigma(z0_i) + a0_i sigma'(z0_i) (dw_i . x + db_i) ]
+                 = s sum_i [ a_i sigma(z0_i) + a0_i sigma'(z0_i) (dw_i . x + db_i) ]
+
+    with z0_i = w0_i . x + b0_i and d theta = theta - theta_0, trained by the gradient flow
+    of R = c (1/n) sum_k loss(f_lin(x_k), y_k) with the particles' learning rates:
+
+        da_i/dt = -eta_a c s/n sum_k l'_k sigma(z0_ik)
+        dw_i/dt = -eta_w c s/n sum_k l'_k a0_i sigma'(z0_ik) x_k
+        db_i/dt = -eta_w c s/n sum_k l'_k a0_i sigma'(z0_ik)
+
+    so f_lin(X) follows (*) with the empirical NTK at theta_0 exactly. The state is the
+    flat vector of ``solvers.fields.ParticleLayout`` ([a, W.ravel(), b]) holding theta
+    itself (start: :meth:`initial_state`, i.e. theta_0). ``field(t, theta, batch=None) ->
+    (dtheta/dt, loss)``, loss the unscaled mean training loss (of the minibatch ``batch``
+    when given, as for SGD); :meth:`predict` gives f_lin at any points.
+
+    The features sigma(z0), sigma'(z0) are recomputed by BLAS on blocks of particles at
+    every call (memory O(m d + n d + block n)); when all m particles fit in one block of
+    ``block_elements`` values they are computed once and kept.
+    """
+
+    def __init__(self, a0, W0, b0, X, y, *, s, eta_a, eta_w, act, loss, loss_scale=1.0,
+                 block_elements=BLOCK_ELEMENTS):
+        self.W0 = _as_2d(W0, "W0").copy()
+        m, d = self.W0.shape
+        self.a0 = np.array(a0, dtype=np.float64).reshape(-1)
+        self.b0 = None if b0 is None else np.array(b0, dtype=np.float64).reshape(-1)
+        if self.a0.shape != (m,) or (self.b0 is not None and self.b0.shape != (m,)):
+            raise ValueError("a0 and b0 must have one value per particle")
+        self.layout = ParticleLayout(m, d, self.b0 is not None)
+        self.X = _as_2d(X, "X")
+        self.y = np.ascontiguousarray(y, dtype=np.float64)
+        if self.X.shape[1] != d or self.y.shape != (self.X.shape[0],):
+            raise ValueError(f"X {self.X.shape} / y {self.y.shape} do not match W0 {self.W0.shape}")
+        self.n_samples = self.X.shape[0]
+        self.s, self.eta_a, self.eta_w, self.loss_scale = s, eta_a, eta_w, loss_scale
+        self.act = _code(act, activation_code)
+        self.loss = _code(loss, loss_code)
+        self.block_elements = int(block_elements)
+        self._cache = None
+        n = self.n_samples
+        if m * max(n, 1) <= self.block_elements:
+            S, D = _features(self.X, self.W0, self.b0, self.act, np.empty(n * m), np.empty(n * m))
+            D *= self.a0  # a0_i sigma'(z0_ik)
+            self._cache = (S, D)
+
+    def initial_state(self):
+        return self.layout.pack(self.a0, self.W0, self.b0)
+
+    def _blocks(self, X, rows=None, train=False):
+        """Yield (i0, i1, S, A) with S = sigma(z0), A = a0 sigma'(z0) on the points X,
+        for particle blocks [i0, i1). ``train``: X is the training set (its rows ``rows``
+        when given), whose features may be cached."""
+        m = self.layout.m
+        if train and self._cache is not None:
+            S, A = self._cache
+            if rows is not None:
+                S, A = S[rows], A[rows]
+            yield 0, m, S, A
+            return
+        n = X.shape[0]
+        B = _block_rows(m, n, self.block_elements // max(n, 1))
+        buf_s, buf_d = np.empty(n * B), np.empty(n * B)
+        for i0 in range(0, m, B):
+            i1 = min(m, i0 + B)
+            bb = None if self.b0 is None else self.b0[i0:i1]
+            S, A = _features(X, self.W0[i0:i1], bb, self.act, buf_s, buf_d)
+            A *= self.a0[i0:i1]
+            yield i0, i1, S, A
+
+    def _forward(self, theta, X, rows=None, train=False):
+        a, W, b = self.layout.split(np.asarray(theta, dtype=np.float64))
+        dW = W - self.W0
+        db = None if b is None else b - self.b0
+        f = np.zeros(X.shape[0])
+        for i0, i1, S, A in self._blocks(X, rows, train):
+            T = X @ dW[i0:i1].T  # dw_i . x, (n, B)
+            if db is not None:
+                T += db[i0:i1]
+            T *= A
+            f += S @ a[i0:i1]
+            f += T.sum(axis=1)
+        f *= self.s
+        return f
+
+    def predict(self, theta, X):
+        """f_lin at the points X (n', d) for the flat state ``theta``."""
+        X = _as_2d(X, "X")
+        if X.shape[1] != self.layout.d:
+            raise ValueError(f"X has dimension {X.shape[1]}, expected {self.layout.d}")
+        return self._forward(theta, X)
+
+    def __call__(self, t, theta, batch=None):
+        if batch is None:
+            X, y, rows = self.X, self.y, None
+        else:
+            rows = np.asarray(batch)
+            X, y = self.X[rows], self.y[rows]
+        f = self._forward(theta, X, rows, train=True)
+        lp = np.empty_like(f)
+        loss = loss_and_derivative(self.loss, f, y, lp)
+        lp *= self.loss_scale * self.s / len(y)
+        velocity = np.empty(self.layout.size)
+        va, vW, vb = self.layout.split(velocity)
+        for i0, i1, S, A in self._blocks(X, rows, train=True):
+            np.matmul(lp, S, out=va[i0:i1])
+            G = A * lp[:, None]  # l'_k a0_i sigma'(z0_ik)
+            np.matmul(G.T, X, out=vW[i0:i1])
+            if vb is not None:
+                G.sum(axis=0, out=vb[i0:i1])
+        va *= -self.eta_a
+        vW *= -self.eta_w
+        if vb is not None:
+            vb *= -self.eta_w
+        return velocity, float(loss)

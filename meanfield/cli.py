@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+import yaml
 
 from . import __version__
 from .errors import RunFailed, UsageError
@@ -124,25 +125,59 @@ def describe_plan(spec, the_plan, output) -> str:
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 def inspect(file):
-    """What is in a trajectory FILE: runs, status, final measures, predicted regime."""
+    """What is in a trajectory FILE: runs side by side, final measures, predicted and measured regime."""
     from . import storage
 
     with usage_errors():
         with storage.open_trajectory(file) as h5:
-            runs = storage.list_runs(h5)
-            click.echo(f"{file}: {len(runs)} run(s)")
-            for name in runs:
-                click.echo(describe_run(storage.read_run(h5, name)))
+            runs = [storage.read_run(h5, name, particles=False) for name in storage.list_runs(h5)]
+            scenario_order = list(yaml.safe_load(h5["parameters"].attrs["scenario"]).get("runs", {}))
+    runs.sort(key=lambda run: scenario_order.index(run.name) if run.name in scenario_order else len(runs))
+    click.echo(f"{file}: {len(runs)} run(s)")
+    if runs:
+        click.echo(describe_runs(runs))
 
 
-def describe_run(data) -> str:
-    attrs = data.attrs
-    lines = [f"{data.name}: {attrs.get('preset', '?')} ({attrs.get('solver', '?')}), status: {data.status}",
-             f"  predicted: {attrs.get('predicted_regime', '?')}: {attrs.get('predicted_regime_reason', '')}"]
-    for measure, (times, values) in data.measures.items():
-        if len(times):
-            lines.append(f"  {measure:<20} {values[-1]:.6g}   (t = {times[-1]:.4g})")
+def describe_runs(runs) -> str:
+    """A table with one column per run: set-up, final measures, regime predicted and measured."""
+    from .diagnostics import verdict
+
+    rows = [("", [run.name for run in runs])]
+    rows.append(("solver", [run.attrs.get("solver", "?") + (f" ({run.attrs['kernel']})" if "kernel" in run.attrs else "")
+                            for run in runs]))
+    rows.append(("parameterization", [str(run.attrs.get("preset", "?")) for run in runs]))
+    rows.append(("status", [run.status.split(":")[0] for run in runs]))
+    finals = [{k: series.value[-1] for k, series in run.measures.items() if len(series.time) and series.value.ndim == 1}
+              for run in runs]
+    rows.append(("t", [_number(_last_time(run)) for run in runs]))
+    names = [k for k in MEASURE_ORDER if any(k in final for final in finals)]
+    rows += [(name, [_number(final[name]) if name in final else "-" for final in finals]) for name in names]
+    rows.append(("predicted regime", [str(run.attrs.get("predicted_regime", "?")) for run in runs]))
+    verdicts = [verdict(run.attrs.get("solver", "particles"), final) for run, final in zip(runs, finals)]
+    rows.append(("measured regime", [label for label, _ in verdicts]))
+    width = max(12, *(len(cell) for _, cells in rows for cell in cells)) + 2
+    lines = [f"{label:<20}" + "".join(f"{cell:>{width}}" for cell in cells) for label, cells in rows]
+    lines.append("")
+    for run, (label, reason) in zip(runs, verdicts):
+        lines.append(f"{run.name}: measured {label}: {reason}")
+        lines.append(f"{' ' * len(run.name)}  predicted {run.attrs.get('predicted_regime', '?')}: "
+                     f"{run.attrs.get('predicted_regime_reason', '')}")
+        if run.status.startswith("failed"):
+            lines.append(f"{' ' * len(run.name)}  {run.status}")
     return "\n".join(lines)
+
+
+MEASURE_ORDER = ("loss_train", "loss_test", "displacement_w", "displacement_a", "displacement_mean",
+                 "wasserstein2", "kernel_distance", "kernel_alignment", "teacher_alignment", "gap_ntk")
+
+
+def _number(value) -> str:
+    return f"{value:.4g}"
+
+
+def _last_time(run) -> float:
+    series = run.measures.get("loss_train")
+    return float(series.time[-1]) if series is not None and len(series.time) else float("nan")
 
 
 @main.command()

@@ -1,9 +1,17 @@
-"""What a particle run measures at every snapshot (DESIGN §1, "What a run measures").
+"""What a run measures at every snapshot (DESIGN §1, "What a run measures").
 
     loss_train, loss_test   (1/n) sum_k loss(f(x_k), y_k) on each set (unscaled by the preset)
+    f_test                  the predictions on the test set [n_test]
     displacement_w          ||W_t - W_0||_F / ||W_0||_F
     displacement_a          ||a_t - a_0|| / ||a_0||
     displacement_mean       (1/m) sum_i |theta_i(t) - theta_i(0)|, theta_i = (a_i, w_i[, b_i])
+    wasserstein2            W2 between the particle measures at 0 and t
+    kernel_distance         1 - <K_0, K_t>_F / (||K_0|| ||K_t||) on a fixed probe set
+    kernel_alignment        y^T K_t y / (||K_t|| |y|^2) on the probe set
+    teacher_alignment       output-mass-weighted cosine of the neurons to the teacher
+    gap_ntk                 rms of f_test - f_test of the scenario's ntk run at the same time
+
+Every function here is a plain function of arrays; ``meanfield.run`` decides which apply.
 """
 
 from __future__ import annotations
@@ -11,9 +19,12 @@ from __future__ import annotations
 import numpy as np
 
 from solvers.losses import loss_and_derivative
-from solvers.particles import predict
 
-PARTICLE_MEASURES = ("loss_train", "loss_test", "displacement_w", "displacement_a", "displacement_mean")
+
+def mean_loss(f, y, loss) -> float:
+    """(1/n) sum_k loss(f_k, y_k) for a loss code of ``solvers.losses``."""
+    f = np.asarray(f)
+    return float(loss_and_derivative(loss, f, np.asarray(y, f.dtype), np.empty_like(f)))
 
 
 def relative_change(x, x0) -> float:
@@ -33,19 +44,10 @@ def mean_particle_displacement(a, W, b, a0, W0, b0) -> float:
     return float(np.mean(np.sqrt(sq)))
 
 
-def dataset_loss(a, W, b, X, y, *, s, activation, loss) -> float:
-    """(1/n) sum_k loss(f(x_k), y_k) with f the network of the particles (a, W, b)."""
-    f = predict(a, W, b, X, s, activation)
-    return float(loss_and_derivative(loss, f, y.astype(f.dtype, copy=False), np.empty_like(f)))
-
-
-def particle_measures(a, W, b, initial, data, *, s, activation, loss) -> dict[str, float]:
-    """Every scalar measure of one snapshot; ``initial`` is (a0, W0, b0) in float64."""
+def displacement_measures(a, W, b, initial) -> dict[str, float]:
+    """The three displacements of the particles (a, W, b) from ``initial`` = (a0, W0, b0)."""
     a0, W0, b0 = initial
-    kwargs = dict(s=s, activation=activation, loss=loss)
     return {
-        "loss_train": dataset_loss(a, W, b, data.X_train, data.y_train, **kwargs),
-        "loss_test": dataset_loss(a, W, b, data.X_test, data.y_test, **kwargs),
         "displacement_w": relative_change(W, W0),
         "displacement_a": relative_change(a, a0),
         "displacement_mean": mean_particle_displacement(a, W, b, a0, W0, b0),
@@ -107,3 +109,26 @@ def wasserstein2(cloud0, cloud1) -> float:
 def rms_gap(f, g) -> float:
     """sqrt(mean_k (f_k - g_k)^2): the gap between two runs' predictions on the test set."""
     return float(np.sqrt(np.mean((np.asarray(f, np.float64) - np.asarray(g, np.float64)) ** 2)))
+
+
+RICH_THRESHOLD = 0.1
+"""A run whose relative weight change or kernel distance exceeds this is called rich."""
+
+
+def verdict(solver: str, final: dict) -> tuple[str, str]:
+    """The measured regime of a run from its final measures: (label, the numbers behind it).
+
+    Lazy training keeps the parameters, relative to their size, and the tangent kernel near
+    their initial values (Chizat, Oyallon & Bach 2019): a particle run is called lazy when
+    both its relative weight change and its kernel distance stay at or below 0.1.
+    """
+    if solver == "ntk":
+        return "lazy", "kernel gradient flow: the kernel is fixed by construction"
+    if solver == "tangent":
+        return "lazy", "linearized network: the kernel is fixed by construction"
+    moved = final.get("displacement_w", float("nan"))
+    distance = final.get("kernel_distance", float("nan"))
+    rich = moved > RICH_THRESHOLD or distance > RICH_THRESHOLD
+    label = "rich" if rich else "lazy"
+    return label, (f"relative weight change {moved:.3g}, kernel distance {distance:.3g} "
+                   f"({'one' if rich else 'both'} {'above' if rich else 'at most'} {RICH_THRESHOLD:g})")

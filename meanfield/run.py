@@ -1,13 +1,17 @@
 """One scenario: build the data and the initial particles once, run every run on them, write the file.
 
 Random streams (all from ``numpy.random.SeedSequence``): the data from
-``SeedSequence([seed, 0])``, the initial particles from ``SeedSequence([seed, 1])``, and
-each run's own noise (SGD batches, Langevin) from ``SeedSequence([seed, 2, crc32(name)])``,
-so adding or removing a run changes no other run.
+``SeedSequence([seed, 0])``, the initial particles from ``SeedSequence([seed, 1])``, the
+subset of particles in the W2 measure from ``[seed, 3]``, and each run's own noise (SGD
+batches, Langevin) from ``SeedSequence([seed, 2, crc32(name)])``, so adding or removing a
+run changes no other run.
 
 All runs share the same standard-normal draws z_a, Z_w, z_b; a run's parameterization only
 scales them (a = a_std z_a, W = w_std Z_w, b = b_std z_b): the same particles, up to the
 scale each preset prescribes.
+
+Kernel (``ntk``) runs go first: the first of them is the reference that every other run's
+test predictions are compared with (``gap_ntk``) at each snapshot.
 """
 
 from __future__ import annotations
@@ -20,14 +24,16 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from solvers import ntk as kernels
 from solvers.activations import activation_code
-from solvers.fields import ParticleField, ParticleLayout
+from solvers.fields import ParticleField, ParticleLayout, WeightDecay
 from solvers.integrate import LoopState, integrate, make_stepper, snapshot_times
 from solvers.losses import loss_code
+from solvers.particles import predict
 
+from . import diagnostics as dg
 from . import storage
 from .data import Dataset, make_dataset
-from .diagnostics import PARTICLE_MEASURES, particle_measures
 from .errors import RunFailed, UsageError
 from .parameterization import Resolved, resolve
 from .scenario import Scenario
@@ -88,23 +94,50 @@ def initial_particles(draws: InitialDraws, resolved: Resolved, bias: bool):
     return resolved.a_std * draws.z_a, resolved.w_std * draws.Z_w, b0
 
 
+# --------------------------------------------------------------------------- planning
+
+
+def measure_shapes(scenario: Scenario, solver: str, gap: bool) -> dict[str, tuple]:
+    """The measures a run of this solver records (``gap``: also gap_ntk), and their shapes."""
+    shapes = {"loss_train": (), "loss_test": (), "f_test": (scenario.data.n_test,)}
+    if solver in ("particles", "tangent"):
+        shapes.update(dict.fromkeys(("displacement_w", "displacement_a", "displacement_mean", "wasserstein2"), ()))
+        if scenario.data.task in ("teacher_student", "single_index"):
+            shapes["teacher_alignment"] = ()
+    if solver == "particles":
+        shapes.update(kernel_distance=(), kernel_alignment=())
+    if gap:
+        shapes["gap_ntk"] = ()
+    return shapes
+
+
+def reference_run(scenario: Scenario) -> Optional[str]:
+    """The first ``ntk`` run: what every other run's predictions are compared with."""
+    return next((name for name, run in scenario.runs.items() if run.solver == "ntk"), None)
+
+
 def plan(scenario: Scenario) -> Plan:
     """Resolve every run and choose the snapshot times so the file fits ``record.max_file_mb``."""
     d, m = scenario.data.dim, scenario.model.width
     resolved = {name: resolve(run.parameterization, scenario.model, d) for name, run in scenario.runs.items()}
     record, notes = scenario.record, []
     every = min(record.every, scenario.train.t_end)
-    frames = len(snapshot_times(0.0, scenario.train.t_end, every)) + 1
     itemsize = np.dtype(record.dtype).itemsize
+    reference = reference_run(scenario)
     data_values = (scenario.data.n_train + scenario.data.n_test) * (d + 1)
 
     def size(frames):
-        per_run = storage.estimate_bytes(
-            frames=frames, m=m, d=d, bias=scenario.model.bias, particles=record.particles,
-            n_measures=len(PARTICLE_MEASURES), itemsize=itemsize,
-        )
-        return len(resolved) * per_run + 8 * data_values
+        total = 8 * data_values
+        for name, run in scenario.runs.items():
+            shapes = measure_shapes(scenario, run.solver, _records_gap(name, reference))
+            total += storage.estimate_bytes(
+                frames=frames, m=m, d=d, bias=scenario.model.bias,
+                particles=record.particles and run.solver != "ntk",
+                n_measures=sum(math.prod(shape) for shape in shapes.values()), itemsize=itemsize,
+            )
+        return total
 
+    frames = len(snapshot_times(0.0, scenario.train.t_end, every)) + 1
     budget = record.max_file_mb * 1e6
     if size(frames) > budget:
         per_frame = max(size(3) - size(2), 1)
@@ -118,6 +151,205 @@ def plan(scenario: Scenario) -> Plan:
         frames = len(snapshot_times(0.0, scenario.train.t_end, every)) + 1
     times = snapshot_times(0.0, scenario.train.t_end, every)
     return Plan(resolved, every, times, size(frames), notes)
+
+
+def _records_gap(name: str, reference: Optional[str]) -> bool:
+    """Every run but the reference itself records gap_ntk, when there is a reference."""
+    return reference is not None and name != reference
+
+
+# ------------------------------------------------------------------------- the runs
+
+
+@dataclass
+class Shared:
+    """What every run of a scenario shares: data, initial draws, snapshot times, the reference."""
+
+    scenario: Scenario
+    data: Dataset
+    draws: InitialDraws
+    times: np.ndarray
+    activation: int
+    loss: int
+    reference: Optional[Callable[[float], np.ndarray]] = None  # t -> f_test of the ntk run
+
+    @property
+    def probe(self):
+        size = self.scenario.record.probe_size
+        return self.data.X_test[:size], self.data.y_test[:size]
+
+
+class ParticleSolver:
+    """A run whose state is the particles: the network itself (``particles``) or its tangent model."""
+
+    def __init__(self, name: str, spec, resolved: Resolved, shared: Shared):
+        scenario, data = shared.scenario, shared.data
+        self.name, self.resolved, self.shared = name, resolved, shared
+        self.kind = spec.solver
+        self.layout = ParticleLayout(scenario.model.width, scenario.data.dim, scenario.model.bias)
+        self.initial = initial_particles(shared.draws, resolved, scenario.model.bias)
+        dtype = np.dtype(scenario.train.dtype)
+        numbers = dict(s=resolved.s, eta_a=resolved.eta_a, eta_w=resolved.eta_w,
+                       loss_scale=resolved.loss_scale)
+        X, y = data.X_train.astype(dtype), data.y_train.astype(dtype)
+        if self.kind == "tangent":
+            self.tangent = kernels.TangentField(*self.initial, X, y, act=shared.activation, loss=shared.loss,
+                                                **numbers)
+            self.field = self.tangent
+        else:
+            self.field = ParticleField(self.layout, X, y, activation=shared.activation, loss=shared.loss,
+                                       **numbers)
+        if scenario.train.weight_decay:
+            self.field = WeightDecay(self.field, scenario.train.weight_decay)
+        self.dtype = dtype
+        self.stepper = make_stepper(**scenario.train.integrator.model_dump(),
+                                    temperature=scenario.train.temperature)
+        self.measures = measure_shapes(scenario, self.kind, _records_gap(name, reference_run(scenario)))
+        self._subset = _w2_subset(scenario)
+        self._cloud0 = dg.particle_cloud(*self._take(*self.initial))
+        if "kernel_distance" in self.measures:
+            self._K0 = self._probe_kernel(*self.initial)
+
+    @property
+    def attrs(self) -> dict:
+        return {"solver": self.kind, "integrator": self.shared.scenario.train.integrator.model_dump(),
+                **self.resolved.as_attrs()}
+
+    def initial_state(self) -> np.ndarray:
+        return self.layout.pack(*self.initial, dtype=self.dtype)
+
+    def particles(self, y):
+        return self.layout.split(y)
+
+    def predict(self, y, X):
+        if self.kind == "tangent":
+            return self.tangent.predict(y, X)
+        a, W, b = self.layout.split(y)
+        return predict(a, W, b, X, self.resolved.s, self.shared.activation)
+
+    def measure(self, t: float, y: np.ndarray) -> dict:
+        shared, data = self.shared, self.shared.data
+        a, W, b = self.layout.split(y)
+        f_test = self.predict(y, data.X_test)
+        out = {
+            "loss_train": dg.mean_loss(self.predict(y, data.X_train), data.y_train, shared.loss),
+            "loss_test": dg.mean_loss(f_test, data.y_test, shared.loss),
+            "f_test": f_test,
+            **dg.displacement_measures(a, W, b, self.initial),
+            "wasserstein2": dg.wasserstein2(self._cloud0, dg.particle_cloud(*self._take(a, W, b))),
+        }
+        if "teacher_alignment" in self.measures:
+            signed = not data.teacher.activation.startswith("hermite")
+            out["teacher_alignment"] = dg.teacher_alignment(a, W, data.teacher.W, signed=signed)
+        if "kernel_distance" in self.measures:
+            K = self._probe_kernel(a, W, b)
+            out["kernel_distance"] = dg.kernel_distance(self._K0, K)
+            out["kernel_alignment"] = dg.kernel_target_alignment(K, self.shared.probe[1])
+        if "gap_ntk" in self.measures:
+            out["gap_ntk"] = dg.rms_gap(f_test, shared.reference(t))
+        return out
+
+    def _take(self, a, W, b):
+        """The particles in the W2 measure (all of them, or a fixed random subset)."""
+        pick = self._subset
+        return (a, W, b) if pick is None else (a[pick], W[pick], None if b is None else b[pick])
+
+    def _probe_kernel(self, a, W, b):
+        X_probe = self.shared.probe[0]
+        r = self.resolved
+        return kernels.empirical_ntk(
+            np.asarray(a, np.float64), np.asarray(W, np.float64), None if b is None else np.asarray(b, np.float64),
+            X_probe, X_probe, s=r.s, eta_a=r.eta_a, eta_w=r.eta_w, act=self.shared.activation,
+            loss_scale=r.loss_scale,
+        )
+
+
+def _w2_subset(scenario: Scenario):
+    m, keep = scenario.model.width, scenario.record.w2_particles
+    if m <= keep:
+        return None
+    return np.sort(rng_for(scenario.seed, 3).choice(m, size=keep, replace=False))
+
+
+class KernelSolver:
+    """Kernel gradient flow in function space (the ``ntk`` solver), on train and test points at once.
+
+    Squared loss: the closed form at every snapshot time. Other losses: the ODE
+    df/dt = -(1/n) K[:, train] l'(f_train, y) with the scenario's integrator (SGD and
+    Euler-Maruyama become Euler with the same dt: the kernel flow is deterministic).
+    """
+
+    def __init__(self, name: str, spec, resolved: Resolved, shared: Shared):
+        scenario, data = shared.scenario, shared.data
+        self.name, self.spec, self.resolved, self.shared = name, spec, resolved, shared
+        self.kind = "ntk"
+        X = np.vstack([data.X_train, data.X_test])
+        K, f0 = self._kernel_and_start(X, data.X_train)
+        n = data.n_train
+        self.n_train = n
+        if scenario.loss == "squared":
+            self.closed_form = kernels.LinearizedSquared(K[:n], data.y_train, f0[:n], K[n:], f0[n:])
+            self.field = None
+        else:
+            self.closed_form = None
+            self.field = kernels.FunctionSpaceField(K[:n], data.y_train, shared.loss, K_test_train=K[n:])
+            self._f0 = f0
+            method = scenario.train.integrator.model_dump()
+            if method["method"] in ("sgd", "euler_maruyama"):
+                method.update(method="euler", batch_size=None)
+            self.stepper = make_stepper(**method)
+        self.measures = measure_shapes(scenario, "ntk", _records_gap(name, reference_run(scenario)))
+
+    def _kernel_and_start(self, X, X_train):
+        """K [n + n_test, n] and f_0 [n + n_test]: of the particles, or the analytic limit from 0."""
+        scenario, r, act = self.shared.scenario, self.resolved, self.shared.activation
+        if self.spec.kernel == "empirical":
+            a0, W0, b0 = initial_particles(self.shared.draws, r, scenario.model.bias)
+            K = kernels.empirical_ntk(a0, W0, b0, X, X_train, s=r.s, eta_a=r.eta_a, eta_w=r.eta_w,
+                                      act=act, loss_scale=r.loss_scale)
+            return K, predict(a0, W0, b0, X, r.s, act)
+        # E over the initialization of the empirical kernel at this width: the weights
+        # c s^2 m eta are the m -> infinity limits for mean_field, ntk and lazy
+        weight = r.loss_scale * r.s**2 * r.width
+        _, K = kernels.analytic_kernels(
+            X, X_train, act=act, w_var=r.w_std**2, b_var=r.b_std**2, a_var=r.a_std**2,
+            eta_a=weight * r.eta_a, eta_w=weight * r.eta_w, bias=scenario.model.bias,
+        )
+        return K, np.zeros(len(X))
+
+    @property
+    def attrs(self) -> dict:
+        attrs = {"solver": "ntk", "kernel": self.spec.kernel, **self.resolved.as_attrs()}
+        if self.field is not None:
+            attrs["integrator"] = self.shared.scenario.train.integrator.model_dump()
+        return attrs
+
+    def initial_state(self) -> np.ndarray:
+        return np.array(self._f0, dtype=np.float64)
+
+    def particles(self, y):
+        return None, None, None
+
+    def predictions(self, t: float, y=None):
+        """(f_train, f_test) at time t: the closed form, or split from the ODE state y."""
+        if self.closed_form is not None:
+            return self.closed_form.predict(t)
+        return y[: self.n_train], y[self.n_train:]
+
+    def measure(self, t: float, y=None) -> dict:
+        data, loss = self.shared.data, self.shared.loss
+        f_train, f_test = self.predictions(t, y)
+        out = {"loss_train": dg.mean_loss(f_train, data.y_train, loss),
+               "loss_test": dg.mean_loss(f_test, data.y_test, loss), "f_test": f_test}
+        if "gap_ntk" in self.measures:
+            out["gap_ntk"] = dg.rms_gap(f_test, self.shared.reference(t))
+        return out
+
+
+SOLVERS = {"particles": ParticleSolver, "tangent": ParticleSolver, "ntk": KernelSolver}
+
+
+# -------------------------------------------------------------------------- execution
 
 
 def simulate(
@@ -144,111 +376,113 @@ def simulate(
     if scenario.loss == "logistic" and not np.all(np.abs(np.concatenate([data.y_train, data.y_test])) == 1):
         raise UsageError(f"loss 'logistic' needs labels +-1; the {scenario.data.task} data has other "
                          "values: use loss: squared")
-    draws = initial_draws(scenario, rng_for(scenario.seed, 1))
+    shared = Shared(scenario, data, initial_draws(scenario, rng_for(scenario.seed, 1)), the_plan.times,
+                    activation_code(scenario.model.activation), loss_code(scenario.loss))
     yaml_text = scenario.resolved_yaml()
     if resume:
         trajectory = storage.open_for_resume(output, scenario_yaml=yaml_text)
     else:
         trajectory = storage.create(output, scenario_yaml=yaml_text, seed=scenario.seed)
         trajectory.write_data(data.X_train, data.y_train, data.X_test, data.y_test, data.teacher)
-    reports = []
+    reference = reference_run(scenario)
+    order = sorted(scenario.runs, key=lambda name: name != reference)
+    reports = {}
     with trajectory:
-        for name, run in scenario.runs.items():
-            resolved = the_plan.resolved[name]
-            log(f"{name}: {resolved.preset}, predicted {resolved.regime.label} ({resolved.regime.reason})")
-            reports.append(_particle_run(
-                scenario, name, resolved, data, draws, trajectory, the_plan.times, resume, progress,
-            ))
-    failed = [r for r in reports if r.status.startswith("failed")]
+        for name in order:
+            spec, resolved = scenario.runs[name], the_plan.resolved[name]
+            log(f"{name}: {spec.solver}, {resolved.preset}, predicted {resolved.regime.label} "
+                f"({resolved.regime.reason})")
+            solver = SOLVERS[spec.solver](name, spec, resolved, shared)
+            reports[name] = execute(solver, trajectory, resume, progress)
+            if name == reference:
+                shared.reference = _reference_predictions(solver, trajectory)
+    failed = [r for r in reports.values() if r.status.startswith("failed")]
     if failed:
         raise RunFailed("; ".join(f"run {r.name!r} {r.status}" for r in failed))
-    return reports
+    return [reports[name] for name in scenario.runs]
 
 
-def _particle_run(scenario, name, resolved, data: Dataset, draws, trajectory, times, resume, progress):
-    train, model = scenario.train, scenario.model
-    dtype = np.dtype(train.dtype)
-    layout = ParticleLayout(model.width, scenario.data.dim, model.bias)
-    a0, W0, b0 = initial_particles(draws, resolved, model.bias)
-    act, loss = activation_code(model.activation), loss_code(scenario.loss)
-    field = ParticleField(
-        layout, data.X_train.astype(dtype), data.y_train.astype(dtype),
-        s=resolved.s, eta_a=resolved.eta_a, eta_w=resolved.eta_w, activation=act, loss=loss,
-        loss_scale=resolved.loss_scale, weight_decay=train.weight_decay,
-    )
-    stepper = make_stepper(**train.integrator.model_dump(), temperature=train.temperature)
-    rng = run_rng(scenario.seed, name)
+def _reference_predictions(solver, trajectory):
+    """t -> f_test of the reference ntk run: its closed form, else its recorded snapshots."""
+    if solver.closed_form is not None:
+        return lambda t: solver.closed_form.predict(t)[1]
+    run = storage.read_run(trajectory, solver.name, particles=False)
+    series = run.measures["f_test"]
+    frames = {round(float(t), 9): f for t, f in zip(series.time, series.value)}
+    return lambda t: frames.get(round(float(t), 9), np.full(solver.shared.data.n_test, np.nan))
 
-    def measure(state):
-        a, W, b = layout.split(state.y)
-        return particle_measures(a, W, b, (a0, W0, b0), data, s=resolved.s, activation=act, loss=loss)
 
-    writer, state = _open_run(trajectory, name, scenario, resolved, layout, resume, rng)
+def execute(solver, trajectory, resume: bool, progress) -> RunReport:
+    """Run one solver into its entry of the file (continuing it with ``resume``)."""
+    scenario = solver.shared.scenario
+    writer, checkpoint = _open_run(trajectory, solver, resume)
     if writer.status == "complete":
-        return RunReport(name, "complete (already in the file)", math.nan, 0)
-    if state is None:
-        state = LoopState(0.0, 0, layout.pack(a0, W0, b0, dtype=dtype))
-        _snapshot(writer, layout, state, measure(state), rng)
+        return RunReport(solver.name, "complete (already in the file)", math.nan, 0)
+    if solver.field is None:
+        return _closed_form(solver, writer)
+    rng = run_rng(scenario.seed, solver.name)
+    if checkpoint is None:
+        state = LoopState(0.0, 0, solver.initial_state())
+        _snapshot(solver, writer, state, rng)
+    else:
+        state = LoopState(checkpoint.t, checkpoint.step, checkpoint.state.astype(solver.initial_state().dtype),
+                          h=checkpoint.stepper.get("h"))
+        rng.bit_generator.state = checkpoint.rng_state
 
-    def on_snapshot(s):
-        _snapshot(writer, layout, s, measure(s), rng)
-
-    bar = progress(name, state.t, train.t_end) if progress else nullcontext()
+    bar = progress(solver.name, state.t, scenario.train.t_end) if progress else nullcontext()
     try:
         # overflow on the way to a blow-up is expected: the loop checks finiteness itself
         with bar, np.errstate(over="ignore", invalid="ignore"):
             outcome = integrate(
-                field, state, stepper, times[times > state.t + 1e-12], on_snapshot=on_snapshot,
-                stop_loss=train.stop_loss, rng=rng, on_step=getattr(bar, "update_state", None),
+                solver.field, state, solver.stepper, solver.shared.times[solver.shared.times > state.t + 1e-12],
+                on_snapshot=lambda s: _snapshot(solver, writer, s, rng), stop_loss=scenario.train.stop_loss,
+                rng=rng, on_step=getattr(bar, "update_state", None),
                 max_abs=float(np.finfo(scenario.record.dtype).max),
             )
     except KeyboardInterrupt:
         writer.status = "interrupted"
         raise
     with np.errstate(over="ignore", invalid="ignore"):
-        final = measure(outcome.state)
-    if outcome.status == "diverged":
-        writer.status = f"failed: {outcome.message}"
-    else:
-        writer.status = "complete"
+        final = solver.measure(outcome.state.t, outcome.state.y)
+    writer.status = f"failed: {outcome.message}" if outcome.status == "diverged" else "complete"
     status = writer.status
     if outcome.status == "stop_loss":
         status += f" (stop_loss reached at t = {outcome.state.t:.6g})"
-    return RunReport(name, status, outcome.state.t, outcome.state.step, final)
+    return RunReport(solver.name, status, outcome.state.t, outcome.state.step, final)
 
 
-def _open_run(trajectory, name, scenario, resolved, layout, resume, rng):
+def _closed_form(solver, writer) -> RunReport:
+    """A run known in closed form: every snapshot evaluated directly (nothing to resume)."""
+    times = np.concatenate([[0.0], solver.shared.times])
+    for index, t in enumerate(times):
+        measures = solver.measure(t)
+        writer.append(index, t, None, None, None, measures)
+    writer.status = "complete"
+    return RunReport(solver.name, "complete", float(times[-1]), 0, measures)
+
+
+def _open_run(trajectory, solver, resume):
     """The run's writer, and where to start: None (from t = 0) or the last checkpoint."""
+    name, scenario = solver.name, solver.shared.scenario
     if resume and name in trajectory.runs:
         writer = trajectory.run(name)
         if writer.status == "complete":
             return writer, None
-        checkpoint = writer.load_checkpoint()
-        if checkpoint is not None:
-            writer.truncate(checkpoint.frames)
-            rng.bit_generator.state = checkpoint.rng_state
-            state = LoopState(checkpoint.t, checkpoint.step, checkpoint.state.astype(scenario.train.dtype),
-                              h=checkpoint.stepper.get("h"))
-            return writer, state
-        writer.truncate(0)
-        return writer, None
-    attrs = {
-        "solver": "particles",
-        "integrator": scenario.train.integrator.model_dump(),
-        **resolved.as_attrs(),
-    }
+        checkpoint = writer.load_checkpoint() if solver.field is not None else None
+        writer.truncate(0 if checkpoint is None else checkpoint.frames)
+        return writer, checkpoint
+    records_particles = scenario.record.particles and solver.kind != "ntk"
     writer = trajectory.add_run(
-        name, attrs=attrs, m=layout.m, d=layout.d, bias=layout.bias,
-        particles=scenario.record.particles, dtype=np.dtype(scenario.record.dtype),
-        measures={measure: () for measure in PARTICLE_MEASURES},
+        name, attrs=solver.attrs, m=scenario.model.width, d=scenario.data.dim, bias=scenario.model.bias,
+        particles=records_particles, dtype=np.dtype(scenario.record.dtype), measures=solver.measures,
     )
     return writer, None
 
 
-def _snapshot(writer, layout, state, measures, rng):
+def _snapshot(solver, writer, state, rng):
     """Append one frame and overwrite the checkpoint (full precision, RNG and step size)."""
-    a, W, b = layout.split(state.y)
-    writer.append(state.step, state.t, a, W, b, measures)
+    a, W, b = solver.particles(state.y)
+    writer.append(state.step, state.t, a, W, b, solver.measure(state.t, state.y))
     writer.save_checkpoint(
         state.y.astype(np.float64), t=state.t, step=state.step,
         rng_state=rng.bit_generator.state, stepper={"h": state.h},

@@ -284,6 +284,16 @@ class Scenario(Strict):
         return self
 
     @model_validator(mode="after")
+    def _kernel_runs_have_no_parameters(self):
+        kernel_runs = [name for name, run in self.runs.items() if run.solver == "ntk"]
+        if kernel_runs and (self.train.weight_decay or self.train.temperature):
+            raise ValueError(
+                f"run {kernel_runs[0]!r} (solver ntk) evolves the function, not parameters: "
+                "train.weight_decay and train.temperature must be 0 with it"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _loss_fits_task(self):
         if self.loss == "logistic" and self.data.task in ("teacher_student", "single_index"):
             raise ValueError(

@@ -2,11 +2,11 @@
 
 The state of m particles theta_i = (a_i, w_i[, b_i]) is packed as
 y = [a (m), W (m*d, row-major), b (m, with a bias)] so that every integrator works on a
-plain array. The field is the (per-layer preconditioned, regularised) gradient flow
+plain array. The field is the per-layer preconditioned gradient flow
 
-    da_i/dt = -eta_a dR/da_i - lambda a_i
-    dw_i/dt = -eta_w dR/dw_i - lambda w_i
-    db_i/dt = -eta_w dR/db_i - lambda b_i
+    da_i/dt = -eta_a dR/da_i,   dw_i/dt = -eta_w dR/dw_i,   db_i/dt = -eta_w dR/db_i
+
+and ``WeightDecay`` adds -lambda theta_i to any such field.
 
 with R = loss_scale * (1/n) sum_k loss(f(x_k), y_k) (see ``solvers.particles``).
 """
@@ -52,14 +52,13 @@ class ParticleField:
     ``batch`` (an index array) both the field and the loss are those of that minibatch.
     """
 
-    def __init__(self, layout: ParticleLayout, X, y, *, s, eta_a, eta_w, activation, loss,
-                 loss_scale=1.0, weight_decay=0.0):
+    def __init__(self, layout: ParticleLayout, X, y, *, s, eta_a, eta_w, activation, loss, loss_scale=1.0):
         self.layout = layout
         self.X, self.y = X, y
         self.n_samples = X.shape[0]
         self.s, self.eta_a, self.eta_w = s, eta_a, eta_w
         self.activation, self.loss = activation, loss
-        self.loss_scale, self.weight_decay = loss_scale, weight_decay
+        self.loss_scale = loss_scale
 
     def __call__(self, t, state, batch=None):
         X, y = (self.X, self.y) if batch is None else (self.X[batch], self.y[batch])
@@ -73,6 +72,17 @@ class ParticleField:
         np.multiply(gW, -self.eta_w, out=vW)
         if vb is not None:
             np.multiply(gb, -self.eta_w, out=vb)
-        if self.weight_decay:
-            velocity -= self.weight_decay * state
         return velocity, risk / self.loss_scale
+
+
+class WeightDecay:
+    """A field with weight decay: dy/dt = field(y) - lambda y (the loss reported is the field's)."""
+
+    def __init__(self, field, weight_decay: float):
+        self.field, self.weight_decay = field, weight_decay
+        if hasattr(field, "n_samples"):
+            self.n_samples = field.n_samples
+
+    def __call__(self, t, state, batch=None):
+        velocity, loss = self.field(t, state) if batch is None else self.field(t, state, batch=batch)
+        return velocity - self.weight_decay * state, loss

@@ -156,8 +156,12 @@ def test_inspect_shows_runs_and_final_measures(tiny, tmp_path):
     invoke("simulate", tiny, "-o", out)
     result = invoke("inspect", out)
     assert result.exit_code == 0
-    for text in ("rich: mean_field", "lazy: lazy", "status: complete", "loss_test", "predicted: rich"):
-        assert text in result.output
+    lines = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()[2:] if line.strip()}
+    assert lines["parameterization"] == ["mean_field", "lazy", "ntk"]  # the scenario's order
+    assert lines["status"] == ["complete"] * 3
+    assert len(lines["loss_test"]) == 3 and len(lines["kernel_distance"]) == 3
+    assert "rich: measured rich: relative weight change" in result.output
+    assert "lazy: measured lazy" in result.output
 
 
 def test_scenarios_lists_the_bundled_ones():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from solvers.activations import activation_code
-from solvers.fields import ParticleField, ParticleLayout
+from solvers.fields import ParticleField, ParticleLayout, WeightDecay
 from solvers.integrate import RK4, RK45, LoopState, integrate
 from solvers.losses import loss_code
 from reference import risk_and_gradient as risk_and_gradient_np
@@ -36,7 +36,7 @@ def test_layout_round_trip(problem):
 def test_field_is_the_preconditioned_gradient_with_weight_decay(problem):
     X, y, layout, state = problem
     a, W, b = layout.split(state)
-    velocity, loss = make_field(X, y, layout, weight_decay=0.1)(0.0, state)
+    velocity, loss = WeightDecay(make_field(X, y, layout), 0.1)(0.0, state)
     risk, ga, gW, gb = risk_and_gradient_np(a, W, b, X, y, 1 / M, "tanh", "squared")
     va, vW, vb = layout.split(velocity)
     assert np.allclose(va, -M * 0.7 * ga - 0.1 * a, rtol=1e-12, atol=1e-14)

@@ -1,0 +1,72 @@
+"""Chizat, Oyallon & Bach (2019): the lazy preset approaches the NTK run as alpha grows.
+
+The same symmetric particles (f_0 = 0) run under `lazy` with alpha in {10, 100, 1000} and as
+kernel gradient flow with their own empirical NTK (which is the kernel of `lazy` at every
+alpha). Their bound: for a smooth activation the test-prediction gap is O(1/alpha). For
+relu the linearisation is not smooth (the gradient jumps where a neuron's sign flips on a
+data point) and the gap shrinks more slowly; the test prints what it measured.
+"""
+
+import numpy as np
+import pytest
+
+from meanfield import run as run_module
+from meanfield.scenario import parse_scenario
+from meanfield.storage import read_run
+
+ALPHAS = (10, 100, 1000)
+SCENARIO = """
+name: lazy-limit
+seed: 1
+data: {{task: teacher_student, dim: 3, n_train: 40, n_test: 50, teacher: {{width: 2, activation: {act}}}}}
+model: {{width: 64, activation: {act}, init: {{symmetric: true}}}}
+runs:
+  ntk: {{solver: ntk, kernel: empirical}}
+{lazy_runs}
+train:
+  t_end: 2.0
+  integrator: {{method: rk45, rtol: 1.0e-10, atol: 1.0e-13}}
+record: {{every: 1.0, particles: false}}
+"""
+
+
+def final_gaps(tmp_path, act):
+    lazy_runs = "\n".join(f"  lazy{a}: {{parameterization: {{preset: lazy, alpha: {a}}}}}" for a in ALPHAS)
+    scenario = parse_scenario(SCENARIO.format(act=act, lazy_runs=lazy_runs))
+    out = tmp_path / f"{act}.h5"
+    run_module.simulate(scenario, str(out))
+    ntk = read_run(out, "ntk", particles=False)
+    scale = np.sqrt(np.mean(ntk.measures["f_test"].value[-1] ** 2))
+    return np.array([read_run(out, f"lazy{a}", particles=False).measures["gap_ntk"].value[-1]
+                     for a in ALPHAS]) / scale
+
+
+@pytest.mark.parametrize("act", ["erf", "tanh"])
+def test_smooth_activation_gap_shrinks_like_one_over_alpha(tmp_path, act):
+    gaps = final_gaps(tmp_path, act)
+    slope = np.polyfit(np.log(ALPHAS), np.log(gaps), 1)[0]
+    print(f"{act}: relative gap to the ntk run {gaps}, fitted slope {slope:.3f}")
+    assert slope <= -0.85
+    assert gaps[-1] < 1e-2
+
+
+def test_relu_gap_shrinks_too(tmp_path):
+    gaps = final_gaps(tmp_path, "relu")
+    slope = np.polyfit(np.log(ALPHAS), np.log(gaps), 1)[0]
+    print(f"relu: relative gap to the ntk run {gaps}, fitted slope {slope:.3f}")
+    assert np.all(np.diff(gaps) < 0) and slope < -0.3
+
+
+@pytest.mark.parametrize("loss, task", [("squared", "teacher_student"), ("logistic", "gaussian_mixture")])
+def test_tangent_run_matches_the_kernel_run_from_the_same_particles(tmp_path, loss, task):
+    # the finite-width linearized network, integrated in parameter space, and kernel gradient
+    # flow with the same particles' NTK are one dynamics: their test predictions agree
+    scenario = parse_scenario(SCENARIO.format(act="tanh", lazy_runs="  tangent: {solver: tangent}"),
+                              overrides=[f"loss={loss}", f"data.task={task}", "data.teacher.activation=relu"])
+    out = tmp_path / "tangent.h5"
+    run_module.simulate(scenario, str(out))
+    tangent = read_run(out, "tangent", particles=False)
+    ntk = read_run(out, "ntk", particles=False)
+    scale = np.sqrt(np.mean(ntk.measures["f_test"].value[-1] ** 2))
+    assert np.all(tangent.measures["gap_ntk"].value < 1e-7 * scale)
+    assert np.allclose(tangent.measures["loss_train"].value, ntk.measures["loss_train"].value, rtol=1e-7)

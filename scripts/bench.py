@@ -1,7 +1,8 @@
 """Benchmark one full-batch gradient step of f = (1/m) sum_i a_i relu(w_i . x), squared loss.
 
 Compares solvers.particles.risk_and_gradient with a vectorised NumPy step and a torch CPU
-autograd step (float64 and float32, when torch is importable), on 1 and 2 threads, and
+autograd step (float64 and float32, when torch is importable), on 1 and 2 threads; times the
+whole linearized (NTK) solve beside one bare eigendecomposition of the same size; and
 measures the start-up of a fresh process with a warm JIT cache.
 
     python scripts/bench.py [--quick] [--sizes 1024x1024x2,16384x1024x2] [--threads 1,2]
@@ -31,7 +32,8 @@ sys.path.insert(0, REPO)
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-from solvers.particles import risk_and_gradient  # noqa: E402
+from solvers.ntk import LinearizedSquared, empirical_ntk  # noqa: E402
+from solvers.particles import predict, risk_and_gradient  # noqa: E402
 
 try:
     import threadpoolctl
@@ -172,6 +174,28 @@ def startup_time(m=1024, n=1024, d=2):
     return total, imports, first
 
 
+def bench_linearized(n, repeats, m=1024, d=10, n_test=256, n_times=20):
+    """The whole squared-loss NTK solve beside one bare numpy.linalg.eigh of the n x n kernel.
+
+    The solve: the empirical NTK of m particles between [train; test] and train points,
+    one eigendecomposition, and train and test predictions at ``n_times`` times.
+    """
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((n + n_test, d))
+    y = rng.standard_normal(n)
+    a, W = rng.standard_normal(m), rng.standard_normal((m, d)) / np.sqrt(d)
+    numbers = dict(s=m**-0.5, eta_a=1.0, eta_w=1.0, act="relu")
+    times = np.linspace(0.0, 10.0, n_times)
+
+    def solve():
+        K = empirical_ntk(a, W, None, X, X[:n], **numbers)
+        f0 = predict(a, W, None, X, numbers["s"], 0)
+        LinearizedSquared(K[:n], y, f0[:n], K[n:], f0[n:]).predict(times)
+
+    K_train = empirical_ntk(a, W, None, X[:n], X[:n], **numbers)
+    return timeit(solve, repeats, 0.0), timeit(lambda: np.linalg.eigh(K_train), repeats, 0.0)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -213,6 +237,12 @@ def main():
                   f"{t32 / r['ours']:8.1f} | {speedup:>5} | {err:.1e}"
                   + ("" if err <= 1e-12 else "  DISAGREES"))
         sys.stdout.flush()
+    print(f"\nlinearized NTK solve (kernel of m = 1024 particles, d = 10, 256 test points, one eigh, "
+          f"predictions at 20 times), {threads[-1]} threads:")
+    limit_threads(threads[-1])
+    for n in (1000, 4000):
+        solve, eigh = bench_linearized(n, 3 if args.quick else 5)
+        print(f"  n = {n}: solve {solve:.3f} s, bare eigh {eigh:.3f} s, ratio {solve / eigh:.2f}")
     total, imports, first = startup_time()
     print(f"\nfresh process, warm cache: {total:.2f} s from launch to first finished step "
           f"(imports {imports:.2f} s, first step {first:.3f} s beyond imports)")

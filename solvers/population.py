@@ -1,0 +1,730 @@
+"""Infinite data ("population" mode, DESIGN section 1): the risk as an N-body energy.
+
+Inputs x ~ N(0, I_d); student f(x) = s sum_i a_i sigma(w_i . x) (no bias), teacher
+f*(x) = sum_j a*_j sigma*(w*_j . x); with the loss scale c the population risk is
+
+    R = (c/2) E[(f - f*)^2]
+      = (c/2) [ s^2 sum_ij a_i a_j U(w_i, w_j) - 2 s sum_ij a_i a*_j U_x(w_i, w*_j)
+                + sum_jk a*_j a*_k U*(w*_j, w*_k) ]
+
+with U(w, v) = E[sigma1(w.x) sigma2(v.x)] for the pair of activations (sigma1, sigma2)
+(student-student, student-teacher, teacher-teacher), and its exact gradient
+
+    dR/da_i = c [ s^2 sum_j a_j U(w_i, w_j) - s sum_j a*_j U_x(w_i, w*_j) ]
+    dR/dw_i = c a_i [ s^2 sum_j a_j grad_1 U(w_i, w_j) - s sum_j a*_j grad_1 U_x(w_i, w*_j) ]
+
+(the j = i term included: the factor 2 of the double sum absorbs grad U(w, w) = 2 grad_1 U(w, w)).
+Here grad_1 U(w, v) = E[sigma1'(w.x) x sigma2(v.x)] with relu'(0) = 0, the convention of
+the data-mode field: it is the gradient of U in w wherever w != 0, and 0 at w = 0 for relu.
+
+Closed forms, with q11 = |w|^2, q22 = |v|^2, q12 = w.v, t = angle(w, v), A = 1 + 2 q11,
+B = 1 + 2 q22, k = 2/sqrt(pi), g = 1/sqrt(2 pi), every gradient written grad_1 U = alpha v + beta w:
+
+    pair (sigma1, sigma2)  U                                   alpha                  beta
+    relu, relu   |w||v| (sin t + (pi - t) cos t) / (2 pi)     (pi - t) / (2 pi)      |v| sin t / (2 pi |w|)
+    erf, erf     (2/pi) arcsin(2 q12 / sqrt(A B))              (4/pi) / sqrt(A B - 4 q12^2)   -2 q12 alpha / A
+    linear, linear        q12                                  1                      0
+    quadratic, quadratic  q11 q22 + 2 q12^2                    4 q12                  2 q22
+    relu, linear | linear, relu   q12 / 2                      1/2                    0
+    erf, linear   k q12 / sqrt(A)                              k / sqrt(A)            -2 q12 alpha / A
+    linear, erf   k q12 / sqrt(B)                              k / sqrt(B)            0
+    erf, relu     (k/2) q12 / sqrt(A)                          (k/2) / sqrt(A)        -2 q12 alpha / A
+    relu, erf     (k/2) q12 / sqrt(B)                          (k/2) / sqrt(B)        0
+    relu, quadratic   g (|w| q22 + q12^2 / |w|)                2 g q12 / |w|          g (q22 - q12^2 / q11) / |w|
+    quadratic, relu   g (q11 |v| + q12^2 / |v|)                2 g q12 / |v|          2 g |v|
+    quadratic with linear or erf (either order): 0 (an odd function of x)
+
+(relu with linear, erf or quadratic from relu(z) = (z + |z|)/2 and Stein's lemma; relu-first
+pairs have alpha = beta = 0 at w = 0; terms divided by |v| are 0 at v = 0.)
+
+Only relu-relu and erf-erf need an N-body sum over pairs: every other pair is of finite rank
+in (w, v) (U is q12 or q12^2 times functions of |w| and |v|), so its sums over j reduce to
+sum_j c_j h(v_j) v_j and sum_j c_j h(v_j) v_j v_j^T: O((m + k) d^2). The N-body sums are a
+Numba kernel, parallel over particles i (each writes only its own slots: the result does not
+depend on the number of threads), tiled over j, with memory O(m d). For relu it evaluates
+arccos by a branch-free polynomial (:func:`acos_poly`, max error 4.4e-16 on [-1, 1]): libm's
+acos does not vectorise here. t = arccos(w.v / (|w||v|)) is accurate to about 1e-8 when w
+and v are within 1e-8 rad (the cosine's rounding); the self term j = i is exact (t = 0).
+
+The lazy side: :func:`tangent_gram` (the Gram matrix of the tangent features) and
+:class:`PopulationTangent` (the linearized flow solved exactly).
+
+Everything is float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+from scipy.spatial.distance import cdist
+
+from ._jit import jit, jit_parallel
+from .activations import ERF, LINEAR, QUADRATIC, RELU, ACTIVATIONS, activation_code
+from .fields import ParticleLayout
+
+SUPPORTED = ("relu", "erf", "linear", "quadratic")
+"""Activations with closed-form population kernels: every ordered pair of them is supported."""
+
+_SUPPORTED_CODES = tuple(ACTIVATIONS[name] for name in SUPPORTED)
+_NAMES = {code: name for name, code in ACTIVATIONS.items()}
+
+_TWO_PI = 2.0 * math.pi
+_K = 2.0 / math.sqrt(math.pi)  # erf'(0)
+_G = 1.0 / math.sqrt(2.0 * math.pi)
+
+PARTICLE_BLOCK = 8
+"""Particles i per parallel job of the N-body kernel."""
+
+
+def _code(act):
+    code = activation_code(act) if isinstance(act, str) else int(act)
+    if code not in _SUPPORTED_CODES:
+        name = _NAMES.get(code, repr(act))
+        pairs = ", ".join(f"({p}, {q})" for p in SUPPORTED for q in SUPPORTED)
+        raise ValueError(
+            f"no closed-form population kernel for activation {name!r}; supported: every "
+            f"pair of {', '.join(SUPPORTED)}: {pairs}"
+        )
+    return code
+
+
+def _codes(act, act2):
+    c1 = _code(act)
+    return c1, (c1 if act2 is None else _code(act2))
+
+
+def _matrix(W, name):
+    W = np.ascontiguousarray(W, dtype=np.float64)
+    if W.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (particles x dimension), got shape {W.shape}")
+    return W
+
+
+# ------------------------------------------------------------------ arccos, branch-free
+
+# asin(u) = u + u^3 P(u^2) on 0 <= u <= 1/2: P interpolates (asin(sqrt y) - sqrt y) / y^1.5
+# at 13 Chebyshev nodes of [0, 1/4] (computed with mpmath at 50 digits, rounded to float64).
+_ASIN_P = (
+    0.16666666666666669,
+    0.07499999999998433,
+    0.04464285714635543,
+    0.030381944138531247,
+    0.02237217294214989,
+    0.017352392720869973,
+    0.013971212973552933,
+    0.011479177415184906,
+    0.01032281435018578,
+    0.005457506718640358,
+    0.01740087944269402,
+    -0.014851887071247204,
+    0.028757851367421566,
+)
+(_P0, _P1, _P2, _P3, _P4, _P5, _P6, _P7, _P8, _P9, _P10, _P11, _P12) = _ASIN_P
+
+
+@jit(inline="always")
+def _asin_core(x):
+    """(small, r) with small = |x| < 1/2 and r = asin(|x|) if small else asin(sqrt((1 - |x|)/2)),
+    both from the one polynomial, computed without branches (selects only)."""
+    ax = abs(x)
+    small = ax < 0.5
+    y = ax * ax if small else (1.0 - ax) * 0.5
+    u = ax if small else math.sqrt(y)
+    p = _P12
+    p = p * y + _P11
+    p = p * y + _P10
+    p = p * y + _P9
+    p = p * y + _P8
+    p = p * y + _P7
+    p = p * y + _P6
+    p = p * y + _P5
+    p = p * y + _P4
+    p = p * y + _P3
+    p = p * y + _P2
+    p = p * y + _P1
+    p = p * y + _P0
+    return small, u + u * y * p
+
+
+@jit(inline="always")
+def _acos_poly(x):
+    """arccos x for x in [-1, 1]: pi/2 - asin x for |x| < 1/2, else 2 asin(sqrt((1 - x)/2))
+    (x > 0) or pi - 2 asin(sqrt((1 + x)/2)) (x < 0)."""
+    small, r = _asin_core(x)
+    if small:
+        return 0.5 * math.pi - (r if x >= 0.0 else -r)
+    return 2.0 * r if x > 0.0 else math.pi - 2.0 * r
+
+
+@jit(inline="always")
+def _asin_poly(x):
+    """arcsin x for x in [-1, 1] (relative error ~1 ulp near 0): asin |x| for |x| < 1/2,
+    else pi/2 - 2 asin(sqrt((1 - |x|)/2)); with the sign of x."""
+    small, r = _asin_core(x)
+    v = r if small else 0.5 * math.pi - 2.0 * r
+    return v if x >= 0.0 else -v
+
+
+@jit
+def _acos_array(x, out):
+    for i in range(x.shape[0]):
+        out[i] = _acos_poly(x[i])
+
+
+@jit
+def _asin_array(x, out):
+    for i in range(x.shape[0]):
+        out[i] = _asin_poly(x[i])
+
+
+def acos_poly(x):
+    """arccos x element-wise by the branch-free polynomial of the relu kernel (x in [-1, 1]);
+    max error against np.arccos 4.4e-16 (one ulp of pi) on [-1, 1]."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    _acos_array(x.reshape(-1), out.reshape(-1))
+    return out
+
+
+def asin_poly(x):
+    """arcsin x element-wise by the same polynomial (the erf kernel); x in [-1, 1]."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    _asin_array(x.reshape(-1), out.reshape(-1))
+    return out
+
+
+# ------------------------------------------------------------------ closed forms, NumPy
+
+
+def _safe_inv(x):
+    return np.divide(1.0, x, out=np.zeros_like(x), where=x > 0)
+
+
+def _pair_scalars(c1, c2, q11, q12, q22, angle=None):
+    """(U, alpha, beta) of the module table, element-wise over broadcast q11, q12, q22,
+    with grad_1 U = alpha v + beta w. For relu-relu, ``angle`` (t) may be given; by default
+    t = arccos(clip(q12 / (|w||v|), -1, 1))."""
+    q11, q12, q22 = np.broadcast_arrays(q11, q12, q22)
+    n1, n2 = np.sqrt(q11), np.sqrt(q22)
+    zero = np.zeros(q12.shape)
+    if c1 == RELU and c2 == RELU:
+        if angle is None:
+            cos = np.clip(q12 * _safe_inv(n1) * _safe_inv(n2), -1.0, 1.0)
+            angle = np.arccos(cos)
+        t = np.broadcast_to(angle, q12.shape)
+        U = n1 * n2 * (np.sin(t) + (np.pi - t) * np.cos(t)) / _TWO_PI
+        alpha = np.where(n1 > 0, (np.pi - t) / _TWO_PI, 0.0)
+        beta = n2 * np.sin(t) * _safe_inv(n1) / _TWO_PI
+        return U, alpha, beta
+    if c1 == ERF and c2 == ERF:
+        A, B = 1.0 + 2.0 * q11, 1.0 + 2.0 * q22
+        U = (2.0 / np.pi) * np.arcsin(np.clip(2.0 * q12 / np.sqrt(A * B), -1.0, 1.0))
+        alpha = (4.0 / np.pi) / np.sqrt(A * B - 4.0 * q12 * q12)
+        return U, alpha, -2.0 * q12 * alpha / A
+    if c1 == LINEAR and c2 == LINEAR:
+        return q12.copy(), np.ones(q12.shape), zero
+    if c1 == QUADRATIC and c2 == QUADRATIC:
+        return q11 * q22 + 2.0 * q12 * q12, 4.0 * q12, 2.0 * q22
+    if (c1, c2) == (RELU, LINEAR):
+        return 0.5 * q12, np.where(n1 > 0, 0.5, 0.0), zero
+    if (c1, c2) == (LINEAR, RELU):
+        return 0.5 * q12, np.full(q12.shape, 0.5), zero
+    if c1 in (ERF, LINEAR) and c2 in (ERF, LINEAR, RELU) and ERF in (c1, c2):
+        # erf with linear or relu (relu's half): k q12 / sqrt(A) or k q12 / sqrt(B)
+        scale = _K * (0.5 if RELU in (c1, c2) else 1.0)
+        if c1 == ERF:
+            A = 1.0 + 2.0 * q11
+            alpha = scale / np.sqrt(A)
+            return alpha * q12, alpha, -2.0 * q12 * alpha / A
+        alpha = scale / np.sqrt(1.0 + 2.0 * q22)
+        return alpha * q12, alpha, zero
+    if (c1, c2) == (RELU, ERF):
+        alpha = np.where(n1 > 0, 0.5 * _K / np.sqrt(1.0 + 2.0 * q22), 0.0)
+        return 0.5 * _K * q12 / np.sqrt(1.0 + 2.0 * q22), alpha, zero
+    if (c1, c2) == (RELU, QUADRATIC):
+        inv1 = _safe_inv(n1)
+        p = q12 * inv1  # v . w/|w|
+        U = _G * (n1 * q22 + p * q12)
+        return U, 2.0 * _G * p, _G * (q22 - p * p) * inv1
+    if (c1, c2) == (QUADRATIC, RELU):
+        inv2 = _safe_inv(n2)
+        return _G * (q11 * n2 + q12 * q12 * inv2), 2.0 * _G * q12 * inv2, 2.0 * _G * n2
+    if QUADRATIC in (c1, c2):  # with linear or erf: odd in x
+        return zero, zero, zero
+    raise AssertionError((c1, c2))
+
+
+def _kahan_angle(W1, W2):
+    """Angles between the rows of W1 and W2 by t = 2 atan2(|u - v|, |u + v|) on unit
+    vectors: accurate near 0 and pi, where arccos of the cosine loses half the digits."""
+
+    def unit(W):
+        r = np.linalg.norm(W, axis=1, keepdims=True)
+        return W / np.where(r > 0, r, 1.0)
+
+    U1, U2 = unit(W1), unit(W2)
+    return 2.0 * np.arctan2(cdist(U1, U2), cdist(U1, -U2))
+
+
+def _pair_all(W1, W2, act, act2):
+    c1, c2 = _codes(act, act2)
+    W1, W2 = _matrix(W1, "W1"), _matrix(W2, "W2")
+    if W1.shape[1] != W2.shape[1]:
+        raise ValueError(f"W1 {W1.shape} and W2 {W2.shape} differ in dimension")
+    q11 = np.einsum("ij,ij->i", W1, W1)[:, None]
+    q22 = np.einsum("ij,ij->i", W2, W2)[None, :]
+    q12 = W1 @ W2.T
+    angle = _kahan_angle(W1, W2) if (c1, c2) == (RELU, RELU) else None
+    return W1, W2, _pair_scalars(c1, c2, q11, q12, q22, angle)
+
+
+def pair_U(W1, W2, act, act2=None):
+    """U[i, j] = E[sigma1(w1_i . x) sigma2(w2_j . x)], x ~ N(0, I_d), in closed form (module
+    table); sigma1 = ``act``, sigma2 = ``act2`` (default ``act``). Shape (m1, m2).
+    The relu-relu angle is Kahan's (accurate for nearly parallel rows). Reference quality."""
+    return _pair_all(W1, W2, act, act2)[2][0]
+
+
+def pair_grad_U(W1, W2, act, act2=None):
+    """G[i, j] = grad_1 U(w1_i, w2_j) = E[sigma1'(w1_i . x) x sigma2(w2_j . x)] = alpha w2_j
+    + beta w1_i (module table; relu'(0) = 0). Shape (m1, m2, d). Reference quality, small sizes."""
+    W1, W2, (_, alpha, beta) = _pair_all(W1, W2, act, act2)
+    return alpha[:, :, None] * W2[None, :, :] + beta[:, :, None] * W1[:, None, :]
+
+
+def pair_hessian_U(W1, W2, act, act2=None):
+    """H[i, j] = E[sigma1'(w1_i . x) sigma2'(w2_j . x) x x^T] = grad_2 grad_1 U, shape
+    (m1, m2, d, d), in closed form for relu, erf, linear and quadratic with themselves
+    (the blocks of the tangent Gram matrix), with e = w/|w|, f the unit vector of the part
+    of v orthogonal to w, t = angle(w, v), A, B, Delta = A B - 4 q12^2:
+
+        relu:      [(pi - t) I + sin t (cos t (e e^T - f f^T) + sin t (e f^T + f e^T))] / (2 pi)
+                   (0 if w = 0 or v = 0: relu'(0) = 0)
+        erf:       (4/pi) Delta^-1/2 [I - (2/Delta)(B w w^T - 2 q12 (w v^T + v w^T) + A v v^T)]
+        linear:    I
+        quadratic: 4 [q12 I + w v^T + v w^T]
+    """
+    c1, c2 = _codes(act, act2)
+    if c1 != c2:
+        raise ValueError("pair_hessian_U is for one activation with itself")
+    W1, W2 = _matrix(W1, "W1"), _matrix(W2, "W2")
+    m1, d = W1.shape
+    m2 = W2.shape[0]
+    eye = np.eye(d)
+    w = W1[:, None, :]
+    v = W2[None, :, :]
+    q12 = W1 @ W2.T
+    outer = lambda x, y: x[..., :, None] * y[..., None, :]  # noqa: E731
+    if c1 == LINEAR:
+        return np.broadcast_to(eye, (m1, m2, d, d)).copy()
+    if c1 == QUADRATIC:
+        return 4.0 * (q12[..., None, None] * eye + outer(w, v) + outer(v, w))
+    q11 = np.einsum("ij,ij->i", W1, W1)[:, None]
+    q22 = np.einsum("ij,ij->i", W2, W2)[None, :]
+    if c1 == ERF:
+        A, B = 1.0 + 2.0 * q11, 1.0 + 2.0 * q22
+        delta = A * B - 4.0 * q12 * q12
+        inner = (B[..., None, None] * outer(w, w) + A[..., None, None] * outer(v, v)
+                 - 2.0 * q12[..., None, None] * (outer(w, v) + outer(v, w)))
+        return ((4.0 / np.pi) / np.sqrt(delta))[..., None, None] * (
+            eye - (2.0 / delta)[..., None, None] * inner)
+    if c1 == RELU:
+        t = _kahan_angle(W1, W2)
+        n1, n2 = np.sqrt(q11), np.sqrt(q22)
+        e = np.broadcast_to(W1[:, None, :] * _safe_inv(n1)[..., None], (m1, m2, d))
+        vperp = v - (q12 * _safe_inv(n1))[..., None] * e
+        f = vperp * _safe_inv(np.linalg.norm(vperp, axis=-1))[..., None]
+        st, ct = np.sin(t)[..., None, None], np.cos(t)[..., None, None]
+        H = ((np.pi - t)[..., None, None] * eye
+             + st * (ct * (outer(e, e) - outer(f, f)) + st * (outer(e, f) + outer(f, e)))) / _TWO_PI
+        H[~((n1 > 0) & (n2 > 0))] = 0.0
+        return H
+    raise AssertionError(c1)
+
+
+# ------------------------------------------------------------------ sums over j
+
+
+def _finite_rank(c1, c2, W, V, c):
+    """(S, G) with S_i = sum_j c_j U(w_i, v_j), G_i = sum_j c_j grad_1 U(w_i, v_j) for a
+    pair other than relu-relu and erf-erf, through the moments of the v_j: O((m + k) d^2)."""
+    m, d = W.shape
+    q11 = np.einsum("ij,ij->i", W, W)
+    q22 = np.einsum("ij,ij->i", V, V)
+    n1, n2 = np.sqrt(q11), np.sqrt(q22)
+    S = np.zeros(m)
+    G = np.zeros((m, d))
+    if QUADRATIC in (c1, c2) and {c1, c2} & {LINEAR, ERF}:
+        return S, G  # quadratic with linear or erf: 0
+    if c1 == QUADRATIC and c2 == QUADRATIC:
+        Q = c @ q22
+        M = (V * c[:, None]).T @ V
+        MW = W @ M
+        S = q11 * Q + 2.0 * np.einsum("ij,ij->i", W, MW)
+        G = 2.0 * Q * W + 4.0 * MW
+        return S, G
+    if (c1, c2) == (RELU, QUADRATIC):
+        inv1 = _safe_inv(n1)
+        Q = c @ q22
+        M = (V * c[:, None]).T @ V
+        MW = W @ M
+        wMw = np.einsum("ij,ij->i", W, MW)
+        S = _G * (n1 * Q + wMw * inv1)
+        G = _G * ((Q * inv1 - wMw * inv1**3)[:, None] * W + 2.0 * inv1[:, None] * MW)
+        return S, G
+    if (c1, c2) == (QUADRATIC, RELU):
+        inv2 = _safe_inv(n2)
+        N1 = c @ n2
+        M = (V * (c * inv2)[:, None]).T @ V
+        MW = W @ M
+        S = _G * (q11 * N1 + np.einsum("ij,ij->i", W, MW))
+        G = 2.0 * _G * (N1 * W + MW)
+        return S, G
+    # U = h1(|w|) h2(|v|) q12 (linear, relu, erf mixed): sum_j c_j U = h1 w . (sum_j c_j h2 v_j)
+    h2 = {LINEAR: 1.0, RELU: 1.0, ERF: 1.0 / np.sqrt(1.0 + 2.0 * q22)}[c2] * np.ones_like(q22)
+    scale = (_K if ERF in (c1, c2) else 1.0) * (0.5 if RELU in (c1, c2) else 1.0)
+    Sv = scale * ((c * h2) @ V)
+    p = W @ Sv
+    if c1 == ERF:
+        A = 1.0 + 2.0 * q11
+        h1 = 1.0 / np.sqrt(A)
+        return h1 * p, h1[:, None] * (Sv[None, :] - (2.0 * p / A)[:, None] * W)
+    S = p
+    G = np.broadcast_to(Sv, (m, d)).copy()
+    if c1 == RELU:
+        G[n1 == 0] = 0.0
+    return S, G
+
+
+def _sums_numpy(c1, c2, W, V, c, self_pairs, block=None):
+    """(S, G) as in :func:`_finite_rank` for any pair, by rows of W in blocks with
+    vectorised NumPy (the twin of the Numba kernel: the same formulas, arccos from libm;
+    ``self_pairs``: V is W, and the diagonal gets t = 0 exactly)."""
+    m, d = W.shape
+    k = V.shape[0]
+    if block is None:
+        block = max(1, (1 << 18) // max(k, 1))
+    q11 = np.einsum("ij,ij->i", W, W)
+    q22 = np.einsum("ij,ij->i", V, V)
+    S = np.empty(m)
+    G = np.empty((m, d))
+    for i0 in range(0, m, block):
+        i1 = min(m, i0 + block)
+        q12 = W[i0:i1] @ V.T
+        angle = None
+        if (c1, c2) == (RELU, RELU):
+            n1 = np.sqrt(q11[i0:i1])[:, None]
+            n2 = np.sqrt(q22)[None, :]
+            cos = np.clip(q12 * _safe_inv(n1) * _safe_inv(n2), -1.0, 1.0)
+            if self_pairs:
+                r = np.arange(i1 - i0)
+                cos[r, i0 + r] = 1.0
+            angle = np.arccos(cos)
+        U, alpha, beta = _pair_scalars(c1, c2, q11[i0:i1, None], q12, q22[None, :], angle)
+        S[i0:i1] = U @ c
+        G[i0:i1] = (alpha * c) @ V + (beta @ c)[:, None] * W[i0:i1]
+    return S, G
+
+
+# ------------------------------------------------------------------ the N-body kernel
+
+
+def tile_size(d):
+    """Particles j per tile: the (d, T) tile of the v_j (at most 16 KiB) stays in L1."""
+    t = 256
+    while t > 32 and d * t > 2048:
+        t //= 2
+    return t
+
+
+@jit(inline="always")
+def _relu_tile(D, T, SELF, x, w, fi, f1, cn, cc, j0, i, g):
+    """One tile of pairs (i, j0 + jj), relu-relu: with cos = (w.v_j) fi f1_j (clipped; 1 for
+    the self pair when SELF), t = arccos cos, returns (sum cn_j (sin t + (pi - t) cos),
+    sum cn_j sin t) and writes g[jj] = c_j (pi - t)."""
+    su = 0.0
+    sb = 0.0
+    for jj in range(T):
+        q = 0.0
+        for k in range(D):
+            q += w[k] * x[k, jj]
+        cs = q * fi * f1[j0 + jj]
+        cs = min(max(cs, -1.0), 1.0)
+        if SELF:
+            cs = 1.0 if j0 + jj == i else cs
+        pt = math.pi - _acos_poly(cs)
+        sn = math.sqrt(max((1.0 - cs) * (1.0 + cs), 0.0))
+        cnj = cn[j0 + jj]
+        su += cnj * (sn + pt * cs)
+        sb += cnj * sn
+        g[jj] = cc[j0 + jj] * pt
+    return su, sb
+
+
+@jit(inline="always")
+def _erf_tile(D, T, x, w, fi, f1, cc, j0, g):
+    """One tile of pairs, erf-erf: with q = w.v_j, r = 2 q fi f1_j (fi = A_i^-1/2,
+    f1_j = B_j^-1/2), returns (sum c_j asin r, sum c_j f1_j q / sqrt(1 - r^2)) and writes
+    g[jj] = c_j f1_j / sqrt(1 - r^2)."""
+    su = 0.0
+    sb = 0.0
+    for jj in range(T):
+        q = 0.0
+        for k in range(D):
+            q += w[k] * x[k, jj]
+        f1j = f1[j0 + jj]
+        r = 2.0 * q * fi * f1j
+        cj = cc[j0 + jj]
+        su += cj * _asin_poly(r)
+        gj = cj * f1j / math.sqrt(1.0 - r * r)
+        sb += gj * q
+        g[jj] = gj
+    return su, sb
+
+
+@jit(inline="always")
+def _accumulate(D, T, x, g, acc):
+    """acc[k] += sum_jj g[jj] x[k, jj]."""
+    for k in range(D):
+        s = 0.0
+        for jj in range(T):
+            s += g[jj] * x[k, jj]
+        acc[k] += s
+
+
+def _make_nbody(D):
+    T = tile_size(D)
+
+    @jit_parallel
+    def nbody(kind, W, fW, Vp, f1, cn, cc, self_pairs, S, G, pblock):
+        """S_i = sum_j c_j U(w_i, v_j), G_i = sum_j c_j grad_1 U(w_i, v_j) for relu-relu
+        (kind 0; fW = 1/|w_i|, f1 = 1/|v_j|, cn = c_j |v_j|) or erf-erf (kind 1;
+        fW = A_i^-1/2, f1 = B_j^-1/2), v_j packed in tiles Vp (n_tiles, D, T), zero-padded
+        with c_j = 0. Each job owns particles [blk * pblock, (blk + 1) * pblock)."""
+        m = W.shape[0]
+        n_tiles = Vp.shape[0]
+        n_blocks = (m + pblock - 1) // pblock
+        for blk in prange(n_blocks):
+            g = np.empty(T)
+            w = np.empty(D)
+            acc = np.empty(D)
+            for i in range(blk * pblock, min(m, (blk + 1) * pblock)):
+                for k in range(D):
+                    w[k] = W[i, k]
+                    acc[k] = 0.0
+                fi = fW[i]
+                su = 0.0
+                sb = 0.0
+                for tt in range(n_tiles):
+                    j0 = tt * T
+                    x = Vp[tt]
+                    if kind == 0:
+                        if self_pairs:
+                            u, b = _relu_tile(D, T, True, x, w, fi, f1, cn, cc, j0, i, g)
+                        else:
+                            u, b = _relu_tile(D, T, False, x, w, fi, f1, cn, cc, j0, i, g)
+                    else:
+                        u, b = _erf_tile(D, T, x, w, fi, f1, cc, j0, g)
+                    su += u
+                    sb += b
+                    _accumulate(D, T, x, g, acc)
+                if kind == 0:
+                    # S = |w| su / 2pi; G = (acc + sb w / |w|) / 2pi; 0 at w = 0 (relu'(0) = 0)
+                    S[i] = su / (fi * _TWO_PI) if fi > 0.0 else 0.0
+                    for k in range(D):
+                        G[i, k] = (acc[k] + sb * fi * w[k]) / _TWO_PI if fi > 0.0 else 0.0
+                else:
+                    # S = (2/pi) su; G = (4/pi) fi (acc - 2 fi^2 sb w)
+                    S[i] = (2.0 / math.pi) * su
+                    h = (4.0 / math.pi) * fi
+                    for k in range(D):
+                        G[i, k] = h * (acc[k] - 2.0 * fi * fi * sb * w[k])
+
+    return nbody
+
+
+_NBODY = {}
+
+
+def _nbody(d):
+    k = _NBODY.get(d)
+    if k is None:
+        k = _NBODY[d] = _make_nbody(d)
+    return k
+
+
+@jit_parallel
+def _pack(V, n_tiles, tile):
+    """V (k, d) -> contiguous tiles (n_tiles, d, tile), zero-padded."""
+    k, d = V.shape
+    Vp = np.zeros((n_tiles, d, tile))
+    for tt in prange(n_tiles):
+        j0 = tt * tile
+        for jj in range(min(tile, k - j0)):
+            for c in range(d):
+                Vp[tt, c, jj] = V[j0 + jj, c]
+    return Vp
+
+
+class _Source:
+    """The particles v_j with weights c_j on the j side of the sums, packed once for the kernel."""
+
+    def __init__(self, V, c, code):
+        self.V = V
+        self.c = c
+        self.code = code
+        k, d = V.shape
+        self.T = tile_size(d)
+        n_tiles = -(-k // self.T)
+        self.Vp = _pack(V, n_tiles, self.T)
+        size = n_tiles * self.T
+        q = np.einsum("ij,ij->i", V, V)
+        self.f1 = np.zeros(size)
+        self.cn = np.zeros(size)
+        self.cc = np.zeros(size)
+        self.cc[:k] = c
+        if code == RELU:
+            n = np.sqrt(q)
+            self.f1[:k] = _safe_inv(n)
+            self.cn[:k] = c * n
+        elif code == ERF:
+            self.f1[:k] = 1.0 / np.sqrt(1.0 + 2.0 * q)
+
+
+def _sums(c1, c2, W, src, self_pairs, S=None, G=None):
+    """(S, G): S_i = sum_j c_j U(w_i, v_j), G_i = sum_j c_j grad_1 U(w_i, v_j)."""
+    m, d = W.shape
+    if c1 != c2 or c1 not in (RELU, ERF) or m == 0 or src.V.shape[0] == 0:
+        if m == 0 or src.V.shape[0] == 0:
+            return np.zeros(m), np.zeros((m, d))
+        return _finite_rank(c1, c2, W, src.V, src.c)
+    S = np.empty(m) if S is None else S
+    G = np.empty((m, d)) if G is None else G
+    q = np.einsum("ij,ij->i", W, W)
+    if c1 == RELU:
+        fW = _safe_inv(np.sqrt(q))
+    else:
+        fW = 1.0 / np.sqrt(1.0 + 2.0 * q)
+    _nbody(d)(0 if c1 == RELU else 1, W, fW, src.Vp, src.f1, src.cn, src.cc, bool(self_pairs),
+              S, G, PARTICLE_BLOCK)
+    return S, G
+
+
+# ------------------------------------------------------------------ risk and gradient
+
+
+class _Teacher:
+    """The teacher side of the risk: packed particles, codes and the constant
+    sum_jk a*_j a*_k U*(w*_j, w*_k)."""
+
+    def __init__(self, teacher_a, teacher_W, act, teacher_act):
+        self.code, self.tcode = _code(act), _code(teacher_act)
+        self.W = _matrix(teacher_W, "teacher_W")
+        self.a = np.ascontiguousarray(teacher_a, dtype=np.float64)
+        if self.a.shape != (self.W.shape[0],):
+            raise ValueError(f"teacher_a {self.a.shape} does not match teacher_W {self.W.shape}")
+        self.src = _Source(self.W, self.a, self.tcode)
+        tt_src = self.src
+        S, _ = _sums(self.tcode, self.tcode, self.W, tt_src, True)
+        self.energy = float(self.a @ S)
+
+    def risk_and_gradient(self, a, W, s, loss_scale, out=None, numpy=False):
+        m, d = W.shape
+        if d != self.W.shape[1] and self.W.shape[0]:
+            raise ValueError(f"student dimension {d} differs from the teacher's {self.W.shape[1]}")
+        code = self.code
+        if numpy:
+            Ss, Gs = _sums_numpy(code, code, W, W, a, True)
+            if self.W.shape[0]:
+                St, Gt = _sums_numpy(code, self.tcode, W, self.W, self.a, False)
+            else:
+                St, Gt = np.zeros(m), np.zeros((m, d))
+        else:
+            Ss, Gs = _sums(code, code, W, _Source(W, a, code), True)
+            St, Gt = _sums(code, self.tcode, W, self.src, False)
+        c, s = float(loss_scale), float(s)
+        risk = 0.5 * c * (s * s * float(a @ Ss) - 2.0 * s * float(a @ St) + self.energy)
+        if out is None:
+            ga, gW = np.empty(m), np.empty((m, d))
+        else:
+            ga, gW = out
+        np.multiply(c * s * s, Ss, out=ga)
+        ga -= c * s * St
+        np.multiply(s * s, Gs, out=gW)
+        gW -= s * Gt
+        gW *= (c * a)[:, None]
+        return risk, ga, gW
+
+
+def _student(a, W):
+    W = _matrix(W, "W")
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    if a.shape != (W.shape[0],):
+        raise ValueError(f"a {a.shape} does not match W {W.shape}")
+    return a, W
+
+
+def population_gradient(a, W, teacher_a, teacher_W, *, s, act, teacher_act, loss_scale=1.0,
+                        out=None):
+    """``(risk, grad_a, grad_W)``: the population risk R and its exact gradients (module
+    docstring), O(m^2 d + m k d) by the N-body kernel (relu-relu, erf-erf pairs) or
+    O((m + k) d^2) (every other pair). ``out=(ga, gW)``: optional float64 buffers (m,), (m, d)."""
+    a, W = _student(a, W)
+    return _Teacher(teacher_a, teacher_W, act, teacher_act).risk_and_gradient(a, W, s, loss_scale, out)
+
+
+def population_gradient_numpy(a, W, teacher_a, teacher_W, *, s, act, teacher_act, loss_scale=1.0):
+    """The same as :func:`population_gradient` by row-blocked vectorised NumPy (np.arccos;
+    the twin of the kernel, for tests and benchmarks)."""
+    a, W = _student(a, W)
+    return _Teacher(teacher_a, teacher_W, act, teacher_act).risk_and_gradient(
+        a, W, s, loss_scale, numpy=True)
+
+
+def population_risk(a, W, teacher_a, teacher_W, *, s, act, teacher_act, loss_scale=1.0):
+    """R = (c/2) [s^2 a^T U a - 2 s a^T U_x a* + a*^T U* a*] exactly, from the reference
+    closed forms (:func:`pair_U`), O(m^2 d). A float."""
+    a, W = _student(a, W)
+    tW = _matrix(teacher_W, "teacher_W")
+    ta = np.asarray(teacher_a, dtype=np.float64)
+    uu = a @ pair_U(W, W, act) @ a
+    ux = a @ pair_U(W, tW, act, teacher_act) @ ta if tW.shape[0] else 0.0
+    tt = ta @ pair_U(tW, tW, teacher_act) @ ta if tW.shape[0] else 0.0
+    return float(0.5 * loss_scale * (s * s * uu - 2.0 * s * ux + tt))
+
+
+class PopulationField:
+    """The population gradient flow as a vector field for ``solvers.integrate``:
+
+        da_i/dt = -eta_a dR/da_i,   dw_i/dt = -eta_w dR/dw_i
+
+    on the flat state [a (m), W.ravel() (m d)] of ``layout`` (no bias). ``field(t, y)``
+    returns ``(dy, R / loss_scale)``: the unscaled population risk (c = 1), as the data-mode
+    ``ParticleField`` returns its unscaled training loss. No minibatches.
+    """
+
+    def __init__(self, layout: ParticleLayout, teacher_a, teacher_W, *, s, eta_a, eta_w, act,
+                 teacher_act, loss_scale=1.0):
+        if layout.bias:
+            raise ValueError("population mode has no bias: use ParticleLayout(m, d, bias=False)")
+        self.layout = layout
+        self.teacher = _Teacher(teacher_a, teacher_W, act, teacher_act)
+        if self.teacher.W.shape[0] and self.teacher.W.shape[1] != layout.d:
+            raise ValueError(f"teacher dimension {self.teacher.W.shape[1]} != layout.d = {layout.d}")
+        self.s, self.eta_a, self.eta_w = float(s), float(eta_a), float(eta_w)
+        self.loss_scale = float(loss_scale)
+        self._buffers = (np.empty(layout.m), np.empty((layout.m, layout.d)))
+
+    def __call__(self, t, state, batch=None):
+        if batch is not None:
+            raise NotImplementedError("the population field has no minibatches (infinite data)")
+        a, W, _ = self.layout.split(np.asarray(state, dtype=np.float64))
+        risk, ga, gW = self.teacher.risk_and_gradient(a, W, self.s, self.loss_scale, self._buffers)
+        velocity = np.empty(self.layout.size)
+        va, vW, _ = self.layout.split(velocity)
+        np.multiply(ga, -self.eta_a, out=va)
+        np.multiply(gW, -self.eta_w, out=vW)
+        return velocity, risk / self.loss_scale

@@ -75,7 +75,10 @@ _K = 2.0 / math.sqrt(math.pi)  # erf'(0)
 _G = 1.0 / math.sqrt(2.0 * math.pi)
 
 PARTICLE_BLOCK = 8
-"""Particles i per parallel job of the N-body kernel."""
+"""Particles i per parallel job of the N-body kernel (a multiple of 4)."""
+
+QUADS = True
+"""Whether the N-body kernel takes the particles i four at a time (sharing the loads of v_j)."""
 
 
 def _code(act):
@@ -495,23 +498,166 @@ def _accumulate(D, T, x, g, acc):
         acc[k] += s
 
 
+@jit(inline="always")
+def _relu_quad(D, T, SELF, x, wl, fq, f1, cn, cc, j0, i0, z, g, red):
+    """:func:`_relu_tile` for the four particles i0 .. i0 + 3 (rows of wl, fq their 1/|w|):
+    each load of v_j serves four dot products. Adds the two sums of particle p to
+    red[p] and red[4 + p]; writes g[p, jj]."""
+    for jj in range(T):
+        z0 = 0.0
+        z1 = 0.0
+        z2 = 0.0
+        z3 = 0.0
+        for k in range(D):
+            xv = x[k, jj]
+            z0 += wl[0, k] * xv
+            z1 += wl[1, k] * xv
+            z2 += wl[2, k] * xv
+            z3 += wl[3, k] * xv
+        z[0, jj] = z0
+        z[1, jj] = z1
+        z[2, jj] = z2
+        z[3, jj] = z3
+    for p in range(4):
+        fi = fq[p]
+        su = 0.0
+        sb = 0.0
+        for jj in range(T):
+            cs = z[p, jj] * fi * f1[j0 + jj]
+            cs = min(max(cs, -1.0), 1.0)
+            if SELF:
+                cs = 1.0 if j0 + jj == i0 + p else cs
+            pt = math.pi - _acos_poly(cs)
+            sn = math.sqrt(max((1.0 - cs) * (1.0 + cs), 0.0))
+            cnj = cn[j0 + jj]
+            su += cnj * (sn + pt * cs)
+            sb += cnj * sn
+            g[p, jj] = cc[j0 + jj] * pt
+        red[p] += su
+        red[4 + p] += sb
+
+
+@jit(inline="always")
+def _erf_quad(D, T, x, wl, fq, f1, cc, j0, z, g, red):
+    """:func:`_erf_tile` for four particles (as :func:`_relu_quad`)."""
+    for jj in range(T):
+        z0 = 0.0
+        z1 = 0.0
+        z2 = 0.0
+        z3 = 0.0
+        for k in range(D):
+            xv = x[k, jj]
+            z0 += wl[0, k] * xv
+            z1 += wl[1, k] * xv
+            z2 += wl[2, k] * xv
+            z3 += wl[3, k] * xv
+        z[0, jj] = z0
+        z[1, jj] = z1
+        z[2, jj] = z2
+        z[3, jj] = z3
+    for p in range(4):
+        fi = fq[p]
+        su = 0.0
+        sb = 0.0
+        for jj in range(T):
+            q = z[p, jj]
+            f1j = f1[j0 + jj]
+            r = 2.0 * q * fi * f1j
+            cj = cc[j0 + jj]
+            su += cj * _asin_poly(r)
+            gj = cj * f1j / math.sqrt(1.0 - r * r)
+            sb += gj * q
+            g[p, jj] = gj
+        red[p] += su
+        red[4 + p] += sb
+
+
+@jit(inline="always")
+def _accumulate_quad(D, T, x, g, acc):
+    """acc[p, k] += sum_jj g[p, jj] x[k, jj] for the four particles p."""
+    for k in range(D):
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        for jj in range(T):
+            xv = x[k, jj]
+            s0 += g[0, jj] * xv
+            s1 += g[1, jj] * xv
+            s2 += g[2, jj] * xv
+            s3 += g[3, jj] * xv
+        acc[0, k] += s0
+        acc[1, k] += s1
+        acc[2, k] += s2
+        acc[3, k] += s3
+
+
+@jit(inline="always")
+def _finish(kind, D, i, su, sb, fi, w, acc, S, G):
+    """S_i and G_i from the sums of particle i (see :func:`_make_nbody`)."""
+    if kind == 0:
+        # S = |w| su / 2pi; G = (acc + sb w / |w|) / 2pi; 0 at w = 0 (relu'(0) = 0)
+        S[i] = su / (fi * _TWO_PI) if fi > 0.0 else 0.0
+        for k in range(D):
+            G[i, k] = (acc[k] + sb * fi * w[k]) / _TWO_PI if fi > 0.0 else 0.0
+    else:
+        # S = (2/pi) su; G = (4/pi) fi (acc - 2 fi^2 sb w)
+        S[i] = (2.0 / math.pi) * su
+        h = (4.0 / math.pi) * fi
+        for k in range(D):
+            G[i, k] = h * (acc[k] - 2.0 * fi * fi * sb * w[k])
+
+
 def _make_nbody(D):
     T = tile_size(D)
 
     @jit_parallel
-    def nbody(kind, W, fW, Vp, f1, cn, cc, self_pairs, S, G, pblock):
+    def nbody(kind, W, fW, Vp, f1, cn, cc, self_pairs, S, G, pblock, quads):
         """S_i = sum_j c_j U(w_i, v_j), G_i = sum_j c_j grad_1 U(w_i, v_j) for relu-relu
         (kind 0; fW = 1/|w_i|, f1 = 1/|v_j|, cn = c_j |v_j|) or erf-erf (kind 1;
         fW = A_i^-1/2, f1 = B_j^-1/2), v_j packed in tiles Vp (n_tiles, D, T), zero-padded
-        with c_j = 0. Each job owns particles [blk * pblock, (blk + 1) * pblock)."""
+        with c_j = 0. Each job owns particles [blk * pblock, (blk + 1) * pblock), four at a
+        time (pblock is a multiple of 4, so the quads do not depend on the thread count),
+        the rest one by one; the sums over j run in the same order either way."""
         m = W.shape[0]
         n_tiles = Vp.shape[0]
         n_blocks = (m + pblock - 1) // pblock
         for blk in prange(n_blocks):
+            z = np.empty((4, T))
+            g4 = np.empty((4, T))
+            wl = np.empty((4, D))
+            fq = np.empty(4)
+            acc4 = np.empty((4, D))
+            red = np.empty(8)
             g = np.empty(T)
             w = np.empty(D)
             acc = np.empty(D)
-            for i in range(blk * pblock, min(m, (blk + 1) * pblock)):
+            lo = blk * pblock
+            hi = min(m, (blk + 1) * pblock)
+            n_quads = (hi - lo) // 4 if quads else 0
+            for qd in range(n_quads):
+                i0 = lo + 4 * qd
+                for p in range(4):
+                    for k in range(D):
+                        wl[p, k] = W[i0 + p, k]
+                        acc4[p, k] = 0.0
+                    fq[p] = fW[i0 + p]
+                    red[p] = 0.0
+                    red[4 + p] = 0.0
+                for tt in range(n_tiles):
+                    j0 = tt * T
+                    x = Vp[tt]
+                    if kind == 0:
+                        if self_pairs:
+                            _relu_quad(D, T, True, x, wl, fq, f1, cn, cc, j0, i0, z, g4, red)
+                        else:
+                            _relu_quad(D, T, False, x, wl, fq, f1, cn, cc, j0, i0, z, g4, red)
+                    else:
+                        _erf_quad(D, T, x, wl, fq, f1, cc, j0, z, g4, red)
+                    _accumulate_quad(D, T, x, g4, acc4)
+                for p in range(4):
+                    _finish(kind, D, i0 + p, red[p], red[4 + p], fq[p], wl[p], acc4[p], S, G)
+            for i in range(lo + 4 * n_quads, hi):
                 for k in range(D):
                     w[k] = W[i, k]
                     acc[k] = 0.0
@@ -531,17 +677,7 @@ def _make_nbody(D):
                     su += u
                     sb += b
                     _accumulate(D, T, x, g, acc)
-                if kind == 0:
-                    # S = |w| su / 2pi; G = (acc + sb w / |w|) / 2pi; 0 at w = 0 (relu'(0) = 0)
-                    S[i] = su / (fi * _TWO_PI) if fi > 0.0 else 0.0
-                    for k in range(D):
-                        G[i, k] = (acc[k] + sb * fi * w[k]) / _TWO_PI if fi > 0.0 else 0.0
-                else:
-                    # S = (2/pi) su; G = (4/pi) fi (acc - 2 fi^2 sb w)
-                    S[i] = (2.0 / math.pi) * su
-                    h = (4.0 / math.pi) * fi
-                    for k in range(D):
-                        G[i, k] = h * (acc[k] - 2.0 * fi * fi * sb * w[k])
+                _finish(kind, D, i, su, sb, fi, w, acc, S, G)
 
     return nbody
 
@@ -609,7 +745,7 @@ def _sums(c1, c2, W, src, self_pairs, S=None, G=None):
     else:
         fW = 1.0 / np.sqrt(1.0 + 2.0 * q)
     _nbody(d)(0 if c1 == RELU else 1, W, fW, src.Vp, src.f1, src.cn, src.cc, bool(self_pairs),
-              S, G, PARTICLE_BLOCK)
+              S, G, PARTICLE_BLOCK, QUADS)
     return S, G
 
 

@@ -57,6 +57,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.linalg
 from numba import prange
 from scipy.spatial.distance import cdist
 
@@ -76,9 +77,6 @@ _G = 1.0 / math.sqrt(2.0 * math.pi)
 
 PARTICLE_BLOCK = 8
 """Particles i per parallel job of the N-body kernel (a multiple of 4)."""
-
-QUADS = True
-"""Whether the N-body kernel takes the particles i four at a time (sharing the loads of v_j)."""
 
 
 def _code(act):
@@ -444,65 +442,13 @@ def tile_size(d):
 
 
 @jit(inline="always")
-def _relu_tile(D, T, SELF, x, w, fi, f1, cn, cc, j0, i, g):
-    """One tile of pairs (i, j0 + jj), relu-relu: with cos = (w.v_j) fi f1_j (clipped; 1 for
-    the self pair when SELF), t = arccos cos, returns (sum cn_j (sin t + (pi - t) cos),
-    sum cn_j sin t) and writes g[jj] = c_j (pi - t)."""
-    su = 0.0
-    sb = 0.0
-    for jj in range(T):
-        q = 0.0
-        for k in range(D):
-            q += w[k] * x[k, jj]
-        cs = q * fi * f1[j0 + jj]
-        cs = min(max(cs, -1.0), 1.0)
-        if SELF:
-            cs = 1.0 if j0 + jj == i else cs
-        pt = math.pi - _acos_poly(cs)
-        sn = math.sqrt(max((1.0 - cs) * (1.0 + cs), 0.0))
-        cnj = cn[j0 + jj]
-        su += cnj * (sn + pt * cs)
-        sb += cnj * sn
-        g[jj] = cc[j0 + jj] * pt
-    return su, sb
-
-
-@jit(inline="always")
-def _erf_tile(D, T, x, w, fi, f1, cc, j0, g):
-    """One tile of pairs, erf-erf: with q = w.v_j, r = 2 q fi f1_j (fi = A_i^-1/2,
-    f1_j = B_j^-1/2), returns (sum c_j asin r, sum c_j f1_j q / sqrt(1 - r^2)) and writes
-    g[jj] = c_j f1_j / sqrt(1 - r^2)."""
-    su = 0.0
-    sb = 0.0
-    for jj in range(T):
-        q = 0.0
-        for k in range(D):
-            q += w[k] * x[k, jj]
-        f1j = f1[j0 + jj]
-        r = 2.0 * q * fi * f1j
-        cj = cc[j0 + jj]
-        su += cj * _asin_poly(r)
-        gj = cj * f1j / math.sqrt(1.0 - r * r)
-        sb += gj * q
-        g[jj] = gj
-    return su, sb
-
-
-@jit(inline="always")
-def _accumulate(D, T, x, g, acc):
-    """acc[k] += sum_jj g[jj] x[k, jj]."""
-    for k in range(D):
-        s = 0.0
-        for jj in range(T):
-            s += g[jj] * x[k, jj]
-        acc[k] += s
-
-
-@jit(inline="always")
-def _relu_quad(D, T, SELF, x, wl, fq, f1, cn, cc, j0, i0, z, g, red):
-    """:func:`_relu_tile` for the four particles i0 .. i0 + 3 (rows of wl, fq their 1/|w|):
-    each load of v_j serves four dot products. Adds the two sums of particle p to
-    red[p] and red[4 + p]; writes g[p, jj]."""
+def _relu_quad(D, T, x, wl, fq, f1, cn, cc, j0, iself, z, g, red):
+    """One tile of pairs (i0 + p, j0 + jj), relu-relu, for the four particles p of a quad
+    (rows of wl; fq their 1/|w|): each load of v_j serves four dot products z = w.v_j. With
+    cos = z fq_p f1_j clipped to [-1, 1] (f1_j = 1/|v_j|; cos = 1 exactly for the self pair
+    j = i, when iself = i0; iself < 0: no self pairs), t = arccos cos, adds
+    sum_j cn_j (sin t + (pi - t) cos) to red[p] and sum_j cn_j sin t to red[4 + p]
+    (cn_j = c_j |v_j|) and writes g[p, jj] = c_j (pi - t)."""
     for jj in range(T):
         z0 = 0.0
         z1 = 0.0
@@ -525,8 +471,7 @@ def _relu_quad(D, T, SELF, x, wl, fq, f1, cn, cc, j0, i0, z, g, red):
         for jj in range(T):
             cs = z[p, jj] * fi * f1[j0 + jj]
             cs = min(max(cs, -1.0), 1.0)
-            if SELF:
-                cs = 1.0 if j0 + jj == i0 + p else cs
+            cs = 1.0 if j0 + jj == iself + p else cs
             pt = math.pi - _acos_poly(cs)
             sn = math.sqrt(max((1.0 - cs) * (1.0 + cs), 0.0))
             cnj = cn[j0 + jj]
@@ -539,7 +484,10 @@ def _relu_quad(D, T, SELF, x, wl, fq, f1, cn, cc, j0, i0, z, g, red):
 
 @jit(inline="always")
 def _erf_quad(D, T, x, wl, fq, f1, cc, j0, z, g, red):
-    """:func:`_erf_tile` for four particles (as :func:`_relu_quad`)."""
+    """One tile of pairs, erf-erf, for the four particles of a quad (as :func:`_relu_quad`):
+    with z = w.v_j, r = 2 z fq_p f1_j (fq = A^-1/2, f1 = B^-1/2), adds sum_j c_j asin r to
+    red[p] and sum_j c_j f1_j z / sqrt(1 - r^2) to red[4 + p], writes
+    g[p, jj] = c_j f1_j / sqrt(1 - r^2)."""
     for jj in range(T):
         z0 = 0.0
         z1 = 0.0
@@ -612,13 +560,12 @@ def _make_nbody(D):
     T = tile_size(D)
 
     @jit_parallel
-    def nbody(kind, W, fW, Vp, f1, cn, cc, self_pairs, S, G, pblock, quads):
+    def nbody(kind, W, fW, Vp, f1, cn, cc, self_pairs, S, G, pblock):
         """S_i = sum_j c_j U(w_i, v_j), G_i = sum_j c_j grad_1 U(w_i, v_j) for relu-relu
         (kind 0; fW = 1/|w_i|, f1 = 1/|v_j|, cn = c_j |v_j|) or erf-erf (kind 1;
         fW = A_i^-1/2, f1 = B_j^-1/2), v_j packed in tiles Vp (n_tiles, D, T), zero-padded
-        with c_j = 0. Each job owns particles [blk * pblock, (blk + 1) * pblock), four at a
-        time (pblock is a multiple of 4, so the quads do not depend on the thread count),
-        the rest one by one; the sums over j run in the same order either way."""
+        with c_j = 0. The number of rows of W is a multiple of 4 and so is pblock: each job
+        owns particles [blk * pblock, (blk + 1) * pblock) and takes them four at a time."""
         m = W.shape[0]
         n_tiles = Vp.shape[0]
         n_blocks = (m + pblock - 1) // pblock
@@ -629,14 +576,9 @@ def _make_nbody(D):
             fq = np.empty(4)
             acc4 = np.empty((4, D))
             red = np.empty(8)
-            g = np.empty(T)
-            w = np.empty(D)
-            acc = np.empty(D)
             lo = blk * pblock
             hi = min(m, (blk + 1) * pblock)
-            n_quads = (hi - lo) // 4 if quads else 0
-            for qd in range(n_quads):
-                i0 = lo + 4 * qd
+            for i0 in range(lo, hi, 4):
                 for p in range(4):
                     for k in range(D):
                         wl[p, k] = W[i0 + p, k]
@@ -644,40 +586,17 @@ def _make_nbody(D):
                     fq[p] = fW[i0 + p]
                     red[p] = 0.0
                     red[4 + p] = 0.0
+                iself = i0 if self_pairs else -8
                 for tt in range(n_tiles):
                     j0 = tt * T
                     x = Vp[tt]
                     if kind == 0:
-                        if self_pairs:
-                            _relu_quad(D, T, True, x, wl, fq, f1, cn, cc, j0, i0, z, g4, red)
-                        else:
-                            _relu_quad(D, T, False, x, wl, fq, f1, cn, cc, j0, i0, z, g4, red)
+                        _relu_quad(D, T, x, wl, fq, f1, cn, cc, j0, iself, z, g4, red)
                     else:
                         _erf_quad(D, T, x, wl, fq, f1, cc, j0, z, g4, red)
                     _accumulate_quad(D, T, x, g4, acc4)
                 for p in range(4):
                     _finish(kind, D, i0 + p, red[p], red[4 + p], fq[p], wl[p], acc4[p], S, G)
-            for i in range(lo + 4 * n_quads, hi):
-                for k in range(D):
-                    w[k] = W[i, k]
-                    acc[k] = 0.0
-                fi = fW[i]
-                su = 0.0
-                sb = 0.0
-                for tt in range(n_tiles):
-                    j0 = tt * T
-                    x = Vp[tt]
-                    if kind == 0:
-                        if self_pairs:
-                            u, b = _relu_tile(D, T, True, x, w, fi, f1, cn, cc, j0, i, g)
-                        else:
-                            u, b = _relu_tile(D, T, False, x, w, fi, f1, cn, cc, j0, i, g)
-                    else:
-                        u, b = _erf_tile(D, T, x, w, fi, f1, cc, j0, g)
-                    su += u
-                    sb += b
-                    _accumulate(D, T, x, g, acc)
-                _finish(kind, D, i, su, sb, fi, w, acc, S, G)
 
     return nbody
 
@@ -730,23 +649,26 @@ class _Source:
             self.f1[:k] = 1.0 / np.sqrt(1.0 + 2.0 * q)
 
 
-def _sums(c1, c2, W, src, self_pairs, S=None, G=None):
+def _sums(c1, c2, W, src, self_pairs):
     """(S, G): S_i = sum_j c_j U(w_i, v_j), G_i = sum_j c_j grad_1 U(w_i, v_j)."""
     m, d = W.shape
     if c1 != c2 or c1 not in (RELU, ERF) or m == 0 or src.V.shape[0] == 0:
         if m == 0 or src.V.shape[0] == 0:
             return np.zeros(m), np.zeros((m, d))
         return _finite_rank(c1, c2, W, src.V, src.c)
-    S = np.empty(m) if S is None else S
-    G = np.empty((m, d)) if G is None else G
+    m4 = -(-m // 4) * 4  # the kernel takes particles four at a time: pad with zero rows
+    if m4 != m:
+        W = np.concatenate([W, np.zeros((m4 - m, d))])
     q = np.einsum("ij,ij->i", W, W)
     if c1 == RELU:
         fW = _safe_inv(np.sqrt(q))
     else:
         fW = 1.0 / np.sqrt(1.0 + 2.0 * q)
+    S = np.empty(m4)
+    G = np.empty((m4, d))
     _nbody(d)(0 if c1 == RELU else 1, W, fW, src.Vp, src.f1, src.cn, src.cc, bool(self_pairs),
-              S, G, PARTICLE_BLOCK, QUADS)
-    return S, G
+              S, G, PARTICLE_BLOCK)
+    return S[:m], G[:m]
 
 
 # ------------------------------------------------------------------ risk and gradient
@@ -864,3 +786,109 @@ class PopulationField:
         np.multiply(ga, -self.eta_a, out=va)
         np.multiply(gW, -self.eta_w, out=vW)
         return velocity, risk / self.loss_scale
+
+
+# ------------------------------------------------------------------ the lazy side
+
+
+def tangent_gram(a0, W0, *, s, act):
+    """G = E[Phi(x) Phi(x)^T], Phi = grad_theta f(x; theta_0) at theta_0 = [a0, W0.ravel()]
+    (f = s sum_i a_i sigma(w_i . x)), in closed form, shape (m (d + 1), m (d + 1)):
+
+        G[a_i, a_j]     = s^2 U(w_i, w_j)
+        G[a_i, w_j]     = s^2 a_j E[sigma(w_i.x) sigma'(w_j.x) x] = s^2 a_j grad_1 U(w_j, w_i)
+        G[w_i, w_j]     = s^2 a_i a_j E[sigma'(w_i.x) sigma'(w_j.x) x x^T]    (:func:`pair_hessian_U`)
+
+    for relu, erf, linear and quadratic."""
+    a, W = _student(a0, W0)
+    code = _code(act)
+    m, d = W.shape
+    s2 = float(s) ** 2
+    n = m * (d + 1)
+    G = np.empty((n, n))
+    G[:m, :m] = s2 * pair_U(W, W, code)
+    grad = pair_grad_U(W, W, code)  # [j, i, :] = grad_1 U(w_j, w_i)
+    aw = s2 * np.transpose(grad, (1, 0, 2)) * a[None, :, None]  # [i, j, :]
+    G[:m, m:] = aw.reshape(m, m * d)
+    G[m:, :m] = G[:m, m:].T
+    H = pair_hessian_U(W, W, code) * (s2 * np.outer(a, a))[:, :, None, None]  # [i, j, k, l]
+    G[m:, m:] = np.transpose(H, (0, 2, 1, 3)).reshape(m * d, m * d)
+    return 0.5 * (G + G.T)
+
+
+def _phi(x):
+    """-expm1(-x) / x, with its limit 1 at x = 0 (x >= 0)."""
+    out = np.ones_like(x)
+    nz = x > 0
+    out[nz] = -np.expm1(-x[nz]) / x[nz]
+    return out
+
+
+class PopulationTangent:
+    """The tangent model f_lin(x) = f_0(x) + Phi(x) . (theta - theta_0), theta = [a, W.ravel()],
+    trained by the population gradient flow, solved exactly. Its risk is quadratic,
+
+        R(theta) = (c/2) [dtheta^T G dtheta + 2 dtheta^T h + E(f_0 - f*)^2],   dtheta = theta - theta_0,
+
+    with G = :func:`tangent_gram` and h = E[Phi (f_0 - f*)] = grad R(theta_0) / c, and the flow
+    d dtheta/dt = -c P (G dtheta + h), P = diag(eta_a (m times), eta_w (m d times)), is
+    solved through one symmetric eigendecomposition P^1/2 G P^1/2 = V diag(lam) V^T: with
+    b = V^T P^1/2 h,
+
+        dtheta(t) = P^1/2 V z(t),   z_k(t) = b_k expm1(-c lam_k t) / lam_k = -c t b_k phi(c lam_k t)
+        R(t)      = (c/2) [E(f_0 - f*)^2 - 2 c t sum_k b_k^2 phi(2 c lam_k t)]
+
+    with phi(x) = -expm1(-x)/x, phi(0) = 1 (stable for small eigenvalues; R(t) decreases).
+    Eigenvalues up to size * eps * lam_max are rounding and taken as 0; there b_k is rounding
+    too (h lies in the range of G, since n^T Phi = 0 almost surely for a null vector n), so
+    those modes are left at rest. ``state(t)`` and ``risk(t)`` take a time t >= 0 or an array
+    of times (then one row per time). ``risk`` is R with the loss scale c, as
+    :func:`population_risk`.
+    """
+
+    def __init__(self, a0, W0, teacher_a, teacher_W, *, s, eta_a, eta_w, act, teacher_act,
+                 loss_scale=1.0):
+        a, W = _student(a0, W0)
+        m, d = W.shape
+        self.c = float(loss_scale)
+        if self.c <= 0:
+            raise ValueError("loss_scale must be positive")
+        if eta_a < 0 or eta_w < 0:
+            raise ValueError("learning rates must be >= 0")
+        self.theta0 = np.concatenate([a, W.ravel()])
+        R0, ga, gW = population_gradient(a, W, teacher_a, teacher_W, s=s, act=act,
+                                         teacher_act=teacher_act, loss_scale=self.c)
+        self.risk0 = R0
+        self.h = np.concatenate([ga, gW.ravel()]) / self.c
+        self.gram = tangent_gram(a, W, s=s, act=act)
+        self.eta = np.concatenate([np.full(m, float(eta_a)), np.full(m * d, float(eta_w))])
+        q = np.sqrt(self.eta)
+        lam, V = scipy.linalg.eigh(q[:, None] * self.gram * q[None, :])
+        size = lam.size
+        top = max(float(np.max(np.abs(lam))) if size else 0.0, np.finfo(float).tiny)
+        lam[lam <= size * np.finfo(float).eps * top] = 0.0
+        self.eigenvalues = lam
+        self._range = lam > 0
+        self._QV = (q[:, None] * V)[:, self._range]
+        self._b = (V.T @ (q * self.h))[self._range]
+        self._lam = lam[self._range]
+
+    def _times(self, t):
+        t_arr = np.asarray(t, dtype=np.float64)
+        if np.any(t_arr < 0) or not np.all(np.isfinite(t_arr)):
+            raise ValueError("times must be finite and >= 0")
+        return t_arr, np.atleast_1d(t_arr)[:, None]
+
+    def state(self, t):
+        """theta(t) = theta_0 + P^1/2 V z(t), flat [a, W.ravel()] (rows for an array of t)."""
+        t_arr, tau = self._times(t)
+        z = -self.c * tau * self._b * _phi(self.c * self._lam * tau)  # (T, r)
+        theta = self.theta0 + z @ self._QV.T
+        return theta[0] if t_arr.ndim == 0 else theta
+
+    def risk(self, t):
+        """The tangent model's population risk R(t) (with the loss scale c)."""
+        t_arr, tau = self._times(t)
+        drop = 2.0 * self.c * tau[:, 0] * (_phi(2.0 * self.c * self._lam * tau) @ (self._b ** 2))
+        R = self.risk0 - 0.5 * self.c * drop
+        return float(R[0]) if t_arr.ndim == 0 else R

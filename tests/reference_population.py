@@ -33,9 +33,13 @@ def mc_grad_U(W1, W2, act1, act2, X):
 
 
 def mc_hessian_U(w, v, act, X):
-    """E[sigma'(w.x) sigma'(v.x) x x^T] on the sample X: (mean (d, d), se (d, d))."""
+    """E[sigma'(w.x) sigma'(v.x) x x^T] on the sample X: (mean (d, d), se (d, d)), by BLAS."""
+    n = X.shape[0]
     g = dsigma(act, X @ w) * dsigma(act, X @ v)
-    return mean_se(g[:, None, None] * X[:, :, None] * X[:, None, :])
+    mean = (X * g[:, None]).T @ X / n
+    X2 = X * X
+    second = (X2 * (g * g)[:, None]).T @ X2 / n
+    return mean, np.sqrt(np.maximum(second - mean * mean, 0.0) / (n - 1))
 
 
 def network(a, W, X, s, act):

@@ -121,7 +121,7 @@ def reference_gradient(a, W, ta, tW, s, act, tact, c):
 
 
 @pytest.mark.parametrize("act,tact", PAIRS)
-@pytest.mark.parametrize("m,k,d", [(37, 5, 3), (300, 7, 10), (5, 1, 1)])
+@pytest.mark.parametrize("m,k,d", [(37, 5, 3), (300, 7, 10), (5, 1, 3), (2, 1, 3)])
 def test_population_gradient_against_references(act, tact, m, k, d):
     a, W = student(m, d, seed=m)
     ta, tW = student(k, d, seed=m + 1)
@@ -158,11 +158,11 @@ def test_population_gradient_is_the_derivative_of_the_risk(act, tact):
 def test_degenerate_particles_stay_finite(act):
     """Zero, duplicated and antiparallel particles: finite, and the kernel agrees with its twin
     (loosely: arccos near +-1 resolves the angle to ~1e-8 only)."""
-    a, W = student(9, 4, seed=9)
+    a, W = student(9, 3, seed=9)
     W[1] = 0.0
     W[2] = W[3]
     W[4] = -2.0 * W[5]
-    ta, tW = student(2, 4, seed=10)
+    ta, tW = student(2, 3, seed=10)
     tW[1] = W[6]
     kw = dict(s=0.3, act=act, teacher_act=act)
     R, ga, gW = P.population_gradient(a, W, ta, tW, **kw)
@@ -233,3 +233,66 @@ def test_data_flow_tends_to_the_population_flow_like_n_to_the_minus_half():
         dist.append(np.mean(ds))
     slope = np.polyfit(np.log(ns), np.log(dist), 1)[0]
     assert abs(slope + 0.5) < 0.15, (slope, dist)
+
+
+# ------------------------------------------------------------------ the lazy side
+
+
+@pytest.mark.parametrize("act", P.SUPPORTED)
+def test_hessian_U_against_monte_carlo_and_finite_differences(act, gauss3):
+    cs = cases()
+    for w, v in cs:
+        H = P.pair_hessian_U(w[None], v[None], act)[0, 0]
+        close_in_se(H, *ref.mc_hessian_U(w, v, act, gauss3))
+    rng = np.random.default_rng(4)
+    W1, W2 = rng.normal(size=(3, 4)), rng.normal(size=(2, 4))
+    H = P.pair_hessian_U(W1, W2, act)
+    h = 1e-6
+    for k in range(4):
+        e = np.zeros(4)
+        e[k] = h
+        fd = (P.pair_grad_U(W1, W2 + e, act) - P.pair_grad_U(W1, W2 - e, act)) / (2 * h)
+        np.testing.assert_allclose(H[:, :, :, k], fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("act,tact", [("relu", "relu"), ("erf", "linear"), ("linear", "erf")])
+def test_tangent_gram_and_h_against_monte_carlo(act, tact, gauss3):
+    a, W = student(3, 3, seed=30)
+    ta, tW = student(2, 3, seed=31)
+    s, c = 0.6, 1.7
+    G = P.tangent_gram(a, W, s=s, act=act)
+    Gm, se_G, hm, se_h = ref.mc_gram(a, W, ta, tW, gauss3, s, act, tact)
+    close_in_se(G, Gm, se_G)
+    _, ga, gW = P.population_gradient(a, W, ta, tW, s=s, act=act, teacher_act=tact, loss_scale=c)
+    close_in_se(np.concatenate([ga, gW.ravel()]) / c, hm, se_h)
+    assert np.linalg.eigvalsh(G).min() > -1e-12 * np.abs(G).max()
+
+
+@pytest.mark.parametrize("act", ["relu", "erf", "linear"])
+def test_tangent_flow_is_exact(act):
+    m, d = 5, 3
+    a, W = student(m, d, seed=40)
+    ta, tW = student(2, d, seed=41)
+    kw = dict(s=0.5, eta_a=0.7, eta_w=2.0, act=act, teacher_act="relu", loss_scale=1.3)
+    tan = P.PopulationTangent(a, W, ta, tW, **kw)
+    theta0 = np.concatenate([a, W.ravel()])
+    assert np.array_equal(tan.state(0.0), theta0)
+    R0 = P.population_risk(a, W, ta, tW, s=0.5, act=act, teacher_act="relu", loss_scale=1.3)
+    assert tan.risk(0.0) == pytest.approx(R0, rel=1e-12)
+    G, h, eta, c = tan.gram, tan.h, tan.eta, 1.3
+
+    def field(t, y, batch=None):
+        return -c * eta * (G @ (y - theta0) + h), math.nan
+
+    from solvers.integrate import RK45
+
+    out = integrate(field, LoopState(0.0, 0, theta0.copy()), RK45(1e-10, 1e-12, 1e-3, 1e-10, np.inf), [0.5, 3.0])
+    np.testing.assert_allclose(tan.state(3.0), out.state.y, rtol=1e-8, atol=1e-9)
+    ts = np.linspace(0.0, 20.0, 201)
+    R = tan.risk(ts)
+    assert np.all(np.diff(R) <= 1e-14 * R0) and R[-1] < R0
+    # risk(t) is the quadratic risk at state(t)
+    dth = tan.state(3.0) - theta0
+    Rq = 0.5 * c * (dth @ G @ dth + 2 * dth @ h) + R0
+    assert tan.risk(3.0) == pytest.approx(Rq, rel=1e-9, abs=1e-12)
+    np.testing.assert_allclose(tan.state(ts[:3]), [tan.state(t) for t in ts[:3]], rtol=1e-14, atol=1e-15)

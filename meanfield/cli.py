@@ -181,6 +181,50 @@ def _last_time(run) -> float:
 
 
 @main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="The movie: .gif (Pillow) or .mp4 (ffmpeg: pip install 'meanfield[video]'). Default: FILE.gif.")
+@click.option("--runs", metavar="NAME,NAME", help="The particle runs to show, one panel each (default: all).")
+@click.option("--fps", type=click.IntRange(1, 100), default=10, show_default=True, help="Frames per second.")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Draw every K-th snapshot (and the last).")
+@click.option("--projection", type=click.Choice(["auto", "first2", "teacher", "pca"]), default="auto",
+              show_default=True, help="The plane of the input weights: auto is first2 when d = 2, else the "
+                                      "teacher's span, else the principal plane of the final rich particles.")
+@click.option("--trails", is_flag=True, help="Draw each particle's path over the last frames.")
+@click.option("--follow", is_flag=True, help="Animate a file a simulation is still writing, until it completes.")
+@click.pass_context
+def animate(ctx, file, output, runs, fps, every, projection, trails, follow):
+    """A movie of the particles of each run of FILE, side by side, over the loss curves of every run."""
+    from .animate import write_movie
+
+    selected = [name.strip() for name in runs.split(",") if name.strip()] if runs else None
+    with usage_errors():
+        result = write_movie(file, output, runs=selected, fps=fps, every=every, projection=projection,
+                             trails=trails, follow=follow, log=log.debug)
+    if result.interrupted:
+        click.echo(f"interrupted: {result.output} holds the {result.frames} frames drawn so far", err=True)
+        sys.exit(130)
+    if not ctx.obj["quiet"]:
+        click.echo(f"wrote {result.output}: {result.frames} frames", err=True)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="The figure: .png, .pdf or .svg. Default: FILE.png.")
+@click.pass_context
+def plot(ctx, file, output):
+    """Loss, relative displacement, kernel distance and gap to the ntk run of every run of FILE, in one figure."""
+    from .plot import plot as plot_file
+
+    with usage_errors():
+        written = plot_file(file, output)
+    if not ctx.obj["quiet"]:
+        click.echo(f"wrote {written}", err=True)
+
+
+@main.command()
 def scenarios():
     """The bundled scenarios, one line each."""
     from .bundled import bundled

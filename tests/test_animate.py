@@ -1,0 +1,202 @@
+"""``meanfield animate`` and ``meanfield plot`` on tiny files: frames, sizes, formats, live files, bad input."""
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from meanfield import run as run_module
+from meanfield import storage
+from meanfield.animate import movie_size, write_movie
+from meanfield.cli import main
+from meanfield.scenario import parse_scenario
+
+TINY = textwrap.dedent(
+    """\
+    name: tiny
+    seed: 1
+    data: {task: teacher_student, dim: 2, n_train: 32, n_test: 16, teacher: {width: 2}}
+    model: {width: 24, activation: relu, init: {symmetric: true}}
+    runs:
+      rich: mean_field
+      lazy: {parameterization: {preset: lazy, alpha: 10}}
+      ntk: {solver: ntk, kernel: empirical}
+    train: {t_end: 1.0, integrator: {method: euler, dt: 0.05}}
+    record: {every: 0.25}
+    """
+)
+SNAPSHOTS = 5  # t = 0, 0.25, ..., 1
+
+
+def simulate(path, *overrides):
+    run_module.simulate(parse_scenario(TINY, overrides=list(overrides)), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return simulate(tmp_path_factory.mktemp("tiny") / "tiny.h5")
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, ["-q", *map(str, args)])
+
+
+def gif_frames(path):
+    """Every frame of a GIF, composited, as RGB arrays."""
+    with Image.open(path) as im:
+        frames = []
+        for i in range(im.n_frames):
+            im.seek(i)
+            frames.append(np.asarray(im.convert("RGB")))
+        return frames
+
+
+def test_gif_has_a_frame_per_snapshot_and_moves(tiny, tmp_path):
+    out = tmp_path / "movie.gif"
+    result = write_movie(tiny, out, dpi=50, trails=True)
+    frames = gif_frames(out)
+    assert result.frames == len(frames) == SNAPSHOTS
+    assert frames[0].shape[1::-1] == movie_size(2, 50)  # rich and lazy, side by side
+    assert np.any(frames[0] != frames[-1])
+
+
+def test_every_and_runs_choose_frames_and_panels(tiny, tmp_path):
+    out = tmp_path / "rich.gif"
+    result = invoke("animate", tiny, "-o", out, "--runs", "rich", "--every", "3")
+    assert result.exit_code == 0, result.output
+    frames = gif_frames(out)
+    assert len(frames) == 3  # snapshots 0 and 3, and the last one
+    assert frames[0].shape[1::-1] == movie_size(1, 100)
+
+
+def test_mp4_has_a_frame_per_snapshot(tiny, tmp_path):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="MP4 needs the video extra (imageio-ffmpeg)")
+    out = tmp_path / "movie.mp4"
+    write_movie(tiny, out, dpi=50)
+    reader = imageio_ffmpeg.read_frames(str(out))
+    meta = next(reader)
+    frames = [np.frombuffer(frame, np.uint8) for frame in reader]
+    assert tuple(meta["size"]) == movie_size(2, 50)
+    assert len(frames) == SNAPSHOTS
+    assert np.any(frames[0] != frames[-1])
+
+
+def test_mp4_without_the_extra_is_a_clear_error(tiny, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # as if not installed
+    result = invoke("animate", tiny, "-o", tmp_path / "movie.mp4")
+    assert result.exit_code == 2 and "imageio-ffmpeg" in result.output and "meanfield[video]" in result.output
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pdf", ".svg"])
+def test_plot_writes_each_format(tiny, tmp_path, suffix):
+    out = tmp_path / f"summary{suffix}"
+    result = invoke("plot", tiny, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 1000
+    if suffix == ".png":
+        with Image.open(out) as im:
+            assert im.size[0] > 600
+
+
+def test_plot_refuses_an_unknown_format(tiny, tmp_path):
+    result = invoke("plot", tiny, "-o", tmp_path / "summary.jpg")
+    assert result.exit_code == 2 and ".png, .pdf, .svg" in result.output
+
+
+@pytest.mark.parametrize("dim", [1, 50])
+def test_other_dimensions_animate(tmp_path, dim):
+    path = simulate(tmp_path / f"d{dim}.h5", f"data.dim={dim}", "model.width=8")
+    frames = gif_frames(write_movie(path, tmp_path / "movie.gif", dpi=40).output)
+    assert len(frames) == SNAPSHOTS and np.any(frames[0] != frames[-1])
+    if dim == 50:  # no teacher: the principal plane of the final rich particles
+        with h5py.File(path, "r+") as h5:
+            del h5["data/teacher"]
+        frames = gif_frames(write_movie(path, tmp_path / "pca.gif", dpi=40).output)
+        assert len(frames) == SNAPSHOTS
+
+
+def test_a_file_with_only_an_ntk_run_is_plotted_not_animated(tmp_path):
+    path = simulate(tmp_path / "ntk.h5", "runs={ntk: {solver: ntk}}")
+    result = invoke("animate", path, "-o", tmp_path / "movie.gif")
+    assert result.exit_code == 2
+    assert "no particle trajectory to animate" in result.output and "meanfield plot" in result.output
+    assert not (tmp_path / "movie.gif").exists()
+    assert invoke("plot", path, "-o", tmp_path / "ntk.png").exit_code == 0
+
+
+def test_bad_choices_are_usage_errors(tiny, tmp_path):
+    result = invoke("animate", tiny, "--runs", "ntk")
+    assert result.exit_code == 2 and "run 'ntk' has no particle trajectory" in result.output
+    result = invoke("animate", tiny, "--runs", "nope")
+    assert result.exit_code == 2 and "no run 'nope'" in result.output
+    result = invoke("animate", tiny, "-o", tmp_path / "movie.avi")
+    assert result.exit_code == 2 and ".gif, .mp4" in result.output
+    with h5py.File(tiny, "r") as h5:
+        assert "data/teacher" in h5  # so --projection teacher works; pca needs nothing
+    assert invoke("animate", tiny, "-o", tmp_path / "pca.gif", "--projection", "pca").exit_code == 0
+
+
+@pytest.mark.parametrize("command", ["animate", "plot"])
+def test_a_file_that_is_not_ours_is_a_usage_error(tmp_path, command):
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as h5:
+        h5["x"] = 1
+    result = invoke(command, foreign, "-o", tmp_path / ("out.gif" if command == "animate" else "out.png"))
+    assert result.exit_code == 2 and "not a meanfield trajectory file" in result.output
+    result = invoke(command, tmp_path / "missing.h5")
+    assert result.exit_code == 2 and "no such file" in result.output
+
+
+WRITER = textwrap.dedent(
+    """\
+    import sys, time
+    from meanfield import run
+    from meanfield.scenario import parse_scenario
+
+    class Slow:  # a progress bar that makes the simulation take a few seconds
+        def __init__(self, *args): pass
+        def __enter__(self): return self
+        def __exit__(self, *exc): pass
+        def update_state(self, state): time.sleep(0.1)
+
+    run.simulate(parse_scenario(sys.stdin.read()), sys.argv[1], progress=Slow)
+    """
+)
+
+
+def test_follow_draws_a_live_file_until_its_runs_complete(tmp_path):
+    path, out = tmp_path / "live.h5", tmp_path / "live.gif"
+    simulate(tmp_path / "warm.h5")  # compile the kernels first, so the writer below is slow only by its sleeps
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdin=subprocess.PIPE, text=True)
+    writer.stdin.write(TINY)
+    writer.stdin.close()
+    try:
+        deadline = time.monotonic() + 60
+        while not _has_runs(path):
+            assert time.monotonic() < deadline and writer.poll() is None, "the simulation never started"
+            time.sleep(0.05)
+        follow = subprocess.run([sys.executable, "-m", "meanfield.cli", "-v", "animate", str(path), "-o", str(out),
+                                 "--follow"], capture_output=True, text=True, timeout=120)
+        assert writer.wait(timeout=60) == 0
+    finally:
+        writer.kill()
+    assert follow.returncode == 0, follow.stderr
+    assert "waiting for the simulation" in follow.stderr  # it did meet the file unfinished
+    assert len(gif_frames(out)) == SNAPSHOTS
+    with storage.open_trajectory(path) as h5:
+        assert all(h5["parameters"][name].attrs["status"] == "complete" for name in storage.list_runs(h5))
+
+
+def _has_runs(path):
+    try:
+        with storage.open_trajectory(path) as h5:
+            return bool(storage.list_runs(h5))
+    except Exception:  # not there yet, or half-created
+        return False

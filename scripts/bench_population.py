@@ -12,6 +12,7 @@ one run rather than figures across runs.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -25,15 +26,20 @@ TARGETS = {1: 300e6, 2: 550e6}
 NUMPY_RATIO_TARGET = 8.0
 
 
-def _median_seconds(fn, repeats, budget):
+def _median_seconds(fn, repeats, budget, min_total=1.0):
+    """Median time of fn over at least ``repeats`` calls (more while under ``min_total``
+    seconds in all: short calls are the most exposed to other jobs), at most ``budget`` s."""
     fn()  # warm up (compilation, caches)
     times = []
     start = time.perf_counter()
-    for _ in range(repeats):
+    while True:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-        if time.perf_counter() - start > budget and len(times) >= 3:
+        elapsed = time.perf_counter() - start
+        if len(times) >= 3 and elapsed > budget:
+            break
+        if len(times) >= repeats and elapsed > min_total:
             break
     return statistics.median(times)
 
@@ -49,6 +55,7 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per measurement at most")
     args = parser.parse_args(argv)
 
+    load_before = os.getloadavg()[0]
     max_threads = numba.config.NUMBA_NUM_THREADS
     threads = [t for t in (1, 2) if t <= max_threads]
     rows = []
@@ -85,7 +92,8 @@ def main(argv=None):
             numba.set_num_threads(max_threads)
 
     print(f"relu N-body population gradient, d = {args.d}, k = {args.teacher} teacher particles; "
-          f"pairs = m^2 per evaluation; medians")
+          f"pairs = m^2 per evaluation; medians; load average before/after "
+          f"{load_before:.1f}/{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     header = f"{'m':>7} {'thr':>4} {'numba ms':>10} {'Mpairs/s':>10} {'numpy ms':>10} {'Mpairs/s':>10} {'ratio':>7} {'rel. diff':>10}"
     print(header)
     print("-" * len(header))

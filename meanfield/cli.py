@@ -101,9 +101,10 @@ def simulate(ctx, scenario, output, overrides, resume, dry_run):
             sys.exit(1)
     if not quiet:
         for report in reports:
-            loss = report.measures.get("loss_train", float("nan"))
+            fit = "population risk" if "risk" in report.measures else "train loss"
+            loss = report.measures.get("risk", report.measures.get("loss_train", float("nan")))
             click.echo(f"{report.name}: {report.status}; t = {report.t:.4g}, {report.steps} steps, "
-                       f"train loss {loss:.4g}", err=True)
+                       f"{fit} {loss:.4g}", err=True)
         click.echo(f"wrote {output}", err=True)
 
 
@@ -167,7 +168,7 @@ def describe_runs(runs) -> str:
     return "\n".join(lines)
 
 
-MEASURE_ORDER = ("loss_train", "loss_test", "displacement_w", "displacement_a", "displacement_mean",
+MEASURE_ORDER = ("risk", "loss_train", "loss_test", "displacement_w", "displacement_a", "displacement_mean",
                  "wasserstein2", "kernel_distance", "kernel_alignment", "teacher_alignment", "gap_ntk")
 
 
@@ -176,8 +177,8 @@ def _number(value) -> str:
 
 
 def _last_time(run) -> float:
-    series = run.measures.get("loss_train")
-    return float(series.time[-1]) if series is not None and len(series.time) else float("nan")
+    times = [series.time[-1] for series in run.measures.values() if len(series.time)]
+    return float(max(times)) if times else float("nan")
 
 
 @main.command()

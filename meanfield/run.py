@@ -25,6 +25,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from solvers import ntk as kernels
+from solvers import population
 from solvers.activations import activation_code
 from solvers.fields import ParticleField, ParticleLayout, WeightDecay
 from solvers.integrate import LoopState, integrate, make_stepper, snapshot_times
@@ -98,8 +99,15 @@ def initial_particles(draws: InitialDraws, resolved: Resolved, bias: bool):
 
 
 def measure_shapes(scenario: Scenario, solver: str, gap: bool) -> dict[str, tuple]:
-    """The measures a run of this solver records (``gap``: also gap_ntk), and their shapes."""
-    shapes = {"loss_train": (), "loss_test": (), "f_test": (scenario.data.n_test,)}
+    """The measures a run of this solver records (``gap``: also gap_ntk), and their shapes.
+
+    With infinite data (``data.population``) the population risk replaces the train and
+    test losses, and there are no test predictions to compare (no f_test, no gap_ntk).
+    """
+    if scenario.data.population:
+        shapes, gap = {"risk": ()}, False
+    else:
+        shapes = {"loss_train": (), "loss_test": (), "f_test": (scenario.data.n_test,)}
     if solver in ("particles", "tangent"):
         shapes.update(dict.fromkeys(("displacement_w", "displacement_a", "displacement_mean", "wasserstein2"), ()))
         if scenario.data.task in ("teacher_student", "single_index"):
@@ -174,6 +182,11 @@ class Shared:
     reference: Optional[Callable[[float], np.ndarray]] = None  # t -> f_test of the ntk run
 
     @property
+    def noise_risk(self) -> float:
+        """E[eps^2] / 2 = noise^2 / 2: what label noise adds to the population risk."""
+        return 0.5 * self.scenario.data.noise**2
+
+    @property
     def probe(self):
         size = self.scenario.record.probe_size
         return self.data.X_test[:size], self.data.y_test[:size]
@@ -191,15 +204,19 @@ class ParticleSolver:
         dtype = np.dtype(scenario.train.dtype)
         numbers = dict(s=resolved.s, eta_a=resolved.eta_a, eta_w=resolved.eta_w,
                        loss_scale=resolved.loss_scale)
-        X, y = data.X_train.astype(dtype), data.y_train.astype(dtype)
-        if self.kind == "tangent":
+        self.exact = None
+        if scenario.data.population:
+            self.field, self.exact = self._population_dynamics(numbers)
+        elif self.kind == "tangent":
+            X, y = data.X_train.astype(dtype), data.y_train.astype(dtype)
             self.tangent = kernels.TangentField(*self.initial, X, y, act=shared.activation, loss=shared.loss,
                                                 **numbers)
             self.field = self.tangent
         else:
+            X, y = data.X_train.astype(dtype), data.y_train.astype(dtype)
             self.field = ParticleField(self.layout, X, y, activation=shared.activation, loss=shared.loss,
                                        **numbers)
-        if scenario.train.weight_decay:
+        if scenario.train.weight_decay and self.field is not None:
             self.field = WeightDecay(self.field, scenario.train.weight_decay)
         self.dtype = dtype
         self.stepper = make_stepper(**scenario.train.integrator.model_dump(),
@@ -210,10 +227,22 @@ class ParticleSolver:
         if "kernel_distance" in self.measures:
             self._K0 = self._probe_kernel(*self.initial)
 
+    def _population_dynamics(self, numbers):
+        """(field, None) for particles on the population risk; (None, t -> theta) for the tangent."""
+        teacher = self.shared.data.teacher
+        common = dict(act=self.shared.scenario.model.activation, teacher_act=teacher.activation, **numbers)
+        if self.kind == "tangent":
+            a0, W0, _ = self.initial
+            self.tangent = population.PopulationTangent(a0, W0, teacher.a, teacher.W, **common)
+            return None, self.tangent.state
+        return population.PopulationField(self.layout, teacher.a, teacher.W, **common), None
+
     @property
     def attrs(self) -> dict:
-        return {"solver": self.kind, "integrator": self.shared.scenario.train.integrator.model_dump(),
-                **self.resolved.as_attrs()}
+        attrs = {"solver": self.kind, **self.resolved.as_attrs()}
+        if self.field is not None:
+            attrs["integrator"] = self.shared.scenario.train.integrator.model_dump()
+        return attrs
 
     def initial_state(self) -> np.ndarray:
         return self.layout.pack(*self.initial, dtype=self.dtype)
@@ -230,11 +259,8 @@ class ParticleSolver:
     def measure(self, t: float, y: np.ndarray) -> dict:
         shared, data = self.shared, self.shared.data
         a, W, b = self.layout.split(y)
-        f_test = self.predict(y, data.X_test)
         out = {
-            "loss_train": dg.mean_loss(self.predict(y, data.X_train), data.y_train, shared.loss),
-            "loss_test": dg.mean_loss(f_test, data.y_test, shared.loss),
-            "f_test": f_test,
+            **self._fit(t, y),
             **dg.displacement_measures(a, W, b, self.initial),
             "wasserstein2": dg.wasserstein2(self._cloud0, dg.particle_cloud(*self._take(a, W, b))),
         }
@@ -246,8 +272,24 @@ class ParticleSolver:
             out["kernel_distance"] = dg.kernel_distance(self._K0, K)
             out["kernel_alignment"] = dg.kernel_target_alignment(K, self.shared.probe[1])
         if "gap_ntk" in self.measures:
-            out["gap_ntk"] = dg.rms_gap(f_test, shared.reference(t))
+            out["gap_ntk"] = dg.rms_gap(out["f_test"], shared.reference(t))
         return out
+
+    def _fit(self, t, y) -> dict:
+        """How well the run fits: the population risk, or the train and test losses and f_test."""
+        shared, data = self.shared, self.shared.data
+        if shared.scenario.data.population:
+            if self.kind == "tangent":
+                return {"risk": self.tangent.risk(t) / self.resolved.loss_scale + shared.noise_risk}
+            a, W, _ = self.layout.split(y)
+            teacher = data.teacher
+            risk = population.population_risk(a, W, teacher.a, teacher.W, s=self.resolved.s,
+                                              act=shared.scenario.model.activation,
+                                              teacher_act=teacher.activation)
+            return {"risk": risk + shared.noise_risk}
+        f_test = self.predict(y, data.X_test)
+        return {"loss_train": dg.mean_loss(self.predict(y, data.X_train), data.y_train, shared.loss),
+                "loss_test": dg.mean_loss(f_test, data.y_test, shared.loss), "f_test": f_test}
 
     def _take(self, a, W, b):
         """The particles in the W2 measure (all of them, or a fixed random subset)."""
@@ -289,9 +331,10 @@ class KernelSolver:
         self.n_train = n
         if scenario.loss == "squared":
             self.closed_form = kernels.LinearizedSquared(K[:n], data.y_train, f0[:n], K[n:], f0[n:])
+            self.exact = lambda t: np.concatenate(self.closed_form.predict(t))
             self.field = None
         else:
-            self.closed_form = None
+            self.closed_form = self.exact = None
             self.field = kernels.FunctionSpaceField(K[:n], data.y_train, shared.loss, K_test_train=K[n:])
             self._f0 = f0
             method = scenario.train.integrator.model_dump()
@@ -330,15 +373,10 @@ class KernelSolver:
     def particles(self, y):
         return None, None, None
 
-    def predictions(self, t: float, y=None):
-        """(f_train, f_test) at time t: the closed form, or split from the ODE state y."""
-        if self.closed_form is not None:
-            return self.closed_form.predict(t)
-        return y[: self.n_train], y[self.n_train:]
-
-    def measure(self, t: float, y=None) -> dict:
+    def measure(self, t: float, y) -> dict:
+        """Losses and predictions from the state y = [f(X_train), f(X_test)]."""
         data, loss = self.shared.data, self.shared.loss
-        f_train, f_test = self.predictions(t, y)
+        f_train, f_test = y[: self.n_train], y[self.n_train:]
         out = {"loss_train": dg.mean_loss(f_train, data.y_train, loss),
                "loss_test": dg.mean_loss(f_test, data.y_test, loss), "f_test": f_test}
         if "gap_ntk" in self.measures:
@@ -383,7 +421,10 @@ def simulate(
         trajectory = storage.open_for_resume(output, scenario_yaml=yaml_text)
     else:
         trajectory = storage.create(output, scenario_yaml=yaml_text, seed=scenario.seed)
-        trajectory.write_data(data.X_train, data.y_train, data.X_test, data.y_test, data.teacher)
+        if scenario.data.population:
+            trajectory.write_data(teacher=data.teacher)
+        else:
+            trajectory.write_data(data.X_train, data.y_train, data.X_test, data.y_test, data.teacher)
     reference = reference_run(scenario)
     order = sorted(scenario.runs, key=lambda name: name != reference)
     reports = {}
@@ -418,8 +459,8 @@ def execute(solver, trajectory, resume: bool, progress) -> RunReport:
     writer, checkpoint = _open_run(trajectory, solver, resume)
     if writer.status == "complete":
         return RunReport(solver.name, "complete (already in the file)", math.nan, 0)
-    if solver.field is None:
-        return _closed_form(solver, writer)
+    if solver.exact is not None:
+        return _exact(solver, writer)
     rng = run_rng(scenario.seed, solver.name)
     if checkpoint is None:
         state = LoopState(0.0, 0, solver.initial_state())
@@ -451,12 +492,13 @@ def execute(solver, trajectory, resume: bool, progress) -> RunReport:
     return RunReport(solver.name, status, outcome.state.t, outcome.state.step, final)
 
 
-def _closed_form(solver, writer) -> RunReport:
+def _exact(solver, writer) -> RunReport:
     """A run known in closed form: every snapshot evaluated directly (nothing to resume)."""
     times = np.concatenate([[0.0], solver.shared.times])
     for index, t in enumerate(times):
-        measures = solver.measure(t)
-        writer.append(index, t, None, None, None, measures)
+        y = solver.exact(t)
+        measures = solver.measure(t, y)
+        writer.append(index, t, *solver.particles(y), measures)
     writer.status = "complete"
     return RunReport(solver.name, "complete", float(times[-1]), 0, measures)
 
@@ -468,7 +510,7 @@ def _open_run(trajectory, solver, resume):
         writer = trajectory.run(name)
         if writer.status == "complete":
             return writer, None
-        checkpoint = writer.load_checkpoint() if solver.field is not None else None
+        checkpoint = writer.load_checkpoint() if solver.exact is None else None
         writer.truncate(0 if checkpoint is None else checkpoint.frames)
         return writer, checkpoint
     records_particles = scenario.record.particles and solver.kind != "ntk"

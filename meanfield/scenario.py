@@ -69,6 +69,8 @@ class DataSpec(Strict):
     """file: an .npz or .h5 file holding X [n, d] and y [n]."""
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     """file: the share of the file's samples held out as the test set."""
+    population: bool = False
+    """teacher_student with Gaussian inputs: train on the exact population risk (infinite data)."""
 
     @model_validator(mode="after")
     def _task_requirements(self):
@@ -76,6 +78,9 @@ class DataSpec(Strict):
             raise ValueError(f"task {self.task!r} is two-dimensional: set data.dim: 2")
         if self.task == "file" and not self.path:
             raise ValueError("task 'file' needs data.path (an .npz or .h5 file with X and y)")
+        if self.population and (self.task != "teacher_student" or self.inputs != "gaussian"):
+            raise ValueError("data.population needs task: teacher_student with inputs: gaussian "
+                             "(the closed-form Gaussian expectations)")
         return self
 
 
@@ -184,6 +189,7 @@ class NTKRun(RunBase):
 
 Run = Annotated[Union[ParticleRun, TangentRun, NTKRun], Field(discriminator="solver")]
 ANALYTIC_ACTIVATIONS = ("relu", "erf", "linear")
+POPULATION_ACTIVATIONS = ("relu", "erf", "linear", "quadratic")
 
 
 RUN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -291,6 +297,28 @@ class Scenario(Strict):
                 f"run {kernel_runs[0]!r} (solver ntk) evolves the function, not parameters: "
                 "train.weight_decay and train.temperature must be 0 with it"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _population_mode(self):
+        if not self.data.population:
+            return self
+        pairs = POPULATION_ACTIVATIONS
+        problems = []
+        if self.model.bias:
+            problems.append("model.bias must be false (U(w, v) has no bias)")
+        if self.loss != "squared":
+            problems.append("loss must be squared")
+        if self.model.activation not in pairs:
+            problems.append(f"model.activation must be one of {', '.join(pairs)}")
+        if self.train.integrator.method == "sgd":
+            problems.append("there are no samples to draw minibatches from: not sgd")
+        for name, run in self.runs.items():
+            if run.solver == "ntk":
+                problems.append(f"run {name!r}: with infinite data the kernel flow is the tangent "
+                                "model: use solver: tangent (solved exactly)")
+        if problems:
+            raise ValueError("data.population: " + "; ".join(problems))
         return self
 
     @model_validator(mode="after")

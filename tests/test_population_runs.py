@@ -1,0 +1,54 @@
+"""Population mode end to end: Chizat & Bach's teacher recovery, and the CLT over seeds."""
+
+import numpy as np
+
+from meanfield import run as run_module
+from meanfield.bundled import scenario_path
+from meanfield.scenario import load_scenario
+from meanfield.storage import read_run
+from solvers.fields import ParticleLayout
+from solvers.integrate import Euler, LoopState, integrate
+from solvers.population import PopulationField, population_risk
+
+
+def test_chizat_bach_rich_finds_the_teacher_lazy_stays(tmp_path):
+    scenario = load_scenario(scenario_path("chizat_bach"), ["record.every=50"])
+    out = tmp_path / "cb.h5"
+    run_module.simulate(scenario, str(out))
+    rich, lazy, tangent = (read_run(out, name, particles=False).measures for name in ("rich", "lazy", "tangent"))
+    risk = rich["risk"].value
+    print(f"rich: risk ratio {risk[-1] / risk[0]:.2e}, teacher alignment {rich['teacher_alignment'].value[-1]:.3f}; "
+          f"lazy: displacement {lazy['displacement_w'].value[-1]:.3g}, risk {lazy['risk'].value[-1]:.3g}")
+    assert risk[-1] < 1e-3 * risk[0]
+    # the output mass |a_i| |w_i| sits within about 25 degrees of the teacher directions on average
+    assert rich["teacher_alignment"].value[-1] > 0.9
+    assert lazy["displacement_w"].value[-1] < 0.05
+    assert lazy["teacher_alignment"].value[-1] < 0.6
+    # the lazy particles follow their exactly solved linearization
+    assert np.allclose(lazy["risk"].value, tangent["risk"].value, rtol=0.05)
+
+
+def test_risk_fluctuations_over_seeds_shrink_like_one_over_sqrt_m():
+    # Rotskoff & Vanden-Eijnden: at fixed t the particle system fluctuates around its
+    # mean-field limit by O(m^-1/2), so the std over seeds of the risk scales like m^-1/2
+    d, t_end, seeds = 4, 1.0, range(32)
+    rng = np.random.default_rng(99)
+    teacher_W = rng.standard_normal((2, d))
+    teacher_W /= np.linalg.norm(teacher_W, axis=1, keepdims=True)
+    teacher_a = np.full(2, 0.5)
+    widths = np.array([64, 256, 1024])
+    spreads = []
+    for m in widths:
+        layout = ParticleLayout(m, d, False)
+        field = PopulationField(layout, teacher_a, teacher_W, s=1 / m, eta_a=m, eta_w=m,
+                                act="relu", teacher_act="relu")
+        risks = []
+        for seed in seeds:
+            init = np.random.default_rng(seed)
+            y0 = layout.pack(init.standard_normal(m), init.standard_normal((m, d)) / np.sqrt(d))
+            a, W, _ = layout.split(integrate(field, LoopState(0.0, 0, y0), Euler(0.1), [t_end]).state.y)
+            risks.append(population_risk(a, W, teacher_a, teacher_W, s=1 / m, act="relu", teacher_act="relu"))
+        spreads.append(np.std(risks, ddof=1))
+    slope = np.polyfit(np.log(widths), np.log(spreads), 1)[0]
+    print(f"std of the risk over seeds: {spreads}, fitted slope {slope:.3f}")
+    assert abs(slope + 0.5) < 0.15

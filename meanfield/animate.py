@@ -38,7 +38,8 @@ import numpy as np
 
 from . import storage
 from .errors import UsageError
-from .plot import Series, draw_losses, read_measure, run_colors, scenario_of
+from .plot import Series, draw_losses, read_measure, run_colors
+from .storage import scenario_of
 
 PARTICLE_SOLVERS = ("particles", "tangent")
 PROJECTIONS = ("auto", "first2", "teacher", "pca")

@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
-import yaml
 
 from . import __version__
 from .errors import RunFailed, UsageError
@@ -132,8 +131,6 @@ def inspect(file):
     with usage_errors():
         with storage.open_trajectory(file) as h5:
             runs = [storage.read_run(h5, name, particles=False) for name in storage.list_runs(h5)]
-            scenario_order = list(yaml.safe_load(h5["parameters"].attrs["scenario"]).get("runs", {}))
-    runs.sort(key=lambda run: scenario_order.index(run.name) if run.name in scenario_order else len(runs))
     click.echo(f"{file}: {len(runs)} run(s)")
     if runs:
         click.echo(describe_runs(runs))

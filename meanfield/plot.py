@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import yaml
 
 from . import storage
 from .errors import UsageError
@@ -37,22 +36,6 @@ class Series(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- the runs of a file
-def scenario_of(h5) -> dict:
-    """The resolved scenario stored in the file (an empty mapping if it cannot be read)."""
-    try:
-        scenario = yaml.safe_load(h5["parameters"].attrs.get("scenario", "")) or {}
-    except yaml.YAMLError:
-        return {}
-    return scenario if isinstance(scenario, dict) else {}
-
-
-def ordered_runs(h5) -> list[str]:
-    """The runs present in the file, in the scenario's order (runs it does not list last)."""
-    present = storage.list_runs(h5)
-    planned = [name for name in (scenario_of(h5).get("runs") or {}) if name in present]
-    return planned + [name for name in present if name not in planned]
-
-
 def run_label(h5, name: str) -> str:
     """A run's name with what it is: 'rich (mean_field)', 'ntk (kernel flow, empirical)'."""
     attrs = h5["parameters"][name].attrs
@@ -117,7 +100,7 @@ def figure_of_measures(h5):
     """The ``plot`` figure: one panel per measure the file has (see PANELS)."""
     from matplotlib.figure import Figure
 
-    runs = ordered_runs(h5)
+    runs = storage.list_runs(h5)
     colors = run_colors(runs)
     panels = [(m, title) for m, title in PANELS if any(
         read_measure(h5, run, "loss_train" if m == "loss" else m) is not None for run in runs)]
@@ -143,7 +126,7 @@ def figure_of_measures(h5):
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(f"{scenario_of(h5).get('name', Path(h5.filename).stem)}: {len(runs)} run(s)")
+    fig.suptitle(f"{storage.scenario_of(h5).get('name', Path(h5.filename).stem)}: {len(runs)} run(s)")
     return fig
 
 

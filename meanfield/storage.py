@@ -38,6 +38,7 @@ from typing import Any, Iterator, NamedTuple
 
 import h5py
 import numpy as np
+import yaml
 
 from .errors import UsageError
 
@@ -458,9 +459,22 @@ def _write_array(group: h5py.Group, name: str, array) -> None:
 
 # ----------------------------------------------------------------------------- reading
 def list_runs(file) -> list[str]:
-    """The runs in a trajectory file (path, h5py.File or TrajectoryFile), in the order added."""
+    """The runs in a trajectory file (path, h5py.File or TrajectoryFile), in the order its
+    scenario lists them (runs it does not list follow, by name)."""
     with _h5(file) as h5:
-        return [name for name, item in h5["parameters"].items() if isinstance(item, h5py.Group)]
+        present = [name for name, item in h5["parameters"].items() if isinstance(item, h5py.Group)]
+        listed = [name for name in scenario_of(h5).get("runs") or {} if name in present]
+        return listed + [name for name in present if name not in listed]
+
+
+def scenario_of(file) -> dict:
+    """The resolved scenario stored in the file (an empty mapping if it cannot be read)."""
+    with _h5(file) as h5:
+        try:
+            scenario = yaml.safe_load(_decode_attr(h5["parameters"].attrs.get("scenario", ""))) or {}
+        except yaml.YAMLError:
+            return {}
+        return scenario if isinstance(scenario, dict) else {}
 
 
 def read_run(path_or_file, name: str, *, particles: bool = True) -> RunData:

@@ -201,7 +201,10 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--sizes", help="comma-separated MxNxD list")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    parser.add_argument("--parts", default="particles,linearized,population",
+                        help="which benchmarks: particles, linearized, population (comma-separated)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     sizes = DEFAULT_SIZES
     if args.sizes:
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
@@ -217,6 +220,29 @@ def main():
           f"{'re-executed without them' if os.environ.get('_BENCH_REEXEC') else 'not set'}"
           + (f" (still set: {removed})" if removed else ""))
     print()
+    if "particles" in parts:
+        bench_particles(sizes, threads, repeats, min_time)
+    if "linearized" in parts:
+        print(f"\nlinearized NTK solve (kernel of m = 1024 particles, d = 10, 256 test points, one eigh, "
+              f"predictions at 20 times), {threads[-1]} threads:")
+        limit_threads(threads[-1])
+        for n in (1000, 4000):
+            solve, eigh = bench_linearized(n, 3 if args.quick else 5)
+            print(f"  n = {n}: solve {solve:.3f} s, bare eigh {eigh:.3f} s, ratio {solve / eigh:.2f}")
+    if "population" in parts:
+        print("\nrelu N-body population gradient (scripts/bench_population.py):")
+        sys.stdout.flush()
+        import bench_population
+
+        bench_population.main(["--repeats", "3" if args.quick else "5"])
+    if "particles" in parts:
+        total, imports, first = startup_time()
+        print(f"\nfresh process, warm cache: {total:.2f} s from launch to first finished step "
+              f"(imports {imports:.2f} s, first step {first:.3f} s beyond imports)")
+
+
+def bench_particles(sizes, threads, repeats, min_time):
+    """The particle step table: ours beside NumPy and torch, per size and thread count."""
     head = (f"{'m':>6} {'n':>5} {'d':>4} {'thr':>3} | {'ours ms':>8} {'GFLOP/s':>7} | "
             f"{'numpy ms':>8} {'t64 ms':>8} {'t32 ms':>8} | {'np/ours':>7} {'t64/ours':>8} "
             f"{'t32/ours':>8} | {'1->2':>5} | rel.err")
@@ -237,15 +263,6 @@ def main():
                   f"{t32 / r['ours']:8.1f} | {speedup:>5} | {err:.1e}"
                   + ("" if err <= 1e-12 else "  DISAGREES"))
         sys.stdout.flush()
-    print(f"\nlinearized NTK solve (kernel of m = 1024 particles, d = 10, 256 test points, one eigh, "
-          f"predictions at 20 times), {threads[-1]} threads:")
-    limit_threads(threads[-1])
-    for n in (1000, 4000):
-        solve, eigh = bench_linearized(n, 3 if args.quick else 5)
-        print(f"  n = {n}: solve {solve:.3f} s, bare eigh {eigh:.3f} s, ratio {solve / eigh:.2f}")
-    total, imports, first = startup_time()
-    print(f"\nfresh process, warm cache: {total:.2f} s from launch to first finished step "
-          f"(imports {imports:.2f} s, first step {first:.3f} s beyond imports)")
 
 
 if __name__ == "__main__":

@@ -158,3 +158,27 @@ def test_same_results_with_jit_disabled():
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "jit-off ok" in res.stdout
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one thread only")
+@pytest.mark.parametrize("d, act", [(10, 0), (16, 1), (5, 6)])
+def test_quad_kernels_same_result_on_one_and_two_threads(d, act):
+    # m = 4k + 3: quads and single particles both run; several jobs per thread
+    a, W, b, X, y = problem(203, 517, d, seed=8)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        r1 = risk_and_gradient(a, W, b, X, y, 0.01, act, 0)
+        f1 = predict(a, W, b, X, 0.01, act)
+        numba.set_num_threads(2)
+        r2 = risk_and_gradient(a, W, b, X, y, 0.01, act, 0)
+        f2 = predict(a, W, b, X, 0.01, act)
+    finally:
+        numba.set_num_threads(before)
+    assert r1[0] == r2[0]
+    np.testing.assert_array_equal(f1, f2)
+    for g1, g2 in zip(r1[1:], r2[1:]):
+        np.testing.assert_array_equal(g1, g2)
+    want = ref.risk_and_gradient(a, W, b, X, y, 0.01, list(ACTIVATIONS)[act], "squared")
+    for g, w in zip(r1[1:], want[1:]):
+        close(g, w, 1e-12)

@@ -174,7 +174,7 @@ def startup_time(m=1024, n=1024, d=2):
     return total, imports, first
 
 
-def bench_linearized(n, repeats, m=1024, d=10, n_test=256, n_times=20):
+def bench_linearized(n, repeats, m, d=10, n_test=256, n_times=20):
     """The whole squared-loss NTK solve beside one bare numpy.linalg.eigh of the n x n kernel.
 
     The solve: the empirical NTK of m particles between [train; test] and train points,
@@ -223,12 +223,14 @@ def main():
     if "particles" in parts:
         bench_particles(sizes, threads, repeats, min_time)
     if "linearized" in parts:
-        print(f"\nlinearized NTK solve (kernel of m = 1024 particles, d = 10, 256 test points, one eigh, "
-              f"predictions at 20 times), {threads[-1]} threads:")
+        print(f"\nlinearized NTK solve (the kernel of m particles, d = 10, between n + 256 test points and "
+              f"the n training points; one eigh; predictions at 20 times), {threads[-1]} threads:")
         limit_threads(threads[-1])
         for n in (1000, 4000):
-            solve, eigh = bench_linearized(n, 3 if args.quick else 5)
-            print(f"  n = {n}: solve {solve:.3f} s, bare eigh {eigh:.3f} s, ratio {solve / eigh:.2f}")
+            for m in (256, 1024):
+                solve, eigh = bench_linearized(n, 3 if args.quick else 5, m)
+                print(f"  n = {n}, m = {m}: solve {solve:.3f} s, bare eigh {eigh:.3f} s, "
+                      f"ratio {solve / eigh:.2f}")
     if "population" in parts:
         print("\nrelu N-body population gradient (scripts/bench_population.py):")
         sys.stdout.flush()

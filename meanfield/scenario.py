@@ -377,6 +377,9 @@ def apply_override(raw: dict, item: str) -> tuple:
         value = yaml.safe_load(value_text)
     except yaml.YAMLError:
         value = value_text
+    if len(keys) == 2 and keys[0] == "runs" and value is None:
+        (raw.get("runs") or {}).pop(keys[1], None)  # --set runs.NAME=null removes a run
+        return tuple(keys)
     node = raw
     for depth, part in enumerate(keys[:-1]):
         child = node.get(part)
@@ -420,7 +423,7 @@ def _explain(exc: ValidationError, source: str, lines: dict, overridden: set) ->
     messages = []
     for error in exc.errors():
         loc = _user_path(error["loc"])
-        dotted = ".".join(str(part) for part in loc) or "(top level)"
+        dotted = ".".join(str(part) for part in loc)
         where = _where(source, loc, lines, overridden)
         if error["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(error["loc"][:-1]))
@@ -429,7 +432,7 @@ def _explain(exc: ValidationError, source: str, lines: dict, overridden: set) ->
             text = error["msg"].removeprefix("Value error, ")
             got = error.get("input")
             got = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
-            messages.append(f"{where}: {dotted}: {text}{got}")
+            messages.append(f"{where}: {dotted + ': ' if dotted else ''}{text}{got}")
     return "\n".join(messages)
 
 

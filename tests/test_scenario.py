@@ -63,3 +63,8 @@ def test_run_kinds_and_their_defaults():
     assert scenario.runs["ntk"].kernel == "empirical"
     assert scenario.runs["ntk"].parameterization.preset == "ntk"
     assert scenario.runs["tan"].parameterization.preset == "ntk"
+
+
+def test_an_override_can_remove_a_run():
+    scenario = parse_scenario("name: s\nruns: {rich: mean_field, lazy: ntk}\n", overrides=["runs.lazy=null"])
+    assert list(scenario.runs) == ["rich"]

@@ -128,6 +128,8 @@ def verdict(solver: str, final: dict) -> tuple[str, str]:
         return "lazy", "linearized network: the kernel is fixed by construction"
     moved = final.get("displacement_w", float("nan"))
     distance = final.get("kernel_distance", float("nan"))
+    if np.isnan(moved):
+        return "unknown", "no relative weight change recorded"
     rich = moved > RICH_THRESHOLD or distance > RICH_THRESHOLD
     label = "rich" if rich else "lazy"
     return label, (f"relative weight change {moved:.3g}, kernel distance {distance:.3g} "

@@ -20,6 +20,7 @@ import math
 import zlib
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -98,8 +99,9 @@ def initial_particles(draws: InitialDraws, resolved: Resolved, bias: bool):
 # --------------------------------------------------------------------------- planning
 
 
-def measure_shapes(scenario: Scenario, solver: str, gap: bool) -> dict[str, tuple]:
-    """The measures a run of this solver records (``gap``: also gap_ntk), and their shapes.
+def measure_shapes(scenario: Scenario, solver: str, gap: bool, n_test: Optional[int] = None) -> dict[str, tuple]:
+    """The measures a run of this solver records (``gap``: also gap_ntk), and their shapes
+    (``n_test``: the test set's size, when the data are built; else the scenario's).
 
     With infinite data (``data.population``) the population risk replaces the train and
     test losses, and there are no test predictions to compare (no f_test, no gap_ntk).
@@ -107,7 +109,7 @@ def measure_shapes(scenario: Scenario, solver: str, gap: bool) -> dict[str, tupl
     if scenario.data.population:
         shapes, gap = {"risk": ()}, False
     else:
-        shapes = {"loss_train": (), "loss_test": (), "f_test": (scenario.data.n_test,)}
+        shapes = {"loss_train": (), "loss_test": (), "f_test": (n_test or scenario.data.n_test,)}
     if solver in ("particles", "tangent"):
         shapes.update(dict.fromkeys(("displacement_w", "displacement_a", "displacement_mean", "wasserstein2"), ()))
         if scenario.data.task in ("teacher_student", "single_index"):
@@ -201,19 +203,21 @@ class ParticleSolver:
         self.kind = spec.solver
         self.layout = ParticleLayout(scenario.model.width, scenario.data.dim, scenario.model.bias)
         self.initial = initial_particles(shared.draws, resolved, scenario.model.bias)
-        dtype = np.dtype(scenario.train.dtype)
+        # float32 arithmetic (train.dtype) is for particle runs on data; the tangent and
+        # population solvers compute in float64
+        exact_arithmetic = self.kind == "tangent" or scenario.data.population
+        dtype = np.dtype(np.float64 if exact_arithmetic else scenario.train.dtype)
         numbers = dict(s=resolved.s, eta_a=resolved.eta_a, eta_w=resolved.eta_w,
                        loss_scale=resolved.loss_scale)
         self.exact = None
+        X, y = data.X_train.astype(dtype), data.y_train.astype(dtype)
         if scenario.data.population:
             self.field, self.exact = self._population_dynamics(numbers)
         elif self.kind == "tangent":
-            X, y = data.X_train.astype(dtype), data.y_train.astype(dtype)
             self.tangent = kernels.TangentField(*self.initial, X, y, act=shared.activation, loss=shared.loss,
                                                 **numbers)
             self.field = self.tangent
         else:
-            X, y = data.X_train.astype(dtype), data.y_train.astype(dtype)
             self.field = ParticleField(self.layout, X, y, activation=shared.activation, loss=shared.loss,
                                        **numbers)
         if scenario.train.weight_decay and self.field is not None:
@@ -221,7 +225,8 @@ class ParticleSolver:
         self.dtype = dtype
         self.stepper = make_stepper(**scenario.train.integrator.model_dump(),
                                     temperature=scenario.train.temperature)
-        self.measures = measure_shapes(scenario, self.kind, _records_gap(name, reference_run(scenario)))
+        self.measures = measure_shapes(scenario, self.kind, _records_gap(name, reference_run(scenario)),
+                                       data.n_test)
         self._subset = _w2_subset(scenario)
         self._cloud0 = dg.particle_cloud(*self._take(*self.initial))
         if "kernel_distance" in self.measures:
@@ -341,7 +346,8 @@ class KernelSolver:
             if method["method"] in ("sgd", "euler_maruyama"):
                 method.update(method="euler", batch_size=None)
             self.stepper = make_stepper(**method)
-        self.measures = measure_shapes(scenario, "ntk", _records_gap(name, reference_run(scenario)))
+        self.measures = measure_shapes(scenario, "ntk", _records_gap(name, reference_run(scenario)),
+                                       data.n_test)
 
     def _kernel_and_start(self, X, X_train):
         """K [n + n_test, n] and f_0 [n + n_test]: of the particles, or the analytic limit from 0."""
@@ -416,24 +422,26 @@ def simulate(
                          "values: use loss: squared")
     shared = Shared(scenario, data, initial_draws(scenario, rng_for(scenario.seed, 1)), the_plan.times,
                     activation_code(scenario.model.activation), loss_code(scenario.loss))
+    reference = reference_run(scenario)
+    order = sorted(scenario.runs, key=lambda name: name != reference)
+    solvers = {name: SOLVERS[scenario.runs[name].solver](name, scenario.runs[name], the_plan.resolved[name], shared)
+               for name in order}  # built before the file: what fails here writes nothing
     yaml_text = scenario.resolved_yaml()
     if resume:
         trajectory = storage.open_for_resume(output, scenario_yaml=yaml_text)
     else:
+        _refuse_to_overwrite_foreign(output)
         trajectory = storage.create(output, scenario_yaml=yaml_text, seed=scenario.seed)
         if scenario.data.population:
             trajectory.write_data(teacher=data.teacher)
         else:
             trajectory.write_data(data.X_train, data.y_train, data.X_test, data.y_test, data.teacher)
-    reference = reference_run(scenario)
-    order = sorted(scenario.runs, key=lambda name: name != reference)
     reports = {}
     with trajectory:
-        for name in order:
-            spec, resolved = scenario.runs[name], the_plan.resolved[name]
-            log(f"{name}: {spec.solver}, {resolved.preset}, predicted {resolved.regime.label} "
+        for name, solver in solvers.items():
+            resolved = solver.resolved
+            log(f"{name}: {solver.kind}, {resolved.preset}, predicted {resolved.regime.label} "
                 f"({resolved.regime.reason})")
-            solver = SOLVERS[spec.solver](name, spec, resolved, shared)
             reports[name] = execute(solver, trajectory, resume, progress)
             if name == reference:
                 shared.reference = _reference_predictions(solver, trajectory)
@@ -441,6 +449,16 @@ def simulate(
     if failed:
         raise RunFailed("; ".join(f"run {r.name!r} {r.status}" for r in failed))
     return [reports[name] for name in scenario.runs]
+
+
+def _refuse_to_overwrite_foreign(output: str) -> None:
+    """An existing file at the output path is replaced only if it is one of our trajectories."""
+    if not Path(output).exists():
+        return
+    try:
+        storage.open_trajectory(output).close()
+    except UsageError as exc:
+        raise UsageError(f"refusing to overwrite {output}: {exc}") from None
 
 
 def _reference_predictions(solver, trajectory):
@@ -459,6 +477,19 @@ def execute(solver, trajectory, resume: bool, progress) -> RunReport:
     writer, checkpoint = _open_run(trajectory, solver, resume)
     if writer.status == "complete":
         return RunReport(solver.name, "complete (already in the file)", math.nan, 0)
+    try:
+        return _advance(solver, writer, checkpoint, progress)
+    except KeyboardInterrupt:
+        writer.status = "interrupted"
+        raise
+    except Exception as exc:
+        writer.status = f"failed: {type(exc).__name__}: {exc}"
+        raise
+
+
+def _advance(solver, writer, checkpoint, progress) -> RunReport:
+    """Take the run from its start (or checkpoint) to the end, writing every snapshot."""
+    scenario = solver.shared.scenario
     if solver.exact is not None:
         return _exact(solver, writer)
     rng = run_rng(scenario.seed, solver.name)
@@ -471,18 +502,14 @@ def execute(solver, trajectory, resume: bool, progress) -> RunReport:
         rng.bit_generator.state = checkpoint.rng_state
 
     bar = progress(solver.name, state.t, scenario.train.t_end) if progress else nullcontext()
-    try:
-        # overflow on the way to a blow-up is expected: the loop checks finiteness itself
-        with bar, np.errstate(over="ignore", invalid="ignore"):
-            outcome = integrate(
-                solver.field, state, solver.stepper, solver.shared.times[solver.shared.times > state.t + 1e-12],
-                on_snapshot=lambda s: _snapshot(solver, writer, s, rng), stop_loss=scenario.train.stop_loss,
-                rng=rng, on_step=getattr(bar, "update_state", None),
-                max_abs=float(np.finfo(scenario.record.dtype).max),
-            )
-    except KeyboardInterrupt:
-        writer.status = "interrupted"
-        raise
+    # overflow on the way to a blow-up is expected: the loop checks finiteness itself
+    with bar, np.errstate(over="ignore", invalid="ignore"):
+        outcome = integrate(
+            solver.field, state, solver.stepper, solver.shared.times[solver.shared.times > state.t + 1e-12],
+            on_snapshot=lambda s: _snapshot(solver, writer, s, rng), stop_loss=scenario.train.stop_loss,
+            rng=rng, on_step=getattr(bar, "update_state", None),
+            max_abs=float(np.finfo(scenario.record.dtype).max),
+        )
     with np.errstate(over="ignore", invalid="ignore"):
         final = solver.measure(outcome.state.t, outcome.state.y)
     writer.status = f"failed: {outcome.message}" if outcome.status == "diverged" else "complete"
@@ -495,12 +522,15 @@ def execute(solver, trajectory, resume: bool, progress) -> RunReport:
 def _exact(solver, writer) -> RunReport:
     """A run known in closed form: every snapshot evaluated directly (nothing to resume)."""
     times = np.concatenate([[0.0], solver.shared.times])
+    stop_loss = solver.shared.scenario.train.stop_loss
     for index, t in enumerate(times):
         y = solver.exact(t)
         measures = solver.measure(t, y)
         writer.append(index, t, *solver.particles(y), measures)
+        if measures.get("loss_train", measures.get("risk", np.inf)) < stop_loss:
+            break  # at a snapshot time: the closed form has no steps to stop between
     writer.status = "complete"
-    return RunReport(solver.name, "complete", float(times[-1]), 0, measures)
+    return RunReport(solver.name, "complete", float(t), 0, measures)
 
 
 def _open_run(trajectory, solver, resume):
@@ -512,6 +542,7 @@ def _open_run(trajectory, solver, resume):
             return writer, None
         checkpoint = writer.load_checkpoint() if solver.exact is None else None
         writer.truncate(0 if checkpoint is None else checkpoint.frames)
+        writer.status = "running"
         return writer, checkpoint
     records_particles = scenario.record.particles and solver.kind != "ntk"
     writer = trajectory.add_run(

@@ -311,6 +311,12 @@ class Scenario(Strict):
             problems.append("loss must be squared")
         if self.model.activation not in pairs:
             problems.append(f"model.activation must be one of {', '.join(pairs)}")
+        if self.data.teacher.activation not in pairs:
+            problems.append(f"data.teacher.activation must be one of {', '.join(pairs)}")
+        if (self.train.weight_decay or self.train.temperature) and any(
+                run.solver == "tangent" for run in self.runs.values()):
+            problems.append("the tangent run is solved exactly: train.weight_decay and "
+                            "train.temperature must be 0 with it")
         if self.train.integrator.method == "sgd":
             problems.append("there are no samples to draw minibatches from: not sgd")
         for name, run in self.runs.items():
@@ -355,7 +361,10 @@ def parse_scenario(text: str, source: str = "<scenario>", overrides=()) -> Scena
         raw = yaml.safe_load(text)
         lines = _key_lines(yaml.compose(text))
     except yaml.YAMLError as exc:
-        raise UsageError(f"{source}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or "cannot be read"
+        raise UsageError(f"{where}: not valid YAML: {problem}") from None
     if not isinstance(raw, dict):
         raise UsageError(f"{source}: a scenario is a mapping of keys (name, data, model, runs, ...)")
     overridden = set()
@@ -377,8 +386,11 @@ def apply_override(raw: dict, item: str) -> tuple:
         value = yaml.safe_load(value_text)
     except yaml.YAMLError:
         value = value_text
-    if len(keys) == 2 and keys[0] == "runs" and value is None:
-        (raw.get("runs") or {}).pop(keys[1], None)  # --set runs.NAME=null removes a run
+    if len(keys) == 2 and keys[0] == "runs" and value is None:  # --set runs.NAME=null removes a run
+        runs = raw.get("runs") or {}
+        if keys[1] not in runs:
+            raise UsageError(f"--set {item}: there is no run {keys[1]!r} (runs: {', '.join(runs) or 'none'})")
+        del runs[keys[1]]
         return tuple(keys)
     node = raw
     for depth, part in enumerate(keys[:-1]):

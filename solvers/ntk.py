@@ -114,6 +114,9 @@ def empirical_ntk(a, W, b, X1, X2=None, *, s, eta_a, eta_w, act, loss_scale=1.0,
     if X1.shape[1] != d or X2.shape[1] != d:
         raise ValueError(f"X1 {X1.shape} / X2 {X2.shape} do not match W {W.shape}")
     n1, n2 = X1.shape[0], X2.shape[0]
+    # the weights c s^2 eta go into the features of one side, so that
+    # K = sum_blocks (w_a S1) S2^T + [(w_w a^2 D1) D2^T] o (X1 X2^T + 1_bias)
+    weight_a, weight_w = loss_scale * s * s * eta_a, loss_scale * s * s * eta_w
     K_a = np.zeros((n1, n2))
     K_w = np.zeros((n1, n2))
     if m and n1 and n2:
@@ -121,29 +124,30 @@ def empirical_ntk(a, W, b, X1, X2=None, *, s, eta_a, eta_w, act, loss_scale=1.0,
         bufs = [np.empty(n1 * B), np.empty(n1 * B)]
         if not same:
             bufs += [np.empty(n2 * B), np.empty(n2 * B)]
+        product = np.empty((n1, n2))
         for i0 in range(0, m, B):
             i1 = min(m, i0 + B)
             bb = None if b is None else b[i0:i1]
             S1, D1 = _features(X1, W[i0:i1], bb, code, bufs[0], bufs[1])
-            D1 *= np.abs(a[i0:i1])  # a_i^2 = |a_i| |a_i|: keeps the symmetric product a syrk
-            if same:
-                K_a += S1 @ S1.T
-                K_w += D1 @ D1.T
-            else:
-                S2, D2 = _features(X2, W[i0:i1], bb, code, bufs[2], bufs[3])
+            D1 *= np.abs(a[i0:i1])  # a_i^2 = |a_i| |a_i|
+            S2, D2 = (S1, D1) if same else _features(X2, W[i0:i1], bb, code, bufs[2], bufs[3])
+            if not same:
                 D2 *= np.abs(a[i0:i1])
-                K_a += S1 @ S2.T
-                K_w += D1 @ D2.T
-    G = X1 @ X2.T
+            for K, F1, F2 in ((K_a, S1, S2), (K_w, D1, D2)):
+                if i0 == 0:
+                    np.matmul(F1, F2.T, out=K)
+                else:
+                    np.matmul(F1, F2.T, out=product)
+                    K += product
+    G = np.matmul(X1, X2.T)
     if b is not None:
         G += 1.0
     K_w *= G
     del G
-    K_w *= eta_w
+    K_a *= weight_a
+    K_w *= weight_w
     K = K_a
-    K *= eta_a
     K += K_w
-    K *= loss_scale * s * s
     if same:
         K += K.T  # (K + K^T) / 2: exactly symmetric, whatever BLAS did
         K *= 0.5

@@ -259,3 +259,40 @@ def test_logistic_loss_refuses_a_file_without_pm1_labels(tmp_path):
     result = invoke("simulate", path, "-o", tmp_path / "f.h5")
     assert result.exit_code == 2 and "needs labels +-1" in result.output
     assert not (tmp_path / "f.h5").exists()
+
+
+def test_file_task_runs_end_to_end(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((100, 2))
+    np.savez(tmp_path / "d.npz", X=X, y=np.sin(X[:, 0]))
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: f\ndata: {{task: file, dim: 2, path: {tmp_path / 'd.npz'}}}\n"
+                    "model: {width: 8}\nruns: {rich: mean_field, ntk: {solver: ntk}}\n"
+                    "train: {t_end: 1.0}\nrecord: {every: 0.5}\n")
+    result = invoke("simulate", path, "-o", tmp_path / "f.h5")
+    assert result.exit_code == 0, result.output
+    assert read_run(tmp_path / "f.h5", "rich").measures["f_test"].value.shape == (3, 25)
+
+
+def test_simulate_refuses_to_overwrite_a_foreign_file(tiny, tmp_path):
+    foreign = tmp_path / "mine.h5"
+    with h5py.File(foreign, "w") as h5:
+        h5["precious"] = np.arange(3)
+    result = invoke("simulate", tiny, "-o", foreign)
+    assert result.exit_code == 2 and "refusing to overwrite" in result.output
+    with h5py.File(foreign, "r") as h5:
+        assert list(h5["precious"][:]) == [0, 1, 2]
+
+
+def test_bad_yaml_names_line_and_column(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nruns: {rich: mean_field\n")
+    result = invoke("simulate", path)
+    assert result.exit_code == 2 and f"{path}:3:1: not valid YAML" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_population_rejects_a_teacher_without_closed_form(tmp_path):
+    result = invoke("simulate", "chizat_bach", "-o", tmp_path / "p.h5", "--set", "data.teacher.activation=tanh")
+    assert result.exit_code == 2 and "data.teacher.activation must be one of" in result.output
+    assert not (tmp_path / "p.h5").exists()

@@ -134,21 +134,25 @@ def plan(scenario: Scenario) -> Plan:
     every = min(record.every, scenario.train.t_end)
     itemsize = np.dtype(record.dtype).itemsize
     reference = reference_run(scenario)
-    data_values = (scenario.data.n_train + scenario.data.n_test) * (d + 1)
+    data_values = 0 if scenario.data.population else (scenario.data.n_train + scenario.data.n_test) * (d + 1)
 
     def size(frames):
-        total = 8 * data_values
-        for name, run in scenario.runs.items():
-            shapes = measure_shapes(scenario, run.solver, _records_gap(name, reference))
-            total += storage.estimate_bytes(
+        return sum(
+            storage.estimate_bytes(
                 frames=frames, m=m, d=d, bias=scenario.model.bias,
                 particles=record.particles and run.solver != "ntk",
-                n_measures=sum(math.prod(shape) for shape in shapes.values()), itemsize=itemsize,
+                n_measures=sum(math.prod(shape) for shape in
+                               measure_shapes(scenario, run.solver, _records_gap(name, reference)).values()),
+                itemsize=itemsize, n_data_values=data_values if index == 0 else 0,
             )
-        return total
+            for index, (name, run) in enumerate(scenario.runs.items())
+        )
 
     frames = len(snapshot_times(0.0, scenario.train.t_end, every)) + 1
     budget = record.max_file_mb * 1e6
+    if size(2) > budget:
+        raise UsageError(f"record.max_file_mb = {record.max_file_mb:g} cannot hold even the first and last "
+                         f"snapshots (about {size(2) / 1e6:.3g} MB): raise it or set record.particles: false")
     if size(frames) > budget:
         per_frame = max(size(3) - size(2), 1)
         allowed = max(2, int((budget - size(0)) // per_frame))

@@ -157,7 +157,7 @@ class RunBase(Strict):
     @field_validator("parameterization", mode="before", check_fields=False)
     @classmethod
     def _preset_name(cls, value):
-        return {"preset": value} if isinstance(value, str) else value
+        return _expand_shorthand(("parameterization",), value)
 
 
 class ParticleRun(RunBase):
@@ -264,7 +264,7 @@ class Scenario(Strict):
     def _run_shorthand(cls, runs):
         """``rich: mean_field`` is short for ``rich: {solver: particles, parameterization: mean_field}``."""
         if isinstance(runs, dict):
-            runs = {k: {"parameterization": v} if isinstance(v, str) else v for k, v in runs.items()}
+            runs = {k: _expand_shorthand(("runs", k), v) for k, v in runs.items()}
             return {k: {"solver": "particles", **v} if isinstance(v, dict) and "solver" not in v else v
                     for k, v in runs.items()}
         return runs
@@ -407,8 +407,11 @@ def apply_override(raw: dict, item: str) -> tuple:
     return tuple(keys)
 
 
-def _expand_shorthand(path: tuple, value: str):
-    """The mapping a by-name shorthand stands for, so an override can add options to it."""
+def _expand_shorthand(path: tuple, value):
+    """The mapping a by-name shorthand stands for (``lazy`` -> ``{preset: lazy}``,
+    ``rich: mean_field`` -> ``{parameterization: mean_field}``); anything else unchanged."""
+    if not isinstance(value, str):
+        return value
     if path[-1] == "parameterization":
         return {"preset": value}  # parameterization: lazy
     if len(path) == 2 and path[0] == "runs":

@@ -19,7 +19,7 @@ from a snapshot retraces the uninterrupted run exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -218,7 +218,6 @@ class Outcome:
     state: LoopState
     message: str = ""
     n_evaluations: int = 0
-    extra: dict = dataclass_field(default_factory=dict)
 
 
 def snapshot_times(t0: float, t_end: float, every: float) -> np.ndarray:

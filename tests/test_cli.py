@@ -296,3 +296,17 @@ def test_population_rejects_a_teacher_without_closed_form(tmp_path):
     result = invoke("simulate", "chizat_bach", "-o", tmp_path / "p.h5", "--set", "data.teacher.activation=tanh")
     assert result.exit_code == 2 and "data.teacher.activation must be one of" in result.output
     assert not (tmp_path / "p.h5").exists()
+
+
+def test_snapshots_are_thinned_to_fit_the_size_budget(tiny, tmp_path):
+    overrides = ["model.width=2000", "runs.noisy=null", "runs.lazy=null", "record.every=0.01",
+                 "record.max_file_mb=2", "train.integrator={method: euler, dt: 0.01}"]
+    scenario = parse_scenario(TINY, overrides=overrides)
+    the_plan = run_module.plan(scenario)
+    assert the_plan.every > 0.01 and "record.every raised from 0.01" in the_plan.notes[0]
+    assert the_plan.estimated_bytes <= 2e6
+    out = tmp_path / "thin.h5"
+    run_module.simulate(scenario, str(out))
+    assert out.stat().st_size <= 2e6
+    frames = read_run(out, "rich").particles.time
+    assert 10 < len(frames) < 201 and frames[-1] == 2.0

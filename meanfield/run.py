@@ -477,7 +477,6 @@ def _reference_predictions(solver, trajectory):
 
 def execute(solver, trajectory, resume: bool, progress) -> RunReport:
     """Run one solver into its entry of the file (continuing it with ``resume``)."""
-    scenario = solver.shared.scenario
     writer, checkpoint = _open_run(trajectory, solver, resume)
     if writer.status == "complete":
         return RunReport(solver.name, "complete (already in the file)", math.nan, 0)

@@ -38,15 +38,12 @@ from scipy.spatial.distance import cdist
 
 from .activations import ERF, LINEAR, RELU, activate_tile, activation_code
 from .fields import ParticleLayout
+from .linear_flow import as_times, phi, psd_eigh
 from .losses import loss_and_derivative, loss_code
 
 BLOCK_ELEMENTS = 1 << 20
 """Default budget of the per-block buffers: a block of B particles over n points holds
 about B * n values per buffer (8 MiB in float64)."""
-
-NEGATIVE_EIGENVALUE_TOLERANCE = 1e-6
-""":class:`LinearizedSquared` clips eigenvalues in [-tol * lam_max, 0) to 0 (rounding) and
-refuses a kernel with an eigenvalue below -tol * lam_max (not a positive semi-definite kernel)."""
 
 
 def _code(value, resolve):
@@ -271,14 +268,6 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
 # ------------------------------------------------------------------ squared loss, exactly
 
 
-def _phi(x):
-    """(1 - e^-x) / x, with its limit 1 at x = 0 (x >= 0)."""
-    out = np.ones_like(x)
-    nz = x > 0
-    out[nz] = -np.expm1(-x[nz]) / x[nz]
-    return out
-
-
 class LinearizedSquared:
     """Kernel gradient flow (*) for squared loss, l'(f, y) = f - y, solved in closed form.
 
@@ -296,7 +285,7 @@ class LinearizedSquared:
     positive semi-definite, so they are left out of the test-point sum (what is there is
     rounding, which t/n would amplify without bound); then as t -> infinity
     f_t(X*) -> f_0(X*) + K(X*, X) K^+ (y - f_0(X)). An eigenvalue below
-    -:data:`NEGATIVE_EIGENVALUE_TOLERANCE` lam_max is refused (not a kernel).
+    -:data:`solvers.linear_flow.NEGATIVE_EIGENVALUE_TOLERANCE` lam_max is refused (not a kernel).
     Both are computed as f_0 plus a correction that is exactly 0 at t = 0, so
     ``predict(0)`` returns f_0 exactly.
 
@@ -316,17 +305,7 @@ class LinearizedSquared:
         if (K_test_train is None) != (f0_test is None):
             raise ValueError("give K_test_train and f0_test together")
         self.n = n
-        lam, V = np.linalg.eigh(0.5 * (K + K.T))  # LAPACK syevd: divide and conquer, the fastest here
-        top = max(float(np.max(np.abs(lam))) if n else 0.0, np.finfo(float).tiny)
-        if n and lam[0] < -NEGATIVE_EIGENVALUE_TOLERANCE * top:
-            raise ValueError(
-                f"K_train is not positive semi-definite: eigenvalue {lam[0]:.3g} against a "
-                f"largest {top:.3g}"
-            )
-        # eigh resolves eigenvalues only to about eps * lam_max: below n eps lam_max (the
-        # rank tolerance of numpy's pinv and matrix_rank) an eigenvalue is 0, and the
-        # null-space part of f(X) - y then stays put at any t, however large
-        lam[lam <= n * np.finfo(float).eps * top] = 0.0
+        lam, V = psd_eigh(K, "K_train")
         self.eigenvalues = lam
         self.eigenvectors = V
         self._range = lam > 0
@@ -349,17 +328,15 @@ class LinearizedSquared:
     def predict(self, t):
         """``(f_train(t), f_test(t))`` (``f_test`` None without a test set). ``t`` a number
         (arrays (n,), (n*,)) or an array of T times (arrays (T, n), (T, n*)); t >= 0."""
-        t_arr = np.asarray(t, dtype=np.float64)
-        if np.any(t_arr < 0) or not np.all(np.isfinite(t_arr)):
-            raise ValueError("times must be finite and >= 0")
-        tau = np.atleast_1d(t_arr)[:, None] / self.n  # (T, 1)
+        t_arr, tau = as_times(t)
+        tau = tau / self.n  # (T, 1)
         x = tau * self.eigenvalues  # lam t / n, (T, n)
         # f_t(X) = f_0 + V (e^{-x} - 1) r0
         f_train = self.f0_train + (np.expm1(-x) * self._r0) @ self.eigenvectors.T
         f_test = None
         if self._KtV is not None:
             r = self._range
-            f_test = self.f0_test - (tau * _phi(x[:, r]) * self._r0[r]) @ self._KtV.T
+            f_test = self.f0_test - (tau * phi(x[:, r]) * self._r0[r]) @ self._KtV.T
         if t_arr.ndim == 0:
             f_train = f_train[0]
             f_test = None if f_test is None else f_test[0]

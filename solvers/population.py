@@ -57,13 +57,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.linalg
 from numba import prange
 from scipy.spatial.distance import cdist
 
 from ._jit import jit, jit_parallel
 from .activations import ERF, LINEAR, QUADRATIC, RELU, ACTIVATIONS, activation_code
 from .fields import ParticleLayout
+from .linear_flow import as_times, phi, psd_eigh
 
 SUPPORTED = ("relu", "erf", "linear", "quadratic")
 """Activations with closed-form population kernels: every ordered pair of them is supported."""
@@ -816,14 +816,6 @@ def tangent_gram(a0, W0, *, s, act):
     return 0.5 * (G + G.T)
 
 
-def _phi(x):
-    """-expm1(-x) / x, with its limit 1 at x = 0 (x >= 0)."""
-    out = np.ones_like(x)
-    nz = x > 0
-    out[nz] = -np.expm1(-x[nz]) / x[nz]
-    return out
-
-
 class PopulationTangent:
     """The tangent model f_lin(x) = f_0(x) + Phi(x) . (theta - theta_0), theta = [a, W.ravel()],
     trained by the population gradient flow, solved exactly. Its risk is quadratic,
@@ -863,32 +855,23 @@ class PopulationTangent:
         self.gram = tangent_gram(a, W, s=s, act=act)
         self.eta = np.concatenate([np.full(m, float(eta_a)), np.full(m * d, float(eta_w))])
         q = np.sqrt(self.eta)
-        lam, V = scipy.linalg.eigh(q[:, None] * self.gram * q[None, :])
-        size = lam.size
-        top = max(float(np.max(np.abs(lam))) if size else 0.0, np.finfo(float).tiny)
-        lam[lam <= size * np.finfo(float).eps * top] = 0.0
+        lam, V = psd_eigh(q[:, None] * self.gram * q[None, :], "the preconditioned Gram matrix")
         self.eigenvalues = lam
         self._range = lam > 0
         self._QV = (q[:, None] * V)[:, self._range]
         self._b = (V.T @ (q * self.h))[self._range]
         self._lam = lam[self._range]
 
-    def _times(self, t):
-        t_arr = np.asarray(t, dtype=np.float64)
-        if np.any(t_arr < 0) or not np.all(np.isfinite(t_arr)):
-            raise ValueError("times must be finite and >= 0")
-        return t_arr, np.atleast_1d(t_arr)[:, None]
-
     def state(self, t):
         """theta(t) = theta_0 + P^1/2 V z(t), flat [a, W.ravel()] (rows for an array of t)."""
-        t_arr, tau = self._times(t)
-        z = -self.c * tau * self._b * _phi(self.c * self._lam * tau)  # (T, r)
+        t_arr, tau = as_times(t)
+        z = -self.c * tau * self._b * phi(self.c * self._lam * tau)  # (T, r)
         theta = self.theta0 + z @ self._QV.T
         return theta[0] if t_arr.ndim == 0 else theta
 
     def risk(self, t):
         """The tangent model's population risk R(t) (with the loss scale c)."""
-        t_arr, tau = self._times(t)
-        drop = 2.0 * self.c * tau[:, 0] * (_phi(2.0 * self.c * self._lam * tau) @ (self._b ** 2))
+        t_arr, tau = as_times(t)
+        drop = 2.0 * self.c * tau[:, 0] * (phi(2.0 * self.c * self._lam * tau) @ (self._b ** 2))
         R = self.risk0 - 0.5 * self.c * drop
         return float(R[0]) if t_arr.ndim == 0 else R

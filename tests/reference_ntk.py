@@ -54,7 +54,6 @@ def moments_quadrature(q11, q12, q22, act):
     u > 0, v > 0, where the integrand is smooth; erf and others: 2-D Gauss-Hermite."""
     rho = _standardise(q11, q12, q22)
     r1, r2 = math.sqrt(q11), math.sqrt(q22)
-    pdf = lambda g: math.exp(-0.5 * g * g) / math.sqrt(2 * math.pi)  # noqa: E731
     if act == "relu":
         # polar coordinates g = r (cos th, sin th): u > 0 and v > 0 is the wedge
         # alpha - pi/2 < th < pi/2 (cos alpha = rho), where v = r2 r cos(th - alpha)

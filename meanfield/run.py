@@ -335,16 +335,16 @@ class KernelSolver:
         self.name, self.spec, self.resolved, self.shared = name, spec, resolved, shared
         self.kind = "ntk"
         X = np.vstack([data.X_train, data.X_test])
-        K, f0 = self._kernel_and_start(X, data.X_train)
+        K_train, K_test, f0 = self._kernels_and_start(X)
         n = data.n_train
         self.n_train = n
         if scenario.loss == "squared":
-            self.closed_form = kernels.LinearizedSquared(K[:n], data.y_train, f0[:n], K[n:], f0[n:])
+            self.closed_form = kernels.LinearizedSquared(K_train, data.y_train, f0[:n], K_test, f0[n:])
             self.exact = lambda t: np.concatenate(self.closed_form.predict(t))
             self.field = None
         else:
             self.closed_form = self.exact = None
-            self.field = kernels.FunctionSpaceField(K[:n], data.y_train, shared.loss, K_test_train=K[n:])
+            self.field = kernels.FunctionSpaceField(K_train, data.y_train, shared.loss, K_test_train=K_test)
             self._f0 = f0
             method = scenario.train.integrator.model_dump()
             if method["method"] in ("sgd", "euler_maruyama"):
@@ -353,14 +353,15 @@ class KernelSolver:
         self.measures = measure_shapes(scenario, "ntk", _records_gap(name, reference_run(scenario)),
                                        data.n_test)
 
-    def _kernel_and_start(self, X, X_train):
-        """K [n + n_test, n] and f_0 [n + n_test]: of the particles, or the analytic limit from 0."""
+    def _kernels_and_start(self, X):
+        """K(X, X), K(X*, X) and f_0 on [X; X*]: of the particles, or the analytic limit from 0."""
         scenario, r, act = self.shared.scenario, self.resolved, self.shared.activation
+        X_train, X_test = self.shared.data.X_train, self.shared.data.X_test
         if self.spec.kernel == "empirical":
             a0, W0, b0 = initial_particles(self.shared.draws, r, scenario.model.bias)
-            K = kernels.empirical_ntk(a0, W0, b0, X, X_train, s=r.s, eta_a=r.eta_a, eta_w=r.eta_w,
-                                      act=act, loss_scale=r.loss_scale)
-            return K, predict(a0, W0, b0, X, r.s, act)
+            K_train, K_test = kernels.train_test_ntk(a0, W0, b0, X_train, X_test, s=r.s, eta_a=r.eta_a,
+                                                     eta_w=r.eta_w, act=act, loss_scale=r.loss_scale)
+            return K_train, K_test, predict(a0, W0, b0, X, r.s, act)
         # E over the initialization of the empirical kernel at this width: the weights
         # c s^2 m eta are the m -> infinity limits for mean_field, ntk and lazy
         weight = r.loss_scale * r.s**2 * r.width
@@ -368,7 +369,8 @@ class KernelSolver:
             X, X_train, act=act, w_var=r.w_std**2, b_var=r.b_std**2, a_var=r.a_std**2,
             eta_a=weight * r.eta_a, eta_w=weight * r.eta_w, bias=scenario.model.bias,
         )
-        return K, np.zeros(len(X))
+        n = len(X_train)
+        return K[:n], K[n:], np.zeros(len(X))
 
     @property
     def attrs(self) -> dict:

@@ -32,7 +32,7 @@ sys.path.insert(0, REPO)
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-from solvers.ntk import LinearizedSquared, empirical_ntk  # noqa: E402
+from solvers.ntk import LinearizedSquared, empirical_ntk, train_test_ntk  # noqa: E402
 from solvers.particles import predict, risk_and_gradient  # noqa: E402
 
 try:
@@ -188,9 +188,9 @@ def bench_linearized(n, repeats, m, d=10, n_test=256, n_times=20):
     times = np.linspace(0.0, 10.0, n_times)
 
     def solve():
-        K = empirical_ntk(a, W, None, X, X[:n], **numbers)
+        K_train, K_test = train_test_ntk(a, W, None, X[:n], X[n:], **numbers)
         f0 = predict(a, W, None, X, numbers["s"], 0)
-        LinearizedSquared(K[:n], y, f0[:n], K[n:], f0[n:]).predict(times)
+        LinearizedSquared(K_train, y, f0[:n], K_test, f0[n:]).predict(times)
 
     K_train = empirical_ntk(a, W, None, X[:n], X[:n], **numbers)
     return timeit(solve, repeats, 0.0), timeit(lambda: np.linalg.eigh(K_train), repeats, 0.0)

@@ -151,6 +151,14 @@ def empirical_ntk(a, W, b, X1, X2=None, *, s, eta_a, eta_w, act, loss_scale=1.0,
     return K
 
 
+def train_test_ntk(a, W, b, X_train, X_test, **numbers):
+    """(K(X, X), K(X*, X)): the training kernel through the symmetric path (A A^T products,
+    half the work of a general product) and the test rows beside it. ``numbers`` are the
+    keyword arguments of :func:`empirical_ntk`."""
+    return (empirical_ntk(a, W, b, X_train, None, **numbers),
+            empirical_ntk(a, W, b, X_test, X_train, **numbers))
+
+
 # ------------------------------------------------------------------ analytic kernels
 
 

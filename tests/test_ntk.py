@@ -395,3 +395,16 @@ def test_linearized_squared_refuses_indefinite_kernel():
         LinearizedSquared(np.diag([1.0, -0.5]), np.zeros(2), np.zeros(2))
     with pytest.raises(ValueError, match="together"):
         LinearizedSquared(np.eye(2), np.zeros(2), np.zeros(2), K_test_train=np.ones((1, 2)))
+
+
+def test_train_test_ntk_equals_the_blocks_of_one_kernel():
+    from solvers.ntk import train_test_ntk
+
+    rng = np.random.default_rng(5)
+    a, W, b = rng.standard_normal(9), rng.standard_normal((9, 3)), rng.standard_normal(9)
+    X_train, X_test = rng.standard_normal((7, 3)), rng.standard_normal((4, 3))
+    numbers = dict(s=0.3, eta_a=0.7, eta_w=1.3, act="tanh", loss_scale=0.5)
+    K = empirical_ntk(a, W, b, np.vstack([X_train, X_test]), X_train, **numbers)
+    K_train, K_test = train_test_ntk(a, W, b, X_train, X_test, **numbers)
+    assert np.allclose(K_train, K[:7], rtol=1e-13) and np.allclose(K_test, K[7:], rtol=1e-13)
+    assert np.array_equal(K_train, K_train.T)

@@ -481,7 +481,7 @@ def execute(solver, trajectory, resume: bool, progress) -> RunReport:
     """Run one solver into its entry of the file (continuing it with ``resume``)."""
     writer, checkpoint = _open_run(trajectory, solver, resume)
     if writer.status == "complete":
-        return RunReport(solver.name, "complete (already in the file)", math.nan, 0)
+        return _report_from_file(solver.name, trajectory)
     try:
         return _advance(solver, writer, checkpoint, progress)
     except KeyboardInterrupt:
@@ -490,6 +490,14 @@ def execute(solver, trajectory, resume: bool, progress) -> RunReport:
     except Exception as exc:
         writer.status = f"failed: {type(exc).__name__}: {exc}"
         raise
+
+
+def _report_from_file(name: str, trajectory) -> RunReport:
+    """The report of a run the file already holds complete (a resume had nothing to do)."""
+    measures = storage.read_run(trajectory, name, particles=False).measures
+    final = {key: series.value[-1] for key, series in measures.items() if len(series.time)}
+    t = max((float(series.time[-1]) for series in measures.values() if len(series.time)), default=math.nan)
+    return RunReport(name, "complete (already in the file)", t, 0, final)
 
 
 def _advance(solver, writer, checkpoint, progress) -> RunReport:

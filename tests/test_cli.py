@@ -140,8 +140,11 @@ def test_resume_after_interruption_equals_the_uninterrupted_run(tmp_path, method
         assert h5["parameters/lazy"].attrs["status"] == "interrupted"
         assert h5["parameters/rich"].attrs["status"] == "complete"
         assert h5["observables/lazy/loss_train/value"].shape[0] == 3
-    run_module.simulate(scenario, str(parts), resume=True)
+    reports = run_module.simulate(scenario, str(parts), resume=True)
     assert file_contents(parts) == file_contents(whole)
+    rich = next(report for report in reports if report.name == "rich")
+    assert rich.status == "complete (already in the file)" and rich.t == 2.0
+    assert rich.measures["loss_train"] == read_run(whole, "rich").measures["loss_train"].value[-1]
 
 
 def test_dry_run_writes_nothing(tiny, tmp_path):

@@ -27,6 +27,8 @@ Sums are accumulated in the dtype of the inputs (float32 inputs: float32 sums); 
 loss is always summed in float64.
 """
 
+import functools
+
 import numpy as np
 from numba import prange
 
@@ -473,20 +475,13 @@ def _make_fused(D):
     return forward, backward
 
 
-_FUSED = {}
-
-
-def _fused(d):
-    """The (forward, backward) fused kernels for dimension d (built on first use)."""
-    k = _FUSED.get(d)
-    if k is None:
-        k = _FUSED[d] = _make_fused(d)
-    return k
+_fused = functools.cache(_make_fused)
+"""The (forward, backward) fused kernels for dimension d (built on first use)."""
 
 
 @jit_parallel
-def _pack(X, n_tiles, tile):
-    """X (n, d) -> contiguous tiles (n_tiles, d, tile), zero-padded."""
+def pack_tiles(X, n_tiles, tile):
+    """X (n, d) -> contiguous tiles (n_tiles, d, tile), zero-padded: Xp[tt, j, t] = X[tt tile + t, j]."""
     n, d = X.shape
     Xp = np.zeros((n_tiles, d, tile), dtype=X.dtype)
     for tt in prange(n_tiles):
@@ -640,7 +635,7 @@ def _packed(X):
     if d >= BLAS_MIN_D or n == 0:
         return None
     t = tile_size(d)
-    return _pack(X, -(-n // t), t)
+    return pack_tiles(X, -(-n // t), t)
 
 
 def predict(a, W, b, X, s, act):

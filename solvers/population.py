@@ -54,6 +54,7 @@ Everything is float64.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -64,6 +65,7 @@ from ._jit import jit, jit_parallel
 from .activations import ERF, LINEAR, QUADRATIC, RELU, ACTIVATIONS, activation_code
 from .fields import ParticleLayout
 from .linear_flow import as_times, phi, psd_eigh
+from .particles import pack_tiles
 
 SUPPORTED = ("relu", "erf", "linear", "quadratic")
 """Activations with closed-form population kernels: every ordered pair of them is supported."""
@@ -601,27 +603,8 @@ def _make_nbody(D):
     return nbody
 
 
-_NBODY = {}
-
-
-def _nbody(d):
-    k = _NBODY.get(d)
-    if k is None:
-        k = _NBODY[d] = _make_nbody(d)
-    return k
-
-
-@jit_parallel
-def _pack(V, n_tiles, tile):
-    """V (k, d) -> contiguous tiles (n_tiles, d, tile), zero-padded."""
-    k, d = V.shape
-    Vp = np.zeros((n_tiles, d, tile))
-    for tt in prange(n_tiles):
-        j0 = tt * tile
-        for jj in range(min(tile, k - j0)):
-            for c in range(d):
-                Vp[tt, c, jj] = V[j0 + jj, c]
-    return Vp
+_nbody = functools.cache(_make_nbody)
+"""The N-body kernel for dimension d (built on first use)."""
 
 
 class _Source:
@@ -634,7 +617,7 @@ class _Source:
         k, d = V.shape
         self.T = tile_size(d)
         n_tiles = -(-k // self.T)
-        self.Vp = _pack(V, n_tiles, self.T)
+        self.Vp = pack_tiles(V, n_tiles, self.T)
         size = n_tiles * self.T
         q = np.einsum("ij,ij->i", V, V)
         self.f1 = np.zeros(size)

@@ -357,23 +357,38 @@ def load_scenario(path: str | Path, overrides: typing.Sequence[str] = ()) -> Sce
 
 
 def parse_scenario(text: str, source: str = "<scenario>", overrides=()) -> Scenario:
+    """Validate a scenario's YAML text after applying ``--set`` overrides (``dotted.key=value``)."""
+    raw, lines = read_yaml(text, source)
+    _require_mapping(raw, source)
+    overridden = {apply_override(raw, item) for item in overrides}
+    return validate_scenario(raw, source, lines, overridden)
+
+
+def read_yaml(text: str, source: str) -> tuple[Any, dict]:
+    """The parsed YAML and the line of each key path; UsageError with line:column if it is not YAML."""
     try:
-        raw = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text))
+        return yaml.safe_load(text), _key_lines(yaml.compose(text))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or "cannot be read"
         raise UsageError(f"{where}: not valid YAML: {problem}") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"{source}: a scenario is a mapping of keys (name, data, model, runs, ...)")
-    overridden = set()
-    for item in overrides:
-        overridden.add(apply_override(raw, item))
+
+
+def validate_scenario(raw, source: str = "<scenario>", lines: Optional[dict] = None, overridden=(),
+                      how: str = "--set") -> Scenario:
+    """The scenario a raw mapping describes; errors name ``source``, the line (from ``lines``)
+    or, for a key in ``overridden``, ``how`` it was set (``--set``, a sweep's grid)."""
+    _require_mapping(raw, source)
     try:
         return Scenario.model_validate(raw)
     except ValidationError as exc:
-        raise UsageError(_explain(exc, source, lines, overridden)) from None
+        raise UsageError(_explain(exc, source, lines or {}, set(overridden), how)) from None
+
+
+def _require_mapping(raw, source: str) -> None:
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source}: a scenario is a mapping of keys (name, data, model, runs, ...)")
 
 
 def apply_override(raw: dict, item: str) -> tuple:
@@ -381,15 +396,21 @@ def apply_override(raw: dict, item: str) -> tuple:
     key, sep, value_text = item.partition("=")
     if not sep or not key.strip():
         raise UsageError(f"--set {item!r}: write it as dotted.key=value, e.g. model.width=1024")
-    keys = key.strip().split(".")
     try:
         value = yaml.safe_load(value_text)
     except yaml.YAMLError:
         value = value_text
-    if len(keys) == 2 and keys[0] == "runs" and value is None:  # --set runs.NAME=null removes a run
+    return set_key(raw, key.strip(), value, where=f"--set {item}")
+
+
+def set_key(raw: dict, key: str, value, where: str) -> tuple:
+    """Set ``raw[k1][k2]... = value`` for ``key = "k1.k2..."`` (creating mappings on the way,
+    expanding by-name shorthands); ``runs.NAME`` set to None removes that run. Returns the path."""
+    keys = key.split(".")
+    if len(keys) == 2 and keys[0] == "runs" and value is None:
         runs = raw.get("runs") or {}
         if keys[1] not in runs:
-            raise UsageError(f"--set {item}: there is no run {keys[1]!r} (runs: {', '.join(runs) or 'none'})")
+            raise UsageError(f"{where}: there is no run {keys[1]!r} (runs: {', '.join(runs) or 'none'})")
         del runs[keys[1]]
         return tuple(keys)
     node = raw
@@ -400,8 +421,7 @@ def apply_override(raw: dict, item: str) -> tuple:
         elif isinstance(child, str):
             child = node[part] = _expand_shorthand(tuple(keys[: depth + 1]), child)
         if not isinstance(child, dict):
-            where = ".".join(keys[: depth + 1])
-            raise UsageError(f"--set {item}: {where} holds {child!r}, not a mapping of keys")
+            raise UsageError(f"{where}: {'.'.join(keys[: depth + 1])} holds {child!r}, not a mapping of keys")
         node = child
     node[keys[-1]] = value
     return tuple(keys)
@@ -434,12 +454,12 @@ def _key_lines(node, path=()) -> dict[tuple, int]:
     return lines
 
 
-def _explain(exc: ValidationError, source: str, lines: dict, overridden: set) -> str:
+def _explain(exc: ValidationError, source: str, lines: dict, overridden: set, how: str = "--set") -> str:
     messages = []
     for error in exc.errors():
         loc = _user_path(error["loc"])
         dotted = ".".join(str(part) for part in loc)
-        where = _where(source, loc, lines, overridden)
+        where = _where(source, loc, lines, overridden, how)
         if error["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(error["loc"][:-1]))
             messages.append(f"{where}: unknown key {dotted!r}; allowed here: {allowed}")
@@ -463,10 +483,10 @@ def _user_path(loc: tuple) -> tuple:
     return tuple(out)
 
 
-def _where(source: str, loc: tuple, lines: dict, overridden: set) -> str:
+def _where(source: str, loc: tuple, lines: dict, overridden: set, how: str) -> str:
     for cut in range(len(loc), 0, -1):
         if loc[:cut] in overridden:
-            return f"{source} (--set {'.'.join(map(str, loc[:cut]))})"
+            return f"{source} ({how} {'.'.join(map(str, loc[:cut]))})"
     for cut in range(len(loc), 0, -1):
         if loc[:cut] in lines:
             return f"{source}:{lines[loc[:cut]]}"

@@ -1,18 +1,21 @@
-"""The scenarios shipped with meanfield (the files of ``scenarios/``, installed with the package)."""
+"""The scenarios and sweeps shipped with meanfield (``scenarios/*.yaml`` and
+``scenarios/sweeps/*.yaml``, installed with the package)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from .errors import UsageError
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
+SWEEP_DIR = SCENARIO_DIR / "sweeps"
 
 
-def bundled() -> dict[str, str]:
-    """Bundled scenario names and the first line of each one's description."""
+def _summaries(directory: Path) -> dict[str, str]:
+    """File stems and the first comment line of each YAML file in ``directory``."""
     out = {}
-    for path in sorted(SCENARIO_DIR.glob("*.yaml")):
+    for path in sorted(directory.glob("*.yaml")):
         summary = ""
         for line in path.read_text().splitlines():
             if line.startswith("#"):
@@ -22,15 +25,30 @@ def bundled() -> dict[str, str]:
     return out
 
 
-def scenario_path(name_or_path: str) -> Path:
-    """A scenario file: the path itself when it exists, else the bundled scenario of that name."""
+def bundled() -> dict[str, str]:
+    """Bundled scenario names and the first line of each one's description."""
+    return _summaries(SCENARIO_DIR)
+
+
+def bundled_sweeps() -> dict[str, str]:
+    """Bundled sweep (study) names and the first line of each one's description."""
+    return _summaries(SWEEP_DIR)
+
+
+def resolve_path(name_or_path: str | Path, directory: Path, catalogue: Callable[[], dict], what: str) -> Path:
+    """A YAML file: the path itself when it exists, else the bundled one of that name in ``directory``."""
     path = Path(name_or_path)
     if path.exists():
         if path.is_dir():
-            raise UsageError(f"{path} is a directory; give a scenario YAML file")
+            raise UsageError(f"{path} is a directory; give a {what} YAML file")
         return path
-    candidate = SCENARIO_DIR / f"{path.stem}.yaml"
+    candidate = directory / f"{path.stem}.yaml"
     if path.suffix in ("", ".yaml") and path.parent == Path(".") and candidate.exists():
         return candidate
-    names = ", ".join(bundled()) or "none"
-    raise UsageError(f"{name_or_path}: no such scenario file (bundled scenarios: {names})")
+    names = ", ".join(catalogue()) or "none"
+    raise UsageError(f"{name_or_path}: no such {what} file (bundled {what}s: {names})")
+
+
+def scenario_path(name_or_path: str | Path) -> Path:
+    """A scenario file: the path itself when it exists, else the bundled scenario of that name."""
+    return resolve_path(name_or_path, SCENARIO_DIR, bundled, what="scenario")

@@ -1,4 +1,4 @@
-"""The command line: ``meanfield simulate | inspect | scenarios`` (DESIGN §5).
+"""The command line: ``meanfield simulate | inspect | animate | plot | sweep | scenarios`` (DESIGN §5).
 
 Usage errors (a bad key, a missing file, a file that is not ours) print one line starting
 with ``Error:`` and exit with status 2; a run that diverged exits with status 1 after
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import click
@@ -223,12 +223,103 @@ def plot(ctx, file, output):
 
 
 @main.command()
+@click.argument("sweep_file", metavar="SWEEP")
+@click.option("-o", "--output", "directory", type=click.Path(file_okay=False),
+              help="The sweep's directory (default: ./NAME): points/*.h5, results.csv, results.h5.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Worker processes (default: the CPU count, at most one per point).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Numba threads per worker (default: CPUs / workers; 1 on a Dask scheduler).")
+@click.option("--engine", type=click.Choice(["process", "dask"]), default="process", show_default=True,
+              help="A local process pool, or a Dask LocalCluster of --workers processes (the dask extra).")
+@click.option("--scheduler", metavar="ADDRESS", help="Run on the Dask cluster of this scheduler, e.g. tcp://host:8786.")
+@click.option("--resume", is_flag=True, help="Continue a sweep: run only the points not complete.")
+@click.option("--dry-run", is_flag=True, help="Validate every point and show the grid; run nothing.")
+@click.pass_context
+def sweep(ctx, sweep_file, directory, workers, threads, engine, scheduler, resume, dry_run):
+    """Run every point of the grid of SWEEP (a YAML file, or a bundled study's name), one file per point."""
+    from . import sweep as sweeps
+
+    quiet = ctx.obj["quiet"]
+    with usage_errors():
+        if scheduler and workers:
+            raise UsageError("--workers is for local runs; with --scheduler the cluster has its own workers")
+        the_sweep = sweeps.load_sweep(sweep_file)
+        directory = Path(directory or the_sweep.name)
+        if dry_run:
+            click.echo(describe_sweep(the_sweep, directory))
+            return
+        use_dask = engine == "dask" or scheduler is not None
+        executor = (sweeps.dask_executor(scheduler, workers, threads or 1) if use_dask else nullcontext())
+        bar = PointsBar(len(the_sweep.points), enabled=not quiet and sys.stderr.isatty(), log=log.info)
+        with sigterm_as_interrupt(), executor as pool, bar:
+            result = sweeps.run_sweep(the_sweep, directory, executor=pool, workers=workers,
+                                      threads=threads or (1 if use_dask else None), resume=resume,
+                                      on_point=bar.update)
+    if result.interrupted:
+        click.echo(f"interrupted: {directory} holds {len(result.table)} of {len(the_sweep.points)} points; "
+                   f"continue with --resume", err=True)
+        sys.exit(130)
+    if not quiet:
+        click.echo(f"{the_sweep.name}: {result.ran} point(s) run in {result.seconds:.1f} s, "
+                   f"{result.skipped} already complete, {result.failed} failed"
+                   f"{' (reasons in results.csv)' if result.failed else ''}; wrote {directory}/results.csv",
+                   err=True)
+
+
+def describe_sweep(the_sweep, directory) -> str:
+    lines = [f"sweep {the_sweep.name}: {len(the_sweep.points)} point(s), every one valid"]
+    lines += [f"  {axis.key}: {', '.join(map(str, axis.labels))}" for axis in the_sweep.axes]
+    first = the_sweep.points[0].scenario
+    lines.append(f"  runs per point: {', '.join(first.runs)}")
+    lines.append(f"would write {directory}/points/p0000.h5 ... and {directory}/results.csv, results.h5")
+    return "\n".join(lines)
+
+
+class PointsBar:
+    """Progress across the points of a sweep: a bar on a terminal, else one log line per point."""
+
+    def __init__(self, total: int, enabled: bool, log):
+        self.total, self.enabled, self.log, self.bar, self.count = total, enabled, log, None, 0
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc="points", file=sys.stderr, unit="pt")
+        return self
+
+    def update(self, point, row) -> None:
+        self.count += 1
+        coords = ", ".join(f"{key}={value}" for key, value in point.coords.items())
+        message = f"{point.id} {row['status']} ({row['seconds']:.1f} s): {coords}"
+        if row["status"] != "complete":
+            message += f": {row['reason']}"
+        if self.bar is None:
+            self.log(f"[{self.count}] {message}")
+        else:
+            self.bar.update()
+            if row["status"] != "complete":
+                self.bar.write(message, file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+        return False
+
+
+@main.command()
 def scenarios():
-    """The bundled scenarios, one line each."""
-    from .bundled import bundled
+    """The bundled scenarios and sweeps (studies), one line each."""
+    from .bundled import bundled, bundled_sweeps
 
     for name, summary in bundled().items():
         click.echo(f"{name:<24} {summary}")
+    studies = bundled_sweeps()
+    if studies:
+        click.echo("\nsweeps (meanfield sweep NAME):")
+        for name, summary in studies.items():
+            click.echo(f"{name:<24} {summary}")
 
 
 if __name__ == "__main__":  # pragma: no cover

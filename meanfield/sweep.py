@@ -1,0 +1,508 @@
+"""Sweeps: a grid of scenarios, one trajectory file per point, one results table.
+
+A sweep file has a ``base`` (a scenario: inline, a path relative to the sweep file, or a
+bundled scenario's name) and a ``grid``: axes named by the dotted keys ``--set`` takes,
+each a list of values or a mapping ``label: value`` (the label is the coordinate the
+table shows). Its points are the product of the axes, the last axis fastest, numbered
+``p0000, p0001, ...``; each is the base with its values set, validated as a scenario
+before anything runs, so any point can be re-run alone with ``meanfield simulate``.
+``replicates: R`` adds a ``seed`` axis with R seeds spawned from the base seed
+(``numpy.random.SeedSequence(seed).spawn(R)``).
+
+Points run through any ``concurrent.futures.Executor``: a local process pool by default,
+Dask distributed (``Client(address).get_executor()``, or a ``LocalCluster``) for
+clusters. The worker that runs a point is the only writer of its file
+``DIR/points/<id>.h5``; each worker sets its Numba (and BLAS) thread count before it
+computes. The main process writes ``DIR/results.csv`` and ``DIR/results.h5`` (see
+:mod:`meanfield.table`) after every finished point. A point that fails is recorded with
+its reason and the others go on; ``resume`` re-runs only the points whose file is not
+complete (an interrupted point continues from its checkpoint).
+
+This module imports no Numba at import time: a worker process sets its thread count
+before the numerical core is loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import multiprocessing
+import os
+import signal
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import yaml
+
+from .bundled import SWEEP_DIR, bundled_sweeps, resolve_path
+from .errors import UsageError
+from .scenario import Scenario, read_yaml, set_key, validate_scenario
+from .table import Table, cell_text, read_table, write_table
+
+SWEEP_KEYS = ("name", "description", "base", "grid", "replicates")
+POINTS_DIR = "points"
+SWEEP_COPY = "sweep.yaml"
+
+
+# ------------------------------------------------------------------------- the sweep
+@dataclass(frozen=True)
+class Axis:
+    """One grid axis: a dotted scenario key, the values it takes and their labels in the table."""
+
+    key: str
+    labels: tuple
+    values: tuple
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of the grid: its id, its coordinates (axis key -> label) and its scenario."""
+
+    index: int
+    id: str
+    coords: dict
+    scenario: Scenario
+
+    @property
+    def file(self) -> str:
+        return f"{POINTS_DIR}/{self.id}.h5"
+
+
+@dataclass
+class Sweep:
+    """A validated sweep: its name, base scenario (raw mapping), axes, and every point."""
+
+    name: str
+    description: str
+    base: dict
+    axes: list[Axis]
+    points: list[Point]
+
+    @property
+    def grid_keys(self) -> list[str]:
+        return [axis.key for axis in self.axes]
+
+    def as_yaml(self) -> str:
+        """The sweep as one self-contained YAML document (the base inlined, labels kept)."""
+        grid = {axis.key: (list(axis.values) if axis.labels == axis.values
+                           else dict(zip(axis.labels, axis.values))) for axis in self.axes}
+        return yaml.safe_dump({"name": self.name, "description": self.description, "base": self.base,
+                               "grid": grid}, sort_keys=False)
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read a sweep file (or a bundled sweep's name) and validate every point of its grid."""
+    path = resolve_path(path, SWEEP_DIR, bundled_sweeps, what="sweep")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the sweep ({exc.strerror})") from None
+    return parse_sweep(text, source=str(path), root=path.parent, default_name=path.stem)
+
+
+def parse_sweep(text: str, source: str = "<sweep>", root: Path = Path("."), default_name: str = "sweep") -> Sweep:
+    """A sweep from its YAML text; ``root`` is where a relative ``base`` path is looked for."""
+    raw, lines = read_yaml(text, source)
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source}: a sweep is a mapping with the keys base and grid")
+    unknown = [key for key in raw if key not in SWEEP_KEYS]
+    if unknown:
+        raise UsageError(f"{_at(source, lines, unknown[0])}: unknown key {unknown[0]!r}; "
+                         f"a sweep has: {', '.join(SWEEP_KEYS)}")
+    for key in ("base", "grid"):
+        if raw.get(key) is None:
+            raise UsageError(f"{source}: the key {key!r} is required (base: a scenario; grid: dotted.key: [values])")
+    base, base_source = _base_scenario(raw["base"], source, lines, root)
+    axes = _axes(raw["grid"], source, lines)
+    replicates = raw.get("replicates")
+    if replicates is not None:
+        axes.append(_replicate_axis(replicates, base, axes, source, lines))
+    name = raw.get("name") or default_name
+    points = list(_points(base, base_source, axes, source))
+    return Sweep(str(name), str(raw.get("description") or ""), base, axes, points)
+
+
+def _at(source: str, lines: dict, *path) -> str:
+    line = lines.get(tuple(path))
+    return f"{source}:{line}" if line else source
+
+
+def _base_scenario(base, source: str, lines: dict, root: Path) -> tuple[dict, str]:
+    """The base scenario as a raw mapping, and the name its errors are reported under."""
+    if isinstance(base, dict):
+        return base, f"{source} (base)"
+    if not isinstance(base, str):
+        raise UsageError(f"{_at(source, lines, 'base')}: base is a scenario: a mapping, a path or a bundled name")
+    from .bundled import scenario_path
+
+    candidate = root / base
+    path = candidate if candidate.exists() else scenario_path(base)
+    raw, _ = read_yaml(path.read_text(), str(path))
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: a scenario is a mapping of keys (name, data, model, runs, ...)")
+    return raw, str(path)
+
+
+def _axes(grid, source: str, lines: dict) -> list[Axis]:
+    """The grid's axes; each key's values are a non-empty list or a mapping label -> value."""
+    if not isinstance(grid, dict) or not grid:
+        raise UsageError(f"{_at(source, lines, 'grid')}: grid is a mapping of dotted keys to lists of values, "
+                         "e.g. grid: {model.width: [64, 256, 1024]}")
+    axes = []
+    for key, values in grid.items():
+        where = _at(source, lines, "grid", key)
+        if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
+            raise UsageError(f"{where}: grid key {key!r} is not a dotted scenario key such as model.width")
+        if isinstance(values, dict):
+            labels, values = tuple(values), tuple(values.values())
+            if not all(isinstance(label, (str, int, float)) for label in labels):
+                raise UsageError(f"{where}: grid {key}: labels are strings or numbers")
+        elif isinstance(values, list):
+            labels = values = tuple(values)
+            labels = tuple(v if isinstance(v, (str, int, float)) or v is None else cell_text(v) for v in values)
+        else:
+            raise UsageError(f"{where}: grid {key}: give a list of values (or a mapping label: value), "
+                             f"got {values!r}")
+        if not values:
+            raise UsageError(f"{where}: grid {key}: the list of values is empty")
+        if len(set(map(repr, labels))) != len(labels):
+            raise UsageError(f"{where}: grid {key}: a value is listed twice")
+        axes.append(Axis(key, labels, values))
+    return axes
+
+
+def _replicate_axis(replicates, base: dict, axes: list[Axis], source: str, lines: dict) -> Axis:
+    """``replicates: R``: a seed axis of R seeds spawned from the base seed by SeedSequence."""
+    where = _at(source, lines, "replicates")
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+        raise UsageError(f"{where}: replicates is a positive integer (the number of seeds), got {replicates!r}")
+    if any(axis.key == "seed" for axis in axes):
+        raise UsageError(f"{where}: give either replicates or a seed axis in the grid, not both")
+    root = base.get("seed", 0)
+    if not isinstance(root, int):
+        raise UsageError(f"{source}: base seed must be an integer to spawn replicates from, got {root!r}")
+    seeds = tuple(int(child.generate_state(1)[0]) for child in np.random.SeedSequence(root).spawn(replicates))
+    return Axis("seed", seeds, seeds)
+
+
+def _points(base: dict, base_source: str, axes: list[Axis], source: str):
+    """Every point of the product, validated: the first bad one is reported with its values."""
+    for index, choice in enumerate(itertools.product(*(range(len(axis.values)) for axis in axes))):
+        raw = copy.deepcopy(base)
+        point_id = f"p{index:04d}"
+        coords, overridden = {}, set()
+        for axis, k in zip(axes, choice):
+            coords[axis.key] = axis.labels[k]
+            where = f"{source}: grid {axis.key} = {cell_text(axis.labels[k])}"
+            overridden.add(set_key(raw, axis.key, copy.deepcopy(axis.values[k]), where=where))
+        settings = ", ".join(f"{key} = {cell_text(label)}" for key, label in coords.items())
+        try:
+            scenario = validate_scenario(raw, base_source, overridden=overridden, how="grid")
+        except UsageError as exc:
+            raise UsageError(f"{source}: point {point_id} ({settings}): {exc}") from None
+        yield Point(index, point_id, coords, scenario)
+
+
+# ---------------------------------------------------------------------- one point
+@dataclass(frozen=True)
+class Task:
+    """What a worker needs for one point (plain data: it travels to other processes)."""
+
+    point: str
+    scenario_yaml: str
+    output: str
+    threads: int
+
+
+@dataclass
+class Outcome:
+    """What a worker sends back: the point's status, why it failed, its wall time and final measures."""
+
+    point: str
+    status: str
+    reason: str = ""
+    seconds: float = math.nan
+    measures: dict = field(default_factory=dict)
+
+
+def run_point(task: Task) -> Outcome:
+    """Run one point into its own file (continuing it when the file holds an unfinished run).
+
+    Never raises for a point that fails: the failure is the outcome, so the sweep goes on.
+    """
+    set_threads(task.threads)
+    from . import run
+    from .errors import RunFailed
+    from .scenario import parse_scenario
+
+    start = time.perf_counter()
+    status, reason = "complete", ""
+    try:
+        scenario = parse_scenario(task.scenario_yaml, source=task.point)
+        resume = _resumable(task.output)
+        if not resume and Path(task.output).exists():
+            os.remove(task.output)  # an unreadable remnant of a killed worker
+        run.simulate(scenario, task.output, resume=resume)
+    except KeyboardInterrupt:
+        if _POOL_WORKER:  # the sweep is stopping: the file is closed and marked interrupted
+            os._exit(130)
+        raise
+    except RunFailed as exc:
+        status, reason = "failed", str(exc)
+    except Exception as exc:  # noqa: BLE001 - any error of one point is that point's outcome
+        status, reason = "failed", f"{type(exc).__name__}: {exc}"
+    seconds = time.perf_counter() - start
+    measures = final_measures(task.output) if Path(task.output).exists() else {}
+    return Outcome(task.point, status, reason, seconds, measures)
+
+
+def set_threads(threads: int) -> None:
+    """This process's Numba and BLAS thread counts: through the environment before the
+    numerical core is loaded, through ``numba.set_num_threads`` (this thread) after."""
+    import sys
+
+    if "numba" in sys.modules:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    else:
+        for variable in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[variable] = str(threads)
+
+
+_POOL_WORKER = False
+
+
+def _init_pool_worker(threads: int) -> None:
+    """A local pool worker: its thread counts, and SIGTERM stops it the way Ctrl-C does."""
+    global _POOL_WORKER
+    _POOL_WORKER = True
+    set_threads(threads)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _resumable(output: str) -> bool:
+    """True if ``output`` is a trajectory file of ours that a resume can continue."""
+    from . import storage
+
+    if not Path(output).exists():
+        return False
+    try:
+        with storage.open_trajectory(output) as h5:
+            storage.list_runs(h5)
+        return True
+    except (UsageError, OSError, KeyError):
+        return False
+
+
+def point_status(output: str | Path) -> str:
+    """``complete`` if every run of the file is complete, else ``missing`` or ``unfinished``."""
+    from . import storage
+
+    if not Path(output).exists():
+        return "missing"
+    try:
+        with storage.open_trajectory(output) as h5:
+            runs = storage.list_runs(h5)
+            expected = storage.scenario_of(h5).get("runs") or {}
+            statuses = [storage.read_run(h5, name, particles=False).status for name in runs]
+    except (UsageError, OSError, KeyError):
+        return "unfinished"
+    done = runs and set(expected) <= set(runs) and all(s == "complete" for s in statuses)
+    return "complete" if done else "unfinished"
+
+
+def final_measures(output: str | Path) -> dict[str, Any]:
+    """``<run>.<measure>``: the last value of every scalar measure of every run in the file,
+    with ``<run>.t`` (the time reached), ``<run>.status`` and the run's predicted regime numbers."""
+    from . import storage
+
+    out: dict[str, Any] = {}
+    try:
+        h5 = storage.open_trajectory(output)
+    except (UsageError, OSError):
+        return out
+    with h5:
+        for name in storage.list_runs(h5):
+            run = storage.read_run(h5, name, particles=False)
+            scalar = {k: s for k, s in run.measures.items() if s.value.ndim == 1 and len(s.time)}
+            out[f"{name}.t"] = max((float(s.time[-1]) for s in scalar.values()), default=math.nan)
+            out.update({f"{name}.{k}": float(s.value[-1]) for k, s in scalar.items()})
+            out[f"{name}.status"] = run.status.split(":")[0]
+            for attr in PREDICTED:
+                if attr in run.attrs:
+                    out[f"{name}.{attr}"] = _plain(run.attrs[attr])
+    return out
+
+
+PREDICTED = ("predicted_regime", "predicted_r", "predicted_kappa", "predicted_gamma", "predicted_gamma_prime",
+             "predicted_luo_phase")
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# ------------------------------------------------------------------------- the engine
+@dataclass
+class SweepResult:
+    table: Table
+    ran: int
+    skipped: int
+    failed: int
+    seconds: float
+    interrupted: bool = False
+
+
+def run_sweep(
+    sweep: Sweep,
+    directory: str | Path,
+    *,
+    executor: Optional[Executor] = None,
+    workers: Optional[int] = None,
+    threads: Optional[int] = None,
+    resume: bool = False,
+    on_point: Callable[[Point, dict], None] = lambda point, row: None,
+) -> SweepResult:
+    """Run every point of ``sweep`` into ``directory`` and return the results table.
+
+    ``executor``: any ``concurrent.futures.Executor`` (e.g. a Dask client's); by default a
+    local process pool of ``workers`` processes (default: the CPU count), each with
+    ``threads`` Numba threads (default: CPUs / workers). ``on_point`` is called in this
+    process after each point with the point and its table row.
+    """
+    directory = Path(directory)
+    _claim_directory(directory, sweep, resume)
+    (directory / POINTS_DIR).mkdir(exist_ok=True)
+    rows = _previous_rows(directory) if resume else {}
+    todo, done = [], {}
+    for point in sweep.points:
+        output = directory / point.file
+        if resume and point_status(output) == "complete":
+            previous = rows.get(point.id, {})
+            done[point.id] = _row(point, Outcome(point.id, "complete", "", previous.get("seconds", math.nan),
+                                                 final_measures(output)))
+        else:
+            todo.append(point)
+    cpus = os.cpu_count() or 1
+    workers = workers or min(cpus, max(1, len(todo)))
+    threads = threads or max(1, cpus // workers)
+    start, failed, interrupted = time.perf_counter(), 0, False
+    with _default_executor(executor, workers, threads) as pool:
+        futures = {pool.submit(run_point, Task(p.id, p.scenario.resolved_yaml(),
+                                               str((directory / p.file).resolve()), threads)): p
+                   for p in todo}
+        _save(directory, sweep, done)
+        try:
+            for future in as_completed(futures):
+                point = futures[future]
+                try:
+                    outcome = future.result()
+                except Exception as exc:  # noqa: BLE001 - a worker that died takes only its point
+                    outcome = Outcome(point.id, "failed", f"worker lost: {type(exc).__name__}: {exc}")
+                done[point.id] = _row(point, outcome)
+                failed += outcome.status != "complete"
+                _save(directory, sweep, done)
+                on_point(point, done[point.id])
+        except KeyboardInterrupt:
+            interrupted = True
+            for future in futures:
+                future.cancel()
+            _stop_workers()
+    table = _save(directory, sweep, done)
+    return SweepResult(table, len(todo), len(sweep.points) - len(todo), failed,
+                       time.perf_counter() - start, interrupted)
+
+
+def _claim_directory(directory: Path, sweep: Sweep, resume: bool) -> None:
+    """Create the sweep directory; refuse to mix two sweeps, or to start over on a finished one."""
+    stored = directory / SWEEP_COPY
+    if stored.exists():
+        if not resume:
+            raise UsageError(f"{directory} already holds a sweep: continue it with --resume, "
+                             "or choose another directory with -o")
+        if stored.read_text() != sweep.as_yaml():
+            raise UsageError(f"{directory} holds a different sweep ({stored} differs from this one): "
+                             "--resume continues the same sweep only; choose another directory with -o")
+        return
+    if resume:
+        raise UsageError(f"--resume: {directory} holds no sweep (run without --resume first)")
+    if directory.exists() and any(directory.iterdir()):
+        raise UsageError(f"{directory} exists and is not empty: choose a new directory with -o")
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = stored.with_name(SWEEP_COPY + ".partial")
+    partial.write_text(sweep.as_yaml())
+    os.replace(partial, stored)
+
+
+def _previous_rows(directory: Path) -> dict[str, dict]:
+    try:
+        return {row["point"]: row for row in read_table(directory).rows()}
+    except UsageError:
+        return {}
+
+
+def _row(point: Point, outcome: Outcome) -> dict:
+    row = {"point": point.id, **point.coords}
+    row.setdefault("seed", point.scenario.seed)
+    row.update(status=outcome.status, reason=outcome.reason, seconds=outcome.seconds, file=point.file)
+    row.update(outcome.measures)
+    return row
+
+
+def _save(directory: Path, sweep: Sweep, done: dict[str, dict]) -> Table:
+    rows = [done[p.id] for p in sweep.points if p.id in done]
+    return write_table(directory, rows, sweep.grid_keys, name=sweep.name, sweep_yaml=sweep.as_yaml())
+
+
+@contextmanager
+def _default_executor(executor: Optional[Executor], workers: int, threads: int):
+    """The given executor as is, or a local process pool (spawned: no forked OpenMP state)."""
+    if executor is not None:
+        yield executor
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_pool_worker, initargs=(threads,))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_workers() -> None:
+    """Ask this process's worker processes to stop: each marks its run interrupted and exits."""
+    for child in multiprocessing.active_children():
+        child.terminate()
+
+
+# ---------------------------------------------------------------------------- dask
+@contextmanager
+def dask_executor(scheduler: Optional[str] = None, workers: Optional[int] = None, threads: int = 1):
+    """A Dask distributed executor: a client of the scheduler at ``scheduler``, or of a local
+    cluster of ``workers`` single-threaded worker processes. Needs the ``dask`` extra."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise UsageError("the Dask engine needs dask.distributed: pip install 'meanfield[dask]'") from None
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise UsageError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
+        with client:
+            yield client.get_executor()
+        return
+    cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=40)
+    with cluster, Client(cluster) as client:
+        yield client.get_executor()

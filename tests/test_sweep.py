@@ -1,0 +1,213 @@
+"""The sweep engine: grid validation, the process pool against Dask, failures, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from meanfield.cli import main
+from meanfield.errors import UsageError
+from meanfield.scenario import parse_scenario
+from meanfield.sweep import load_sweep, parse_sweep, point_status, run_sweep
+from meanfield.table import read_table
+
+BASE = {
+    "name": "tiny",
+    "seed": 3,
+    "data": {"task": "teacher_student", "dim": 2, "n_train": 16, "n_test": 16},
+    "model": {"width": 8, "activation": "relu"},
+    "runs": {"rich": "mean_field", "lazy": {"parameterization": {"preset": "lazy", "alpha": 10}}},
+    "train": {"t_end": 0.4, "integrator": {"method": "euler", "dt": 0.05}},
+    "record": {"every": 0.2},
+}
+
+
+def sweep_text(grid, **extra) -> str:
+    return yaml.safe_dump({"base": BASE, "grid": grid, **extra}, sort_keys=False)
+
+
+def serial():
+    """An in-process executor: the engine's logic without process start-up."""
+    return ThreadPoolExecutor(max_workers=1)
+
+
+# ------------------------------------------------------------------ the grid
+def test_points_are_the_product_in_order_with_labels_and_scenarios_as_set_would_make_them():
+    sweep = parse_sweep(sweep_text({
+        "model.width": [8, 16],
+        "runs.lazy.parameterization": {"weak": {"preset": "lazy", "alpha": 2}, "strong": {"preset": "lazy", "alpha": 50}},
+    }))
+    assert [p.id for p in sweep.points] == ["p0000", "p0001", "p0002", "p0003"]
+    assert [tuple(p.coords.values()) for p in sweep.points] == [(8, "weak"), (8, "strong"), (16, "weak"), (16, "strong")]
+    by_set = parse_scenario(yaml.safe_dump(BASE), overrides=["model.width=16", "runs.lazy.parameterization={preset: lazy, alpha: 50}"])
+    assert sweep.points[3].scenario == by_set
+
+
+def test_replicates_spawn_child_seeds_of_the_base_seed():
+    sweep = parse_sweep(sweep_text({"model.width": [8]}, replicates=3))
+    expected = [int(c.generate_state(1)[0]) for c in np.random.SeedSequence(BASE["seed"]).spawn(3)]
+    assert [p.scenario.seed for p in sweep.points] == expected
+    assert len(set(expected)) == 3
+
+
+@pytest.mark.parametrize("grid, words", [
+    ({"model.widht": [8, 16]}, ["p0000", "model.widht", "unknown key", "allowed here", "width"]),
+    ({"model.width": []}, ["model.width", "empty"]),
+    ({"model.width": ["wide"]}, ["p0000", "model.width", "integer"]),
+    ({"model.width": [8, -4]}, ["p0001", "model.width = -4", "greater than 0"]),
+    ({"model.width": 8}, ["model.width", "list of values"]),
+    ({"runs.ghost": [None]}, ["no run 'ghost'"]),
+    ({}, ["grid is a mapping"]),
+])
+def test_a_malformed_grid_is_rejected_with_the_key_and_what_is_allowed(grid, words):
+    with pytest.raises(UsageError) as info:
+        parse_sweep(sweep_text(grid), source="s.yaml")
+    for word in words:
+        assert word in str(info.value), str(info.value)
+
+
+def test_a_malformed_sweep_runs_nothing_and_exits_2(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(sweep_text({"model.width": [8, 16], "train.t_end": [0.4, "long"]}))
+    result = CliRunner().invoke(main, ["sweep", str(path), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "p0001" in result.output and "train.t_end" in result.output
+    assert not (tmp_path / "out").exists()
+    path.write_text(sweep_text({"model.width": [8]}, grids={"x": [1]}))
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 2 and "unknown key 'grids'" in result.output
+
+
+def test_a_base_path_is_relative_to_the_sweep_file_and_bundled_names_work(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "grid": {"seed": [1, 2]}}))
+    sweep = load_sweep(tmp_path / "s.yaml")
+    assert sweep.name == "s" and [p.scenario.seed for p in sweep.points] == [1, 2]
+    assert len(parse_sweep(yaml.safe_dump({"base": "quickstart", "grid": {"seed": [1]}})).points) == 1
+
+
+# ------------------------------------------------------------------ running
+def test_a_failing_point_is_recorded_and_the_others_complete(tmp_path):
+    sweep = parse_sweep(sweep_text({"runs.rich.parameterization.lr": [1.0, 1e9, 2.0]}))
+    result = run_sweep(sweep, tmp_path / "out", executor=serial())
+    table = read_table(tmp_path / "out")
+    assert list(table["status"]) == ["complete", "failed", "complete"]
+    assert "non-finite" in table["reason"][1] or "diverge" in table["reason"][1]
+    assert result.failed == 1 and result.ran == 3
+    assert np.isfinite(table["rich.loss_train"][[0, 2]]).all()
+    assert table["rich.status"][1] == "failed" and table["lazy.status"][1] == "complete"
+
+
+def test_each_point_file_equals_the_same_scenario_simulated_alone(tmp_path):
+    from meanfield import run
+
+    sweep = parse_sweep(sweep_text({"model.width": [8, 12]}))
+    run_sweep(sweep, tmp_path / "out", executor=serial())
+    alone = tmp_path / "alone.h5"
+    run.simulate(sweep.points[1].scenario, str(alone))
+    with h5py.File(tmp_path / "out/points/p0001.h5", "r") as a, h5py.File(alone, "r") as b:
+        for key in ("particles/rich/position/value", "observables/lazy/loss_test/value"):
+            np.testing.assert_array_equal(a[key][()], b[key][()])
+
+
+def test_a_directory_is_not_reused_without_resume_and_resume_refuses_another_sweep(tmp_path):
+    sweep = parse_sweep(sweep_text({"model.width": [8]}))
+    run_sweep(sweep, tmp_path / "out", executor=serial())
+    with pytest.raises(UsageError, match="--resume"):
+        run_sweep(sweep, tmp_path / "out", executor=serial())
+    other = parse_sweep(sweep_text({"model.width": [8, 16]}))
+    with pytest.raises(UsageError, match="different sweep"):
+        run_sweep(other, tmp_path / "out", executor=serial(), resume=True)
+    again = run_sweep(sweep, tmp_path / "out", executor=serial(), resume=True)
+    assert (again.ran, again.skipped) == (0, 1)
+
+
+def test_the_process_pool_and_a_dask_local_cluster_give_identical_results(tmp_path):
+    pytest.importorskip("distributed")
+    from meanfield.sweep import dask_executor
+
+    sweep = parse_sweep(sweep_text({"model.width": [8, 16], "seed": [0, 1]}))
+    run_sweep(sweep, tmp_path / "pool", workers=2, threads=1)
+    with dask_executor(workers=2) as executor:
+        run_sweep(sweep, tmp_path / "dask", executor=executor, threads=1)
+    pool, dask = read_table(tmp_path / "pool"), read_table(tmp_path / "dask")
+    assert list(pool["status"]) == list(dask["status"]) == ["complete"] * 4
+    for column in pool.measure_columns():
+        np.testing.assert_array_equal(pool[column], dask[column], err_msg=column)
+    for point in sweep.points:
+        assert _particles_digest(tmp_path / "pool" / point.file) == _particles_digest(tmp_path / "dask" / point.file)
+
+
+def _particles_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with h5py.File(path, "r") as h5:
+        for run in ("rich", "lazy"):
+            digest.update(h5[f"particles/{run}/position/value"][()].tobytes())
+            digest.update(h5[f"observables/{run}/f_test/value"][()].tobytes())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------ killing and resuming
+SLOW_BASE = {**BASE, "train": {"t_end": 6.0, "integrator": {"method": "euler", "dt": 0.002}}, "record": {"every": 0.5}}
+
+
+def _start_sweep(tmp_path: Path, points: int) -> tuple[subprocess.Popen, Path]:
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump({"base": SLOW_BASE, "grid": {"seed": list(range(points))}}))
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "meanfield.cli", "sweep", str(path), "-o", str(out),
+                                "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    return process, out
+
+
+def _wait_for_rows(out: Path, rows: int, process: subprocess.Popen, limit: float = 240) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read().decode()
+        try:
+            if len(read_table(out)) >= rows:
+                return
+        except UsageError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the sweep made no progress")
+
+
+def _fingerprints(out: Path) -> dict[str, tuple]:
+    return {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted((out / "points").glob("*.h5")) if point_status(p) == "complete"}
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the sweep", "SIGKILL to every process"])
+def test_resume_after_a_kill_runs_only_the_points_not_complete(tmp_path, how):
+    process, out = _start_sweep(tmp_path, points=4)
+    _wait_for_rows(out, 1, process)
+    if how.startswith("SIGTERM"):
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 130
+    else:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    complete = _fingerprints(out)
+    assert 1 <= len(complete) < 4
+    result = CliRunner().invoke(main, ["sweep", str(tmp_path / "slow.yaml"), "-o", str(out), "--resume",
+                                       "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"{4 - len(complete)} point(s) run" in result.output and f"{len(complete)} already complete" in result.output
+    after = _fingerprints(out)
+    assert {name: after[name] for name in complete} == complete  # untouched
+    table = read_table(out)
+    assert list(table["status"]) == ["complete"] * 4 and list(table["point"]) == [f"p000{i}" for i in range(4)]

@@ -46,7 +46,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from .errors import UsageError
-from .table import Table, _csv_cell, _replace, read_table
+from .table import Table, csv_cell, write_atomically, read_table
 
 REPLICATE = "seed"
 """The column whose values are replicates, never a group coordinate."""
@@ -552,9 +552,9 @@ def write_analysis(directory, rows: list[ScalingRow], measure: str, against: str
         with open(partial, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(names)
-            writer.writerows([_csv_cell(record.get(k, "")) for k in names] for record in records)
+            writer.writerows([csv_cell(record.get(k, "")) for k in names] for record in records)
 
-    _replace(path, write)
+    write_atomically(path, write)
     return path
 
 

@@ -1,4 +1,4 @@
-"""The command line: ``meanfield simulate | inspect | animate | plot | sweep | scenarios`` (DESIGN §5).
+"""The command line: ``meanfield simulate | inspect | animate | plot | sweep | analyze | scenarios`` (DESIGN §5).
 
 Usage errors (a bad key, a missing file, a file that is not ours) print one line starting
 with ``Error:`` and exit with status 2; a run that diverged exits with status 1 after
@@ -306,6 +306,26 @@ class PointsBar:
         if self.bar is not None:
             self.bar.close()
         return False
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--measure", default="displacement_w", show_default=True,
+              help="The final measure to fit (any measure of the runs, e.g. loss_test, wasserstein2).")
+@click.option("--against", default="model.width", show_default=True, metavar="KEY",
+              help="The grid key on the x axis (a numeric axis: model.width, data.n_train, an alpha, ...).")
+@click.option("--runs", metavar="NAME,NAME", help="The runs to fit (default: every run that has the measure).")
+@click.option("--figure", "figure_path", type=click.Path(dir_okay=False),
+              help="Also draw the measure against KEY with the fitted laws: .png, .pdf or .svg.")
+def analyze(directory, measure, against, runs, figure_path):
+    """Power laws of a sweep's final measure against a grid key, with 95% intervals, the m -> infinity
+    limit, and the regime each width family is in (writes DIRECTORY/analysis.csv)."""
+    from .analysis import analyze as analyze_sweep
+
+    selected = [name.strip() for name in runs.split(",") if name.strip()] if runs else None
+    with usage_errors():
+        click.echo(analyze_sweep(directory, measure=measure, against=against, runs=selected,
+                                 figure_path=figure_path))
 
 
 @main.command()

@@ -60,9 +60,14 @@ class Table:
         return [{k: _python(self.columns[k][i]) for k in names} for i in range(len(self))]
 
     def measure_columns(self) -> list[str]:
-        """The ``<run>.<measure>`` columns that hold numbers."""
+        """The ``<run>.<measure>`` columns that hold measured numbers (not ``<run>.t`` or the
+        ``<run>.predicted_*`` numbers of the parameterization)."""
         return [k for k in self.columns if k not in self.grid_keys and "." in k
-                and self.columns[k].dtype.kind in "fi"]
+                and self.columns[k].dtype.kind in "fi" and not _is_run_setting(k.rpartition(".")[2])]
+
+
+def _is_run_setting(suffix: str) -> bool:
+    return suffix == "t" or suffix.startswith("predicted_")
 
 
 def cell_text(value) -> str:
@@ -95,8 +100,8 @@ def write_table(directory: str | Path, rows: list[dict], grid_keys: list[str], *
     table = Table({k: column_array([row.get(k) for row in rows]) for k in names}, list(grid_keys),
                   name, sweep_yaml)
     directory = Path(directory)
-    _replace(directory / CSV_NAME, lambda path: _write_csv(path, table))
-    _replace(directory / H5_NAME, lambda path: _write_h5(path, table))
+    write_atomically(directory / CSV_NAME, lambda path: _write_csv(path, table))
+    write_atomically(directory / H5_NAME, lambda path: _write_h5(path, table))
     return table
 
 
@@ -124,7 +129,8 @@ def read_table(path: str | Path) -> Table:
                      str(h5.attrs.get("sweep", "")))
 
 
-def _replace(path: Path, write) -> None:
+def write_atomically(path: Path, write) -> None:
+    """Call ``write(partial)`` on a file beside ``path``, then move it into place."""
     partial = path.with_name(path.name + ".partial")
     write(partial)
     os.replace(partial, path)
@@ -135,10 +141,11 @@ def _write_csv(path: Path, table: Table) -> None:
         writer = csv.writer(handle)
         writer.writerow(table.columns)
         for row in table.rows():
-            writer.writerow([_csv_cell(v) for v in row.values()])
+            writer.writerow([csv_cell(v) for v in row.values()])
 
 
-def _csv_cell(value) -> str:
+def csv_cell(value) -> str:
+    """A CSV cell: floats in full precision (NaN as empty), everything else as text."""
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
     return str(value)

@@ -211,3 +211,16 @@ def test_resume_after_a_kill_runs_only_the_points_not_complete(tmp_path, how):
     assert {name: after[name] for name in complete} == complete  # untouched
     table = read_table(out)
     assert list(table["status"]) == ["complete"] * 4 and list(table["point"]) == [f"p000{i}" for i in range(4)]
+
+
+def test_analyze_fits_the_sweep_and_names_what_is_allowed(tmp_path):
+    sweep = parse_sweep(sweep_text({"model.width": [8, 16, 32], "seed": [0, 1]}))
+    run_sweep(sweep, tmp_path / "out", executor=serial())
+    result = CliRunner().invoke(main, ["analyze", str(tmp_path / "out"), "--figure", str(tmp_path / "f.png")])
+    assert result.exit_code == 0, result.output
+    assert "rich" in result.output and "lazy" in result.output and "exponent" in result.output
+    assert (tmp_path / "out/analysis.csv").exists() and (tmp_path / "f.png").stat().st_size > 0
+    result = CliRunner().invoke(main, ["analyze", str(tmp_path / "out"), "--against", "model.depth"])
+    assert result.exit_code == 2 and "model.width" in result.output
+    result = CliRunner().invoke(main, ["analyze", str(tmp_path / "out"), "--measure", "t"])
+    assert result.exit_code == 2 and "displacement_w" in result.output

@@ -317,7 +317,10 @@ class PointsBar:
 @click.option("--runs", metavar="NAME,NAME", help="The runs to fit (default: every run that has the measure).")
 @click.option("--figure", "figure_path", type=click.Path(dir_okay=False),
               help="Also draw the measure against KEY with the fitted laws: .png, .pdf or .svg.")
-def analyze(directory, measure, against, runs, figure_path):
+@click.option("--phase-diagram", "phase_path", type=click.Path(dir_okay=False),
+              help="Also draw Luo et al.'s (gamma, gamma') plane: each width family at its point, coloured "
+                   "by its measured phase, over the published boundary.")
+def analyze(directory, measure, against, runs, figure_path, phase_path):
     """Power laws of a sweep's final measure against a grid key, with 95% intervals, the m -> infinity
     limit, and the regime each width family is in (writes DIRECTORY/analysis.csv)."""
     from .analysis import analyze as analyze_sweep
@@ -326,6 +329,10 @@ def analyze(directory, measure, against, runs, figure_path):
     with usage_errors():
         click.echo(analyze_sweep(directory, measure=measure, against=against, runs=selected,
                                  figure_path=figure_path))
+        if phase_path:
+            from .phase import phase_figure
+
+            click.echo(f"wrote {phase_figure(directory, phase_path)}")
 
 
 @main.command()

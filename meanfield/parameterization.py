@@ -18,9 +18,11 @@ two layers):
 
 Predicted regime, from the exponents alone (fixed d, m -> infinity, t of order 1):
 the tangent kernel scales as K ~ m^kappa with kappa = max(1 - 2A - C_a, 1 - 2A - 2B - C_w)
-(kappa = 0: training moves f by O(1) in O(1) time), and each w_i moves by ~ m^-r over that
-time with r = A + B + C_w + kappa. Yang & Hu: r = 0 is feature learning (rich), r > 0 is the
-kernel regime (lazy). Luo, Xu, Ma & Zhang's phase diagram, with 1/alpha = s,
+(kappa = 0: training moves f by O(1) in O(1) time). Over that time a_i is of the larger of its
+start m^-B and its update s eta_a ~ m^-(A + C_a), and each w_i moves by ~ s eta_w |a_i| ~ m^-r
+with r = A + C_w + min(B, A + C_a) + kappa. Yang & Hu: r = 0 is feature learning (rich),
+r > 0 is the kernel regime (lazy); r < 0 (with kappa = 0) is Luo et al.'s condensed phase,
+where the relative change of the w_i grows with m. Luo, Xu, Ma & Zhang's phase diagram, with 1/alpha = s,
 beta1 = a_std m^-B and beta2 = w_std / sqrt(d): gamma = A + B, gamma' = B; linear if
 gamma < 1 or gamma' > gamma - 1, condensed if gamma > 1 and gamma' < gamma - 1, else critical.
 """
@@ -53,7 +55,7 @@ CLOCKS = {
 class Regime:
     """What the exponents predict as m -> infinity (see the module docstring)."""
 
-    label: str  # rich | lazy | unstable | frozen | intermediate
+    label: str  # rich | lazy | condensed | unstable | frozen | intermediate
     kappa: float
     r: float
     gamma: float
@@ -125,7 +127,7 @@ def resolve(param: PresetBase, model: ModelSpec, dim: int) -> Resolved:
 def predict_regime(A: float, B: float, C_a: float, C_w: float, alpha=None) -> Regime:
     """The regime the exponents predict (Yang & Hu's r; Luo et al.'s gamma, gamma')."""
     kappa = max(1 - 2 * A - C_a, 1 - 2 * A - 2 * B - C_w)
-    r = A + B + C_w + kappa
+    r = A + C_w + min(B, A + C_a) + kappa
     gamma, gamma_prime = A + B, B
     if gamma < 1 or gamma_prime > gamma - 1:
         phase = "linear"
@@ -148,8 +150,9 @@ def predict_regime(A: float, B: float, C_a: float, C_w: float, alpha=None) -> Re
         label = "lazy"
         reason = f"r = {r:g}: each neuron moves ~ m^-{r:g}: kernel regime (NTK)"
     else:
-        label = "unstable"
-        reason = f"r = {r:g}: neurons move ~ m^{-r:g}, more than O(1)"
+        label = "condensed"
+        reason = (f"r = {r:g}: the input weights' relative change grows with m (Luo et al.'s condensed "
+                  "phase: neurons gather on a few directions)")
     if alpha is not None and label == "rich" and alpha > 1.0:
         # Chizat, Oyallon & Bach (2019): at scale alpha the relative displacement is ~ 1/alpha
         label = "lazy" if alpha >= 10 else "intermediate"

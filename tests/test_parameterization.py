@@ -57,3 +57,22 @@ def test_regime_predictions_match_yang_hu_and_luo_et_al():
     assert predict_regime(1.5, 0, -2, -2).luo_phase == "condensed"
     # a vanishing kernel freezes training
     assert predict_regime(1, 0, 0, 0).label == "frozen"
+
+
+@pytest.mark.parametrize("gamma, gamma_prime, r, label", [
+    # the width exponents measured by scenarios/sweeps/luo_phase_diagram.yaml are -r
+    (0.5, -0.5, 0.5, "lazy"), (0.5, 0.5, 1.5, "lazy"), (0.5, 1.0, 2.5, "lazy"),
+    (1.0, -0.5, 0.0, "rich"), (1.0, 0.5, 1.0, "lazy"), (1.5, 0.5, 0.0, "rich"),
+    (1.5, 1.0, 1.0, "lazy"), (1.5, -0.5, -0.5, "condensed"),
+])
+def test_r_follows_the_output_weights_when_their_update_outgrows_their_start(gamma, gamma_prime, r, label):
+    # (A, B) = (gamma - gamma', gamma') and one learning rate m^-C that keeps the kernel O(1)
+    A, B = gamma - gamma_prime, gamma_prime
+    C = 1 - 2 * A - 2 * min(0.0, B)
+    regime = predict_regime(A, B, C, C)
+    assert regime.kappa == 0 and regime.r == pytest.approx(r) and regime.label == label
+
+
+def test_standard_parameterization_at_lr_one_over_m_moves_its_features_like_m_to_the_minus_three_halves():
+    regime = predict_regime(0.0, 0.5, 1.0, 1.0)
+    assert (regime.kappa, regime.r, regime.label) == (0.0, 1.5, "lazy")

@@ -216,10 +216,12 @@ def test_resume_after_a_kill_runs_only_the_points_not_complete(tmp_path, how):
 def test_analyze_fits_the_sweep_and_names_what_is_allowed(tmp_path):
     sweep = parse_sweep(sweep_text({"model.width": [8, 16, 32], "seed": [0, 1]}))
     run_sweep(sweep, tmp_path / "out", executor=serial())
-    result = CliRunner().invoke(main, ["analyze", str(tmp_path / "out"), "--figure", str(tmp_path / "f.png")])
+    result = CliRunner().invoke(main, ["analyze", str(tmp_path / "out"), "--figure", str(tmp_path / "f.png"),
+                                       "--phase-diagram", str(tmp_path / "phase.svg")])
     assert result.exit_code == 0, result.output
     assert "rich" in result.output and "lazy" in result.output and "exponent" in result.output
     assert (tmp_path / "out/analysis.csv").exists() and (tmp_path / "f.png").stat().st_size > 0
+    assert "<svg" in (tmp_path / "phase.svg").read_text()
     result = CliRunner().invoke(main, ["analyze", str(tmp_path / "out"), "--against", "model.depth"])
     assert result.exit_code == 2 and "model.width" in result.output
     result = CliRunner().invoke(main, ["analyze", str(tmp_path / "out"), "--measure", "t"])

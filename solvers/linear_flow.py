@@ -31,7 +31,9 @@ def psd_eigh(M, what="the matrix"):
     -NEGATIVE_EIGENVALUE_TOLERANCE lam_max raises ValueError (not positive semi-definite).
     """
     M = np.asarray(M, dtype=np.float64)
-    lam, V = np.linalg.eigh(0.5 * (M + M.T))
+    if not np.array_equal(M, M.T):  # a symmetric M is its own (M + M^T)/2, bit for bit
+        M = 0.5 * (M + M.T)
+    lam, V = np.linalg.eigh(M)
     size = lam.size
     top = max(float(np.max(np.abs(lam))) if size else 0.0, np.finfo(float).tiny)
     if size and lam[0] < -NEGATIVE_EIGENVALUE_TOLERANCE * top:

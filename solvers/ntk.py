@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from scipy.spatial.distance import cdist
 
+from ._jit import jit_parallel
 from .activations import ERF, LINEAR, RELU, activate_tile, activation_code
 from .fields import ParticleLayout
 from .linear_flow import as_times, phi, psd_eigh
@@ -57,9 +59,10 @@ def _as_2d(X, name):
     return X
 
 
-def _block_rows(m, n, block):
+def _block_rows(m, n, block, budget=BLOCK_ELEMENTS):
+    """Particles per block: ``block``, or by default as many as keep B * n <= ``budget``."""
     if block is None:
-        block = BLOCK_ELEMENTS // max(n, 1)
+        block = budget // max(n, 1)
     return int(max(1, min(m, block)))
 
 
@@ -79,23 +82,71 @@ def _features(X, W, b, code, buf_s, buf_d):
 # ------------------------------------------------------------------ empirical kernel
 
 
-def empirical_ntk(a, W, b, X1, X2=None, *, s, eta_a, eta_w, act, loss_scale=1.0, block=None):
-    """The learning-rate-weighted empirical NTK of the particles (a, W, b) between X1 and X2:
+@jit_parallel
+def _weigh_and_add(K_a, K_w, X1, X2_t, weight_a, weight_w, bias, n_sym):
+    """K_a <- weight_a K_a + weight_w K_w o (X1 X2^T + bias), in place (X2_t = X2^T, d x n2);
+    then the first n_sym rows, a symmetric block, are made exactly symmetric by copying
+    their lower triangle onto the upper one."""
+    n1, n2 = K_a.shape
+    d = X1.shape[1]
+    for i in numba.prange(n1):
+        g = np.full(n2, bias)
+        for k in range(d):
+            x = X1[i, k]
+            for j in range(n2):
+                g[j] += x * X2_t[k, j]
+        for j in range(n2):
+            K_a[i, j] = weight_a * K_a[i, j] + weight_w * K_w[i, j] * g[j]
+    tile = 64
+    n_tiles = (n_sym + tile - 1) // tile
+    for ti in numba.prange(n_tiles):
+        for tj in range(ti + 1):
+            for i in range(ti * tile, min(n_sym, ti * tile + tile)):
+                for j in range(tj * tile, min(i, tj * tile + tile)):
+                    K_a[j, i] = K_a[i, j]
 
-        K[k, l] = c s^2 sum_i [ eta_a sigma(z_ik) sigma(z_il)
-                                + eta_w a_i^2 sigma'(z_ik) sigma'(z_il) (x_k . x_l + 1_bias) ]
 
-    with z_ik = w_i . x_k + b_i, c = ``loss_scale`` and 1_bias = 1 unless ``b`` is None.
+def _kernel(a, W, b, X1, X2, shared, code, weight_a, weight_w, block):
+    """K(X1, X2) = weight_a S1 S2^T + weight_w (D1 D2^T) o (X1 X2^T + 1_bias), summed over
+    blocks of particles, D scaled by |a|. ``shared``: X2 is X1[:n2], so the features of X1
+    serve both sides and K[:n2] is a Gram matrix, computed by symmetric rank-B updates
+    (BLAS syrk, half the work of a general product) and made exactly symmetric."""
+    n1, n2, m = X1.shape[0], X2.shape[0], W.shape[0]
+    if not (m and n1 and n2):
+        return np.zeros((n1, n2))
+    K_a, K_w = np.empty((n1, n2)), np.empty((n1, n2))
+    points = n1 if shared else n1 + n2
+    B = _block_rows(m, points, block, max(BLOCK_ELEMENTS, 2 * n1 * n2))
+    bufs = [np.empty(n1 * B), np.empty(n1 * B)]
+    if not shared:
+        bufs += [np.empty(n2 * B), np.empty(n2 * B)]
+    product = None if B == m else np.empty((n1, n2))
+    for i0 in range(0, m, B):
+        i1 = min(m, i0 + B)
+        bb = None if b is None else b[i0:i1]
+        S1, D1 = _features(X1, W[i0:i1], bb, code, bufs[0], bufs[1])
+        D1 *= np.abs(a[i0:i1])  # a_i^2 = |a_i| |a_i|
+        if shared:
+            S2, D2 = S1[:n2], D1[:n2]
+        else:
+            S2, D2 = _features(X2, W[i0:i1], bb, code, bufs[2], bufs[3])
+            D2 *= np.abs(a[i0:i1])
+        for K, F1, F2 in ((K_a, S1, S2), (K_w, D1, D2)):
+            out = K if i0 == 0 else product
+            if shared:
+                np.matmul(F2, F2.T, out=out[:n2])  # numpy takes A A^T to syrk
+                np.matmul(F1[n2:], F2.T, out=out[n2:])
+            else:
+                np.matmul(F1, F2.T, out=out)
+            if i0:
+                K += product
+    _weigh_and_add(K_a, K_w, X1, np.ascontiguousarray(X2.T), weight_a, weight_w,
+                   0.0 if b is None else 1.0, n2 if shared else 0)
+    return K_a
 
-    a (m,), W (m, d), b (m,) or None (a model without bias), X1 (n1, d), X2 (n2, d) or
-    None (or X1 itself): then K is the Gram matrix of X1, exactly symmetric.
-    ``act`` is an activation code or name. The sum runs over blocks of ``block`` particles
-    (default: about :data:`BLOCK_ELEMENTS` / (n1 + n2)), each two BLAS products
-    sigma(Z1) sigma(Z2)^T and (sigma'(Z1) a^2) sigma'(Z2)^T, Z = X W_blk^T + b_blk: memory
-    O(n1 n2 + block (n1 + n2)), time O(m (n1 + n2) d + m n1 n2).
-    Returns K, shape (n1, n2), float64.
-    """
-    code = _code(act, activation_code)
+
+def _empirical(a, W, b, X1, X2, shared, *, s, eta_a, eta_w, act, loss_scale=1.0, block=None):
+    """Checks the arguments of :func:`empirical_ntk` and computes K(X1, X2) by :func:`_kernel`."""
     a = np.ascontiguousarray(a, dtype=np.float64)
     W = _as_2d(W, "W")
     m, d = W.shape
@@ -105,58 +156,46 @@ def empirical_ntk(a, W, b, X1, X2=None, *, s, eta_a, eta_w, act, loss_scale=1.0,
         b = np.ascontiguousarray(b, dtype=np.float64)
         if b.shape != (m,):
             raise ValueError(f"b has shape {b.shape}, expected ({m},)")
+    if X1.shape[1] != d or X2.shape[1] != d:
+        raise ValueError(f"X1 {X1.shape} / X2 {X2.shape} do not match W {W.shape}")
+    weight = loss_scale * s * s
+    return _kernel(a, W, b, X1, X2, shared, _code(act, activation_code), weight * eta_a,
+                   weight * eta_w, block)
+
+
+def empirical_ntk(a, W, b, X1, X2=None, **numbers):
+    """The learning-rate-weighted empirical NTK of the particles (a, W, b) between X1 and X2:
+
+        K[k, l] = c s^2 sum_i [ eta_a sigma(z_ik) sigma(z_il)
+                                + eta_w a_i^2 sigma'(z_ik) sigma'(z_il) (x_k . x_l + 1_bias) ]
+
+    with z_ik = w_i . x_k + b_i, c = ``loss_scale`` and 1_bias = 1 unless ``b`` is None.
+
+    a (m,), W (m, d), b (m,) or None (a model without bias), X1 (n1, d), X2 (n2, d) or
+    None (or X1 itself): then K is the Gram matrix of X1, exactly symmetric.
+    ``numbers``: ``s``, ``eta_a``, ``eta_w``, ``act`` (an activation code or name),
+    ``loss_scale`` (default 1) and ``block``. The sum runs over blocks of ``block``
+    particles (default: as many as keep each feature buffer within
+    max(:data:`BLOCK_ELEMENTS`, 2 n1 n2) values), each two BLAS products sigma(Z1) sigma(Z2)^T
+    and (sigma'(Z1) |a|) (sigma'(Z2) |a|)^T, Z = X W_blk^T + b_blk (symmetric rank updates
+    for a Gram matrix); the Hadamard product with x . x' + 1_bias is taken once, at the end:
+    memory O(n1 n2 + block (n1 + n2)), time O(m (n1 + n2) d + m n1 n2).
+    Returns K, shape (n1, n2), float64.
+    """
     same = X2 is None or X2 is X1
     X1 = _as_2d(X1, "X1")
     X2 = X1 if same else _as_2d(X2, "X2")
-    if X1.shape[1] != d or X2.shape[1] != d:
-        raise ValueError(f"X1 {X1.shape} / X2 {X2.shape} do not match W {W.shape}")
-    n1, n2 = X1.shape[0], X2.shape[0]
-    # the weights c s^2 eta go into the features of one side, so that
-    # K = sum_blocks (w_a S1) S2^T + [(w_w a^2 D1) D2^T] o (X1 X2^T + 1_bias)
-    weight_a, weight_w = loss_scale * s * s * eta_a, loss_scale * s * s * eta_w
-    K_a = np.zeros((n1, n2))
-    K_w = np.zeros((n1, n2))
-    if m and n1 and n2:
-        B = _block_rows(m, n1 + (0 if same else n2), block)
-        bufs = [np.empty(n1 * B), np.empty(n1 * B)]
-        if not same:
-            bufs += [np.empty(n2 * B), np.empty(n2 * B)]
-        product = np.empty((n1, n2))
-        for i0 in range(0, m, B):
-            i1 = min(m, i0 + B)
-            bb = None if b is None else b[i0:i1]
-            S1, D1 = _features(X1, W[i0:i1], bb, code, bufs[0], bufs[1])
-            D1 *= np.abs(a[i0:i1])  # a_i^2 = |a_i| |a_i|
-            S2, D2 = (S1, D1) if same else _features(X2, W[i0:i1], bb, code, bufs[2], bufs[3])
-            if not same:
-                D2 *= np.abs(a[i0:i1])
-            for K, F1, F2 in ((K_a, S1, S2), (K_w, D1, D2)):
-                if i0 == 0:
-                    np.matmul(F1, F2.T, out=K)
-                else:
-                    np.matmul(F1, F2.T, out=product)
-                    K += product
-    G = np.matmul(X1, X2.T)
-    if b is not None:
-        G += 1.0
-    K_w *= G
-    del G
-    K_a *= weight_a
-    K_w *= weight_w
-    K = K_a
-    K += K_w
-    if same:
-        K += K.T  # (K + K^T) / 2: exactly symmetric, whatever BLAS did
-        K *= 0.5
-    return K
+    return _empirical(a, W, b, X1, X2, same, **numbers)
 
 
 def train_test_ntk(a, W, b, X_train, X_test, **numbers):
-    """(K(X, X), K(X*, X)): the training kernel through the symmetric path (A A^T products,
-    half the work of a general product) and the test rows beside it. ``numbers`` are the
-    keyword arguments of :func:`empirical_ntk`."""
-    return (empirical_ntk(a, W, b, X_train, None, **numbers),
-            empirical_ntk(a, W, b, X_test, X_train, **numbers))
+    """(K(X, X), K(X*, X)): the two row blocks of K([X; X*], X), from one set of features
+    per particle block, the training block by symmetric rank updates (half the work of a
+    general product) and exactly symmetric. ``numbers`` are those of :func:`empirical_ntk`."""
+    X_train, X_test = _as_2d(X_train, "X_train"), _as_2d(X_test, "X_test")
+    n = X_train.shape[0]
+    K = _empirical(a, W, b, np.vstack([X_train, X_test]), X_train, True, **numbers)
+    return K[:n], K[n:]
 
 
 # ------------------------------------------------------------------ analytic kernels
@@ -313,38 +352,39 @@ class LinearizedSquared:
         if (K_test_train is None) != (f0_test is None):
             raise ValueError("give K_test_train and f0_test together")
         self.n = n
+        self.K_test_train = self.f0_test = None
+        if K_test_train is not None:
+            self.K_test_train = np.array(K_test_train, dtype=np.float64)
+            self.f0_test = np.asarray(f0_test, dtype=np.float64).copy()
+            Kt, f0t = self.K_test_train.shape, self.f0_test.shape
+            if len(Kt) != 2 or Kt[1] != n or f0t != Kt[:1]:
+                raise ValueError(f"K_test_train {Kt} / f0_test {f0t} do not match n = {n}")
         lam, V = psd_eigh(K, "K_train")
         self.eigenvalues = lam
         self.eigenvectors = V
         self._range = lam > 0
         self._r0 = V.T @ (self.f0_train - self.y)  # coordinates of f_0(X) - y
-        if K_test_train is None:
-            self.f0_test = None
-            self._KtV = None
-        else:
-            Kt = np.asarray(K_test_train, dtype=np.float64)
-            self.f0_test = np.asarray(f0_test, dtype=np.float64).copy()
-            if Kt.ndim != 2 or Kt.shape[1] != n or self.f0_test.shape != (Kt.shape[0],):
-                raise ValueError(
-                    f"K_test_train {Kt.shape} / f0_test {self.f0_test.shape} do not match n = {n}"
-                )
-            # K(X*, X) v = 0 for a null vector v of K_train when the kernel on X and X*
-            # together is positive semi-definite: those columns are rounding errors, which
-            # (1 - e^{-lam t/n}) / lam -> t/n would amplify without bound; they are dropped
-            self._KtV = Kt @ V[:, self._range]
 
     def predict(self, t):
         """``(f_train(t), f_test(t))`` (``f_test`` None without a test set). ``t`` a number
-        (arrays (n,), (n*,)) or an array of T times (arrays (T, n), (T, n*)); t >= 0."""
+        (arrays (n,), (n*,)) or an array of T times (arrays (T, n), (T, n*)); t >= 0.
+
+        The test points go through the coefficients c_t = V diag(t/n phi(lam t/n)) V^T r0
+        on the range of K_train, all T at once: f_t(X*) = f_0(X*) - K(X*, X) c_t (2 T n (n + n*)
+        flops, no n* x n x n product)."""
         t_arr, tau = as_times(t)
         tau = tau / self.n  # (T, 1)
         x = tau * self.eigenvalues  # lam t / n, (T, n)
         # f_t(X) = f_0 + V (e^{-x} - 1) r0
         f_train = self.f0_train + (np.expm1(-x) * self._r0) @ self.eigenvectors.T
         f_test = None
-        if self._KtV is not None:
-            r = self._range
-            f_test = self.f0_test - (tau * phi(x[:, r]) * self._r0[r]) @ self._KtV.T
+        if self.K_test_train is not None:
+            # K(X*, X) v = 0 for a null vector v of K_train when the kernel on X and X*
+            # together is positive semi-definite: what is there is rounding, which
+            # (1 - e^{-lam t/n}) / lam -> t/n would amplify without bound, so null
+            # directions are left out of c_t
+            coef = np.where(self._range, tau * phi(x) * self._r0, 0.0) @ self.eigenvectors.T
+            f_test = self.f0_test - coef @ self.K_test_train.T
         if t_arr.ndim == 0:
             f_train = f_train[0]
             f_test = None if f_test is None else f_test[0]

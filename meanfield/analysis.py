@@ -57,7 +57,7 @@ RICH_LAZY = {"linear": "lazy", "critical": "rich", "condensed": "condensed", "un
 REGIME_MEASURES = ("displacement_w", "displacement_a", "displacement_mean")
 """The measures (relative displacements) whose width exponent names a regime."""
 
-ANALYSIS_CSV = "analysis.csv"
+ANALYSIS_CSV, REGIMES_CSV = "analysis.csv", "regimes.csv"
 NAN_PAIR = (math.nan, math.nan)
 
 
@@ -544,9 +544,20 @@ def format_report(rows: list[ScalingRow], measure: str, against: str, confidence
 
 def write_analysis(directory, rows: list[ScalingRow], measure: str, against: str) -> Path:
     """Write the rows as ``analysis.csv`` in the sweep directory (replaced atomically)."""
-    records = [_record(row, measure, against) for row in rows]
+    return _write_records(_directory(directory) / ANALYSIS_CSV, [_record(row, measure, against) for row in rows])
+
+
+def write_regimes(directory, table: Table, measured: dict[str, np.ndarray]) -> Path:
+    """Write ``regimes.csv``: each point's coordinates and the measured regime of each run
+    (from ``regimes``: the regime of the width family the point belongs to)."""
+    keys = ["point", *axes(table)]
+    records = [{**{k: _python(table[k][i]) for k in keys if k in table.columns},
+                **{name: column[i] for name, column in measured.items()}} for i in range(len(table))]
+    return _write_records(_directory(directory) / REGIMES_CSV, records)
+
+
+def _write_records(path: Path, records: list[dict]) -> Path:
     names = list(dict.fromkeys(k for record in records for k in record))
-    path = _directory(directory) / ANALYSIS_CSV
 
     def write(partial):
         with open(partial, "w", newline="") as handle:
@@ -561,10 +572,13 @@ def write_analysis(directory, rows: list[ScalingRow], measure: str, against: str
 def analyze(directory, measure: str = "displacement_w", against: str = "model.width", runs=None,
             figure_path=None, confidence: float = 0.95, tol: float = 0.1) -> str:
     """``meanfield analyze``: the report of a sweep directory, written beside it as
-    ``analysis.csv`` (and drawn into ``figure_path`` if given); returns the report."""
+    ``analysis.csv`` (one row per family) and, for a displacement measure, ``regimes.csv``
+    (one row per point); drawn into ``figure_path`` if given. Returns the report."""
     table = _as_table(directory)
     rows = scaling(table, measure, against, runs, confidence, tol)
     written = [write_analysis(directory, rows, measure, against)]
+    if measure in REGIME_MEASURES:
+        written.append(write_regimes(directory, table, regimes(table, measure, against, runs, confidence, tol)))
     if figure_path is not None:
         written.append(figure(table, measure, against, figure_path, runs, confidence))
     return "\n".join([format_report(rows, measure, against, confidence, tol),

@@ -222,6 +222,8 @@ def test_analyze_fits_the_sweep_and_names_what_is_allowed(tmp_path):
     assert "rich" in result.output and "lazy" in result.output and "exponent" in result.output
     assert (tmp_path / "out/analysis.csv").exists() and (tmp_path / "f.png").stat().st_size > 0
     assert "<svg" in (tmp_path / "phase.svg").read_text()
+    regimes = (tmp_path / "out/regimes.csv").read_text().splitlines()
+    assert regimes[0] == "point,model.width,seed,rich.measured_regime,lazy.measured_regime" and len(regimes) == 7
     result = CliRunner().invoke(main, ["analyze", str(tmp_path / "out"), "--against", "model.depth"])
     assert result.exit_code == 2 and "model.width" in result.output
     result = CliRunner().invoke(main, ["analyze", str(tmp_path / "out"), "--measure", "t"])

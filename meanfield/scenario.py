@@ -53,6 +53,16 @@ class TeacherSpec(Strict):
     activation: ActivationName = "relu"
 
 
+def _differs_from_default(model: BaseModel, key: str) -> bool:
+    """A key given a value of its own (a resolved scenario lists every default: those are not)."""
+    return getattr(model, key) != type(model).model_fields[key].default
+
+
+TASK_KEYS = {"teacher": ("teacher_student",), "population": ("teacher_student",), "degree": ("single_index",),
+             "delta": ("gaussian_mixture",), "path": ("file",), "test_fraction": ("file",)}
+"""The data keys that only some tasks read."""
+
+
 class DataSpec(Strict):
     task: TaskName = "teacher_student"
     dim: PositiveInt = 2
@@ -74,6 +84,10 @@ class DataSpec(Strict):
 
     @model_validator(mode="after")
     def _task_requirements(self):
+        for key, tasks in TASK_KEYS.items():
+            if self.task not in tasks and _differs_from_default(self, key):
+                raise ValueError(f"data.{key} is a key of task {' or '.join(tasks)}, not of {self.task!r}: "
+                                 "remove it")
         if self.task in TWO_D_TASKS and self.dim != 2:
             raise ValueError(f"task {self.task!r} is two-dimensional: set data.dim: 2")
         if self.task == "file" and not self.path:
@@ -215,6 +229,9 @@ class IntegratorSpec(Strict):
             raise ValueError("method 'sgd' needs train.integrator.batch_size")
         if self.method != "sgd" and self.batch_size is not None:
             raise ValueError("batch_size is only used by method 'sgd'")
+        adaptive = [key for key in ("rtol", "atol", "dt_min", "dt_max") if _differs_from_default(self, key)]
+        if self.method != "rk45" and adaptive:
+            raise ValueError(f"{', '.join(sorted(adaptive))}: only the adaptive method 'rk45' uses them")
         return self
 
 

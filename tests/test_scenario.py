@@ -39,6 +39,10 @@ def test_an_override_can_add_options_to_a_shorthand():
         ("runs: {k: {solver: ntk, kernel: exact}}", "runs.k.kernel: Input should be 'empirical' or 'analytic'"),
         ("runs: {k: {solver: ntk, alpha: 3}}", "unknown key 'runs.k.alpha'; allowed here: solver, kernel, parameterization"),
         ("runs: {k: {solver: magic}}", "runs.k: Input tag 'magic'"),
+        ("data: {task: xor, degree: 3}", "data.degree is a key of task single_index, not of 'xor'"),
+        ("data: {task: single_index, teacher: {width: 5}}", "data.teacher is a key of task teacher_student"),
+        ("data: {delta: 0.3}", "data.delta is a key of task gaussian_mixture"),
+        ("train: {integrator: {method: euler, dt: 0.1, rtol: 1.0e-3}}", "rtol: only the adaptive method 'rk45'"),
     ],
 )
 def test_rules_across_keys_are_explained(extra, message):

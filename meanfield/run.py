@@ -468,13 +468,25 @@ def _refuse_to_overwrite_foreign(output: str) -> None:
 
 
 def _reference_predictions(solver, trajectory):
-    """t -> f_test of the reference ntk run: its closed form, else its recorded snapshots."""
+    """t -> f_test of the reference ntk run: its closed form, else its recorded snapshots.
+
+    A reference that completed early (``stop_loss``) stopped training there: after its last
+    snapshot its predictions are those it stopped with. Elsewhere a missing time is NaN.
+    """
     if solver.closed_form is not None:
         return lambda t: solver.closed_form.predict(t)[1]
     run = storage.read_run(trajectory, solver.name, particles=False)
     series = run.measures["f_test"]
     frames = {round(float(t), 9): f for t, f in zip(series.time, series.value)}
-    return lambda t: frames.get(round(float(t), 9), np.full(solver.shared.data.n_test, np.nan))
+    missing = np.full(solver.shared.data.n_test, np.nan)
+    stopped = run.status == "complete" and len(series.time) > 0
+
+    def at(t):
+        if stopped and t > series.time[-1]:
+            return series.value[-1]
+        return frames.get(round(float(t), 9), missing)
+
+    return at
 
 
 def execute(solver, trajectory, resume: bool, progress) -> RunReport:

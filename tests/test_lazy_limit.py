@@ -57,12 +57,15 @@ def test_relu_gap_shrinks_too(tmp_path):
     assert np.all(np.diff(gaps) < 0) and slope < -0.3
 
 
-@pytest.mark.parametrize("loss, task", [("squared", "teacher_student"), ("logistic", "gaussian_mixture")])
-def test_tangent_run_matches_the_kernel_run_from_the_same_particles(tmp_path, loss, task):
+@pytest.mark.parametrize("loss, data", [
+    ("squared", "data.teacher.activation=relu"),
+    ("logistic", "data={task: gaussian_mixture, dim: 3, n_train: 40, n_test: 50}"),
+])
+def test_tangent_run_matches_the_kernel_run_from_the_same_particles(tmp_path, loss, data):
     # the finite-width linearized network, integrated in parameter space, and kernel gradient
     # flow with the same particles' NTK are one dynamics: their test predictions agree
     scenario = parse_scenario(SCENARIO.format(act="tanh", lazy_runs="  tangent: {solver: tangent}"),
-                              overrides=[f"loss={loss}", f"data.task={task}", "data.teacher.activation=relu"])
+                              overrides=[f"loss={loss}", data])
     out = tmp_path / "tangent.h5"
     run_module.simulate(scenario, str(out))
     tangent = read_run(out, "tangent", particles=False)
@@ -70,3 +73,20 @@ def test_tangent_run_matches_the_kernel_run_from_the_same_particles(tmp_path, lo
     scale = np.sqrt(np.mean(ntk.measures["f_test"].value[-1] ** 2))
     assert np.all(tangent.measures["gap_ntk"].value < 1e-7 * scale)
     assert np.allclose(tangent.measures["loss_train"].value, ntk.measures["loss_train"].value, rtol=1e-7)
+
+
+def test_a_reference_that_stops_early_is_compared_with_the_predictions_it_stopped_with(tmp_path):
+    # logistic loss: the ntk reference is integrated, and stop_loss ends it before the rich run
+    scenario = parse_scenario(SCENARIO.format(act="tanh", lazy_runs="  rich: mean_field"), overrides=[
+        "loss=logistic", "data={task: gaussian_mixture, dim: 3, n_train: 40, n_test: 50}",
+        "train.integrator={method: euler, dt: 0.05}", "train.t_end=6", "train.stop_loss=0.63",
+        "runs.ntk.parameterization={preset: ntk, lr: 20}"])
+    out = tmp_path / "stop.h5"
+    run_module.simulate(scenario, str(out))
+    ntk, rich = read_run(out, "ntk", particles=False), read_run(out, "rich", particles=False)
+    assert ntk.measures["f_test"].time[-1] < rich.measures["gap_ntk"].time[-1]  # the reference stopped first
+    gap, f_rich = rich.measures["gap_ntk"], rich.measures["f_test"].value
+    late = gap.time > ntk.measures["f_test"].time[-1]
+    expected = np.sqrt(np.mean((f_rich[late] - ntk.measures["f_test"].value[-1]) ** 2, axis=1))
+    assert late.any() and np.all(np.isfinite(gap.value))
+    np.testing.assert_allclose(gap.value[late], expected, rtol=1e-5)

@@ -33,11 +33,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from ._jit import jit_parallel
+from ._jit import jit
 from .activations import ERF, LINEAR, RELU, activate_tile, activation_code
 from .fields import ParticleLayout
 from .linear_flow import as_times, phi, psd_eigh
@@ -82,15 +81,17 @@ def _features(X, W, b, code, buf_s, buf_d):
 # ------------------------------------------------------------------ empirical kernel
 
 
-@jit_parallel
+@jit
 def _weigh_and_add(K_a, K_w, X1, X2_t, weight_a, weight_w, bias, n_sym):
     """K_a <- weight_a K_a + weight_w K_w o (X1 X2^T + bias), in place (X2_t = X2^T, d x n2);
     then the first n_sym rows, a symmetric block, are made exactly symmetric by copying
-    their lower triangle onto the upper one."""
+    their lower triangle onto the upper one, tile by tile. Serial on purpose: it runs
+    between BLAS calls, into which the spinning threads of a parallel region would cut."""
     n1, n2 = K_a.shape
     d = X1.shape[1]
-    for i in numba.prange(n1):
-        g = np.full(n2, bias)
+    g = np.empty(n2)
+    for i in range(n1):
+        g[:] = bias
         for k in range(d):
             x = X1[i, k]
             for j in range(n2):
@@ -98,8 +99,7 @@ def _weigh_and_add(K_a, K_w, X1, X2_t, weight_a, weight_w, bias, n_sym):
         for j in range(n2):
             K_a[i, j] = weight_a * K_a[i, j] + weight_w * K_w[i, j] * g[j]
     tile = 64
-    n_tiles = (n_sym + tile - 1) // tile
-    for ti in numba.prange(n_tiles):
+    for ti in range((n_sym + tile - 1) // tile):
         for tj in range(ti + 1):
             for i in range(ti * tile, min(n_sym, ti * tile + tile)):
                 for j in range(tj * tile, min(i, tj * tile + tile)):

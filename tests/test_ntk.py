@@ -408,3 +408,42 @@ def test_train_test_ntk_equals_the_blocks_of_one_kernel():
     K_train, K_test = train_test_ntk(a, W, b, X_train, X_test, **numbers)
     assert np.allclose(K_train, K[:7], rtol=1e-13) and np.allclose(K_test, K[7:], rtol=1e-13)
     assert np.array_equal(K_train, K_train.T)
+
+
+def test_train_test_ntk_any_block_size_and_an_exactly_symmetric_training_block():
+    from solvers.ntk import train_test_ntk
+
+    a, W, b = particles(29, 4, seed=50)
+    X, Xt = points(23, 4, 51), points(6, 4, 52)
+    kw = dict(s=0.2, eta_a=0.9, eta_w=1.4, act="erf", loss_scale=0.6)
+    want = ref.ntk_from_jacobian(a, W, b, np.vstack([X, Xt]), X, 0.2, 0.9, 1.4, "erf", 0.6)
+    for block in (None, 1, 5, 29):
+        K_train, K_test = train_test_ntk(a, W, b, X, Xt, block=block, **kw)
+        assert np.array_equal(K_train, K_train.T)
+        np.testing.assert_allclose(np.vstack([K_train, K_test]), want, rtol=1e-12,
+                                   atol=1e-13 * np.abs(want).max())
+
+
+def test_closed_form_is_the_eigen_formula_written_out():
+    """f_t(X) = y + V e^{-lam t/n} V^T (f_0(X) - y) and
+    f_t(X*) = f_0(X*) + K(X*, X) V diag((1 - e^{-lam t/n}) / lam) V^T (y - f_0(X))
+    on a positive definite kernel."""
+    p = setup("squared")
+    lam, V = np.linalg.eigh(p["K"])
+    assert lam.min() > 1e-6 * lam.max()
+    times = np.array([0.3, 2.0, 7.0])
+    f_train, f_test = LinearizedSquared(p["K"], p["y"], p["f0"], p["Kt"], p["f0t"]).predict(times)
+    for t, got_train, got_test in zip(times, f_train, f_test):
+        want_train = p["y"] + V @ (np.exp(-lam * t / N) * (V.T @ (p["f0"] - p["y"])))
+        want_test = p["f0t"] + p["Kt"] @ V @ (-np.expm1(-lam * t / N) / lam * (V.T @ (p["y"] - p["f0"])))
+        np.testing.assert_allclose(got_train, want_train, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got_test, want_test, rtol=1e-12, atol=1e-12)
+
+
+def test_closed_form_takes_the_symmetric_part_of_the_kernel():
+    p = setup("squared")
+    E = 1e-3 * np.triu(np.ones((N, N)), 1)
+    skewed = LinearizedSquared(p["K"] + E - E.T, p["y"], p["f0"], p["Kt"], p["f0t"]).predict(2.0)
+    plain = LinearizedSquared(p["K"], p["y"], p["f0"], p["Kt"], p["f0t"]).predict(2.0)
+    for got, want in zip(skewed, plain):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -44,7 +44,8 @@ from .losses import loss_and_derivative, loss_code
 
 BLOCK_ELEMENTS = 1 << 20
 """Default budget of the per-block buffers: a block of B particles over n points holds
-about B * n values per buffer (8 MiB in float64)."""
+about B * n values per buffer (8 MiB in float64). The kernels allow themselves up to twice
+the size of the kernel they compute, when that is more."""
 
 
 def _code(value, resolve):
@@ -163,7 +164,7 @@ def _empirical(a, W, b, X1, X2, shared, *, s, eta_a, eta_w, act, loss_scale=1.0,
                    weight * eta_w, block)
 
 
-def empirical_ntk(a, W, b, X1, X2=None, **numbers):
+def empirical_ntk(a, W, b, X1, X2=None, *, s, eta_a, eta_w, act, loss_scale=1.0, block=None):
     """The learning-rate-weighted empirical NTK of the particles (a, W, b) between X1 and X2:
 
         K[k, l] = c s^2 sum_i [ eta_a sigma(z_ik) sigma(z_il)
@@ -173,19 +174,20 @@ def empirical_ntk(a, W, b, X1, X2=None, **numbers):
 
     a (m,), W (m, d), b (m,) or None (a model without bias), X1 (n1, d), X2 (n2, d) or
     None (or X1 itself): then K is the Gram matrix of X1, exactly symmetric.
-    ``numbers``: ``s``, ``eta_a``, ``eta_w``, ``act`` (an activation code or name),
-    ``loss_scale`` (default 1) and ``block``. The sum runs over blocks of ``block``
-    particles (default: as many as keep each feature buffer within
-    max(:data:`BLOCK_ELEMENTS`, 2 n1 n2) values), each two BLAS products sigma(Z1) sigma(Z2)^T
-    and (sigma'(Z1) |a|) (sigma'(Z2) |a|)^T, Z = X W_blk^T + b_blk (symmetric rank updates
-    for a Gram matrix); the Hadamard product with x . x' + 1_bias is taken once, at the end:
+    ``act`` is an activation code or name. The sum runs over blocks of ``block`` particles
+    (default: as many as keep block * (n1 + n2) within max(:data:`BLOCK_ELEMENTS`, 2 n1 n2),
+    so the features take at most about twice the memory of K), each two BLAS products
+    sigma(Z1) sigma(Z2)^T and (sigma'(Z1) |a|) (sigma'(Z2) |a|)^T, Z = X W_blk^T + b_blk
+    (symmetric rank updates for a Gram matrix); the Hadamard product with x . x' + 1_bias
+    and the weights are applied once, at the end, in one pass:
     memory O(n1 n2 + block (n1 + n2)), time O(m (n1 + n2) d + m n1 n2).
     Returns K, shape (n1, n2), float64.
     """
     same = X2 is None or X2 is X1
     X1 = _as_2d(X1, "X1")
     X2 = X1 if same else _as_2d(X2, "X2")
-    return _empirical(a, W, b, X1, X2, same, **numbers)
+    return _empirical(a, W, b, X1, X2, same, s=s, eta_a=eta_a, eta_w=eta_w, act=act,
+                      loss_scale=loss_scale, block=block)
 
 
 def train_test_ntk(a, W, b, X_train, X_test, **numbers):
@@ -379,10 +381,7 @@ class LinearizedSquared:
         f_train = self.f0_train + (np.expm1(-x) * self._r0) @ self.eigenvectors.T
         f_test = None
         if self.K_test_train is not None:
-            # K(X*, X) v = 0 for a null vector v of K_train when the kernel on X and X*
-            # together is positive semi-definite: what is there is rounding, which
-            # (1 - e^{-lam t/n}) / lam -> t/n would amplify without bound, so null
-            # directions are left out of c_t
+            # the null directions of K_train are left out of c_t (see the class docstring)
             coef = np.where(self._range, tau * phi(x) * self._r0, 0.0) @ self.eigenvectors.T
             f_test = self.f0_test - coef @ self.K_test_train.T
         if t_arr.ndim == 0:

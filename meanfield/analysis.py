@@ -570,19 +570,117 @@ def _write_records(path: Path, records: list[dict]) -> Path:
 
 
 def analyze(directory, measure: str = "displacement_w", against: str = "model.width", runs=None,
-            figure_path=None, confidence: float = 0.95, tol: float = 0.1) -> str:
+            figure_path=None, confidence: float = 0.95, tol: float = 0.1, within=(None, None),
+            threshold: float | None = None, by: str | None = None) -> str:
     """``meanfield analyze``: the report of a sweep directory, written beside it as
     ``analysis.csv`` (one row per family) and, for a displacement measure, ``regimes.csv``
-    (one row per point); drawn into ``figure_path`` if given. Returns the report."""
-    table = _as_table(directory)
+    (one row per point); drawn into ``figure_path`` if given. ``within = (lo, hi)`` keeps
+    the points with ``against`` in [lo, hi] (either end None: open). With ``threshold``,
+    also where the measure crosses that level along ``against`` and, with ``by``, how that
+    crossing scales with ``by`` (``threshold_scaling``). Returns the report."""
+    table = _within(_as_table(directory), against, *within)
     rows = scaling(table, measure, against, runs, confidence, tol)
     written = [write_analysis(directory, rows, measure, against)]
     if measure in REGIME_MEASURES:
         written.append(write_regimes(directory, table, regimes(table, measure, against, runs, confidence, tol)))
     if figure_path is not None:
         written.append(figure(table, measure, against, figure_path, runs, confidence))
-    return "\n".join([format_report(rows, measure, against, confidence, tol),
-                      *(f"wrote {path}" for path in written)])
+    text = [format_report(rows, measure, against, confidence, tol)]
+    if threshold is not None:
+        text.append(format_threshold(table, measure, against, threshold, by, runs, confidence))
+    return "\n".join([*text, *(f"wrote {path}" for path in written)])
+
+
+def _within(table: Table, against: str, lo=None, hi=None) -> Table:
+    """The rows of the table with ``against`` in [lo, hi] (None: no bound)."""
+    if lo is None and hi is None:
+        return table
+    if against not in table.columns or table[against].dtype.kind not in "fi":
+        raise UsageError(f"a fit range needs a numeric grid key; {against!r} is not one")
+    x = np.asarray(table[against], np.float64)
+    keep = (x >= (-np.inf if lo is None else lo)) & (x <= (np.inf if hi is None else hi))
+    if not keep.any():
+        raise UsageError(f"no point has {against} in [{lo}, {hi}]; its values: {', '.join(map(str, _unique(x)))}")
+    return Table({k: v[keep] for k, v in table.columns.items()}, table.grid_keys, table.name, table.sweep_yaml)
+
+
+# ----------------------------------------------------------------------------- thresholds
+def crossing(x, y, level: float) -> float:
+    """Where y first falls below ``level`` as x grows: the x* with log y linear in log x
+    between the two grid points around the crossing,
+
+        log x* = log x_i + (log level - log y_i) (log x_{i+1} - log x_i) / (log y_{i+1} - log y_i).
+
+    Replicates at one x are averaged in log space first. NaN when y is already below the
+    level at the smallest x, or never falls below it (x* is then outside the grid).
+    """
+    x, y = _observations(x, y, min_points=1, min_distinct=1, what="a crossing")
+    _require_positive(x=x, y=y)
+    xs = np.unique(x)
+    logy = np.array([np.log(y[x == value]).mean() for value in xs])
+    below = np.flatnonzero(logy < math.log(level))
+    if not len(below) or below[0] == 0:
+        return math.nan
+    i = below[0] - 1
+    u0, u1 = math.log(xs[i]), math.log(xs[i + 1])
+    return float(math.exp(u0 + (math.log(level) - logy[i]) * (u1 - u0) / (logy[i + 1] - logy[i])))
+
+
+@dataclass(frozen=True)
+class ThresholdRow:
+    """One family's crossing x* of the level (NaN with a note where it is outside the grid)."""
+
+    group: dict
+    run: str
+    crossing: float
+    note: str = ""
+
+
+def thresholds(table, measure: str, against: str, level: float, runs=None) -> list[ThresholdRow]:
+    """For every group and run, the ``against`` value x* at which ``measure`` falls below
+    ``level`` (``crossing``): e.g. the sample size n* a learner needs to reach a test loss."""
+    rows = []
+    for family in _families(_as_table(table), measure, against, runs):
+        x = crossing(family.x, family.y, level)
+        first = np.exp(np.log(family.y[family.x == family.x.min()]).mean())
+        note = "" if not math.isnan(x) else (
+            f"already below {level:g} at the smallest {against}" if first < level else f"never below {level:g}")
+        rows.append(ThresholdRow(family.group, family.run, x, note))
+    return rows
+
+
+def threshold_scaling(rows: list[ThresholdRow], by: str, confidence: float = 0.95) -> list[tuple[dict, str, PowerLawFit]]:
+    """The power law x* ~ c by^k of the crossings against the group key ``by`` (e.g. the
+    sample complexity n* ~ d^k), per run and per group of the other keys."""
+    families: dict[tuple, list[ThresholdRow]] = {}
+    for row in rows:
+        if by not in row.group:
+            raise UsageError(f"--by {by}: not a grid key of this sweep besides the x axis; "
+                             f"keys: {', '.join(row.group) or 'none'}")
+        rest = tuple((k, v) for k, v in row.group.items() if k != by)
+        families.setdefault((rest, row.run), []).append(row)
+    out = []
+    for (rest, run), members in families.items():
+        try:
+            fit = power_law([m.group[by] for m in members], [m.crossing for m in members], confidence)
+        except ValueError:
+            fit = PowerLawFit.missing(len(members), confidence)
+        out.append((dict(rest), run, fit))
+    return out
+
+
+def format_threshold(table, measure: str, against: str, level: float, by: str | None = None, runs=None,
+                     confidence: float = 0.95) -> str:
+    """The crossings of ``level`` per family and, with ``by``, their power law in ``by``."""
+    rows = thresholds(table, measure, against, level, runs)
+    text = [f"{against}* where {measure} falls below {level:g} (log-log interpolation between grid points):"]
+    text += [f"  {_family_text(row.run, row.group)}: {row.crossing:.4g}" + (f"  ({row.note})" if row.note else "")
+             for row in rows]
+    if by is not None:
+        text.append(f"{against}* ~ c {by}^k ({confidence:.0%} interval):")
+        text += [f"  {_family_text(run, rest)}: k = {_with_interval(fit.exponent, fit.exponent_ci, '+.2f')} "
+                 f"(n = {fit.n})" for rest, run, fit in threshold_scaling(rows, by, confidence)]
+    return "\n".join(text)
 
 
 def _record(row: ScalingRow, measure: str, against: str) -> dict:

@@ -320,15 +320,22 @@ class PointsBar:
 @click.option("--phase-diagram", "phase_path", type=click.Path(dir_okay=False),
               help="Also draw Luo et al.'s (gamma, gamma') plane: each width family at its point, coloured "
                    "by its measured phase, over the published boundary.")
-def analyze(directory, measure, against, runs, figure_path, phase_path):
+@click.option("--min", "low", type=float, help="Fit only the points with KEY >= this value.")
+@click.option("--max", "high", type=float, help="Fit only the points with KEY <= this value.")
+@click.option("--threshold", type=float, metavar="LEVEL",
+              help="Also find where the measure falls below LEVEL along KEY (e.g. the n a test loss needs).")
+@click.option("--by", metavar="KEY2", help="With --threshold: fit how that crossing scales with KEY2 (e.g. data.dim).")
+def analyze(directory, measure, against, runs, figure_path, phase_path, low, high, threshold, by):
     """Power laws of a sweep's final measure against a grid key, with 95% intervals, the m -> infinity
     limit, and the regime each width family is in (writes DIRECTORY/analysis.csv)."""
     from .analysis import analyze as analyze_sweep
 
     selected = [name.strip() for name in runs.split(",") if name.strip()] if runs else None
     with usage_errors():
+        if by and threshold is None:
+            raise UsageError("--by goes with --threshold LEVEL")
         click.echo(analyze_sweep(directory, measure=measure, against=against, runs=selected,
-                                 figure_path=figure_path))
+                                 figure_path=figure_path, within=(low, high), threshold=threshold, by=by))
         if phase_path:
             from .phase import phase_figure
 

@@ -48,6 +48,7 @@ from .table import Table, cell_text, read_table, write_table
 SWEEP_KEYS = ("name", "description", "base", "grid", "replicates")
 POINTS_DIR = "points"
 SWEEP_COPY = "sweep.yaml"
+THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 # ------------------------------------------------------------------------- the sweep
@@ -272,8 +273,7 @@ def set_threads(threads: int) -> None:
 
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     else:
-        for variable in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[variable] = str(threads)
+        os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
 
 
 _POOL_WORKER = False
@@ -474,9 +474,28 @@ def _default_executor(executor: Optional[Executor], workers: int, threads: int):
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_pool_worker, initargs=(threads,))
     try:
-        yield pool
+        with _thread_environment(threads):  # spawned workers load BLAS before their initializer runs
+            yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+
+
+@contextmanager
+def _thread_environment(threads: int):
+    """The thread-count variables set to ``threads`` in this process's environment (which
+    the workers it spawns inherit), restored afterwards."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _stop_workers() -> None:

@@ -254,3 +254,40 @@ def test_figure_by_suffix(sweep, tmp_path):
     assert path.stat().st_size > 0 and path.read_text().lstrip().startswith("<?xml")
     with pytest.raises(UsageError, match="use one of"):
         analysis.figure(table, "displacement_w", "model.width", tmp_path / "scaling.jpg")
+
+
+# ------------------------------------------------------------------ thresholds and fit ranges
+def test_crossing_interpolates_in_log_log_and_is_nan_outside_the_grid():
+    x = np.array([100.0, 200, 400, 800])
+    y = 3.0 * x ** -1.0  # exactly a power law: the interpolation is exact
+    assert analysis.crossing(x, y, level=3.0 / 300) == pytest.approx(300.0, rel=1e-12)
+    assert np.isnan(analysis.crossing(x, y, level=1.0))  # already below at the smallest x
+    assert np.isnan(analysis.crossing(x, y, level=1e-6))  # never below
+    # replicates are averaged in log space: geometric mean 0.01 at x = 200
+    xr, yr = np.array([100.0, 200, 200]), np.array([0.1, 0.02, 0.005])
+    expected = 100.0 * 2.0 ** (np.log(0.011 / 0.1) / np.log(0.01 / 0.1))
+    assert analysis.crossing(xr, yr, level=0.011) == pytest.approx(expected, rel=1e-12)
+
+
+def test_sample_complexity_exponent_is_recovered_from_threshold_crossings(tmp_path):
+    # loss = (n / d^k)^-1 for k = 1 ("rich") and 2 ("ntk"): n* = d^k / level exactly
+    rows, index = [], 0
+    for d in (16, 32, 64):
+        for n in (2 ** j for j in range(4, 18)):
+            rows.append({"point": f"p{index:04d}", "data.dim": d, "data.n_train": n, "seed": 0,
+                         "status": "complete", "rich.loss_test": d / n, "ntk.loss_test": d ** 2 / n})
+            index += 1
+    write_table(tmp_path, rows, ["data.dim", "data.n_train"])
+    found = {(r.run, r.group["data.dim"]): r.crossing for r in analysis.thresholds(tmp_path, "loss_test", "data.n_train", 0.05)}
+    assert found[("rich", 32)] == pytest.approx(32 / 0.05) and found[("ntk", 64)] == pytest.approx(64 ** 2 / 0.05)
+    fits = {run: fit for _, run, fit in analysis.threshold_scaling(
+        analysis.thresholds(tmp_path, "loss_test", "data.n_train", 0.05), by="data.dim")}
+    assert fits["rich"].exponent == pytest.approx(1.0) and fits["ntk"].exponent == pytest.approx(2.0)
+    text = analysis.analyze(tmp_path, "loss_test", "data.n_train", threshold=0.05, by="data.dim")
+    assert "k = +1.00" in text and "k = +2.00" in text
+    # a fit range keeps the points with the key inside it
+    low = analysis.scaling(analysis._within(analysis.read_table(tmp_path), "data.n_train", None, 64), "loss_test",
+                           "data.n_train")
+    assert all(row.n == 3 for row in low)
+    with pytest.raises(UsageError, match="no point has data.n_train"):
+        analysis.analyze(tmp_path, "loss_test", "data.n_train", within=(1e6, None))

@@ -228,3 +228,23 @@ def test_analyze_fits_the_sweep_and_names_what_is_allowed(tmp_path):
     assert result.exit_code == 2 and "model.width" in result.output
     result = CliRunner().invoke(main, ["analyze", str(tmp_path / "out"), "--measure", "t"])
     assert result.exit_code == 2 and "displacement_w" in result.output
+
+
+def test_pool_workers_run_blas_and_numba_on_the_threads_they_are_given(tmp_path):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from meanfield.sweep import THREAD_VARIABLES, _default_executor
+
+    with _default_executor(None, workers=1, threads=1) as pool:
+        seen = pool.submit(_threads_in_worker).result()
+    assert seen["numba"] == 1 and all(n == 1 for n in seen["blas"]), seen
+    assert all(os.environ.get(name) != "1" or name in _PARENT_ENV for name in THREAD_VARIABLES)
+
+
+_PARENT_ENV = {k for k, v in os.environ.items() if v == "1"}
+
+
+def _threads_in_worker():
+    import numba
+    import threadpoolctl
+
+    return {"numba": numba.get_num_threads(), "blas": [info["num_threads"] for info in threadpoolctl.threadpool_info()]}

@@ -231,16 +231,14 @@ def test_analyze_fits_the_sweep_and_names_what_is_allowed(tmp_path):
 
 
 def test_pool_workers_run_blas_and_numba_on_the_threads_they_are_given(tmp_path):
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    pytest.importorskip("threadpoolctl")
     from meanfield.sweep import THREAD_VARIABLES, _default_executor
 
+    before = {name: os.environ.get(name) for name in THREAD_VARIABLES}
     with _default_executor(None, workers=1, threads=1) as pool:
         seen = pool.submit(_threads_in_worker).result()
     assert seen["numba"] == 1 and all(n == 1 for n in seen["blas"]), seen
-    assert all(os.environ.get(name) != "1" or name in _PARENT_ENV for name in THREAD_VARIABLES)
-
-
-_PARENT_ENV = {k for k, v in os.environ.items() if v == "1"}
+    assert {name: os.environ.get(name) for name in THREAD_VARIABLES} == before  # this process's unchanged
 
 
 def _threads_in_worker():

@@ -40,7 +40,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import yaml
 
-from .bundled import SWEEP_DIR, bundled_sweeps, resolve_path
+from .bundled import SWEEP_DIR, bundled_sweeps, resolve_path, scenario_path
 from .errors import UsageError
 from .scenario import Scenario, read_yaml, set_key, validate_scenario
 from .table import Table, cell_text, read_table, write_table
@@ -140,8 +140,6 @@ def _base_scenario(base, source: str, lines: dict, root: Path) -> tuple[dict, st
         return base, f"{source} (base)"
     if not isinstance(base, str):
         raise UsageError(f"{_at(source, lines, 'base')}: base is a scenario: a mapping, a path or a bundled name")
-    from .bundled import scenario_path
-
     candidate = root / base
     path = candidate if candidate.exists() else scenario_path(base)
     raw, _ = read_yaml(path.read_text(), str(path))

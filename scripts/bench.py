@@ -33,7 +33,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from solvers.ntk import LinearizedSquared, empirical_ntk, train_test_ntk  # noqa: E402
-from solvers.particles import predict, risk_and_gradient  # noqa: E402
+from solvers.particles import risk_and_gradient  # noqa: E402
 
 try:
     import threadpoolctl
@@ -191,9 +191,10 @@ def timeit_alternating(fns, repeats):
 def bench_linearized(n, repeats, m, d=10, n_test=256, n_times=20):
     """The whole squared-loss NTK solve beside one bare numpy.linalg.eigh of the n x n kernel.
 
-    The solve: the empirical NTK of m particles between [train; test] and train points,
-    one eigendecomposition, and train and test predictions at ``n_times`` times.
-    Returns the median seconds of (the solve, one bare eigh, the kernel alone).
+    The solve: the empirical NTK of m particles between [train; test] and train points
+    with f_0 on both (from the same features), one eigendecomposition, and train and test
+    predictions at ``n_times`` times. Returns the median seconds of (the solve, one bare
+    eigh, the kernel with f_0 alone).
     """
     rng = np.random.default_rng(1)
     X = rng.standard_normal((n + n_test, d))
@@ -203,12 +204,11 @@ def bench_linearized(n, repeats, m, d=10, n_test=256, n_times=20):
     times = np.linspace(0.0, 10.0, n_times)
 
     def kernel():
-        return train_test_ntk(a, W, None, X[:n], X[n:], **numbers)
+        return train_test_ntk(a, W, None, X[:n], X[n:], return_f0=True, **numbers)
 
     def solve():
-        K_train, K_test = kernel()
-        f0 = predict(a, W, None, X, numbers["s"], 0)
-        LinearizedSquared(K_train, y, f0[:n], K_test, f0[n:]).predict(times)
+        K_train, K_test, f0_train, f0_test = kernel()
+        LinearizedSquared(K_train, y, f0_train, K_test, f0_test).predict(times)
 
     K_train = empirical_ntk(a, W, None, X[:n], X[:n], **numbers)
     return timeit_alternating([solve, lambda: np.linalg.eigh(K_train), kernel], repeats)

@@ -108,13 +108,15 @@ def _weigh_and_add(K_a, K_w, X1, X2_t, weight_a, weight_w, bias, n_sym):
 
 
 def _kernel(a, W, b, X1, X2, shared, code, weight_a, weight_w, block):
-    """K(X1, X2) = weight_a S1 S2^T + weight_w (D1 D2^T) o (X1 X2^T + 1_bias), summed over
-    blocks of particles, D scaled by |a|. ``shared``: X2 is X1[:n2], so the features of X1
-    serve both sides and K[:n2] is a Gram matrix, computed by symmetric rank-B updates
-    (BLAS syrk, half the work of a general product) and made exactly symmetric."""
+    """(K(X1, X2), S1 a): K = weight_a S1 S2^T + weight_w (D1 D2^T) o (X1 X2^T + 1_bias),
+    summed over blocks of particles, D scaled by |a|, and sum_i a_i sigma(z_i) on X1 from
+    the same features. ``shared``: X2 is X1[:n2], so the features of X1 serve both sides
+    and K[:n2] is a Gram matrix, computed by symmetric rank-B updates (BLAS syrk, half the
+    work of a general product) and made exactly symmetric."""
     n1, n2, m = X1.shape[0], X2.shape[0], W.shape[0]
-    if not (m and n1 and n2):
-        return np.zeros((n1, n2))
+    f = np.zeros(n1)
+    if not (m and n1):
+        return np.zeros((n1, n2)), f
     K_a, K_w = np.empty((n1, n2)), np.empty((n1, n2))
     points = n1 if shared else n1 + n2
     B = _block_rows(m, points, block, max(BLOCK_ELEMENTS, 2 * n1 * n2))
@@ -126,6 +128,7 @@ def _kernel(a, W, b, X1, X2, shared, code, weight_a, weight_w, block):
         i1 = min(m, i0 + B)
         bb = None if b is None else b[i0:i1]
         S1, D1 = _features(X1, W[i0:i1], bb, code, bufs[0], bufs[1])
+        f += S1 @ a[i0:i1]
         D1 *= np.abs(a[i0:i1])  # a_i^2 = |a_i| |a_i|
         if shared:
             S2, D2 = S1[:n2], D1[:n2]
@@ -143,11 +146,12 @@ def _kernel(a, W, b, X1, X2, shared, code, weight_a, weight_w, block):
                 K += product
     _weigh_and_add(K_a, K_w, X1, np.ascontiguousarray(X2.T), weight_a, weight_w,
                    0.0 if b is None else 1.0, n2 if shared else 0)
-    return K_a
+    return K_a, f
 
 
 def _empirical(a, W, b, X1, X2, shared, *, s, eta_a, eta_w, act, loss_scale=1.0, block=None):
-    """Checks the arguments of :func:`empirical_ntk` and computes K(X1, X2) by :func:`_kernel`."""
+    """(K(X1, X2), f_0(X1)) by :func:`_kernel`, the arguments of :func:`empirical_ntk` checked;
+    f_0(x) = s sum_i a_i sigma(w_i . x + b_i), the network at the particles."""
     a = np.ascontiguousarray(a, dtype=np.float64)
     W = _as_2d(W, "W")
     m, d = W.shape
@@ -160,8 +164,10 @@ def _empirical(a, W, b, X1, X2, shared, *, s, eta_a, eta_w, act, loss_scale=1.0,
     if X1.shape[1] != d or X2.shape[1] != d:
         raise ValueError(f"X1 {X1.shape} / X2 {X2.shape} do not match W {W.shape}")
     weight = loss_scale * s * s
-    return _kernel(a, W, b, X1, X2, shared, _code(act, activation_code), weight * eta_a,
+    K, f = _kernel(a, W, b, X1, X2, shared, _code(act, activation_code), weight * eta_a,
                    weight * eta_w, block)
+    f *= s
+    return K, f
 
 
 def empirical_ntk(a, W, b, X1, X2=None, *, s, eta_a, eta_w, act, loss_scale=1.0, block=None):
@@ -187,17 +193,21 @@ def empirical_ntk(a, W, b, X1, X2=None, *, s, eta_a, eta_w, act, loss_scale=1.0,
     X1 = _as_2d(X1, "X1")
     X2 = X1 if same else _as_2d(X2, "X2")
     return _empirical(a, W, b, X1, X2, same, s=s, eta_a=eta_a, eta_w=eta_w, act=act,
-                      loss_scale=loss_scale, block=block)
+                      loss_scale=loss_scale, block=block)[0]
 
 
-def train_test_ntk(a, W, b, X_train, X_test, **numbers):
+def train_test_ntk(a, W, b, X_train, X_test, *, return_f0=False, **numbers):
     """(K(X, X), K(X*, X)): the two row blocks of K([X; X*], X), from one set of features
     per particle block, the training block by symmetric rank updates (half the work of a
-    general product) and exactly symmetric. ``numbers`` are those of :func:`empirical_ntk`."""
+    general product) and exactly symmetric. ``numbers`` are those of :func:`empirical_ntk`.
+
+    ``return_f0``: also return f_0(X) and f_0(X*), f_0(x) = s sum_i a_i sigma(w_i . x + b_i),
+    from the same features (no second pass over the particles):
+    ``(K(X, X), K(X*, X), f_0(X), f_0(X*))``."""
     X_train, X_test = _as_2d(X_train, "X_train"), _as_2d(X_test, "X_test")
     n = X_train.shape[0]
-    K = _empirical(a, W, b, np.vstack([X_train, X_test]), X_train, True, **numbers)
-    return K[:n], K[n:]
+    K, f0 = _empirical(a, W, b, np.vstack([X_train, X_test]), X_train, True, **numbers)
+    return (K[:n], K[n:], f0[:n], f0[n:]) if return_f0 else (K[:n], K[n:])
 
 
 # ------------------------------------------------------------------ analytic kernels

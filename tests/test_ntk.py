@@ -410,18 +410,28 @@ def test_train_test_ntk_equals_the_blocks_of_one_kernel():
     assert np.array_equal(K_train, K_train.T)
 
 
-def test_train_test_ntk_any_block_size_and_an_exactly_symmetric_training_block():
+def test_train_test_ntk_any_block_size_exactly_symmetric_and_f0():
     from solvers.ntk import train_test_ntk
 
     a, W, b = particles(29, 4, seed=50)
     X, Xt = points(23, 4, 51), points(6, 4, 52)
     kw = dict(s=0.2, eta_a=0.9, eta_w=1.4, act="erf", loss_scale=0.6)
     want = ref.ntk_from_jacobian(a, W, b, np.vstack([X, Xt]), X, 0.2, 0.9, 1.4, "erf", 0.6)
+    f0 = predict(a, W, b, np.vstack([X, Xt]), 0.2, ACTIVATIONS["erf"])
     for block in (None, 1, 5, 29):
         K_train, K_test = train_test_ntk(a, W, b, X, Xt, block=block, **kw)
         assert np.array_equal(K_train, K_train.T)
         np.testing.assert_allclose(np.vstack([K_train, K_test]), want, rtol=1e-12,
                                    atol=1e-13 * np.abs(want).max())
+        # f_0 from the same features is the network's output
+        K_train2, K_test2, f0_train, f0_test = train_test_ntk(a, W, b, X, Xt, block=block,
+                                                              return_f0=True, **kw)
+        assert np.array_equal(K_train2, K_train) and np.array_equal(K_test2, K_test)
+        np.testing.assert_allclose(np.concatenate([f0_train, f0_test]), f0, rtol=1e-13, atol=1e-14)
+    # no training points: no kernel, still f_0 on the test points
+    K_train, K_test, f0_train, f0_test = train_test_ntk(a, W, b, X[:0], Xt, return_f0=True, **kw)
+    assert K_train.shape == (0, 0) and K_test.shape == (6, 0) and f0_train.shape == (0,)
+    np.testing.assert_allclose(f0_test, f0[23:], rtol=1e-13, atol=1e-14)
 
 
 def test_closed_form_is_the_eigen_formula_written_out():

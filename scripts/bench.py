@@ -31,6 +31,7 @@ sys.path.insert(0, REPO)
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
+import scipy.linalg  # noqa: E402
 
 from solvers.ntk import LinearizedSquared, empirical_ntk, train_test_ntk  # noqa: E402
 from solvers.particles import risk_and_gradient  # noqa: E402
@@ -174,14 +175,22 @@ def startup_time(m=1024, n=1024, d=2):
     return total, imports, first
 
 
-def timeit_alternating(fns, repeats):
+BLAS_SETTLE_SECONDS = 0.3
+"""Pause before each timed call of the linearized benchmark. pip's numpy and scipy bring
+separate OpenBLAS builds whose idle threads spin for about 0.1 s after a call; a call into
+one while the other's threads still spin runs up to twice as long on 2 cores. The pause
+lets every call start with idle threads, as the one solve of a run does."""
+
+
+def timeit_alternating(fns, repeats, pause=BLAS_SETTLE_SECONDS):
     """Median seconds of each function, timed in turn (after one warm-up call each), so that
-    a change in the machine's load falls on all of them alike."""
+    a change in the machine's load falls on all of them alike; ``pause`` seconds before each."""
     for fn in fns:
         fn()
     times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, t in zip(fns, times):
+            time.sleep(pause)
             t0 = time.perf_counter()
             fn()
             t.append(time.perf_counter() - t0)
@@ -189,12 +198,13 @@ def timeit_alternating(fns, repeats):
 
 
 def bench_linearized(n, repeats, m, d=10, n_test=256, n_times=20):
-    """The whole squared-loss NTK solve beside one bare numpy.linalg.eigh of the n x n kernel.
+    """The whole squared-loss NTK solve beside one bare eigendecomposition of the n x n kernel.
 
     The solve: the empirical NTK of m particles between [train; test] and train points
-    with f_0 on both (from the same features), one eigendecomposition, and train and test
-    predictions at ``n_times`` times. Returns the median seconds of (the solve, one bare
-    eigh, the kernel with f_0 alone).
+    with f_0 on both (from the same features), the factored eigendecomposition, and train
+    and test predictions at ``n_times`` times. Returns the median seconds of (the solve,
+    numpy.linalg.eigh, scipy.linalg.eigh (the LAPACK the solve runs on), the kernel with
+    f_0 alone).
     """
     rng = np.random.default_rng(1)
     X = rng.standard_normal((n + n_test, d))
@@ -211,7 +221,9 @@ def bench_linearized(n, repeats, m, d=10, n_test=256, n_times=20):
         LinearizedSquared(K_train, y, f0_train, K_test, f0_test).predict(times)
 
     K_train = empirical_ntk(a, W, None, X[:n], X[:n], **numbers)
-    return timeit_alternating([solve, lambda: np.linalg.eigh(K_train), kernel], repeats)
+    return timeit_alternating([solve, lambda: np.linalg.eigh(K_train),
+                               lambda: scipy.linalg.eigh(K_train, check_finite=False), kernel],
+                              repeats)
 
 
 def main():
@@ -247,9 +259,10 @@ def main():
         for n in (1000, 4000):
             for m in (256, 1024):
                 repeats = 3 if args.quick else (7 if n <= 1000 else 5)
-                solve, eigh, kernel = bench_linearized(n, repeats, m)
+                solve, eigh, eigh_scipy, kernel = bench_linearized(n, repeats, m)
                 print(f"  n = {n}, m = {m}: solve {solve:.3f} s (kernel {kernel:.3f} s), "
-                      f"bare eigh {eigh:.3f} s, ratio {solve / eigh:.2f}"
+                      f"bare eigh {eigh:.3f} s (scipy's {eigh_scipy:.3f} s), "
+                      f"ratio {solve / eigh:.2f} (to scipy's {solve / eigh_scipy:.2f})"
                       + ("" if solve <= 1.5 * eigh else "  (over the 1.5 target)"))
     if "population" in parts:
         print("\nrelu N-body population gradient (scripts/bench_population.py):")

@@ -34,12 +34,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.linalg import blas
 from scipy.spatial.distance import cdist
 
 from ._jit import jit
 from .activations import ERF, LINEAR, RELU, activate_tile, activation_code
 from .fields import ParticleLayout
-from .linear_flow import as_times, phi, psd_eigh
+from .linear_flow import FactoredEigh, as_times, phi
 from .losses import loss_and_derivative, loss_code
 
 BLOCK_ELEMENTS = 1 << 20
@@ -82,22 +83,80 @@ def _features(X, W, b, code, buf_s, buf_d):
 # ------------------------------------------------------------------ empirical kernel
 
 
+# The kernel's and the closed form's BLAS work runs in scipy's BLAS, like the LAPACK work of
+# FactoredEigh (its docstring says why); C-ordered arrays are handed over as their F-ordered
+# transposes, so nothing is copied.
+
+
+def _gram_lower(F, out, beta):
+    """out <- F F^T + beta out on the lower triangle (dsyrk; the upper is left as it was);
+    F (n, B) and out (n, n), both C-contiguous."""
+    blas.dsyrk(1.0, F.T, beta=beta, c=out.T, trans=1, lower=0, overwrite_c=1)
+
+
+def _cross(F1, F2, out, beta):
+    """out <- F1 F2^T + beta out (dgemm); F1 (n1, B), F2 (n2, B), out (n1, n2), C-contiguous."""
+    blas.dgemm(1.0, F2.T, F1.T, beta=beta, c=out.T, trans_a=1, overwrite_c=1)
+
+
+def _product_t(A, B):
+    """A^T B (dgemm) for A (k, p), B (k, q) in any order: (p, q), F-ordered."""
+    if 0 in A.shape or 0 in B.shape:
+        return np.zeros((A.shape[1], B.shape[1]))
+    return blas.dgemm(1.0, A, B, trans_a=1)
+
+
+@jit
+def _activate_scaled(S, D, a, b, code, f):
+    """Row by row, in place: z = S + b, S <- sigma(z), D <- sigma'(z) |a| and f += S a
+    (over the particles of the block; ``b`` empty for a model without bias)."""
+    n, B = S.shape
+    bias = b.size > 0
+    for k in range(n):
+        row = S[k]
+        if bias:
+            for i in range(B):
+                row[i] += b[i]
+        activate_tile(code, row, row, D[k], B)
+        acc = 0.0
+        for i in range(B):
+            acc += row[i] * a[i]
+            D[k, i] *= abs(a[i])
+        f[k] += acc
+
+
+def _kernel_features(X, W, b, a, code, buf_s, buf_d, f):
+    """S = sigma(Z) and D = sigma'(Z) |a| ([n, B], in the flat buffers), Z = X W^T + b,
+    and f += S a: the features of a particle block, with the network's output on X."""
+    n, B = X.shape[0], W.shape[0]
+    S = buf_s[: n * B].reshape(n, B)
+    D = buf_d[: n * B].reshape(n, B)
+    if n:
+        blas.dgemm(1.0, W.T, X.T, c=S.T, trans_a=1, overwrite_c=1)  # S^T = W X^T
+        _activate_scaled(S, D, a, b, code, f)
+    return S, D
+
+
 @jit
 def _weigh_and_add(K_a, K_w, X1, X2_t, weight_a, weight_w, bias, n_sym):
-    """K_a <- weight_a K_a + weight_w K_w o (X1 X2^T + bias), in place (X2_t = X2^T, d x n2);
-    then the first n_sym rows, a symmetric block, are made exactly symmetric by copying
-    their lower triangle onto the upper one, tile by tile. Serial on purpose: it runs
-    between BLAS calls, into which the spinning threads of a parallel region would cut."""
+    """K_a <- weight_a K_a + weight_w K_w o (X1 X2^T + bias), in place (X2_t = X2^T, d x n2).
+
+    The first n_sym rows are a symmetric block of which only the lower triangle was
+    computed (dsyrk): there only j <= i is weighed, then copied onto the upper triangle
+    tile by tile, so the block is exactly symmetric. Serial on purpose: it runs between
+    BLAS calls, into which the spinning threads of a parallel region would cut."""
     n1, n2 = K_a.shape
     d = X1.shape[1]
     g = np.empty(n2)
     for i in range(n1):
-        g[:] = bias
+        width = min(i + 1, n2) if i < n_sym else n2
+        for j in range(width):
+            g[j] = bias
         for k in range(d):
             x = X1[i, k]
-            for j in range(n2):
+            for j in range(width):
                 g[j] += x * X2_t[k, j]
-        for j in range(n2):
+        for j in range(width):
             K_a[i, j] = weight_a * K_a[i, j] + weight_w * K_w[i, j] * g[j]
     tile = 64
     for ti in range((n_sym + tile - 1) // tile):
@@ -112,7 +171,8 @@ def _kernel(a, W, b, X1, X2, shared, code, weight_a, weight_w, block):
     summed over blocks of particles, D scaled by |a|, and sum_i a_i sigma(z_i) on X1 from
     the same features. ``shared``: X2 is X1[:n2], so the features of X1 serve both sides
     and K[:n2] is a Gram matrix, computed by symmetric rank-B updates (BLAS syrk, half the
-    work of a general product) and made exactly symmetric."""
+    work of a general product) and made exactly symmetric. The blocks accumulate in K
+    (BLAS beta = 1): no buffer beyond the features."""
     n1, n2, m = X1.shape[0], X2.shape[0], W.shape[0]
     f = np.zeros(n1)
     if not (m and n1):
@@ -123,27 +183,25 @@ def _kernel(a, W, b, X1, X2, shared, code, weight_a, weight_w, block):
     bufs = [np.empty(n1 * B), np.empty(n1 * B)]
     if not shared:
         bufs += [np.empty(n2 * B), np.empty(n2 * B)]
-    product = None if B == m else np.empty((n1, n2))
+        f_right = np.zeros(n2)  # the output on X2, not needed
+    bias = np.empty(0) if b is None else b
     for i0 in range(0, m, B):
-        i1 = min(m, i0 + B)
-        bb = None if b is None else b[i0:i1]
-        S1, D1 = _features(X1, W[i0:i1], bb, code, bufs[0], bufs[1])
-        f += S1 @ a[i0:i1]
-        D1 *= np.abs(a[i0:i1])  # a_i^2 = |a_i| |a_i|
+        blk = slice(i0, min(m, i0 + B))
+        S1, D1 = _kernel_features(X1, W[blk], bias[blk], a[blk], code, bufs[0], bufs[1], f)
         if shared:
             S2, D2 = S1[:n2], D1[:n2]
         else:
-            S2, D2 = _features(X2, W[i0:i1], bb, code, bufs[2], bufs[3])
-            D2 *= np.abs(a[i0:i1])
+            S2, D2 = _kernel_features(X2, W[blk], bias[blk], a[blk], code, bufs[2], bufs[3], f_right)
+        beta = 0.0 if i0 == 0 else 1.0
         for K, F1, F2 in ((K_a, S1, S2), (K_w, D1, D2)):
-            out = K if i0 == 0 else product
+            if not n2:
+                continue
             if shared:
-                np.matmul(F2, F2.T, out=out[:n2])  # numpy takes A A^T to syrk
-                np.matmul(F1[n2:], F2.T, out=out[n2:])
+                _gram_lower(F2, K[:n2], beta)
+                if n1 > n2:
+                    _cross(F1[n2:], F2, K[n2:], beta)
             else:
-                np.matmul(F1, F2.T, out=out)
-            if i0:
-                K += product
+                _cross(F1, F2, K, beta)
     _weigh_and_add(K_a, K_w, X1, np.ascontiguousarray(X2.T), weight_a, weight_w,
                    0.0 if b is None else 1.0, n2 if shared else 0)
     return K_a, f
@@ -330,7 +388,8 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
 class LinearizedSquared:
     """Kernel gradient flow (*) for squared loss, l'(f, y) = f - y, solved in closed form.
 
-    With K_train = V diag(lam) V^T (one symmetric eigendecomposition):
+    With K_train = V diag(lam) V^T (one symmetric eigendecomposition, its eigenvectors kept
+    in factored form by :class:`solvers.linear_flow.FactoredEigh`):
 
         f_t(X)  = y + V exp(-lam t / n) V^T (f_0(X) - y)
         f_t(X*) = f_0(X*) + K(X*, X) V diag((1 - exp(-lam t / n)) / lam) V^T (y - f_0(X))
@@ -371,29 +430,38 @@ class LinearizedSquared:
             Kt, f0t = self.K_test_train.shape, self.f0_test.shape
             if len(Kt) != 2 or Kt[1] != n or f0t != Kt[:1]:
                 raise ValueError(f"K_test_train {Kt} / f0_test {f0t} do not match n = {n}")
-        lam, V = psd_eigh(K, "K_train")
-        self.eigenvalues = lam
-        self.eigenvectors = V
-        self._range = lam > 0
-        self._r0 = V.T @ (self.f0_train - self.y)  # coordinates of f_0(X) - y
+        self.eigen = FactoredEigh(K, "K_train")
+        self.eigenvalues = self.eigen.eigenvalues
+        self._range = self.eigenvalues > 0
+        # coordinates of f_0(X) - y in the eigenbasis
+        self._r0 = self.eigen.apply_transpose((self.f0_train - self.y)[:, None])[:, 0]
+
+    @property
+    def eigenvectors(self):
+        """V, the eigenvectors of K_train (formed on demand: :class:`FactoredEigh`)."""
+        return self.eigen.eigenvectors
 
     def predict(self, t):
         """``(f_train(t), f_test(t))`` (``f_test`` None without a test set). ``t`` a number
         (arrays (n,), (n*,)) or an array of T times (arrays (T, n), (T, n*)); t >= 0.
 
-        The test points go through the coefficients c_t = V diag(t/n phi(lam t/n)) V^T r0
-        on the range of K_train, all T at once: f_t(X*) = f_0(X*) - K(X*, X) c_t (2 T n (n + n*)
-        flops, no n* x n x n product)."""
+        Both go through V applied once to 2 T vectors in the eigenbasis, (e^{-x} - 1) r0
+        and the coefficients c_t = diag(t/n phi(lam t/n)) r0 on the range of K_train
+        (x = lam t / n, r0 = V^T (f_0(X) - y)): f_t(X) = f_0(X) + V (e^{-x} - 1) r0 and
+        f_t(X*) = f_0(X*) - K(X*, X) V c_t, O(n^2 T + n* n T) flops in all (scipy's BLAS:
+        see :class:`FactoredEigh`)."""
         t_arr, tau = as_times(t)
         tau = tau / self.n  # (T, 1)
         x = tau * self.eigenvalues  # lam t / n, (T, n)
-        # f_t(X) = f_0 + V (e^{-x} - 1) r0
-        f_train = self.f0_train + (np.expm1(-x) * self._r0) @ self.eigenvectors.T
+        T = x.shape[0]
+        # the null directions of K_train are left out of c_t (see the class docstring)
+        modes = np.vstack([np.expm1(-x) * self._r0,
+                           np.where(self._range, tau * phi(x) * self._r0, 0.0)])
+        moved = self.eigen.apply(modes.T)  # (n, 2T): V (e^{-x} - 1) r0, then V c_t
+        f_train = self.f0_train + moved[:, :T].T
         f_test = None
         if self.K_test_train is not None:
-            # the null directions of K_train are left out of c_t (see the class docstring)
-            coef = np.where(self._range, tau * phi(x) * self._r0, 0.0) @ self.eigenvectors.T
-            f_test = self.f0_test - coef @ self.K_test_train.T
+            f_test = self.f0_test - _product_t(moved[:, T:], self.K_test_train.T)
         if t_arr.ndim == 0:
             f_train = f_train[0]
             f_test = None if f_test is None else f_test[0]

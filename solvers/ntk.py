@@ -17,11 +17,13 @@ K = c J diag(eta) J^T with J = d f / d theta at theta_0.
 
 What is here:
 
-- :func:`empirical_ntk`: K of the given particles, by BLAS over blocks of particles;
+- :func:`empirical_ntk`: K of the given particles, by BLAS over blocks of particles
+  (scipy's BLAS, the library the closed form's LAPACK work runs in: see
+  :class:`solvers.linear_flow.FactoredEigh`);
 - :func:`analytic_kernels` (and :func:`gaussian_moments`): the m -> infinity NNGP and NTK
   for relu, erf and linear in closed form;
 - :class:`LinearizedSquared`: (*) for squared loss, solved exactly at any t by one
-  eigendecomposition;
+  eigendecomposition (its eigenvectors kept in factored form);
 - :class:`FunctionSpaceField`: (*) for any loss as a vector field for ``solvers.integrate``;
 - :class:`TangentField`: the finite-width linearized network in parameter space, on the
   flat state layout of ``solvers.fields.ParticleLayout``.
@@ -68,7 +70,9 @@ def _block_rows(m, n, block, budget=BLOCK_ELEMENTS):
 
 
 def _features(X, W, b, code, buf_s, buf_d):
-    """S = sigma(Z) and D = sigma'(Z), Z = X W^T + b ([n, B], written into the flat buffers)."""
+    """S = sigma(Z) and D = sigma'(Z), Z = X W^T + b ([n, B], written into the flat buffers).
+    For :class:`TangentField`, whose other products are numpy's (the kernel has its own,
+    :func:`_kernel_features`, on scipy's BLAS)."""
     n, B = X.shape[0], W.shape[0]
     S = buf_s[: n * B].reshape(n, B)
     D = buf_d[: n * B].reshape(n, B)

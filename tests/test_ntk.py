@@ -71,6 +71,27 @@ def test_empirical_ntk_gram_is_symmetric_psd(act):
         assert lam.min() >= -1e-10 * lam.max()
 
 
+def test_blas_products_write_in_place_and_ignore_the_old_contents_at_beta_zero():
+    """The kernel's BLAS helpers against numpy: they write into (views of) the caller's
+    C-ordered arrays, beta = 0 ignores whatever was there (np.empty: possibly NaN), beta = 1
+    accumulates, and the Gram update fills the lower triangle only."""
+    from solvers.ntk import _cross, _gram_lower
+
+    rng = np.random.default_rng(9)
+    F1, F2 = rng.standard_normal((7, 5)), rng.standard_normal((4, 5))
+    out = np.full((9, 4), np.nan)
+    _cross(F1, F2, out[2:], 0.0)
+    np.testing.assert_allclose(out[2:], F1 @ F2.T, rtol=1e-14)
+    _cross(F1, F2, out[2:], 1.0)
+    np.testing.assert_allclose(out[2:], 2 * F1 @ F2.T, rtol=1e-14)
+    assert np.all(np.isnan(out[:2]))
+    G = np.full((4, 4), np.nan)
+    _gram_lower(F2, G, 0.0)
+    lower = np.tril_indices(4)
+    np.testing.assert_allclose(G[lower], (F2 @ F2.T)[lower], rtol=1e-14)
+    assert np.all(np.isnan(G[np.triu_indices(4, 1)]))
+
+
 # ------------------------------------------------------------------ analytic kernels
 
 

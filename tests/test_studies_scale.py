@@ -16,19 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import yaml
 
-from meanfield.bundled import SWEEP_DIR, bundled_sweeps
+from meanfield.bundled import SWEEP_DIR
 from meanfield.parameterization import resolve
 from meanfield.sweep import load_sweep, parse_sweep, run_sweep
 
 ALPHAS = [0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000]
 DIMS = [16, 32, 64]
 N_TRAIN = [8192, 4096, 2048, 1024, 512, 256, 128]
-
-
-def test_both_studies_are_bundled_with_a_summary_line():
-    studies = bundled_sweeps()
-    for name in ("chizat_oyallon_bach", "single_index_samples"):
-        assert name in studies and len(studies[name]) > 20, studies.get(name)
 
 
 def test_chizat_oyallon_bach_grid_is_alpha_by_seed_with_an_ntk_reference():

@@ -22,9 +22,9 @@ from meanfield.sweep import load_sweep, parse_sweep, run_sweep
 WIDTHS = [64, 128, 256, 512, 1024, 2048, 4096]
 
 
-def test_both_studies_are_bundled_with_a_summary_line():
+def test_the_four_studies_are_bundled_with_a_summary_line():
     studies = bundled_sweeps()
-    for name in ("width_theorem", "luo_phase_diagram"):
+    for name in ("width_theorem", "luo_phase_diagram", "chizat_oyallon_bach", "single_index_samples"):
         assert name in studies and len(studies[name]) > 20, studies.get(name)
 
 

@@ -370,9 +370,10 @@ class KernelSolver:
         X_train, X_test = self.shared.data.X_train, self.shared.data.X_test
         if self.spec.kernel == "empirical":
             a0, W0, b0 = initial_particles(self.shared.draws, r, scenario.model.bias)
-            K_train, K_test = kernels.train_test_ntk(a0, W0, b0, X_train, X_test, s=r.s, eta_a=r.eta_a,
-                                                     eta_w=r.eta_w, act=act, loss_scale=r.loss_scale)
-            return K_train, K_test, predict(a0, W0, b0, X, r.s, act)
+            K_train, K_test, f0_train, f0_test = kernels.train_test_ntk(
+                a0, W0, b0, X_train, X_test, return_f0=True, s=r.s, eta_a=r.eta_a, eta_w=r.eta_w,
+                act=act, loss_scale=r.loss_scale)
+            return K_train, K_test, np.concatenate([f0_train, f0_test])
         # E over the initialization of the empirical kernel at this width: the weights
         # c s^2 m eta are the m -> infinity limits for mean_field, ntk and lazy
         weight = r.loss_scale * r.s**2 * r.width

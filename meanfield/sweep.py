@@ -247,7 +247,16 @@ def run_point(task: Task) -> Outcome:
         resume = _resumable(task.output)
         if not resume and Path(task.output).exists():
             os.remove(task.output)  # an unreadable remnant of a killed worker
-        run.simulate(scenario, task.output, resume=resume)
+        try:
+            run.simulate(scenario, task.output, resume=resume)
+        except OSError:
+            if not resume:
+                raise
+            # a killed worker's file whose header reads but whose last chunks do not
+            # (HDF5 "filter returned failure during read"): start the point again
+            os.remove(task.output)
+            run.simulate(scenario, task.output)
+        measures = final_measures(task.output)
     except KeyboardInterrupt:
         if _POOL_WORKER:  # the sweep is stopping: the file is closed and marked interrupted
             os._exit(130)
@@ -256,9 +265,12 @@ def run_point(task: Task) -> Outcome:
         status, reason = "failed", str(exc)
     except Exception as exc:  # noqa: BLE001 - any error of one point is that point's outcome
         status, reason = "failed", f"{type(exc).__name__}: {exc}"
-    seconds = time.perf_counter() - start
-    measures = final_measures(task.output) if Path(task.output).exists() else {}
-    return Outcome(task.point, status, reason, seconds, measures)
+    if status != "complete":
+        try:
+            measures = final_measures(task.output)
+        except Exception:  # noqa: BLE001 - a failed point's file may hold nothing readable
+            measures = {}
+    return Outcome(task.point, status, reason, time.perf_counter() - start, measures)
 
 
 def set_threads(threads: int) -> None:

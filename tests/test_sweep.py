@@ -213,6 +213,31 @@ def test_resume_after_a_kill_runs_only_the_points_not_complete(tmp_path, how):
     assert list(table["status"]) == ["complete"] * 4 and list(table["point"]) == [f"p000{i}" for i in range(4)]
 
 
+def test_a_resume_that_cannot_read_its_file_starts_the_point_again(tmp_path, monkeypatch):
+    """A SIGKILLed worker can leave a file whose header reads but whose last chunks do not
+    (HDF5: "filter returned failure during read"): the resume's OSError restarts the point."""
+    from meanfield import run
+
+    sweep = parse_sweep(sweep_text({"seed": [0]}))
+    run_sweep(sweep, tmp_path / "out", executor=serial())
+    path = tmp_path / "out/points/p0000.h5"
+    with h5py.File(path, "r+") as h5:
+        h5["parameters/lazy"].attrs["status"] = "interrupted"
+    assert point_status(path) == "unfinished"
+    simulate = run.simulate
+
+    def unreadable_on_resume(scenario, output, resume=False, **options):
+        if resume:
+            raise OSError("Can't synchronously read data (filter returned failure during read)")
+        return simulate(scenario, output, resume=resume, **options)
+
+    monkeypatch.setattr(run, "simulate", unreadable_on_resume)
+    run_sweep(sweep, tmp_path / "out", executor=serial(), resume=True)
+    table = read_table(tmp_path / "out")
+    assert list(table["status"]) == ["complete"] and point_status(path) == "complete"
+    assert np.isfinite(table["lazy.loss_test"][0])
+
+
 def test_analyze_fits_the_sweep_and_names_what_is_allowed(tmp_path):
     sweep = parse_sweep(sweep_text({"model.width": [8, 16, 32], "seed": [0, 1]}))
     run_sweep(sweep, tmp_path / "out", executor=serial())

@@ -1,7 +1,186 @@
 """meanfield: two-layer neural networks at infinite width, rich (mean-field) and lazy (NTK) side by side.
 
-The application package: scenarios, data, parameterizations, runs, storage, diagnostics
-and the command line. The numerical core lives in the ``solvers`` package.
+The library a notebook drives; the ``meanfield`` command line is a thin layer over it::
+
+    import meanfield as mf
+
+    sc = mf.load_scenario("quickstart")                  # a bundled name, a YAML path, or a dict
+    sc = sc.replace({"model.width": 1024, "runs.ntk": None})
+    traj = mf.simulate(sc)                               # in memory; output="q.h5" writes a file
+    traj["rich"].measure("loss_test")                    # an xarray.DataArray over time
+    traj["rich"].particles()                             # an xarray.Dataset: position, amplitude
+    traj.save("q.h5"); traj = mf.open("q.h5")
+
+    res = mf.sweep("width_theorem", grid={"model.width": [64, 256]}, output="wt")
+    res.table                                            # a pandas DataFrame, one row per point
+    mf.analyze(res, measure="displacement_w", against="model.width")
+
+What each function returns is in its docstring; the design (equations, parameterizations,
+the file layout, the run contract) is in docs/design.md. The numerical core is the
+``solvers`` package; importing ``meanfield`` does not load it (nor Numba) until a
+simulation runs.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence, Union
+
+from .errors import RunFailed, UsageError
+from .scenario import Scenario
+from .storage import RecordedRun, Trajectory
+from .sweeps import SweepResult
+
 __version__ = "0.1.0"
+
+__all__ = ["RecordedRun", "RunFailed", "Scenario", "SweepResult", "Trajectory", "UsageError", "analyze",
+           "animate", "bundled_scenarios", "bundled_sweeps", "load_scenario", "load_sweep", "open", "open_sweep", "plan", "plot",
+           "simulate", "sweep"]
+
+ScenarioLike = Union[Scenario, str, Path, Mapping]
+"""What names a scenario: a :class:`Scenario`, a bundled scenario's name, a YAML path, or a mapping."""
+
+
+def load_scenario(source: ScenarioLike, overrides: Union[Mapping, Sequence[str]] = ()) -> Scenario:
+    """A validated :class:`Scenario` from a bundled scenario's name (``"quickstart"``), a YAML
+    file's path, a mapping of its keys, or a Scenario. ``overrides`` edit it before validation,
+    as a mapping ``{"model.width": 4096}`` or as ``--set`` strings ``["model.width=4096"]``.
+
+    Raises :class:`UsageError` naming the file, the line and the key of anything invalid.
+    """
+    from .scenario import load_scenario as load
+
+    return load(source, overrides)
+
+
+def plan(scenario: ScenarioLike):
+    """What ``simulate`` would do, without doing it: a ``Plan`` with each run's resolved
+    parameterization (``plan.resolved[name].s``, ``.eta_a``, ``.regime``), the snapshot
+    times and the estimated file size; ``plan.describe()`` is what ``--dry-run`` prints."""
+    from .simulation import plan as make_plan
+
+    return make_plan(load_scenario(scenario))
+
+
+def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, resume: bool = False,
+             overwrite: bool = False, progress: Union[bool, Callable] = False,
+             log: Optional[Callable[[str], None]] = None) -> Trajectory:
+    """Run every run of ``scenario`` on the same data from the same initial particles and
+    return the :class:`Trajectory` (open for reading).
+
+    ``output=None`` keeps the file in memory (nothing on disk; ``traj.save(path)`` keeps it);
+    a path writes it there as the runs go. An existing file is replaced only with
+    ``overwrite=True``; ``resume=True`` continues an interrupted one from its checkpoints
+    (the result is the file an uninterrupted run writes). ``progress=True`` shows a bar per
+    run on stderr (model time, steps/s, ETA); ``log`` receives one line per event
+    (the plan, each run's start and end).
+
+    Raises :class:`RunFailed` if a run diverged (``exc.trajectory`` holds the file, every
+    snapshot before the failure kept) and :class:`UsageError` for bad input.
+    """
+    from .progress import progress_factory
+    from .simulation import simulate as run_all
+
+    bars = progress if callable(progress) else (progress_factory(True) if progress else None)
+    trajectory, _ = run_all(load_scenario(scenario), None if output is None else str(output), resume=resume,
+                            overwrite=overwrite, log=log or (lambda message: None), progress=bars)
+    return trajectory
+
+
+def open(path: Union[str, Path]) -> Trajectory:  # noqa: A001 - the library's verb, as h5py.File or xarray.open_dataset
+    """The trajectory file at ``path`` as a :class:`Trajectory` (read-only; also a file a
+    simulation is still writing: what is complete when it is opened)."""
+    from .storage import open_trajectory
+
+    return open_trajectory(path)
+
+
+def load_sweep(sweep, grid: Optional[Mapping] = None, *, replicates: Optional[int] = None):
+    """A validated ``Sweep`` (its ``points``, each with its ``scenario``; ``describe()``):
+    from a sweep file or a bundled study's name, or from a base scenario (anything
+    :func:`load_scenario` takes) with ``grid`` and ``replicates`` as :func:`sweep` takes them.
+    Every point is validated: a bad one is a :class:`UsageError` naming it and its key."""
+    from .sweeps import make_sweep
+
+    return make_sweep(sweep, grid, replicates=replicates)
+
+
+def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, None] = None,
+          replicates: Optional[int] = None, workers: Optional[int] = None, threads: Optional[int] = None,
+          engine: str = "process", scheduler: Optional[str] = None, resume: bool = False,
+          progress: bool = False, on_point: Optional[Callable] = None,
+          log: Optional[Callable[[str], None]] = None) -> SweepResult:
+    """Run a grid of scenarios, one trajectory file per point, and return the
+    :class:`SweepResult` (``.table``: a pandas DataFrame, one row per point).
+
+    Either ``sweep`` names a sweep (a bundled study's name or a sweep YAML file) and
+    ``grid`` is None, or ``sweep`` is the base scenario (anything :func:`load_scenario`
+    takes) and ``grid`` maps dotted keys to lists of values (or to mappings label: value),
+    with ``replicates`` seeds spawned from its seed (a ``Sweep`` from :func:`load_sweep`
+    is taken as it is). Every point is validated before any runs. ``output`` is the
+    sweep's directory (default: ./<name>); it must be new or empty unless ``resume``
+    continues it. Points run on a local pool of ``workers`` processes (``threads`` Numba
+    threads each), or on Dask (``engine="dask"`` for a local cluster, or ``scheduler`` an
+    address). ``progress`` shows a bar over the points; ``on_point(point, row)`` and ``log``
+    hear of each finished point.
+    """
+    from .sweeps import execute
+
+    return execute(load_sweep(sweep, grid, replicates=replicates), output, workers=workers, threads=threads,
+                   engine=engine, scheduler=scheduler, resume=resume, progress=progress, on_point=on_point,
+                   log=log or (lambda message: None))
+
+
+def open_sweep(directory: Union[str, Path]):
+    """The :class:`SweepResult` of a sweep directory written earlier."""
+    return SweepResult.open(directory)
+
+
+def analyze(results, measure: str = "displacement_w", against: str = "model.width", *,
+            runs: Optional[Sequence[str]] = None, within: tuple = (None, None), threshold: Optional[float] = None,
+            by: Optional[str] = None, figure: Union[str, Path, None] = None):
+    """The scaling of a sweep's final ``measure`` against a grid key, as ``meanfield analyze``
+    prints it: power laws with 95% intervals per family, the m -> infinity limit and the
+    regime each family is in. ``results`` is a :class:`SweepResult` or a sweep directory.
+    Returns an ``Analysis`` (``.rows``, the fits; ``str()`` the report; ``.files`` what was
+    written beside the sweep: analysis.csv, regimes.csv, the figure)."""
+    from .analysis import analyze as analyze_sweep
+
+    return analyze_sweep(_sweep_directory(results), measure=measure, against=against, runs=runs,
+                         figure_path=figure, within=within, threshold=threshold, by=by)
+
+
+def plot(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, None] = None) -> Path:
+    """Draw the measures of every run (loss or risk, displacement, kernel distance, gap to
+    the ntk run) against time into ``output`` (.png, .pdf, .svg; default FILE.png); returns it."""
+    from .figure import plot as draw
+
+    return draw(trajectory, output)
+
+
+def animate(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, None] = None, **options):
+    """A movie of the particles of each particle run over the loss curves of every run,
+    written to ``output`` (.gif, or .mp4 with the ``video`` extra; default FILE.gif).
+    ``options``: runs, fps, every, projection, trails, follow (see ``meanfield animate --help``).
+    Returns the movie's path and frame count."""
+    from .movie import write_movie
+
+    return write_movie(trajectory, output, **options)
+
+
+def bundled_scenarios() -> dict[str, str]:
+    """The scenarios shipped with meanfield: name -> the first line of its description."""
+    from .bundled import bundled
+
+    return bundled()
+
+
+def bundled_sweeps() -> dict[str, str]:
+    """The sweeps (studies of the literature) shipped with meanfield: name -> summary."""
+    from .bundled import bundled_sweeps as studies
+
+    return studies()
+
+
+def _sweep_directory(results) -> Path:
+    return Path(getattr(results, "directory", results))

@@ -716,7 +716,7 @@ def figure(table, measure: str, against: str, path, runs=None, confidence: float
     format follows the suffix (.png, .pdf, .svg)."""
     from matplotlib.figure import Figure
 
-    from .plot import FORMATS
+    from .figure import FORMATS
 
     path = Path(path)
     if path.suffix.lower() not in FORMATS:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -58,7 +58,7 @@ def sigterm_as_interrupt():
 def main(ctx, verbose, quiet):
     """Two-layer networks at infinite width: mean-field particles (rich) and the NTK (lazy)."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     ctx.obj = {"quiet": quiet}
 
 
@@ -68,29 +68,26 @@ def main(ctx, verbose, quiet):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a scenario key before validation, e.g. --set model.width=4096.")
 @click.option("--resume", is_flag=True, help="Continue the runs of an interrupted file.")
+@click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
 @click.option("--dry-run", is_flag=True, help="Validate and show what would run; write nothing.")
 @click.pass_context
-def simulate(ctx, scenario, output, overrides, resume, dry_run):
+def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run):
     """Run every run of SCENARIO (a YAML file, or a bundled scenario's name) into one HDF5 file."""
-    from . import run
-    from .progress import progress_factory
-    from .scenario import load_scenario
-    from .bundled import scenario_path
+    import meanfield as mf
 
     quiet = ctx.obj["quiet"]
     with usage_errors():
-        spec = load_scenario(scenario_path(scenario), overrides)
+        if resume and overwrite:
+            raise UsageError("--resume continues the file and --overwrite replaces it: give one of them")
+        spec = mf.load_scenario(scenario, overrides)
         output = output or spec.output_path
-        if resume and not Path(output).exists():
-            raise UsageError(f"--resume: {output} does not exist (run without --resume first)")
-        the_plan = run.plan(spec)
         if dry_run:
-            click.echo(describe_plan(spec, the_plan, output))
+            click.echo(mf.plan(spec).describe(output))
             return
-        show_bar = not quiet and sys.stderr.isatty()
         try:
             with sigterm_as_interrupt():
-                reports = run.simulate(spec, output, resume=resume, log=log.info, progress=progress_factory(show_bar))
+                mf.simulate(spec, output, resume=resume, overwrite=overwrite, log=log.info,
+                            progress=not quiet and sys.stderr.isatty()).close()
         except KeyboardInterrupt:
             click.echo(f"interrupted: {output} is valid; continue with --resume", err=True)
             sys.exit(130)
@@ -98,84 +95,17 @@ def simulate(ctx, scenario, output, overrides, resume, dry_run):
             click.echo(f"Error: {exc}", err=True)
             click.echo(f"{output} keeps every snapshot before the failure", err=True)
             sys.exit(1)
-    if not quiet:
-        for report in reports:
-            fit = "population risk" if "risk" in report.measures else "train loss"
-            loss = report.measures.get("risk", report.measures.get("loss_train", float("nan")))
-            click.echo(f"{report.name}: {report.status}; t = {report.t:.4g}, {report.steps} steps, "
-                       f"{fit} {loss:.4g}", err=True)
-        click.echo(f"wrote {output}", err=True)
-
-
-def describe_plan(spec, the_plan, output) -> str:
-    lines = [f"scenario {spec.name}: {len(spec.runs)} run(s), width {spec.model.width}, "
-             f"dim {spec.data.dim}, n_train {spec.data.n_train}"]
-    for name, resolved in the_plan.resolved.items():
-        lines.append(
-            f"  {name}: {resolved.preset}: s = {resolved.s:.4g}, eta_a = {resolved.eta_a:.4g}, "
-            f"eta_w = {resolved.eta_w:.4g}, a_std = {resolved.a_std:.4g}; "
-            f"predicted {resolved.regime.label}: {resolved.regime.reason}"
-        )
-    lines += the_plan.notes
-    lines.append(f"would write {output}: about {the_plan.estimated_bytes / 1e6:.3g} MB, "
-                 f"{len(the_plan.times) + 1} snapshots per run")
-    return "\n".join(lines)
+    log.info(f"wrote {output}")
 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 def inspect(file):
     """What is in a trajectory FILE: runs side by side, final measures, predicted and measured regime."""
-    from . import storage
+    import meanfield as mf
 
-    with usage_errors():
-        with storage.open_trajectory(file) as h5:
-            runs = [storage.read_run(h5, name, particles=False) for name in storage.list_runs(h5)]
-    click.echo(f"{file}: {len(runs)} run(s)")
-    if runs:
-        click.echo(describe_runs(runs))
-
-
-def describe_runs(runs) -> str:
-    """A table with one column per run: set-up, final measures, regime predicted and measured."""
-    from .diagnostics import verdict
-
-    rows = [("", [run.name for run in runs])]
-    rows.append(("solver", [run.attrs.get("solver", "?") + (f" ({run.attrs['kernel']})" if "kernel" in run.attrs else "")
-                            for run in runs]))
-    rows.append(("parameterization", [str(run.attrs.get("preset", "?")) for run in runs]))
-    rows.append(("status", [run.status.split(":")[0] for run in runs]))
-    finals = [{k: series.value[-1] for k, series in run.measures.items() if len(series.time) and series.value.ndim == 1}
-              for run in runs]
-    rows.append(("t", [_number(_last_time(run)) for run in runs]))
-    names = [k for k in MEASURE_ORDER if any(k in final for final in finals)]
-    rows += [(name, [_number(final[name]) if name in final else "-" for final in finals]) for name in names]
-    rows.append(("predicted regime", [str(run.attrs.get("predicted_regime", "?")) for run in runs]))
-    verdicts = [verdict(run.attrs.get("solver", "particles"), final) for run, final in zip(runs, finals)]
-    rows.append(("measured regime", [label for label, _ in verdicts]))
-    width = max(12, *(len(cell) for _, cells in rows for cell in cells)) + 2
-    lines = [f"{label:<20}" + "".join(f"{cell:>{width}}" for cell in cells) for label, cells in rows]
-    lines.append("")
-    for run, (label, reason) in zip(runs, verdicts):
-        lines.append(f"{run.name}: measured {label}: {reason}")
-        lines.append(f"{' ' * len(run.name)}  predicted {run.attrs.get('predicted_regime', '?')}: "
-                     f"{run.attrs.get('predicted_regime_reason', '')}")
-        if run.status.startswith("failed"):
-            lines.append(f"{' ' * len(run.name)}  {run.status}")
-    return "\n".join(lines)
-
-
-MEASURE_ORDER = ("risk", "loss_train", "loss_test", "displacement_w", "displacement_a", "displacement_mean",
-                 "wasserstein2", "kernel_distance", "kernel_alignment", "teacher_alignment", "gap_ntk")
-
-
-def _number(value) -> str:
-    return f"{value:.4g}"
-
-
-def _last_time(run) -> float:
-    times = [series.time[-1] for series in run.measures.values() if len(series.time)]
-    return float(max(times)) if times else float("nan")
+    with usage_errors(), mf.open(file) as trajectory:
+        click.echo(trajectory.summary())
 
 
 @main.command()
@@ -194,11 +124,11 @@ def _last_time(run) -> float:
 @click.pass_context
 def animate(ctx, file, output, runs, fps, every, projection, trails, follow):
     """A movie of the particles of each run of FILE, side by side, over the loss curves of every run."""
-    from .animate import write_movie
+    import meanfield as mf
 
     selected = [name.strip() for name in runs.split(",") if name.strip()] if runs else None
     with usage_errors():
-        result = write_movie(file, output, runs=selected, fps=fps, every=every, projection=projection,
+        result = mf.animate(file, output, runs=selected, fps=fps, every=every, projection=projection,
                              trails=trails, follow=follow, log=log.debug)
     if result.interrupted:
         click.echo(f"interrupted: {result.output} holds the {result.frames} frames drawn so far", err=True)
@@ -214,10 +144,10 @@ def animate(ctx, file, output, runs, fps, every, projection, trails, follow):
 @click.pass_context
 def plot(ctx, file, output):
     """Loss, relative displacement, kernel distance and gap to the ntk run of every run of FILE, in one figure."""
-    from .plot import plot as plot_file
+    import meanfield as mf
 
     with usage_errors():
-        written = plot_file(file, output)
+        written = mf.plot(file, output)
     if not ctx.obj["quiet"]:
         click.echo(f"wrote {written}", err=True)
 
@@ -238,74 +168,26 @@ def plot(ctx, file, output):
 @click.pass_context
 def sweep(ctx, sweep_file, directory, workers, threads, engine, scheduler, resume, dry_run):
     """Run every point of the grid of SWEEP (a YAML file, or a bundled study's name), one file per point."""
-    from . import sweep as sweeps
+    import meanfield as mf
 
     quiet = ctx.obj["quiet"]
     with usage_errors():
-        if scheduler and workers:
-            raise UsageError("--workers is for local runs; with --scheduler the cluster has its own workers")
-        the_sweep = sweeps.load_sweep(sweep_file)
+        the_sweep = mf.load_sweep(sweep_file)
         directory = Path(directory or the_sweep.name)
         if dry_run:
-            click.echo(describe_sweep(the_sweep, directory))
+            click.echo(the_sweep.describe(directory))
             return
-        use_dask = engine == "dask" or scheduler is not None
-        executor = (sweeps.dask_executor(scheduler, workers, threads or 1) if use_dask else nullcontext())
-        bar = PointsBar(len(the_sweep.points), enabled=not quiet and sys.stderr.isatty(), log=log.info)
-        with sigterm_as_interrupt(), executor as pool, bar:
-            result = sweeps.run_sweep(the_sweep, directory, executor=pool, workers=workers,
-                                      threads=threads or (1 if use_dask else None), resume=resume,
-                                      on_point=bar.update)
+        with sigterm_as_interrupt():
+            result = mf.sweep(the_sweep, output=directory, workers=workers, threads=threads, engine=engine,
+                              scheduler=scheduler, resume=resume, progress=not quiet and sys.stderr.isatty(),
+                              log=log.info)
     if result.interrupted:
         click.echo(f"interrupted: {directory} holds {len(result.table)} of {len(the_sweep.points)} points; "
                    f"continue with --resume", err=True)
         sys.exit(130)
-    if not quiet:
-        click.echo(f"{the_sweep.name}: {result.ran} point(s) run in {result.seconds:.1f} s, "
-                   f"{result.skipped} already complete, {result.failed} failed"
-                   f"{' (reasons in results.csv)' if result.failed else ''}; wrote {directory}/results.csv",
-                   err=True)
-
-
-def describe_sweep(the_sweep, directory) -> str:
-    lines = [f"sweep {the_sweep.name}: {len(the_sweep.points)} point(s), every one valid"]
-    lines += [f"  {axis.key}: {', '.join(map(str, axis.labels))}" for axis in the_sweep.axes]
-    first = the_sweep.points[0].scenario
-    lines.append(f"  runs per point: {', '.join(first.runs)}")
-    lines.append(f"would write {directory}/points/p0000.h5 ... and {directory}/results.csv, results.h5")
-    return "\n".join(lines)
-
-
-class PointsBar:
-    """Progress across the points of a sweep: a bar on a terminal, else one log line per point."""
-
-    def __init__(self, total: int, enabled: bool, log):
-        self.total, self.enabled, self.log, self.bar, self.count = total, enabled, log, None, 0
-
-    def __enter__(self):
-        if self.enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=self.total, desc="points", file=sys.stderr, unit="pt")
-        return self
-
-    def update(self, point, row) -> None:
-        self.count += 1
-        coords = ", ".join(f"{key}={value}" for key, value in point.coords.items())
-        message = f"{point.id} {row['status']} ({row['seconds']:.1f} s): {coords}"
-        if row["status"] != "complete":
-            message += f": {row['reason']}"
-        if self.bar is None:
-            self.log(f"[{self.count}] {message}")
-        else:
-            self.bar.update()
-            if row["status"] != "complete":
-                self.bar.write(message, file=sys.stderr)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
-        return False
+    log.info(f"{the_sweep.name}: {result.ran} point(s) run in {result.seconds:.1f} s, "
+             f"{result.skipped} already complete, {result.failed} failed"
+             f"{' (reasons in results.csv)' if result.failed else ''}; wrote {directory}/results.csv")
 
 
 @main.command()

@@ -53,9 +53,6 @@ from typing import Callable, Optional
 import numpy as np
 from numpy.polynomial import hermite_e
 
-from solvers.activations import activation_code
-from solvers.particles import predict
-
 from .errors import UsageError
 from .scenario import DataSpec
 
@@ -174,6 +171,9 @@ def teacher_student(spec: DataSpec, rng: np.random.Generator) -> Dataset:
     teacher = Teacher(
         a=np.full(k, 1.0 / k), W=unit_vectors(rng, k, d), activation=spec.teacher.activation
     )
+    from solvers.activations import activation_code  # here: reading data from a file needs no Numba
+    from solvers.particles import predict
+
     code = activation_code(teacher.activation)
 
     def sample(n):

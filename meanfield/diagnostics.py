@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from solvers.losses import loss_and_derivative
-
 
 def mean_loss(f, y, loss) -> float:
     """(1/n) sum_k loss(f_k, y_k) for a loss code of ``solvers.losses``."""
+    from solvers.losses import loss_and_derivative  # here: reading a file's verdict needs no Numba
+
     f = np.asarray(f)
     return float(loss_and_derivative(loss, f, np.asarray(y, f.dtype), np.empty_like(f)))
 

@@ -12,4 +12,10 @@ class UsageError(Exception):
 
 
 class RunFailed(Exception):
-    """A run stopped early (non-finite values). The trajectory file stays valid."""
+    """A run stopped early (non-finite values). The trajectory file stays valid: it is the
+    ``trajectory`` attribute (a :class:`meanfield.Trajectory`), every run in it, the failed
+    ones marked so."""
+
+    def __init__(self, message: str, trajectory=None):
+        super().__init__(message)
+        self.trajectory = trajectory

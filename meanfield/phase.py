@@ -115,7 +115,7 @@ def phase_figure(table_or_dir, path, gamma_key: str = "predicted_gamma",
     published one is circled by a black X. The format follows the suffix (.png, .pdf, .svg)."""
     from matplotlib.figure import Figure
 
-    from .plot import FORMATS
+    from .figure import FORMATS
 
     path = Path(path)
     if path.suffix.lower() not in FORMATS:

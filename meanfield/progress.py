@@ -44,5 +44,35 @@ class ModelTimeBar:
 
 
 def progress_factory(enabled: bool):
-    """What ``run.simulate`` calls per run: ``factory(name, t0, t_end) -> ModelTimeBar``."""
+    """What ``simulation.simulate`` calls per run: ``factory(name, t0, t_end) -> ModelTimeBar``."""
     return lambda name, t0, t_end: ModelTimeBar(name, t0, t_end, enabled)
+
+
+class PointsBar:
+    """Progress across the points of a sweep: a bar on a terminal, else one log line per point."""
+
+    def __init__(self, total: int, enabled: bool, log):
+        self.total, self.enabled, self.log, self.bar, self.count = total, enabled, log, None, 0
+
+    def __enter__(self):
+        if self.enabled:
+            self.bar = tqdm(total=self.total, desc="points", file=sys.stderr, unit="pt")
+        return self
+
+    def update(self, point, row) -> None:
+        self.count += 1
+        coords = ", ".join(f"{key}={value}" for key, value in point.coords.items())
+        message = f"{point.id} {row['status']} ({row['seconds']:.1f} s): {coords}"
+        if row["status"] != "complete":
+            message += f": {row['reason']}"
+        if self.bar is None:
+            self.log(f"[{self.count}] {message}")
+        else:
+            self.bar.update()
+            if row["status"] != "complete":
+                self.bar.write(message, file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+        return False

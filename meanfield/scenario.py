@@ -9,9 +9,9 @@ validation, so a typo in an override is caught the same way. YAML is read with
 
 from __future__ import annotations
 
+import copy
 import re
 import typing
-from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
@@ -361,11 +361,31 @@ class Scenario(Strict):
         """The scenario with every default filled in: what is stored with the run."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+    def replace(self, changes: typing.Optional[typing.Mapping[str, Any]] = None, /, **keys) -> Scenario:
+        """A new scenario with ``changes`` made, validated as ``--set`` validates: a mapping
+        of dotted keys to values (``{"model.width": 4096, "runs.ntk": None}``: None removes
+        a run), and top-level keys as keywords (``replace(seed=3)``)."""
+        changes = {**(changes or {}), **keys}
+        raw = self.model_dump(mode="json")
+        overridden = _apply_overrides(raw, changes, self.name)
+        return validate_scenario(raw, f"scenario {self.name!r}", None, overridden, how="replace")
+
 
 # -------------------------------------------------------------------------- loading
-def load_scenario(path: str | Path, overrides: typing.Sequence[str] = ()) -> Scenario:
-    """Read, override and validate a scenario file; raise UsageError naming file, line and key."""
-    path = Path(path)
+def load_scenario(source, overrides=()) -> Scenario:
+    """A validated scenario from a bundled scenario's name, a YAML file's path, a mapping of
+    its keys, or a Scenario; ``overrides`` (a mapping of dotted keys to values, or
+    ``--set``-style ``key=value`` strings) edit it before validation. UsageError names the
+    file, the line and the key of anything invalid."""
+    if isinstance(source, Scenario):
+        return source.replace(overrides) if overrides else source
+    if isinstance(source, typing.Mapping):
+        raw = copy.deepcopy(dict(source))
+        overridden = _apply_overrides(raw, overrides, "<scenario>")
+        return validate_scenario(raw, "<scenario>", None, overridden, how="override")
+    from .bundled import scenario_path
+
+    path = scenario_path(source)
     try:
         text = path.read_text()
     except OSError as exc:
@@ -374,11 +394,23 @@ def load_scenario(path: str | Path, overrides: typing.Sequence[str] = ()) -> Sce
 
 
 def parse_scenario(text: str, source: str = "<scenario>", overrides=()) -> Scenario:
-    """Validate a scenario's YAML text after applying ``--set`` overrides (``dotted.key=value``)."""
+    """Validate a scenario's YAML text after applying ``overrides`` (``dotted.key=value``
+    strings, as ``--set`` gives them, or a mapping of dotted keys to values)."""
     raw, lines = read_yaml(text, source)
     _require_mapping(raw, source)
-    overridden = {apply_override(raw, item) for item in overrides}
-    return validate_scenario(raw, source, lines, overridden)
+    how = "override" if isinstance(overrides, typing.Mapping) else "--set"
+    return validate_scenario(raw, source, lines, _apply_overrides(raw, overrides, source), how=how)
+
+
+def _apply_overrides(raw, overrides, source: str) -> set:
+    """Apply ``overrides`` to the raw mapping; the set of key paths they touched."""
+    _require_mapping(raw, source)
+    if isinstance(overrides, typing.Mapping):
+        return {set_key(raw, str(key), copy.deepcopy(value), where=f"override {key}")
+                for key, value in overrides.items()}
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    return {apply_override(raw, item) for item in overrides}
 
 
 def read_yaml(text: str, source: str) -> tuple[Any, dict]:

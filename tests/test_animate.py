@@ -11,10 +11,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from meanfield import run as run_module
-from meanfield import storage
-from meanfield.animate import movie_size, write_movie
+from recorded import statuses
+
+import meanfield as mf
 from meanfield.cli import main
+from meanfield.movie import movie_size, write_movie
 from meanfield.scenario import parse_scenario
 
 TINY = textwrap.dedent(
@@ -35,7 +36,7 @@ SNAPSHOTS = 5  # t = 0, 0.25, ..., 1
 
 
 def simulate(path, *overrides):
-    run_module.simulate(parse_scenario(TINY, overrides=list(overrides)), str(path))
+    mf.simulate(parse_scenario(TINY, overrides=list(overrides)), path).close()
     return path
 
 
@@ -157,7 +158,7 @@ def test_a_file_that_is_not_ours_is_a_usage_error(tmp_path, command):
 WRITER = textwrap.dedent(
     """\
     import sys, time
-    from meanfield import run
+    import meanfield as mf
     from meanfield.scenario import parse_scenario
 
     class Slow:  # a progress bar that makes the simulation take a few seconds
@@ -166,7 +167,7 @@ WRITER = textwrap.dedent(
         def __exit__(self, *exc): pass
         def update_state(self, state): time.sleep(0.1)
 
-    run.simulate(parse_scenario(sys.stdin.read()), sys.argv[1], progress=Slow)
+    mf.simulate(parse_scenario(sys.stdin.read()), sys.argv[1], progress=Slow)
     """
 )
 
@@ -190,13 +191,31 @@ def test_follow_draws_a_live_file_until_its_runs_complete(tmp_path):
     assert follow.returncode == 0, follow.stderr
     assert "waiting for the simulation" in follow.stderr  # it did meet the file unfinished
     assert len(gif_frames(out)) == SNAPSHOTS
-    with storage.open_trajectory(path) as h5:
-        assert all(h5["parameters"][name].attrs["status"] == "complete" for name in storage.list_runs(h5))
+    assert set(statuses(path).values()) == {"complete"}
 
 
 def _has_runs(path):
     try:
-        with storage.open_trajectory(path) as h5:
-            return bool(storage.list_runs(h5))
+        return bool(statuses(path))
     except Exception:  # not there yet, or half-created
         return False
+
+
+def test_the_population_risk_is_drawn_as_the_loss_curve(tmp_path):
+    from meanfield.figure import figure_of_measures
+    from meanfield.movie import read_contents
+
+    scenario = mf.load_scenario({
+        "name": "pop", "data": {"dim": 3, "population": True, "teacher": {"width": 2}}, "model": {"width": 8},
+        "runs": {"rich": "mean_field", "lazy": {"parameterization": {"preset": "lazy", "alpha": 10}}},
+        "train": {"t_end": 1.0, "integrator": {"method": "euler", "dt": 0.1}}, "record": {"every": 0.5}})
+    with mf.simulate(scenario) as trajectory:
+        risk = trajectory["rich"].series("risk")
+        fit_panel = figure_of_measures(trajectory).axes[0]
+        curves = {line.get_label(): line for line in fit_panel.lines}
+        assert {"rich (mean_field)", "lazy (lazy, alpha = 10)"} <= set(curves)
+        np.testing.assert_array_equal(curves["rich (mean_field)"].get_ydata(), risk.value[1:])  # t > 0 on a log axis
+        panel = read_contents(trajectory, ["rich"]).panels[0]
+        assert panel.fit[0] == "risk" and len(panel.times) == 3
+        frames = gif_frames(write_movie(trajectory, tmp_path / "pop.gif", dpi=40).output)
+        assert len(frames) == 3

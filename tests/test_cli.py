@@ -10,13 +10,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from meanfield import run as run_module
+import meanfield as mf
+from meanfield import simulation
 from meanfield.cli import main
 from meanfield.data import make_dataset
 from meanfield.parameterization import resolve
 from meanfield.progress import ModelTimeBar
+from meanfield.runs import initial_draws, initial_particles, rng_for
 from meanfield.scenario import parse_scenario
-from meanfield.storage import read_run
 from solvers.activations import activation_code
 from solvers.particles import predict
 
@@ -48,6 +49,13 @@ def tiny(tmp_path):
 
 def invoke(*args):
     return CliRunner().invoke(main, ["-q", *map(str, args)])
+
+
+def recorded(path, name, read):
+    """``read(run)`` for run ``name`` of the file at ``path``, read through the public API
+    (inside: the file is closed afterwards)."""
+    with mf.open(path) as trajectory:
+        return read(trajectory[name])
 
 
 def file_contents(path):
@@ -86,24 +94,24 @@ def test_stored_measures_agree_with_an_independent_evaluation(tiny, tmp_path):
     out = tmp_path / "tiny.h5"
     invoke("simulate", tiny, "-o", out)
     scenario = parse_scenario(TINY)
-    data = make_dataset(scenario.data, run_module.rng_for(scenario.seed, 0))
-    run = read_run(out, "rich")
-    resolved = resolve(scenario.runs["rich"].parameterization, scenario.model, 3)
-    # the initial particles are the shared draws scaled by the preset; symmetric: f_0 = 0
-    draws = run_module.initial_draws(scenario, run_module.rng_for(scenario.seed, 1))
-    a0, W0, b0 = run_module.initial_particles(draws, resolved, True)
-    assert np.allclose(run.particles.W[0], W0, rtol=1e-6)
-    assert np.allclose(run.particles.a[0, :8], -run.particles.a[0, 8:])
-    assert np.allclose(predict(a0, W0, b0, data.X_test, resolved.s, activation_code("tanh")), 0, atol=1e-15)
-    # loss from the float32 snapshot, in plain NumPy, against the stored float64 measure
-    a, W, b = (v[-1].astype(np.float64) for v in (run.particles.a, run.particles.W, run.particles.b))
-    f = resolved.s * np.tanh(data.X_train @ W.T + b) @ a
-    assert np.isclose(np.mean(0.5 * (f - data.y_train) ** 2), run.measures["loss_train"].value[-1], rtol=1e-4)
-    moved = np.linalg.norm(W - W0) / np.linalg.norm(W0)
-    assert np.isclose(moved, run.measures["displacement_w"].value[-1], rtol=1e-4)
-    # lazy alpha = 10 moves its neurons far less than the mean-field run
-    lazy = read_run(out, "lazy")
-    assert lazy.measures["displacement_w"].value[-1] < 0.3 * run.measures["displacement_w"].value[-1]
+    data = make_dataset(scenario.data, rng_for(scenario.seed, 0))
+    with mf.open(out) as trajectory:
+        rich, lazy = trajectory["rich"], trajectory["lazy"]
+        resolved = resolve(scenario.runs["rich"].parameterization, scenario.model, 3)
+        # the initial particles are the shared draws scaled by the preset; symmetric: f_0 = 0
+        draws = initial_draws(scenario, rng_for(scenario.seed, 1))
+        a0, W0, b0 = initial_particles(draws, resolved, True)
+        first, last = rich.frame(0), rich.frame(-1)
+        assert np.allclose(first.W, W0, rtol=1e-6)
+        assert np.allclose(first.a[:8], -first.a[8:])
+        assert np.allclose(predict(a0, W0, b0, data.X_test, resolved.s, activation_code("tanh")), 0, atol=1e-15)
+        # loss from the float32 snapshot, in plain NumPy, against the stored float64 measure
+        f = resolved.s * np.tanh(data.X_train @ last.W.T + last.b) @ last.a
+        assert np.isclose(np.mean(0.5 * (f - data.y_train) ** 2), rich.final()["loss_train"], rtol=1e-4)
+        moved = np.linalg.norm(last.W - W0) / np.linalg.norm(W0)
+        assert np.isclose(moved, rich.final()["displacement_w"], rtol=1e-4)
+        # lazy alpha = 10 moves its neurons far less than the mean-field run
+        assert lazy.final()["displacement_w"] < 0.3 * rich.final()["displacement_w"]
 
 
 def test_same_seed_gives_the_same_file(tiny, tmp_path):
@@ -135,18 +143,19 @@ def test_resume_after_interruption_equals_the_uninterrupted_run(tmp_path, method
         overrides.append("train.integrator.batch_size=8")
     scenario = parse_scenario(TINY, overrides=overrides)
     whole, parts = tmp_path / "whole.h5", tmp_path / "parts.h5"
-    run_module.simulate(scenario, str(whole))
+    mf.simulate(scenario, whole).close()
     with pytest.raises(KeyboardInterrupt):
-        run_module.simulate(scenario, str(parts), progress=lambda *a: InterruptAt(*a, stop=("lazy", 1.2)))
+        mf.simulate(scenario, parts, progress=lambda *a: InterruptAt(*a, stop=("lazy", 1.2)))
     with h5py.File(parts, "r") as h5:  # a valid file, the run marked interrupted
         assert h5["parameters/lazy"].attrs["status"] == "interrupted"
         assert h5["parameters/rich"].attrs["status"] == "complete"
         assert h5["observables/lazy/loss_train/value"].shape[0] == 3
-    reports = run_module.simulate(scenario, str(parts), resume=True)
+    trajectory, reports = simulation.simulate(scenario, str(parts), resume=True)
+    trajectory.close()
     assert file_contents(parts) == file_contents(whole)
     rich = next(report for report in reports if report.name == "rich")
     assert rich.status == "complete (already in the file)" and rich.t == 2.0
-    assert rich.measures["loss_train"] == read_run(whole, "rich").measures["loss_train"].value[-1]
+    assert rich.measures["loss_train"] == recorded(whole, "rich", lambda run: run.final()["loss_train"])
 
 
 def test_dry_run_writes_nothing(tiny, tmp_path):
@@ -231,10 +240,11 @@ def test_a_diverging_run_fails_cleanly(tiny, tmp_path):
     assert result.exit_code == 1
     assert "run 'noisy' failed: the state became non-finite" in result.output
     assert "smaller dt than 1" in result.output and "Warning" not in result.output
-    noisy = read_run(out, "noisy")
-    assert noisy.status.startswith("failed: ")
-    assert 2 < len(noisy.particles.time) < 61 and np.all(np.isfinite(noisy.particles.a))
-    assert read_run(out, "rich").status == "complete"
+    with mf.open(out) as trajectory:
+        noisy = trajectory["noisy"]
+        assert noisy.status.startswith("failed: ")
+        assert 2 < noisy.frames < 61 and np.all(np.isfinite(noisy.particles()["amplitude"]))
+        assert trajectory["rich"].status == "complete"
 
 
 def test_sigterm_leaves_a_valid_resumable_file(tiny, tmp_path):
@@ -242,18 +252,21 @@ def test_sigterm_leaves_a_valid_resumable_file(tiny, tmp_path):
     # a long run, stopped by SIGTERM once its first snapshots are written
     code = textwrap.dedent(f"""
         import os, signal
+        from meanfield import simulation
         from meanfield.cli import main
-        from meanfield.progress import ModelTimeBar
-        def update_state(self, state):
+        snapshot = simulation.Recorder.snapshot
+        def snapshot_then_stop(self, state, measures=None):
+            out = snapshot(self, state, measures)
             if state.t > 0.6:
                 os.kill(os.getpid(), signal.SIGTERM)
-        ModelTimeBar.update_state = update_state
+            return out
+        simulation.Recorder.snapshot = snapshot_then_stop
         main(["-q", "simulate", {str(tiny)!r}, "-o", {str(out)!r}, "--set", "train.t_end=100"])
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 130, done.stderr
     assert "continue with --resume" in done.stderr
-    assert read_run(out, "rich").status == "interrupted"
+    assert recorded(out, "rich", lambda run: run.status) == "interrupted"
 
 
 def test_logistic_loss_refuses_a_file_without_pm1_labels(tmp_path):
@@ -276,7 +289,7 @@ def test_file_task_runs_end_to_end(tmp_path):
                     "train: {t_end: 1.0}\nrecord: {every: 0.5}\n")
     result = invoke("simulate", path, "-o", tmp_path / "f.h5")
     assert result.exit_code == 0, result.output
-    assert read_run(tmp_path / "f.h5", "rich").measures["f_test"].value.shape == (3, 25)
+    assert recorded(tmp_path / "f.h5", "rich", lambda run: run.measure("f_test").shape) == (3, 25)
 
 
 def test_simulate_refuses_to_overwrite_a_foreign_file(tiny, tmp_path):
@@ -307,11 +320,24 @@ def test_snapshots_are_thinned_to_fit_the_size_budget(tiny, tmp_path):
     overrides = ["model.width=2000", "runs.noisy=null", "runs.lazy=null", "record.every=0.01",
                  "record.max_file_mb=2", "train.integrator={method: euler, dt: 0.01}"]
     scenario = parse_scenario(TINY, overrides=overrides)
-    the_plan = run_module.plan(scenario)
+    the_plan = mf.plan(scenario)
     assert the_plan.every > 0.01 and "record.every raised from 0.01" in the_plan.notes[0]
     assert the_plan.estimated_bytes <= 2e6
     out = tmp_path / "thin.h5"
-    run_module.simulate(scenario, str(out))
+    mf.simulate(scenario, out).close()
     assert out.stat().st_size <= 2e6
-    frames = read_run(out, "rich").particles.time
+    frames = recorded(out, "rich", lambda run: run.times)
     assert 10 < len(frames) < 201 and frames[-1] == 2.0
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(tiny, tmp_path):
+    out = tmp_path / "tiny.h5"
+    assert invoke("simulate", tiny, "-o", out, "--set", "train.t_end=0.5").exit_code == 0
+    before = file_contents(out)
+    result = invoke("simulate", tiny, "-o", out)
+    assert result.exit_code == 2 and "--overwrite" in result.output and "--resume" in result.output
+    assert file_contents(out) == before
+    result = invoke("simulate", tiny, "-o", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert recorded(out, "rich", lambda run: run.t) == 2.0
+    assert invoke("simulate", tiny, "-o", out, "--resume", "--overwrite").exit_code == 2

@@ -10,9 +10,10 @@ data point) and the gap shrinks more slowly; the test prints what it measured.
 import numpy as np
 import pytest
 
-from meanfield import run as run_module
+from recorded import measures
+
+import meanfield as mf
 from meanfield.scenario import parse_scenario
-from meanfield.storage import read_run
 
 ALPHAS = (10, 100, 1000)
 SCENARIO = """
@@ -34,11 +35,9 @@ def final_gaps(tmp_path, act):
     lazy_runs = "\n".join(f"  lazy{a}: {{parameterization: {{preset: lazy, alpha: {a}}}}}" for a in ALPHAS)
     scenario = parse_scenario(SCENARIO.format(act=act, lazy_runs=lazy_runs))
     out = tmp_path / f"{act}.h5"
-    run_module.simulate(scenario, str(out))
-    ntk = read_run(out, "ntk", particles=False)
-    scale = np.sqrt(np.mean(ntk.measures["f_test"].value[-1] ** 2))
-    return np.array([read_run(out, f"lazy{a}", particles=False).measures["gap_ntk"].value[-1]
-                     for a in ALPHAS]) / scale
+    mf.simulate(scenario, out).close()
+    scale = np.sqrt(np.mean(measures(out, "ntk")["f_test"].value[-1] ** 2))
+    return np.array([measures(out, f"lazy{a}")["gap_ntk"].value[-1] for a in ALPHAS]) / scale
 
 
 @pytest.mark.parametrize("act", ["erf", "tanh"])
@@ -67,12 +66,11 @@ def test_tangent_run_matches_the_kernel_run_from_the_same_particles(tmp_path, lo
     scenario = parse_scenario(SCENARIO.format(act="tanh", lazy_runs="  tangent: {solver: tangent}"),
                               overrides=[f"loss={loss}", data])
     out = tmp_path / "tangent.h5"
-    run_module.simulate(scenario, str(out))
-    tangent = read_run(out, "tangent", particles=False)
-    ntk = read_run(out, "ntk", particles=False)
-    scale = np.sqrt(np.mean(ntk.measures["f_test"].value[-1] ** 2))
-    assert np.all(tangent.measures["gap_ntk"].value < 1e-7 * scale)
-    assert np.allclose(tangent.measures["loss_train"].value, ntk.measures["loss_train"].value, rtol=1e-7)
+    mf.simulate(scenario, out).close()
+    tangent, ntk = measures(out, "tangent"), measures(out, "ntk")
+    scale = np.sqrt(np.mean(ntk["f_test"].value[-1] ** 2))
+    assert np.all(tangent["gap_ntk"].value < 1e-7 * scale)
+    assert np.allclose(tangent["loss_train"].value, ntk["loss_train"].value, rtol=1e-7)
 
 
 def test_a_reference_that_stops_early_is_compared_with_the_predictions_it_stopped_with(tmp_path):
@@ -82,11 +80,11 @@ def test_a_reference_that_stops_early_is_compared_with_the_predictions_it_stoppe
         "train.integrator={method: euler, dt: 0.05}", "train.t_end=6", "train.stop_loss=0.63",
         "runs.ntk.parameterization={preset: ntk, lr: 20}"])
     out = tmp_path / "stop.h5"
-    run_module.simulate(scenario, str(out))
-    ntk, rich = read_run(out, "ntk", particles=False), read_run(out, "rich", particles=False)
-    assert ntk.measures["f_test"].time[-1] < rich.measures["gap_ntk"].time[-1]  # the reference stopped first
-    gap, f_rich = rich.measures["gap_ntk"], rich.measures["f_test"].value
-    late = gap.time > ntk.measures["f_test"].time[-1]
-    expected = np.sqrt(np.mean((f_rich[late] - ntk.measures["f_test"].value[-1]) ** 2, axis=1))
+    mf.simulate(scenario, out).close()
+    ntk, rich = measures(out, "ntk"), measures(out, "rich")
+    assert ntk["f_test"].time[-1] < rich["gap_ntk"].time[-1]  # the reference stopped first
+    gap, f_rich = rich["gap_ntk"], rich["f_test"].value
+    late = gap.time > ntk["f_test"].time[-1]
+    expected = np.sqrt(np.mean((f_rich[late] - ntk["f_test"].value[-1]) ** 2, axis=1))
     assert late.any() and np.all(np.isfinite(gap.value))
     np.testing.assert_allclose(gap.value[late], expected, rtol=1e-5)

@@ -2,20 +2,19 @@
 
 import numpy as np
 
-from meanfield import run as run_module
-from meanfield.bundled import scenario_path
-from meanfield.scenario import load_scenario
-from meanfield.storage import read_run
+from recorded import measures
+
+import meanfield as mf
 from solvers.fields import ParticleLayout
 from solvers.integrate import Euler, LoopState, integrate
 from solvers.population import PopulationField, population_risk
 
 
 def test_chizat_bach_rich_finds_the_teacher_lazy_stays(tmp_path):
-    scenario = load_scenario(scenario_path("chizat_bach"), ["record.every=50"])
+    scenario = mf.load_scenario("chizat_bach", {"record.every": 50})
     out = tmp_path / "cb.h5"
-    run_module.simulate(scenario, str(out))
-    rich, lazy, tangent = (read_run(out, name, particles=False).measures for name in ("rich", "lazy", "tangent"))
+    mf.simulate(scenario, out).close()
+    rich, lazy, tangent = (measures(out, name) for name in ("rich", "lazy", "tangent"))
     risk = rich["risk"].value
     print(f"rich: risk ratio {risk[-1] / risk[0]:.2e}, teacher alignment {rich['teacher_alignment'].value[-1]:.3f}; "
           f"lazy: displacement {lazy['displacement_w'].value[-1]:.3g}, risk {lazy['risk'].value[-1]:.3g}")

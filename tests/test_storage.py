@@ -14,8 +14,10 @@ import h5py
 import numpy as np
 import pytest
 
+import meanfield as mf
 from meanfield import storage
 from meanfield.errors import UsageError
+from meanfield.state import RunState
 
 SCENARIO = "name: test\nseed: 3\nmodel: {width: 8}\n"
 M, D, K = 8, 3, 5  # particles, input dimension, length of the vector measure
@@ -52,8 +54,8 @@ def make_file(path, frames=3, *, bias=True, particles=True):
     ntk = tf.add_run("ntk", attrs={"solver": "ntk"}, particles=False, **layout)
     for i in range(frames):
         a, W, b, measures = snapshot(i)
-        rich.append(10 * i, 0.5 * i, a, W, b if bias else None, measures)
-        ntk.append(10 * i, 0.5 * i, None, None, None, measures)
+        rich.append(10 * i, 0.5 * i, (a, W, b if bias else None), measures)
+        ntk.append(10 * i, 0.5 * i, None, measures)
     return tf, rich, ntk
 
 
@@ -91,7 +93,8 @@ def test_layout_follows_h5md_and_design(tmp_path):
             assert f[f"observables/{run}/loss_train/value"].shape == (3,)
             assert f[f"observables/{run}/f_test/value"].shape == (3, K)
         assert "ntk" not in f.get("particles", {})
-        assert storage.list_runs(f) == ["rich", "ntk"]
+    with mf.open(path) as trajectory:
+        assert trajectory.runs == ["rich", "ntk"]
 
 
 def test_elements_of_a_run_share_step_and_time_by_hard_links(tmp_path):
@@ -152,20 +155,24 @@ def test_append_then_read_back(tmp_path):
     rich.status = "complete"
     tf.close()
 
-    run = storage.read_run(path, "rich")
-    assert run.status == "complete"
-    assert run.attrs == RUN_ATTRS
-    np.testing.assert_array_equal(run.particles.time, 0.5 * np.arange(4))
-    for i in range(4):
-        a, W, b, measures = snapshot(i)
-        np.testing.assert_allclose(run.particles.a[i], a, rtol=1e-6)
-        np.testing.assert_allclose(run.particles.W[i], W, rtol=1e-6)
-        np.testing.assert_allclose(run.particles.b[i], b, rtol=1e-6)
-        for name, value in measures.items():
-            np.testing.assert_array_equal(run.measures[name].value[i], value)  # float64: exact
-    ntk = storage.read_run(path, "ntk")
-    assert ntk.particles is None and ntk.status == "running"
-    assert set(ntk.measures) == set(MEASURES)
+    with mf.open(path) as trajectory:
+        run = trajectory["rich"]
+        assert run.status == "complete" and run.frames == 4
+        assert run.attrs == RUN_ATTRS
+        np.testing.assert_array_equal(run.times, 0.5 * np.arange(4))
+        for i in range(4):
+            a, W, b, measures = snapshot(i)
+            frame = run.frame(i)
+            np.testing.assert_allclose(frame.a, a, rtol=1e-6)
+            np.testing.assert_allclose(frame.W, W, rtol=1e-6)
+            np.testing.assert_allclose(frame.b, b, rtol=1e-6)
+            for name, value in measures.items():
+                np.testing.assert_array_equal(run.series(name).value[i], value)  # float64: exact
+        ntk = trajectory["ntk"]
+        assert not ntk.has_particles and ntk.status == "running"
+        assert set(ntk.measures) == set(MEASURES)
+        with pytest.raises(UsageError, match="no particle trajectory"):
+            ntk.frame(0)
 
 
 def test_run_without_bias_has_no_bias_element(tmp_path):
@@ -173,16 +180,17 @@ def test_run_without_bias_has_no_bias_element(tmp_path):
     make_file(path, bias=False)[0].close()
     with h5py.File(path, "r") as f:
         assert set(f["particles/rich"]) == {"box", "position", "amplitude"}
-    assert storage.read_run(path, "rich").particles.b is None
+    with mf.open(path) as trajectory:
+        assert trajectory["rich"].frame(-1).b is None and "bias" not in trajectory["rich"].particles()
 
 
 def test_a_bad_snapshot_writes_nothing(tmp_path):
     tf, rich, _ = make_file(tmp_path / "t.h5", frames=2)
     a, W, b, measures = snapshot(2)
     with pytest.raises(ValueError, match="loss_test"):
-        rich.append(20, 1.0, a, W, b, {"loss_train": 0.1})
+        rich.append(20, 1.0, (a, W, b), {"loss_train": 0.1})
     with pytest.raises(ValueError, match="shape"):
-        rich.append(20, 1.0, a, W.T, b, measures)
+        rich.append(20, 1.0, (a, W.T, b), measures)
     assert rich.frames == 2
     assert tf.h5["particles/rich/position/value"].shape[0] == 2
     tf.close()
@@ -195,31 +203,30 @@ def test_checkpoint_round_trip_restores_state_and_random_stream(tmp_path):
     gen = np.random.default_rng(42)
     gen.normal(size=7)  # advance the stream
     state = np.random.default_rng(1).normal(size=M * (D + 2))
-    rng_state = gen.bit_generator.state
-    rich.save_checkpoint(state, t=1.25, step=123, rng_state=rng_state, stepper={"dt": 0.0123})
+    rich.save_checkpoint(RunState(1.25, 123, state.astype(np.float32), h=0.0123, rng=gen.bit_generator.state))
     expected = gen.normal(size=5)
     tf.close()
 
     with storage.open_for_resume(path, scenario_yaml=SCENARIO) as tf:
-        checkpoint = tf.run("rich").load_checkpoint()
-    assert checkpoint.state.dtype == np.float64
-    np.testing.assert_array_equal(checkpoint.state, state)
-    assert (checkpoint.t, checkpoint.step, checkpoint.frames) == (1.25, 123, 2)
-    assert checkpoint.stepper == {"dt": 0.0123}
+        checkpoint, frames = tf.run("rich").load_checkpoint()
+    assert checkpoint.y.dtype == np.float64  # always full precision
+    np.testing.assert_array_equal(checkpoint.y, state.astype(np.float32))
+    assert (checkpoint.t, checkpoint.step, checkpoint.h, frames) == (1.25, 123, 0.0123, 2)
     restored = np.random.default_rng()
-    restored.bit_generator.state = checkpoint.rng_state
+    restored.bit_generator.state = checkpoint.rng
     np.testing.assert_array_equal(restored.normal(size=5), expected)
 
 
 def test_checkpoint_is_overwritten_in_place_and_resized(tmp_path):
     tf, rich, _ = make_file(tmp_path / "t.h5", frames=1)
     rng_state = np.random.default_rng(0).bit_generator.state
-    rich.save_checkpoint(np.arange(4.0), t=1.0, step=1, rng_state=rng_state, stepper={})
-    rich.append(10, 1.0, *snapshot(1))
-    rich.save_checkpoint(np.arange(6.0), t=2.0, step=2, rng_state=rng_state, stepper={})
-    checkpoint = rich.load_checkpoint()
-    np.testing.assert_array_equal(checkpoint.state, np.arange(6.0))
-    assert (checkpoint.t, checkpoint.frames) == (2.0, 2)
+    rich.save_checkpoint(RunState(1.0, 1, np.arange(4.0), rng=rng_state))
+    a, W, b, measures = snapshot(1)
+    rich.append(10, 1.0, (a, W, b), measures)
+    rich.save_checkpoint(RunState(2.0, 2, np.arange(6.0), rng=rng_state))
+    checkpoint, frames = rich.load_checkpoint()
+    np.testing.assert_array_equal(checkpoint.y, np.arange(6.0))
+    assert (checkpoint.t, frames) == (2.0, 2)
     assert list(tf.h5["checkpoint/rich"]) == ["state"]
     tf.close()
 
@@ -233,17 +240,18 @@ def test_truncate_then_append_continues(tmp_path):
         rich.truncate(2)
         assert rich.frames == 2
         a, W, b, measures = snapshot(7)
-        rich.append(99, 9.5, a, W, b, measures)
+        rich.append(99, 9.5, (a, W, b), measures)
         tf.run("ntk").truncate(0)
-    run = storage.read_run(path, "rich")
     with h5py.File(path, "r") as f:
         assert list(f["particles/rich/position/step"]) == [0, 10, 99]
         assert f["particles/rich/bias/value"].shape == (3, M)
         assert f["observables/rich/f_test/value"].shape == (3, K)
         assert f["observables/ntk/loss_train/value"].shape == (0,)
-    np.testing.assert_array_equal(run.particles.time, [0.0, 0.5, 9.5])
-    np.testing.assert_allclose(run.particles.W[2], W, rtol=1e-6)
-    np.testing.assert_array_equal(run.measures["f_test"].value[2], measures["f_test"])
+    with mf.open(path) as trajectory:
+        run = trajectory["rich"]
+        np.testing.assert_array_equal(run.times, [0.0, 0.5, 9.5])
+        np.testing.assert_allclose(run.frame(2).W, W, rtol=1e-6)
+        np.testing.assert_array_equal(run.series("f_test").value[2], measures["f_test"])
 
 
 def test_status_values(tmp_path):
@@ -267,7 +275,7 @@ def test_open_for_resume_refuses_a_different_scenario(tmp_path):
     with pytest.raises(UsageError, match=re.escape(f"{path}: cannot resume, the scenario differs")):
         storage.open_for_resume(path, scenario_yaml=SCENARIO + "# edited\n")
     with storage.open_for_resume(path, scenario_yaml=SCENARIO) as tf:  # the file was left closed
-        assert tf.seed == 3 and tf.runs == ["rich", "ntk"]
+        assert tf.runs == ["rich", "ntk"] and tf.run("rich").frames == 3
 
 
 def test_open_for_resume_refuses_other_hdf5_files(tmp_path):
@@ -292,7 +300,7 @@ def test_refuses_files_that_are_not_hdf5_or_missing(tmp_path):
     with pytest.raises(UsageError, match=refusal(missing, "no such file")):
         storage.open_trajectory(missing)
     with pytest.raises(UsageError, match="no such file"):
-        storage.read_run(missing, "rich")
+        mf.open(missing)
 
 
 def test_refuses_a_newer_format_version(tmp_path):
@@ -307,8 +315,8 @@ def test_refuses_a_newer_format_version(tmp_path):
 def test_unknown_run_names_the_file_and_the_runs(tmp_path):
     path = tmp_path / "t.h5"
     make_file(path)[0].close()
-    with pytest.raises(UsageError, match="has no run 'lazy' \\(runs: rich, ntk\\)"):
-        storage.read_run(path, "lazy")
+    with mf.open(path) as trajectory, pytest.raises(UsageError, match="has no run 'lazy' \\(runs: rich, ntk\\)"):
+        trajectory["lazy"]
 
 
 # ----------------------------------------------------------------------------- crash and live reading
@@ -320,7 +328,7 @@ tf = storage.create(sys.argv[1], scenario_yaml="x: 1\\n", seed=0)
 run = tf.add_run("rich", attrs={}, m=64, d=3, bias=False, particles=True, dtype="float32",
                  measures={"loss": ()})
 for i in range(int(sys.argv[2])):
-    run.append(i, 0.1 * i, np.full(64, i), np.full((64, 3), i), None, {"loss": 1.0 / (i + 1)})
+    run.append(i, 0.1 * i, (np.full(64, i), np.full((64, 3), i), None), {"loss": 1.0 / (i + 1)})
 print("written", flush=True)
 sys.stdin.readline()   # the parent reads the file while this process holds it open
 os._exit(0)            # die without closing the file or running any clean-up
@@ -336,17 +344,18 @@ def test_file_stays_readable_when_the_writer_dies_and_while_it_writes(tmp_path):
     )
     try:
         assert writer.stdout.readline().strip() == "written"
-        live = storage.read_run(path, "rich")  # the writer still has the file open
-        assert len(live.particles.time) == 7
+        with mf.open(path) as live:  # the writer still has the file open
+            assert live["rich"].frames == 7
         writer.stdin.write("\n")
         writer.stdin.flush()
         assert writer.wait(timeout=30) == 0
     finally:
         writer.kill()
-    run = storage.read_run(path, "rich")
-    assert run.status == "running"
-    np.testing.assert_array_equal(run.particles.a[:, 0], np.arange(7))
-    np.testing.assert_array_equal(run.measures["loss"].value, 1.0 / np.arange(1, 8))
+    with mf.open(path) as trajectory:
+        run = trajectory["rich"]
+        assert run.status == "running"
+        np.testing.assert_array_equal(run.particles()["amplitude"].values[:, 0], np.arange(7))
+        np.testing.assert_array_equal(run.series("loss").value, 1.0 / np.arange(1, 8))
     with storage.open_for_resume(path, scenario_yaml="x: 1\n") as tf:  # and can be resumed
         assert tf.run("rich").frames == 7
 
@@ -391,10 +400,72 @@ def test_estimate_bounds_an_incompressible_file(tmp_path):
                      measures={"loss": (), "f": (K,)})
     rng = np.random.default_rng(0)
     for i in range(frames):
-        run.append(i, i, rng.normal(size=m), rng.normal(size=(m, d)), rng.normal(size=m),
+        run.append(i, i, (rng.normal(size=m), rng.normal(size=(m, d)), rng.normal(size=m)),
                    {"loss": rng.normal(), "f": rng.normal(size=K)})
-    run.save_checkpoint(rng.normal(size=m * (d + 2)), t=1.0, step=1, rng_state={}, stepper={})
+    run.save_checkpoint(RunState(1.0, 1, rng.normal(size=m * (d + 2)), rng={}))
     tf.close()
     estimate = storage.estimate_bytes(frames=frames, m=m, d=d, bias=True, particles=True,
                                       n_measures=1 + K, itemsize=4)
     assert os.path.getsize(path) <= estimate < 3 * os.path.getsize(path)
+
+
+# ----------------------------------------------------------------------------- the reading API
+def datasets(path) -> dict:
+    """Every dataset of a file (under every name) and its values."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.update({name: obj[()].tolist()}) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def test_measures_and_particles_as_xarray(tmp_path):
+    path = tmp_path / "t.h5"
+    make_file(path, frames=3)[0].close()
+    with mf.open(path) as trajectory:
+        run = trajectory["rich"]
+        loss = run.measure("loss_train")
+        assert loss.dims == ("time",) and list(loss["time"].values) == [0.0, 0.5, 1.0]
+        assert list(loss["step"].values) == [0, 10, 20]
+        np.testing.assert_array_equal(loss.values, [1.0, 0.5, 1 / 3])
+        f_test = run.measure("f_test")
+        assert f_test.dims == ("time", "test_point") and f_test.shape == (3, K)
+        particles = run.particles()
+        assert particles["position"].dims == ("time", "particle", "dim")
+        assert particles["position"].shape == (3, M, D) and particles["bias"].shape == (3, M)
+        np.testing.assert_allclose(particles["amplitude"].values[1], snapshot(1)[0], rtol=1e-6)
+        with pytest.raises(UsageError, match="no measure 'risk'"):
+            run.measure("risk")
+
+        tree = trajectory.to_xarray()
+        assert set(tree.children) == {"data", "rich", "ntk"}
+        assert tree["rich"]["loss_test"].shape == (3,) and tree["rich"]["position"].shape == (3, M, D)
+        assert "position" not in tree["ntk"].dataset and tree["ntk"]["f_test"].shape == (3, K)
+        np.testing.assert_array_equal(tree["data"]["X_train"].values, trajectory.data.X_train)
+        assert tree["data"]["teacher_W"].shape == (2, D) and tree.attrs["seed"] == 3
+
+
+def test_a_snapshot_being_written_is_left_out(tmp_path):
+    path = tmp_path / "t.h5"
+    make_file(path, frames=3)[0].close()
+    with h5py.File(path, "a") as f:  # the writer got as far as the positions of a fourth snapshot
+        f["particles/rich/position/value"].resize(4, axis=0)
+    with mf.open(path) as trajectory:
+        run = trajectory["rich"]
+        assert run.frames == 3 and run.particles()["position"].shape == (3, M, D)
+        assert run.measure("loss_test").shape == (3,)
+
+
+def test_an_in_memory_file_is_the_same_file_and_can_be_saved(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    writer, _, _ = make_file(None, frames=2)
+    trajectory = writer.finish()
+    assert trajectory.path is None and trajectory["rich"].frames == 2
+    assert list(tmp_path.iterdir()) == []  # nothing on disk
+    saved = trajectory.save(tmp_path / "saved.h5")
+    make_file(tmp_path / "disk.h5", frames=2)[0].close()
+    assert datasets(saved) == datasets(tmp_path / "disk.h5")
+    with pytest.raises(UsageError, match="exists"):
+        trajectory.save(saved)
+    trajectory.close()
+    with mf.open(saved) as reopened:
+        assert reopened.runs == ["rich", "ntk"] and reopened.seed == 3

@@ -18,7 +18,8 @@ import yaml
 
 from meanfield.bundled import SWEEP_DIR
 from meanfield.parameterization import resolve
-from meanfield.sweep import load_sweep, parse_sweep, run_sweep
+from meanfield.sweeps import load_sweep, parse_sweep, run_sweep
+from meanfield.table import read_table
 
 ALPHAS = [0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000]
 DIMS = [16, 32, 64]
@@ -72,7 +73,7 @@ def test_reduced_chizat_oyallon_bach_rich_beats_lazy_and_displacement_falls_like
                      dim=50, n_train=500)
     result = run_sweep(sweep, tmp_path / "cob", executor=ThreadPoolExecutor(1), threads=1)
     assert result.failed == 0
-    table = result.table
+    table = read_table(result.directory)
     row = _by(table, "runs.lazy.parameterization.alpha")
     loss, disp = table["lazy.loss_test"], table["lazy.displacement_w"]
     ntk_loss = table["ntk.loss_test"][row[1000]]
@@ -88,7 +89,7 @@ def test_reduced_single_index_rich_needs_fewer_samples_than_ntk(tmp_path):
     sweep = _reduced("single_index_samples", {"data.dim": [16], "data.n_train": [1024, 256]})
     result = run_sweep(sweep, tmp_path / "si", executor=ThreadPoolExecutor(1), threads=1)
     assert result.failed == 0
-    table = result.table
+    table = read_table(result.directory)
     row = _by(table, "data.n_train")
     rich, ntk = table["rich.loss_test"], table["ntk.loss_test"]
     # measured: n = 256: rich 0.038, ntk 0.143; n = 1024: rich 0.0041, ntk 0.014 (trivial: 0.5)

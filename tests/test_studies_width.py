@@ -17,7 +17,8 @@ from meanfield.analysis import classify, scaling
 from meanfield.bundled import SWEEP_DIR, bundled_sweeps
 from meanfield.parameterization import resolve
 from meanfield.phase import luo_phase, phase_points
-from meanfield.sweep import load_sweep, parse_sweep, run_sweep
+from meanfield.sweeps import load_sweep, parse_sweep, run_sweep
+from meanfield.table import read_table
 
 WIDTHS = [64, 128, 256, 512, 1024, 2048, 4096]
 
@@ -86,7 +87,7 @@ def luo_reduced(tmp_path_factory):
                      runs=("g05_gp05", "g1_gp0", "g15_gpm05"))
     result = run_sweep(sweep, tmp_path_factory.mktemp("luo"), executor=ThreadPoolExecutor(1), threads=1)
     assert result.failed == 0
-    return result.table
+    return read_table(result.directory)
 
 
 def test_reduced_luo_grid_finds_the_three_phases(luo_reduced):
@@ -101,14 +102,14 @@ def test_reduced_luo_grid_finds_the_three_phases(luo_reduced):
 
 def test_reduced_width_theorem_signs_and_the_fixed_lr_divergence(tmp_path):
     sweep = _reduced("width_theorem", {"model.width": [64, 256, 1024], "seed": [0]}, family=("stable_lr",))
-    table = run_sweep(sweep, tmp_path / "flow", executor=ThreadPoolExecutor(1), threads=1).table
+    table = read_table(run_sweep(sweep, tmp_path / "flow", executor=ThreadPoolExecutor(1), threads=1).directory)
     fits = {row.run: row.fit.exponent for row in scaling(table)}
     assert abs(fits["mean_field"]) < 0.1
     assert -0.9 < fits["ntk"] < -0.1
     assert fits["standard_lr_1_over_m"] < -1.0
     # the standard preset at a fixed lr: converges at m = 64, diverges at m = 512 (dt lambda_max > 4)
     sweep = _reduced("width_theorem", {"model.width": [64, 512], "seed": [0]}, family=("fixed_lr",))
-    table = run_sweep(sweep, tmp_path / "fixed", executor=ThreadPoolExecutor(1), threads=1).table
+    table = read_table(run_sweep(sweep, tmp_path / "fixed", executor=ThreadPoolExecutor(1), threads=1).directory)
     status = dict(zip(table["model.width"].tolist(), table["status"].astype(str).tolist()))
     assert status == {64: "complete", 512: "failed"}
     assert not math.isnan(table["standard.displacement_w"][0])

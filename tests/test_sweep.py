@@ -17,10 +17,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+import meanfield as mf
 from meanfield.cli import main
 from meanfield.errors import UsageError
 from meanfield.scenario import parse_scenario
-from meanfield.sweep import load_sweep, parse_sweep, point_status, run_sweep
+from meanfield.sweeps import load_sweep, parse_sweep, point_status, run_sweep
 from meanfield.table import read_table
 
 BASE = {
@@ -111,12 +112,10 @@ def test_a_failing_point_is_recorded_and_the_others_complete(tmp_path):
 
 
 def test_each_point_file_equals_the_same_scenario_simulated_alone(tmp_path):
-    from meanfield import run
-
     sweep = parse_sweep(sweep_text({"model.width": [8, 12]}))
     run_sweep(sweep, tmp_path / "out", executor=serial())
     alone = tmp_path / "alone.h5"
-    run.simulate(sweep.points[1].scenario, str(alone))
+    mf.simulate(sweep.points[1].scenario, alone).close()
     with h5py.File(tmp_path / "out/points/p0001.h5", "r") as a, h5py.File(alone, "r") as b:
         for key in ("particles/rich/position/value", "observables/lazy/loss_test/value"):
             np.testing.assert_array_equal(a[key][()], b[key][()])
@@ -136,7 +135,7 @@ def test_a_directory_is_not_reused_without_resume_and_resume_refuses_another_swe
 
 def test_the_process_pool_and_a_dask_local_cluster_give_identical_results(tmp_path):
     pytest.importorskip("distributed")
-    from meanfield.sweep import dask_executor
+    from meanfield.sweeps import dask_executor
 
     sweep = parse_sweep(sweep_text({"model.width": [8, 16], "seed": [0, 1]}))
     run_sweep(sweep, tmp_path / "pool", workers=2, threads=1)
@@ -216,7 +215,7 @@ def test_resume_after_a_kill_runs_only_the_points_not_complete(tmp_path, how):
 def test_a_resume_that_cannot_read_its_file_starts_the_point_again(tmp_path, monkeypatch):
     """A SIGKILLed worker can leave a file whose header reads but whose last chunks do not
     (HDF5: "filter returned failure during read"): the resume's OSError restarts the point."""
-    from meanfield import run
+    from meanfield import simulation
 
     sweep = parse_sweep(sweep_text({"seed": [0]}))
     run_sweep(sweep, tmp_path / "out", executor=serial())
@@ -224,14 +223,14 @@ def test_a_resume_that_cannot_read_its_file_starts_the_point_again(tmp_path, mon
     with h5py.File(path, "r+") as h5:
         h5["parameters/lazy"].attrs["status"] = "interrupted"
     assert point_status(path) == "unfinished"
-    simulate = run.simulate
+    simulate = simulation.simulate
 
     def unreadable_on_resume(scenario, output, resume=False, **options):
         if resume:
             raise OSError("Can't synchronously read data (filter returned failure during read)")
         return simulate(scenario, output, resume=resume, **options)
 
-    monkeypatch.setattr(run, "simulate", unreadable_on_resume)
+    monkeypatch.setattr(simulation, "simulate", unreadable_on_resume)
     run_sweep(sweep, tmp_path / "out", executor=serial(), resume=True)
     table = read_table(tmp_path / "out")
     assert list(table["status"]) == ["complete"] and point_status(path) == "complete"
@@ -257,7 +256,7 @@ def test_analyze_fits_the_sweep_and_names_what_is_allowed(tmp_path):
 
 def test_pool_workers_run_blas_and_numba_on_the_threads_they_are_given(tmp_path):
     pytest.importorskip("threadpoolctl")
-    from meanfield.sweep import THREAD_VARIABLES, _default_executor
+    from meanfield.sweeps import THREAD_VARIABLES, _default_executor
 
     before = {name: os.environ.get(name) for name in THREAD_VARIABLES}
     with _default_executor(None, workers=1, threads=1) as pool:

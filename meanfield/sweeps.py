@@ -24,6 +24,7 @@ before the numerical core is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
@@ -43,6 +44,7 @@ import yaml
 from .bundled import SWEEP_DIR, bundled_sweeps, resolve_path, scenario_path
 from .errors import UsageError
 from .scenario import Scenario, read_yaml, set_key, validate_scenario
+from .storage import open_trajectory
 from .table import Table, cell_text, read_table, write_table
 
 SWEEP_KEYS = ("name", "description", "base", "grid", "replicates")
@@ -89,12 +91,41 @@ class Sweep:
     def grid_keys(self) -> list[str]:
         return [axis.key for axis in self.axes]
 
+    def describe(self, directory) -> str:
+        """What ``--dry-run`` prints: the points, the axes, the runs, what would be written."""
+        lines = [f"sweep {self.name}: {len(self.points)} point(s), every one valid"]
+        lines += [f"  {axis.key}: {', '.join(map(str, axis.labels))}" for axis in self.axes]
+        lines.append(f"  runs per point: {', '.join(self.points[0].scenario.runs)}")
+        lines.append(f"would write {directory}/points/p0000.h5 ... and {directory}/results.csv, results.h5")
+        return "\n".join(lines)
+
     def as_yaml(self) -> str:
         """The sweep as one self-contained YAML document (the base inlined, labels kept)."""
         grid = {axis.key: (list(axis.values) if axis.labels == axis.values
                            else dict(zip(axis.labels, axis.values))) for axis in self.axes}
         return yaml.safe_dump({"name": self.name, "description": self.description, "base": self.base,
                                "grid": grid}, sort_keys=False)
+
+
+def make_sweep(source, grid=None, *, replicates: Optional[int] = None) -> Sweep:
+    """A validated sweep: ``source`` itself (a Sweep), a sweep file or bundled sweep's name
+    (``grid`` None), or a base scenario (a Scenario, a mapping, a scenario file or bundled
+    name) with ``grid`` (dotted key -> list of values, or mapping label -> value) and
+    ``replicates``."""
+    if isinstance(source, Sweep):
+        return source
+    if grid is None:
+        if replicates is not None:
+            raise UsageError("replicates goes with a grid: give the base scenario and grid=...")
+        return load_sweep(source)
+    base = source.model_dump(mode="json") if isinstance(source, Scenario) else source
+    if isinstance(base, Path):
+        base = str(base)
+    raw = {"base": base, "grid": dict(grid)}
+    if replicates is not None:
+        raw["replicates"] = replicates
+    name = Path(base).stem if isinstance(base, str) else str(base.get("name", "sweep"))
+    return sweep_from_mapping(raw, source="<sweep>", lines={}, root=Path("."), default_name=name)
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -110,6 +141,11 @@ def load_sweep(path: str | Path) -> Sweep:
 def parse_sweep(text: str, source: str = "<sweep>", root: Path = Path("."), default_name: str = "sweep") -> Sweep:
     """A sweep from its YAML text; ``root`` is where a relative ``base`` path is looked for."""
     raw, lines = read_yaml(text, source)
+    return sweep_from_mapping(raw, source, lines, root, default_name)
+
+
+def sweep_from_mapping(raw, source: str, lines: dict, root: Path, default_name: str) -> Sweep:
+    """A sweep from its parsed mapping (``lines``: the line of each key, for messages)."""
     if not isinstance(raw, dict):
         raise UsageError(f"{source}: a sweep is a mapping with the keys base and grid")
     unknown = [key for key in raw if key not in SWEEP_KEYS]
@@ -236,9 +272,9 @@ def run_point(task: Task) -> Outcome:
     Never raises for a point that fails: the failure is the outcome, so the sweep goes on.
     """
     set_threads(task.threads)
-    from . import run
     from .errors import RunFailed
     from .scenario import parse_scenario
+    from .simulation import simulate
 
     start = time.perf_counter()
     status, reason = "complete", ""
@@ -248,14 +284,14 @@ def run_point(task: Task) -> Outcome:
         if not resume and Path(task.output).exists():
             os.remove(task.output)  # an unreadable remnant of a killed worker
         try:
-            run.simulate(scenario, task.output, resume=resume)
+            simulate(scenario, task.output, resume=resume)[0].close()
         except OSError:
             if not resume:
                 raise
             # a killed worker's file whose header reads but whose last chunks do not
             # (HDF5 "filter returned failure during read"): start the point again
             os.remove(task.output)
-            run.simulate(scenario, task.output)
+            simulate(scenario, task.output)[0].close()
         measures = final_measures(task.output)
     except KeyboardInterrupt:
         if _POOL_WORKER:  # the sweep is stopping: the file is closed and marked interrupted
@@ -303,13 +339,11 @@ def _init_pool_worker(threads: int) -> None:
 
 def _resumable(output: str) -> bool:
     """True if ``output`` is a trajectory file of ours that a resume can continue."""
-    from . import storage
-
     if not Path(output).exists():
         return False
     try:
-        with storage.open_trajectory(output) as h5:
-            storage.list_runs(h5)
+        with open_trajectory(output) as trajectory:
+            trajectory.runs
         return True
     except (UsageError, OSError, KeyError):
         return False
@@ -317,41 +351,31 @@ def _resumable(output: str) -> bool:
 
 def point_status(output: str | Path) -> str:
     """``complete`` if every run of the file is complete, else ``missing`` or ``unfinished``."""
-    from . import storage
-
     if not Path(output).exists():
         return "missing"
     try:
-        with storage.open_trajectory(output) as h5:
-            runs = storage.list_runs(h5)
-            expected = storage.scenario_of(h5).get("runs") or {}
-            statuses = [storage.read_run(h5, name, particles=False).status for name in runs]
+        with open_trajectory(output) as trajectory:
+            return "complete" if trajectory.complete else "unfinished"
     except (UsageError, OSError, KeyError):
         return "unfinished"
-    done = runs and set(expected) <= set(runs) and all(s == "complete" for s in statuses)
-    return "complete" if done else "unfinished"
 
 
 def final_measures(output: str | Path) -> dict[str, Any]:
     """``<run>.<measure>``: the last value of every scalar measure of every run in the file,
     with ``<run>.t`` (the time reached), ``<run>.status`` and the run's predicted regime numbers."""
-    from . import storage
-
     out: dict[str, Any] = {}
     try:
-        h5 = storage.open_trajectory(output)
+        trajectory = open_trajectory(output)
     except (UsageError, OSError):
         return out
-    with h5:
-        for name in storage.list_runs(h5):
-            run = storage.read_run(h5, name, particles=False)
-            scalar = {k: s for k, s in run.measures.items() if s.value.ndim == 1 and len(s.time)}
-            out[f"{name}.t"] = max((float(s.time[-1]) for s in scalar.values()), default=math.nan)
-            out.update({f"{name}.{k}": float(s.value[-1]) for k, s in scalar.items()})
-            out[f"{name}.status"] = run.status.split(":")[0]
+    with trajectory:
+        for run in trajectory:
+            out[f"{run.name}.t"] = run.t
+            out.update({f"{run.name}.{k}": v for k, v in run.final().items()})
+            out[f"{run.name}.status"] = run.status.split(":")[0]
             for attr in PREDICTED:
                 if attr in run.attrs:
-                    out[f"{name}.{attr}"] = _plain(run.attrs[attr])
+                    out[f"{run.name}.{attr}"] = _plain(run.attrs[attr])
     return out
 
 
@@ -366,12 +390,46 @@ def _plain(value):
 # ------------------------------------------------------------------------- the engine
 @dataclass
 class SweepResult:
-    table: Table
-    ran: int
-    skipped: int
-    failed: int
-    seconds: float
+    """A sweep directory and how its last run went: ``ran`` points run now, ``skipped``
+    already complete, ``failed``, ``seconds`` of wall time, ``interrupted``. The results
+    are read from the directory: ``table`` (pandas), :meth:`to_xarray`, :meth:`trajectory`."""
+
+    directory: Path
+    ran: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = math.nan
     interrupted: bool = False
+
+    @classmethod
+    def open(cls, directory) -> SweepResult:
+        """The result of a sweep directory written earlier (its counts unknown: zeros)."""
+        directory = Path(directory)
+        read_table(directory)  # a clear error if it holds no sweep
+        return cls(directory)
+
+    @property
+    def table(self):
+        """The results table as a ``pandas.DataFrame``: one row per point, its grid
+        coordinates, seed, status, and every run's final measures as ``<run>.<measure>``."""
+        import pandas as pd
+
+        return pd.DataFrame(read_table(self.directory).columns)
+
+    def to_xarray(self):
+        """The sweep as an ``xarray.Dataset`` with one dimension per grid axis (see
+        :func:`meanfield.analysis.to_dataset`)."""
+        from .analysis import to_dataset
+
+        return to_dataset(self.directory)
+
+    def trajectory(self, point: str):
+        """The trajectory file of one point (``"p0003"``), open for reading."""
+        return open_trajectory(self.directory / POINTS_DIR / f"{point}.h5")
+
+    def __repr__(self) -> str:
+        return (f"<meanfield.SweepResult {self.directory}: {self.ran} run, {self.skipped} already complete, "
+                f"{self.failed} failed{', interrupted' if self.interrupted else ''}>")
 
 
 def run_sweep(
@@ -429,9 +487,37 @@ def run_sweep(
             for future in futures:
                 future.cancel()
             _stop_workers()
-    table = _save(directory, sweep, done)
-    return SweepResult(table, len(todo), len(sweep.points) - len(todo), failed,
+    _save(directory, sweep, done)
+    return SweepResult(directory, len(todo), len(sweep.points) - len(todo), failed,
                        time.perf_counter() - start, interrupted)
+
+
+def execute(sweep: Sweep, directory=None, *, workers: Optional[int] = None, threads: Optional[int] = None,
+            engine: str = "process", scheduler: Optional[str] = None, resume: bool = False, progress: bool = False,
+            on_point: Optional[Callable[[Point, dict], None]] = None, log: Callable[[str], None] = lambda m: None,
+            ) -> SweepResult:
+    """Run ``sweep`` into ``directory`` (default ./<name>) on a local process pool or on Dask
+    (``engine="dask"``: a local cluster of ``workers``; ``scheduler``: that cluster's), with
+    a bar over the points (``progress``) or a ``log`` line per point."""
+    from .progress import PointsBar
+
+    if engine not in ("process", "dask"):
+        raise UsageError(f"engine {engine!r}: use 'process' or 'dask'")
+    if scheduler and workers:
+        raise UsageError("--workers is for local runs; with --scheduler the cluster has its own workers")
+    directory = Path(directory or sweep.name)
+    use_dask = engine == "dask" or scheduler is not None
+    executor = dask_executor(scheduler, workers, threads or 1) if use_dask else contextlib.nullcontext()
+    bar = PointsBar(len(sweep.points), enabled=progress, log=log)
+
+    def after_point(point, row):
+        bar.update(point, row)
+        if on_point is not None:
+            on_point(point, row)
+
+    with executor as pool, bar:
+        return run_sweep(sweep, directory, executor=pool, workers=workers,
+                         threads=threads or (1 if use_dask else None), resume=resume, on_point=after_point)
 
 
 def _claim_directory(directory: Path, sweep: Sweep, resume: bool) -> None:

@@ -29,17 +29,16 @@ from __future__ import annotations
 import struct
 import time
 from collections import deque
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from . import storage
 from .errors import UsageError
-from .plot import Series, draw_losses, read_measure, run_colors
-from .storage import scenario_of
+from .figure import draw_losses, run_colors
+from .storage import Frame, Series, Trajectory, open_trajectory
 
 PARTICLE_SOLVERS = ("particles", "tangent")
 PROJECTIONS = ("auto", "first2", "teacher", "pca")
@@ -56,12 +55,13 @@ MAX_FAILED_POLLS = 30
 
 # ----------------------------------------------------------------------------- what the file holds
 class PanelRun(NamedTuple):
-    """One shown run: its snapshot times (complete frames) and whether it has stopped writing."""
+    """One shown run: its snapshot times (complete frames), whether it has stopped writing,
+    and its fit measure (training loss, or population risk) for the panel's title."""
 
     name: str
     times: np.ndarray
     finished: bool
-    loss: Series | None
+    fit: tuple[str, Series] | None
 
 
 @dataclass
@@ -87,96 +87,56 @@ class Contents:
         return all(p.finished or (len(p.times) and p.times[-1] >= t) for p in self.panels)
 
 
-def planned_runs(h5) -> dict[str, str]:
-    """Run name -> solver, for the runs of the scenario and those in the file (the file wins)."""
-    scenario = scenario_of(h5)
-    runs = {name: (spec or {}).get("solver", "particles") if isinstance(spec, dict) else "particles"
-            for name, spec in (scenario.get("runs") or {}).items()}
-    for name in storage.list_runs(h5):
-        runs[name] = str(h5["parameters"][name].attrs.get("solver", "particles"))
-    return runs
-
-
-def choose_panels(h5, selected: list[str] | None) -> list[str]:
+def choose_panels(trajectory: Trajectory, selected: list[str] | None) -> list[str]:
     """The particle runs to show (all of them unless ``selected``); a clear error if there are none."""
-    runs = planned_runs(h5)
-    records_particles = (scenario_of(h5).get("record") or {}).get("particles", True)
-    in_file = storage.list_runs(h5)
+    runs = trajectory.planned_runs
+    records_particles = (trajectory.scenario_dict.get("record") or {}).get("particles", True)
+    in_file = trajectory.runs
+    where = trajectory.path or trajectory.name
 
     def has_particles(name):
         if name in in_file:
-            return f"particles/{name}" in h5
+            return trajectory[name].has_particles
         return runs[name] in PARTICLE_SOLVERS and records_particles
 
     described = ", ".join(f"{name} ({solver})" for name, solver in runs.items()) or "none"
     for name in selected or ():
         if name not in runs:
-            raise UsageError(f"{h5.filename} has no run {name!r} (runs: {described})")
+            raise UsageError(f"{where} has no run {name!r} (runs: {described})")
         if not has_particles(name):
-            raise UsageError(f"{h5.filename}: run {name!r} has no particle trajectory to animate "
+            raise UsageError(f"{where}: run {name!r} has no particle trajectory to animate "
                              f"(solver {runs[name]}); `meanfield plot` draws its measures")
     panels = list(selected) if selected else [name for name in runs if has_particles(name)]
     if not panels:
-        raise UsageError(f"{h5.filename} has no particle trajectory to animate (runs: {described}); "
+        raise UsageError(f"{where} has no particle trajectory to animate (runs: {described}); "
                          "an ntk run records predictions only: `meanfield plot` draws its measures")
     return panels
 
 
-def read_contents(h5, panels: list[str]) -> Contents:
+def read_contents(trajectory: Trajectory, panels: list[str]) -> Contents:
     """The shown runs' snapshot times, losses and status; the teacher, dimension and activation."""
-    scenario = scenario_of(h5)
-    in_file = storage.list_runs(h5)
-    shown = [_panel_run(h5, name) if name in in_file else PanelRun(name, np.empty(0), False, None)
+    scenario = trajectory.scenario_dict
+    in_file = trajectory.runs
+    shown = [_panel_run(trajectory, name) if name in in_file else PanelRun(name, np.empty(0), False, None)
              for name in panels]
-    teacher = h5["data/teacher/W"][()] if "data/teacher/W" in h5 else None
-    dim = _dimension(h5, panels, scenario)
+    teacher = trajectory.teacher
     t_end = float((scenario.get("train") or {}).get("t_end") or 0.0)
     latest = max((float(p.times[-1]) for p in shown if len(p.times)), default=0.0)
     return Contents(
-        runs=list(planned_runs(h5)), panels=shown, finished=_simulation_done(h5), dim=dim,
+        runs=list(trajectory.planned_runs), panels=shown, finished=trajectory.finished,
+        dim=int((scenario.get("data") or {}).get("dim", 2)),
         activation=str((scenario.get("model") or {}).get("activation", "relu")),
-        teacher=None if teacher is None else np.atleast_2d(teacher).astype(np.float64),
-        t_end=max(t_end, latest), title=str(scenario.get("name", Path(h5.filename).stem)),
+        teacher=None if teacher is None else teacher.W.astype(np.float64),
+        t_end=max(t_end, latest), title=trajectory.name,
     )
 
 
-def _simulation_done(h5) -> bool:
-    """Every run of the scenario is in the file and no longer running (complete, interrupted or failed)."""
-    in_file = storage.list_runs(h5)
-    return all(name in in_file and h5["parameters"][name].attrs["status"] != "running" for name in planned_runs(h5))
-
-
-def _panel_run(h5, name: str) -> PanelRun:
-    group = h5.get(f"particles/{name}")
-    if group is None:
+def _panel_run(trajectory: Trajectory, name: str) -> PanelRun:
+    run = trajectory[name]
+    if not run.has_particles:
         return PanelRun(name, np.empty(0), True, None)
-    datasets = [group["position/time"], *(group[f"{e}/value"] for e in storage.PARTICLE_ELEMENTS if e in group)]
-    frames = min(ds.shape[0] for ds in datasets)
-    finished = h5["parameters"][name].attrs["status"] != "running"
-    return PanelRun(name, group["position/time"][:frames], finished, read_measure(h5, name, "loss_train"))
-
-
-def _dimension(h5, panels, scenario) -> int:
-    for name in panels:
-        if f"particles/{name}/position/value" in h5:
-            return int(h5[f"particles/{name}/position/value"].shape[-1])
-    return int((scenario.get("data") or {}).get("dim", 2))
-
-
-class Frame(NamedTuple):
-    """One run's particles at one snapshot."""
-
-    a: np.ndarray
-    W: np.ndarray
-    b: np.ndarray | None
-
-
-def read_frame(h5, name: str, index: int) -> Frame:
-    """Snapshot ``index`` of run ``name`` (one chunk read per element)."""
-    group = h5[f"particles/{name}"]
-    b = group["bias/value"][index].astype(np.float64) if "bias" in group else None
-    return Frame(group["amplitude/value"][index].astype(np.float64),
-                 group["position/value"][index].astype(np.float64), b)
+    fit = run.fit_measure
+    return PanelRun(name, run.times, run.finished, None if fit is None else (fit, run.series(fit)))
 
 
 def mass(frame: Frame, activation: str) -> np.ndarray:
@@ -263,14 +223,14 @@ def _principal_directions(W: np.ndarray, weights: np.ndarray, count: int) -> np.
     return vectors[:, np.argsort(values)[::-1][:count]].T
 
 
-def reference_frame(h5, contents: Contents) -> Frame | None:
+def reference_frame(trajectory: Trajectory, contents: Contents) -> Frame | None:
     """The last recorded frame of the rich run ('rich' if shown, else the first shown run)."""
     names = [p.name for p in contents.panels if len(p.times)]
     if not names:
         return None
     name = "rich" if "rich" in names else names[0]
     panel = next(p for p in contents.panels if p.name == name)
-    return read_frame(h5, name, len(panel.times) - 1)
+    return trajectory[name].frame(len(panel.times) - 1)
 
 
 # ----------------------------------------------------------------------------- the figure
@@ -292,7 +252,7 @@ class MovieFigure:
     which is drawn once (and again when a live file's loss curves grow).
     """
 
-    def __init__(self, h5, contents: Contents, projection: Projection, *, trails: bool, dpi: int,
+    def __init__(self, trajectory: Trajectory, contents: Contents, projection: Projection, *, trails: bool, dpi: int,
                  limits: tuple, size_reference: float, particles: int):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -309,7 +269,7 @@ class MovieFigure:
         self.panels = {p.name: self._panel(self.fig.add_subplot(grid[0, i]), p.name, contents, limits, trails)
                        for i, p in enumerate(contents.panels)}
         self.loss_ax = self.fig.add_subplot(grid[1, :])
-        self._loss_axes(h5, contents)
+        self._loss_axes(trajectory, contents)
         self._legend(projection, contents)
         self.fig.canvas.draw()  # lay out once; the layout then stays fixed while titles change
         self.fig.set_layout_engine("none")
@@ -366,15 +326,15 @@ class MovieFigure:
             ax.plot([0, reach * x / norm], [0, reach * y / norm], color="0.4", ls="--", lw=0.7, zorder=1)
         ax.plot(points[:, 0], points[:, 1], "*", color="k", mec="w", mew=0.6, ms=13, zorder=3)
 
-    def _loss_axes(self, h5, contents):
+    def _loss_axes(self, trajectory, contents):
         ax = self.loss_ax
-        self.loss_lines = draw_losses(ax, h5, contents.runs, self.colors)
+        self.loss_lines = draw_losses(ax, trajectory, contents.runs, self.colors)
         self.cursor = ax.axvline(0.0, color="k", lw=1.0)
         ax.set_xlim(0.0, contents.t_end or 1.0)
         ax.set_xlabel("model time t")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small", loc="upper right", ncols=min(len(contents.runs), 3))
-        ax.set_title("train (solid) and test (dashed) loss", fontsize="small")
+        ax.set_title("train (solid) and test (dashed) loss, or population risk", fontsize="small")
 
     def _legend(self, projection, contents):
         from matplotlib.lines import Line2D
@@ -392,34 +352,34 @@ class MovieFigure:
         self.fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small",
                         frameon=False)
 
-    def update_losses(self, h5, contents: Contents) -> None:
+    def update_losses(self, trajectory: Trajectory, contents: Contents) -> None:
         """Re-read the loss curves (a live file grows, and gains runs) and rescale their axis."""
-        new = [name for name in contents.runs if (name, "loss_train") not in self.loss_lines]
+        drawn = {name for name, _ in self.loss_lines}
+        new = [name for name in contents.runs if name not in drawn]
         if new:
-            self.loss_lines.update(draw_losses(self.loss_ax, h5, new, self.colors))
+            self.loss_lines.update(draw_losses(self.loss_ax, trajectory, new, self.colors))
             self.loss_ax.legend(fontsize="small", loc="upper right", ncols=min(len(contents.runs), 3))
         for (name, measure), line in self.loss_lines.items():
-            series = read_measure(h5, name, measure)
-            if series is not None:
-                keep = np.isfinite(series.value) & (series.value > 0)
-                line.set_data(series.time[keep], series.value[keep])
+            series = trajectory[name].series(measure)
+            keep = np.isfinite(series.value) & (series.value > 0)
+            line.set_data(series.time[keep], series.value[keep])
         self.loss_ax.relim()
         self.loss_ax.autoscale_view(scalex=False)
         self._save_background()
 
-    def show(self, h5, contents: Contents, t: float) -> None:
+    def show(self, trajectory: Trajectory, contents: Contents, t: float) -> None:
         """Update every artist to model time t: each panel shows its last snapshot at or before t."""
         for panel in contents.panels:
-            self._show_panel(h5, panel, self.panels[panel.name], t)
+            self._show_panel(trajectory, panel, self.panels[panel.name], t)
         self.cursor.set_xdata([t, t])
 
-    def _show_panel(self, h5, run: PanelRun, artists: PanelArtists, t: float) -> None:
+    def _show_panel(self, trajectory: Trajectory, run: PanelRun, artists: PanelArtists, t: float) -> None:
         index = int(np.searchsorted(run.times, t, side="right")) - 1
         if index < 0:
             artists.dots.set_offsets(np.zeros((0, 2)))
             artists.ax.set_title(f"{run.name}: no snapshot yet", color=self.colors[run.name], fontsize="medium")
             return
-        frame = read_frame(h5, run.name, index)
+        frame = trajectory[run.name].frame(index)
         points = self.projection.points(frame)
         colors = np.where(frame.a >= 0, POSITIVE, NEGATIVE)
         artists.dots.set_offsets(points)
@@ -429,9 +389,9 @@ class MovieFigure:
             artists.history.append(points)
             artists.trails.set_segments(np.stack(list(artists.history), axis=1))
             artists.trails.set_color(colors)
-        loss = _value_at(run.loss, run.times[index])
-        artists.ax.set_title(f"{run.name}   t = {run.times[index]:.3g}   train loss {loss:.3g}",
-                             color=self.colors[run.name], fontsize="medium")
+        fit = "" if run.fit is None else f"   {FIT_WORDS[run.fit[0]]} {_value_at(run.fit[1], run.times[index]):.3g}"
+        artists.ax.set_title(f"{run.name}   t = {run.times[index]:.3g}{fit}", color=self.colors[run.name],
+                             fontsize="medium")
 
     def area(self, frame: Frame) -> np.ndarray:
         """Dot areas: proportional to mass, the first frame's mean mass drawn at `base_area`."""
@@ -439,8 +399,11 @@ class MovieFigure:
         return self.base_area * np.clip(relative, 0.0, 8.0)
 
 
-def _value_at(series: Series | None, t: float) -> float:
-    if series is None or not len(series.time):
+FIT_WORDS = {"loss_train": "train loss", "risk": "risk"}
+
+
+def _value_at(series: Series, t: float) -> float:
+    if not len(series.time):
         return float("nan")
     index = int(np.searchsorted(series.time, t, side="right")) - 1
     return float(series.value[max(index, 0)])
@@ -594,30 +557,30 @@ class Movie:
                 pending.append(float(t))
         return pending
 
-    def draw(self, h5, contents: Contents, final: bool) -> None:
+    def draw(self, trajectory: Trajectory, contents: Contents, final: bool) -> None:
         """Draw every pending frame into the writer (opening it on the figure at the first frame)."""
         times = self.pending(contents, final)
         if not times:
             return
         if self.figure is None:
-            self.figure = self._figure(h5, contents)
+            self.figure = self._figure(trajectory, contents)
             self.open_writer(self.figure.render().shape[1::-1])
         elif self.follow:
-            self.figure.update_losses(h5, contents)
+            self.figure.update_losses(trajectory, contents)
         for t in times:
-            self.figure.show(h5, contents, t)
+            self.figure.show(trajectory, contents, t)
             self.writer.write(self.figure.render())
             self.drawn_until = t
 
-    def _figure(self, h5, contents: Contents) -> MovieFigure:
+    def _figure(self, trajectory: Trajectory, contents: Contents) -> MovieFigure:
         """Choose the plane, the limits and the dot scale, and build the figure."""
-        projection = choose_projection(self.projection_kind, contents, lambda: reference_frame(h5, contents))
+        projection = choose_projection(self.projection_kind, contents, lambda: reference_frame(trajectory, contents))
         frames, first = [], None
         for panel in contents.panels:
             last = len(panel.times) - 1
             indices = {0} if self.follow else {0, last // 2, last}
             for index in sorted(i for i in indices if 0 <= i <= last):
-                frame = read_frame(h5, panel.name, index)
+                frame = trajectory[panel.name].frame(index)
                 first = first or frame
                 frames.append(projection.points(frame))
         teacher = None
@@ -625,33 +588,41 @@ class Movie:
             teacher = contents.teacher @ projection.basis.T
         limits = axis_limits(frames, teacher, projection.basis is not None, 1.6 if self.follow else 1.2)
         reference = float(np.mean(mass(first, contents.activation))) if first is not None else 1.0
-        return MovieFigure(h5, contents, projection, trails=self.trails, dpi=self.dpi, limits=limits,
+        return MovieFigure(trajectory, contents, projection, trails=self.trails, dpi=self.dpi, limits=limits,
                            size_reference=reference if reference > 0 else 1.0,
                            particles=len(first.a) if first is not None else 1)
 
 
-def write_movie(path, output=None, *, runs: list[str] | None = None, fps: int = 10, every: int = 1,
+def write_movie(trajectory, output=None, *, runs: list[str] | None = None, fps: int = 10, every: int = 1,
                 projection: str = "auto", trails: bool = False, follow: bool = False, dpi: int = 100,
                 poll: float = POLL_SECONDS, log: Callable[[str], None] = lambda message: None) -> Result:
-    """Animate the particle runs of the trajectory file at ``path`` into ``output`` (default FILE.gif).
+    """Animate the particle runs of a trajectory (a :class:`Trajectory`, or a file's path)
+    into ``output`` (default: FILE.gif, or NAME.gif for an in-memory trajectory).
 
-    With ``follow``, Ctrl-C ends the movie early: the frames drawn so far make a valid file
-    (``Result.interrupted``).
+    ``follow`` (a path only) animates a file a simulation is still writing, re-opening it
+    every ``poll`` seconds; Ctrl-C then ends the movie early: the frames drawn so far make a
+    valid file (``Result.interrupted``).
     """
-    output = Path(output) if output else Path(path).with_suffix(".gif")
+    given = isinstance(trajectory, Trajectory)
+    if given and follow:
+        raise UsageError("follow re-reads a file as a simulation writes it: give its path, not a Trajectory")
+    if output is None:
+        source = Path(trajectory.path or f"{trajectory.name}.h5") if given else Path(trajectory)
+        output = source.with_suffix(".gif")
+    output = Path(output)
     if every < 1 or fps < 1:
         raise UsageError("--every and --fps must be at least 1")
     writer = movie_writer(output, fps)
     if not output.parent.is_dir():
         raise UsageError(f"{output}: no such directory {output.parent}")
-    with storage.open_trajectory(path) as h5:  # fails early on a file that is not ours
-        panels = choose_panels(h5, runs)
-        check_projection(projection, read_contents(h5, panels))
+    with _opened(trajectory) as opened:  # fails early on a file that is not ours
+        panels = choose_panels(opened, runs)
+        check_projection(projection, read_contents(opened, panels))
     with ExitStack() as stack:
         movie = Movie(writer, lambda size: stack.enter_context(writer.saving(output, size)),
                       every=every, projection=projection, trails=trails, dpi=dpi, follow=follow)
         try:
-            _draw_all(path, movie, panels, follow, poll, log)
+            _draw_all(trajectory, movie, panels, follow, poll, log)
         except KeyboardInterrupt:
             if not follow:
                 raise
@@ -659,15 +630,20 @@ def write_movie(path, output=None, *, runs: list[str] | None = None, fps: int = 
     return Result(output, writer.frames)
 
 
-def _draw_all(path, movie: Movie, panels, follow: bool, poll: float, log) -> None:
+def _opened(trajectory):
+    """A context giving the Trajectory: the one given (left open), or the file at a path (closed after)."""
+    return nullcontext(trajectory) if isinstance(trajectory, Trajectory) else open_trajectory(trajectory)
+
+
+def _draw_all(source, movie: Movie, panels, follow: bool, poll: float, log) -> None:
     """Draw the movie: at once from a finished file, or poll by poll from a live one until it is done."""
     failures = 0
     while True:
         try:
-            with storage.open_trajectory(path) as h5:
-                contents = read_contents(h5, panels)
+            with _opened(source) as trajectory:
+                contents = read_contents(trajectory, panels)
                 final = contents.finished or not follow
-                movie.draw(h5, contents, final)
+                movie.draw(trajectory, contents, final)
             failures = 0
         except (OSError, KeyError, UsageError) as exc:
             # a live file is not SWMR: a read can meet a half-written snapshot; read again later
@@ -675,11 +651,11 @@ def _draw_all(path, movie: Movie, panels, follow: bool, poll: float, log) -> Non
                 raise
             failures += 1
             if failures >= MAX_FAILED_POLLS:
-                raise UsageError(f"{path}: could not read the file {failures} times in a row ({exc})") from exc
+                raise UsageError(f"{source}: could not read the file {failures} times in a row ({exc})") from exc
             final = False
         if final:
             if movie.figure is None:
-                raise UsageError(f"{path}: the runs {', '.join(panels)} have no snapshots to animate")
+                raise UsageError(f"{source}: the runs {', '.join(panels)} have no snapshots to animate")
             return
-        log(f"{path}: waiting for the simulation (drawn up to t = {movie.drawn_until:.4g})")
+        log(f"{source}: waiting for the simulation (drawn up to t = {movie.drawn_until:.4g})")
         time.sleep(poll)

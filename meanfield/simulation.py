@@ -1,0 +1,403 @@
+"""One scenario, start to end: plan it, build the data and the initial particles once, take
+every run through its life (:mod:`meanfield.runs`) and write them into one trajectory file.
+
+The runs share the data, the initial draws and the snapshot times. Kernel (``ntk``) runs go
+first: the first of them is the reference every other run's test predictions are compared
+with (``gap_ntk``); its predictions are collected as it runs and passed to the others.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import storage
+from .errors import RunFailed, UsageError
+from .parameterization import Resolved, resolve
+from .scenario import Scenario
+from .state import RunState
+
+Log = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    """The default log: say nothing."""
+
+
+# ----------------------------------------------------------------------------- planning
+@dataclass
+class Plan:
+    """What a scenario will do: resolved parameterizations, snapshot times, the file size."""
+
+    scenario: Scenario
+    resolved: dict[str, Resolved]
+    every: float
+    times: np.ndarray
+    """Snapshot times after t = 0 (the last one is t_end)."""
+    estimated_bytes: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def reference(self) -> Optional[str]:
+        return reference_run(self.scenario)
+
+    def describe(self, output: Optional[str] = None) -> str:
+        """What ``--dry-run`` prints: each run's resolved numbers and predicted regime, the
+        snapshot schedule and the file size."""
+        sc = self.scenario
+        lines = [f"scenario {sc.name}: {len(sc.runs)} run(s), width {sc.model.width}, "
+                 f"dim {sc.data.dim}, n_train {sc.data.n_train}"]
+        for name, r in self.resolved.items():
+            lines.append(f"  {name}: {r.preset}: s = {r.s:.4g}, eta_a = {r.eta_a:.4g}, eta_w = {r.eta_w:.4g}, "
+                         f"a_std = {r.a_std:.4g}; predicted {r.regime.label}: {r.regime.reason}")
+        lines += self.notes
+        where = f"would write {output}" if output else "would write the trajectory"
+        lines.append(f"{where}: about {self.estimated_bytes / 1e6:.3g} MB, {len(self.times) + 1} snapshots per run")
+        return "\n".join(lines)
+
+
+def reference_run(scenario: Scenario) -> Optional[str]:
+    """The first ``ntk`` run: what every other run's predictions are compared with."""
+    return next((name for name, run in scenario.runs.items() if run.solver == "ntk"), None)
+
+
+def records_gap(scenario: Scenario, name: str) -> bool:
+    """Every run but the reference itself records gap_ntk, when there is a reference (and data)."""
+    reference = reference_run(scenario)
+    return reference is not None and name != reference and not scenario.data.population
+
+
+def recorded_measures(scenario: Scenario, name: str, n_test: Optional[int] = None) -> dict[str, tuple]:
+    """The measures run ``name`` records and their shapes (``n_test``: the test set's size,
+    when the data are built; else the scenario's)."""
+    from .runs import run_class
+
+    shapes = run_class(scenario, scenario.runs[name]).measure_shapes(scenario, n_test or scenario.data.n_test)
+    if records_gap(scenario, name):
+        shapes["gap_ntk"] = ()
+    return shapes
+
+
+def plan(scenario: Scenario) -> Plan:
+    """Resolve every run and choose the snapshot times so the file fits ``record.max_file_mb``."""
+    from solvers.integrate import snapshot_times
+
+    d, m = scenario.data.dim, scenario.model.width
+    resolved = {name: resolve(run.parameterization, scenario.model, d) for name, run in scenario.runs.items()}
+    record, notes = scenario.record, []
+    every = min(record.every, scenario.train.t_end)
+    itemsize = np.dtype(record.dtype).itemsize
+    data_values = 0 if scenario.data.population else (scenario.data.n_train + scenario.data.n_test) * (d + 1)
+
+    def size(frames):
+        return sum(
+            storage.estimate_bytes(
+                frames=frames, m=m, d=d, bias=scenario.model.bias,
+                particles=record.particles and run.solver != "ntk",
+                n_measures=sum(math.prod(shape) for shape in recorded_measures(scenario, name).values()),
+                itemsize=itemsize, n_data_values=data_values if index == 0 else 0,
+            )
+            for index, (name, run) in enumerate(scenario.runs.items())
+        )
+
+    frames = len(snapshot_times(0.0, scenario.train.t_end, every)) + 1
+    budget = record.max_file_mb * 1e6
+    if size(2) > budget:
+        raise UsageError(f"record.max_file_mb = {record.max_file_mb:g} cannot hold even the first and last "
+                         f"snapshots (about {size(2) / 1e6:.3g} MB): raise it or set record.particles: false")
+    if size(frames) > budget:
+        per_frame = max(size(3) - size(2), 1)
+        allowed = max(2, int((budget - size(0)) // per_frame))
+        factor = math.ceil(frames / allowed)
+        notes.append(f"record.every raised from {every:g} to {every * factor:g} to keep the file under "
+                     f"{record.max_file_mb:g} MB (record.max_file_mb)")
+        every *= factor
+        frames = len(snapshot_times(0.0, scenario.train.t_end, every)) + 1
+    times = snapshot_times(0.0, scenario.train.t_end, every)
+    return Plan(scenario, resolved, every, times, size(frames), notes)
+
+
+# ----------------------------------------------------------------------------- the reference
+class Reference:
+    """The reference run's test predictions at time t, what ``gap_ntk`` compares with: its
+    snapshot at t; a closed-form reference's solution at any other t; after its last
+    snapshot, if it stopped early (``stop_loss``), the predictions it stopped with; else NaN."""
+
+    def __init__(self, n_test: int):
+        self.frames: dict[float, np.ndarray] = {}
+        self.exact: Optional[Callable[[float], np.ndarray]] = None
+        self.stopped = False
+        self.last: Optional[tuple[float, np.ndarray]] = None
+        self._missing = np.full(n_test, np.nan)
+
+    def record(self, t: float, f_test: np.ndarray) -> None:
+        self.frames[_time_key(t)] = f_test
+        self.last = (float(t), f_test)
+
+    def at(self, t: float) -> np.ndarray:
+        frame = self.frames.get(_time_key(t))
+        if frame is not None:
+            return frame
+        if self.exact is not None:
+            return self.exact(t)
+        if self.stopped and self.last is not None and t > self.last[0]:
+            return self.last[1]
+        return self._missing
+
+
+def _time_key(t: float) -> float:
+    return round(float(t), 9)
+
+
+# ----------------------------------------------------------------------------- running
+@dataclass
+class RunReport:
+    """How one run ended: its status, the time and steps it reached, its final measures."""
+
+    name: str
+    status: str
+    t: float
+    steps: int
+    measures: dict = field(default_factory=dict)
+
+    def line(self) -> str:
+        fit = "population risk" if "risk" in self.measures else "train loss"
+        loss = self.measures.get("risk", self.measures.get("loss_train", float("nan")))
+        return f"{self.name}: {self.status}; t = {self.t:.4g}, {self.steps} steps, {fit} {loss:.4g}"
+
+
+def simulate(scenario: Scenario, output=None, *, resume: bool = False, overwrite: bool = False,
+             log: Log = _quiet, progress: Optional[Callable] = None):
+    """Run every run of ``scenario`` into one trajectory file (in memory when ``output`` is
+    None); return ``(trajectory, reports)``, the file open for reading and a report per run.
+
+    An existing ``output`` is replaced only with ``overwrite`` (a file that is not a
+    trajectory of ours never is) and continued with ``resume``. ``progress(name, t0, t_end)``
+    gives a context manager with ``update_state(state)`` called after every step.
+
+    Raises ``RunFailed`` (its ``trajectory`` is the file) after all runs are done if any of
+    them diverged: its entry is marked failed and keeps every valid snapshot.
+    ``KeyboardInterrupt`` leaves the file valid with the run marked 'interrupted', resumable.
+    """
+    from solvers.activations import activation_code
+    from solvers.losses import loss_code
+
+    from .data import make_dataset
+    from .runs import RunInputs, initial_draws, make_run, rng_for
+
+    if resume and output is None:
+        raise UsageError("resume needs the file to continue: give output")
+    the_plan = plan(scenario)
+    for note in the_plan.notes:
+        log(note)
+    where = output or "memory"
+    log(f"{where}: about {the_plan.estimated_bytes / 1e6:.3g} MB, {len(the_plan.times) + 1} snapshots per run "
+        f"(every {the_plan.every:g})")
+    data = make_dataset(scenario.data, rng_for(scenario.seed, 0))
+    if scenario.loss == "logistic" and not np.all(np.abs(np.concatenate([data.y_train, data.y_test])) == 1):
+        raise UsageError(f"loss 'logistic' needs labels +-1; the {scenario.data.task} data has other "
+                         "values: use loss: squared")
+    inputs = RunInputs(scenario, data, initial_draws(scenario, rng_for(scenario.seed, 1)), the_plan.times,
+                       activation_code(scenario.model.activation), loss_code(scenario.loss))
+    reference = the_plan.reference
+    order = sorted(scenario.runs, key=lambda name: name != reference)
+    runs = {name: make_run(name, scenario.runs[name], the_plan.resolved[name], inputs)
+            for name in order}  # built before the file: what fails here writes nothing
+    trajectory = _open_output(scenario, output, data, resume=resume, overwrite=overwrite)
+    reports, predictions = {}, None
+    try:
+        for name, run in runs.items():
+            r = run.resolved
+            log(f"{name}: {run.solver}, {r.preset}, predicted {r.regime.label} ({r.regime.reason})")
+            collect = Reference(data.n_test) if name == reference else None
+            gap = predictions if records_gap(scenario, name) else None
+            reports[name] = _execute(run, trajectory, resume, progress, collect, gap)
+            log(reports[name].line())
+            if collect is not None:
+                predictions = collect
+            if collect is None or collect.exact is None:
+                run.close()  # a closed-form reference stays: other runs may need it between snapshots
+    except BaseException:
+        trajectory.close()
+        raise
+    finally:
+        for run in runs.values():
+            run.close()
+    result = trajectory.finish()
+    failed = [report for report in reports.values() if report.status.startswith("failed")]
+    if failed:
+        raise RunFailed("; ".join(f"run {r.name!r} {r.status}" for r in failed), trajectory=result)
+    return result, [reports[name] for name in scenario.runs]
+
+
+def _open_output(scenario: Scenario, output, data, *, resume: bool, overwrite: bool):
+    """The trajectory file to write: continued (``resume``), or new (in memory when
+    ``output`` is None); an existing file is replaced only with ``overwrite``."""
+    yaml_text = scenario.resolved_yaml()
+    if resume:
+        if not Path(output).exists():
+            raise UsageError(f"--resume: {output} does not exist (run without --resume first)")
+        return storage.open_for_resume(output, scenario_yaml=yaml_text)
+    if output is not None and Path(output).exists():
+        _refuse_to_replace(output, overwrite)
+    trajectory = storage.create(output, scenario_yaml=yaml_text, seed=scenario.seed)
+    if scenario.data.population:
+        trajectory.write_data(teacher=data.teacher)
+    else:
+        trajectory.write_data(data.X_train, data.y_train, data.X_test, data.y_test, data.teacher)
+    return trajectory
+
+
+def _refuse_to_replace(output, overwrite: bool) -> None:
+    """An existing file at the output path is replaced only with ``overwrite``, and only if
+    it is one of our trajectories."""
+    try:
+        storage.open_trajectory(output).close()
+    except UsageError as exc:
+        raise UsageError(f"refusing to overwrite {output}: {exc}") from None
+    if not overwrite:
+        raise UsageError(f"{output} exists: replace it with --overwrite (overwrite=True), "
+                         "or continue it with --resume (resume=True)")
+
+
+def _execute(run, trajectory, resume: bool, progress, collect: Optional[Reference],
+             gap: Optional[Reference]) -> RunReport:
+    """Take one run into its entry of the file (continuing it with ``resume``). ``collect``
+    gathers the predictions of the reference run; ``gap`` is the reference of the others."""
+    from .runs import ExactRun
+
+    writer, checkpoint = _open_run(trajectory, run, resume, gap is not None)
+    if collect is not None:  # on resume: what an earlier process wrote of the reference
+        for t, f_test in zip(*writer.written("f_test")):
+            collect.record(float(t), f_test)
+    if writer.status == "complete":
+        report = _report_from_file(run.name, trajectory)
+        if collect is not None and isinstance(run, ExactRun):
+            run.start()  # the solution between snapshots
+    else:
+        recorder = Recorder(run, writer, collect, gap)
+        try:
+            report = _exact(run, recorder) if isinstance(run, ExactRun) else _flow(run, recorder, checkpoint, progress)
+        except KeyboardInterrupt:
+            writer.status = "interrupted"
+            raise
+        except Exception as exc:
+            writer.status = f"failed: {type(exc).__name__}: {exc}"
+            raise
+    if collect is not None:
+        collect.stopped = writer.status == "complete"
+        if isinstance(run, ExactRun):
+            collect.exact = run.test_predictions
+    return report
+
+
+class Recorder:
+    """Writes a run's snapshots: its measures (with gap_ntk from the reference), its particles,
+    and for a flow run its checkpoint; the reference run's predictions are also collected."""
+
+    def __init__(self, run, writer, collect: Optional[Reference], gap: Optional[Reference]):
+        self.run, self.writer, self.collect, self.gap = run, writer, collect, gap
+
+    def measures(self, state: RunState) -> dict:
+        measures = self.run.measure(state)
+        if self.gap is not None:
+            from .diagnostics import rms_gap
+
+            measures["gap_ntk"] = rms_gap(measures["f_test"], self.gap.at(state.t))
+        return measures
+
+    def snapshot(self, state: RunState, measures: Optional[dict] = None) -> dict:
+        measures = self.measures(state) if measures is None else measures
+        self.writer.append(state.step, state.t, self.run.particles(state), measures)
+        if self.collect is not None:
+            self.collect.record(state.t, measures["f_test"])
+        return measures
+
+    def checkpoint(self, state: RunState) -> None:
+        self.writer.save_checkpoint(state)
+
+
+def _flow(run, recorder: Recorder, checkpoint: Optional[RunState], progress) -> RunReport:
+    """Step a flow run from its start (or checkpoint) to the end, writing every snapshot."""
+    from solvers.integrate import LoopState, integrate
+
+    from .runs import run_rng
+
+    scenario = run.inputs.scenario
+    state = run.start(checkpoint)
+    rng = run_rng(scenario.seed, run.name)
+    if checkpoint is None:
+        state = RunState(state.t, state.step, state.y, state.h, rng.bit_generator.state)
+        recorder.snapshot(state)
+        recorder.checkpoint(state)
+    else:
+        rng.bit_generator.state = state.rng
+
+    def on_snapshot(loop: LoopState) -> None:
+        now = RunState(loop.t, loop.step, loop.y, loop.h, rng.bit_generator.state)
+        recorder.snapshot(now)
+        recorder.checkpoint(now)
+
+    times = run.inputs.times
+    bar = progress(run.name, state.t, scenario.train.t_end) if progress else nullcontext()
+    # overflow on the way to a blow-up is expected: the loop checks finiteness itself
+    with bar, np.errstate(over="ignore", invalid="ignore"):
+        outcome = integrate(run.field, LoopState(state.t, state.step, state.y, h=state.h), run.stepper,
+                            times[times > state.t + 1e-12], on_snapshot=on_snapshot,
+                            stop_loss=scenario.train.stop_loss, rng=rng, on_step=getattr(bar, "update_state", None),
+                            max_abs=float(np.finfo(scenario.record.dtype).max))
+    end = outcome.state
+    with np.errstate(over="ignore", invalid="ignore"):
+        final = recorder.measures(RunState(end.t, end.step, end.y))
+    recorder.writer.status = f"failed: {outcome.message}" if outcome.status == "diverged" else "complete"
+    status = recorder.writer.status
+    if outcome.status == "stop_loss":
+        status += f" (stop_loss reached at t = {end.t:.6g})"
+    return RunReport(run.name, status, end.t, end.step, final)
+
+
+def _exact(run, recorder: Recorder) -> RunReport:
+    """A run known in closed form: every snapshot evaluated directly (nothing to resume)."""
+    run.start()
+    stop_loss = run.inputs.scenario.train.stop_loss
+    for state in run.states(np.concatenate([[0.0], run.inputs.times])):
+        measures = recorder.snapshot(state)
+        if measures.get("loss_train", measures.get("risk", np.inf)) < stop_loss:
+            recorder.writer.status = "complete"
+            return RunReport(run.name, f"complete (stop_loss reached at t = {state.t:.6g})", state.t, 0, measures)
+    recorder.writer.status = "complete"
+    return RunReport(run.name, "complete", state.t, 0, measures)
+
+
+def _open_run(trajectory, run, resume: bool, gap: bool):
+    """The run's writer, and where to start: None (from t = 0) or the last checkpoint."""
+    from .runs import ExactRun
+
+    scenario = run.inputs.scenario
+    if resume and run.name in trajectory.runs:
+        writer = trajectory.run(run.name)
+        if writer.status == "complete":
+            return writer, None
+        saved = None if isinstance(run, ExactRun) else writer.load_checkpoint()
+        checkpoint, frames = saved if saved is not None else (None, 0)
+        writer.truncate(frames)
+        writer.status = "running"
+        return writer, checkpoint
+    measures = dict(run.measures, **({"gap_ntk": ()} if gap else {}))
+    writer = trajectory.add_run(run.name, attrs=run.attrs, m=scenario.model.width, d=scenario.data.dim,
+                                bias=scenario.model.bias, particles=run.records_particles,
+                                dtype=np.dtype(scenario.record.dtype), measures=measures)
+    return writer, None
+
+
+def _report_from_file(name: str, trajectory) -> RunReport:
+    """The report of a run the file already holds complete (a resume had nothing to do)."""
+    from .storage.reader import RecordedRun
+
+    run = RecordedRun(trajectory.h5, name)
+    return RunReport(name, "complete (already in the file)", run.t, 0, run.final())

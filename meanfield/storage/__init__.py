@@ -1,0 +1,39 @@
+"""The trajectory file: one scenario, one HDF5 file in the H5MD 1.1 layout (docs/design.md §4).
+
+This package is the only code that knows the file's paths and attributes: the simulator
+writes through :mod:`~meanfield.storage.writer`, everything else reads through
+:class:`Trajectory` and :class:`RecordedRun` (:mod:`~meanfield.storage.reader`).
+
+    /h5md                          version = [1, 1]; author/ (name); creator/ (name, version)
+    /parameters                    seed, scenario (resolved YAML text), format, format_version
+    /parameters/<run>              what the run records of itself (solver, s, eta_a, ...) and status
+    /data                          X_train, y_train, X_test, y_test; teacher/{a, W} (activation)
+    /particles/<run>/box           dimension = d, boundary = ["none"] * d
+    /particles/<run>/position      step [T], time [T], value [T, m, d]   (the w_i)
+    /particles/<run>/amplitude     step, time, value [T, m]              (the a_i)
+    /particles/<run>/bias          step, time, value [T, m]              (when the model has one)
+    /observables/<run>/<measure>   step, time, value [T] or [T, k]
+    /checkpoint/<run>              state [N] float64; t, step, frames, rng, stepper, valid
+
+A run writes its particles and all its measures at the same snapshots, so every element of
+a run shares one ``step`` and one ``time`` dataset (HDF5 hard links: one object, many names).
+Every dataset that grows along time is extendable (maxshape None on the time axis),
+compressed (gzip + shuffle) and chunked so that one frame lies in exactly one chunk: one
+frame per chunk once a frame is at least ``CHUNK_BYTES``, and small frames (step, time,
+scalar measures, a few particles) grouped into chunks of about ``CHUNK_BYTES``, since
+thousands of 8-byte chunks make a file large and slow to read. No dataset carries
+dimension scales (h5netcdf refuses a file where only some axes do), so xarray reads
+every group with ``phony_dims="sort"``.
+
+The file is flushed after every snapshot: a crash loses at most the snapshot being
+written, and what is there stays readable. Readers open it read-only without HDF5 file
+locking, so a file can be read while a run is still writing it (best effort: not SWMR).
+"""
+
+from .layout import CHUNK_BYTES, FORMAT, FORMAT_VERSION, PARTICLE_ELEMENTS, estimate_bytes
+from .reader import Frame, RecordedRun, Series, Trajectory, open_trajectory
+from .writer import RunWriter, TrajectoryWriter, create, open_for_resume
+
+__all__ = ["CHUNK_BYTES", "FORMAT", "FORMAT_VERSION", "PARTICLE_ELEMENTS", "Frame", "RecordedRun", "RunWriter",
+           "Series", "Trajectory", "TrajectoryWriter", "create", "estimate_bytes", "open_for_resume",
+           "open_trajectory"]

@@ -1,0 +1,164 @@
+"""What every part of the storage package agrees on: names, paths, chunking, attributes.
+
+The layout itself is documented in :mod:`meanfield.storage` and docs/design.md §4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..errors import UsageError
+
+FORMAT = "meanfield"
+FORMAT_VERSION = 1
+H5MD_VERSION = (1, 1)
+
+CHUNK_BYTES = 64 * 1024
+"""A frame this large or larger gets a chunk of its own; smaller frames share chunks of about this size."""
+
+CHECKPOINT_CHUNK = 1 << 20
+"""Checkpoint state chunk, in float64 values (8 MiB)."""
+
+COMPRESSION = {"compression": "gzip", "shuffle": True}
+
+MEASURE_DTYPE = np.float64
+"""Measures are few values per frame: they are kept at full precision whatever the snapshot dtype."""
+
+PARTICLE_ELEMENTS = ("position", "amplitude", "bias")
+"""The H5MD particle elements: position = the input weights w_i, amplitude = a_i, bias = b_i."""
+
+STATUSES = ("running", "complete", "interrupted")
+"""A run's status, or 'failed: <reason>'."""
+
+FIT_MEASURES = ("loss_train", "risk")
+"""The measure that says how well a run fits, in order of preference: the training loss on
+data, the population risk with infinite data."""
+
+
+def parameters(name: str) -> str:
+    return f"parameters/{name}"
+
+
+def particles(name: str) -> str:
+    return f"particles/{name}"
+
+
+def observables(name: str) -> str:
+    return f"observables/{name}"
+
+
+def checkpoint(name: str) -> str:
+    return f"checkpoint/{name}"
+
+
+# ----------------------------------------------------------------------------- opening
+def open_ours(path, mode: str, **kwargs) -> h5py.File:
+    """Open ``path`` with h5py if it is a trajectory file of ours; UsageError naming why not."""
+    path = os.fspath(path)
+
+    def refuse(why: str) -> UsageError:
+        return UsageError(f"{path} is not a meanfield trajectory file ({why})")
+
+    if not os.path.exists(path):
+        raise refuse("no such file")
+    if os.path.isdir(path):
+        raise refuse("it is a directory")
+    if not h5py.is_hdf5(path):
+        raise refuse("not an HDF5 file")
+    try:
+        h5 = h5py.File(path, mode, **kwargs)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot open the trajectory file ({e})") from e
+    why = foreign(h5)
+    if why is None:
+        return h5
+    h5.close()
+    raise refuse(why)
+
+
+def foreign(h5: h5py.File) -> str | None:
+    """Why an open HDF5 file is not a trajectory file this version reads, or None if it is."""
+    params = h5.get("parameters")
+    if "h5md" not in h5:
+        return "no /h5md group"
+    if not isinstance(params, h5py.Group) or params.attrs.get("format") != FORMAT:
+        return f"no /parameters attribute format = {FORMAT!r}"
+    if int(params.attrs.get("format_version", 0)) > FORMAT_VERSION:
+        return (f"format version {int(params.attrs['format_version'])}, newer than this meanfield "
+                f"reads ({FORMAT_VERSION})")
+    return None
+
+
+# ----------------------------------------------------------------------------- size
+def estimate_bytes(
+    *, frames: int, m: int, d: int, bias: bool, particles: bool, n_measures: int, itemsize: int,
+    n_data_values: int = 0,
+) -> int:
+    """A rough upper estimate of one run's file size, uncompressed.
+
+    ``n_measures`` counts measure values per frame (a vector measure of length k counts k);
+    ``n_data_values`` the numbers in /data (count them once per file, not per run).
+    """
+    per_particle = d + 1 + int(bias)
+    snapshot = 8 * n_measures + 16  # measures (float64), step and time
+    if particles:
+        snapshot += m * per_particle * itemsize
+    checkpoint_bytes = 8 * m * per_particle
+    overhead = 64 * 1024 + 64 * frames  # metadata and chunk index
+    return frames * snapshot + checkpoint_bytes + 8 * n_data_values + overhead
+
+
+def frame_chunks(frame_shape: tuple, dtype) -> tuple:
+    """The chunk shape of a dataset growing along time: one frame lies in exactly one chunk."""
+    frame_bytes = np.dtype(dtype).itemsize * math.prod(frame_shape)
+    return (max(1, CHUNK_BYTES // frame_bytes), *frame_shape)
+
+
+# ----------------------------------------------------------------------------- attributes
+def encode_attr(key: str, value: Any):
+    """Attribute values: str, bool, int, float, lists of numbers; dicts are stored as JSON text."""
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=json_default)
+    if isinstance(value, (str, bool, int, float, np.generic)):
+        return value
+    if isinstance(value, (list, tuple, np.ndarray)):
+        array = np.asarray(value)
+        if array.dtype.kind in "biuf":
+            return array
+        if array.dtype.kind == "U":
+            return array.astype(h5py.string_dtype())
+    raise TypeError(f"attribute {key!r}: cannot store {type(value).__name__} {value!r}")
+
+
+def decode_attr(value: Any):
+    """An attribute as Python: text, JSON mappings as dicts, arrays as lists, numpy scalars as Python."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value.startswith("{"):
+        with contextlib.suppress(ValueError):
+            return json.loads(value)
+    if isinstance(value, np.ndarray):
+        return [v.decode() if isinstance(v, bytes) else v for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def json_default(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def check_name(name: str, what: str) -> None:
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"{what} must be a non-empty string without '/', not {name!r}")

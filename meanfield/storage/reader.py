@@ -1,0 +1,426 @@
+"""Reading a trajectory file: :class:`Trajectory` and :class:`RecordedRun`.
+
+Everything that reads a trajectory file (the public API, ``inspect``, ``plot``,
+``animate``, sweeps) goes through these two classes. Arrays come back as NumPy
+(:meth:`RecordedRun.series`, :meth:`RecordedRun.frame`) or as xarray objects
+(:meth:`RecordedRun.measure`, :meth:`RecordedRun.particles`, :meth:`Trajectory.to_xarray`).
+
+A file that a simulation is still writing can be read: it is opened without HDF5 file
+locking, and each element is cut to the snapshots complete in all of a run's elements.
+What is read is the file as it was when opened: open it again to see more.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, NamedTuple, Optional
+
+import h5py
+import numpy as np
+import yaml
+
+from ..data import Dataset, Teacher
+from ..errors import UsageError
+from . import layout
+from .layout import PARTICLE_ELEMENTS
+
+
+class Series(NamedTuple):
+    """One measure of one run over time, as NumPy arrays: time [T], value [T] or [T, k]."""
+
+    time: np.ndarray
+    value: np.ndarray
+
+
+class Frame(NamedTuple):
+    """The particles of one run at one snapshot, float64: a [m], W [m, d], b [m] or None."""
+
+    a: np.ndarray
+    W: np.ndarray
+    b: Optional[np.ndarray]
+
+
+VECTOR_DIMS = {"f_test": "test_point"}
+"""The name of the second axis of a vector measure (others get '<measure>_index')."""
+
+
+def open_trajectory(path) -> Trajectory:
+    """Open the trajectory file at ``path`` read-only (also while a run is still writing it)."""
+    return Trajectory(layout.open_ours(path, "r", locking=False))
+
+
+class Trajectory:
+    """A trajectory file: the runs of one scenario on the same data from the same particles.
+
+    ``traj.runs`` are the run names in the scenario's order, ``traj[name]`` a
+    :class:`RecordedRun`, ``traj.data`` the data set, ``traj.scenario`` the scenario it was
+    made from. A context manager (closes the file); :meth:`save` writes it to disk, which
+    is how an in-memory trajectory (``meanfield.simulate(scenario)``) is kept.
+    """
+
+    def __init__(self, h5: h5py.File):
+        why = layout.foreign(h5)
+        if why is not None:
+            raise UsageError(f"{h5.filename} is not a meanfield trajectory file ({why})")
+        self._h5 = h5
+        self._in_memory = h5.driver == "core"
+
+    # ------------------------------------------------------------------ the file
+    @property
+    def path(self) -> Optional[str]:
+        """Where the file is on disk (None for an in-memory trajectory)."""
+        return None if self._in_memory else self._h5.filename
+
+    @property
+    def h5(self) -> h5py.File:
+        """The underlying h5py file (read-only: write through meanfield only)."""
+        return self._h5
+
+    def close(self) -> None:
+        if self._h5.id.valid:
+            self._h5.close()
+
+    def __enter__(self) -> Trajectory:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = "in memory" if self._in_memory else self.path
+        runs = ", ".join(f"{name} ({self[name].status})" for name in self.runs)
+        return f"<meanfield.Trajectory {self.name!r} {where}: {runs or 'no runs'}>"
+
+    def save(self, path, *, overwrite: bool = False) -> Path:
+        """Write this trajectory to ``path`` (refusing to replace an existing file unless
+        ``overwrite``); returns the path. The copy is written beside and moved into place."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise UsageError(f"{path} exists: pass overwrite=True to replace it")
+        partial = path.with_name(path.name + ".partial")
+        try:
+            if self._in_memory:
+                self._h5.flush()
+                partial.write_bytes(self._h5.id.get_file_image())
+            else:
+                shutil.copyfile(self._h5.filename, partial)
+            os.replace(partial, path)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise UsageError(f"{path}: cannot write the trajectory ({exc.strerror or exc})") from None
+        return path
+
+    # ------------------------------------------------------------------ the scenario
+    @property
+    def scenario_yaml(self) -> str:
+        """The resolved scenario stored in the file, as YAML text."""
+        return layout.decode_attr(self._h5["parameters"].attrs.get("scenario", ""))
+
+    @property
+    def scenario_dict(self) -> dict:
+        """The stored scenario as a plain mapping (empty if it cannot be read)."""
+        try:
+            scenario = yaml.safe_load(self.scenario_yaml) or {}
+        except yaml.YAMLError:
+            return {}
+        return scenario if isinstance(scenario, dict) else {}
+
+    @property
+    def scenario(self):
+        """The stored scenario, validated (a :class:`meanfield.Scenario`)."""
+        from ..scenario import parse_scenario
+
+        return parse_scenario(self.scenario_yaml, source=f"{self._h5.filename}:/parameters/scenario")
+
+    @property
+    def name(self) -> str:
+        return str(self.scenario_dict.get("name", Path(self._h5.filename).stem))
+
+    @property
+    def seed(self) -> int:
+        return int(self._h5["parameters"].attrs["seed"])
+
+    # ------------------------------------------------------------------ the runs
+    @property
+    def runs(self) -> list[str]:
+        """The runs in the file, in the order its scenario lists them (others follow, by name)."""
+        present = [name for name, item in self._h5["parameters"].items() if isinstance(item, h5py.Group)]
+        listed = [name for name in self.planned_runs if name in present]
+        return listed + [name for name in present if name not in listed]
+
+    @property
+    def planned_runs(self) -> dict[str, str]:
+        """Run name -> solver for every run of the scenario, also those not in the file yet;
+        the file's own record wins where a run is there."""
+        runs = {name: spec.get("solver", "particles") if isinstance(spec, dict) else "particles"
+                for name, spec in (self.scenario_dict.get("runs") or {}).items()}
+        for name, item in self._h5["parameters"].items():
+            if isinstance(item, h5py.Group):
+                runs[name] = str(layout.decode_attr(item.attrs.get("solver", "particles")))
+        return runs
+
+    def __getitem__(self, name: str) -> RecordedRun:
+        if not isinstance(self._h5["parameters"].get(name), h5py.Group):
+            raise UsageError(f"{self._h5.filename} has no run {name!r} (runs: {', '.join(self.runs) or 'none'})")
+        return RecordedRun(self._h5, name)
+
+    def __iter__(self) -> Iterator[RecordedRun]:
+        return (self[name] for name in self.runs)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.runs
+
+    @property
+    def finished(self) -> bool:
+        """Every run of the scenario is in the file and no longer running."""
+        runs = self.runs
+        return all(name in runs and self[name].status != "running" for name in self.planned_runs)
+
+    @property
+    def complete(self) -> bool:
+        """Every run of the scenario is in the file and complete."""
+        runs = self.runs
+        return bool(runs) and all(name in runs and self[name].status == "complete" for name in self.planned_runs)
+
+    # ------------------------------------------------------------------ the data
+    @property
+    def data(self) -> Dataset:
+        """The data set every run trained on: X_train, y_train, X_test, y_test (None in
+        population mode, where there are no samples) and the teacher (None without one)."""
+        group = self._h5.get("data")
+        arrays = {key: group[key][()] if group is not None and key in group else None
+                  for key in ("X_train", "y_train", "X_test", "y_test")}
+        return Dataset(**arrays, teacher=self.teacher)
+
+    @property
+    def teacher(self) -> Optional[Teacher]:
+        """The teacher network (rows of W are neurons), or None."""
+        group = self._h5.get("data/teacher")
+        if group is None:
+            return None
+        return Teacher(a=group["a"][()], W=np.atleast_2d(group["W"][()]),
+                       activation=str(layout.decode_attr(group.attrs.get("activation", ""))))
+
+    # ------------------------------------------------------------------ views
+    def summary(self) -> str:
+        """The runs side by side: set-up, final measures, the regime predicted and measured."""
+        from ..summary import describe_runs
+
+        runs = list(self)
+        title = f"{self.path or self.name + ' (in memory)'}: {len(runs)} run(s)"
+        return title + ("\n" + describe_runs(runs) if runs else "")
+
+    def to_xarray(self):
+        """The whole file as an ``xarray.DataTree``: ``/data`` (the data set and teacher) and
+        one node per run, each an ``xarray.Dataset`` of its measures and particles over time."""
+        import xarray as xr
+
+        nodes = {"/": xr.Dataset(attrs={"name": self.name, "seed": self.seed, "scenario": self.scenario_yaml}),
+                 "/data": self._data_dataset()}
+        nodes.update({f"/{run.name}": run.to_dataset() for run in self})
+        return xr.DataTree.from_dict(nodes)
+
+    def _data_dataset(self):
+        import xarray as xr
+
+        data = self.data
+        variables = {}
+        for split in ("train", "test"):
+            X, y = getattr(data, f"X_{split}"), getattr(data, f"y_{split}")
+            if X is not None:
+                variables[f"X_{split}"] = ((f"sample_{split}", "dim"), X)
+                variables[f"y_{split}"] = ((f"sample_{split}",), y)
+        if data.teacher is not None:
+            variables["teacher_a"] = (("teacher_neuron",), data.teacher.a)
+            variables["teacher_W"] = (("teacher_neuron", "dim"), data.teacher.W)
+        attrs = {"teacher_activation": data.teacher.activation} if data.teacher is not None else {}
+        return xr.Dataset(variables, attrs=attrs)
+
+
+@dataclass(frozen=True)
+class _Element:
+    """One H5MD element of a run: its step, time and value datasets."""
+
+    step: h5py.Dataset
+    time: h5py.Dataset
+    value: h5py.Dataset
+
+
+class RecordedRun:
+    """One run of a trajectory file: its settings, status, measures and particles.
+
+    Attributes: ``name``; ``solver`` (particles | tangent | ntk); ``status`` (running,
+    complete, interrupted, or 'failed: reason'); ``attrs``, every resolved number of its
+    parameterization (s, eta_a, eta_w, a_std, ..., predicted_regime); ``predicted_regime``.
+    """
+
+    def __init__(self, h5: h5py.File, name: str):
+        self._h5, self.name = h5, name
+        params = h5[layout.parameters(name)]
+        self.attrs = {key: layout.decode_attr(value) for key, value in params.attrs.items() if key != "status"}
+        self.status = str(layout.decode_attr(params.attrs["status"]))
+        group = h5.get(layout.observables(name))
+        self._measures = {measure: _element(group[measure]) for measure in group} if group is not None else {}
+        group = h5.get(layout.particles(name))
+        self._particles = ({element: _element(group[element]) for element in PARTICLE_ELEMENTS if element in group}
+                           if group is not None else {})
+        everything = [*self._measures.values(), *self._particles.values()]
+        self.frames = min((min(e.time.shape[0], e.value.shape[0], e.step.shape[0]) for e in everything), default=0)
+        """Snapshots complete in every element of the run."""
+
+    def __repr__(self) -> str:
+        return f"<meanfield.RecordedRun {self.label}: {self.status}, {self.frames} snapshots>"
+
+    # ------------------------------------------------------------------ settings
+    @property
+    def solver(self) -> str:
+        return str(self.attrs.get("solver", "particles"))
+
+    @property
+    def preset(self) -> str:
+        return str(self.attrs.get("preset", "?"))
+
+    @property
+    def predicted_regime(self) -> str:
+        return str(self.attrs.get("predicted_regime", "?"))
+
+    @property
+    def label(self) -> str:
+        """The name with what the run is: 'rich (mean_field)', 'ntk (kernel flow, empirical)'."""
+        if self.solver == "ntk":
+            return f"{self.name} (kernel flow, {self.attrs.get('kernel', '?')})"
+        if self.solver == "tangent":
+            return f"{self.name} (tangent)"
+        if self.preset == "lazy":  # its loss is scaled by 1/alpha^2
+            return f"{self.name} (lazy, alpha = {float(self.attrs['loss_scale']) ** -0.5:.4g})"
+        return f"{self.name} ({self.preset})"
+
+    @property
+    def finished(self) -> bool:
+        """No longer running (complete, interrupted or failed)."""
+        return self.status != "running"
+
+    # ------------------------------------------------------------------ measures
+    @property
+    def measures(self) -> list[str]:
+        """The names of the recorded measures."""
+        return list(self._measures)
+
+    @property
+    def fit_measure(self) -> Optional[str]:
+        """The measure of how well the run fits: ``loss_train`` on data, ``risk`` with infinite data."""
+        return next((name for name in layout.FIT_MEASURES if name in self._measures), None)
+
+    @property
+    def times(self) -> np.ndarray:
+        """The snapshot times (every element of a run shares them)."""
+        everything = [*self._measures.values(), *self._particles.values()]
+        return everything[0].time[: self.frames] if everything else np.empty(0)
+
+    @property
+    def t(self) -> float:
+        """The time of the last snapshot (NaN if there is none)."""
+        return float(self.times[-1]) if self.frames else math.nan
+
+    def series(self, measure: str) -> Series:
+        """One measure over time as NumPy arrays (complete snapshots only)."""
+        element = self._element(measure)
+        return Series(element.time[: self.frames], element.value[: self.frames])
+
+    def measure(self, measure: str):
+        """One measure as an ``xarray.DataArray`` over ``time`` (with ``step`` beside it); a
+        vector measure has a second axis (``test_point`` for ``f_test``)."""
+        import xarray as xr
+
+        element = self._element(measure)
+        value = element.value[: self.frames]
+        return xr.DataArray(value, dims=("time", *self._vector_dims(measure, value.ndim)),
+                            coords=self._time_coords(element), name=measure, attrs={"run": self.name})
+
+    def final(self) -> dict[str, float]:
+        """The last value of every scalar measure."""
+        if not self.frames:
+            return {}
+        return {name: float(element.value[self.frames - 1]) for name, element in self._measures.items()
+                if element.value.ndim == 1}
+
+    def verdict(self) -> tuple[str, str]:
+        """The regime measured from the final measures: (rich | lazy | unknown, the numbers behind it)."""
+        from ..diagnostics import verdict
+
+        return verdict(self.solver, self.final())
+
+    # ------------------------------------------------------------------ particles
+    @property
+    def has_particles(self) -> bool:
+        return bool(self._particles)
+
+    def frame(self, index: int) -> Frame:
+        """The particles at snapshot ``index`` (negative counts from the end), float64."""
+        elements = self._require_particles()
+        index = range(self.frames)[index]
+        b = elements["bias"].value[index].astype(np.float64) if "bias" in elements else None
+        return Frame(elements["amplitude"].value[index].astype(np.float64),
+                     elements["position"].value[index].astype(np.float64), b)
+
+    def particles(self):
+        """The particle trajectory as an ``xarray.Dataset``: ``position`` [time, particle, dim]
+        (the w_i), ``amplitude`` [time, particle] (the a_i) and ``bias`` where the model has one."""
+        import xarray as xr
+
+        return xr.Dataset(self._particle_variables(), coords=self._time_coords(self._require_particles()["position"]),
+                          attrs=self._xarray_attrs())
+
+    def to_dataset(self):
+        """The run as one ``xarray.Dataset``: every measure and the particles, over time."""
+        import xarray as xr
+
+        variables = {name: (("time", *self._vector_dims(name, e.value.ndim)), e.value[: self.frames])
+                     for name, e in self._measures.items()}
+        if self._particles:
+            variables.update(self._particle_variables())
+        everything = [*self._measures.values(), *self._particles.values()]
+        coords = self._time_coords(everything[0]) if everything else {}
+        return xr.Dataset(variables, coords=coords, attrs=self._xarray_attrs())
+
+    # ------------------------------------------------------------------ helpers
+    def _element(self, measure: str) -> _Element:
+        if measure not in self._measures:
+            raise UsageError(f"run {self.name!r} has no measure {measure!r} "
+                             f"(measures: {', '.join(self._measures) or 'none'})")
+        return self._measures[measure]
+
+    def _require_particles(self) -> dict[str, _Element]:
+        if not self._particles:
+            raise UsageError(f"run {self.name!r} ({self.solver}) has no particle trajectory "
+                             "(an ntk run records predictions only; or record.particles was false)")
+        return self._particles
+
+    def _particle_variables(self) -> dict:
+        elements, n = self._particles, self.frames
+        variables = {"position": (("time", "particle", "dim"), elements["position"].value[:n]),
+                     "amplitude": (("time", "particle"), elements["amplitude"].value[:n])}
+        if "bias" in elements:
+            variables["bias"] = (("time", "particle"), elements["bias"].value[:n])
+        return variables
+
+    def _time_coords(self, element: _Element) -> dict:
+        return {"time": element.time[: self.frames], "step": ("time", element.step[: self.frames])}
+
+    def _xarray_attrs(self) -> dict:
+        return {"run": self.name, "status": self.status, **self.attrs}
+
+    @staticmethod
+    def _vector_dims(measure: str, ndim: int) -> tuple:
+        if ndim == 1:
+            return ()
+        first = VECTOR_DIMS.get(measure, f"{measure}_index")
+        return (first, *(f"{measure}_index{k}" for k in range(2, ndim)))
+
+
+def _element(group: h5py.Group) -> _Element:
+    return _Element(group["step"], group["time"], group["value"])

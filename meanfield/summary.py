@@ -1,0 +1,39 @@
+"""What ``meanfield inspect`` prints: the runs of a trajectory side by side."""
+
+from __future__ import annotations
+
+import math
+
+MEASURE_ORDER = ("risk", "loss_train", "loss_test", "displacement_w", "displacement_a", "displacement_mean",
+                 "wasserstein2", "kernel_distance", "kernel_alignment", "teacher_alignment", "gap_ntk")
+"""The measures a summary shows, in this order (each where some run has it)."""
+
+
+def describe_runs(runs) -> str:
+    """A table with one column per run (set-up, final measures, regime predicted and
+    measured), then the numbers behind each verdict."""
+    finals = [run.final() for run in runs]
+    verdicts = [run.verdict() for run in runs]
+    rows = [("", [run.name for run in runs]),
+            ("solver", [run.solver + (f" ({run.attrs['kernel']})" if "kernel" in run.attrs else "") for run in runs]),
+            ("parameterization", [run.preset for run in runs]),
+            ("status", [run.status.split(":")[0] for run in runs]),
+            ("t", [_number(run.t) for run in runs])]
+    names = [name for name in MEASURE_ORDER if any(name in final for final in finals)]
+    rows += [(name, [_number(final[name]) if name in final else "-" for final in finals]) for name in names]
+    rows.append(("predicted regime", [run.predicted_regime for run in runs]))
+    rows.append(("measured regime", [label for label, _ in verdicts]))
+    width = max(12, *(len(cell) for _, cells in rows for cell in cells)) + 2
+    lines = [f"{label:<20}" + "".join(f"{cell:>{width}}" for cell in cells) for label, cells in rows]
+    lines.append("")
+    for run, (label, reason) in zip(runs, verdicts):
+        indent = " " * len(run.name)
+        lines.append(f"{run.name}: measured {label}: {reason}")
+        lines.append(f"{indent}  predicted {run.predicted_regime}: {run.attrs.get('predicted_regime_reason', '')}")
+        if run.status.startswith("failed"):
+            lines.append(f"{indent}  {run.status}")
+    return "\n".join(lines)
+
+
+def _number(value) -> str:
+    return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:.4g}"

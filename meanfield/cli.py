@@ -1,4 +1,4 @@
-"""The command line: ``meanfield simulate | inspect | animate | plot | sweep | analyze | scenarios`` (DESIGN §5).
+"""The command line: ``meanfield simulate | inspect | animate | plot | sweep | analyze | scenarios`` (README, The command line).
 
 Usage errors (a bad key, a missing file, a file that is not ours) print one line starting
 with ``Error:`` and exit with status 2; a run that diverged exits with status 1 after

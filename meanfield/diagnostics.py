@@ -1,4 +1,4 @@
-"""What a run measures at every snapshot (DESIGN §1, "What a run measures").
+"""What a run measures at every snapshot (docs/design.md §1.7).
 
     loss_train, loss_test   (1/n) sum_k loss(f(x_k), y_k) on each set (unscaled by the preset)
     f_test                  the predictions on the test set [n_test]

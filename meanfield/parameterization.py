@@ -1,6 +1,6 @@
 """Parameterizations: the one place that maps a preset and a width m to plain numbers.
 
-Every preset is a point of one family (DESIGN §1, Yang & Hu's abc-parameterization for
+Every preset is a point of one family (docs/design.md §2, Yang & Hu's abc-parameterization for
 two layers):
 
     f(x) = s * sum_i a_i sigma(w_i . x + b_i),   s = s0 m^-A,

@@ -1,6 +1,6 @@
 """The scenario file: a typed schema, safe loading, and ``--set`` overrides.
 
-A scenario is everything a run needs (DESIGN §4). Every key is fixed by the schema below:
+A scenario is everything a run needs (docs/design.md §5). Every key is fixed by the schema below:
 unknown keys and wrong types are errors that name the file, the line, the dotted key and
 what is allowed. Overrides (``--set model.width=4096``) edit the parsed mapping *before*
 validation, so a typo in an override is caught the same way. YAML is read with

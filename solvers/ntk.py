@@ -1,4 +1,4 @@
-"""The lazy side (DESIGN section 1): neural tangent kernels and linearized dynamics.
+"""The lazy side (docs/design.md §1.6): neural tangent kernels and linearized dynamics.
 
 Network f(x) = s sum_i a_i sigma(z_i), z_i = w_i . x + b_i, risk
 R = c (1/n) sum_k loss(f(x_k), y_k) (c = loss_scale), gradient flow

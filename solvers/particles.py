@@ -1,4 +1,4 @@
-"""The empirical vector field of the particle system (DESIGN section 1), fused and parallel.
+"""The empirical vector field of the particle system (docs/design.md §1.1), fused and parallel.
 
 Network and risk::
 

@@ -1,4 +1,4 @@
-"""Infinite data ("population" mode, DESIGN section 1): the risk as an N-body energy.
+"""Infinite data ("population" mode, docs/design.md §1.5): the risk as an N-body energy.
 
 Inputs x ~ N(0, I_d); student f(x) = s sum_i a_i sigma(w_i . x) (no bias), teacher
 f*(x) = sum_j a*_j sigma*(w*_j . x); with the loss scale c the population risk is

@@ -1,4 +1,4 @@
-"""Presets resolve to the numbers of DESIGN §1, and the exponents predict the right regime."""
+"""Presets resolve to the numbers of docs/design.md §2, and the exponents predict the right regime."""
 
 import math
 

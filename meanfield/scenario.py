@@ -265,6 +265,10 @@ class RecordSpec(Strict):
 
 
 class Scenario(Strict):
+    """A validated scenario: everything a simulation needs (docs/design.md §5; every key and
+    its default in the README). ``replace`` gives an edited copy, validated again;
+    ``resolved_yaml`` the text stored with a run."""
+
     name: str = Field(min_length=1)
     description: str = ""
     seed: NonNegativeInt = 0

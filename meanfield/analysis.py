@@ -46,7 +46,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from .errors import UsageError
-from .table import Table, csv_cell, write_atomically, read_table
+from .table import Table, csv_cell, python_scalar, read_table, write_atomically
 
 REPLICATE = "seed"
 """The column whose values are replicates, never a group coordinate."""
@@ -400,7 +400,7 @@ def _families(table: Table, measure: str, against: str, runs) -> list[_Family]:
     complete = np.flatnonzero(_complete(table))
     groups: dict[tuple, list[int]] = {}
     for i in complete:
-        groups.setdefault(tuple(_python(table[k][i]) for k in keys), []).append(int(i))
+        groups.setdefault(tuple(python_scalar(table[k][i]) for k in keys), []).append(int(i))
     x = np.asarray(table[against], np.float64)
     families = []
     for coordinates, rows in groups.items():
@@ -447,11 +447,7 @@ def _complete(table: Table) -> np.ndarray:
 
 def _unique(values) -> list:
     """The distinct values, in the order they first appear, as Python scalars."""
-    return list(dict.fromkeys(_python(v) for v in values))
-
-
-def _python(value):
-    return value.item() if isinstance(value, np.generic) else value
+    return list(dict.fromkeys(python_scalar(v) for v in values))
 
 
 def _directory(path) -> Path:
@@ -495,7 +491,7 @@ def _cells(table: Table, coords: dict, shape: tuple) -> np.ndarray:
         cells = np.zeros(len(table), dtype=np.int64)
     else:
         lookups = {k: {v: j for j, v in enumerate(values)} for k, values in coords.items()}
-        cells = np.ravel_multi_index([[lookups[k][_python(x)] for x in table[k]] for k in coords], shape)
+        cells = np.ravel_multi_index([[lookups[k][python_scalar(x)] for x in table[k]] for k in coords], shape)
     if len(np.unique(cells)) < len(cells):
         raise ValueError(f"points share coordinates on the axes {', '.join(coords) or '(none)'}: not a grid")
     return cells
@@ -551,7 +547,7 @@ def write_regimes(directory, table: Table, measured: dict[str, np.ndarray]) -> P
     """Write ``regimes.csv``: each point's coordinates and the measured regime of each run
     (from ``regimes``: the regime of the width family the point belongs to)."""
     keys = ["point", *axes(table)]
-    records = [{**{k: _python(table[k][i]) for k in keys if k in table.columns},
+    records = [{**{k: python_scalar(table[k][i]) for k in keys if k in table.columns},
                 **{name: column[i] for name, column in measured.items()}} for i in range(len(table))]
     return _write_records(_directory(directory) / REGIMES_CSV, records)
 

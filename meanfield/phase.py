@@ -32,7 +32,7 @@ import numpy as np
 from . import analysis
 from .errors import UsageError
 from .parameterization import predict_regime
-from .table import Table, read_table
+from .table import Table, python_scalar, read_table
 
 PHASE_COLORS = {"linear": "tab:blue", "critical": "tab:green", "condensed": "tab:red", "undetermined": "0.6"}
 
@@ -79,17 +79,13 @@ def phase_points(table_or_dir, gamma_key: str = "predicted_gamma", gamma_prime_k
     for row in rows:
         mask = complete & ~np.isnan(np.asarray(table[f"{row.run}.{measure}"], np.float64))
         for key, value in row.group.items():
-            mask &= np.asarray([_plain(v) == value for v in table[key]], dtype=bool)
+            mask &= np.asarray([python_scalar(v) == value for v in table[key]], dtype=bool)
         gamma = _value(table, row.run, gamma_key, mask)
         gamma_prime = _value(table, row.run, gamma_prime_key, mask)
         measured = analysis.classify(row.fit, tol)
         points.append(PhasePoint(row.run, dict(row.group), gamma, gamma_prime, row.fit.exponent,
                                  tuple(row.fit.exponent_ci), measured, luo_phase(gamma, gamma_prime), row.n))
     return points
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _value(table: Table, run: str, key: str, mask: np.ndarray) -> float:

@@ -43,7 +43,7 @@ import yaml
 from .bundled import SWEEP_DIR, bundled_sweeps, resolve_path, scenario_path
 from .errors import UsageError
 from .scenario import Scenario, read_yaml, set_key, validate_scenario
-from .table import Table, cell_text, read_table, write_table
+from .table import Table, cell_text, python_scalar, read_table, write_table
 
 SWEEP_KEYS = ("name", "description", "base", "grid", "replicates")
 POINTS_DIR = "points"
@@ -351,16 +351,12 @@ def final_measures(output: str | Path) -> dict[str, Any]:
             out[f"{name}.status"] = run.status.split(":")[0]
             for attr in PREDICTED:
                 if attr in run.attrs:
-                    out[f"{name}.{attr}"] = _plain(run.attrs[attr])
+                    out[f"{name}.{attr}"] = python_scalar(run.attrs[attr])
     return out
 
 
 PREDICTED = ("predicted_regime", "predicted_r", "predicted_kappa", "predicted_gamma", "predicted_gamma_prime",
              "predicted_luo_phase")
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
 
 
 # ------------------------------------------------------------------------- the engine

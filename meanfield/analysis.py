@@ -46,6 +46,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from .errors import UsageError
+from .figures import figure_path, save_figure
 from .table import Table, csv_cell, python_scalar, read_table, write_atomically
 
 REPLICATE = "seed"
@@ -712,12 +713,7 @@ def figure(table, measure: str, against: str, path, runs=None, confidence: float
     format follows the suffix (.png, .pdf, .svg)."""
     from matplotlib.figure import Figure
 
-    from .plot import FORMATS
-
-    path = Path(path)
-    if path.suffix.lower() not in FORMATS:
-        raise UsageError(f"{path}: cannot write {path.suffix or 'a file without suffix'}; "
-                         f"use one of {', '.join(FORMATS)}")
+    path = figure_path(path)
     table = _as_table(table)
     families = _families(table, measure, against, runs)
     if not families:
@@ -729,11 +725,7 @@ def figure(table, measure: str, against: str, path, runs=None, confidence: float
     ax.set(xscale="log", yscale="log", xlabel=against, ylabel=measure, title=f"{table.name or 'sweep'}: {measure}")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize="small")
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write the figure ({exc})") from exc
-    return path
+    return save_figure(fig, path)
 
 
 def _draw(ax, family: _Family, fit: PowerLawFit, color: str) -> None:

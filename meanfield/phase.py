@@ -31,6 +31,7 @@ import numpy as np
 
 from . import analysis
 from .errors import UsageError
+from .figures import figure_path, save_figure
 from .parameterization import predict_regime
 from .table import Table, python_scalar, read_table
 
@@ -111,12 +112,7 @@ def phase_figure(table_or_dir, path, gamma_key: str = "predicted_gamma",
     published one is circled by a black X. The format follows the suffix (.png, .pdf, .svg)."""
     from matplotlib.figure import Figure
 
-    from .plot import FORMATS
-
-    path = Path(path)
-    if path.suffix.lower() not in FORMATS:
-        raise UsageError(f"{path}: cannot write {path.suffix or 'a file without suffix'}; "
-                         f"use one of {', '.join(FORMATS)}")
+    path = figure_path(path)
     points = phase_points(table_or_dir, gamma_key, gamma_prime_key, measure, against, runs, confidence, tol)
     if not points:
         raise UsageError(f"no width family with {measure} in this sweep: nothing to draw")
@@ -160,8 +156,4 @@ def phase_figure(table_or_dir, path, gamma_key: str = "predicted_gamma",
            title=f"phase diagram: exponent of {measure} vs {against}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write the figure ({exc})") from exc
-    return path
+    return save_figure(fig, path)

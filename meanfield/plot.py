@@ -18,8 +18,7 @@ import numpy as np
 
 from . import storage
 from .errors import UsageError
-
-FORMATS = (".png", ".pdf", ".svg")
+from .figures import figure_path, save_figure
 
 PANELS = (
     ("loss", "loss (train solid, test dashed)"),
@@ -133,14 +132,8 @@ def figure_of_measures(h5):
 def plot(path, output=None) -> Path:
     """Draw the measures of the trajectory file at ``path`` into ``output`` (default: FILE.png)."""
     output = Path(output) if output else Path(path).with_suffix(".png")
-    if output.suffix.lower() not in FORMATS:
-        raise UsageError(f"{output}: cannot write {output.suffix or 'a file without suffix'}; "
-                         f"use one of {', '.join(FORMATS)}")
+    output = figure_path(output)
     with storage.open_trajectory(path) as h5:
         fig = figure_of_measures(h5)
-    try:
-        fig.savefig(output, dpi=120)
-    except OSError as exc:
-        raise UsageError(f"{output}: cannot write the figure ({exc})") from exc
-    return output
+    return save_figure(fig, output)
 

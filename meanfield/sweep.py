@@ -220,7 +220,7 @@ class Task:
 
 
 @dataclass
-class Outcome:
+class PointResult:
     """What a worker sends back: the point's status, why it failed, its wall time and final measures."""
 
     point: str
@@ -230,7 +230,7 @@ class Outcome:
     measures: dict = field(default_factory=dict)
 
 
-def run_point(task: Task) -> Outcome:
+def run_point(task: Task) -> PointResult:
     """Run one point into its own file (continuing it when the file holds an unfinished run).
 
     Never raises for a point that fails: the failure is the outcome, so the sweep goes on.
@@ -270,7 +270,7 @@ def run_point(task: Task) -> Outcome:
             measures = final_measures(task.output)
         except Exception:  # noqa: BLE001 - a failed point's file may hold nothing readable
             measures = {}
-    return Outcome(task.point, status, reason, time.perf_counter() - start, measures)
+    return PointResult(task.point, status, reason, time.perf_counter() - start, measures)
 
 
 def set_threads(threads: int) -> None:
@@ -396,8 +396,8 @@ def run_sweep(
         output = directory / point.file
         if resume and point_status(output) == "complete":
             previous = rows.get(point.id, {})
-            done[point.id] = _row(point, Outcome(point.id, "complete", "", previous.get("seconds", math.nan),
-                                                 final_measures(output)))
+            done[point.id] = _row(point, PointResult(point.id, "complete", "", previous.get("seconds", math.nan),
+                                                     final_measures(output)))
         else:
             todo.append(point)
     cpus = os.cpu_count() or 1
@@ -415,7 +415,7 @@ def run_sweep(
                 try:
                     outcome = future.result()
                 except Exception as exc:  # noqa: BLE001 - a worker that died takes only its point
-                    outcome = Outcome(point.id, "failed", f"worker lost: {type(exc).__name__}: {exc}")
+                    outcome = PointResult(point.id, "failed", f"worker lost: {type(exc).__name__}: {exc}")
                 done[point.id] = _row(point, outcome)
                 failed += outcome.status != "complete"
                 _save(directory, sweep, done)
@@ -458,7 +458,7 @@ def _previous_rows(directory: Path) -> dict[str, dict]:
         return {}
 
 
-def _row(point: Point, outcome: Outcome) -> dict:
+def _row(point: Point, outcome: PointResult) -> dict:
     row = {"point": point.id, **point.coords}
     row.setdefault("seed", point.scenario.seed)
     row.update(status=outcome.status, reason=outcome.reason, seconds=outcome.seconds, file=point.file)

@@ -12,7 +12,7 @@ from scipy import stats
 from meanfield import analysis
 from meanfield.analysis import classify, extrapolate, power_law, scaling
 from meanfield.errors import UsageError
-from meanfield.table import write_table
+from meanfield.table import read_table, write_table
 
 WIDTHS = [64, 128, 256, 512, 1024]
 SEEDS = [0, 1, 2]
@@ -286,7 +286,7 @@ def test_sample_complexity_exponent_is_recovered_from_threshold_crossings(tmp_pa
     text = analysis.analyze(tmp_path, "loss_test", "data.n_train", threshold=0.05, by="data.dim")
     assert "k = +1.00" in text and "k = +2.00" in text
     # a fit range keeps the points with the key inside it
-    low = analysis.scaling(analysis._within(analysis.read_table(tmp_path), "data.n_train", None, 64), "loss_test",
+    low = analysis.scaling(analysis.rows_within(read_table(tmp_path), "data.n_train", None, 64), "loss_test",
                            "data.n_train")
     assert all(row.n == 3 for row in low)
     with pytest.raises(UsageError, match="no point has data.n_train"):

@@ -337,7 +337,7 @@ def analyze(directory, measure, against, runs, figure_path, phase_path, low, hig
         click.echo(analyze_sweep(directory, measure=measure, against=against, runs=selected,
                                  figure_path=figure_path, within=(low, high), threshold=threshold, by=by))
         if phase_path:
-            from .phase import phase_figure
+            from .analysis import phase_figure
 
             click.echo(f"wrote {phase_figure(directory, phase_path)}")
 

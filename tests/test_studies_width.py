@@ -13,10 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from meanfield.analysis import classify, scaling
+from meanfield.analysis import classify, luo_phase, phase_points, scaling
 from meanfield.bundled import SWEEP_DIR, bundled_sweeps
 from meanfield.parameterization import resolve
-from meanfield.phase import luo_phase, phase_points
 from meanfield.sweep import load_sweep, parse_sweep, run_sweep
 
 WIDTHS = [64, 128, 256, 512, 1024, 2048, 4096]

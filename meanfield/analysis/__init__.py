@@ -13,23 +13,25 @@ The package, by concern:
     dataset    the table as an ``xarray.Dataset`` on its grid: ``to_dataset``
     reporting  the text and the csv files: ``analyze``, ``report``, ``format_report``,
                ``format_threshold``, ``write_analysis``, ``write_regimes``
-    drawing    the figures (matplotlib): ``figure``
+    phase      Luo, Xu, Ma & Zhang's (gamma, gamma') plane: ``phase_points``, ``luo_phase``
+    drawing    the figures (matplotlib): ``figure``, ``phase_figure``
 
 Everything public is importable from ``meanfield.analysis`` itself.
 """
 
 from .dataset import to_dataset
-from .drawing import figure
+from .drawing import PHASE_COLORS, figure, phase_figure
 from .families import (REGIME_MEASURES, REPLICATE, ScalingRow, ThresholdRow, axes, measures, regimes, rows_within,
                        scaling, threshold_scaling, thresholds)
 from .reporting import (ANALYSIS_CSV, REGIMES_CSV, analyze, format_report, format_threshold, report, write_analysis,
                         write_regimes)
+from .phase import PhasePoint, luo_phase, phase_points
 from .stats import (P_BOUNDS, RICH_LAZY, Extrapolation, PowerLawFit, classify, crossing, extrapolate, power_law)
 
 __all__ = [
-    "ANALYSIS_CSV", "P_BOUNDS", "REGIMES_CSV", "REGIME_MEASURES", "REPLICATE", "RICH_LAZY",
-    "Extrapolation", "PowerLawFit", "ScalingRow", "ThresholdRow",
+    "ANALYSIS_CSV", "PHASE_COLORS", "P_BOUNDS", "REGIMES_CSV", "REGIME_MEASURES", "REPLICATE", "RICH_LAZY",
+    "Extrapolation", "PhasePoint", "PowerLawFit", "ScalingRow", "ThresholdRow",
     "analyze", "axes", "classify", "crossing", "extrapolate", "figure", "format_report", "format_threshold",
-    "measures", "power_law", "regimes", "report", "rows_within", "scaling", "threshold_scaling", "thresholds",
+    "luo_phase", "measures", "phase_figure", "phase_points", "power_law", "regimes", "report", "rows_within", "scaling", "threshold_scaling", "thresholds",
     "to_dataset", "write_analysis", "write_regimes",
 ]

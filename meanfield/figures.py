@@ -17,7 +17,7 @@ DPI = 120
 """The resolution of a raster (.png) figure."""
 
 
-def figure_path(path) -> Path:
+def check_figure_path(path) -> Path:
     """``path`` as a Path, checked to end in one of FORMATS (case-insensitive).
 
     UsageError naming the file and the allowed suffixes otherwise, so that a wrong name
@@ -33,10 +33,10 @@ def figure_path(path) -> Path:
 def save_figure(fig, path) -> Path:
     """Write the matplotlib Figure ``fig`` to ``path`` (at DPI) and return ``path`` as a Path.
 
-    The format follows the suffix (checked by ``figure_path``); an OSError (no such
+    The format follows the suffix (checked by ``check_figure_path``); an OSError (no such
     directory, no permission, a full disk) becomes a UsageError naming the file.
     """
-    path = figure_path(path)
+    path = check_figure_path(path)
     try:
         fig.savefig(path, dpi=DPI)
     except OSError as exc:

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import storage
 from .errors import UsageError
-from .figures import figure_path, save_figure
+from .figures import check_figure_path, save_figure
 
 PANELS = (
     ("loss", "loss (train solid, test dashed)"),
@@ -132,7 +132,7 @@ def figure_of_measures(h5):
 def plot(path, output=None) -> Path:
     """Draw the measures of the trajectory file at ``path`` into ``output`` (default: FILE.png)."""
     output = Path(output) if output else Path(path).with_suffix(".png")
-    output = figure_path(output)
+    output = check_figure_path(output)
     with storage.open_trajectory(path) as h5:
         fig = figure_of_measures(h5)
     return save_figure(fig, output)

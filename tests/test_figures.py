@@ -9,16 +9,16 @@ import pytest
 from matplotlib.figure import Figure
 
 from meanfield.errors import UsageError
-from meanfield.figures import FORMATS, figure_path, save_figure
+from meanfield.figures import FORMATS, check_figure_path, save_figure
 
 
-def test_figure_path_takes_the_formats_and_names_the_file_otherwise(tmp_path):
+def test_check_figure_path_takes_the_formats_and_names_the_file_otherwise(tmp_path):
     assert FORMATS == (".png", ".pdf", ".svg")
-    assert figure_path(str(tmp_path / "a.PNG")) == tmp_path / "a.PNG"
+    assert check_figure_path(str(tmp_path / "a.PNG")) == tmp_path / "a.PNG"
     with pytest.raises(UsageError, match=r"a\.jpg: cannot write \.jpg; use one of \.png, \.pdf, \.svg"):
-        figure_path(tmp_path / "a.jpg")
+        check_figure_path(tmp_path / "a.jpg")
     with pytest.raises(UsageError, match="cannot write a file without suffix"):
-        figure_path(tmp_path / "a")
+        check_figure_path(tmp_path / "a")
 
 
 @pytest.mark.parametrize("suffix", FORMATS)

@@ -94,7 +94,7 @@ def test_reduced_luo_grid_finds_the_three_phases(luo_reduced):
     assert abs(points["g1_gp0"].exponent) < 0.1
     assert points["g15_gpm05"].exponent > 0.3
     # three points per family: the interval is too wide for a verdict, the estimate is not
-    assert [classify(p.exponent) for p in points.values()] == [p.predicted for p in points.values()] \
+    assert [classify(p.exponent) for p in points.values()] == [p.published for p in points.values()] \
         == ["linear", "critical", "condensed"]
 
 

@@ -23,15 +23,15 @@ from .dataset import to_dataset
 from .drawing import PHASE_COLORS, figure, phase_figure
 from .families import (REGIME_MEASURES, REPLICATE, ScalingRow, ThresholdRow, axes, measures, regimes, rows_within,
                        scaling, threshold_scaling, thresholds)
+from .phase import PhasePoint, luo_phase, phase_points
 from .reporting import (ANALYSIS_CSV, REGIMES_CSV, analyze, format_report, format_threshold, report, write_analysis,
                         write_regimes)
-from .phase import PhasePoint, luo_phase, phase_points
-from .stats import (P_BOUNDS, RICH_LAZY, Extrapolation, PowerLawFit, classify, crossing, extrapolate, power_law)
+from .stats import P_BOUNDS, RICH_LAZY, Extrapolation, PowerLawFit, classify, crossing, extrapolate, power_law
 
 __all__ = [
     "ANALYSIS_CSV", "PHASE_COLORS", "P_BOUNDS", "REGIMES_CSV", "REGIME_MEASURES", "REPLICATE", "RICH_LAZY",
     "Extrapolation", "PhasePoint", "PowerLawFit", "ScalingRow", "ThresholdRow",
     "analyze", "axes", "classify", "crossing", "extrapolate", "figure", "format_report", "format_threshold",
-    "luo_phase", "measures", "phase_figure", "phase_points", "power_law", "regimes", "report", "rows_within", "scaling", "threshold_scaling", "thresholds",
-    "to_dataset", "write_analysis", "write_regimes",
+    "luo_phase", "measures", "phase_figure", "phase_points", "power_law", "regimes", "report", "rows_within",
+    "scaling", "threshold_scaling", "thresholds", "to_dataset", "write_analysis", "write_regimes",
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from ..figures import figure_path, save_figure
+from ..figures import check_figure_path, save_figure
 from .families import Family, as_table, family_label, fit_family, group_families
 from .phase import phase_points
 from .stats import PowerLawFit
@@ -23,7 +23,7 @@ def figure(table, measure: str, against: str, path, runs=None, confidence: float
     format follows the suffix (.png, .pdf, .svg)."""
     from matplotlib.figure import Figure
 
-    path = figure_path(path)
+    path = check_figure_path(path)
     table = as_table(table)
     families = group_families(table, measure, against, runs)
     if not families:
@@ -40,9 +40,9 @@ def figure(table, measure: str, against: str, path, runs=None, confidence: float
 
 def _draw(ax, family: Family, fit: PowerLawFit, color: str) -> None:
     xs = np.unique(family.x)
-    groups = [family.y[family.x == x] for x in xs]
-    mean = np.array([g.mean() for g in groups])
-    bars = [mean - [g.min() for g in groups], [g.max() for g in groups] - mean]
+    replicates = [family.y[family.x == x] for x in xs]
+    mean = np.array([r.mean() for r in replicates])
+    bars = [mean - [r.min() for r in replicates], [r.max() for r in replicates] - mean]
     label = family_label(family.run, family.group)
     if not math.isnan(fit.exponent):
         label += f" (exponent {fit.exponent:+.2f})"
@@ -52,7 +52,7 @@ def _draw(ax, family: Family, fit: PowerLawFit, color: str) -> None:
         ax.plot(dense, fit(dense), "--", color=color, lw=1.2)
 
 
-def phase_figure(table_or_dir, path, gamma_key: str = "predicted_gamma",
+def phase_figure(table, path, gamma_key: str = "predicted_gamma",
                  gamma_prime_key: str = "predicted_gamma_prime", measure: str = "displacement_w",
                  against: str = "model.width", runs=None, confidence: float = 0.95, tol: float = 0.1) -> Path:
     """Draw the (gamma, gamma') plane: the published linear and condensed regions (shaded)
@@ -61,8 +61,8 @@ def phase_figure(table_or_dir, path, gamma_key: str = "predicted_gamma",
     published one is circled by a black X. The format follows the suffix (.png, .pdf, .svg)."""
     from matplotlib.figure import Figure
 
-    path = figure_path(path)
-    points = phase_points(table_or_dir, gamma_key, gamma_prime_key, measure, against, runs, confidence, tol)
+    path = check_figure_path(path)
+    points = phase_points(table, gamma_key, gamma_prime_key, measure, against, runs, confidence, tol)
     if not points:
         raise UsageError(f"no width family with {measure} in this sweep: nothing to draw")
     g = np.array([p.gamma for p in points])

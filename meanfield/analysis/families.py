@@ -56,7 +56,7 @@ class ScalingRow:
 class Family:
     group: dict
     run: str
-    rows: np.ndarray  # indices of the complete points of the group with a value
+    index: np.ndarray  # the table's row numbers of the complete points of the group with a value
     x: np.ndarray
     y: np.ndarray
     predicted: str
@@ -101,7 +101,7 @@ def regimes(table, measure: str = "displacement_w", against: str = "model.width"
     out: dict[str, np.ndarray] = {}
     for family in group_families(table, measure, against, runs):
         column = out.setdefault(f"{family.run}.measured_regime", np.full(len(table), "", dtype=object))
-        column[family.rows] = _regime(fit_family(family, confidence)[0], measure, tol)
+        column[family.index] = _regime(fit_family(family, confidence)[0], measure, tol)
     return out
 
 
@@ -129,7 +129,7 @@ def _regime(fit: PowerLawFit, measure: str, tol: float) -> str:
 
 def group_families(table: Table, measure: str, against: str, runs) -> list[Family]:
     """The complete points with a value of ``<run>.measure``, per group and run."""
-    runs = _check(table, measure, against, runs)
+    runs = _runs_with(table, measure, against, runs)
     keys = [k for k in axes(table) if k not in (against, REPLICATE)]
     complete = np.flatnonzero(is_complete(table))
     groups: dict[tuple, list[int]] = {}
@@ -137,17 +137,17 @@ def group_families(table: Table, measure: str, against: str, runs) -> list[Famil
         groups.setdefault(tuple(python_scalar(table[k][i]) for k in keys), []).append(int(i))
     x = np.asarray(table[against], np.float64)
     families = []
-    for coordinates, rows in groups.items():
+    for coordinates, members in groups.items():
         for run in runs:
             y = np.asarray(table[f"{run}.{measure}"], np.float64)
-            index = np.asarray([i for i in rows if not np.isnan(y[i])], dtype=np.int64)
+            index = np.asarray([i for i in members if not np.isnan(y[i])], dtype=np.int64)
             if len(index):
                 families.append(Family(dict(zip(keys, coordinates)), run, index, x[index], y[index],
                                        _predicted(table, run, index)))
     return families
 
 
-def _check(table: Table, measure: str, against: str, runs) -> list[str]:
+def _runs_with(table: Table, measure: str, against: str, runs) -> list[str]:
     """The runs to analyse; UsageError naming what exists when measure, against or runs do not."""
     found = measures(table)
     if measure not in found:

@@ -45,12 +45,12 @@ class PhasePoint:
     exponent: float
     exponent_ci: tuple[float, float]
     measured: str  # linear | critical | condensed | undetermined
-    predicted: str  # Luo et al.'s phase at (gamma, gamma')
+    published: str  # Luo et al.'s phase at (gamma, gamma')
     n: int
 
     @property
     def agrees(self) -> bool:
-        return self.measured == self.predicted
+        return self.measured == self.published
 
 
 def luo_phase(gamma: float, gamma_prime: float) -> str:
@@ -58,7 +58,7 @@ def luo_phase(gamma: float, gamma_prime: float) -> str:
     return predict_regime(gamma - gamma_prime, gamma_prime, 0.0, 0.0).luo_phase
 
 
-def phase_points(table_or_dir, gamma_key: str = "predicted_gamma", gamma_prime_key: str = "predicted_gamma_prime",
+def phase_points(table, gamma_key: str = "predicted_gamma", gamma_prime_key: str = "predicted_gamma_prime",
                  measure: str = "displacement_w", against: str = "model.width", runs=None,
                  confidence: float = 0.95, tol: float = 0.1) -> list[PhasePoint]:
     """Every width family (group of the other grid keys x run) of the sweep with its gamma,
@@ -68,25 +68,25 @@ def phase_points(table_or_dir, gamma_key: str = "predicted_gamma", gamma_prime_k
     default: the predicted numbers every point stores), or else a column of the table
     itself (a numeric grid key). A family whose points disagree on gamma is an error.
     """
-    table = as_table(table_or_dir)
+    table = as_table(table)
     points = []
     for family in group_families(table, measure, against, runs):
         fit, _ = fit_family(family, confidence)
-        gamma = _value(table, family.run, gamma_key, family.rows)
-        gamma_prime = _value(table, family.run, gamma_prime_key, family.rows)
+        gamma = _family_value(table, family.run, gamma_key, family.index)
+        gamma_prime = _family_value(table, family.run, gamma_prime_key, family.index)
         points.append(PhasePoint(family.run, dict(family.group), gamma, gamma_prime, fit.exponent,
                                  tuple(fit.exponent_ci), classify(fit, tol), luo_phase(gamma, gamma_prime), fit.n))
     return points
 
 
-def _value(table: Table, run: str, key: str, rows: np.ndarray) -> float:
+def _family_value(table: Table, run: str, key: str, index: np.ndarray) -> float:
     column = table.columns.get(f"{run}.{key}")
     if column is None:
         column = table.columns.get(key)
     if column is None:
         raise UsageError(f"no column {run}.{key} or {key} in this sweep: cannot place run {run!r} "
                          f"on the (gamma, gamma') plane")
-    values = np.unique(np.asarray(column[rows], np.float64))
+    values = np.unique(np.asarray(column[index], np.float64))
     if len(values) != 1:
         raise UsageError(f"run {run!r}: the points of one width family have {key} = "
                          f"{', '.join(f'{v:g}' for v in values) or 'nothing'}; expected one value")

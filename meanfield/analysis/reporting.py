@@ -36,10 +36,10 @@ def format_report(rows: list[ScalingRow], measure: str, against: str, confidence
               + (" flat" if row.extrapolation.flat else ""),
               _regime_text(row), row.predicted or "-"] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(header, *lines)]
-    table = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *lines]]
+    aligned = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *lines]]
     text = [f"{measure} ~ c {against}^exponent (log-log least squares, seeds as replicates); "
             f"limit: {measure} = a + b {against}^-p",
-            *table]
+            *aligned]
     if not rows:
         text.append(f"(no complete point of this sweep has a value of {measure})")
     if any(row.extrapolation.flat for row in rows):

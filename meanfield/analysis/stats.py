@@ -34,7 +34,8 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
+from scipy.stats import f as f_distribution, t as t_distribution
 
 RICH_LAZY = {"linear": "lazy", "critical": "rich", "condensed": "condensed", "undetermined": "undetermined"}
 """Luo et al.'s phase of a width family in the rich / lazy words of the rest of meanfield."""
@@ -197,7 +198,7 @@ def _resolved(rss_flat: float, rss: float, n: int, confidence: float) -> bool:
     if rss == 0.0:
         return True
     f = (rss_flat - rss) / 2.0 / (rss / (n - 3))
-    return bool(stats.f.sf(f, 2, n - 3) < 1.0 - confidence)
+    return bool(f_distribution.sf(f, 2, n - 3) < 1.0 - confidence)
 
 
 def _flat(y, confidence: float) -> Extrapolation:
@@ -236,7 +237,7 @@ def _inverse_normal(x, c, p) -> np.ndarray:
 def _interval(estimate, stderr, dof, confidence) -> tuple[float, float]:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    half = stats.t.ppf(0.5 + confidence / 2.0, dof) * stderr
+    half = t_distribution.ppf(0.5 + confidence / 2.0, dof) * stderr
     return float(estimate - half), float(estimate + half)
 
 

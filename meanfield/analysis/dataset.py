@@ -33,7 +33,7 @@ def to_dataset(table):
 
 
 def _cells(table: Table, coords: dict, shape: tuple) -> np.ndarray:
-    """The flat cell of every row in the product grid."""
+    """The flat cell of every row in the product grid; ValueError if two rows share one."""
     if not coords:
         cells = np.zeros(len(table), dtype=np.int64)
     else:
@@ -45,6 +45,7 @@ def _cells(table: Table, coords: dict, shape: tuple) -> np.ndarray:
 
 
 def _fill(values, cells, shape, missing, dtype) -> np.ndarray:
+    """An array of ``shape`` holding each value at its flat cell and ``missing`` elsewhere."""
     out = np.full(int(np.prod(shape)), missing, dtype=dtype)
     out[cells] = np.asarray(values, dtype=dtype)
     return out.reshape(shape)

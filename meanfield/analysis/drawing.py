@@ -20,7 +20,7 @@ PHASE_COLORS = {"linear": "tab:blue", "critical": "tab:green", "condensed": "tab
 def figure(table, measure: str, against: str, path, runs=None, confidence: float = 0.95) -> Path:
     """Draw ``measure`` against ``against`` on log-log axes: per group and run, the mean over
     seeds at each value (markers, min-max bars) and the fitted power law (dashed). The
-    format follows the suffix (.png, .pdf, .svg)."""
+    format follows the suffix (.png, .pdf, .svg); returns the path written."""
     from matplotlib.figure import Figure
 
     path = check_figure_path(path)
@@ -39,6 +39,7 @@ def figure(table, measure: str, against: str, path, runs=None, confidence: float
 
 
 def _draw(ax, family: Family, fit: PowerLawFit, color: str) -> None:
+    """One family on ``ax``: the mean of its replicates at each x with min-max bars, and its law (dashed)."""
     xs = np.unique(family.x)
     replicates = [family.y[family.x == x] for x in xs]
     mean = np.array([r.mean() for r in replicates])
@@ -58,7 +59,8 @@ def phase_figure(table, path, gamma_key: str = "predicted_gamma",
     """Draw the (gamma, gamma') plane: the published linear and condensed regions (shaded)
     and their critical boundary (black lines), each width family a disc coloured by its
     measured phase and labelled with its exponent; a family whose measured phase is not the
-    published one is circled by a black X. The format follows the suffix (.png, .pdf, .svg)."""
+    published one is circled by a black X. The format follows the suffix (.png, .pdf, .svg);
+    returns the path written."""
     from matplotlib.figure import Figure
 
     path = check_figure_path(path)

@@ -44,6 +44,7 @@ class ScalingRow:
 
     @property
     def n(self) -> int:
+        """The number of points in the power law (replicates counted apart)."""
         return self.fit.n
 
     @property
@@ -54,12 +55,14 @@ class ScalingRow:
 
 @dataclass(frozen=True)
 class Family:
+    """One group of the sweep (its coordinates) and one run: the points that enter its fits."""
+
     group: dict
     run: str
     index: np.ndarray  # the table's row numbers of the complete points of the group with a value
     x: np.ndarray
     y: np.ndarray
-    predicted: str
+    predicted: str  # the run's predicted_regime where the group agrees on one, "mixed" if not
 
 
 def axes(table: Table) -> list[str]:
@@ -82,7 +85,8 @@ def measures(table: Table) -> dict[str, list[str]]:
 def scaling(table, measure: str = "displacement_w", against: str = "model.width", runs=None,
             confidence: float = 0.95, tol: float = 0.1) -> list[ScalingRow]:
     """The power law (and m -> inf extrapolation) of ``measure`` against ``against`` for every
-    group of the sweep and every run; ``table`` is a Table or a sweep directory.
+    group of the sweep and every run, one ScalingRow per family in the order the groups
+    first appear; ``table`` is a Table or a sweep directory.
 
     A family whose power law cannot be fitted has NaN numbers and its reason in ``note``;
     the extrapolation is NaN where it cannot be made (fewer than 3 distinct widths, no
@@ -106,6 +110,7 @@ def regimes(table, measure: str = "displacement_w", against: str = "model.width"
 
 
 def _scale(family: Family, measure: str, confidence: float, tol: float) -> ScalingRow:
+    """The family's row: its power law, its extrapolation (NaN with a note where it cannot be made) and phase."""
     fit, notes = fit_family(family, confidence)
     try:
         extrapolation = extrapolate(family.x, family.y, confidence)
@@ -116,7 +121,7 @@ def _scale(family: Family, measure: str, confidence: float, tol: float) -> Scali
 
 
 def fit_family(family: Family, confidence: float) -> tuple[PowerLawFit, list[str]]:
-    """The family's power law, or a NaN fit and why."""
+    """(the family's PowerLawFit, []), or (a NaN fit, [why]) where it cannot be fitted."""
     try:
         return power_law(family.x, family.y, confidence), []
     except ValueError as exc:
@@ -124,11 +129,15 @@ def fit_family(family: Family, confidence: float) -> tuple[PowerLawFit, list[str
 
 
 def _regime(fit: PowerLawFit, measure: str, tol: float) -> str:
+    """The phase ``classify`` gives the fit, for a displacement measure; "" for any other measure."""
     return classify(fit, tol) if measure in REGIME_MEASURES else ""
 
 
 def group_families(table: Table, measure: str, against: str, runs) -> list[Family]:
-    """The complete points with a value of ``<run>.measure``, per group and run."""
+    """The families of the table: for each group of the other grid keys (seeds apart, in the
+    order the groups first appear) and each run, the complete points with a value of
+    ``<run>.<measure>``; a family without any is left out. UsageError for an unknown
+    measure, grid key or run."""
     runs = _runs_with(table, measure, against, runs)
     keys = [k for k in axes(table) if k not in (against, REPLICATE)]
     complete = np.flatnonzero(is_complete(table))
@@ -167,6 +176,7 @@ def _runs_with(table: Table, measure: str, against: str, runs) -> list[str]:
 
 
 def _predicted(table: Table, run: str, index) -> str:
+    """The run's predicted regime at the rows ``index``: the one label, "mixed" if they differ, "" if none."""
     column = table.columns.get(f"{run}.predicted_regime")
     if column is None:
         return ""
@@ -175,6 +185,7 @@ def _predicted(table: Table, run: str, index) -> str:
 
 
 def is_complete(table: Table) -> np.ndarray:
+    """A boolean per row: the point is complete (every row, for a table without ``status``)."""
     status = table.columns.get("status")
     return np.ones(len(table), bool) if status is None else np.asarray(status).astype(str) == "complete"
 
@@ -185,11 +196,13 @@ def distinct(values) -> list:
 
 
 def as_table(table) -> Table:
+    """The Table itself, or the table of a sweep directory (or of its results.h5)."""
     return table if isinstance(table, Table) else read_table(table)
 
 
 def rows_within(table: Table, against: str, lo=None, hi=None) -> Table:
-    """The rows of the table with ``against`` in [lo, hi] (None: no bound)."""
+    """A Table of the rows with ``against`` in [lo, hi] (None: no bound; the table itself if
+    both are None). UsageError for a key that is not numeric, or a range with no point."""
     if lo is None and hi is None:
         return table
     if against not in table.columns or table[against].dtype.kind not in "fi":
@@ -212,8 +225,9 @@ class ThresholdRow:
 
 
 def thresholds(table, measure: str, against: str, level: float, runs=None) -> list[ThresholdRow]:
-    """For every group and run, the ``against`` value x* at which ``measure`` falls below
-    ``level`` (``crossing``): e.g. the sample size n* a learner needs to reach a test loss."""
+    """For every group and run, a ThresholdRow with the ``against`` value x* at which
+    ``measure`` falls below ``level`` (``crossing``): e.g. the sample size n* a learner needs
+    to reach a test loss. NaN with a note where x* lies outside the grid."""
     rows = []
     for family in group_families(as_table(table), measure, against, runs):
         x = crossing(family.x, family.y, level)
@@ -225,8 +239,11 @@ def thresholds(table, measure: str, against: str, level: float, runs=None) -> li
 
 
 def threshold_scaling(rows: list[ThresholdRow], by: str, confidence: float = 0.95) -> list[tuple[dict, str, PowerLawFit]]:
-    """The power law x* ~ c by^k of the crossings against the group key ``by`` (e.g. the
-    sample complexity n* ~ d^k), per run and per group of the other keys."""
+    """The power law x* = c by^k of the crossings against the group key ``by`` (e.g. the
+    sample complexity n* ~ d^k), fitted by ``power_law`` (log x* on log by, Student-t
+    interval on k), per run and per group of the other keys: a list of (the other keys'
+    coordinates, run, PowerLawFit), a NaN fit where it cannot be made. UsageError if
+    ``by`` is not a group key."""
     families: dict[tuple, list[ThresholdRow]] = {}
     for row in rows:
         if by not in row.group:
@@ -245,4 +262,5 @@ def threshold_scaling(rows: list[ThresholdRow], by: str, confidence: float = 0.9
 
 
 def family_label(run: str, group: dict) -> str:
+    """A family in words: 'ntk runs.std.parameterization=strong'."""
     return " ".join([run, *(f"{k}={v}" for k, v in group.items())])

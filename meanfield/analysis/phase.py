@@ -50,19 +50,23 @@ class PhasePoint:
 
     @property
     def agrees(self) -> bool:
+        """Whether the measured phase is the published one."""
         return self.measured == self.published
 
 
 def luo_phase(gamma: float, gamma_prime: float) -> str:
-    """Luo et al.'s phase at (gamma, gamma') (the rule of ``parameterization.predict_regime``)."""
+    """Luo et al.'s published phase at (gamma, gamma'), by the rule of
+    ``parameterization.predict_regime``: linear if gamma < 1 or gamma' > gamma - 1,
+    condensed if gamma > 1 and gamma' < gamma - 1, critical on the boundary between."""
     return predict_regime(gamma - gamma_prime, gamma_prime, 0.0, 0.0).luo_phase
 
 
 def phase_points(table, gamma_key: str = "predicted_gamma", gamma_prime_key: str = "predicted_gamma_prime",
                  measure: str = "displacement_w", against: str = "model.width", runs=None,
                  confidence: float = 0.95, tol: float = 0.1) -> list[PhasePoint]:
-    """Every width family (group of the other grid keys x run) of the sweep with its gamma,
-    gamma', fitted exponent and phases.
+    """One PhasePoint per width family (group of the other grid keys x run) of the sweep: its
+    gamma, gamma', fitted exponent of ``measure`` against ``against`` (``power_law``), the
+    phase ``classify`` measures and the phase Luo et al. publish at (gamma, gamma').
 
     ``gamma_key`` and ``gamma_prime_key`` name, per run, the column ``<run>.<key>`` (the
     default: the predicted numbers every point stores), or else a column of the table
@@ -80,6 +84,7 @@ def phase_points(table, gamma_key: str = "predicted_gamma", gamma_prime_key: str
 
 
 def _family_value(table: Table, run: str, key: str, index: np.ndarray) -> float:
+    """The one value of ``<run>.<key>`` (else of the column ``key``) at the family's rows; UsageError otherwise."""
     column = table.columns.get(f"{run}.{key}")
     if column is None:
         column = table.columns.get(key)

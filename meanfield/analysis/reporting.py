@@ -19,15 +19,16 @@ ANALYSIS_CSV, REGIMES_CSV = "analysis.csv", "regimes.csv"
 
 def report(directory, measure: str = "displacement_w", against: str = "model.width", runs=None,
            confidence: float = 0.95, tol: float = 0.1) -> str:
-    """The scaling of a sweep directory as a plain-text table (see ``format_report``)."""
+    """The scaling of a sweep directory as a plain-text table (``format_report`` of ``scaling``)."""
     return format_report(scaling(directory, measure, against, runs, confidence, tol), measure, against,
                          confidence, tol)
 
 
 def format_report(rows: list[ScalingRow], measure: str, against: str, confidence: float = 0.95,
                   tol: float = 0.1) -> str:
-    """One line per family: group coordinates, run, n, exponent [lo, hi], m -> inf limit
-    [lo, hi], measured and predicted regime; the law, the rule and any notes around it."""
+    """The rows as text: one line per family (group coordinates, run, n, exponent [lo, hi],
+    m -> inf limit [lo, hi], measured and predicted regime), the law above, the rule and
+    any notes below."""
     keys = list(dict.fromkeys(k for row in rows for k in row.group))
     header = [*keys, "run", "n", f"exponent [{confidence:.0%}]", f"limit {against}->inf", "measured", "predicted"]
     lines = [[*(str(row.group.get(k, "")) for k in keys), row.run, str(row.n),
@@ -52,13 +53,14 @@ def format_report(rows: list[ScalingRow], measure: str, against: str, confidence
 
 
 def write_analysis(directory, rows: list[ScalingRow], measure: str, against: str) -> Path:
-    """Write the rows as ``analysis.csv`` in the sweep directory (replaced atomically)."""
+    """Write the rows as ``analysis.csv`` in the sweep directory (replaced atomically); returns its path."""
     return _write_records(_directory(directory) / ANALYSIS_CSV, [_record(row, measure, against) for row in rows])
 
 
 def write_regimes(directory, table: Table, measured: dict[str, np.ndarray]) -> Path:
-    """Write ``regimes.csv``: each point's coordinates and the measured regime of each run
-    (from ``regimes``: the regime of the width family the point belongs to)."""
+    """Write ``regimes.csv`` in the sweep directory: each point's coordinates and the measured
+    regime of each run (from ``regimes``: the regime of the width family the point belongs
+    to); returns its path."""
     keys = ["point", *axes(table)]
     records = [{**{k: python_scalar(table[k][i]) for k in keys if k in table.columns},
                 **{name: column[i] for name, column in measured.items()}} for i in range(len(table))]
@@ -66,6 +68,8 @@ def write_regimes(directory, table: Table, measured: dict[str, np.ndarray]) -> P
 
 
 def _write_records(path: Path, records: list[dict]) -> Path:
+    """Write the records as CSV at ``path`` (replaced atomically), one column per key in the
+    order keys first appear; returns ``path``."""
     names = list(dict.fromkeys(k for record in records for k in record))
 
     def write(partial):
@@ -86,7 +90,8 @@ def analyze(directory, measure: str = "displacement_w", against: str = "model.wi
     (one row per point); drawn into ``figure_path`` if given. ``within = (lo, hi)`` keeps
     the points with ``against`` in [lo, hi] (either end None: open). With ``threshold``,
     also where the measure crosses that level along ``against`` and, with ``by``, how that
-    crossing scales with ``by`` (``threshold_scaling``). Returns the report."""
+    crossing scales with ``by`` (``threshold_scaling``). Returns the report, then one line
+    ``wrote <path>`` per file written."""
     table = rows_within(as_table(directory), against, *within)
     rows = scaling(table, measure, against, runs, confidence, tol)
     written = [write_analysis(directory, rows, measure, against)]
@@ -102,7 +107,8 @@ def analyze(directory, measure: str = "displacement_w", against: str = "model.wi
 
 def format_threshold(table, measure: str, against: str, level: float, by: str | None = None, runs=None,
                      confidence: float = 0.95) -> str:
-    """The crossings of ``level`` per family and, with ``by``, their power law in ``by``."""
+    """The crossings of ``level`` per family (``thresholds``) and, with ``by``, their power
+    law in ``by`` (``threshold_scaling``), as text."""
     rows = thresholds(table, measure, against, level, runs)
     text = [f"{against}* where {measure} falls below {level:g} (log-log interpolation between grid points):"]
     text += [f"  {family_label(row.run, row.group)}: {row.crossing:.4g}" + (f"  ({row.note})" if row.note else "")
@@ -115,6 +121,7 @@ def format_threshold(table, measure: str, against: str, level: float, by: str | 
 
 
 def _record(row: ScalingRow, measure: str, against: str) -> dict:
+    """The row as one record of analysis.csv: its coordinates, then its fits' numbers by column name."""
     fit, ext = row.fit, row.extrapolation
     return {**row.group, "run": row.run, "measure": measure, "against": against, "n": row.n,
             "exponent": fit.exponent, "exponent_lo": fit.exponent_ci[0], "exponent_hi": fit.exponent_ci[1],
@@ -125,12 +132,14 @@ def _record(row: ScalingRow, measure: str, against: str) -> dict:
 
 
 def _with_interval(value: float, interval: tuple[float, float], spec: str) -> str:
+    """'value [lo, hi]' in the format ``spec``; '-' for NaN."""
     if math.isnan(value):
         return "-"
     return f"{value:{spec}} [{interval[0]:{spec}}, {interval[1]:{spec}}]"
 
 
 def _regime_text(row: ScalingRow) -> str:
+    """The measured regime with its rich / lazy word where that differs: 'linear (lazy)'; '-' if none."""
     if not row.regime:
         return "-"
     return row.regime if row.words in (row.regime, "") else f"{row.regime} ({row.words})"

@@ -41,6 +41,7 @@ RICH_LAZY = {"linear": "lazy", "critical": "rich", "condensed": "condensed", "un
 """Luo et al.'s phase of a width family in the rich / lazy words of the rest of meanfield."""
 
 NAN_PAIR = (math.nan, math.nan)
+"""The interval of a fit that could not be made."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class PowerLawFit:
     confidence: float
 
     def __call__(self, x):
+        """The fitted law at x: prefactor * x^exponent (float64, the shape of x)."""
         return self.prefactor * np.asarray(x, np.float64) ** self.exponent
 
     @classmethod
@@ -85,6 +87,7 @@ class Extrapolation:
     flat: bool = False
 
     def __call__(self, m):
+        """The fitted law at m: limit + b m^-p, or the limit itself where ``flat`` (float64, the shape of m)."""
         m = np.asarray(m, np.float64)
         return self.limit + (0.0 * m if self.flat else self.b * m ** -self.p)
 
@@ -95,10 +98,13 @@ class Extrapolation:
 
 
 def power_law(x, y, confidence: float = 0.95) -> PowerLawFit:
-    """Fit y = c x^p by least squares of log y on log x, with a Student-t interval on p.
+    """The power law y = c x^k fitted by least squares of log y on log x, with a Student-t
+    interval on the exponent k, as a PowerLawFit (``exponent`` k, ``exponent_ci``,
+    ``prefactor`` c, ``r2``, ``n``, ``residual_std`` s, ``stderr`` se(k)):
 
-        p = S_uv / S_uu,  u = log x, v = log y;  se(p) = s / sqrt(S_uu),  s^2 = RSS / (n - 2);
-        p in p +- t_{n-2, (1+confidence)/2} se(p).
+        k = S_uv / S_uu,  u = log x, v = log y,  S_uv = sum_j (u_j - mean u)(v_j - mean v);
+        se(k) = s / sqrt(S_uu),  s^2 = RSS / (n - 2);  c = exp(mean v - k mean u);
+        k in k +- t_{n-2, (1+confidence)/2} se(k);   r2 = 1 - RSS / S_vv.
 
     Pairs with a NaN (failed points) are dropped; replicates at one x are separate
     observations. ValueError for non-positive or infinite values, fewer than 3 points or
@@ -126,13 +132,13 @@ def power_law(x, y, confidence: float = 0.95) -> PowerLawFit:
     )
 
 
-
 P_BOUNDS = (1e-6, 50.0)
 """The range of the correction exponent p of ``extrapolate``."""
 
 
 def extrapolate(m, y, confidence: float = 0.95) -> Extrapolation:
-    """Fit y = a + b m^-p (p > 0) by nonlinear least squares: a is the m -> inf limit.
+    """The law y = a + b m^-p (p > 0) fitted by nonlinear least squares, as an Extrapolation
+    (``limit`` a and ``limit_ci``, ``b``, ``p`` and ``p_ci``): a is the m -> inf limit.
 
     Widths are scaled by the smallest, x = m / m_min, so y = a + c x^-p with c = b m_min^-p
     is well conditioned. The start is the best p of a grid (for each p, a and c are linear
@@ -210,6 +216,7 @@ def _flat(y, confidence: float) -> Extrapolation:
 
 
 def _correction(x, a, c, p):
+    """The model of ``extrapolate`` on scaled widths: a + c x^-p."""
     return a + c * x ** -p
 
 
@@ -235,6 +242,8 @@ def _inverse_normal(x, c, p) -> np.ndarray:
 
 
 def _interval(estimate, stderr, dof, confidence) -> tuple[float, float]:
+    """The Student-t interval estimate +- t_{dof, (1+confidence)/2} stderr, as (lo, hi);
+    ValueError unless 0 < confidence < 1."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     half = t_distribution.ppf(0.5 + confidence / 2.0, dof) * stderr
@@ -260,6 +269,7 @@ def _observations(x, y, *, min_points: int, min_distinct: int, what: str):
 
 
 def _require_positive(**arrays) -> None:
+    """ValueError naming the first array (by its keyword) with a value <= 0: a log scale needs positives."""
     for name, values in arrays.items():
         if (values <= 0).any():
             raise ValueError(f"needs positive {name} (log scale), got {values[values <= 0][0]:g}")
@@ -287,11 +297,13 @@ def crossing(x, y, level: float) -> float:
 
 
 def classify(fit: PowerLawFit | float, tol: float = 0.1) -> str:
-    """The phase of a width family from the exponent p of its relative weight change.
+    """The phase of a width family (a string) from the exponent k of its relative weight
+    change against the width (Luo et al. 2021; see the module docstring):
 
-    linear (p < -tol), critical (|p| <= tol), condensed (p > tol), by the point estimate;
-    ``undetermined`` when the fit's interval reaches past both edges of the band
-    (lo < -tol and hi > tol) or p is NaN. A bare number is classified as it is.
+        linear (k < -tol), critical (|k| <= tol), condensed (k > tol), by the point estimate;
+        undetermined when the fit's interval [lo, hi] has lo < -tol and hi > tol, or k is NaN.
+
+    A bare number is classified as it is (no interval).
     """
     exponent, (lo, hi) = (fit.exponent, fit.exponent_ci) if isinstance(fit, PowerLawFit) else (float(fit), NAN_PAIR)
     if math.isnan(exponent) or (lo < -tol and hi > tol):

@@ -138,22 +138,26 @@ def open_sweep(directory: Union[str, Path]):
 
 def analyze(results, measure: str = "displacement_w", against: str = "model.width", *,
             runs: Optional[Sequence[str]] = None, within: tuple = (None, None), threshold: Optional[float] = None,
-            by: Optional[str] = None, figure: Union[str, Path, None] = None):
+            by: Optional[str] = None, figure: Union[str, Path, None] = None,
+            phase_diagram: Union[str, Path, None] = None):
     """The scaling of a sweep's final ``measure`` against a grid key, as ``meanfield analyze``
     prints it: power laws with 95% intervals per family, the m -> infinity limit and the
-    regime each family is in. ``results`` is a :class:`SweepResult` or a sweep directory.
-    Returns an ``Analysis`` (``.rows``, the fits; ``str()`` the report; ``.files`` what was
-    written beside the sweep: analysis.csv, regimes.csv, the figure)."""
+    regime each family is in; ``threshold`` (and ``by``): where the measure falls below a
+    level. ``results`` is a :class:`SweepResult` or a sweep directory. Returns an
+    ``Analysis``: ``.rows`` (the fits: ``row.run``, ``row.fit.exponent``,
+    ``row.fit.exponent_ci``, ``row.extrapolation.limit``, ``row.regime``), ``.crossings``,
+    ``.report``, ``.files`` (analysis.csv, regimes.csv, the figures); ``str()`` is the report."""
     from .analysis import analyze as analyze_sweep
 
-    return analyze_sweep(_sweep_directory(results), measure=measure, against=against, runs=runs,
-                         figure_path=figure, within=within, threshold=threshold, by=by)
+    return analyze_sweep(Path(getattr(results, "directory", results)), measure=measure, against=against,
+                         runs=runs, figure_path=figure, within=within, threshold=threshold, by=by,
+                         phase_path=phase_diagram)
 
 
 def plot(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, None] = None) -> Path:
     """Draw the measures of every run (loss or risk, displacement, kernel distance, gap to
     the ntk run) against time into ``output`` (.png, .pdf, .svg; default FILE.png); returns it."""
-    from .figure import plot as draw
+    from .figures import plot as draw
 
     return draw(trajectory, output)
 
@@ -180,7 +184,3 @@ def bundled_sweeps() -> dict[str, str]:
     from .bundled import bundled_sweeps as studies
 
     return studies()
-
-
-def _sweep_directory(results) -> Path:
-    return Path(getattr(results, "directory", results))

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+import meanfield as mf
+
 from .errors import RunFailed, UsageError
 
 log = logging.getLogger("meanfield")
@@ -54,7 +55,7 @@ def sigterm_as_interrupt():
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="meanfield")
+@click.version_option(mf.__version__, prog_name="meanfield")
 @click.option("-v", "--verbose", count=True, help="More messages (debug level).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no announcements.")
 @click.pass_context
@@ -76,8 +77,6 @@ def main(ctx, verbose, quiet):
 @click.pass_context
 def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run):
     """Run every run of SCENARIO (a YAML file, or a bundled scenario's name) into one HDF5 file."""
-    import meanfield as mf
-
     quiet = ctx.obj["quiet"]
     with usage_errors():
         if resume and overwrite:
@@ -105,8 +104,6 @@ def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run):
 @click.argument("file", type=click.Path(dir_okay=False))
 def inspect(file):
     """What is in a trajectory FILE: runs side by side, final measures, predicted and measured regime."""
-    import meanfield as mf
-
     with usage_errors(), mf.open(file) as trajectory:
         click.echo(trajectory.summary())
 
@@ -127,8 +124,6 @@ def inspect(file):
 @click.pass_context
 def animate(ctx, file, output, runs, fps, every, projection, trails, follow):
     """A movie of the particles of each run of FILE, side by side, over the loss curves of every run."""
-    import meanfield as mf
-
     selected = [name.strip() for name in runs.split(",") if name.strip()] if runs else None
     with usage_errors():
         result = mf.animate(file, output, runs=selected, fps=fps, every=every, projection=projection,
@@ -147,8 +142,6 @@ def animate(ctx, file, output, runs, fps, every, projection, trails, follow):
 @click.pass_context
 def plot(ctx, file, output):
     """Loss, relative displacement, kernel distance and gap to the ntk run of every run of FILE, in one figure."""
-    import meanfield as mf
-
     with usage_errors():
         written = mf.plot(file, output)
     if not ctx.obj["quiet"]:
@@ -171,8 +164,6 @@ def plot(ctx, file, output):
 @click.pass_context
 def sweep(ctx, sweep_file, directory, workers, threads, engine, scheduler, resume, dry_run):
     """Run every point of the grid of SWEEP (a YAML file, or a bundled study's name), one file per point."""
-    import meanfield as mf
-
     quiet = ctx.obj["quiet"]
     with usage_errors():
         the_sweep = mf.load_sweep(sweep_file)
@@ -213,28 +204,18 @@ def sweep(ctx, sweep_file, directory, workers, threads, engine, scheduler, resum
 def analyze(directory, measure, against, runs, figure_path, phase_path, low, high, threshold, by):
     """Power laws of a sweep's final measure against a grid key, with 95% intervals, the m -> infinity
     limit, and the regime each width family is in (writes DIRECTORY/analysis.csv)."""
-    from .analysis import analyze as analyze_sweep
-
     selected = [name.strip() for name in runs.split(",") if name.strip()] if runs else None
     with usage_errors():
-        if by and threshold is None:
-            raise UsageError("--by goes with --threshold LEVEL")
-        click.echo(analyze_sweep(directory, measure=measure, against=against, runs=selected,
-                                 figure_path=figure_path, within=(low, high), threshold=threshold, by=by))
-        if phase_path:
-            from .phase import phase_figure
-
-            click.echo(f"wrote {phase_figure(directory, phase_path)}")
+        click.echo(str(mf.analyze(directory, measure=measure, against=against, runs=selected, within=(low, high),
+                                  threshold=threshold, by=by, figure=figure_path, phase_diagram=phase_path)))
 
 
 @main.command()
 def scenarios():
     """The bundled scenarios and sweeps (studies), one line each."""
-    from .bundled import bundled, bundled_sweeps
-
-    for name, summary in bundled().items():
+    for name, summary in mf.bundled_scenarios().items():
         click.echo(f"{name:<24} {summary}")
-    studies = bundled_sweeps()
+    studies = mf.bundled_sweeps()
     if studies:
         click.echo("\nsweeps (meanfield sweep NAME):")
         for name, summary in studies.items():

@@ -37,7 +37,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .errors import UsageError
-from .figure import draw_losses, run_colors
+from .figures import draw_losses, run_colors
 from .storage import Frame, Series, Trajectory, open_trajectory
 
 PARTICLE_SOLVERS = ("particles", "tangent")

@@ -45,7 +45,7 @@ from .bundled import SWEEP_DIR, bundled_sweeps, resolve_path, scenario_path
 from .errors import UsageError
 from .scenario import Scenario, read_yaml, set_key, validate_scenario
 from .storage import open_trajectory
-from .table import Table, cell_text, read_table, write_table
+from .table import Table, cell_text, python_scalar, read_table, write_table
 
 SWEEP_KEYS = ("name", "description", "base", "grid", "replicates")
 POINTS_DIR = "points"
@@ -256,7 +256,7 @@ class Task:
 
 
 @dataclass
-class Outcome:
+class PointResult:
     """What a worker sends back: the point's status, why it failed, its wall time and final measures."""
 
     point: str
@@ -266,7 +266,7 @@ class Outcome:
     measures: dict = field(default_factory=dict)
 
 
-def run_point(task: Task) -> Outcome:
+def run_point(task: Task) -> PointResult:
     """Run one point into its own file (continuing it when the file holds an unfinished run).
 
     Never raises for a point that fails: the failure is the outcome, so the sweep goes on.
@@ -306,7 +306,7 @@ def run_point(task: Task) -> Outcome:
             measures = final_measures(task.output)
         except Exception:  # noqa: BLE001 - a failed point's file may hold nothing readable
             measures = {}
-    return Outcome(task.point, status, reason, time.perf_counter() - start, measures)
+    return PointResult(task.point, status, reason, time.perf_counter() - start, measures)
 
 
 def set_threads(threads: int) -> None:
@@ -375,16 +375,12 @@ def final_measures(output: str | Path) -> dict[str, Any]:
             out[f"{run.name}.status"] = run.status.split(":")[0]
             for attr in PREDICTED:
                 if attr in run.attrs:
-                    out[f"{run.name}.{attr}"] = _plain(run.attrs[attr])
+                    out[f"{run.name}.{attr}"] = python_scalar(run.attrs[attr])
     return out
 
 
 PREDICTED = ("predicted_regime", "predicted_r", "predicted_kappa", "predicted_gamma", "predicted_gamma_prime",
              "predicted_luo_phase")
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
 
 
 # ------------------------------------------------------------------------- the engine
@@ -458,8 +454,8 @@ def run_sweep(
         output = directory / point.file
         if resume and point_status(output) == "complete":
             previous = rows.get(point.id, {})
-            done[point.id] = _row(point, Outcome(point.id, "complete", "", previous.get("seconds", math.nan),
-                                                 final_measures(output)))
+            done[point.id] = _row(point, PointResult(point.id, "complete", "", previous.get("seconds", math.nan),
+                                                     final_measures(output)))
         else:
             todo.append(point)
     cpus = os.cpu_count() or 1
@@ -477,7 +473,7 @@ def run_sweep(
                 try:
                     outcome = future.result()
                 except Exception as exc:  # noqa: BLE001 - a worker that died takes only its point
-                    outcome = Outcome(point.id, "failed", f"worker lost: {type(exc).__name__}: {exc}")
+                    outcome = PointResult(point.id, "failed", f"worker lost: {type(exc).__name__}: {exc}")
                 done[point.id] = _row(point, outcome)
                 failed += outcome.status != "complete"
                 _save(directory, sweep, done)
@@ -548,7 +544,7 @@ def _previous_rows(directory: Path) -> dict[str, dict]:
         return {}
 
 
-def _row(point: Point, outcome: Outcome) -> dict:
+def _row(point: Point, outcome: PointResult) -> dict:
     row = {"point": point.id, **point.coords}
     row.setdefault("seed", point.scenario.seed)
     row.update(status=outcome.status, reason=outcome.reason, seconds=outcome.seconds, file=point.file)

@@ -57,7 +57,7 @@ class Table:
     def rows(self) -> list[dict]:
         """The table as one dict per point."""
         names = list(self.columns)
-        return [{k: _python(self.columns[k][i]) for k in names} for i in range(len(self))]
+        return [{k: python_scalar(self.columns[k][i]) for k in names} for i in range(len(self))]
 
     def measure_columns(self) -> list[str]:
         """The ``<run>.<measure>`` columns that hold measured numbers (not ``<run>.t`` or the
@@ -68,6 +68,11 @@ class Table:
 
 def _is_run_setting(suffix: str) -> bool:
     return suffix == "t" or suffix.startswith("predicted_")
+
+
+def python_scalar(value):
+    """``value`` as a Python scalar where it is a NumPy scalar (``np.int64(3)`` -> ``3``), else ``value`` itself."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def cell_text(value) -> str:
@@ -162,7 +167,3 @@ def _write_h5(path: Path, table: Table) -> None:
                 group.create_dataset(name, data=values)
         group.attrs["columns"] = list(table.columns)
         group.attrs["grid_keys"] = list(table.grid_keys)
-
-
-def _python(value):
-    return value.item() if isinstance(value, np.generic) else value

@@ -12,7 +12,7 @@ from scipy import stats
 from meanfield import analysis
 from meanfield.analysis import classify, extrapolate, power_law, scaling
 from meanfield.errors import UsageError
-from meanfield.table import write_table
+from meanfield.table import read_table, write_table
 
 WIDTHS = [64, 128, 256, 512, 1024]
 SEEDS = [0, 1, 2]
@@ -235,8 +235,12 @@ def test_to_dataset_takes_varying_seeds_as_an_axis(tmp_path):
 
 def test_report_and_analysis_csv(sweep):
     directory, _ = sweep
-    text = analysis.analyze(directory)
+    result = analysis.analyze(directory)
+    text = str(result)
     rows = scaling(directory)
+    assert [(row.run, row.group, row.fit.exponent) for row in result.rows] == [
+        (row.run, row.group, row.fit.exponent) for row in rows]
+    assert result.files[0] == directory / "analysis.csv"
     for row in rows:
         assert f"{row.fit.exponent:+.3f} [{row.fit.exponent_ci[0]:+.3f}, {row.fit.exponent_ci[1]:+.3f}]" in text
     assert "linear (lazy)" in text and "critical (rich)" in text
@@ -283,10 +287,12 @@ def test_sample_complexity_exponent_is_recovered_from_threshold_crossings(tmp_pa
     fits = {run: fit for _, run, fit in analysis.threshold_scaling(
         analysis.thresholds(tmp_path, "loss_test", "data.n_train", 0.05), by="data.dim")}
     assert fits["rich"].exponent == pytest.approx(1.0) and fits["ntk"].exponent == pytest.approx(2.0)
-    text = analysis.analyze(tmp_path, "loss_test", "data.n_train", threshold=0.05, by="data.dim")
+    result = analysis.analyze(tmp_path, "loss_test", "data.n_train", threshold=0.05, by="data.dim")
+    text = str(result)
+    assert len(result.crossings) > 0
     assert "k = +1.00" in text and "k = +2.00" in text
     # a fit range keeps the points with the key inside it
-    low = analysis.scaling(analysis._within(analysis.read_table(tmp_path), "data.n_train", None, 64), "loss_test",
+    low = analysis.scaling(analysis.rows_within(read_table(tmp_path), "data.n_train", None, 64), "loss_test",
                            "data.n_train")
     assert all(row.n == 3 for row in low)
     with pytest.raises(UsageError, match="no point has data.n_train"):

@@ -202,7 +202,7 @@ def _has_runs(path):
 
 
 def test_the_population_risk_is_drawn_as_the_loss_curve(tmp_path):
-    from meanfield.figure import figure_of_measures
+    from meanfield.figures import figure_of_measures
     from meanfield.movie import read_contents
 
     scenario = mf.load_scenario({

@@ -1,14 +1,15 @@
-"""``meanfield plot``: the measures of every run of a trajectory file, as one figure.
+"""Figures: the files meanfield draws into (formats by suffix, checked before any drawing;
+saving, each failure a UsageError naming the file), and ``meanfield plot``, the measures of
+every run of a trajectory in one figure.
 
-Panels, each only where some run of the file records the measure: how well each run fits
-(train and test loss, or the population risk with infinite data), the relative
-displacement of the input weights (``displacement_w``), the kernel distance and the gap
-to the ``ntk`` run (``gap_ntk``), all against model time on log-log axes (points at t = 0,
-and zeros, have no place on a log axis and are left out).
-
-The pieces both pictures share live here: the colours of the runs and the loss curves
-(``meanfield animate`` draws them beneath its panels). Files are read only through
-:class:`meanfield.Trajectory`.
+The plot has a panel for each measure some run records: how well each run fits (train and
+test loss, or the population risk with infinite data), the relative displacement of the
+input weights (``displacement_w``), the kernel distance and the gap to the ``ntk`` run
+(``gap_ntk``), all against model time on log-log axes (points at t = 0, and zeros, have no
+place on a log axis and are left out). The colours of the runs and the loss curves are
+shared with ``meanfield animate``, which draws them beneath its panels. Files are read only
+through :class:`meanfield.Trajectory`. ``meanfield analyze --figure`` and
+``--phase-diagram`` save through here too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,38 @@ from .errors import UsageError
 from .storage import Series, Trajectory, open_trajectory
 
 FORMATS = (".png", ".pdf", ".svg")
+"""The suffixes of the figure files we write; matplotlib picks the format from the suffix."""
+
+DPI = 120
+"""The resolution of a raster (.png) figure."""
+
+
+def check_figure_path(path) -> Path:
+    """``path`` as a Path, checked to end in one of FORMATS (case-insensitive).
+
+    UsageError naming the file and the allowed suffixes otherwise, so that a wrong name
+    fails before anything is computed or drawn.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise UsageError(f"{path}: cannot write {path.suffix or 'a file without suffix'}; "
+                         f"use one of {', '.join(FORMATS)}")
+    return path
+
+
+def save_figure(fig, path) -> Path:
+    """Write the matplotlib Figure ``fig`` to ``path`` (at DPI) and return ``path`` as a Path.
+
+    The format follows the suffix (checked by ``check_figure_path``); an OSError (no such
+    directory, no permission, a full disk) becomes a UsageError naming the file.
+    """
+    path = check_figure_path(path)
+    try:
+        fig.savefig(path, dpi=DPI)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write the figure ({exc})") from exc
+    return path
+
 
 PANELS = (
     ("fit", "loss (train solid, test dashed) or population risk"),
@@ -119,19 +152,7 @@ def plot(trajectory, output=None) -> Path:
     if output is None:
         output = Path(trajectory.path).with_suffix(".png") if given and trajectory.path else (
             Path(f"{trajectory.name}.png") if given else Path(trajectory).with_suffix(".png"))
-    output = Path(output)
-    check_figure_path(output)
+    output = check_figure_path(output)
     with nullcontext(trajectory) if given else open_trajectory(trajectory) as opened:
         fig = figure_of_measures(opened)
-    try:
-        fig.savefig(output, dpi=120)
-    except OSError as exc:
-        raise UsageError(f"{output}: cannot write the figure ({exc})") from exc
-    return output
-
-
-def check_figure_path(output: Path) -> None:
-    """A figure is written as .png, .pdf or .svg: UsageError naming the file otherwise."""
-    if output.suffix.lower() not in FORMATS:
-        raise UsageError(f"{output}: cannot write {output.suffix or 'a file without suffix'}; "
-                         f"use one of {', '.join(FORMATS)}")
+    return save_figure(fig, output)

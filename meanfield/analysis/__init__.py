@@ -1,0 +1,37 @@
+"""Scaling analysis of a sweep (``meanfield analyze``): how a final measure depends on a grid
+key (the width, by default), what that says about the regime, and where it goes as m -> inf.
+
+The package, by concern:
+
+    stats      the statistics on plain arrays: ``power_law`` (log-log least squares with a
+               Student-t interval), ``extrapolate`` (a + b m^-p, with an F-test against a
+               constant), ``crossing`` (where a measure falls below a level), ``classify``
+               (Luo et al.'s phase of an exponent)
+    families   a results table (``meanfield.table``) grouped into families (one group of the
+               other grid keys and one run): ``scaling``, ``regimes``, ``thresholds``,
+               ``threshold_scaling``, ``axes``, ``measures``
+    dataset    the table as an ``xarray.Dataset`` on its grid: ``to_dataset``
+    reporting  the text and the csv files: ``analyze``, ``report``, ``format_report``,
+               ``format_threshold``, ``write_analysis``, ``write_regimes``
+    phase      Luo, Xu, Ma & Zhang's (gamma, gamma') plane: ``phase_points``, ``luo_phase``
+    drawing    the figures (matplotlib): ``figure``, ``phase_figure``
+
+Everything public is importable from ``meanfield.analysis`` itself.
+"""
+
+from .dataset import to_dataset
+from .drawing import PHASE_COLORS, figure, phase_figure
+from .families import (REGIME_MEASURES, REPLICATE, ScalingRow, ThresholdRow, axes, measures, regimes, rows_within,
+                       scaling, threshold_scaling, thresholds)
+from .phase import PhasePoint, luo_phase, phase_points
+from .reporting import (ANALYSIS_CSV, REGIMES_CSV, Analysis, analyze, format_report, format_threshold, report, write_analysis,
+                        write_regimes)
+from .stats import P_BOUNDS, RICH_LAZY, Extrapolation, PowerLawFit, classify, crossing, extrapolate, power_law
+
+__all__ = [
+    "ANALYSIS_CSV", "PHASE_COLORS", "P_BOUNDS", "REGIMES_CSV", "REGIME_MEASURES", "REPLICATE", "RICH_LAZY",
+    "Analysis", "Extrapolation", "PhasePoint", "PowerLawFit", "ScalingRow", "ThresholdRow",
+    "analyze", "axes", "classify", "crossing", "extrapolate", "figure", "format_report", "format_threshold",
+    "luo_phase", "measures", "phase_figure", "phase_points", "power_law", "regimes", "report", "rows_within",
+    "scaling", "threshold_scaling", "thresholds", "to_dataset", "write_analysis", "write_regimes",
+]

@@ -1,0 +1,43 @@
+"""Every Python block of the README runs, in order, in one namespace, as a notebook would
+run them; and what the walk-through's comments say is what it gives."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+@pytest.fixture(scope="module")
+def notebook(tmp_path_factory):
+    """The namespace after running every block in a fresh directory."""
+    import os
+
+    cwd, directory = os.getcwd(), tmp_path_factory.mktemp("readme")
+    os.chdir(directory)
+    namespace = {"__name__": "__readme__", "directory": directory}
+    try:
+        for number, block in enumerate(BLOCKS, 1):
+            exec(compile(block, f"README.md, Python block {number}", "exec"), namespace)
+        yield namespace
+    finally:
+        os.chdir(cwd)
+
+
+def test_the_readme_has_its_walk_through():
+    assert len(BLOCKS) >= 4
+    assert "mf.simulate(sc)" in BLOCKS[0] and "mf.sweep(" in "".join(BLOCKS)
+
+
+def test_every_python_block_runs_and_says_what_it_gives(notebook):
+    mf, rich = notebook["mf"], notebook["rich"]
+    assert (rich.status, rich.predicted_regime, rich.attrs["eta_w"]) == ("complete", "rich", 512.0)
+    assert notebook["sc"].model.width == 512 and list(notebook["sc"].runs) == ["rich", "lazy"]
+    assert 0.003 < notebook["tree"]["lazy"]["displacement_w"].isel(time=-1).item() < 0.01
+    directory = notebook["directory"]
+    assert all((directory / name).stat().st_size > 0 for name in ("q.h5", "q.png", "q.gif"))
+    exponents = {row.run: row.fit.exponent for row in notebook["analysis"].rows}
+    assert -0.8 < exponents["ntk"] < -0.2 and abs(exponents["mean_field"]) < 0.15
+    assert len(mf.open_sweep(directory / "wt").table) == 3

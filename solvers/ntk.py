@@ -40,19 +40,16 @@ from scipy.linalg import blas
 from scipy.spatial.distance import cdist
 
 from ._jit import jit
-from .activations import ERF, LINEAR, RELU, activate_tile, activation_code
+from .activations import activate_tile
+from .catalog import ERF, LINEAR, RELU, activation_code, loss_code
 from .fields import ParticleLayout
 from .linear_flow import FactoredEigh, as_times, phi
-from .losses import loss_and_derivative, loss_code
+from .losses import loss_and_derivative
 
 BLOCK_ELEMENTS = 1 << 20
 """Default budget of the per-block buffers: a block of B particles over n points holds
 about B * n values per buffer (8 MiB in float64). The kernels allow themselves up to twice
 the size of the kernel they compute, when that is more."""
-
-
-def _code(value, resolve):
-    return resolve(value) if isinstance(value, str) else int(value)
 
 
 def _as_2d(X, name):
@@ -226,7 +223,7 @@ def _empirical(a, W, b, X1, X2, shared, *, s, eta_a, eta_w, act, loss_scale=1.0,
     if X1.shape[1] != d or X2.shape[1] != d:
         raise ValueError(f"X1 {X1.shape} / X2 {X2.shape} do not match W {W.shape}")
     weight = loss_scale * s * s
-    K, f = _kernel(a, W, b, X1, X2, shared, _code(act, activation_code), weight * eta_a,
+    K, f = _kernel(a, W, b, X1, X2, shared, activation_code(act), weight * eta_a,
                    weight * eta_w, block)
     f *= s
     return K, f
@@ -287,7 +284,7 @@ def gaussian_moments(q11, q12, q22, act):
         E[sigma' sigma'] = (4/pi) / sqrt((1 + 2 q11)(1 + 2 q22) - 4 q12^2);
     linear: q12 and 1.
     """
-    code = _code(act, activation_code)
+    code = activation_code(act)
     q11, q12, q22 = np.broadcast_arrays(*(np.asarray(q, dtype=np.float64) for q in (q11, q12, q22)))
     if code == RELU:
         norm = np.sqrt(q11 * q22)
@@ -376,7 +373,7 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
     q11 = w_var * np.einsum("kj,kj->k", X1, X1) + b_var
     q22 = q11 if same else w_var * np.einsum("kj,kj->k", X2, X2) + b_var
     q12 = w_var * G + b_var
-    if _code(act, activation_code) == RELU:
+    if activation_code(act) == RELU:
         e_ss, e_dd = _relu_moments(np.sqrt(q11[:, None] * q22[None, :]), _angles(X1, X2, w_var, b_var))
     else:
         e_ss, e_dd = gaussian_moments(q11[:, None], q12, q22[None, :], act)
@@ -502,7 +499,7 @@ class FunctionSpaceField:
         self._K = np.ascontiguousarray(np.concatenate(parts, axis=0) * (-1.0 / n))
         self.n = n
         self.n_test = self._K.shape[0] - n
-        self.loss = _code(loss, loss_code)
+        self.loss = loss_code(loss)
         self._lp = np.empty(n)
 
     def initial_state(self, f0_train, f0_test=None):
@@ -565,8 +562,8 @@ class TangentField:
             raise ValueError(f"X {self.X.shape} / y {self.y.shape} do not match W0 {self.W0.shape}")
         self.n_samples = self.X.shape[0]
         self.s, self.eta_a, self.eta_w, self.loss_scale = s, eta_a, eta_w, loss_scale
-        self.act = _code(act, activation_code)
-        self.loss = _code(loss, loss_code)
+        self.act = activation_code(act)
+        self.loss = loss_code(loss)
         self.block_elements = int(block_elements)
         self._cache = None
         n = self.n_samples

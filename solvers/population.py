@@ -62,16 +62,18 @@ from numba import prange
 from scipy.spatial.distance import cdist
 
 from ._jit import jit, jit_parallel
-from .activations import ERF, LINEAR, QUADRATIC, RELU, ACTIVATIONS, activation_code
+from .catalog import (
+    ACTIVATION_TABLE,
+    ERF,
+    LINEAR,
+    POPULATION_ACTIVATIONS,
+    QUADRATIC,
+    RELU,
+    activation_code,
+)
 from .fields import ParticleLayout
 from .linear_flow import as_times, phi, psd_eigh
 from .particles import pack_tiles
-
-SUPPORTED = ("relu", "erf", "linear", "quadratic")
-"""Activations with closed-form population kernels: every ordered pair of them is supported."""
-
-_SUPPORTED_CODES = tuple(ACTIVATIONS[name] for name in SUPPORTED)
-_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 
 _TWO_PI = 2.0 * math.pi
 _K = 2.0 / math.sqrt(math.pi)  # erf'(0)
@@ -81,21 +83,25 @@ PARTICLE_BLOCK = 8
 """Particles i per parallel job of the N-body kernel (a multiple of 4)."""
 
 
-def _code(act):
-    code = activation_code(act) if isinstance(act, str) else int(act)
-    if code not in _SUPPORTED_CODES:
-        name = _NAMES.get(code, repr(act))
-        pairs = ", ".join(f"({p}, {q})" for p in SUPPORTED for q in SUPPORTED)
+def _population_code(act):
+    """The code of activation ``act`` (name or code) if it has closed-form population
+    kernels (:data:`solvers.catalog.POPULATION_ACTIVATIONS`); ValueError naming the supported
+    pairs otherwise."""
+    code = activation_code(act)
+    if not ACTIVATION_TABLE[code].population:
+        names = POPULATION_ACTIVATIONS
+        pairs = ", ".join(f"({p}, {q})" for p in names for q in names)
         raise ValueError(
-            f"no closed-form population kernel for activation {name!r}; supported: every "
-            f"pair of {', '.join(SUPPORTED)}: {pairs}"
+            f"no closed-form population kernel for activation {ACTIVATION_TABLE[code].name!r}; "
+            f"supported: every pair of {', '.join(names)}: {pairs}"
         )
     return code
 
 
-def _codes(act, act2):
-    c1 = _code(act)
-    return c1, (c1 if act2 is None else _code(act2))
+def _population_codes(act, act2):
+    """(code1, code2) of :func:`_population_code`; ``act2`` None: the same as ``act``."""
+    c1 = _population_code(act)
+    return c1, (c1 if act2 is None else _population_code(act2))
 
 
 def _matrix(W, name):
@@ -273,7 +279,7 @@ def _kahan_angle(W1, W2):
 
 
 def _pair_all(W1, W2, act, act2):
-    c1, c2 = _codes(act, act2)
+    c1, c2 = _population_codes(act, act2)
     W1, W2 = _matrix(W1, "W1"), _matrix(W2, "W2")
     if W1.shape[1] != W2.shape[1]:
         raise ValueError(f"W1 {W1.shape} and W2 {W2.shape} differ in dimension")
@@ -310,7 +316,7 @@ def pair_hessian_U(W1, W2, act, act2=None):
         linear:    I
         quadratic: 4 [q12 I + w v^T + v w^T]
     """
-    c1, c2 = _codes(act, act2)
+    c1, c2 = _population_codes(act, act2)
     if c1 != c2:
         raise ValueError("pair_hessian_U is for one activation with itself")
     W1, W2 = _matrix(W1, "W1"), _matrix(W2, "W2")
@@ -662,7 +668,7 @@ class _Teacher:
     sum_jk a*_j a*_k U*(w*_j, w*_k)."""
 
     def __init__(self, teacher_a, teacher_W, act, teacher_act):
-        self.code, self.tcode = _code(act), _code(teacher_act)
+        self.code, self.tcode = _population_code(act), _population_code(teacher_act)
         self.W = _matrix(teacher_W, "teacher_W")
         self.a = np.ascontiguousarray(teacher_a, dtype=np.float64)
         if self.a.shape != (self.W.shape[0],):
@@ -784,7 +790,7 @@ def tangent_gram(a0, W0, *, s, act):
 
     for relu, erf, linear and quadratic."""
     a, W = _student(a0, W0)
-    code = _code(act)
+    code = _population_code(act)
     m, d = W.shape
     s2 = float(s) ** 2
     n = m * (d + 1)

@@ -14,12 +14,13 @@ import reference_population as ref  # noqa: E402
 
 from solvers import population as P  # noqa: E402
 from solvers.activations import ACTIVATIONS  # noqa: E402
+from solvers.catalog import POPULATION_ACTIVATIONS  # noqa: E402
 from solvers.fields import ParticleField, ParticleLayout  # noqa: E402
 from solvers.integrate import RK4, LoopState, integrate  # noqa: E402
 from solvers.losses import LOSSES  # noqa: E402
 from solvers.particles import predict  # noqa: E402
 
-PAIRS = [(p, q) for p in P.SUPPORTED for q in P.SUPPORTED]
+PAIRS = [(p, q) for p in POPULATION_ACTIVATIONS for q in POPULATION_ACTIVATIONS]
 N_MC = 1_000_000
 
 
@@ -238,7 +239,7 @@ def test_data_flow_tends_to_the_population_flow_like_n_to_the_minus_half():
 # ------------------------------------------------------------------ the lazy side
 
 
-@pytest.mark.parametrize("act", P.SUPPORTED)
+@pytest.mark.parametrize("act", POPULATION_ACTIVATIONS)
 def test_hessian_U_against_monte_carlo_and_finite_differences(act, gauss3):
     cs = cases()
     for w, v in cs:

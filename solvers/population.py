@@ -35,15 +35,18 @@ B = 1 + 2 q22, k = 2/sqrt(pi), g = 1/sqrt(2 pi), every gradient written grad_1 U
     quadratic with linear or erf (either order): 0 (an odd function of x)
 
 (relu with linear, erf or quadratic from relu(z) = (z + |z|)/2 and Stein's lemma; relu-first
-pairs have alpha = beta = 0 at w = 0; terms divided by |v| are 0 at v = 0.)
+pairs have alpha = beta = 0 at w = 0; terms divided by |v| are 0 at v = 0.) For one activation
+with itself, U and alpha are the Gaussian moments E[sigma(u) sigma(v)] and E[sigma'(u) sigma'(v)]
+of (u, v) = (w.x, v.x), evaluated by :mod:`solvers.gaussian` (relu: alpha = 0 where w = 0 or
+v = 0), and beta = 2 dU/dq11.
 
 Only relu-relu and erf-erf need an N-body sum over pairs: every other pair is of finite rank
 in (w, v) (U is q12 or q12^2 times functions of |w| and |v|), so its sums over j reduce to
 sum_j c_j h(v_j) v_j and sum_j c_j h(v_j) v_j v_j^T: O((m + k) d^2). The N-body sums are a
 Numba kernel, parallel over particles i (each writes only its own slots: the result does not
 depend on the number of threads), tiled over j, with memory O(m d). For relu it evaluates
-arccos by a branch-free polynomial (:func:`acos_poly`, max error 4.4e-16 on [-1, 1]): libm's
-acos does not vectorise here. t = arccos(w.v / (|w||v|)) is accurate to about 1e-8 when w
+arccos by a branch-free polynomial (:func:`solvers.gaussian.acos_poly`, max error 4.4e-16 on
+[-1, 1]; erf: arcsin by :func:`solvers.gaussian.asin_poly`): libm's acos does not vectorise here. t = arccos(w.v / (|w||v|)) is accurate to about 1e-8 when w
 and v are within 1e-8 rad (the cosine's rounding); the self term j = i is exact (t = 0).
 
 The lazy side: :func:`tangent_gram` (the Gram matrix of the tangent features) and
@@ -59,7 +62,6 @@ import math
 
 import numpy as np
 from numba import prange
-from scipy.spatial.distance import cdist
 
 from ._jit import jit, jit_parallel
 from .catalog import (
@@ -72,6 +74,15 @@ from .catalog import (
     activation_code,
 )
 from .fields import ParticleLayout
+from .gaussian import (
+    acos_poly,
+    angles,
+    asin_poly,
+    erf_moments,
+    linear_moments,
+    quadratic_moments,
+    relu_moments,
+)
 from .linear_flow import as_times, phi, psd_eigh
 from .particles import pack_tiles
 
@@ -111,100 +122,6 @@ def _matrix(W, name):
     return W
 
 
-# ------------------------------------------------------------------ arccos, branch-free
-
-# asin(u) = u + u^3 P(u^2) on 0 <= u <= 1/2: P interpolates (asin(sqrt y) - sqrt y) / y^1.5
-# at 13 Chebyshev nodes of [0, 1/4] (computed with mpmath at 50 digits, rounded to float64).
-_ASIN_P = (
-    0.16666666666666669,
-    0.07499999999998433,
-    0.04464285714635543,
-    0.030381944138531247,
-    0.02237217294214989,
-    0.017352392720869973,
-    0.013971212973552933,
-    0.011479177415184906,
-    0.01032281435018578,
-    0.005457506718640358,
-    0.01740087944269402,
-    -0.014851887071247204,
-    0.028757851367421566,
-)
-(_P0, _P1, _P2, _P3, _P4, _P5, _P6, _P7, _P8, _P9, _P10, _P11, _P12) = _ASIN_P
-
-
-@jit(inline="always")
-def _asin_core(x):
-    """(small, r) with small = |x| < 1/2 and r = asin(|x|) if small else asin(sqrt((1 - |x|)/2)),
-    both from the one polynomial, computed without branches (selects only)."""
-    ax = abs(x)
-    small = ax < 0.5
-    y = ax * ax if small else (1.0 - ax) * 0.5
-    u = ax if small else math.sqrt(y)
-    p = _P12
-    p = p * y + _P11
-    p = p * y + _P10
-    p = p * y + _P9
-    p = p * y + _P8
-    p = p * y + _P7
-    p = p * y + _P6
-    p = p * y + _P5
-    p = p * y + _P4
-    p = p * y + _P3
-    p = p * y + _P2
-    p = p * y + _P1
-    p = p * y + _P0
-    return small, u + u * y * p
-
-
-@jit(inline="always")
-def _acos_poly(x):
-    """arccos x for x in [-1, 1]: pi/2 - asin x for |x| < 1/2, else 2 asin(sqrt((1 - x)/2))
-    (x > 0) or pi - 2 asin(sqrt((1 + x)/2)) (x < 0)."""
-    small, r = _asin_core(x)
-    if small:
-        return 0.5 * math.pi - (r if x >= 0.0 else -r)
-    return 2.0 * r if x > 0.0 else math.pi - 2.0 * r
-
-
-@jit(inline="always")
-def _asin_poly(x):
-    """arcsin x for x in [-1, 1] (relative error ~1 ulp near 0): asin |x| for |x| < 1/2,
-    else pi/2 - 2 asin(sqrt((1 - |x|)/2)); with the sign of x."""
-    small, r = _asin_core(x)
-    v = r if small else 0.5 * math.pi - 2.0 * r
-    return v if x >= 0.0 else -v
-
-
-@jit
-def _acos_array(x, out):
-    for i in range(x.shape[0]):
-        out[i] = _acos_poly(x[i])
-
-
-@jit
-def _asin_array(x, out):
-    for i in range(x.shape[0]):
-        out[i] = _asin_poly(x[i])
-
-
-def acos_poly(x):
-    """arccos x element-wise by the branch-free polynomial of the relu kernel (x in [-1, 1]);
-    max error against np.arccos 4.4e-16 (one ulp of pi) on [-1, 1]."""
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    out = np.empty_like(x)
-    _acos_array(x.reshape(-1), out.reshape(-1))
-    return out
-
-
-def asin_poly(x):
-    """arcsin x element-wise by the same polynomial (the erf kernel); x in [-1, 1]."""
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    out = np.empty_like(x)
-    _asin_array(x.reshape(-1), out.reshape(-1))
-    return out
-
-
 # ------------------------------------------------------------------ closed forms, NumPy
 
 
@@ -214,29 +131,24 @@ def _safe_inv(x):
 
 def _pair_scalars(c1, c2, q11, q12, q22, angle=None):
     """(U, alpha, beta) of the module table, element-wise over broadcast q11, q12, q22,
-    with grad_1 U = alpha v + beta w. For relu-relu, ``angle`` (t) may be given; by default
-    t = arccos(clip(q12 / (|w||v|), -1, 1))."""
+    with grad_1 U = alpha v + beta w. For a pair of one activation, U and alpha are the
+    Gaussian moments E[sigma(u) sigma(v)] and E[sigma'(u) sigma'(v)] of :mod:`solvers.gaussian`
+    (u = w.x, v = v.x) and beta = 2 dU/dq11. relu-relu needs ``angle``, t = angle(w, v)."""
     q11, q12, q22 = np.broadcast_arrays(q11, q12, q22)
     n1, n2 = np.sqrt(q11), np.sqrt(q22)
     zero = np.zeros(q12.shape)
     if c1 == RELU and c2 == RELU:
-        if angle is None:
-            cos = np.clip(q12 * _safe_inv(n1) * _safe_inv(n2), -1.0, 1.0)
-            angle = np.arccos(cos)
         t = np.broadcast_to(angle, q12.shape)
-        U = n1 * n2 * (np.sin(t) + (np.pi - t) * np.cos(t)) / _TWO_PI
-        alpha = np.where(n1 > 0, (np.pi - t) / _TWO_PI, 0.0)
+        U, alpha = relu_moments(n1 * n2, t)
         beta = n2 * np.sin(t) * _safe_inv(n1) / _TWO_PI
         return U, alpha, beta
     if c1 == ERF and c2 == ERF:
-        A, B = 1.0 + 2.0 * q11, 1.0 + 2.0 * q22
-        U = (2.0 / np.pi) * np.arcsin(np.clip(2.0 * q12 / np.sqrt(A * B), -1.0, 1.0))
-        alpha = (4.0 / np.pi) / np.sqrt(A * B - 4.0 * q12 * q12)
-        return U, alpha, -2.0 * q12 * alpha / A
+        U, alpha = erf_moments(q11, q12, q22)
+        return U, alpha, -2.0 * q12 * alpha / (1.0 + 2.0 * q11)
     if c1 == LINEAR and c2 == LINEAR:
-        return q12.copy(), np.ones(q12.shape), zero
+        return (*linear_moments(q12), zero)
     if c1 == QUADRATIC and c2 == QUADRATIC:
-        return q11 * q22 + 2.0 * q12 * q12, 4.0 * q12, 2.0 * q22
+        return (*quadratic_moments(q11, q12, q22), 2.0 * q22)
     if (c1, c2) == (RELU, LINEAR):
         return 0.5 * q12, np.where(n1 > 0, 0.5, 0.0), zero
     if (c1, c2) == (LINEAR, RELU):
@@ -266,18 +178,6 @@ def _pair_scalars(c1, c2, q11, q12, q22, angle=None):
     raise AssertionError((c1, c2))
 
 
-def _kahan_angle(W1, W2):
-    """Angles between the rows of W1 and W2 by t = 2 atan2(|u - v|, |u + v|) on unit
-    vectors: accurate near 0 and pi, where arccos of the cosine loses half the digits."""
-
-    def unit(W):
-        r = np.linalg.norm(W, axis=1, keepdims=True)
-        return W / np.where(r > 0, r, 1.0)
-
-    U1, U2 = unit(W1), unit(W2)
-    return 2.0 * np.arctan2(cdist(U1, U2), cdist(U1, -U2))
-
-
 def _pair_all(W1, W2, act, act2):
     c1, c2 = _population_codes(act, act2)
     W1, W2 = _matrix(W1, "W1"), _matrix(W2, "W2")
@@ -286,7 +186,7 @@ def _pair_all(W1, W2, act, act2):
     q11 = np.einsum("ij,ij->i", W1, W1)[:, None]
     q22 = np.einsum("ij,ij->i", W2, W2)[None, :]
     q12 = W1 @ W2.T
-    angle = _kahan_angle(W1, W2) if (c1, c2) == (RELU, RELU) else None
+    angle = angles(W1, W2) if (c1, c2) == (RELU, RELU) else None
     return W1, W2, _pair_scalars(c1, c2, q11, q12, q22, angle)
 
 
@@ -341,7 +241,7 @@ def pair_hessian_U(W1, W2, act, act2=None):
         return ((4.0 / np.pi) / np.sqrt(delta))[..., None, None] * (
             eye - (2.0 / delta)[..., None, None] * inner)
     if c1 == RELU:
-        t = _kahan_angle(W1, W2)
+        t = angles(W1, W2)
         n1, n2 = np.sqrt(q11), np.sqrt(q22)
         e = np.broadcast_to(W1[:, None, :] * _safe_inv(n1)[..., None], (m1, m2, d))
         vperp = v - (q12 * _safe_inv(n1))[..., None] * e
@@ -480,7 +380,7 @@ def _relu_quad(D, T, x, wl, fq, f1, cn, cc, j0, iself, z, g, red):
             cs = z[p, jj] * fi * f1[j0 + jj]
             cs = min(max(cs, -1.0), 1.0)
             cs = 1.0 if j0 + jj == iself + p else cs
-            pt = math.pi - _acos_poly(cs)
+            pt = math.pi - acos_poly(cs)
             sn = math.sqrt(max((1.0 - cs) * (1.0 + cs), 0.0))
             cnj = cn[j0 + jj]
             su += cnj * (sn + pt * cs)
@@ -520,7 +420,7 @@ def _erf_quad(D, T, x, wl, fq, f1, cc, j0, z, g, red):
             f1j = f1[j0 + jj]
             r = 2.0 * q * fi * f1j
             cj = cc[j0 + jj]
-            su += cj * _asin_poly(r)
+            su += cj * asin_poly(r)
             gj = cj * f1j / math.sqrt(1.0 - r * r)
             sb += gj * q
             g[p, jj] = gj

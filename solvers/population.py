@@ -308,36 +308,6 @@ def _finite_rank(c1, c2, W, V, c):
     return S, G
 
 
-def _sums_numpy(c1, c2, W, V, c, self_pairs, block=None):
-    """(S, G) as in :func:`_finite_rank` for any pair, by rows of W in blocks with
-    vectorised NumPy (the twin of the Numba kernel: the same formulas, arccos from libm;
-    ``self_pairs``: V is W, and the diagonal gets t = 0 exactly)."""
-    m, d = W.shape
-    k = V.shape[0]
-    if block is None:
-        block = max(1, (1 << 18) // max(k, 1))
-    q11 = np.einsum("ij,ij->i", W, W)
-    q22 = np.einsum("ij,ij->i", V, V)
-    S = np.empty(m)
-    G = np.empty((m, d))
-    for i0 in range(0, m, block):
-        i1 = min(m, i0 + block)
-        q12 = W[i0:i1] @ V.T
-        angle = None
-        if (c1, c2) == (RELU, RELU):
-            n1 = np.sqrt(q11[i0:i1])[:, None]
-            n2 = np.sqrt(q22)[None, :]
-            cos = np.clip(q12 * _safe_inv(n1) * _safe_inv(n2), -1.0, 1.0)
-            if self_pairs:
-                r = np.arange(i1 - i0)
-                cos[r, i0 + r] = 1.0
-            angle = np.arccos(cos)
-        U, alpha, beta = _pair_scalars(c1, c2, q11[i0:i1, None], q12, q22[None, :], angle)
-        S[i0:i1] = U @ c
-        G[i0:i1] = (alpha * c) @ V + (beta @ c)[:, None] * W[i0:i1]
-    return S, G
-
-
 # ------------------------------------------------------------------ the N-body kernel
 
 
@@ -578,20 +548,15 @@ class _Teacher:
         S, _ = _sums(self.tcode, self.tcode, self.W, tt_src, True)
         self.energy = float(self.a @ S)
 
-    def risk_and_gradient(self, a, W, s, loss_scale, out=None, numpy=False):
+    def risk_and_gradient(self, a, W, s, loss_scale, out=None):
+        """(R, dR/da, dR/dW) of the module docstring for the student (a, W): the sums over
+        j by :func:`_sums`, the teacher's constant term from the constructor."""
         m, d = W.shape
         if d != self.W.shape[1] and self.W.shape[0]:
             raise ValueError(f"student dimension {d} differs from the teacher's {self.W.shape[1]}")
         code = self.code
-        if numpy:
-            Ss, Gs = _sums_numpy(code, code, W, W, a, True)
-            if self.W.shape[0]:
-                St, Gt = _sums_numpy(code, self.tcode, W, self.W, self.a, False)
-            else:
-                St, Gt = np.zeros(m), np.zeros((m, d))
-        else:
-            Ss, Gs = _sums(code, code, W, _Source(W, a, code), True)
-            St, Gt = _sums(code, self.tcode, W, self.src, False)
+        Ss, Gs = _sums(code, code, W, _Source(W, a, code), True)
+        St, Gt = _sums(code, self.tcode, W, self.src, False)
         c, s = float(loss_scale), float(s)
         risk = 0.5 * c * (s * s * float(a @ Ss) - 2.0 * s * float(a @ St) + self.energy)
         if out is None:
@@ -621,14 +586,6 @@ def population_gradient(a, W, teacher_a, teacher_W, *, s, act, teacher_act, loss
     O((m + k) d^2) (every other pair). ``out=(ga, gW)``: optional float64 buffers (m,), (m, d)."""
     a, W = _student(a, W)
     return _Teacher(teacher_a, teacher_W, act, teacher_act).risk_and_gradient(a, W, s, loss_scale, out)
-
-
-def population_gradient_numpy(a, W, teacher_a, teacher_W, *, s, act, teacher_act, loss_scale=1.0):
-    """The same as :func:`population_gradient` by row-blocked vectorised NumPy (np.arccos;
-    the twin of the kernel, for tests and benchmarks)."""
-    a, W = _student(a, W)
-    return _Teacher(teacher_a, teacher_W, act, teacher_act).risk_and_gradient(
-        a, W, s, loss_scale, numpy=True)
 
 
 def population_risk(a, W, teacher_a, teacher_W, *, s, act, teacher_act, loss_scale=1.0):

@@ -54,6 +54,7 @@ the size of the kernel they compute, when that is more."""
 
 
 def _as_2d(X, name):
+    """X as a C-contiguous float64 array, checked to be 2-D (points x dimension)."""
     X = np.ascontiguousarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (points x dimension), got shape {X.shape}")

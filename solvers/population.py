@@ -116,6 +116,7 @@ def _population_codes(act, act2):
 
 
 def _matrix(W, name):
+    """W as a C-contiguous float64 array, checked to be 2-D (particles x dimension)."""
     W = np.ascontiguousarray(W, dtype=np.float64)
     if W.ndim != 2:
         raise ValueError(f"{name} must be 2-D (particles x dimension), got shape {W.shape}")
@@ -126,6 +127,7 @@ def _matrix(W, name):
 
 
 def _safe_inv(x):
+    """1/x element-wise where x > 0, else 0 (a zero particle contributes nothing)."""
     return np.divide(1.0, x, out=np.zeros_like(x), where=x > 0)
 
 
@@ -179,6 +181,9 @@ def _pair_scalars(c1, c2, q11, q12, q22, angle=None):
 
 
 def _pair_all(W1, W2, act, act2):
+    """(W1, W2, (U, alpha, beta)): the arrays checked, and :func:`_pair_scalars` for every pair
+    of rows (i, j), shape (m1, m2), with q11 = |w1_i|^2, q12 = w1_i . w2_j, q22 = |w2_j|^2
+    and, for relu-relu, t by :func:`solvers.gaussian.angles`."""
     c1, c2 = _population_codes(act, act2)
     W1, W2 = _matrix(W1, "W1"), _matrix(W2, "W2")
     if W1.shape[1] != W2.shape[1]:
@@ -311,8 +316,10 @@ def _finite_rank(c1, c2, W, V, c):
 # ------------------------------------------------------------------ the N-body kernel
 
 
-def tile_size(d):
-    """Particles j per tile: the (d, T) tile of the v_j (at most 16 KiB) stays in L1."""
+def source_tile_size(d):
+    """Particles j (the source side of the sums, :class:`_Source`) per tile of the N-body
+    kernel: the (d, T) tile of the v_j (at most 16 KiB) stays in L1. Not
+    :func:`solvers.particles.tile_size`, which tiles data points and stops at 64."""
     t = 256
     while t > 32 and d * t > 2048:
         t //= 2
@@ -324,9 +331,9 @@ def _relu_quad(D, T, x, wl, fq, f1, cn, cc, j0, iself, z, g, red):
     """One tile of pairs (i0 + p, j0 + jj), relu-relu, for the four particles p of a quad
     (rows of wl; fq their 1/|w|): each load of v_j serves four dot products z = w.v_j. With
     cos = z fq_p f1_j clipped to [-1, 1] (f1_j = 1/|v_j|; cos = 1 exactly for the self pair
-    j = i, when iself = i0; iself < 0: no self pairs), t = arccos cos, adds
-    sum_j cn_j (sin t + (pi - t) cos) to red[p] and sum_j cn_j sin t to red[4 + p]
-    (cn_j = c_j |v_j|) and writes g[p, jj] = c_j (pi - t)."""
+    j = i, when iself = i0; iself < 0: no self pairs) and t = arccos cos (by
+    :func:`solvers.gaussian.acos_poly`), adds sum_j cn_j (sin t + (pi - t) cos) to red[p]
+    and sum_j cn_j sin t to red[4 + p] (cn_j = c_j |v_j|) and writes g[p, jj] = c_j (pi - t)."""
     for jj in range(T):
         z0 = 0.0
         z1 = 0.0
@@ -363,9 +370,9 @@ def _relu_quad(D, T, x, wl, fq, f1, cn, cc, j0, iself, z, g, red):
 @jit(inline="always")
 def _erf_quad(D, T, x, wl, fq, f1, cc, j0, z, g, red):
     """One tile of pairs, erf-erf, for the four particles of a quad (as :func:`_relu_quad`):
-    with z = w.v_j, r = 2 z fq_p f1_j (fq = A^-1/2, f1 = B^-1/2), adds sum_j c_j asin r to
-    red[p] and sum_j c_j f1_j z / sqrt(1 - r^2) to red[4 + p], writes
-    g[p, jj] = c_j f1_j / sqrt(1 - r^2)."""
+    with z = w.v_j, r = 2 z fq_p f1_j (fq = A^-1/2, f1 = B^-1/2), adds sum_j c_j asin r
+    (by :func:`solvers.gaussian.asin_poly`) to red[p] and sum_j c_j f1_j z / sqrt(1 - r^2)
+    to red[4 + p], writes g[p, jj] = c_j f1_j / sqrt(1 - r^2)."""
     for jj in range(T):
         z0 = 0.0
         z1 = 0.0
@@ -435,7 +442,7 @@ def _finish(kind, D, i, su, sb, fi, w, acc, S, G):
 
 
 def _make_nbody(D):
-    T = tile_size(D)
+    T = source_tile_size(D)
 
     @jit_parallel
     def nbody(kind, W, fW, Vp, f1, cn, cc, self_pairs, S, G, pblock):
@@ -491,7 +498,7 @@ class _Source:
         self.c = c
         self.code = code
         k, d = V.shape
-        self.T = tile_size(d)
+        self.T = source_tile_size(d)
         n_tiles = -(-k // self.T)
         self.Vp = pack_tiles(V, n_tiles, self.T)
         size = n_tiles * self.T
@@ -544,13 +551,17 @@ class _Teacher:
         if self.a.shape != (self.W.shape[0],):
             raise ValueError(f"teacher_a {self.a.shape} does not match teacher_W {self.W.shape}")
         self.src = _Source(self.W, self.a, self.tcode)
-        tt_src = self.src
-        S, _ = _sums(self.tcode, self.tcode, self.W, tt_src, True)
+        S, _ = _sums(self.tcode, self.tcode, self.W, self.src, True)
         self.energy = float(self.a @ S)
 
     def risk_and_gradient(self, a, W, s, loss_scale, out=None):
-        """(R, dR/da, dR/dW) of the module docstring for the student (a, W): the sums over
-        j by :func:`_sums`, the teacher's constant term from the constructor."""
+        """(R, dR/da, dR/dW) for the student (a, W), from the sums of :func:`_sums` over the
+        student (S, G) and over the teacher (S*, G*) and the teacher's constant E*:
+
+            R = (c/2) [s^2 a . S - 2 s a . S* + E*],  dR/da = c (s^2 S - s S*),
+            dR/dW_i = c a_i (s^2 G_i - s G*_i)
+
+        ``out=(ga, gW)``: buffers for the gradients."""
         m, d = W.shape
         if d != self.W.shape[1] and self.W.shape[0]:
             raise ValueError(f"student dimension {d} differs from the teacher's {self.W.shape[1]}")
@@ -572,6 +583,7 @@ class _Teacher:
 
 
 def _student(a, W):
+    """(a, W) as float64 arrays, checked: a (m,), W (m, d)."""
     W = _matrix(W, "W")
     a = np.ascontiguousarray(a, dtype=np.float64)
     if a.shape != (W.shape[0],):

@@ -36,14 +36,14 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from solvers.catalog import HOMOGENEITY
+
 from .errors import UsageError
 from .figures import draw_losses, run_colors
 from .storage import Frame, Series, Trajectory, open_trajectory
 
 PARTICLE_SOLVERS = ("particles", "tangent")
 PROJECTIONS = ("auto", "first2", "teacher", "pca")
-HOMOGENEITY = {"relu": 1, "linear": 1, "quadratic": 2}
-"""Degree k of positive homogeneity, sigma(lambda z) = lambda^k sigma(z) for lambda > 0."""
 POSITIVE, NEGATIVE = "#d62728", "#1f77b4"
 TRAIL_FRAMES = 12
 """A trail shows the last this many frames of each particle (memory flat in the frame count)."""

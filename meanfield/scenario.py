@@ -28,10 +28,12 @@ from pydantic import (
     model_validator,
 )
 
+from solvers.catalog import ACTIVATIONS, ANALYTIC_ACTIVATIONS, LOSSES, POPULATION_ACTIVATIONS
+
 from .errors import UsageError
 
-ActivationName = Literal["relu", "tanh", "erf", "sigmoid", "softplus", "linear", "quadratic"]
-LossName = Literal["squared", "logistic"]
+ActivationName = Literal[tuple(ACTIVATIONS)]
+LossName = Literal[tuple(LOSSES)]
 TaskName = Literal[
     "teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals", "file"
 ]
@@ -202,8 +204,6 @@ class NTKRun(RunBase):
 
 
 Run = Annotated[Union[ParticleRun, TangentRun, NTKRun], Field(discriminator="solver")]
-ANALYTIC_ACTIVATIONS = ("relu", "erf", "linear")
-POPULATION_ACTIVATIONS = ("relu", "erf", "linear", "quadratic")
 
 
 RUN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")

@@ -2,9 +2,9 @@
 
 For m particles in dimension d one gradient evaluation is m^2 student-student pairs (plus
 m k with the teacher, not counted). Measured for the Numba kernel beside the row-blocked
-NumPy twin (np.arccos, BLAS for the dot products) on 1 and 2 threads, with the agreement
-of the two checked. Medians over repeats; the machine is shared, so compare the ratios of
-one run rather than figures across runs.
+NumPy twin (tests/reference_population.py: np.arccos, BLAS for the dot products) on 1 and
+2 threads, with the agreement of the two checked. Medians over repeats; the machine is
+shared, so compare the ratios of one run rather than figures across runs.
 
     python scripts/bench_population.py [--d 10] [--sizes 1024 4096 16384] [--repeats 5]
 """
@@ -14,13 +14,18 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from solvers.population import population_gradient, population_gradient_numpy
+from solvers.population import population_gradient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from reference_population import population_gradient_numpy  # noqa: E402  (the NumPy twin lives with the tests)
 
 TARGETS = {1: 300e6, 2: 550e6}
 NUMPY_RATIO_TARGET = 8.0

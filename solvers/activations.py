@@ -1,6 +1,7 @@
 """Activation functions sigma and their derivatives sigma', callable from Numba code.
 
-An activation is passed to kernels as an integer code (see :data:`ACTIVATIONS`), so one
+An activation is passed to kernels as an integer code (the table of :mod:`solvers.catalog`,
+re-exported here as :data:`ACTIVATIONS` and :func:`activation_code`), so one
 compiled kernel serves every activation: :func:`activate_tile` branches on the code once,
 outside its element loop, and each branch's loop vectorises on its own.
 
@@ -12,30 +13,19 @@ import math
 import numpy as np
 
 from ._jit import jit
-
-ACTIVATIONS = {
-    "relu": 0,
-    "tanh": 1,
-    "erf": 2,
-    "sigmoid": 3,
-    "softplus": 4,
-    "linear": 5,
-    "quadratic": 6,
-}
-
-RELU, TANH, ERF, SIGMOID, SOFTPLUS, LINEAR, QUADRATIC = range(7)
+from .catalog import (  # noqa: F401  (ACTIVATIONS, activation_code: re-exported)
+    ACTIVATIONS,
+    ERF,
+    LINEAR,
+    QUADRATIC,
+    RELU,
+    SIGMOID,
+    SOFTPLUS,
+    TANH,
+    activation_code,
+)
 
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
-
-
-def activation_code(name):
-    """Integer code of the activation called ``name`` (a key of :data:`ACTIVATIONS`)."""
-    try:
-        return ACTIVATIONS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown activation {name!r}; allowed: {', '.join(ACTIVATIONS)}"
-        ) from None
 
 
 @jit(inline="always")

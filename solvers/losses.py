@@ -3,23 +3,15 @@
 squared: loss(f, y) = (f - y)^2 / 2, loss' = f - y.
 logistic (labels y in {-1, +1}): loss(f, y) = log(1 + e^{-y f}), loss' = -y sigmoid(-y f),
 both evaluated without overflow.
+
+A loss is passed to kernels as its integer code (the table of :mod:`solvers.catalog`,
+re-exported here as :data:`LOSSES` and :func:`loss_code`).
 """
 
 import math
 
 from ._jit import jit
-
-LOSSES = {"squared": 0, "logistic": 1}
-
-SQUARED, LOGISTIC = range(2)
-
-
-def loss_code(name):
-    """Integer code of the loss called ``name`` (a key of :data:`LOSSES`)."""
-    try:
-        return LOSSES[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSSES)}") from None
+from .catalog import LOGISTIC, LOSSES, SQUARED, loss_code  # noqa: F401  (LOSSES, loss_code: re-exported)
 
 
 @jit(inline="always")

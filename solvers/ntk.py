@@ -20,8 +20,9 @@ What is here:
 - :func:`empirical_ntk`: K of the given particles, by BLAS over blocks of particles
   (scipy's BLAS, the library the closed form's LAPACK work runs in: see
   :class:`solvers.linear_flow.FactoredEigh`);
-- :func:`analytic_kernels` (and :func:`gaussian_moments`): the m -> infinity NNGP and NTK
-  for relu, erf and linear in closed form;
+- :func:`analytic_kernels`: the m -> infinity NNGP and NTK in closed form for the
+  activations the table of :mod:`solvers.catalog` marks (relu, erf, linear), from the
+  Gaussian moments of :mod:`solvers.gaussian`;
 - :class:`LinearizedSquared`: (*) for squared loss, solved exactly at any t by one
   eigendecomposition (its eigenvectors kept in factored form);
 - :class:`FunctionSpaceField`: (*) for any loss as a vector field for ``solvers.integrate``;
@@ -37,13 +38,14 @@ import math
 
 import numpy as np
 from scipy.linalg import blas
-from scipy.spatial.distance import cdist
 
 from ._jit import jit
-from .activations import ERF, LINEAR, RELU, activate_tile, activation_code
+from .activations import activate_tile
+from .catalog import ACTIVATION_TABLE, ANALYTIC_ACTIVATIONS, RELU, activation_code, loss_code
 from .fields import ParticleLayout
+from .gaussian import angles, gaussian_moments, relu_moments
 from .linear_flow import FactoredEigh, as_times, phi
-from .losses import loss_and_derivative, loss_code
+from .losses import loss_and_derivative
 
 BLOCK_ELEMENTS = 1 << 20
 """Default budget of the per-block buffers: a block of B particles over n points holds
@@ -51,11 +53,8 @@ about B * n values per buffer (8 MiB in float64). The kernels allow themselves u
 the size of the kernel they compute, when that is more."""
 
 
-def _code(value, resolve):
-    return resolve(value) if isinstance(value, str) else int(value)
-
-
 def _as_2d(X, name):
+    """X as a C-contiguous float64 array, checked to be 2-D (points x dimension)."""
     X = np.ascontiguousarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (points x dimension), got shape {X.shape}")
@@ -226,7 +225,7 @@ def _empirical(a, W, b, X1, X2, shared, *, s, eta_a, eta_w, act, loss_scale=1.0,
     if X1.shape[1] != d or X2.shape[1] != d:
         raise ValueError(f"X1 {X1.shape} / X2 {X2.shape} do not match W {W.shape}")
     weight = loss_scale * s * s
-    K, f = _kernel(a, W, b, X1, X2, shared, _code(act, activation_code), weight * eta_a,
+    K, f = _kernel(a, W, b, X1, X2, shared, activation_code(act), weight * eta_a,
                    weight * eta_w, block)
     f *= s
     return K, f
@@ -275,54 +274,17 @@ def train_test_ntk(a, W, b, X_train, X_test, *, return_f0=False, **numbers):
 # ------------------------------------------------------------------ analytic kernels
 
 
-def gaussian_moments(q11, q12, q22, act):
-    """(E[sigma(u) sigma(v)], E[sigma'(u) sigma'(v)]) for (u, v) ~ N(0, [[q11, q12], [q12, q22]]),
-    element-wise over broadcast arrays, in closed form:
-
-    relu (Cho & Saul): with rho = q12 / sqrt(q11 q22) clipped to [-1, 1], t = arccos rho,
-        E[sigma sigma] = sqrt(q11 q22) (sin t + (pi - t) cos t) / (2 pi),
-        E[sigma' sigma'] = (pi - t) / (2 pi)   (0 where q11 q22 = 0: then u or v is 0 and relu'(0) = 0);
-    erf (Williams):
-        E[sigma sigma] = (2/pi) arcsin(2 q12 / sqrt((1 + 2 q11)(1 + 2 q22))),
-        E[sigma' sigma'] = (4/pi) / sqrt((1 + 2 q11)(1 + 2 q22) - 4 q12^2);
-    linear: q12 and 1.
-    """
-    code = _code(act, activation_code)
-    q11, q12, q22 = np.broadcast_arrays(*(np.asarray(q, dtype=np.float64) for q in (q11, q12, q22)))
-    if code == RELU:
-        norm = np.sqrt(q11 * q22)
-        rho = np.clip(q12 / np.where(norm > 0, norm, 1.0), -1.0, 1.0)
-        return _relu_moments(norm, np.arccos(rho))
-    if code == ERF:
-        p = (1.0 + 2.0 * q11) * (1.0 + 2.0 * q22)
-        e_ss = (2.0 / np.pi) * np.arcsin(np.clip(2.0 * q12 / np.sqrt(p), -1.0, 1.0))
-        e_dd = (4.0 / np.pi) / np.sqrt(p - 4.0 * q12 * q12)
-        return e_ss, e_dd
-    if code == LINEAR:
-        return q12.copy(), np.ones_like(q12)
-    raise ValueError("analytic kernels exist for relu, erf and linear only")
-
-
-def _relu_moments(norm, t):
-    """The relu moments from sqrt(q11 q22) and the angle t between u and v."""
-    e_ss = norm * (np.sin(t) + (np.pi - t) * np.cos(t)) / (2.0 * np.pi)
-    e_dd = np.where(norm > 0, (np.pi - t) / (2.0 * np.pi), 0.0)
-    return e_ss, e_dd
-
-
-def _angles(X1, X2, w_var, b_var):
+def _lifted_angles(X1, X2, w_var, b_var):
     """The angle t between the pre-activation directions (sqrt(w_var) x, sqrt(b_var)) of
-    every pair, by Kahan's t = 2 atan2(|u - v|, |u + v|) on unit vectors: accurate near 0
-    and pi (t = arccos rho loses half the digits there: 1e-8 for duplicate points)."""
+    every pair of rows of X1 and X2 (X2 may be X1 itself), by :func:`solvers.gaussian.angles`:
+    accurate near 0 and pi (t = arccos rho loses half the digits there: 1e-8 for duplicate
+    points)."""
 
-    def unit(X):
-        U = np.hstack([math.sqrt(w_var) * X, np.full((X.shape[0], 1), math.sqrt(b_var))])
-        r = np.linalg.norm(U, axis=1, keepdims=True)
-        return U / np.where(r > 0, r, 1.0)
+    def lift(X):
+        return np.hstack([math.sqrt(w_var) * X, np.full((X.shape[0], 1), math.sqrt(b_var))])
 
-    U1 = unit(X1)
-    U2 = U1 if X2 is X1 else unit(X2)
-    return 2.0 * np.arctan2(cdist(U1, U2), cdist(U1, -U2))
+    U1 = lift(X1)
+    return angles(U1, None if X2 is X1 else lift(X2))
 
 
 def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=1.0,
@@ -340,9 +302,10 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
     1_bias = 1 when ``bias`` (the model has a bias parameter, so its gradient contributes,
     even with b_var = 0); ``bias=False`` requires b_var = 0. ``eta_b`` is the learning
     rate of the biases (default ``eta_w``, the convention of the particle solvers).
-    Closed forms in :func:`gaussian_moments` (relu, erf, linear); for relu the angle
-    t = arccos(q12 / sqrt(q11 q22)) is taken between the vectors (sqrt(w_var) x, sqrt(b_var))
-    by Kahan's stable formula, so duplicate points get t = 0 exactly. Any parameterization
+    Closed forms in :func:`solvers.gaussian.gaussian_moments` (relu, erf, linear); for relu
+    the angle t = arccos(q12 / sqrt(q11 q22)) is taken between the vectors
+    (sqrt(w_var) x, sqrt(b_var)) by Kahan's stable formula (:func:`solvers.gaussian.angles`),
+    so duplicate points get t = 0 exactly. Any parameterization
     whose c s^2 m eta_a and c s^2 m eta_w tend to finite limits has this kernel with those
     limits in place of eta_a and eta_w; e.g. ``mean_field`` (s = 1/m, eta = m eta0) and
     ``lazy`` (alpha/m, c = 1/alpha^2, eta = m eta0) give eta_a = eta_w = eta0.
@@ -362,6 +325,9 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
     bias). Its ``predict.gradient_descent_mse`` integrates df/dt = -(lr / N) K (f - y) with
     N = n training points: the same clock as (*) with K -> lr K.
     """
+    code = activation_code(act)
+    if not ACTIVATION_TABLE[code].analytic_ntk:
+        raise ValueError(f"analytic kernels exist for {', '.join(ANALYTIC_ACTIVATIONS)} only")
     if not bias and b_var != 0:
         raise ValueError("bias=False with b_var > 0: a model without bias has b = 0")
     eta_b = eta_w if eta_b is None else eta_b
@@ -376,10 +342,10 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
     q11 = w_var * np.einsum("kj,kj->k", X1, X1) + b_var
     q22 = q11 if same else w_var * np.einsum("kj,kj->k", X2, X2) + b_var
     q12 = w_var * G + b_var
-    if _code(act, activation_code) == RELU:
-        e_ss, e_dd = _relu_moments(np.sqrt(q11[:, None] * q22[None, :]), _angles(X1, X2, w_var, b_var))
+    if code == RELU:
+        e_ss, e_dd = relu_moments(np.sqrt(q11[:, None] * q22[None, :]), _lifted_angles(X1, X2, w_var, b_var))
     else:
-        e_ss, e_dd = gaussian_moments(q11[:, None], q12, q22[None, :], act)
+        e_ss, e_dd = gaussian_moments(q11[:, None], q12, q22[None, :], code)
     if same:
         e_ss, e_dd = 0.5 * (e_ss + e_ss.T), 0.5 * (e_dd + e_dd.T)
     ntk = eta_a * e_ss + a_var * e_dd * (eta_w * G + (eta_b if bias else 0.0))
@@ -502,7 +468,7 @@ class FunctionSpaceField:
         self._K = np.ascontiguousarray(np.concatenate(parts, axis=0) * (-1.0 / n))
         self.n = n
         self.n_test = self._K.shape[0] - n
-        self.loss = _code(loss, loss_code)
+        self.loss = loss_code(loss)
         self._lp = np.empty(n)
 
     def initial_state(self, f0_train, f0_test=None):
@@ -565,8 +531,8 @@ class TangentField:
             raise ValueError(f"X {self.X.shape} / y {self.y.shape} do not match W0 {self.W0.shape}")
         self.n_samples = self.X.shape[0]
         self.s, self.eta_a, self.eta_w, self.loss_scale = s, eta_a, eta_w, loss_scale
-        self.act = _code(act, activation_code)
-        self.loss = _code(loss, loss_code)
+        self.act = activation_code(act)
+        self.loss = loss_code(loss)
         self.block_elements = int(block_elements)
         self._cache = None
         n = self.n_samples

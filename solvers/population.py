@@ -35,15 +35,18 @@ B = 1 + 2 q22, k = 2/sqrt(pi), g = 1/sqrt(2 pi), every gradient written grad_1 U
     quadratic with linear or erf (either order): 0 (an odd function of x)
 
 (relu with linear, erf or quadratic from relu(z) = (z + |z|)/2 and Stein's lemma; relu-first
-pairs have alpha = beta = 0 at w = 0; terms divided by |v| are 0 at v = 0.)
+pairs have alpha = beta = 0 at w = 0; terms divided by |v| are 0 at v = 0.) For one activation
+with itself, U and alpha are the Gaussian moments E[sigma(u) sigma(v)] and E[sigma'(u) sigma'(v)]
+of (u, v) = (w.x, v.x), evaluated by :mod:`solvers.gaussian` (relu: alpha = 0 where w = 0 or
+v = 0), and beta = 2 dU/dq11.
 
 Only relu-relu and erf-erf need an N-body sum over pairs: every other pair is of finite rank
 in (w, v) (U is q12 or q12^2 times functions of |w| and |v|), so its sums over j reduce to
 sum_j c_j h(v_j) v_j and sum_j c_j h(v_j) v_j v_j^T: O((m + k) d^2). The N-body sums are a
 Numba kernel, parallel over particles i (each writes only its own slots: the result does not
 depend on the number of threads), tiled over j, with memory O(m d). For relu it evaluates
-arccos by a branch-free polynomial (:func:`acos_poly`, max error 4.4e-16 on [-1, 1]): libm's
-acos does not vectorise here. t = arccos(w.v / (|w||v|)) is accurate to about 1e-8 when w
+arccos by a branch-free polynomial (:func:`solvers.gaussian.acos_poly`, max error 4.4e-16 on
+[-1, 1]; erf: arcsin by :func:`solvers.gaussian.asin_poly`): libm's acos does not vectorise here. t = arccos(w.v / (|w||v|)) is accurate to about 1e-8 when w
 and v are within 1e-8 rad (the cosine's rounding); the self term j = i is exact (t = 0).
 
 The lazy side: :func:`tangent_gram` (the Gram matrix of the tangent features) and
@@ -59,19 +62,29 @@ import math
 
 import numpy as np
 from numba import prange
-from scipy.spatial.distance import cdist
 
 from ._jit import jit, jit_parallel
-from .activations import ERF, LINEAR, QUADRATIC, RELU, ACTIVATIONS, activation_code
+from .catalog import (
+    ACTIVATION_TABLE,
+    ERF,
+    LINEAR,
+    POPULATION_ACTIVATIONS,
+    QUADRATIC,
+    RELU,
+    activation_code,
+)
 from .fields import ParticleLayout
+from .gaussian import (
+    acos_poly,
+    angles,
+    asin_poly,
+    erf_moments,
+    linear_moments,
+    quadratic_moments,
+    relu_moments,
+)
 from .linear_flow import as_times, phi, psd_eigh
 from .particles import pack_tiles
-
-SUPPORTED = ("relu", "erf", "linear", "quadratic")
-"""Activations with closed-form population kernels: every ordered pair of them is supported."""
-
-_SUPPORTED_CODES = tuple(ACTIVATIONS[name] for name in SUPPORTED)
-_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 
 _TWO_PI = 2.0 * math.pi
 _K = 2.0 / math.sqrt(math.pi)  # erf'(0)
@@ -81,156 +94,63 @@ PARTICLE_BLOCK = 8
 """Particles i per parallel job of the N-body kernel (a multiple of 4)."""
 
 
-def _code(act):
-    code = activation_code(act) if isinstance(act, str) else int(act)
-    if code not in _SUPPORTED_CODES:
-        name = _NAMES.get(code, repr(act))
-        pairs = ", ".join(f"({p}, {q})" for p in SUPPORTED for q in SUPPORTED)
+def _population_code(act):
+    """The code of activation ``act`` (name or code) if it has closed-form population
+    kernels (:data:`solvers.catalog.POPULATION_ACTIVATIONS`); ValueError naming the supported
+    pairs otherwise."""
+    code = activation_code(act)
+    if not ACTIVATION_TABLE[code].population:
+        names = POPULATION_ACTIVATIONS
+        pairs = ", ".join(f"({p}, {q})" for p in names for q in names)
         raise ValueError(
-            f"no closed-form population kernel for activation {name!r}; supported: every "
-            f"pair of {', '.join(SUPPORTED)}: {pairs}"
+            f"no closed-form population kernel for activation {ACTIVATION_TABLE[code].name!r}; "
+            f"supported: every pair of {', '.join(names)}: {pairs}"
         )
     return code
 
 
-def _codes(act, act2):
-    c1 = _code(act)
-    return c1, (c1 if act2 is None else _code(act2))
+def _population_codes(act, act2):
+    """(code1, code2) of :func:`_population_code`; ``act2`` None: the same as ``act``."""
+    c1 = _population_code(act)
+    return c1, (c1 if act2 is None else _population_code(act2))
 
 
 def _matrix(W, name):
+    """W as a C-contiguous float64 array, checked to be 2-D (particles x dimension)."""
     W = np.ascontiguousarray(W, dtype=np.float64)
     if W.ndim != 2:
         raise ValueError(f"{name} must be 2-D (particles x dimension), got shape {W.shape}")
     return W
 
 
-# ------------------------------------------------------------------ arccos, branch-free
-
-# asin(u) = u + u^3 P(u^2) on 0 <= u <= 1/2: P interpolates (asin(sqrt y) - sqrt y) / y^1.5
-# at 13 Chebyshev nodes of [0, 1/4] (computed with mpmath at 50 digits, rounded to float64).
-_ASIN_P = (
-    0.16666666666666669,
-    0.07499999999998433,
-    0.04464285714635543,
-    0.030381944138531247,
-    0.02237217294214989,
-    0.017352392720869973,
-    0.013971212973552933,
-    0.011479177415184906,
-    0.01032281435018578,
-    0.005457506718640358,
-    0.01740087944269402,
-    -0.014851887071247204,
-    0.028757851367421566,
-)
-(_P0, _P1, _P2, _P3, _P4, _P5, _P6, _P7, _P8, _P9, _P10, _P11, _P12) = _ASIN_P
-
-
-@jit(inline="always")
-def _asin_core(x):
-    """(small, r) with small = |x| < 1/2 and r = asin(|x|) if small else asin(sqrt((1 - |x|)/2)),
-    both from the one polynomial, computed without branches (selects only)."""
-    ax = abs(x)
-    small = ax < 0.5
-    y = ax * ax if small else (1.0 - ax) * 0.5
-    u = ax if small else math.sqrt(y)
-    p = _P12
-    p = p * y + _P11
-    p = p * y + _P10
-    p = p * y + _P9
-    p = p * y + _P8
-    p = p * y + _P7
-    p = p * y + _P6
-    p = p * y + _P5
-    p = p * y + _P4
-    p = p * y + _P3
-    p = p * y + _P2
-    p = p * y + _P1
-    p = p * y + _P0
-    return small, u + u * y * p
-
-
-@jit(inline="always")
-def _acos_poly(x):
-    """arccos x for x in [-1, 1]: pi/2 - asin x for |x| < 1/2, else 2 asin(sqrt((1 - x)/2))
-    (x > 0) or pi - 2 asin(sqrt((1 + x)/2)) (x < 0)."""
-    small, r = _asin_core(x)
-    if small:
-        return 0.5 * math.pi - (r if x >= 0.0 else -r)
-    return 2.0 * r if x > 0.0 else math.pi - 2.0 * r
-
-
-@jit(inline="always")
-def _asin_poly(x):
-    """arcsin x for x in [-1, 1] (relative error ~1 ulp near 0): asin |x| for |x| < 1/2,
-    else pi/2 - 2 asin(sqrt((1 - |x|)/2)); with the sign of x."""
-    small, r = _asin_core(x)
-    v = r if small else 0.5 * math.pi - 2.0 * r
-    return v if x >= 0.0 else -v
-
-
-@jit
-def _acos_array(x, out):
-    for i in range(x.shape[0]):
-        out[i] = _acos_poly(x[i])
-
-
-@jit
-def _asin_array(x, out):
-    for i in range(x.shape[0]):
-        out[i] = _asin_poly(x[i])
-
-
-def acos_poly(x):
-    """arccos x element-wise by the branch-free polynomial of the relu kernel (x in [-1, 1]);
-    max error against np.arccos 4.4e-16 (one ulp of pi) on [-1, 1]."""
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    out = np.empty_like(x)
-    _acos_array(x.reshape(-1), out.reshape(-1))
-    return out
-
-
-def asin_poly(x):
-    """arcsin x element-wise by the same polynomial (the erf kernel); x in [-1, 1]."""
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    out = np.empty_like(x)
-    _asin_array(x.reshape(-1), out.reshape(-1))
-    return out
-
-
 # ------------------------------------------------------------------ closed forms, NumPy
 
 
 def _safe_inv(x):
+    """1/x element-wise where x > 0, else 0 (a zero particle contributes nothing)."""
     return np.divide(1.0, x, out=np.zeros_like(x), where=x > 0)
 
 
 def _pair_scalars(c1, c2, q11, q12, q22, angle=None):
     """(U, alpha, beta) of the module table, element-wise over broadcast q11, q12, q22,
-    with grad_1 U = alpha v + beta w. For relu-relu, ``angle`` (t) may be given; by default
-    t = arccos(clip(q12 / (|w||v|), -1, 1))."""
+    with grad_1 U = alpha v + beta w. For a pair of one activation, U and alpha are the
+    Gaussian moments E[sigma(u) sigma(v)] and E[sigma'(u) sigma'(v)] of :mod:`solvers.gaussian`
+    (u = w.x, v = v.x) and beta = 2 dU/dq11. relu-relu needs ``angle``, t = angle(w, v)."""
     q11, q12, q22 = np.broadcast_arrays(q11, q12, q22)
     n1, n2 = np.sqrt(q11), np.sqrt(q22)
     zero = np.zeros(q12.shape)
     if c1 == RELU and c2 == RELU:
-        if angle is None:
-            cos = np.clip(q12 * _safe_inv(n1) * _safe_inv(n2), -1.0, 1.0)
-            angle = np.arccos(cos)
         t = np.broadcast_to(angle, q12.shape)
-        U = n1 * n2 * (np.sin(t) + (np.pi - t) * np.cos(t)) / _TWO_PI
-        alpha = np.where(n1 > 0, (np.pi - t) / _TWO_PI, 0.0)
+        U, alpha = relu_moments(n1 * n2, t)
         beta = n2 * np.sin(t) * _safe_inv(n1) / _TWO_PI
         return U, alpha, beta
     if c1 == ERF and c2 == ERF:
-        A, B = 1.0 + 2.0 * q11, 1.0 + 2.0 * q22
-        U = (2.0 / np.pi) * np.arcsin(np.clip(2.0 * q12 / np.sqrt(A * B), -1.0, 1.0))
-        alpha = (4.0 / np.pi) / np.sqrt(A * B - 4.0 * q12 * q12)
-        return U, alpha, -2.0 * q12 * alpha / A
+        U, alpha = erf_moments(q11, q12, q22)
+        return U, alpha, -2.0 * q12 * alpha / (1.0 + 2.0 * q11)
     if c1 == LINEAR and c2 == LINEAR:
-        return q12.copy(), np.ones(q12.shape), zero
+        return (*linear_moments(q12), zero)
     if c1 == QUADRATIC and c2 == QUADRATIC:
-        return q11 * q22 + 2.0 * q12 * q12, 4.0 * q12, 2.0 * q22
+        return (*quadratic_moments(q11, q12, q22), 2.0 * q22)
     if (c1, c2) == (RELU, LINEAR):
         return 0.5 * q12, np.where(n1 > 0, 0.5, 0.0), zero
     if (c1, c2) == (LINEAR, RELU):
@@ -260,27 +180,18 @@ def _pair_scalars(c1, c2, q11, q12, q22, angle=None):
     raise AssertionError((c1, c2))
 
 
-def _kahan_angle(W1, W2):
-    """Angles between the rows of W1 and W2 by t = 2 atan2(|u - v|, |u + v|) on unit
-    vectors: accurate near 0 and pi, where arccos of the cosine loses half the digits."""
-
-    def unit(W):
-        r = np.linalg.norm(W, axis=1, keepdims=True)
-        return W / np.where(r > 0, r, 1.0)
-
-    U1, U2 = unit(W1), unit(W2)
-    return 2.0 * np.arctan2(cdist(U1, U2), cdist(U1, -U2))
-
-
 def _pair_all(W1, W2, act, act2):
-    c1, c2 = _codes(act, act2)
+    """(W1, W2, (U, alpha, beta)): the arrays checked, and :func:`_pair_scalars` for every pair
+    of rows (i, j), shape (m1, m2), with q11 = |w1_i|^2, q12 = w1_i . w2_j, q22 = |w2_j|^2
+    and, for relu-relu, t by :func:`solvers.gaussian.angles`."""
+    c1, c2 = _population_codes(act, act2)
     W1, W2 = _matrix(W1, "W1"), _matrix(W2, "W2")
     if W1.shape[1] != W2.shape[1]:
         raise ValueError(f"W1 {W1.shape} and W2 {W2.shape} differ in dimension")
     q11 = np.einsum("ij,ij->i", W1, W1)[:, None]
     q22 = np.einsum("ij,ij->i", W2, W2)[None, :]
     q12 = W1 @ W2.T
-    angle = _kahan_angle(W1, W2) if (c1, c2) == (RELU, RELU) else None
+    angle = angles(W1, W2) if (c1, c2) == (RELU, RELU) else None
     return W1, W2, _pair_scalars(c1, c2, q11, q12, q22, angle)
 
 
@@ -310,7 +221,7 @@ def pair_hessian_U(W1, W2, act, act2=None):
         linear:    I
         quadratic: 4 [q12 I + w v^T + v w^T]
     """
-    c1, c2 = _codes(act, act2)
+    c1, c2 = _population_codes(act, act2)
     if c1 != c2:
         raise ValueError("pair_hessian_U is for one activation with itself")
     W1, W2 = _matrix(W1, "W1"), _matrix(W2, "W2")
@@ -335,7 +246,7 @@ def pair_hessian_U(W1, W2, act, act2=None):
         return ((4.0 / np.pi) / np.sqrt(delta))[..., None, None] * (
             eye - (2.0 / delta)[..., None, None] * inner)
     if c1 == RELU:
-        t = _kahan_angle(W1, W2)
+        t = angles(W1, W2)
         n1, n2 = np.sqrt(q11), np.sqrt(q22)
         e = np.broadcast_to(W1[:, None, :] * _safe_inv(n1)[..., None], (m1, m2, d))
         vperp = v - (q12 * _safe_inv(n1))[..., None] * e
@@ -402,41 +313,13 @@ def _finite_rank(c1, c2, W, V, c):
     return S, G
 
 
-def _sums_numpy(c1, c2, W, V, c, self_pairs, block=None):
-    """(S, G) as in :func:`_finite_rank` for any pair, by rows of W in blocks with
-    vectorised NumPy (the twin of the Numba kernel: the same formulas, arccos from libm;
-    ``self_pairs``: V is W, and the diagonal gets t = 0 exactly)."""
-    m, d = W.shape
-    k = V.shape[0]
-    if block is None:
-        block = max(1, (1 << 18) // max(k, 1))
-    q11 = np.einsum("ij,ij->i", W, W)
-    q22 = np.einsum("ij,ij->i", V, V)
-    S = np.empty(m)
-    G = np.empty((m, d))
-    for i0 in range(0, m, block):
-        i1 = min(m, i0 + block)
-        q12 = W[i0:i1] @ V.T
-        angle = None
-        if (c1, c2) == (RELU, RELU):
-            n1 = np.sqrt(q11[i0:i1])[:, None]
-            n2 = np.sqrt(q22)[None, :]
-            cos = np.clip(q12 * _safe_inv(n1) * _safe_inv(n2), -1.0, 1.0)
-            if self_pairs:
-                r = np.arange(i1 - i0)
-                cos[r, i0 + r] = 1.0
-            angle = np.arccos(cos)
-        U, alpha, beta = _pair_scalars(c1, c2, q11[i0:i1, None], q12, q22[None, :], angle)
-        S[i0:i1] = U @ c
-        G[i0:i1] = (alpha * c) @ V + (beta @ c)[:, None] * W[i0:i1]
-    return S, G
-
-
 # ------------------------------------------------------------------ the N-body kernel
 
 
-def tile_size(d):
-    """Particles j per tile: the (d, T) tile of the v_j (at most 16 KiB) stays in L1."""
+def source_tile_size(d):
+    """Particles j (the source side of the sums, :class:`_Source`) per tile of the N-body
+    kernel: the (d, T) tile of the v_j (at most 16 KiB) stays in L1. Not
+    :func:`solvers.particles.tile_size`, which tiles data points and stops at 64."""
     t = 256
     while t > 32 and d * t > 2048:
         t //= 2
@@ -448,9 +331,9 @@ def _relu_quad(D, T, x, wl, fq, f1, cn, cc, j0, iself, z, g, red):
     """One tile of pairs (i0 + p, j0 + jj), relu-relu, for the four particles p of a quad
     (rows of wl; fq their 1/|w|): each load of v_j serves four dot products z = w.v_j. With
     cos = z fq_p f1_j clipped to [-1, 1] (f1_j = 1/|v_j|; cos = 1 exactly for the self pair
-    j = i, when iself = i0; iself < 0: no self pairs), t = arccos cos, adds
-    sum_j cn_j (sin t + (pi - t) cos) to red[p] and sum_j cn_j sin t to red[4 + p]
-    (cn_j = c_j |v_j|) and writes g[p, jj] = c_j (pi - t)."""
+    j = i, when iself = i0; iself < 0: no self pairs) and t = arccos cos (by
+    :func:`solvers.gaussian.acos_poly`), adds sum_j cn_j (sin t + (pi - t) cos) to red[p]
+    and sum_j cn_j sin t to red[4 + p] (cn_j = c_j |v_j|) and writes g[p, jj] = c_j (pi - t)."""
     for jj in range(T):
         z0 = 0.0
         z1 = 0.0
@@ -474,7 +357,7 @@ def _relu_quad(D, T, x, wl, fq, f1, cn, cc, j0, iself, z, g, red):
             cs = z[p, jj] * fi * f1[j0 + jj]
             cs = min(max(cs, -1.0), 1.0)
             cs = 1.0 if j0 + jj == iself + p else cs
-            pt = math.pi - _acos_poly(cs)
+            pt = math.pi - acos_poly(cs)
             sn = math.sqrt(max((1.0 - cs) * (1.0 + cs), 0.0))
             cnj = cn[j0 + jj]
             su += cnj * (sn + pt * cs)
@@ -487,9 +370,9 @@ def _relu_quad(D, T, x, wl, fq, f1, cn, cc, j0, iself, z, g, red):
 @jit(inline="always")
 def _erf_quad(D, T, x, wl, fq, f1, cc, j0, z, g, red):
     """One tile of pairs, erf-erf, for the four particles of a quad (as :func:`_relu_quad`):
-    with z = w.v_j, r = 2 z fq_p f1_j (fq = A^-1/2, f1 = B^-1/2), adds sum_j c_j asin r to
-    red[p] and sum_j c_j f1_j z / sqrt(1 - r^2) to red[4 + p], writes
-    g[p, jj] = c_j f1_j / sqrt(1 - r^2)."""
+    with z = w.v_j, r = 2 z fq_p f1_j (fq = A^-1/2, f1 = B^-1/2), adds sum_j c_j asin r
+    (by :func:`solvers.gaussian.asin_poly`) to red[p] and sum_j c_j f1_j z / sqrt(1 - r^2)
+    to red[4 + p], writes g[p, jj] = c_j f1_j / sqrt(1 - r^2)."""
     for jj in range(T):
         z0 = 0.0
         z1 = 0.0
@@ -514,7 +397,7 @@ def _erf_quad(D, T, x, wl, fq, f1, cc, j0, z, g, red):
             f1j = f1[j0 + jj]
             r = 2.0 * q * fi * f1j
             cj = cc[j0 + jj]
-            su += cj * _asin_poly(r)
+            su += cj * asin_poly(r)
             gj = cj * f1j / math.sqrt(1.0 - r * r)
             sb += gj * q
             g[p, jj] = gj
@@ -559,7 +442,7 @@ def _finish(kind, D, i, su, sb, fi, w, acc, S, G):
 
 
 def _make_nbody(D):
-    T = tile_size(D)
+    T = source_tile_size(D)
 
     @jit_parallel
     def nbody(kind, W, fW, Vp, f1, cn, cc, self_pairs, S, G, pblock):
@@ -615,7 +498,7 @@ class _Source:
         self.c = c
         self.code = code
         k, d = V.shape
-        self.T = tile_size(d)
+        self.T = source_tile_size(d)
         n_tiles = -(-k // self.T)
         self.Vp = pack_tiles(V, n_tiles, self.T)
         size = n_tiles * self.T
@@ -662,30 +545,29 @@ class _Teacher:
     sum_jk a*_j a*_k U*(w*_j, w*_k)."""
 
     def __init__(self, teacher_a, teacher_W, act, teacher_act):
-        self.code, self.tcode = _code(act), _code(teacher_act)
+        self.code, self.tcode = _population_code(act), _population_code(teacher_act)
         self.W = _matrix(teacher_W, "teacher_W")
         self.a = np.ascontiguousarray(teacher_a, dtype=np.float64)
         if self.a.shape != (self.W.shape[0],):
             raise ValueError(f"teacher_a {self.a.shape} does not match teacher_W {self.W.shape}")
         self.src = _Source(self.W, self.a, self.tcode)
-        tt_src = self.src
-        S, _ = _sums(self.tcode, self.tcode, self.W, tt_src, True)
+        S, _ = _sums(self.tcode, self.tcode, self.W, self.src, True)
         self.energy = float(self.a @ S)
 
-    def risk_and_gradient(self, a, W, s, loss_scale, out=None, numpy=False):
+    def risk_and_gradient(self, a, W, s, loss_scale, out=None):
+        """(R, dR/da, dR/dW) for the student (a, W), from the sums of :func:`_sums` over the
+        student (S, G) and over the teacher (S*, G*) and the teacher's constant E*:
+
+            R = (c/2) [s^2 a . S - 2 s a . S* + E*],  dR/da = c (s^2 S - s S*),
+            dR/dW_i = c a_i (s^2 G_i - s G*_i)
+
+        ``out=(ga, gW)``: buffers for the gradients."""
         m, d = W.shape
         if d != self.W.shape[1] and self.W.shape[0]:
             raise ValueError(f"student dimension {d} differs from the teacher's {self.W.shape[1]}")
         code = self.code
-        if numpy:
-            Ss, Gs = _sums_numpy(code, code, W, W, a, True)
-            if self.W.shape[0]:
-                St, Gt = _sums_numpy(code, self.tcode, W, self.W, self.a, False)
-            else:
-                St, Gt = np.zeros(m), np.zeros((m, d))
-        else:
-            Ss, Gs = _sums(code, code, W, _Source(W, a, code), True)
-            St, Gt = _sums(code, self.tcode, W, self.src, False)
+        Ss, Gs = _sums(code, code, W, _Source(W, a, code), True)
+        St, Gt = _sums(code, self.tcode, W, self.src, False)
         c, s = float(loss_scale), float(s)
         risk = 0.5 * c * (s * s * float(a @ Ss) - 2.0 * s * float(a @ St) + self.energy)
         if out is None:
@@ -701,6 +583,7 @@ class _Teacher:
 
 
 def _student(a, W):
+    """(a, W) as float64 arrays, checked: a (m,), W (m, d)."""
     W = _matrix(W, "W")
     a = np.ascontiguousarray(a, dtype=np.float64)
     if a.shape != (W.shape[0],):
@@ -715,14 +598,6 @@ def population_gradient(a, W, teacher_a, teacher_W, *, s, act, teacher_act, loss
     O((m + k) d^2) (every other pair). ``out=(ga, gW)``: optional float64 buffers (m,), (m, d)."""
     a, W = _student(a, W)
     return _Teacher(teacher_a, teacher_W, act, teacher_act).risk_and_gradient(a, W, s, loss_scale, out)
-
-
-def population_gradient_numpy(a, W, teacher_a, teacher_W, *, s, act, teacher_act, loss_scale=1.0):
-    """The same as :func:`population_gradient` by row-blocked vectorised NumPy (np.arccos;
-    the twin of the kernel, for tests and benchmarks)."""
-    a, W = _student(a, W)
-    return _Teacher(teacher_a, teacher_W, act, teacher_act).risk_and_gradient(
-        a, W, s, loss_scale, numpy=True)
 
 
 def population_risk(a, W, teacher_a, teacher_W, *, s, act, teacher_act, loss_scale=1.0):
@@ -784,7 +659,7 @@ def tangent_gram(a0, W0, *, s, act):
 
     for relu, erf, linear and quadratic."""
     a, W = _student(a0, W0)
-    code = _code(act)
+    code = _population_code(act)
     m, d = W.shape
     s2 = float(s) ** 2
     n = m * (d + 1)

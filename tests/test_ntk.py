@@ -20,7 +20,6 @@ from solvers.ntk import (  # noqa: E402
     TangentField,
     analytic_kernels,
     empirical_ntk,
-    gaussian_moments,
 )
 from solvers.particles import predict  # noqa: E402
 
@@ -93,19 +92,6 @@ def test_blas_products_write_in_place_and_ignore_the_old_contents_at_beta_zero()
 
 
 # ------------------------------------------------------------------ analytic kernels
-
-
-def test_gaussian_moments_against_quadrature():
-    cases = [(1.0, 0.3, 2.0), (1.5, -1.2, 1.3), (0.7, 0.6999, 0.7), (1.0, 1.0, 1.0),
-             (0.3, 0.0, 0.8), (1.0, -0.999, 1.0), (2.0, -2.0, 2.0)]
-    for act in ("relu", "erf"):
-        for q in cases:
-            got = gaussian_moments(q[0], q[1], q[2], act)
-            want = ref.moments_quadrature(*q, act)
-            np.testing.assert_allclose([float(g) for g in got], want, rtol=1e-9, atol=1e-12, err_msg=f"{act} {q}")
-    e, ed = gaussian_moments(np.array([0.5, 2.0]), np.array([-0.3, 1.0]), 1.0, "linear")
-    np.testing.assert_array_equal(e, [-0.3, 1.0])
-    np.testing.assert_array_equal(ed, [1.0, 1.0])
 
 
 KERNEL_SETTINGS = dict(w_var=1.3 / 3, b_var=0.2, a_var=0.8, eta_a=0.6, eta_w=1.7)

@@ -60,9 +60,12 @@ def _differs_from_default(model: BaseModel, key: str) -> bool:
     return getattr(model, key) != type(model).model_fields[key].default
 
 
+REGRESSION_TASKS = ("teacher_student", "single_index")
+
 TASK_KEYS = {"teacher": ("teacher_student",), "population": ("teacher_student",), "degree": ("single_index",),
-             "delta": ("gaussian_mixture",), "path": ("file",), "test_fraction": ("file",)}
-"""The data keys that only some tasks read."""
+             "delta": ("gaussian_mixture",), "path": ("file",), "test_fraction": ("file",),
+             "inputs": REGRESSION_TASKS}
+"""The data keys that only some tasks read (the classification tasks draw their own inputs)."""
 
 
 class DataSpec(Strict):
@@ -350,7 +353,7 @@ class Scenario(Strict):
 
     @model_validator(mode="after")
     def _loss_fits_task(self):
-        if self.loss == "logistic" and self.data.task in ("teacher_student", "single_index"):
+        if self.loss == "logistic" and self.data.task in REGRESSION_TASKS:
             raise ValueError(
                 f"loss 'logistic' needs labels +-1; task {self.data.task!r} is a regression: "
                 "use loss: squared"

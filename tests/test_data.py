@@ -6,6 +6,7 @@ import pickle
 import h5py
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from scipy.special import erf
 
 from meanfield.data import TASKS, Dataset, make_dataset
@@ -106,8 +107,8 @@ def test_classification_noise_is_input_noise(task):
 
 
 def test_inputs_key_refused_where_it_does_not_apply():
-    with pytest.raises(UsageError, match="data.inputs"):
-        make_dataset(spec("moons", inputs="sphere"), rng())
+    with pytest.raises(ValidationError, match="data.inputs is a key of task teacher_student or single_index"):
+        spec("moons", inputs="sphere")
 
 
 # ------------------------------------------------------------------ regression

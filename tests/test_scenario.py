@@ -72,3 +72,25 @@ def test_run_kinds_and_their_defaults():
 def test_an_override_can_remove_a_run():
     scenario = parse_scenario("name: s\nruns: {rich: mean_field, lazy: ntk}\n", overrides=["runs.lazy=null"])
     assert list(scenario.runs) == ["rich"]
+
+
+# Nonsense that used to pass validation and fail (or be ignored) later: each bad scenario is
+# refused with a message naming the key and what is allowed; its valid neighbour is accepted.
+NOT_APPLICABLE = [
+    pytest.param("data: {task: moons, inputs: sphere}",
+                 "data.inputs is a key of task teacher_student or single_index, not of 'moons': remove it",
+                 "data: {task: single_index, inputs: sphere}", id="inputs-on-classification"),
+]
+
+
+@pytest.mark.parametrize("bad, message, good", NOT_APPLICABLE)
+def test_nonsense_is_refused_at_validation(bad, message, good):
+    with pytest.raises(UsageError) as info:
+        parse_scenario(BASE + bad + "\n", source="s.yaml")
+    assert str(info.value).startswith("s.yaml:") and message in str(info.value)
+
+
+@pytest.mark.parametrize("bad, message, good", NOT_APPLICABLE)
+def test_the_valid_neighbour_is_accepted_and_its_resolved_text_parses_back(bad, message, good):
+    scenario = parse_scenario(BASE + good + "\n", source="s.yaml")
+    assert parse_scenario(scenario.resolved_yaml()) == scenario

@@ -126,6 +126,13 @@ class ModelSpec(Strict):
             raise ValueError(f"init.symmetric needs an even width, got {self.width}")
         return self
 
+    @model_validator(mode="after")
+    def _bias_spread_needs_a_bias(self):
+        if not self.bias and _differs_from_default(self.init, "b_std"):
+            raise ValueError(f"model.init.b_std = {self.init.b_std:g} is the spread of the biases b_i, and "
+                             "model.bias is false (b = 0): set model.bias: true, or remove model.init.b_std")
+        return self
+
 
 # -------------------------------------------------------------------- parameterization
 class PresetBase(Strict):

@@ -80,17 +80,30 @@ NOT_APPLICABLE = [
     pytest.param("data: {task: moons, inputs: sphere}",
                  "data.inputs is a key of task teacher_student or single_index, not of 'moons': remove it",
                  "data: {task: single_index, inputs: sphere}", id="inputs-on-classification"),
+    pytest.param("model: {init: {b_std: 0.5}}",
+                 "model.init.b_std = 0.5 is the spread of the biases b_i, and model.bias is false",
+                 "model: {bias: true, init: {b_std: 0.5}}", id="b_std-without-bias"),
+    pytest.param("runs: {k: {solver: ntk, kernel: analytic}}\nmodel: {init: {b_std: 0.5}}",
+                 "set model.bias: true, or remove model.init.b_std",
+                 "runs: {k: {solver: ntk, kernel: analytic}}\nmodel: {bias: true, init: {b_std: 0.5}}",
+                 id="b_std-without-bias-analytic"),
 ]
+
+
+def with_base(extra: str) -> str:
+    """BASE with the extra keys (its run replaced when they give runs)."""
+    text = BASE.replace("runs: {rich: mean_field}\n", "") if "runs:" in extra else BASE
+    return text + extra + "\n"
 
 
 @pytest.mark.parametrize("bad, message, good", NOT_APPLICABLE)
 def test_nonsense_is_refused_at_validation(bad, message, good):
     with pytest.raises(UsageError) as info:
-        parse_scenario(BASE + bad + "\n", source="s.yaml")
+        parse_scenario(with_base(bad), source="s.yaml")
     assert str(info.value).startswith("s.yaml:") and message in str(info.value)
 
 
 @pytest.mark.parametrize("bad, message, good", NOT_APPLICABLE)
 def test_the_valid_neighbour_is_accepted_and_its_resolved_text_parses_back(bad, message, good):
-    scenario = parse_scenario(BASE + good + "\n", source="s.yaml")
+    scenario = parse_scenario(with_base(good), source="s.yaml")
     assert parse_scenario(scenario.resolved_yaml()) == scenario

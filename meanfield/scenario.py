@@ -242,6 +242,9 @@ class IntegratorSpec(Strict):
         adaptive = [key for key in ("rtol", "atol", "dt_min", "dt_max") if _differs_from_default(self, key)]
         if self.method != "rk45" and adaptive:
             raise ValueError(f"{', '.join(sorted(adaptive))}: only the adaptive method 'rk45' uses them")
+        if self.dt_max is not None and self.dt_max < self.dt_min:
+            raise ValueError(f"train.integrator.dt_max = {self.dt_max:g} is below dt_min = {self.dt_min:g}: "
+                             "rk45 keeps its step within [dt_min, dt_max]; give dt_max >= dt_min")
         return self
 
 

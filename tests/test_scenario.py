@@ -87,6 +87,9 @@ NOT_APPLICABLE = [
                  "set model.bias: true, or remove model.init.b_std",
                  "runs: {k: {solver: ntk, kernel: analytic}}\nmodel: {bias: true, init: {b_std: 0.5}}",
                  id="b_std-without-bias-analytic"),
+    pytest.param("train: {integrator: {method: rk45, dt_min: 0.1, dt_max: 0.01}}",
+                 "train.integrator.dt_max = 0.01 is below dt_min = 0.1: rk45 keeps its step within [dt_min, dt_max]",
+                 "train: {integrator: {method: rk45, dt_min: 0.01, dt_max: 0.01}}", id="rk45-dt_max-below-dt_min"),
 ]
 
 

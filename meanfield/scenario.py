@@ -10,6 +10,7 @@ validation, so a typo in an override is caught the same way. YAML is read with
 from __future__ import annotations
 
 import copy
+import math
 import re
 import typing
 from typing import Annotated, Any, Literal, Optional, Union
@@ -216,6 +217,9 @@ class NTKRun(RunBase):
 Run = Annotated[Union[ParticleRun, TangentRun, NTKRun], Field(discriminator="solver")]
 
 
+RESOLVED_NUMBERS = ("s", "eta_a", "eta_w", "a_std", "loss_scale")
+"""What a parameterization resolves to at a width (meanfield.parameterization.Resolved): each > 0 and finite."""
+
 RUN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -320,6 +324,24 @@ class Scenario(Strict):
                 raise ValueError(
                     f"run {name!r}: the analytic kernel is in closed form for activations "
                     f"{', '.join(ANALYTIC_ACTIVATIONS)}, not {self.model.activation!r}: use kernel: empirical"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _parameterizations_in_floating_point_range(self):
+        from .parameterization import resolve  # it imports this module
+
+        for name, run in self.runs.items():
+            try:
+                resolved = resolve(run.parameterization, self.model, self.data.dim)
+                bad = [key for key in RESOLVED_NUMBERS if not 0 < getattr(resolved, key) < math.inf]
+            except OverflowError:
+                bad = ["a power of the width"]
+            if bad:
+                raise ValueError(
+                    f"runs.{name}.parameterization at width {self.model.width} gives {', '.join(bad)} "
+                    "out of floating-point range (0 or inf); s, eta_a, eta_w, a_std and loss_scale must be "
+                    "finite and > 0: bring the exponents, alpha and lr closer to 0 and 1"
                 )
         return self
 

@@ -90,6 +90,17 @@ NOT_APPLICABLE = [
     pytest.param("train: {integrator: {method: rk45, dt_min: 0.1, dt_max: 0.01}}",
                  "train.integrator.dt_max = 0.01 is below dt_min = 0.1: rk45 keeps its step within [dt_min, dt_max]",
                  "train: {integrator: {method: rk45, dt_min: 0.01, dt_max: 0.01}}", id="rk45-dt_max-below-dt_min"),
+    pytest.param("runs: {r: {parameterization: {preset: custom, output_exponent: -200}}}",
+                 "runs.r.parameterization at width 512 gives a power of the width out of floating-point range",
+                 "runs: {r: {parameterization: {preset: custom, output_exponent: -2}}}", id="custom-overflow"),
+    pytest.param("runs: {r: {parameterization: {preset: lazy, alpha: 1.0e+300}}}",
+                 "runs.r.parameterization at width 512 gives loss_scale out of floating-point range",
+                 "runs: {r: {parameterization: {preset: lazy, alpha: 1.0e+30}}}", id="lazy-alpha-overflow"),
+    pytest.param("runs: {r: {parameterization: {preset: mean_field, lr: 1.0e+308}}}\nmodel: {width: 4}",
+                 "gives eta_a, eta_w out of floating-point range (0 or inf); s, eta_a, eta_w, a_std and "
+                 "loss_scale must be finite and > 0",
+                 "runs: {r: {parameterization: {preset: mean_field, lr: 1.0e+300}}}\nmodel: {width: 4}",
+                 id="lr-overflow"),
 ]
 
 

@@ -33,8 +33,8 @@ Tasks (d = ``dim``, sigma_eps = ``noise``):
 ``file``
     ``path`` is an .npz or .h5/.hdf5 file holding X [n, d] and y [n] (finite reals,
     d = ``dim``). The samples are shuffled with rng and round(test_fraction * n) of them
-    are the test set; ``n_train`` and ``n_test`` are ignored. A relative path is taken
-    from the current working directory.
+    are the test set (the schema refuses ``n_train``, ``n_test`` and ``noise`` here). A
+    relative path is taken from the current working directory.
 
 For the classification tasks (gaussian_mixture and the pictures) ``noise`` is the standard
 deviation of Gaussian noise added to the *inputs* (labels stay +-1; for gaussian_mixture

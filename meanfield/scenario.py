@@ -68,6 +68,9 @@ TASK_KEYS = {"teacher": ("teacher_student",), "population": ("teacher_student",)
              "inputs": REGRESSION_TASKS}
 """The data keys that only some tasks read (the classification tasks draw their own inputs)."""
 
+FILE_IGNORES = ("n_train", "n_test", "noise")
+"""The data keys of every task but ``file``, whose samples are those of its file, split by test_fraction."""
+
 
 class DataSpec(Strict):
     task: TaskName = "teacher_student"
@@ -94,6 +97,11 @@ class DataSpec(Strict):
             if self.task not in tasks and _differs_from_default(self, key):
                 raise ValueError(f"data.{key} is a key of task {' or '.join(tasks)}, not of {self.task!r}: "
                                  "remove it")
+        given = [f"data.{key}" for key in FILE_IGNORES if _differs_from_default(self, key)]
+        if self.task == "file" and given:
+            raise ValueError(f"{', '.join(given)}: task 'file' takes its samples from data.path as they are "
+                             "(data.test_fraction of them held out for testing): remove "
+                             f"{'it' if len(given) == 1 else 'them'}")
         if self.task in TWO_D_TASKS and self.dim != 2:
             raise ValueError(f"task {self.task!r} is two-dimensional: set data.dim: 2")
         if self.task == "file" and not self.path:

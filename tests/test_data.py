@@ -253,9 +253,12 @@ def test_h5_round_trip(tmp_path, suffix):
     check_round_trip(make_dataset(file_spec(path), rng()), X, y)
 
 
-def test_file_ignores_n_train_and_n_test(npz_file):
-    s = DataSpec(task="file", path=str(npz_file), dim=3, n_train=3, n_test=999)
-    assert make_dataset(s, rng()).n_train == 15
+@pytest.mark.parametrize("key, value", [("n_train", 3), ("n_test", 999), ("noise", 0.1)])
+def test_file_refuses_the_keys_it_would_ignore(npz_file, key, value):
+    with pytest.raises(ValidationError, match=f"data.{key}: task 'file' takes its samples from data.path"):
+        DataSpec(task="file", path=str(npz_file), dim=3, **{key: value})
+    default = DataSpec.model_fields[key].default  # a resolved scenario lists it: accepted
+    assert make_dataset(DataSpec(task="file", path=str(npz_file), dim=3, **{key: default}), rng()).n_train == 15
 
 
 def bad_npz(tmp_path, **arrays):

@@ -25,6 +25,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -97,7 +98,7 @@ class DataSpec(Strict):
             if self.task not in tasks and _differs_from_default(self, key):
                 raise ValueError(f"data.{key} is a key of task {' or '.join(tasks)}, not of {self.task!r}: "
                                  "remove it")
-        given = [f"data.{key}" for key in FILE_IGNORES if _differs_from_default(self, key)]
+        given = [key for key in FILE_IGNORES if _differs_from_default(self, key)]
         if self.task == "file" and given:
             raise ValueError(f"{', '.join(given)}: task 'file' takes its samples from data.path as they are "
                              "(data.test_fraction of them held out for testing): remove "
@@ -138,8 +139,8 @@ class ModelSpec(Strict):
     @model_validator(mode="after")
     def _bias_spread_needs_a_bias(self):
         if not self.bias and _differs_from_default(self.init, "b_std"):
-            raise ValueError(f"model.init.b_std = {self.init.b_std:g} is the spread of the biases b_i, and "
-                             "model.bias is false (b = 0): set model.bias: true, or remove model.init.b_std")
+            raise ValueError(f"init.b_std = {self.init.b_std:g} is the spread of the biases b_i, and bias is "
+                             "false (b = 0): set model.bias: true, or remove model.init.b_std")
         return self
 
 
@@ -255,7 +256,7 @@ class IntegratorSpec(Strict):
         if self.method != "rk45" and adaptive:
             raise ValueError(f"{', '.join(sorted(adaptive))}: only the adaptive method 'rk45' uses them")
         if self.dt_max is not None and self.dt_max < self.dt_min:
-            raise ValueError(f"train.integrator.dt_max = {self.dt_max:g} is below dt_min = {self.dt_min:g}: "
+            raise ValueError(f"dt_max = {self.dt_max:g} is below dt_min = {self.dt_min:g}: "
                              "rk45 keeps its step within [dt_min, dt_max]; give dt_max >= dt_min")
         return self
 
@@ -335,23 +336,28 @@ class Scenario(Strict):
                 )
         return self
 
-    @model_validator(mode="after")
-    def _parameterizations_in_floating_point_range(self):
+    @field_validator("runs")
+    @classmethod
+    def _parameterizations_in_floating_point_range(cls, runs, info: ValidationInfo):
+        """Checked with the runs (model and data come first), so the error names their line."""
         from .parameterization import resolve  # it imports this module
 
-        for name, run in self.runs.items():
+        model, data = info.data.get("model"), info.data.get("data")
+        if model is None or data is None:  # already an error of their own
+            return runs
+        for name, run in runs.items():
             try:
-                resolved = resolve(run.parameterization, self.model, self.data.dim)
+                resolved = resolve(run.parameterization, model, data.dim)
                 bad = [key for key in RESOLVED_NUMBERS if not 0 < getattr(resolved, key) < math.inf]
             except OverflowError:
                 bad = ["a power of the width"]
             if bad:
                 raise ValueError(
-                    f"runs.{name}.parameterization at width {self.model.width} gives {', '.join(bad)} "
+                    f"runs.{name}.parameterization at width {model.width} gives {', '.join(bad)} "
                     "out of floating-point range (0 or inf); s, eta_a, eta_w, a_std and loss_scale must be "
                     "finite and > 0: bring the exponents, alpha and lr closer to 0 and 1"
                 )
-        return self
+        return runs
 
     @model_validator(mode="after")
     def _kernel_runs_have_no_parameters(self):

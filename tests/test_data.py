@@ -255,7 +255,7 @@ def test_h5_round_trip(tmp_path, suffix):
 
 @pytest.mark.parametrize("key, value", [("n_train", 3), ("n_test", 999), ("noise", 0.1)])
 def test_file_refuses_the_keys_it_would_ignore(npz_file, key, value):
-    with pytest.raises(ValidationError, match=f"data.{key}: task 'file' takes its samples from data.path"):
+    with pytest.raises(ValidationError, match=f"{key}: task 'file' takes its samples from data.path"):
         DataSpec(task="file", path=str(npz_file), dim=3, **{key: value})
     default = DataSpec.model_fields[key].default  # a resolved scenario lists it: accepted
     assert make_dataset(DataSpec(task="file", path=str(npz_file), dim=3, **{key: default}), rng()).n_train == 15

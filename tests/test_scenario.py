@@ -81,14 +81,14 @@ NOT_APPLICABLE = [
                  "data.inputs is a key of task teacher_student or single_index, not of 'moons': remove it",
                  "data: {task: single_index, inputs: sphere}", id="inputs-on-classification"),
     pytest.param("model: {init: {b_std: 0.5}}",
-                 "model.init.b_std = 0.5 is the spread of the biases b_i, and model.bias is false",
+                 "model: init.b_std = 0.5 is the spread of the biases b_i, and bias is false",
                  "model: {bias: true, init: {b_std: 0.5}}", id="b_std-without-bias"),
     pytest.param("runs: {k: {solver: ntk, kernel: analytic}}\nmodel: {init: {b_std: 0.5}}",
                  "set model.bias: true, or remove model.init.b_std",
                  "runs: {k: {solver: ntk, kernel: analytic}}\nmodel: {bias: true, init: {b_std: 0.5}}",
                  id="b_std-without-bias-analytic"),
     pytest.param("train: {integrator: {method: rk45, dt_min: 0.1, dt_max: 0.01}}",
-                 "train.integrator.dt_max = 0.01 is below dt_min = 0.1: rk45 keeps its step within [dt_min, dt_max]",
+                 "train.integrator: dt_max = 0.01 is below dt_min = 0.1: rk45 keeps its step within [dt_min, dt_max]",
                  "train: {integrator: {method: rk45, dt_min: 0.01, dt_max: 0.01}}", id="rk45-dt_max-below-dt_min"),
     pytest.param("runs: {r: {parameterization: {preset: custom, output_exponent: -200}}}",
                  "runs.r.parameterization at width 512 gives a power of the width out of floating-point range",
@@ -102,7 +102,7 @@ NOT_APPLICABLE = [
                  "runs: {r: {parameterization: {preset: mean_field, lr: 1.0e+300}}}\nmodel: {width: 4}",
                  id="lr-overflow"),
     pytest.param("data: {task: file, path: d.npz, n_train: 100, noise: 0.1}",
-                 "data.n_train, data.noise: task 'file' takes its samples from data.path as they are "
+                 "data: n_train, noise: task 'file' takes its samples from data.path as they are "
                  "(data.test_fraction of them held out for testing): remove them",
                  "data: {task: file, path: d.npz, test_fraction: 0.5}", id="file-n_train-noise"),
 ]

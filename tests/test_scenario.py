@@ -1,6 +1,7 @@
 """The scenario schema: shorthands, cross-key rules, safe loading, and the stored resolved text."""
 
 import pytest
+import yaml
 
 from meanfield.errors import UsageError
 from meanfield.scenario import apply_override, parse_scenario
@@ -125,3 +126,18 @@ def test_nonsense_is_refused_at_validation(bad, message, good):
 def test_the_valid_neighbour_is_accepted_and_its_resolved_text_parses_back(bad, message, good):
     scenario = parse_scenario(with_base(good), source="s.yaml")
     assert parse_scenario(scenario.resolved_yaml()) == scenario
+
+
+@pytest.mark.parametrize("task", ["teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals",
+                                  "file"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_resolved_scenario_lists_every_default_and_parses_back(task, bias):
+    """Keys that hold only their defaults (inputs, b_std, n_train, dt_max, ...) are not taken
+    for keys given where they do not apply."""
+    data = {"task": task, "dim": 2, **({"path": "gone.npz"} if task == "file" else {})}
+    runs = {"rich": "mean_field", "k": {"solver": "ntk", "kernel": "analytic"}}
+    scenario = parse_scenario(yaml.safe_dump({"name": "s", "data": data, "model": {"bias": bias}, "runs": runs,
+                                              "train": {"integrator": {"method": "rk45"}}}))
+    resolved = yaml.safe_load(scenario.resolved_yaml())
+    assert resolved["data"]["inputs"] == "gaussian" and resolved["model"]["init"]["b_std"] == 0.0
+    assert parse_scenario(scenario.resolved_yaml()) == scenario  # the file need not exist

@@ -77,7 +77,7 @@ def test_an_override_can_remove_a_run():
 
 # Nonsense that used to pass validation and fail (or be ignored) later: each bad scenario is
 # refused with a message naming the key and what is allowed; its valid neighbour is accepted.
-NOT_APPLICABLE = [
+REFUSED = [
     pytest.param("data: {task: moons, inputs: sphere}",
                  "data.inputs is a key of task teacher_student or single_index, not of 'moons': remove it",
                  "data: {task: single_index, inputs: sphere}", id="inputs-on-classification"),
@@ -115,14 +115,14 @@ def with_base(extra: str) -> str:
     return text + extra + "\n"
 
 
-@pytest.mark.parametrize("bad, message, good", NOT_APPLICABLE)
+@pytest.mark.parametrize("bad, message, good", REFUSED)
 def test_nonsense_is_refused_at_validation(bad, message, good):
     with pytest.raises(UsageError) as info:
         parse_scenario(with_base(bad), source="s.yaml")
     assert str(info.value).startswith("s.yaml:") and message in str(info.value)
 
 
-@pytest.mark.parametrize("bad, message, good", NOT_APPLICABLE)
+@pytest.mark.parametrize("bad, message, good", REFUSED)
 def test_the_valid_neighbour_is_accepted_and_its_resolved_text_parses_back(bad, message, good):
     scenario = parse_scenario(with_base(good), source="s.yaml")
     assert parse_scenario(scenario.resolved_yaml()) == scenario

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from meanfield.bundled import bundled, bundled_sweeps, scenario_path
+import meanfield
+from meanfield.bundled import bundled, bundled_sweeps
 from meanfield.cli import main
-from meanfield.scenario import load_scenario, parse_scenario
-from meanfield.sweep import load_sweep
+from meanfield.scenario import parse_scenario
 
 BASE = textwrap.dedent(
     """\
@@ -28,8 +28,9 @@ BASE = textwrap.dedent(
 )
 
 NEEDS_CHECK_SOURCE = pytest.mark.xfail(
-    strict=True, reason="a file is read only when the data are built: until the planning step that --dry-run "
-                        "uses calls meanfield.data.check_source(spec.data, spec.loss), remove this mark then")
+    strict=True, reason="a file is read only when the data are built: once the planning step that --dry-run "
+                        "uses (meanfield.simulation.plan) calls meanfield.data.check_source(scenario.data, "
+                        "scenario.loss), remove this mark")
 
 # (overrides of BASE that a run would refuse, words of the one Error: line, the valid neighbour)
 CASES = [
@@ -157,11 +158,11 @@ def test_analytic_kernel_with_a_bias_takes_b_std(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(bundled()))
 def test_bundled_scenarios_validate_and_their_resolved_text_parses_back(name):
-    scenario = load_scenario(scenario_path(name))
+    scenario = meanfield.load_scenario(name)
     assert parse_scenario(scenario.resolved_yaml()) == scenario
 
 
 @pytest.mark.parametrize("name", sorted(bundled_sweeps()))
 def test_every_point_of_the_bundled_sweeps_validates_and_parses_back(name):
-    for point in load_sweep(name).points:
+    for point in meanfield.load_sweep(name).points:
         assert parse_scenario(point.scenario.resolved_yaml()) == point.scenario

@@ -9,6 +9,10 @@ within a set, inputs (and labels) come before noise, and the noise is drawn even
 unchanged. The test set is drawn from the same distribution as the training set (label
 noise included). All arrays are float64 and shared by every run of a scenario: do not write into them.
 
+``check_source(spec, loss)`` checks before a run, without building the data, what the schema
+cannot (it never touches the disk): the ``file`` task's file, its shapes and, for logistic
+loss, its labels. It returns the sizes (n_train, n_test) the data will have.
+
 Tasks (d = ``dim``, sigma_eps = ``noise``):
 
 ``teacher_student``
@@ -33,8 +37,8 @@ Tasks (d = ``dim``, sigma_eps = ``noise``):
 ``file``
     ``path`` is an .npz or .h5/.hdf5 file holding X [n, d] and y [n] (finite reals,
     d = ``dim``). The samples are shuffled with rng and round(test_fraction * n) of them
-    are the test set; ``n_train`` and ``n_test`` are ignored. A relative path is taken
-    from the current working directory.
+    are the test set (the schema refuses ``n_train``, ``n_test`` and ``noise`` here). A
+    relative path is taken from the current working directory.
 
 For the classification tasks (gaussian_mixture and the pictures) ``noise`` is the standard
 deviation of Gaussian noise added to the *inputs* (labels stay +-1; for gaussian_mixture
@@ -112,11 +116,6 @@ class Dataset:
 
 def make_dataset(spec: DataSpec, rng: np.random.Generator) -> Dataset:
     """The training and test sets of ``spec.task``, drawn from ``rng`` (see the module docstring)."""
-    if spec.inputs != "gaussian" and spec.task not in ("teacher_student", "single_index"):
-        raise UsageError(
-            f"data.inputs: {spec.inputs!r} applies to tasks teacher_student and single_index "
-            f"only; task {spec.task!r} has its own inputs: remove data.inputs"
-        )
     return TASKS[spec.task](spec, rng)
 
 
@@ -261,18 +260,70 @@ def from_file(spec: DataSpec, rng: np.random.Generator) -> Dataset:
     X, y = _read_arrays(path)
     _check_arrays(path, X, y, spec.dim)
     n = X.shape[0]
-    n_test = int(round(spec.test_fraction * n))
-    if not 0 < n_test < n:
-        raise UsageError(
-            f"data.path {path}: {n} samples and data.test_fraction {spec.test_fraction} leave "
-            f"{n_test} test and {n - n_test} training samples; both need at least one"
-        )
+    _, n_test = _split_sizes(path, n, spec.test_fraction)
     order = rng.permutation(n)
     test, train = order[:n_test], order[n_test:]
     return _frozen(X[train], y[train], X[test], y[test], None)
 
 
-def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def check_source(spec: DataSpec, loss: str = "squared") -> tuple[int, int]:
+    """(n_train, n_test) of the data ``spec`` describes, after checking what only the disk
+    knows: for the ``file`` task, that ``spec.path`` exists and holds X [n, dim] and y [n]
+    of real numbers, y finite, enough samples for data.test_fraction to leave a training
+    and a test set, and, for ``loss`` 'logistic', labels y = +-1. The inputs X are not
+    loaded (their shape and dtype come from the file's header; their finiteness is checked
+    when the data are built). Raises UsageError naming data.path, like :func:`make_dataset`.
+
+    Every other task is checked by the schema alone: its sizes are returned without
+    touching the disk. The schema itself never reads the file (a resolved scenario is
+    re-validated where the file may be gone): call this before a run, e.g. when planning.
+    """
+    if spec.task != "file":
+        return spec.n_train, spec.n_test
+    path = Path(spec.path).expanduser()
+    X, y = _read_arrays(path, inputs=False)
+    _check_arrays(path, X, y, spec.dim)
+    if loss == "logistic":
+        _check_labels(path, y)
+    return _split_sizes(path, y.shape[0], spec.test_fraction)
+
+
+@dataclass(frozen=True)
+class _Header:
+    """An array's shape and dtype, read from a file without its values."""
+
+    shape: tuple
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def _split_sizes(path: Path, n: int, test_fraction: float) -> tuple[int, int]:
+    """(n_train, n_test) of n samples with round(test_fraction * n) held out; both must be > 0."""
+    n_test = int(round(test_fraction * n))
+    if not 0 < n_test < n:
+        raise UsageError(
+            f"data.path {path}: {n} samples and data.test_fraction {test_fraction} leave "
+            f"{n_test} test and {n - n_test} training samples; both need at least one"
+        )
+    return n - n_test, n_test
+
+
+def _check_labels(path: Path, y) -> None:
+    """Logistic loss reads y as a class, +1 or -1."""
+    other = np.unique(y[np.abs(np.asarray(y, dtype=np.float64)) != 1])
+    if other.size:
+        shown = ", ".join(f"{value:g}" for value in other[:3]) + (", ..." if other.size > 3 else "")
+        raise UsageError(
+            f"data.path {path}: loss 'logistic' needs labels y = +1 or -1; y also holds {shown}: "
+            "relabel the file or use loss: squared"
+        )
+
+
+def _read_arrays(path: Path, inputs: bool = True) -> tuple[np.ndarray | _Header, np.ndarray]:
+    """X and y; with ``inputs=False`` X is only its _Header."""
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         raise UsageError(
@@ -282,26 +333,51 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise UsageError(f"data.path {path}: no such file (an {suffix} file holding X and y)")
     reader = _read_npz if suffix == ".npz" else _read_h5
-    return reader(path)
+    return reader(path, inputs)
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_npz(path: Path, inputs: bool = True) -> tuple[np.ndarray | _Header, np.ndarray]:
     _check_npz_magic(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             _check_keys(path, archive.files)
-            return archive["X"], archive["y"]
+            return (archive["X"] if inputs else _npz_header(path, archive, "X")), archive["y"]
     except UsageError:
         raise
     except ValueError as exc:
         if "allow_pickle" in str(exc):
-            raise UsageError(
-                f"data.path {path}: holds pickled Python objects (an object array), which are "
-                "never loaded (they can run code); save X and y as plain numeric arrays"
-            ) from None
+            raise _pickled(path) from None
         raise UsageError(f"data.path {path}: not a readable .npz archive ({exc})") from None
     except Exception as exc:  # OSError, EOFError, zipfile.BadZipFile, ...
         raise UsageError(f"data.path {path}: not a readable .npz archive ({exc})") from None
+
+
+NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _npz_header(path: Path, archive, key: str) -> np.ndarray | _Header:
+    """The shape and dtype of ``key`` from its .npy header in the archive, without its values
+    (a member of another .npy version, or not an .npy, is read as np.load reads it)."""
+    member = f"{key}.npy"
+    if member in archive.zip.namelist():
+        with archive.zip.open(member) as stream:
+            try:
+                version = np.lib.format.read_magic(stream)
+            except ValueError:  # not an .npy
+                version = None
+            if version in NPY_HEADER_READERS:
+                shape, _, dtype = NPY_HEADER_READERS[version](stream)
+                if dtype.hasobject:
+                    raise _pickled(path)
+                return _Header(tuple(shape), dtype)
+    return archive[key]
+
+
+def _pickled(path: Path) -> UsageError:
+    return UsageError(
+        f"data.path {path}: holds pickled Python objects (an object array), which are "
+        "never loaded (they can run code); save X and y as plain numeric arrays"
+    )
 
 
 def _check_npz_magic(path: Path) -> None:
@@ -323,7 +399,7 @@ def _check_npz_magic(path: Path) -> None:
         )
 
 
-def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_h5(path: Path, inputs: bool = True) -> tuple[np.ndarray | _Header, np.ndarray]:
     import h5py
 
     try:
@@ -332,7 +408,8 @@ def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
             for key in ("X", "y"):
                 if not isinstance(f[key], h5py.Dataset):
                     raise UsageError(f"data.path {path}: {key!r} is a group, expected a dataset")
-            return f["X"][()], f["y"][()]
+            X = f["X"][()] if inputs else _Header(f["X"].shape, f["X"].dtype)
+            return X, f["y"][()]
     except UsageError:
         raise
     except Exception as exc:  # h5py raises OSError, but also KeyError/TypeError on odd files
@@ -349,7 +426,9 @@ def _check_keys(path: Path, keys) -> None:
 
 
 def _check_arrays(path: Path, X, y, dim: int) -> None:
-    X, y = np.asarray(X), np.asarray(y)
+    """X [n, dim] and y [n] of finite real numbers (X's values unchecked when it is a _Header)."""
+    X = X if isinstance(X, _Header) else np.asarray(X)
+    y = np.asarray(y)
     for key, value in (("X", X), ("y", y)):
         if value.dtype.kind not in "biuf":
             raise UsageError(f"data.path {path}: {key} has dtype {value.dtype}; expected real numbers")
@@ -362,6 +441,8 @@ def _check_arrays(path: Path, X, y, dim: int) -> None:
             f"data.path {path}: X has {X.shape[0]} samples but y has {y.shape[0]}; they must match"
         )
     for key, value in (("X", X), ("y", y)):
+        if isinstance(value, _Header):
+            continue
         bad = np.size(value) - np.count_nonzero(np.isfinite(value))
         if bad:
             raise UsageError(f"data.path {path}: {key} has {bad} non-finite values (nan or inf)")

@@ -10,6 +10,7 @@ validation, so a typo in an override is caught the same way. YAML is read with
 from __future__ import annotations
 
 import copy
+import math
 import re
 import typing
 from typing import Annotated, Any, Literal, Optional, Union
@@ -24,6 +25,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -60,9 +62,15 @@ def _differs_from_default(model: BaseModel, key: str) -> bool:
     return getattr(model, key) != type(model).model_fields[key].default
 
 
+REGRESSION_TASKS = ("teacher_student", "single_index")
+
 TASK_KEYS = {"teacher": ("teacher_student",), "population": ("teacher_student",), "degree": ("single_index",),
-             "delta": ("gaussian_mixture",), "path": ("file",), "test_fraction": ("file",)}
-"""The data keys that only some tasks read."""
+             "delta": ("gaussian_mixture",), "path": ("file",), "test_fraction": ("file",),
+             "inputs": REGRESSION_TASKS}
+"""The data keys that only some tasks read (the classification tasks draw their own inputs)."""
+
+FILE_IGNORES = ("n_train", "n_test", "noise")
+"""The data keys of every task but ``file``, whose samples are those of its file, split by test_fraction."""
 
 
 class DataSpec(Strict):
@@ -90,6 +98,11 @@ class DataSpec(Strict):
             if self.task not in tasks and _differs_from_default(self, key):
                 raise ValueError(f"data.{key} is a key of task {' or '.join(tasks)}, not of {self.task!r}: "
                                  "remove it")
+        given = [key for key in FILE_IGNORES if _differs_from_default(self, key)]
+        if self.task == "file" and given:
+            raise ValueError(f"{', '.join(given)}: task 'file' takes its samples from data.path as they are "
+                             "(data.test_fraction of them held out for testing): remove "
+                             f"{'it' if len(given) == 1 else 'them'}")
         if self.task in TWO_D_TASKS and self.dim != 2:
             raise ValueError(f"task {self.task!r} is two-dimensional: set data.dim: 2")
         if self.task == "file" and not self.path:
@@ -121,6 +134,13 @@ class ModelSpec(Strict):
     def _symmetric_needs_even_width(self):
         if self.init.symmetric and self.width % 2:
             raise ValueError(f"init.symmetric needs an even width, got {self.width}")
+        return self
+
+    @model_validator(mode="after")
+    def _bias_spread_needs_a_bias(self):
+        if not self.bias and _differs_from_default(self.init, "b_std"):
+            raise ValueError(f"init.b_std = {self.init.b_std:g} is the spread of the biases b_i, and bias is "
+                             "false (b = 0): set model.bias: true, or remove model.init.b_std")
         return self
 
 
@@ -206,6 +226,9 @@ class NTKRun(RunBase):
 Run = Annotated[Union[ParticleRun, TangentRun, NTKRun], Field(discriminator="solver")]
 
 
+RESOLVED_NUMBERS = ("s", "eta_a", "eta_w", "a_std", "loss_scale")
+"""What a parameterization resolves to at a width (meanfield.parameterization.Resolved): each > 0 and finite."""
+
 RUN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -232,6 +255,9 @@ class IntegratorSpec(Strict):
         adaptive = [key for key in ("rtol", "atol", "dt_min", "dt_max") if _differs_from_default(self, key)]
         if self.method != "rk45" and adaptive:
             raise ValueError(f"{', '.join(sorted(adaptive))}: only the adaptive method 'rk45' uses them")
+        if self.dt_max is not None and self.dt_max < self.dt_min:
+            raise ValueError(f"dt_max = {self.dt_max:g} is below dt_min = {self.dt_min:g}: "
+                             "rk45 keeps its step within [dt_min, dt_max]; give dt_max >= dt_min")
         return self
 
 
@@ -310,6 +336,29 @@ class Scenario(Strict):
                 )
         return self
 
+    @field_validator("runs")
+    @classmethod
+    def _parameterizations_in_floating_point_range(cls, runs, info: ValidationInfo):
+        """Checked with the runs (model and data come first), so the error names their line."""
+        from .parameterization import resolve  # it imports this module
+
+        model, data = info.data.get("model"), info.data.get("data")
+        if model is None or data is None:  # already an error of their own
+            return runs
+        for name, run in runs.items():
+            try:
+                resolved = resolve(run.parameterization, model, data.dim)
+                bad = [key for key in RESOLVED_NUMBERS if not 0 < getattr(resolved, key) < math.inf]
+            except OverflowError:
+                bad = ["a power of the width"]
+            if bad:
+                raise ValueError(
+                    f"runs.{name}.parameterization at width {model.width} gives {', '.join(bad)} "
+                    "out of floating-point range (0 or inf); s, eta_a, eta_w, a_std and loss_scale must be "
+                    "finite and > 0: bring the exponents, alpha and lr closer to 0 and 1"
+                )
+        return runs
+
     @model_validator(mode="after")
     def _kernel_runs_have_no_parameters(self):
         kernel_runs = [name for name, run in self.runs.items() if run.solver == "ntk"]
@@ -350,7 +399,7 @@ class Scenario(Strict):
 
     @model_validator(mode="after")
     def _loss_fits_task(self):
-        if self.loss == "logistic" and self.data.task in ("teacher_student", "single_index"):
+        if self.loss == "logistic" and self.data.task in REGRESSION_TASKS:
             raise ValueError(
                 f"loss 'logistic' needs labels +-1; task {self.data.task!r} is a regression: "
                 "use loss: squared"

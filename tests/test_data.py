@@ -6,9 +6,10 @@ import pickle
 import h5py
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from scipy.special import erf
 
-from meanfield.data import TASKS, Dataset, make_dataset
+from meanfield.data import TASKS, Dataset, check_source, make_dataset
 from meanfield.errors import UsageError
 from meanfield.scenario import DataSpec
 
@@ -106,8 +107,8 @@ def test_classification_noise_is_input_noise(task):
 
 
 def test_inputs_key_refused_where_it_does_not_apply():
-    with pytest.raises(UsageError, match="data.inputs"):
-        make_dataset(spec("moons", inputs="sphere"), rng())
+    with pytest.raises(ValidationError, match="data.inputs is a key of task teacher_student or single_index"):
+        spec("moons", inputs="sphere")
 
 
 # ------------------------------------------------------------------ regression
@@ -252,9 +253,12 @@ def test_h5_round_trip(tmp_path, suffix):
     check_round_trip(make_dataset(file_spec(path), rng()), X, y)
 
 
-def test_file_ignores_n_train_and_n_test(npz_file):
-    s = DataSpec(task="file", path=str(npz_file), dim=3, n_train=3, n_test=999)
-    assert make_dataset(s, rng()).n_train == 15
+@pytest.mark.parametrize("key, value", [("n_train", 3), ("n_test", 999), ("noise", 0.1)])
+def test_file_refuses_the_keys_it_would_ignore(npz_file, key, value):
+    with pytest.raises(ValidationError, match=f"{key}: task 'file' takes its samples from data.path"):
+        DataSpec(task="file", path=str(npz_file), dim=3, **{key: value})
+    default = DataSpec.model_fields[key].default  # a resolved scenario lists it: accepted
+    assert make_dataset(DataSpec(task="file", path=str(npz_file), dim=3, **{key: default}), rng()).n_train == 15
 
 
 def bad_npz(tmp_path, **arrays):
@@ -263,7 +267,7 @@ def bad_npz(tmp_path, **arrays):
     return path
 
 
-@pytest.mark.parametrize(
+BAD_FILES = pytest.mark.parametrize(
     "make, match",
     [
         (lambda p: p / "absent.npz", "no such file"),
@@ -294,11 +298,74 @@ def bad_npz(tmp_path, **arrays):
         "dim", "strings", "too-few",
     ],
 )
+
+
+@BAD_FILES
 def test_bad_files_are_usage_errors(tmp_path, make, match):
     path = make(tmp_path)
     with pytest.raises(UsageError, match=match) as info:
         make_dataset(file_spec(path), rng())
     assert str(path) in str(info.value)
+
+
+@BAD_FILES
+def test_check_source_refuses_every_bad_file_but_non_finite_inputs(tmp_path, make, match):
+    """The same refusals before a run, without building the data: only X's values are not
+    read (a NaN in X is found when the data are built)."""
+    path = make(tmp_path)
+    if match == "X has 12 non-finite":
+        assert check_source(file_spec(path)) == (3, 1)
+        return
+    with pytest.raises(UsageError, match=match) as info:
+        check_source(file_spec(path))
+    assert str(path) in str(info.value)
+
+
+def test_check_source_gives_the_sizes_without_loading_the_inputs(npz_file, tmp_path, monkeypatch):
+    read = []
+    original = np.lib.npyio.NpzFile.__getitem__
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda self, key: read.append(key) or original(self, key))
+    assert check_source(file_spec(npz_file)) == (15, 5)  # n_train, n_test of make_dataset
+    assert read == ["y"]
+    compressed = tmp_path / "c.npz"
+    np.savez_compressed(compressed, X=np.ones((8, 3), np.float32), y=np.ones(8))
+    assert check_source(file_spec(compressed, test_fraction=0.5)) == (4, 4)
+    h5 = write_h5(tmp_path / "d.h5", X=np.ones((10, 3)), y=-np.ones(10))
+    assert check_source(file_spec(h5), loss="logistic") == (8, 2)
+
+
+def test_check_source_of_a_drawn_task_is_its_sizes():
+    assert check_source(spec("xor", n_train=7, n_test=9)) == (7, 9)
+    assert check_source(spec("gaussian_mixture"), loss="logistic") == (40, 30)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5"])
+def test_check_source_refuses_labels_other_than_pm1_for_logistic_loss(tmp_path, suffix):
+    y = np.array([1.0, -1.0, 0.0, 2.0, 1.0, -1.0, 3.0, 4.0])
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".npz":
+        np.savez(path, X=np.ones((8, 3)), y=y)
+    else:
+        write_h5(path, X=np.ones((8, 3)), y=y)
+    assert check_source(file_spec(path)) == (6, 2)  # squared loss takes any label
+    with pytest.raises(UsageError, match=r"loss 'logistic' needs labels y = \+1 or -1; y also holds 0, 2, 3, ...: "
+                                         "relabel the file or use loss: squared") as info:
+        check_source(file_spec(path), loss="logistic")
+    assert str(path) in str(info.value)
+    np.savez(tmp_path / "pm.npz", X=np.ones((8, 3)), y=np.sign(y - 0.5).astype(np.int8))
+    assert check_source(file_spec(tmp_path / "pm.npz"), loss="logistic") == (6, 2)
+
+
+def test_a_member_that_is_not_an_npy_is_refused_alike(tmp_path):
+    import zipfile
+
+    path = tmp_path / "z.npz"
+    np.savez(path, y=np.ones(4))
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("X.npy", b"not an array")
+    for check in (lambda: make_dataset(file_spec(path), rng()), lambda: check_source(file_spec(path))):
+        with pytest.raises(UsageError, match=r"X has dtype \|S12; expected real numbers"):
+            check()
 
 
 def test_npy_saved_as_npz_is_refused(tmp_path):

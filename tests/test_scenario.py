@@ -1,6 +1,7 @@
 """The scenario schema: shorthands, cross-key rules, safe loading, and the stored resolved text."""
 
 import pytest
+import yaml
 
 from meanfield.errors import UsageError
 from meanfield.scenario import apply_override, parse_scenario
@@ -72,3 +73,71 @@ def test_run_kinds_and_their_defaults():
 def test_an_override_can_remove_a_run():
     scenario = parse_scenario("name: s\nruns: {rich: mean_field, lazy: ntk}\n", overrides=["runs.lazy=null"])
     assert list(scenario.runs) == ["rich"]
+
+
+# Nonsense that used to pass validation and fail (or be ignored) later: each bad scenario is
+# refused with a message naming the key and what is allowed; its valid neighbour is accepted.
+REFUSED = [
+    pytest.param("data: {task: moons, inputs: sphere}",
+                 "data.inputs is a key of task teacher_student or single_index, not of 'moons': remove it",
+                 "data: {task: single_index, inputs: sphere}", id="inputs-on-classification"),
+    pytest.param("model: {init: {b_std: 0.5}}",
+                 "model: init.b_std = 0.5 is the spread of the biases b_i, and bias is false",
+                 "model: {bias: true, init: {b_std: 0.5}}", id="b_std-without-bias"),
+    pytest.param("runs: {k: {solver: ntk, kernel: analytic}}\nmodel: {init: {b_std: 0.5}}",
+                 "set model.bias: true, or remove model.init.b_std",
+                 "runs: {k: {solver: ntk, kernel: analytic}}\nmodel: {bias: true, init: {b_std: 0.5}}",
+                 id="b_std-without-bias-analytic"),
+    pytest.param("train: {integrator: {method: rk45, dt_min: 0.1, dt_max: 0.01}}",
+                 "train.integrator: dt_max = 0.01 is below dt_min = 0.1: rk45 keeps its step within [dt_min, dt_max]",
+                 "train: {integrator: {method: rk45, dt_min: 0.01, dt_max: 0.01}}", id="rk45-dt_max-below-dt_min"),
+    pytest.param("runs: {r: {parameterization: {preset: custom, output_exponent: -200}}}",
+                 "runs.r.parameterization at width 512 gives a power of the width out of floating-point range",
+                 "runs: {r: {parameterization: {preset: custom, output_exponent: -2}}}", id="custom-overflow"),
+    pytest.param("runs: {r: {parameterization: {preset: lazy, alpha: 1.0e+300}}}",
+                 "runs.r.parameterization at width 512 gives loss_scale out of floating-point range",
+                 "runs: {r: {parameterization: {preset: lazy, alpha: 1.0e+30}}}", id="lazy-alpha-overflow"),
+    pytest.param("runs: {r: {parameterization: {preset: mean_field, lr: 1.0e+308}}}\nmodel: {width: 4}",
+                 "gives eta_a, eta_w out of floating-point range (0 or inf); s, eta_a, eta_w, a_std and "
+                 "loss_scale must be finite and > 0",
+                 "runs: {r: {parameterization: {preset: mean_field, lr: 1.0e+300}}}\nmodel: {width: 4}",
+                 id="lr-overflow"),
+    pytest.param("data: {task: file, path: d.npz, n_train: 100, noise: 0.1}",
+                 "data: n_train, noise: task 'file' takes its samples from data.path as they are "
+                 "(data.test_fraction of them held out for testing): remove them",
+                 "data: {task: file, path: d.npz, test_fraction: 0.5}", id="file-n_train-noise"),
+]
+
+
+def with_base(extra: str) -> str:
+    """BASE with the extra keys (its run replaced when they give runs)."""
+    text = BASE.replace("runs: {rich: mean_field}\n", "") if "runs:" in extra else BASE
+    return text + extra + "\n"
+
+
+@pytest.mark.parametrize("bad, message, good", REFUSED)
+def test_nonsense_is_refused_at_validation(bad, message, good):
+    with pytest.raises(UsageError) as info:
+        parse_scenario(with_base(bad), source="s.yaml")
+    assert str(info.value).startswith("s.yaml:") and message in str(info.value)
+
+
+@pytest.mark.parametrize("bad, message, good", REFUSED)
+def test_the_valid_neighbour_is_accepted_and_its_resolved_text_parses_back(bad, message, good):
+    scenario = parse_scenario(with_base(good), source="s.yaml")
+    assert parse_scenario(scenario.resolved_yaml()) == scenario
+
+
+@pytest.mark.parametrize("task", ["teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals",
+                                  "file"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_resolved_scenario_lists_every_default_and_parses_back(task, bias):
+    """Keys that hold only their defaults (inputs, b_std, n_train, dt_max, ...) are not taken
+    for keys given where they do not apply."""
+    data = {"task": task, "dim": 2, **({"path": "gone.npz"} if task == "file" else {})}
+    runs = {"rich": "mean_field", "k": {"solver": "ntk", "kernel": "analytic"}}
+    scenario = parse_scenario(yaml.safe_dump({"name": "s", "data": data, "model": {"bias": bias}, "runs": runs,
+                                              "train": {"integrator": {"method": "rk45"}}}))
+    resolved = yaml.safe_load(scenario.resolved_yaml())
+    assert resolved["data"]["inputs"] == "gaussian" and resolved["model"]["init"]["b_std"] == 0.0
+    assert parse_scenario(scenario.resolved_yaml()) == scenario  # the file need not exist

@@ -1,0 +1,168 @@
+"""Everything a run would refuse is refused before it: `meanfield simulate X --dry-run` exits
+with status 2 and one `Error:` line for each case that used to pass validation and then fail
+(with a traceback, or once the run had started) or be silently ignored; its valid neighbour
+passes. Bundled scenarios and sweep points still validate, and their resolved text parses back.
+"""
+
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import meanfield
+from meanfield.bundled import bundled, bundled_sweeps
+from meanfield.cli import main
+from meanfield.scenario import parse_scenario
+
+BASE = textwrap.dedent(
+    """\
+    name: v
+    data: {task: teacher_student, dim: 3}
+    model: {width: 8}
+    runs: {rich: mean_field}
+    train: {t_end: 1.0}
+    """
+)
+
+NEEDS_CHECK_SOURCE = pytest.mark.xfail(
+    strict=True, reason="a file is read only when the data are built: once the planning step that --dry-run "
+                        "uses (meanfield.simulation.plan) calls meanfield.data.check_source(scenario.data, "
+                        "scenario.loss), remove this mark")
+
+# (overrides of BASE that a run would refuse, words of the one Error: line, the valid neighbour)
+CASES = [
+    pytest.param(["data.task=moons", "data.dim=2", "data.inputs=sphere"],
+                 "data.inputs is a key of task teacher_student or single_index, not of 'moons'",
+                 ["data.task=single_index", "data.inputs=sphere"], id="inputs-on-classification"),
+    pytest.param(["model.init.b_std=0.5"], "init.b_std = 0.5 is the spread of the biases b_i, and bias is false",
+                 ["model.bias=true", "model.init.b_std=0.5"], id="b_std-without-bias"),
+    pytest.param(["runs.k={solver: ntk, kernel: analytic}", "model.init.b_std=0.5"],
+                 "set model.bias: true, or remove model.init.b_std",
+                 ["runs.k={solver: ntk, kernel: analytic}", "model.init.b_std=0.5", "model.bias=true"],
+                 id="b_std-without-bias-analytic"),
+    pytest.param(["train.integrator={method: rk45, dt_min: 0.1, dt_max: 0.01}"],
+                 "train.integrator: dt_max = 0.01 is below dt_min = 0.1",
+                 ["train.integrator={method: rk45, dt_min: 0.01, dt_max: 0.1}"], id="rk45-dt_max-below-dt_min"),
+    pytest.param(["model.width=512", "runs.rich.parameterization={preset: custom, output_exponent: -200}"],
+                 "runs.rich.parameterization at width 512 gives a power of the width out of floating-point range",
+                 ["model.width=512", "runs.rich.parameterization={preset: custom, output_exponent: -2}"],
+                 id="parameterization-overflow"),
+    pytest.param(["runs.rich.parameterization={preset: lazy, alpha: 1.0e+300}"],
+                 "gives loss_scale out of floating-point range",
+                 ["runs.rich.parameterization={preset: lazy, alpha: 1.0e+30}"], id="alpha-underflow"),
+    pytest.param(["data.task=file", "data.path=<labels>", "data.noise=0.1"],
+                 "noise: task 'file' takes its samples from data.path as they are",
+                 ["data.task=file", "data.path=<labels>"], id="file-noise"),
+    pytest.param(["model.width=100000", "record.max_file_mb=1"],
+                 "record.max_file_mb = 1 cannot hold even the first and last snapshots",
+                 ["model.width=100000", "record.max_file_mb=50"], id="max_file_mb-too-small"),
+    pytest.param(["data.task=file", "data.path=<labels>", "loss=logistic"], "loss 'logistic' needs labels",
+                 ["data.task=file", "data.path=<pm1>", "loss=logistic"], id="file-logistic-labels",
+                 marks=NEEDS_CHECK_SOURCE),
+    pytest.param(["data.task=file", "data.path=<absent>"], "no such file",
+                 ["data.task=file", "data.path=<pm1>"], id="file-missing", marks=NEEDS_CHECK_SOURCE),
+    pytest.param(["data.task=file", "data.path=<pm1>", "data.dim=2"], "X has 3 features but data.dim is 2",
+                 ["data.task=file", "data.path=<pm1>", "data.dim=3"], id="file-dim", marks=NEEDS_CHECK_SOURCE),
+    pytest.param(["data.task=file", "data.path=<short_y>"], "X has 20 samples but y has 19",
+                 ["data.task=file", "data.path=<pm1>"], id="file-shapes", marks=NEEDS_CHECK_SOURCE),
+]
+
+
+@pytest.fixture
+def files(tmp_path):
+    """The scenario file and the data files the cases name."""
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    paths = {"labels": tmp_path / "labels.npz", "pm1": tmp_path / "pm1.npz", "short_y": tmp_path / "short.npz",
+             "absent": tmp_path / "absent.npz"}
+    np.savez(paths["labels"], X=X, y=np.sin(X[:, 0]))
+    np.savez(paths["pm1"], X=X, y=np.sign(X[:, 0]))
+    np.savez(paths["short_y"], X=X, y=np.ones(19))
+    scenario = tmp_path / "v.yaml"
+    scenario.write_text(BASE)
+    return scenario, {key: str(path) for key, path in paths.items()}
+
+
+def dry_run(scenario, overrides, paths, tmp_path):
+    args = ["-q", "simulate", str(scenario), "--dry-run", "-o", str(tmp_path / "v.h5")]
+    for item in overrides:
+        for key, path in paths.items():
+            item = item.replace(f"<{key}>", path)
+        args += ["--set", item]
+    return CliRunner().invoke(main, args)
+
+
+@pytest.mark.parametrize("bad, words, good", CASES)
+def test_dry_run_refuses_with_one_error_line(files, tmp_path, bad, words, good):
+    scenario, paths = files
+    result = dry_run(scenario, bad, paths, tmp_path)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and words in lines[0], result.output
+    assert not (tmp_path / "v.h5").exists()
+
+
+@pytest.mark.parametrize("bad, words, good", [pytest.param(*case.values, id=case.id) for case in CASES])
+def test_dry_run_accepts_the_valid_neighbour(files, tmp_path, bad, words, good):
+    scenario, paths = files
+    result = dry_run(scenario, good, paths, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "would write" in result.output and not (tmp_path / "v.h5").exists()
+
+
+@pytest.mark.parametrize("grid, words", [
+    ({"model.init.b_std": [0.0, 0.5]}, "point p0001 (model.init.b_std = 0.5)"),
+    ({"data.task": ["teacher_student", "single_index", "moons"]}, "point p0002 (data.task = moons)"),
+    ({"runs.rich.parameterization.alpha": [1, 1.0e+300]}, "gives loss_scale out of floating-point range"),
+])
+def test_a_sweep_refuses_such_a_point_up_front(tmp_path, grid, words):
+    base = "name: v\ndata: {dim: 2, inputs: sphere}\nmodel: {width: 8}\nruns: {rich: lazy}\ntrain: {t_end: 1.0}\n"
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": yaml.safe_load(base), "grid": grid}))
+    result = CliRunner().invoke(main, ["-q", "sweep", str(path), "-o", str(tmp_path / "out"), "--dry-run"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert words in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_analytic_kernel_with_a_bias_takes_b_std(tmp_path):
+    """b_std means something with a bias: the analytic (m -> infinity) kernel run agrees with
+    the empirical kernel of many particles drawn with that b_std, and b_std changes it."""
+    path = tmp_path / "b.yaml"
+    path.write_text(textwrap.dedent(
+        """\
+        name: b
+        data: {task: teacher_student, dim: 3, n_train: 30, n_test: 20}
+        model: {width: 20000, bias: true, init: {b_std: 0.8, w_std: 1.3, a_std: 0.7, symmetric: true}}
+        runs:
+          analytic: {solver: ntk, kernel: analytic, parameterization: mean_field}
+          empirical: {solver: ntk, kernel: empirical, parameterization: mean_field}
+        train: {t_end: 5.0}
+        record: {every: 5.0}
+        """))
+    f_test = {}
+    for b_std in (0.8, 0.0):
+        out = tmp_path / f"b{b_std}.h5"
+        result = CliRunner().invoke(main, ["-q", "simulate", str(path), "-o", str(out),
+                                           "--set", f"model.init.b_std={b_std}"])
+        assert result.exit_code == 0, result.output
+        with h5py.File(out, "r") as h5:
+            f_test[b_std] = h5["observables/analytic/f_test/value"][-1]
+            gap = h5["observables/empirical/gap_ntk/value"][-1]  # rms to the analytic run
+        assert gap < 0.01
+    assert np.sqrt(np.mean((f_test[0.8] - f_test[0.0]) ** 2)) > 0.02
+
+
+@pytest.mark.parametrize("name", sorted(bundled()))
+def test_bundled_scenarios_validate_and_their_resolved_text_parses_back(name):
+    scenario = meanfield.load_scenario(name)
+    assert parse_scenario(scenario.resolved_yaml()) == scenario
+
+
+@pytest.mark.parametrize("name", sorted(bundled_sweeps()))
+def test_every_point_of_the_bundled_sweeps_validates_and_parses_back(name):
+    for point in meanfield.load_sweep(name).points:
+        assert parse_scenario(point.scenario.resolved_yaml()) == point.scenario

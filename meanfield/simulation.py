@@ -40,6 +40,9 @@ class Plan:
     times: np.ndarray
     """Snapshot times after t = 0 (the last one is t_end)."""
     estimated_bytes: int
+    n_train: int
+    n_test: int
+    """The data's sizes (a ``file`` task's from its file)."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -51,7 +54,7 @@ class Plan:
         snapshot schedule and the file size."""
         sc = self.scenario
         lines = [f"scenario {sc.name}: {len(sc.runs)} run(s), width {sc.model.width}, "
-                 f"dim {sc.data.dim}, n_train {sc.data.n_train}"]
+                 f"dim {sc.data.dim}, n_train {self.n_train}, n_test {self.n_test}"]
         for name, r in self.resolved.items():
             lines.append(f"  {name}: {r.preset}: s = {r.s:.4g}, eta_a = {r.eta_a:.4g}, eta_w = {r.eta_w:.4g}, "
                          f"a_std = {r.a_std:.4g}; predicted {r.regime.label}: {r.regime.reason}")
@@ -84,22 +87,26 @@ def recorded_measures(scenario: Scenario, name: str, n_test: Optional[int] = Non
 
 
 def plan(scenario: Scenario) -> Plan:
-    """Resolve every run and choose the snapshot times so the file fits ``record.max_file_mb``."""
+    """Resolve every run, check the data source (a ``file`` task's file: what only the disk
+    knows), and choose the snapshot times so the file fits ``record.max_file_mb``."""
     from solvers.integrate import snapshot_times
 
+    from .data import check_source
+
+    n_train, n_test = check_source(scenario.data, scenario.loss)
     d, m = scenario.data.dim, scenario.model.width
     resolved = {name: resolve(run.parameterization, scenario.model, d) for name, run in scenario.runs.items()}
     record, notes = scenario.record, []
     every = min(record.every, scenario.train.t_end)
     itemsize = np.dtype(record.dtype).itemsize
-    data_values = 0 if scenario.data.population else (scenario.data.n_train + scenario.data.n_test) * (d + 1)
+    data_values = 0 if scenario.data.population else (n_train + n_test) * (d + 1)
 
     def size(frames):
         return sum(
             storage.estimate_bytes(
                 frames=frames, m=m, d=d, bias=scenario.model.bias,
                 particles=record.particles and run.solver != "ntk",
-                n_measures=sum(math.prod(shape) for shape in recorded_measures(scenario, name).values()),
+                n_measures=sum(math.prod(shape) for shape in recorded_measures(scenario, name, n_test).values()),
                 itemsize=itemsize, n_data_values=data_values if index == 0 else 0,
             )
             for index, (name, run) in enumerate(scenario.runs.items())
@@ -119,7 +126,7 @@ def plan(scenario: Scenario) -> Plan:
         every *= factor
         frames = len(snapshot_times(0.0, scenario.train.t_end, every)) + 1
     times = snapshot_times(0.0, scenario.train.t_end, every)
-    return Plan(scenario, resolved, every, times, size(frames), notes)
+    return Plan(scenario, resolved, every, times, size(frames), n_train, n_test, notes)
 
 
 # ----------------------------------------------------------------------------- the reference
@@ -198,10 +205,7 @@ def simulate(scenario: Scenario, output=None, *, resume: bool = False, overwrite
     where = output or "memory"
     log(f"{where}: about {the_plan.estimated_bytes / 1e6:.3g} MB, {len(the_plan.times) + 1} snapshots per run "
         f"(every {the_plan.every:g})")
-    data = make_dataset(scenario.data, rng_for(scenario.seed, 0))
-    if scenario.loss == "logistic" and not np.all(np.abs(np.concatenate([data.y_train, data.y_test])) == 1):
-        raise UsageError(f"loss 'logistic' needs labels +-1; the {scenario.data.task} data has other "
-                         "values: use loss: squared")
+    data = make_dataset(scenario.data, rng_for(scenario.seed, 0))  # the plan checked the labels a loss needs
     inputs = RunInputs(scenario, data, initial_draws(scenario, rng_for(scenario.seed, 1)), the_plan.times,
                        activation_code(scenario.model.activation), loss_code(scenario.loss))
     reference = the_plan.reference

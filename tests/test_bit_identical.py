@@ -6,10 +6,14 @@ particles, measures, checkpoints) against checksums recorded with that code
 Both runs go through ``meanfield simulate`` in fresh processes whose Numba kernels come
 from the on-disk cache: a kernel compiled in the running process and the same kernel
 loaded from the cache can differ in the last bit (seen at d = 20, the backward pass of
-``gaussian_mixture``), so the first process only fills the cache.
+``gaussian_mixture``), so the first process only fills the cache. The checksums were taken
+with two threads for Numba and for OpenBLAS, which the subprocesses are given: the BLAS
+products of the kernel runs (quickstart's ntk, chizat_bach's tangent) round differently
+on one thread.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +23,7 @@ import pytest
 from checksums import digest
 
 EXPECTED = json.loads((Path(__file__).parent / "data" / "bundled_checksums.json").read_text())
+THREADS = {name: "2" for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 def _simulate_all(directory: Path, extra=()) -> None:
@@ -28,7 +33,8 @@ def _simulate_all(directory: Path, extra=()) -> None:
             f"        main(['-q', 'simulate', name, '-o', f'{{sys.argv[1]}}/{{name}}.h5', *{list(extra)!r}])\n"
             "    except SystemExit as exit:\n"
             "        assert not exit.code, exit.code\n")
-    subprocess.run([sys.executable, "-c", code, str(directory), *EXPECTED], check=True)
+    subprocess.run([sys.executable, "-c", code, str(directory), *EXPECTED], check=True,
+                   env={**os.environ, **THREADS})
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,6 @@ BASE = textwrap.dedent(
     """
 )
 
-NEEDS_CHECK_SOURCE = pytest.mark.xfail(
-    strict=True, reason="a file is read only when the data are built: once the planning step that --dry-run "
-                        "uses (meanfield.simulation.plan) calls meanfield.data.check_source(scenario.data, "
-                        "scenario.loss), remove this mark")
-
 # (overrides of BASE that a run would refuse, words of the one Error: line, the valid neighbour)
 CASES = [
     pytest.param(["data.task=moons", "data.dim=2", "data.inputs=sphere"],
@@ -60,14 +55,13 @@ CASES = [
                  "record.max_file_mb = 1 cannot hold even the first and last snapshots",
                  ["model.width=100000", "record.max_file_mb=50"], id="max_file_mb-too-small"),
     pytest.param(["data.task=file", "data.path=<labels>", "loss=logistic"], "loss 'logistic' needs labels",
-                 ["data.task=file", "data.path=<pm1>", "loss=logistic"], id="file-logistic-labels",
-                 marks=NEEDS_CHECK_SOURCE),
+                 ["data.task=file", "data.path=<pm1>", "loss=logistic"], id="file-logistic-labels"),
     pytest.param(["data.task=file", "data.path=<absent>"], "no such file",
-                 ["data.task=file", "data.path=<pm1>"], id="file-missing", marks=NEEDS_CHECK_SOURCE),
+                 ["data.task=file", "data.path=<pm1>"], id="file-missing"),
     pytest.param(["data.task=file", "data.path=<pm1>", "data.dim=2"], "X has 3 features but data.dim is 2",
-                 ["data.task=file", "data.path=<pm1>", "data.dim=3"], id="file-dim", marks=NEEDS_CHECK_SOURCE),
+                 ["data.task=file", "data.path=<pm1>", "data.dim=3"], id="file-dim"),
     pytest.param(["data.task=file", "data.path=<short_y>"], "X has 20 samples but y has 19",
-                 ["data.task=file", "data.path=<pm1>"], id="file-shapes", marks=NEEDS_CHECK_SOURCE),
+                 ["data.task=file", "data.path=<pm1>"], id="file-shapes"),
 ]
 
 

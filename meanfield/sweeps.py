@@ -227,7 +227,9 @@ def _replicate_axis(replicates, base: dict, axes: list[Axis], source: str, lines
 
 
 def _points(base: dict, base_source: str, axes: list[Axis], source: str):
-    """Every point of the product, validated: the first bad one is reported with its values."""
+    """Every point of the product, validated and planned: the first bad one is reported with its values."""
+    from .simulation import plan
+
     for index, choice in enumerate(itertools.product(*(range(len(axis.values)) for axis in axes))):
         raw = copy.deepcopy(base)
         point_id = f"p{index:04d}"
@@ -239,6 +241,7 @@ def _points(base: dict, base_source: str, axes: list[Axis], source: str):
         settings = ", ".join(f"{key} = {cell_text(label)}" for key, label in coords.items())
         try:
             scenario = validate_scenario(raw, base_source, overridden=overridden, how="grid")
+            plan(scenario)  # what only a plan finds: the data file, the size budget
         except UsageError as exc:
             raise UsageError(f"{source}: point {point_id} ({settings}): {exc}") from None
         yield Point(index, point_id, coords, scenario)

@@ -110,6 +110,8 @@ def test_dry_run_accepts_the_valid_neighbour(files, tmp_path, bad, words, good):
     ({"model.init.b_std": [0.0, 0.5]}, "point p0001 (model.init.b_std = 0.5)"),
     ({"data.task": ["teacher_student", "single_index", "moons"]}, "point p0002 (data.task = moons)"),
     ({"runs.rich.parameterization.alpha": [1, 1.0e+300]}, "gives loss_scale out of floating-point range"),
+    ({"record.max_file_mb": [100, 1.0e-3]}, "point p0001 (record.max_file_mb = 0.001)"),  # found by planning
+    ({"data": [{"dim": 2}, {"task": "file", "dim": 2, "path": "/no/such.npz"}]}, "/no/such.npz"),
 ])
 def test_a_sweep_refuses_such_a_point_up_front(tmp_path, grid, words):
     base = "name: v\ndata: {dim: 2, inputs: sphere}\nmodel: {width: 8}\nruns: {rich: lazy}\ntrain: {t_end: 1.0}\n"

@@ -55,7 +55,7 @@ from solvers.particles import predict
 from . import diagnostics as dg
 from .data import Dataset
 from .parameterization import Resolved
-from .scenario import Scenario
+from .scenario import RunSpec, Scenario
 from .state import RunState
 
 PARTICLE_MEASURES = ("displacement_w", "displacement_a", "displacement_mean", "wasserstein2")
@@ -133,7 +133,7 @@ class Run(ABC):
     solver: ClassVar[str]
     """The scenario's name for this family of runs: particles, tangent or ntk."""
 
-    def __init__(self, name: str, spec, resolved: Resolved, inputs: RunInputs):
+    def __init__(self, name: str, spec: RunSpec, resolved: Resolved, inputs: RunInputs):
         self.name, self.spec, self.resolved, self.inputs = name, spec, resolved, inputs
         self.measures = self.measure_shapes(inputs.scenario, inputs.data.n_test if inputs.data.X_test is not None
                                             else 0)
@@ -509,7 +509,7 @@ class KernelFlowIntegrated(KernelFlow, FlowRun):
         return RunState(checkpoint.t, checkpoint.step, checkpoint.y.astype(np.float64), checkpoint.h, checkpoint.rng)
 
 
-def run_class(scenario: Scenario, spec) -> type[Run]:
+def run_class(scenario: Scenario, spec: RunSpec) -> type[Run]:
     """The kind of run a scenario's entry ``spec`` is."""
     if spec.solver == "ntk":
         return KernelFlowClosedForm if scenario.loss == "squared" else KernelFlowIntegrated
@@ -518,6 +518,6 @@ def run_class(scenario: Scenario, spec) -> type[Run]:
     return ParticlesOnData if spec.solver == "particles" else TangentOnData
 
 
-def make_run(name: str, spec, resolved: Resolved, inputs: RunInputs) -> Run:
+def make_run(name: str, spec: RunSpec, resolved: Resolved, inputs: RunInputs) -> Run:
     """The run for the scenario's entry ``name``."""
     return run_class(inputs.scenario, spec)(name, spec, resolved, inputs)

@@ -189,28 +189,30 @@ Parameterization = Annotated[
 
 
 # ----------------------------------------------------------------------------- runs
-class RunBase(Strict):
+class RunSpecBase(Strict):
+    """What every entry of ``runs`` shares: ``parameterization`` may name a preset alone."""
+
     @field_validator("parameterization", mode="before", check_fields=False)
     @classmethod
     def _preset_name(cls, value):
         return _expand_shorthand(("parameterization",), value)
 
 
-class ParticleRun(RunBase):
+class ParticleRunSpec(RunSpecBase):
     """A particle run: the network trained by gradient flow, each neuron a particle."""
 
     solver: Literal["particles"] = "particles"
     parameterization: Parameterization = MeanFieldPreset()
 
 
-class TangentRun(RunBase):
+class TangentRunSpec(RunSpecBase):
     """The finite-width linearized network f_0 + grad f(theta_0) . (theta - theta_0), as particles."""
 
     solver: Literal["tangent"] = "tangent"
     parameterization: Parameterization = NTKPreset()
 
 
-class NTKRun(RunBase):
+class KernelRunSpec(RunSpecBase):
     """Kernel gradient flow in function space with the (learning-rate weighted) NTK.
 
     ``empirical``: the kernel of the scenario's own initial particles, from their f_0;
@@ -223,7 +225,7 @@ class NTKRun(RunBase):
     parameterization: Parameterization = NTKPreset()
 
 
-Run = Annotated[Union[ParticleRun, TangentRun, NTKRun], Field(discriminator="solver")]
+RunSpec = Annotated[Union[ParticleRunSpec, TangentRunSpec, KernelRunSpec], Field(discriminator="solver")]
 
 
 RESOLVED_NUMBERS = ("s", "eta_a", "eta_w", "a_std", "loss_scale")
@@ -301,7 +303,7 @@ class Scenario(Strict):
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     loss: LossName = "squared"
-    runs: dict[str, Run] = Field(min_length=1)
+    runs: dict[str, RunSpec] = Field(min_length=1)
     train: TrainSpec = TrainSpec()
     record: RecordSpec = RecordSpec()
     output: Optional[str] = None
@@ -601,7 +603,7 @@ _PRESETS = {
 }
 
 
-_RUNS = {cls.model_fields["solver"].default: cls for cls in (ParticleRun, TangentRun, NTKRun)}
+_RUNS = {cls.model_fields["solver"].default: cls for cls in (ParticleRunSpec, TangentRunSpec, KernelRunSpec)}
 
 
 def _allowed_keys(loc: tuple) -> list[str]:
@@ -636,5 +638,5 @@ def _strip(annotation):
         members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
         if len(members) == 1:
             return _strip(members[0])
-        return "run" if ParticleRun in members else "parameterization"
+        return "run" if ParticleRunSpec in members else "parameterization"
     return annotation

@@ -275,7 +275,7 @@ def test_logistic_loss_refuses_a_file_without_pm1_labels(tmp_path):
     path.write_text(f"name: f\ndata: {{task: file, dim: 2, path: {tmp_path / 'd.npz'}}}\n"
                     "loss: logistic\nruns: {rich: mean_field}\n")
     result = invoke("simulate", path, "-o", tmp_path / "f.h5")
-    assert result.exit_code == 2 and "needs labels +-1" in result.output
+    assert result.exit_code == 2 and "needs labels y = +1 or -1" in result.output
     assert not (tmp_path / "f.h5").exists()
 
 

@@ -270,3 +270,26 @@ def _threads_in_worker():
     import threadpoolctl
 
     return {"numba": numba.get_num_threads(), "blas": [info["num_threads"] for info in threadpoolctl.threadpool_info()]}
+
+
+# ------------------------------------------------------------------ the public API
+def test_a_sweep_from_python_a_base_scenario_and_a_grid(tmp_path):
+    base = mf.load_scenario(BASE)
+    sweep = mf.load_sweep(base, {"model.width": [8, 12]}, replicates=2)
+    first = sweep.points[0]
+    assert first.scenario == base.replace({"model.width": 8, "seed": first.coords["seed"]})
+    assert len(sweep.points) == 4 and sweep.name == "tiny"
+    seen = []
+    result = mf.sweep(sweep, output=tmp_path / "out", workers=1, threads=1, on_point=lambda point, row: seen.append(point.id))
+    assert (result.ran, result.failed) == (4, 0) and sorted(seen) == ["p0000", "p0001", "p0002", "p0003"]
+    table = mf.open_sweep(tmp_path / "out").table
+    assert list(table["model.width"]) == [8, 8, 12, 12] and list(table["status"]) == ["complete"] * 4
+    ds = result.to_xarray()
+    assert dict(ds.sizes) == {"model.width": 2, "seed": 2}
+    with result.trajectory("p0002") as traj:
+        assert traj.scenario.model.width == 12
+        assert traj["rich"].final()["loss_train"] == table["rich.loss_train"][2]
+    with pytest.raises(UsageError, match="replicates goes with a grid"):
+        mf.load_sweep("width_theorem", replicates=2)
+    with pytest.raises(UsageError, match="holds no sweep|no such file"):
+        mf.open_sweep(tmp_path / "nothing")

@@ -135,8 +135,7 @@ class Run(ABC):
 
     def __init__(self, name: str, spec: RunSpec, resolved: Resolved, inputs: RunInputs):
         self.name, self.spec, self.resolved, self.inputs = name, spec, resolved, inputs
-        self.measures = self.measure_shapes(inputs.scenario, inputs.data.n_test if inputs.data.X_test is not None
-                                            else 0)
+        self.measures = self.measure_shapes(inputs.scenario, inputs.data.n_test)
 
     @classmethod
     @abstractmethod

@@ -231,8 +231,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--sizes", help="comma-separated MxNxD list")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    parser.add_argument("--parts", default="particles,linearized,population",
-                        help="which benchmarks: particles, linearized, population (comma-separated)")
+    parser.add_argument("--parts", default="particles,linearized,population,api",
+                        help="which benchmarks: particles, linearized, population, api (comma-separated)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     sizes = DEFAULT_SIZES
@@ -274,6 +274,43 @@ def main():
         total, imports, first = startup_time()
         print(f"\nfresh process, warm cache: {total:.2f} s from launch to first finished step "
               f"(imports {imports:.2f} s, first step {first:.3f} s beyond imports)")
+    if "api" in parts:
+        bench_api(3 if args.quick else 5)
+
+
+def bench_api(repeats, scenario="quickstart"):
+    """The bundled quickstart through the library in a warm process (in memory and into a
+    file) beside the command line, whose start-up (launch, imports, validation: a --dry-run)
+    is subtracted: the library must cost no more than the CLI's work."""
+    import tempfile
+
+    import meanfield as mf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "q.h5")
+        command = [sys.executable, "-m", "meanfield.cli", "-q", "simulate", scenario, "-o", out]
+        env = dict(os.environ, PYTHONPATH=REPO)
+
+        def cli(*extra):
+            t0 = time.perf_counter()
+            subprocess.run([*command, *extra], env=env, check=True)
+            return time.perf_counter() - t0
+
+        def library(output):
+            t0 = time.perf_counter()
+            mf.simulate(scenario, output, overwrite=True).close()
+            return time.perf_counter() - t0
+
+        library(None)  # warm: kernels loaded, imports done
+        memory = statistics.median(library(None) for _ in range(repeats))
+        to_file = statistics.median(library(out) for _ in range(repeats))
+        start = statistics.median(cli("--dry-run") for _ in range(repeats))
+        whole = statistics.median(cli("--overwrite") for _ in range(repeats))
+    work = whole - start
+    print(f"\n{scenario} through the API in a warm process, {numba.get_num_threads()} threads (medians of {repeats}):"
+          f"\n  mf.simulate in memory {memory:.2f} s, into a file {to_file:.2f} s;"
+          f"\n  meanfield simulate {whole:.2f} s, of it start-up {start:.2f} s (a --dry-run): work {work:.2f} s"
+          f"\n  ratio in memory / CLI work {memory / work:.2f}, file / CLI work {to_file / work:.2f}")
 
 
 def bench_particles(sizes, threads, repeats, min_time):

@@ -150,8 +150,7 @@ def plot(trajectory, output=None) -> Path:
     ``output`` (default: FILE.png, or NAME.png for an in-memory trajectory); returns it."""
     given = isinstance(trajectory, Trajectory)
     if output is None:
-        output = Path(trajectory.path).with_suffix(".png") if given and trajectory.path else (
-            Path(f"{trajectory.name}.png") if given else Path(trajectory).with_suffix(".png"))
+        output = trajectory.default_output(".png") if given else Path(trajectory).with_suffix(".png")
     output = check_figure_path(output)
     with nullcontext(trajectory) if given else open_trajectory(trajectory) as opened:
         fig = figure_of_measures(opened)

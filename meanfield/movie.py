@@ -119,14 +119,11 @@ def read_contents(trajectory: Trajectory, panels: list[str]) -> Contents:
     in_file = trajectory.runs
     shown = [_panel_run(trajectory, name) if name in in_file else PanelRun(name, np.empty(0), False, None)
              for name in panels]
-    teacher = trajectory.teacher
     t_end = float((scenario.get("train") or {}).get("t_end") or 0.0)
     latest = max((float(p.times[-1]) for p in shown if len(p.times)), default=0.0)
     return Contents(
-        runs=list(trajectory.planned_runs), panels=shown, finished=trajectory.finished,
-        dim=int((scenario.get("data") or {}).get("dim", 2)),
+        runs=list(trajectory.planned_runs), panels=shown, finished=trajectory.finished, **_inputs(trajectory),
         activation=str((scenario.get("model") or {}).get("activation", "relu")),
-        teacher=None if teacher is None else teacher.W.astype(np.float64),
         t_end=max(t_end, latest), title=trajectory.name,
     )
 
@@ -163,9 +160,18 @@ class Projection(NamedTuple):
         return frame.W @ self.basis.T
 
 
-def check_projection(kind: str, contents: Contents) -> str:
-    """The projection ``kind`` resolves to for this file (``auto`` chooses); a clear error where it cannot apply."""
-    d, teacher = contents.dim, contents.teacher
+def _inputs(trajectory: Trajectory) -> dict:
+    """The input dimension and the teacher's input weights (rows), which fix the plane:
+    written before any run, so reading them never meets a snapshot being written."""
+    teacher = trajectory.teacher
+    return dict(dim=int((trajectory.scenario_dict.get("data") or {}).get("dim", 2)),
+                teacher=None if teacher is None else teacher.W.astype(np.float64))
+
+
+def check_projection(kind: str, dim: int, teacher: np.ndarray | None) -> str:
+    """The projection ``kind`` resolves to for inputs of dimension ``dim`` and this teacher
+    (``auto`` chooses); a clear error where it cannot apply."""
+    d = dim
     if kind not in PROJECTIONS:
         raise UsageError(f"--projection {kind}: use one of {', '.join(PROJECTIONS)}")
     if d == 1:
@@ -182,7 +188,7 @@ def check_projection(kind: str, contents: Contents) -> str:
 
 def choose_projection(kind: str, contents: Contents, reference: Callable[[], Frame | None]) -> Projection:
     """The plane for ``kind`` (auto | first2 | teacher | pca); ``reference()`` gives the final rich particles."""
-    kind = check_projection(kind, contents)
+    kind = check_projection(kind, contents.dim, contents.teacher)
     if kind == "weights":
         return Projection(None, ("input weight w_i", "output weight a_i"), "(w_i, a_i) plane")
     if kind == "first2":
@@ -607,17 +613,16 @@ def write_movie(trajectory, output=None, *, runs: list[str] | None = None, fps: 
     if given and follow:
         raise UsageError("follow re-reads a file as a simulation writes it: give its path, not a Trajectory")
     if output is None:
-        source = Path(trajectory.path or f"{trajectory.name}.h5") if given else Path(trajectory)
-        output = source.with_suffix(".gif")
+        output = trajectory.default_output(".gif") if given else Path(trajectory).with_suffix(".gif")
     output = Path(output)
     if every < 1 or fps < 1:
         raise UsageError("--every and --fps must be at least 1")
     writer = movie_writer(output, fps)
     if not output.parent.is_dir():
         raise UsageError(f"{output}: no such directory {output.parent}")
-    with _opened(trajectory) as opened:  # fails early on a file that is not ours
+    with _opened(trajectory) as opened:  # fails early on a file that is not ours, or a bad choice
         panels = choose_panels(opened, runs)
-        check_projection(projection, read_contents(opened, panels))
+        check_projection(projection, **_inputs(opened))
     with ExitStack() as stack:
         movie = Movie(writer, lambda size: stack.enter_context(writer.saving(output, size)),
                       every=every, projection=projection, trails=trails, dpi=dpi, follow=follow)

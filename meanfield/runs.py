@@ -39,6 +39,7 @@ Langevin) from ``[seed, 2, crc32(name)]``, so adding or removing a run changes n
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -154,6 +155,13 @@ class Run(ABC):
     @abstractmethod
     def start(self, checkpoint: Optional[RunState] = None) -> RunState:
         """Build what the run needs; the state at t = 0 (or ``checkpoint``, ready to go on)."""
+
+    @staticmethod
+    def _from(y0: np.ndarray, checkpoint: Optional[RunState]) -> RunState:
+        """The state at t = 0 with ``y0``, or ``checkpoint`` with its y in y0's precision."""
+        if checkpoint is None:
+            return RunState(0.0, 0, y0)
+        return dataclasses.replace(checkpoint, y=checkpoint.y.astype(y0.dtype))
 
     @abstractmethod
     def measure(self, state: RunState) -> dict:
@@ -288,12 +296,16 @@ class ParticleRun(Run):
         r = self.resolved
         return dict(s=r.s, eta_a=r.eta_a, eta_w=r.eta_w, loss_scale=r.loss_scale)
 
+    def population_settings(self, numbers: bool = True) -> dict:
+        """The student's and the teacher's activations (and the resolved numbers) that the
+        population solvers take."""
+        settings = dict(act=self.inputs.scenario.model.activation, teacher_act=self.inputs.data.teacher.activation)
+        return {**settings, **self.numbers} if numbers else settings
+
     def start(self, checkpoint=None) -> RunState:
         self._measure_particles = ParticleMeasures(self, kernel=self.tracks_kernel)
         self._build()
-        if checkpoint is None:
-            return RunState(0.0, 0, self.layout.pack(*self.initial, dtype=self.dtype))
-        return RunState(checkpoint.t, checkpoint.step, checkpoint.y.astype(self.dtype), checkpoint.h, checkpoint.rng)
+        return self._from(self.layout.pack(*self.initial, dtype=self.dtype), checkpoint)
 
     @abstractmethod
     def _build(self) -> None:
@@ -359,18 +371,14 @@ class ParticlesOnPopulation(ParticleFlow):
     tracks_kernel = True
 
     def _field(self):
-        return population.PopulationField(self.layout, self.inputs.data.teacher.a, self.inputs.data.teacher.W,
-                                          **self._closed_form_settings())
-
-    def _closed_form_settings(self) -> dict:
         teacher = self.inputs.data.teacher
-        return dict(act=self.inputs.scenario.model.activation, teacher_act=teacher.activation, **self.numbers)
+        return population.PopulationField(self.layout, teacher.a, teacher.W, **self.population_settings())
 
     def _fit(self, state):
         a, W, _ = self.layout.split(state.y)
-        teacher, settings = self.inputs.data.teacher, self._closed_form_settings()
-        risk = population.population_risk(a, W, teacher.a, teacher.W, s=settings["s"], act=settings["act"],
-                                          teacher_act=settings["teacher_act"])
+        teacher = self.inputs.data.teacher
+        risk = population.population_risk(a, W, teacher.a, teacher.W, s=self.resolved.s,
+                                          **self.population_settings(numbers=False))
         return {"risk": risk + self.inputs.noise_risk}
 
 
@@ -403,11 +411,9 @@ class TangentOnPopulation(ParticleRun, ExactRun):
     solver = "tangent"
 
     def _build(self):
-        teacher, r = self.inputs.data.teacher, self.resolved
+        teacher = self.inputs.data.teacher
         a0, W0, _ = self.initial
-        self.tangent = population.PopulationTangent(
-            a0, W0, teacher.a, teacher.W, act=self.inputs.scenario.model.activation, teacher_act=teacher.activation,
-            s=r.s, eta_a=r.eta_a, eta_w=r.eta_w, loss_scale=r.loss_scale)
+        self.tangent = population.PopulationTangent(a0, W0, teacher.a, teacher.W, **self.population_settings())
 
     def states(self, times):
         for index, t in enumerate(times):
@@ -503,9 +509,7 @@ class KernelFlowIntegrated(KernelFlow, FlowRun):
         if method["method"] in ("sgd", "euler_maruyama"):
             method.update(method="euler", batch_size=None)
         self.stepper = make_stepper(**method)
-        if checkpoint is None:
-            return RunState(0.0, 0, np.array(f0, dtype=np.float64))
-        return RunState(checkpoint.t, checkpoint.step, checkpoint.y.astype(np.float64), checkpoint.h, checkpoint.rng)
+        return self._from(np.array(f0, dtype=np.float64), checkpoint)
 
 
 def run_class(scenario: Scenario, spec: RunSpec) -> type[Run]:

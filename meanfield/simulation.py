@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import storage
+from .diagnostics import rms_gap
 from .errors import RunFailed, UsageError
 from .parameterization import Resolved, resolve
 from .scenario import Scenario
@@ -75,12 +76,12 @@ def records_gap(scenario: Scenario, name: str) -> bool:
     return reference is not None and name != reference and not scenario.data.population
 
 
-def recorded_measures(scenario: Scenario, name: str, n_test: Optional[int] = None) -> dict[str, tuple]:
-    """The measures run ``name`` records and their shapes (``n_test``: the test set's size,
-    when the data are built; else the scenario's)."""
+def recorded_measures(scenario: Scenario, name: str, n_test: int) -> dict[str, tuple]:
+    """The measures run ``name`` records (gap_ntk included) and their per-snapshot shapes,
+    with ``n_test`` test points."""
     from .runs import run_class
 
-    shapes = run_class(scenario, scenario.runs[name]).measure_shapes(scenario, n_test or scenario.data.n_test)
+    shapes = run_class(scenario, scenario.runs[name]).measure_shapes(scenario, n_test)
     if records_gap(scenario, name):
         shapes["gap_ntk"] = ()
     return shapes
@@ -100,13 +101,14 @@ def plan(scenario: Scenario) -> Plan:
     every = min(record.every, scenario.train.t_end)
     itemsize = np.dtype(record.dtype).itemsize
     data_values = 0 if scenario.data.population else (n_train + n_test) * (d + 1)
+    n_measures = {name: sum(math.prod(shape) for shape in recorded_measures(scenario, name, n_test).values())
+                  for name in scenario.runs}
 
     def size(frames):
         return sum(
             storage.estimate_bytes(
                 frames=frames, m=m, d=d, bias=scenario.model.bias,
-                particles=record.particles and run.solver != "ntk",
-                n_measures=sum(math.prod(shape) for shape in recorded_measures(scenario, name, n_test).values()),
+                particles=record.particles and run.solver != "ntk", n_measures=n_measures[name],
                 itemsize=itemsize, n_data_values=data_values if index == 0 else 0,
             )
             for index, (name, run) in enumerate(scenario.runs.items())
@@ -275,7 +277,7 @@ def _execute(run, trajectory, resume: bool, progress, collect: Optional[Referenc
     gathers the predictions of the reference run; ``gap`` is the reference of the others."""
     from .runs import ExactRun
 
-    writer, checkpoint = _open_run(trajectory, run, resume, gap is not None)
+    writer, checkpoint = _open_run(trajectory, run, resume)
     if collect is not None:  # on resume: what an earlier process wrote of the reference
         for t, f_test in zip(*writer.written("f_test")):
             collect.record(float(t), f_test)
@@ -310,13 +312,12 @@ class Recorder:
     def measures(self, state: RunState) -> dict:
         measures = self.run.measure(state)
         if self.gap is not None:
-            from .diagnostics import rms_gap
-
             measures["gap_ntk"] = rms_gap(measures["f_test"], self.gap.at(state.t))
         return measures
 
-    def snapshot(self, state: RunState, measures: Optional[dict] = None) -> dict:
-        measures = self.measures(state) if measures is None else measures
+    def snapshot(self, state: RunState) -> dict:
+        """Write the snapshot at ``state``; returns its measures."""
+        measures = self.measures(state)
         self.writer.append(state.step, state.t, self.run.particles(state), measures)
         if self.collect is not None:
             self.collect.record(state.t, measures["f_test"])
@@ -368,17 +369,17 @@ def _flow(run, recorder: Recorder, checkpoint: Optional[RunState], progress) -> 
 def _exact(run, recorder: Recorder) -> RunReport:
     """A run known in closed form: every snapshot evaluated directly (nothing to resume)."""
     run.start()
-    stop_loss = run.inputs.scenario.train.stop_loss
+    stop_loss, status = run.inputs.scenario.train.stop_loss, "complete"
     for state in run.states(np.concatenate([[0.0], run.inputs.times])):
         measures = recorder.snapshot(state)
         if measures.get("loss_train", measures.get("risk", np.inf)) < stop_loss:
-            recorder.writer.status = "complete"
-            return RunReport(run.name, f"complete (stop_loss reached at t = {state.t:.6g})", state.t, 0, measures)
+            status += f" (stop_loss reached at t = {state.t:.6g})"
+            break  # at a snapshot time: the closed form has no steps to stop between
     recorder.writer.status = "complete"
-    return RunReport(run.name, "complete", state.t, 0, measures)
+    return RunReport(run.name, status, state.t, 0, measures)
 
 
-def _open_run(trajectory, run, resume: bool, gap: bool):
+def _open_run(trajectory, run, resume: bool):
     """The run's writer, and where to start: None (from t = 0) or the last checkpoint."""
     from .runs import ExactRun
 
@@ -392,7 +393,7 @@ def _open_run(trajectory, run, resume: bool, gap: bool):
         writer.truncate(frames)
         writer.status = "running"
         return writer, checkpoint
-    measures = dict(run.measures, **({"gap_ntk": ()} if gap else {}))
+    measures = recorded_measures(scenario, run.name, run.inputs.data.n_test)
     writer = trajectory.add_run(run.name, attrs=run.attrs, m=scenario.model.width, d=scenario.data.dim,
                                 bias=scenario.model.bias, particles=run.records_particles,
                                 dtype=np.dtype(scenario.record.dtype), measures=measures)

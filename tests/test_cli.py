@@ -255,8 +255,8 @@ def test_sigterm_leaves_a_valid_resumable_file(tiny, tmp_path):
         from meanfield import simulation
         from meanfield.cli import main
         snapshot = simulation.Recorder.snapshot
-        def snapshot_then_stop(self, state, measures=None):
-            out = snapshot(self, state, measures)
+        def snapshot_then_stop(self, state):
+            out = snapshot(self, state)
             if state.t > 0.6:
                 os.kill(os.getpid(), signal.SIGTERM)
             return out

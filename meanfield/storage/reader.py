@@ -90,6 +90,11 @@ class Trajectory:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def default_output(self, suffix: str) -> Path:
+        """Where a picture of this trajectory goes unless told: beside its file, or
+        ``<name><suffix>`` for an in-memory trajectory."""
+        return Path(self.path).with_suffix(suffix) if self.path else Path(f"{self.name}{suffix}")
+
     def __repr__(self) -> str:
         where = "in memory" if self._in_memory else self.path
         runs = ", ".join(f"{name} ({self[name].status})" for name in self.runs)
@@ -268,8 +273,9 @@ class RecordedRun:
         group = h5.get(layout.particles(name))
         self._particles = ({element: _element(group[element]) for element in PARTICLE_ELEMENTS if element in group}
                            if group is not None else {})
-        everything = [*self._measures.values(), *self._particles.values()]
-        self.frames = min((min(e.time.shape[0], e.value.shape[0], e.step.shape[0]) for e in everything), default=0)
+        self._elements = [*self._measures.values(), *self._particles.values()]
+        self.frames = min((min(e.time.shape[0], e.value.shape[0], e.step.shape[0]) for e in self._elements),
+                          default=0)
         """Snapshots complete in every element of the run."""
 
     def __repr__(self) -> str:
@@ -318,8 +324,7 @@ class RecordedRun:
     @property
     def times(self) -> np.ndarray:
         """The snapshot times (every element of a run shares them)."""
-        everything = [*self._measures.values(), *self._particles.values()]
-        return everything[0].time[: self.frames] if everything else np.empty(0)
+        return self._elements[0].time[: self.frames] if self._elements else np.empty(0)
 
     @property
     def t(self) -> float:
@@ -383,8 +388,7 @@ class RecordedRun:
                      for name, e in self._measures.items()}
         if self._particles:
             variables.update(self._particle_variables())
-        everything = [*self._measures.values(), *self._particles.values()]
-        coords = self._time_coords(everything[0]) if everything else {}
+        coords = self._time_coords(self._elements[0]) if self._elements else {}
         return xr.Dataset(variables, coords=coords, attrs=self._xarray_attrs())
 
     # ------------------------------------------------------------------ helpers

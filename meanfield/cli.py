@@ -12,6 +12,7 @@ marking its entry in the file as failed; Ctrl-C and SIGTERM leave a valid file t
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from contextlib import contextmanager
@@ -33,11 +34,26 @@ class CommandError(click.ClickException):
 
 
 @contextmanager
-def usage_errors():
+def usage_errors(file=None):
+    """Usage errors as one ``Error:`` line; so too what the HDF5 library says of a damaged
+    ``file``."""
     try:
         yield
     except UsageError as exc:
         raise CommandError(str(exc)) from None
+    except (OSError, RuntimeError) as exc:
+        if not _raised_in_h5py(exc):
+            raise
+        raise CommandError(f"{file or 'the file'}: the HDF5 library cannot read or write it: "
+                           f"{str(exc).splitlines()[0]} (a damaged or half-written file?)") from None
+
+
+def _raised_in_h5py(exc: BaseException) -> bool:
+    """Whether an error comes from the HDF5 library (a damaged file), not from our code."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "h5py" in tb.tb_frame.f_code.co_filename.split(os.sep)
 
 
 @contextmanager
@@ -61,6 +77,8 @@ def sigterm_as_interrupt():
 @click.pass_context
 def main(ctx, verbose, quiet):
     """Two-layer networks at infinite width: mean-field particles (rich) and the NTK (lazy)."""
+    if hasattr(signal, "SIGXFSZ"):  # past `ulimit -f` a write fails (and the run stops cleanly) instead of killing
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     ctx.obj = {"quiet": quiet}
@@ -95,7 +113,6 @@ def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run):
             sys.exit(130)
         except RunFailed as exc:
             click.echo(f"Error: {exc}", err=True)
-            click.echo(f"{output} keeps every snapshot before the failure", err=True)
             sys.exit(1)
     log.info(f"wrote {output}")
 
@@ -104,7 +121,7 @@ def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run):
 @click.argument("file", type=click.Path(dir_okay=False))
 def inspect(file):
     """What is in a trajectory FILE: runs side by side, final measures, predicted and measured regime."""
-    with usage_errors(), mf.open(file) as trajectory:
+    with usage_errors(file), mf.open(file) as trajectory:
         click.echo(trajectory.summary())
 
 
@@ -125,7 +142,7 @@ def inspect(file):
 def animate(ctx, file, output, runs, fps, every, projection, trails, follow):
     """A movie of the particles of each run of FILE, side by side, over the loss curves of every run."""
     selected = [name.strip() for name in runs.split(",") if name.strip()] if runs else None
-    with usage_errors():
+    with usage_errors(file):
         result = mf.animate(file, output, runs=selected, fps=fps, every=every, projection=projection,
                              trails=trails, follow=follow, log=log.debug)
     if result.interrupted:
@@ -142,7 +159,7 @@ def animate(ctx, file, output, runs, fps, every, projection, trails, follow):
 @click.pass_context
 def plot(ctx, file, output):
     """Loss, relative displacement, kernel distance and gap to the ntk run of every run of FILE, in one figure."""
-    with usage_errors():
+    with usage_errors(file):
         written = mf.plot(file, output)
     if not ctx.obj["quiet"]:
         click.echo(f"wrote {written}", err=True)

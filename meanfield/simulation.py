@@ -9,7 +9,7 @@ with (``gap_ntk``); its predictions are collected as it runs and passed to the o
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -214,43 +214,65 @@ def simulate(scenario: Scenario, output=None, *, resume: bool = False, overwrite
     order = sorted(scenario.runs, key=lambda name: name != reference)
     runs = {name: make_run(name, scenario.runs[name], the_plan.resolved[name], inputs)
             for name in order}  # built before the file: what fails here writes nothing
-    trajectory = _open_output(scenario, output, data, resume=resume, overwrite=overwrite)
-    reports, predictions = {}, None
-    try:
-        for name, run in runs.items():
-            r = run.resolved
-            log(f"{name}: {run.solver}, {r.preset}, predicted {r.regime.label} ({r.regime.reason})")
-            collect = Reference(data.n_test) if name == reference else None
-            gap = predictions if records_gap(scenario, name) else None
-            reports[name] = _execute(run, trajectory, resume, progress, collect, gap)
-            log(reports[name].line())
-            if collect is not None:
-                predictions = collect
-            if collect is None or collect.exact is None:
-                run.close()  # a closed-form reference stays: other runs may need it between snapshots
-    except BaseException:
-        trajectory.close()
-        raise
-    finally:
-        for run in runs.values():
-            run.close()
-    result = trajectory.finish()
+    with storage.WriterLock(output) if output is not None else nullcontext():
+        trajectory = _open_output(scenario, output, data, the_plan.estimated_bytes, resume=resume,
+                                  overwrite=overwrite)
+        reports, predictions = {}, None
+        try:
+            for name, run in runs.items():
+                r = run.resolved
+                log(f"{name}: {run.solver}, {r.preset}, predicted {r.regime.label} ({r.regime.reason})")
+                collect = Reference(data.n_test) if name == reference else None
+                gap = predictions if records_gap(scenario, name) else None
+                reports[name] = _execute(run, trajectory, resume, progress, collect, gap)
+                log(reports[name].line())
+                if collect is not None:
+                    predictions = collect
+                if collect is None or collect.exact is None:
+                    run.close()  # a closed-form reference stays: other runs may need it between snapshots
+        except storage.NoRoom as exc:
+            trajectory.close()
+            raise RunFailed(f"{output}: {exc.strerror}; the file keeps every snapshot written before: free some "
+                            "space and continue it with --resume (resume=True)") from None
+        except Exception as exc:
+            if not storage.is_out_of_room(exc):
+                trajectory.close()
+                raise
+            with suppress(Exception):  # the HDF5 library may refuse to close a file it could not write
+                trajectory.close()
+            raise RunFailed(f"{output}: writing failed ({storage.write_error_reason(exc)}) past the free space "
+                            "the run could see (a quota?): the HDF5 library may have left the last snapshots "
+                            "unreadable; free some space and try --resume, else start again with --overwrite") from None
+        except BaseException:
+            trajectory.close()
+            raise
+        finally:
+            for run in runs.values():
+                run.close()
+        result = trajectory.finish()
     failed = [report for report in reports.values() if report.status.startswith("failed")]
     if failed:
-        raise RunFailed("; ".join(f"run {r.name!r} {r.status}" for r in failed), trajectory=result)
+        raise RunFailed("; ".join(f"run {r.name!r} {r.status}" for r in failed)
+                        + f" ({output or 'the trajectory'} keeps every snapshot before the failure)", trajectory=result)
     return result, [reports[name] for name in scenario.runs]
 
 
-def _open_output(scenario: Scenario, output, data, *, resume: bool, overwrite: bool):
+def _open_output(scenario: Scenario, output, data, estimated_bytes: float, *, resume: bool, overwrite: bool):
     """The trajectory file to write: continued (``resume``), or new (in memory when
-    ``output`` is None); an existing file is replaced only with ``overwrite``."""
+    ``output`` is None); an existing file is replaced only with ``overwrite``, and only
+    when the disk has room for the plan's estimate. The caller holds the output's lock."""
     yaml_text = scenario.resolved_yaml()
     if resume:
         if not Path(output).exists():
             raise UsageError(f"--resume: {output} does not exist (run without --resume first)")
-        return storage.open_for_resume(output, scenario_yaml=yaml_text)
-    if output is not None and Path(output).exists():
-        _refuse_to_replace(output, overwrite)
+        trajectory = storage.open_for_resume(output, scenario_yaml=yaml_text)
+        _check_room(output, estimated_bytes - Path(output).stat().st_size)
+        return trajectory
+    if output is not None:
+        existing = Path(output).stat().st_size if Path(output).exists() else 0
+        if Path(output).exists():
+            _refuse_to_replace(output, overwrite, yaml_text)
+        _check_room(output, estimated_bytes - existing)
     trajectory = storage.create(output, scenario_yaml=yaml_text, seed=scenario.seed)
     if scenario.data.population:
         trajectory.write_data(teacher=data.teacher)
@@ -259,16 +281,32 @@ def _open_output(scenario: Scenario, output, data, *, resume: bool, overwrite: b
     return trajectory
 
 
-def _refuse_to_replace(output, overwrite: bool) -> None:
+def _refuse_to_replace(output, overwrite: bool, yaml_text: str) -> None:
     """An existing file at the output path is replaced only with ``overwrite``, and only if
-    it is one of our trajectories."""
+    it is one of our trajectories; the refusal says what the file holds and what to do."""
     try:
-        storage.open_trajectory(output).close()
+        with storage.open_trajectory(output) as existing:
+            same = existing.scenario_yaml == yaml_text
+            finished = existing.complete
     except UsageError as exc:
         raise UsageError(f"refusing to overwrite {output}: {exc}") from None
-    if not overwrite:
-        raise UsageError(f"{output} exists: replace it with --overwrite (overwrite=True), "
-                         "or continue it with --resume (resume=True)")
+    if overwrite:
+        return
+    replace = "replace it with --overwrite (overwrite=True)"
+    if same and not finished:
+        raise UsageError(f"{output} holds an unfinished run of this scenario: continue it with --resume "
+                         f"(resume=True), or {replace}")
+    what = "the finished runs of this scenario" if same else "the runs of another scenario"
+    raise UsageError(f"{output} exists and holds {what}: {replace}, or write elsewhere with --output")
+
+
+def _check_room(output, needed: float) -> None:
+    """Refuse to start when the disk (or ``ulimit -f``) has no room for the plan's estimate."""
+    try:
+        storage.check_room(output, max(needed, 0.0), "the plan's estimate of the file")
+    except storage.NoRoom as exc:
+        raise UsageError(f"{output}: {exc.strerror}; free some space, write elsewhere with --output, or "
+                         "record less (a larger record.every, record.particles: false)") from None
 
 
 def _execute(run, trajectory, resume: bool, progress, collect: Optional[Reference],
@@ -292,7 +330,13 @@ def _execute(run, trajectory, resume: bool, progress, collect: Optional[Referenc
         except KeyboardInterrupt:
             writer.status = "interrupted"
             raise
+        except storage.NoRoom as exc:
+            with suppress(storage.NoRoom):  # a full disk may have no room left even for the status
+                writer.status = f"failed: {exc.strerror}"
+            raise
         except Exception as exc:
+            if storage.is_out_of_room(exc):  # the file may not take another write: leave it as it is
+                raise
             writer.status = f"failed: {type(exc).__name__}: {exc}"
             raise
     if collect is not None:
@@ -390,7 +434,11 @@ def _open_run(trajectory, run, resume: bool):
             return writer, None
         saved = None if isinstance(run, ExactRun) else writer.load_checkpoint()
         checkpoint, frames = saved if saved is not None else (None, 0)
-        writer.truncate(frames)
+        try:
+            writer.truncate(frames)
+        except (OSError, RuntimeError) as exc:  # what HDF5 says of chunks a failed write left half-written
+            raise UsageError(f"{trajectory.path}: cannot continue run {run.name!r}: its snapshots after the last "
+                             f"checkpoint are unreadable ({exc}); start it again with --overwrite") from None
         writer.status = "running"
         return writer, checkpoint
     measures = recorded_measures(scenario, run.name, run.inputs.data.n_test)

@@ -44,7 +44,7 @@ import yaml
 from .bundled import SWEEP_DIR, bundled_sweeps, resolve_path, scenario_path
 from .errors import UsageError
 from .scenario import Scenario, read_yaml, set_key, validate_scenario
-from .storage import open_trajectory
+from .storage import WriterLock, open_trajectory
 from .table import Table, cell_text, python_scalar, read_table, write_table
 
 SWEEP_KEYS = ("name", "description", "base", "grid", "replicates")
@@ -450,45 +450,46 @@ def run_sweep(
     """
     directory = Path(directory)
     _claim_directory(directory, sweep, resume)
-    (directory / POINTS_DIR).mkdir(exist_ok=True)
-    rows = _previous_rows(directory) if resume else {}
-    todo, done = [], {}
-    for point in sweep.points:
-        output = directory / point.file
-        if resume and point_status(output) == "complete":
-            previous = rows.get(point.id, {})
-            done[point.id] = _row(point, PointResult(point.id, "complete", "", previous.get("seconds", math.nan),
-                                                     final_measures(output)))
-        else:
-            todo.append(point)
-    cpus = os.cpu_count() or 1
-    workers = workers or min(cpus, max(1, len(todo)))
-    threads = threads or max(1, cpus // workers)
-    start, failed, interrupted = time.perf_counter(), 0, False
-    with _default_executor(executor, workers, threads) as pool:
-        futures = {pool.submit(run_point, Task(p.id, p.scenario.resolved_yaml(),
-                                               str((directory / p.file).resolve()), threads)): p
-                   for p in todo}
+    with WriterLock(directory / "sweep"):  # one sweep process per directory
+        (directory / POINTS_DIR).mkdir(exist_ok=True)
+        rows = _previous_rows(directory) if resume else {}
+        todo, done = [], {}
+        for point in sweep.points:
+            output = directory / point.file
+            if resume and point_status(output) == "complete":
+                previous = rows.get(point.id, {})
+                done[point.id] = _row(point, PointResult(point.id, "complete", "", previous.get("seconds", math.nan),
+                                                         final_measures(output)))
+            else:
+                todo.append(point)
+        cpus = os.cpu_count() or 1
+        workers = workers or min(cpus, max(1, len(todo)))
+        threads = threads or max(1, cpus // workers)
+        start, failed, interrupted = time.perf_counter(), 0, False
+        with _default_executor(executor, workers, threads) as pool:
+            futures = {pool.submit(run_point, Task(p.id, p.scenario.resolved_yaml(),
+                                                   str((directory / p.file).resolve()), threads)): p
+                       for p in todo}
+            _save(directory, sweep, done)
+            try:
+                for future in as_completed(futures):
+                    point = futures[future]
+                    try:
+                        outcome = future.result()
+                    except Exception as exc:  # noqa: BLE001 - a worker that died takes only its point
+                        outcome = PointResult(point.id, "failed", f"worker lost: {type(exc).__name__}: {exc}")
+                    done[point.id] = _row(point, outcome)
+                    failed += outcome.status != "complete"
+                    _save(directory, sweep, done)
+                    on_point(point, done[point.id])
+            except KeyboardInterrupt:
+                interrupted = True
+                for future in futures:
+                    future.cancel()
+                _stop_workers()
         _save(directory, sweep, done)
-        try:
-            for future in as_completed(futures):
-                point = futures[future]
-                try:
-                    outcome = future.result()
-                except Exception as exc:  # noqa: BLE001 - a worker that died takes only its point
-                    outcome = PointResult(point.id, "failed", f"worker lost: {type(exc).__name__}: {exc}")
-                done[point.id] = _row(point, outcome)
-                failed += outcome.status != "complete"
-                _save(directory, sweep, done)
-                on_point(point, done[point.id])
-        except KeyboardInterrupt:
-            interrupted = True
-            for future in futures:
-                future.cancel()
-            _stop_workers()
-    _save(directory, sweep, done)
-    return SweepResult(directory, len(todo), len(sweep.points) - len(todo), failed,
-                       time.perf_counter() - start, interrupted)
+        return SweepResult(directory, len(todo), len(sweep.points) - len(todo), failed,
+                           time.perf_counter() - start, interrupted)
 
 
 def execute(sweep: Sweep, directory=None, *, workers: Optional[int] = None, threads: Optional[int] = None,

@@ -125,7 +125,7 @@ def test_a_diverging_run_raises_with_the_valid_trajectory():
 def test_an_existing_file_is_continued_or_replaced_only_when_asked(tmp_path):
     out = tmp_path / "t.h5"
     mf.simulate(TINY, out).close()
-    with pytest.raises(mf.UsageError, match="exists: replace it with --overwrite"):
+    with pytest.raises(mf.UsageError, match="exists and holds the finished runs of this scenario: replace it with --overwrite"):
         mf.simulate(TINY, out)
     mf.simulate(mf.load_scenario(TINY, {"seed": 3}), out, overwrite=True).close()
     with mf.open(out) as traj:

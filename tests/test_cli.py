@@ -335,7 +335,7 @@ def test_an_existing_output_is_replaced_only_with_overwrite(tiny, tmp_path):
     assert invoke("simulate", tiny, "-o", out, "--set", "train.t_end=0.5").exit_code == 0
     before = file_contents(out)
     result = invoke("simulate", tiny, "-o", out)
-    assert result.exit_code == 2 and "--overwrite" in result.output and "--resume" in result.output
+    assert result.exit_code == 2 and "another scenario: replace it with --overwrite" in result.output
     assert file_contents(out) == before
     result = invoke("simulate", tiny, "-o", out, "--overwrite")
     assert result.exit_code == 0, result.output

@@ -75,7 +75,10 @@ def open_ours(path, mode: str, **kwargs) -> h5py.File:
     try:
         h5 = h5py.File(path, mode, **kwargs)
     except OSError as e:
-        raise UsageError(f"{path}: cannot open the trajectory file ({e})") from e
+        if "unable to lock file" in str(e):
+            raise UsageError(f"{path} is open in another process that holds an HDF5 lock on it (an h5py.File in "
+                             "a notebook?): close it there first") from None
+        raise UsageError(f"{path}: cannot open the trajectory file ({e})") from None
     why = foreign(h5)
     if why is None:
         return h5

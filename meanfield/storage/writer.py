@@ -15,20 +15,28 @@ from ..errors import UsageError
 from ..state import RunState
 from . import layout
 from .layout import CHECKPOINT_CHUNK, COMPRESSION, H5MD_VERSION, MEASURE_DTYPE, PARTICLE_ELEMENTS, STATUSES
+from .ownership import check_room
 
 _memory_files = itertools.count()
 
 
 def create(path, *, scenario_yaml: str, seed: int, author: Optional[str] = None) -> TrajectoryWriter:
-    """Start a new trajectory file at ``path`` (replacing any file there), or in memory when
-    ``path`` is None (h5py's core driver without a backing store: the same file, never on disk)."""
+    """Start a new trajectory file at ``path``, or in memory when ``path`` is None (h5py's
+    core driver without a backing store: the same file, never on disk).
+
+    A file already at ``path`` is unlinked, never truncated: a process that has it open
+    (a notebook, ``animate --follow``) keeps reading the old file undisturbed. The caller
+    holds the path's :class:`~meanfield.storage.WriterLock` and has decided to replace it.
+    """
     if path is None:
         name = f"meanfield-memory-{os.getpid()}-{next(_memory_files)}.h5"
         h5 = h5py.File(name, "w", driver="core", backing_store=False)
     else:
         path = os.fspath(path)
         try:
-            h5 = h5py.File(path, "w")
+            if os.path.lexists(path):
+                os.unlink(path)
+            h5 = h5py.File(path, "x")
         except OSError as e:
             raise UsageError(f"{path}: cannot create the trajectory file ({e})") from e
     h5md = h5.create_group("h5md")
@@ -78,6 +86,12 @@ class TrajectoryWriter:
     def flush(self) -> None:
         self.h5.flush()
 
+    def ensure_room(self, nbytes: float, what: str) -> None:
+        """Raise :class:`~meanfield.storage.NoRoom` before a write of about ``nbytes`` that the
+        disk or the file-size limit has no room for (nothing to check in memory)."""
+        if not self.in_memory:
+            check_room(self.path, nbytes, what)
+
     def finish(self):
         """The written file as a :class:`~meanfield.storage.Trajectory` to read: the same
         in-memory file, or the file on disk opened again read-only."""
@@ -98,6 +112,7 @@ class TrajectoryWriter:
         """Store the data set (None where there is none, e.g. population mode) and the teacher."""
         data = self.h5.require_group("data")
         arrays = {"X_train": X_train, "y_train": y_train, "X_test": X_test, "y_test": y_test}
+        self.ensure_room(sum(np.asarray(a).nbytes for a in arrays.values() if a is not None), "the data set")
         for name, array in arrays.items():
             if array is not None:
                 _write_array(data, name, array)
@@ -124,6 +139,7 @@ class TrajectoryWriter:
             raise ValueError(f"snapshot dtype must be a float type, not {dtype}")
         if "status" in attrs:
             raise ValueError("'status' is set through RunWriter.status, not attrs")
+        self.ensure_room(0, f"run {name!r}")
 
         params = self.h5["parameters"].create_group(name)
         for key, value in attrs.items():
@@ -198,6 +214,7 @@ class RunWriter:
     def status(self, value: str) -> None:
         if value not in STATUSES and not value.startswith("failed: "):
             raise ValueError(f"status must be one of {STATUSES} or 'failed: reason', not {value!r}")
+        self._file.ensure_room(0, f"the status of run {self.name!r}")
         self._params.attrs["status"] = value
         self._file.flush()
 
@@ -217,6 +234,8 @@ class RunWriter:
                              f"the file records {sorted(self._measures)}")
         for name, ds in self._measures.items():
             writes.append((ds, self._frame(name, measures[name], ds)))
+        self._file.ensure_room(sum(value.nbytes for _, value in writes) + 16,
+                               f"snapshot {index} of run {self.name!r}")
         for ds, value in writes:
             _write_frame(ds, index, value)
         # step and time last: their length is the number of complete snapshots
@@ -251,6 +270,10 @@ class RunWriter:
         y = np.asarray(state.y, dtype=np.float64)
         if y.ndim != 1 or y.size == 0:
             raise ValueError(f"run {self.name!r}: checkpoint state must be a non-empty 1-D array, got shape {y.shape}")
+        group = self._file.h5.get(layout.checkpoint(self.name))
+        first = group is None or "state" not in group or group["state"].shape != y.shape
+        if first:  # later checkpoints overwrite it in place, within the room the snapshot checked for
+            self._file.ensure_room(y.nbytes, f"the checkpoint of run {self.name!r}")
         group = self._file.h5.require_group("checkpoint").require_group(self.name)
         # `valid` is false while the state is being replaced: a crash then leaves no checkpoint
         # rather than a new state with an old clock.

@@ -133,6 +133,19 @@ def test_a_directory_is_not_reused_without_resume_and_resume_refuses_another_swe
     assert (again.ran, again.skipped) == (0, 1)
 
 
+def test_a_second_process_on_a_sweep_directory_is_refused_naming_the_first(tmp_path):
+    from meanfield.storage import WriterLock
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(sweep_text({"model.width": [8]}))
+    run_sweep(load_sweep(path), tmp_path / "out", executor=serial())
+    with WriterLock(tmp_path / "out" / "sweep"):  # another process: this one, from a subprocess's view
+        done = subprocess.run([sys.executable, "-m", "meanfield.cli", "-q", "sweep", path, "-o", tmp_path / "out",
+                               "--resume"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and f"being written by another process (pid {os.getpid()}" in done.stderr
+    assert not (tmp_path / "out" / "sweep.lock").exists()
+
+
 def test_the_process_pool_and_a_dask_local_cluster_give_identical_results(tmp_path):
     pytest.importorskip("distributed")
     from meanfield.sweeps import dask_executor

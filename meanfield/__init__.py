@@ -30,12 +30,13 @@ from .errors import RunFailed, UsageError
 from .scenario import Scenario
 from .storage import RecordedRun, Trajectory
 from .sweeps import SweepResult
+from .threads import set_threads
 
 __version__ = "0.1.0"
 
 __all__ = ["RecordedRun", "RunFailed", "Scenario", "SweepResult", "Trajectory", "UsageError", "analyze",
            "animate", "bundled_scenarios", "bundled_sweeps", "load_scenario", "load_sweep", "open", "open_sweep", "plan", "plot",
-           "simulate", "sweep"]
+           "set_threads", "simulate", "sweep"]
 
 ScenarioLike = Union[Scenario, str, Path, Mapping]
 """What names a scenario: a :class:`Scenario`, a bundled scenario's name, a YAML path, or a mapping."""
@@ -64,7 +65,7 @@ def plan(scenario: ScenarioLike):
 
 def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, resume: bool = False,
              overwrite: bool = False, progress: Union[bool, Callable] = False,
-             log: Optional[Callable[[str], None]] = None) -> Trajectory:
+             log: Optional[Callable[[str], None]] = None, threads: Optional[int] = None) -> Trajectory:
     """Run every run of ``scenario`` on the same data from the same initial particles and
     return the :class:`Trajectory` (open for reading).
 
@@ -73,7 +74,9 @@ def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, r
     ``overwrite=True``; ``resume=True`` continues an interrupted one from its checkpoints
     (the result is the file an uninterrupted run writes). ``progress=True`` shows a bar per
     run on stderr (model time, steps/s, ETA); ``log`` receives one line per event
-    (the plan, each run's start and end).
+    (the plan, each run's start and end). ``threads`` fixes the thread count for this call;
+    by default it is :func:`set_threads`'s or ``MEANFIELD_THREADS``'s, else chosen by
+    measurement while each run steps (never changing a result).
 
     Raises :class:`RunFailed` if a run diverged (``exc.trajectory`` holds the file, every
     snapshot before the failure kept) and :class:`UsageError` for bad input.
@@ -83,7 +86,8 @@ def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, r
 
     bars = progress if callable(progress) else (progress_factory(True) if progress else None)
     trajectory, _ = run_all(load_scenario(scenario), None if output is None else str(output), resume=resume,
-                            overwrite=overwrite, log=log or (lambda message: None), progress=bars)
+                            overwrite=overwrite, log=log or (lambda message: None), progress=bars,
+                            threads=threads)
     return trajectory
 
 

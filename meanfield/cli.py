@@ -92,8 +92,11 @@ def main(ctx, verbose, quiet):
 @click.option("--resume", is_flag=True, help="Continue the runs of an interrupted file.")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
 @click.option("--dry-run", is_flag=True, help="Validate and show what would run; write nothing.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Threads of the numerical core (default: $MEANFIELD_THREADS, else chosen by measurement "
+                   "while each run steps, so a busy machine does not slow the run down).")
 @click.pass_context
-def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run):
+def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run, threads):
     """Run every run of SCENARIO (a YAML file, or a bundled scenario's name) into one HDF5 file."""
     quiet = ctx.obj["quiet"]
     with usage_errors():
@@ -106,7 +109,7 @@ def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run):
             return
         try:
             with sigterm_as_interrupt():
-                mf.simulate(spec, output, resume=resume, overwrite=overwrite, log=log.info,
+                mf.simulate(spec, output, resume=resume, overwrite=overwrite, log=log.info, threads=threads,
                             progress=not quiet and sys.stderr.isatty()).close()
         except KeyboardInterrupt:
             click.echo(f"interrupted: {output} is valid; continue with --resume", err=True)

@@ -22,6 +22,8 @@ from .errors import RunFailed, UsageError
 from .parameterization import Resolved, resolve
 from .scenario import Scenario
 from .state import RunState
+from .threads import governor as thread_governor
+from .threads import using as using_threads
 
 Log = Callable[[str], None]
 
@@ -181,7 +183,7 @@ class RunReport:
 
 
 def simulate(scenario: Scenario, output=None, *, resume: bool = False, overwrite: bool = False,
-             log: Log = _quiet, progress: Optional[Callable] = None):
+             log: Log = _quiet, progress: Optional[Callable] = None, threads: Optional[int] = None):
     """Run every run of ``scenario`` into one trajectory file (in memory when ``output`` is
     None); return ``(trajectory, reports)``, the file open for reading and a report per run.
 
@@ -191,8 +193,16 @@ def simulate(scenario: Scenario, output=None, *, resume: bool = False, overwrite
 
     Raises ``RunFailed`` (its ``trajectory`` is the file) after all runs are done if any of
     them diverged: its entry is marked failed and keeps every valid snapshot.
+    ``threads`` fixes the numerical core's thread count for the call (default: the process's
+    setting, :func:`meanfield.set_threads` or ``MEANFIELD_THREADS``, else chosen by
+    measurement while each run steps: docs/design.md §6.4).
     ``KeyboardInterrupt`` leaves the file valid with the run marked 'interrupted', resumable.
     """
+    with using_threads(threads):
+        return _simulate(scenario, output, resume=resume, overwrite=overwrite, log=log, progress=progress)
+
+
+def _simulate(scenario: Scenario, output, *, resume: bool, overwrite: bool, log: Log, progress: Optional[Callable]):
     from solvers.activations import activation_code
     from solvers.losses import loss_code
 
@@ -394,11 +404,13 @@ def _flow(run, recorder: Recorder, checkpoint: Optional[RunState], progress) -> 
 
     times = run.inputs.times
     bar = progress(run.name, state.t, scenario.train.t_end) if progress else nullcontext()
+    governor = thread_governor()
+    on_step = _each_step(getattr(bar, "update_state", None), governor.step if governor else None)
     # overflow on the way to a blow-up is expected: the loop checks finiteness itself
     with bar, np.errstate(over="ignore", invalid="ignore"):
         outcome = integrate(run.field, LoopState(state.t, state.step, state.y, h=state.h), run.stepper,
                             times[times > state.t + 1e-12], on_snapshot=on_snapshot,
-                            stop_loss=scenario.train.stop_loss, rng=rng, on_step=getattr(bar, "update_state", None),
+                            stop_loss=scenario.train.stop_loss, rng=rng, on_step=on_step,
                             max_abs=float(np.finfo(scenario.record.dtype).max))
     end = outcome.state
     with np.errstate(over="ignore", invalid="ignore"):
@@ -408,6 +420,21 @@ def _flow(run, recorder: Recorder, checkpoint: Optional[RunState], progress) -> 
     if outcome.status == "stop_loss":
         status += f" (stop_loss reached at t = {end.t:.6g})"
     return RunReport(run.name, status, end.t, end.step, final)
+
+
+def _each_step(*callbacks) -> Optional[Callable]:
+    """One ``on_step`` callback calling each of ``callbacks`` that is not None."""
+    live = [callback for callback in callbacks if callback is not None]
+    if not live:
+        return None
+    if len(live) == 1:
+        return live[0]
+
+    def each(state) -> None:
+        for callback in live:
+            callback(state)
+
+    return each
 
 
 def _exact(run, recorder: Recorder) -> RunReport:

@@ -46,11 +46,11 @@ from .errors import UsageError
 from .scenario import Scenario, read_yaml, set_key, validate_scenario
 from .storage import WriterLock, open_trajectory
 from .table import Table, cell_text, python_scalar, read_table, write_table
+from .threads import THREAD_VARIABLES, apply, using
 
 SWEEP_KEYS = ("name", "description", "base", "grid", "replicates")
 POINTS_DIR = "points"
 SWEEP_COPY = "sweep.yaml"
-THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 # ------------------------------------------------------------------------- the sweep
@@ -270,11 +270,16 @@ class PointResult:
 
 
 def run_point(task: Task) -> PointResult:
-    """Run one point into its own file (continuing it when the file holds an unfinished run).
+    """Run one point into its own file (continuing it when the file holds an unfinished run),
+    on the point's threads.
 
     Never raises for a point that fails: the failure is the outcome, so the sweep goes on.
     """
-    set_threads(task.threads)
+    with using(task.threads):
+        return _run_point(task)
+
+
+def _run_point(task: Task) -> PointResult:
     from .errors import RunFailed
     from .scenario import parse_scenario
     from .simulation import simulate
@@ -312,19 +317,6 @@ def run_point(task: Task) -> PointResult:
     return PointResult(task.point, status, reason, time.perf_counter() - start, measures)
 
 
-def set_threads(threads: int) -> None:
-    """This process's Numba and BLAS thread counts: through the environment before the
-    numerical core is loaded, through ``numba.set_num_threads`` (this thread) after."""
-    import sys
-
-    if "numba" in sys.modules:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    else:
-        os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
-
-
 _POOL_WORKER = False
 
 
@@ -332,7 +324,7 @@ def _init_pool_worker(threads: int) -> None:
     """A local pool worker: its thread counts, and SIGTERM stops it the way Ctrl-C does."""
     global _POOL_WORKER
     _POOL_WORKER = True
-    set_threads(threads)
+    apply(threads)
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt

@@ -6,12 +6,18 @@ whole linearized (NTK) solve beside one bare eigendecomposition of the same size
 measures the start-up of a fresh process with a warm JIT cache.
 
     python scripts/bench.py [--quick] [--sizes 1024x1024x2,16384x1024x2] [--threads 1,2]
+                            [--parts particles,linearized,population,api,threads]
+
+``--parts threads`` runs the step at 1 and 2 threads quiet and beside one busy process (a
+"loaded" machine), then a whole run at 1, 2 and the default thread count (chosen by
+measurement during the run), quiet and loaded.
 
 FLOP count per step: 6 m n d + 6 m n (forward w.x, backward w.x recomputed, and x-weighted
 sum; plus the element-wise work). Times are medians of several repeats.
 """
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -231,8 +237,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--sizes", help="comma-separated MxNxD list")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    parser.add_argument("--parts", default="particles,linearized,population,api",
-                        help="which benchmarks: particles, linearized, population, api (comma-separated)")
+    parser.add_argument("--parts", default="particles,linearized,population,api,threads",
+                        help="which benchmarks: particles, linearized, population, api, threads (comma-separated)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     sizes = DEFAULT_SIZES
@@ -276,6 +282,8 @@ def main():
               f"(imports {imports:.2f} s, first step {first:.3f} s beyond imports)")
     if "api" in parts:
         bench_api(3 if args.quick else 5)
+    if "threads" in parts:
+        bench_threads(sizes, repeats, min_time)
 
 
 def bench_api(repeats, scenario="quickstart"):
@@ -311,6 +319,80 @@ def bench_api(repeats, scenario="quickstart"):
           f"\n  mf.simulate in memory {memory:.2f} s, into a file {to_file:.2f} s;"
           f"\n  meanfield simulate {whole:.2f} s, of it start-up {start:.2f} s (a --dry-run): work {work:.2f} s"
           f"\n  ratio in memory / CLI work {memory / work:.2f}, file / CLI work {to_file / work:.2f}")
+
+
+class BusyNeighbour:
+    """One CPU-bound process beside the benchmark (a loaded laptop or a shared node), while
+    the context is open."""
+
+    def __enter__(self):
+        self.process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.5)  # let the scheduler see it
+        return self
+
+    def __exit__(self, *exc):
+        self.process.kill()
+        self.process.wait()
+
+
+def bench_threads(sizes, repeats, min_time, scenario_overrides=None):
+    """Two threads against one, quiet and beside a busy process: per kernel size (the particle
+    step), and for a whole run, where the default chooses the count by measurement."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"\nthreads, quiet and beside one busy process ({cores} cores; ratios of medians; "
+          "goal: loaded, the default no more than 1.10 x one thread)")
+    print(f"{'m':>6} {'n':>5} {'d':>4} | {'2 thr / 1 thr quiet':>19} | {'2 thr / 1 thr loaded':>20}")
+    for m, n, d in sizes:
+        a, W, X, y = make_problem(m, n, d)
+        out = (np.empty(m), np.empty((m, d)), None)
+        ratios = []
+        for loaded in (False, True):
+            with BusyNeighbour() if loaded else contextlib.nullcontext():
+                times = {}
+                for k in (1, 2):
+                    limiter = limit_threads(k)
+                    times[k] = timeit(lambda: ours_step(a, W, X, y, out), repeats, min_time)
+                    if limiter is not None:
+                        limiter.restore_original_limits()
+                ratios.append(times[2] / times[1])
+        print(f"{m:>6} {n:>5} {d:>4} | {ratios[0]:19.2f} | {ratios[1]:20.2f}")
+        sys.stdout.flush()
+    limit_threads(numba.config.NUMBA_NUM_THREADS)
+    bench_run_threads(scenario_overrides)
+
+
+RUN_FOR_THREADS = {"name": "threads", "seed": 0,
+                   "data": {"task": "teacher_student", "dim": 5, "n_train": 512, "n_test": 256},
+                   "model": {"width": 1024, "activation": "relu"},
+                   "runs": {"rich": "mean_field"},
+                   "train": {"t_end": 20.0, "integrator": {"method": "rk4", "dt": 0.05}},
+                   "record": {"every": 1.0}}
+"""The loaded-machine case of docs/design.md §6.4: m = 1024, d = 5, n = 512, rk4, 400 steps."""
+
+
+def bench_run_threads(overrides=None, repeats=3):
+    """A whole run (simulate in memory) at 1 thread, 2 threads and the default (chosen by
+    measurement), quiet and loaded: each time over the faster fixed count's."""
+    import meanfield as mf
+
+    scenario = mf.load_scenario({**RUN_FOR_THREADS, **(overrides or {})})
+    mf.simulate(scenario, threads=1).close()  # warm: kernels loaded
+
+    def run(threads):
+        t0 = time.perf_counter()
+        mf.simulate(scenario, threads=threads).close()
+        return time.perf_counter() - t0
+
+    print(f"\na whole run (m = {scenario.model.width}, d = {scenario.data.dim}, n = {scenario.data.n_train}, "
+          f"{scenario.train.integrator.method}), medians of {repeats}, seconds:")
+    print(f"{'':>7} | {'1 thread':>8} {'2 threads':>9} {'default':>8} | {'2 / 1':>6} {'default / best':>14}")
+    for loaded in (False, True):
+        with BusyNeighbour() if loaded else contextlib.nullcontext():
+            times = {k: statistics.median(run(k) for _ in range(repeats)) for k in (1, 2, None)}
+        best = min(times[1], times[2])
+        print(f"{'loaded' if loaded else 'quiet':>7} | {times[1]:8.2f} {times[2]:9.2f} {times[None]:8.2f} | "
+              f"{times[2] / times[1]:6.2f} {times[None] / best:14.2f}")
+        sys.stdout.flush()
 
 
 def bench_particles(sizes, threads, repeats, min_time):

@@ -1,0 +1,181 @@
+"""How many threads the numerical core uses (docs/design.md §6.4).
+
+A fixed count comes from ``simulate --threads T``, ``mf.simulate(..., threads=T)`` or the
+environment variable ``MEANFIELD_THREADS``; it sets Numba's threads and the BLAS's. Without
+one, the count is chosen *by measurement while the run steps* (:class:`ThreadGovernor`):
+on a quiet machine every core helps, but beside another CPU-bound process (a laptop, a
+shared node) an OpenMP worker that has to wait for a busy core makes every parallel kernel
+wait for it, and two threads can be several times slower than one. The governor times the
+steps at the current count, now and then tries the other, and keeps the faster.
+
+Changing the count never changes a result: the kernels split their work into chunks fixed
+by the problem's size, not by the thread count, and reduce them in a fixed order.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import contextlib
+from contextlib import contextmanager
+from typing import Callable, Optional
+
+from .errors import UsageError
+
+ENV = "MEANFIELD_THREADS"
+THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+_fixed: Optional[int] = None  # set by set_threads; None: MEANFIELD_THREADS, else by measurement
+
+
+def requested(threads=None, source: str = "threads") -> Optional[int]:
+    """``threads`` checked (None stays None: choose by measurement)."""
+    if threads is None or (isinstance(threads, str) and threads.strip() in ("", "auto")):
+        return None
+    try:
+        count = int(threads)
+    except (TypeError, ValueError):
+        count = 0
+    if count < 1 or str(count) != str(threads).strip():
+        raise UsageError(f"{source} = {threads!r}: give a whole number of threads >= 1, or 'auto' to choose "
+                         "by measurement")
+    return count
+
+
+def fixed_count() -> Optional[int]:
+    """The fixed thread count of this process: :func:`set_threads`'s, else ``MEANFIELD_THREADS``'s,
+    else None (each run chooses by measurement)."""
+    if _fixed is not None:
+        return _fixed
+    return requested(os.environ.get(ENV), ENV)
+
+
+def set_threads(threads: Optional[int]) -> None:
+    """Fix the number of threads of the numerical core in this process (Numba's, and the BLAS's
+    where threadpoolctl is installed); ``None`` goes back to ``MEANFIELD_THREADS`` or, without
+    it, to choosing by measurement during each run."""
+    global _fixed
+    _fixed = requested(threads)
+    count = fixed_count()
+    if count is not None:
+        apply(count)
+        _blas_limits(count)
+
+
+@contextmanager
+def using(threads: Optional[int]):
+    """``threads`` fixed for the duration, then the process's setting back (nothing changes
+    when ``threads`` is None)."""
+    fixed_count()  # a bad MEANFIELD_THREADS is refused before anything starts
+    if threads is None:
+        yield
+        return
+    global _fixed
+    before, _fixed = _fixed, requested(threads)
+    apply(_fixed)
+    try:
+        with _blas_limits(_fixed):
+            yield
+    finally:
+        _fixed = before
+        if "numba" in sys.modules:
+            import numba
+
+            numba.set_num_threads(min(fixed_count() or numba.config.NUMBA_NUM_THREADS,
+                                      numba.config.NUMBA_NUM_THREADS))
+
+
+def apply(threads: int) -> None:
+    """Set this process's Numba thread count (and, before the numerical core is loaded, the
+    BLAS's too: through the environment, the only way for a fresh worker process)."""
+    if "numba" not in sys.modules:
+        os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
+        return
+    import numba
+
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def _blas_limits(threads: int):
+    """The BLAS's thread count set to ``threads`` (a context manager that restores it; in
+    effect until then), where threadpoolctl is installed."""
+    try:
+        import threadpoolctl
+    except ImportError:  # pragma: no cover - the BLAS keeps its own count
+        return contextlib.nullcontext()
+    return threadpoolctl.threadpool_limits(threads, user_api="blas")
+
+
+def governor() -> Optional[ThreadGovernor]:
+    """A governor for the next run, or None when the count is fixed or there is one core."""
+    import numba
+
+    most = numba.config.NUMBA_NUM_THREADS
+    if fixed_count() is not None or most < 2:
+        return None
+    return ThreadGovernor(counts=(most, 1), set_count=numba.set_num_threads)
+
+
+class ThreadGovernor:
+    """Keeps the faster of two thread counts while a run steps: call :meth:`step` after
+    every step.
+
+    Each *trial* times at least ``window`` seconds of steps at one count (the time per step
+    over the window: writes and the bookkeeping between steps count too). A probe is two
+    trials, the current count and then the other; the faster wins (the other only if it is
+    faster by ``margin``). The first probe starts at once; after a probe that keeps the
+    count, the wait until the next doubles (from ``period`` up to ``max_period``); a switch
+    resets it. On a quiet machine the probes cost about window x (slowdown of the other count)
+    / period of the run time; beside a busy process they find within a few seconds that one
+    thread is faster.
+    """
+
+    def __init__(self, counts: tuple[int, int], set_count: Callable[[int], None], *, window: float = 0.25,
+                 period: float = 4.0, max_period: float = 64.0, margin: float = 0.05,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.counts, self.set_count, self.clock = counts, set_count, clock
+        self.window, self.period, self.max_period, self.margin = window, period, max_period, margin
+        self.current = counts[0]
+        self.wait = period
+        self.history: list[tuple[int, float, float]] = []  # (count, seconds per step at it, the other's)
+        self._measured: Optional[float] = None  # seconds per step at the current count, this probe
+        self._trial = self._start_trial(self.current)
+        set_count(self.current)
+
+    def _start_trial(self, count: int) -> list:
+        return [count, self.clock(), 0]  # count, start, steps
+
+    def other(self) -> int:
+        return self.counts[1] if self.current == self.counts[0] else self.counts[0]
+
+    def step(self, *_) -> None:
+        """One more step done."""
+        if self._trial is None:
+            if self.clock() >= self._next_probe:
+                self._trial = self._start_trial(self.current)
+            return
+        count, start, steps = self._trial
+        self._trial[2] = steps = steps + 1
+        elapsed = self.clock() - start
+        if elapsed < self.window:
+            return
+        per_step = elapsed / steps
+        if count == self.current and self._measured is None:
+            self._measured = per_step
+            self.set_count(self.other())
+            self._trial = self._start_trial(self.other())
+            return
+        self._decide(per_step)
+
+    def _decide(self, other_per_step: float) -> None:
+        mine = self._measured
+        self.history.append((self.current, mine, other_per_step))
+        if other_per_step < mine * (1 - self.margin):
+            self.current = self.other()
+            self.wait = self.period
+        else:
+            self.wait = min(2 * self.wait, self.max_period)
+        self.set_count(self.current)
+        self._measured, self._trial = None, None
+        self._next_probe = self.clock() + self.wait

@@ -1,0 +1,115 @@
+"""The thread count: asked for (--threads, MEANFIELD_THREADS, mf.set_threads), or chosen by
+measurement while a run steps; never changing a result."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+from test_cli import file_contents
+
+import meanfield as mf
+from meanfield import threads
+from meanfield.cli import main
+from meanfield.threads import ThreadGovernor
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", 0])
+def test_a_thread_count_must_be_a_whole_number_of_at_least_one(value):
+    with pytest.raises(mf.UsageError, match="whole number of threads >= 1"):
+        threads.requested(value)
+
+
+@pytest.mark.parametrize("value, count", [(None, None), ("auto", None), ("", None), ("3", 3), (2, 2)])
+def test_auto_or_nothing_means_choose_by_measurement(value, count):
+    assert threads.requested(value) == count
+
+
+def test_a_bad_environment_variable_is_one_error_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEANFIELD_THREADS", "many")
+    result = CliRunner().invoke(main, ["-q", "simulate", "quickstart", "-o", str(tmp_path / "q.h5")])
+    assert result.exit_code == 2 and "MEANFIELD_THREADS = 'many'" in result.output
+    assert not (tmp_path / "q.h5").exists()
+
+
+class FakeMachine:
+    """A clock, and the seconds a step takes at each thread count (changed by the test)."""
+
+    def __init__(self, seconds_per_step):
+        self.now, self.seconds_per_step, self.count = 0.0, dict(seconds_per_step), None
+
+    def clock(self):
+        return self.now
+
+    def set_count(self, count):
+        self.count = count
+
+    def run(self, governor, steps):
+        for _ in range(steps):
+            self.now += self.seconds_per_step[self.count]
+            governor.step()
+
+
+def test_the_governor_keeps_the_faster_count_and_follows_the_load():
+    machine = FakeMachine({2: 0.010, 1: 0.016})  # quiet: two threads faster
+    governor = ThreadGovernor((2, 1), machine.set_count, window=0.1, period=1.0, max_period=8.0, clock=machine.clock)
+    machine.run(governor, 100)
+    assert governor.current == 2 and machine.count == 2
+    assert governor.history[0] == (2, pytest.approx(0.010), pytest.approx(0.016))
+    machine.run(governor, 3000)  # unchanged: the probes back off to max_period
+    assert governor.wait == 8.0 and governor.current == 2
+    machine.seconds_per_step[2] = 0.040  # a busy process beside: two threads wait for each other
+    machine.run(governor, 1000)
+    assert governor.current == 1 and machine.count == 1
+    switch = next(i for i, (count, mine, other) in enumerate(governor.history) if count == 2 and other < mine)
+    assert governor.history[switch][1] == pytest.approx(0.040)  # found at the first probe under load
+    machine.seconds_per_step[2] = 0.010  # quiet again
+    machine.run(governor, 2000)
+    assert governor.current == 2 and machine.count == 2
+
+
+def test_the_governor_costs_a_quiet_run_little():
+    """The fraction of a quiet run's time spent probing the slower count, over a long run."""
+    machine = FakeMachine({2: 0.010, 1: 0.017})
+    governor = ThreadGovernor((2, 1), machine.set_count, clock=machine.clock)
+    machine.run(governor, 60_000)  # ten minutes of steps at two threads
+    ideal = 60_000 * 0.010
+    assert machine.now / ideal - 1 < 0.01
+
+
+def test_switching_threads_during_a_run_changes_no_bit(tmp_path):
+    """A run whose Numba thread count flips at every step writes the file a one-thread run writes."""
+    code = textwrap.dedent(f"""\
+        import numba, meanfield as mf
+        from meanfield import simulation
+        class Flip:
+            def __init__(self): self.n = 0
+            def step(self, state):
+                self.n += 1
+                numba.set_num_threads(1 + self.n % 2)
+        scenario = mf.load_scenario("quickstart", {{"runs": {{"rich": "mean_field", "lazy": {{"parameterization":
+            {{"preset": "lazy", "alpha": 10}}}}}}, "train.t_end": 2.0, "model.width": 512}})
+        simulation.thread_governor = lambda: Flip()
+        mf.simulate(scenario, {str(tmp_path / "flipping.h5")!r}).close()
+        simulation.thread_governor = lambda: None
+        numba.set_num_threads(1)
+        mf.simulate(scenario, {str(tmp_path / "one.h5")!r}).close()
+    """)
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}
+    env.pop("MEANFIELD_THREADS", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert file_contents(tmp_path / "flipping.h5") == file_contents(tmp_path / "one.h5")
+
+
+def test_a_fixed_count_is_the_runs_and_then_the_process_setting_is_back():
+    pytest.importorskip("numba")
+    import numba
+
+    most = numba.config.NUMBA_NUM_THREADS
+    with threads.using(1):
+        assert numba.get_num_threads() == 1 and threads.governor() is None
+    assert numba.get_num_threads() == most
+    assert (threads.governor() is None) == (most < 2)

@@ -4,7 +4,8 @@ A scenario is everything a run needs (docs/design.md §5). Every key is fixed by
 unknown keys and wrong types are errors that name the file, the line, the dotted key and
 what is allowed. Overrides (``--set model.width=4096``) edit the parsed mapping *before*
 validation, so a typo in an override is caught the same way. YAML is read with
-``yaml.safe_load``: nothing in a scenario can run code.
+:class:`UniqueKeyLoader` (``yaml.SafeLoader``, so nothing in a scenario can run code, that
+also refuses a key given twice), from UTF-8 text.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import copy
 import math
 import re
 import typing
+from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
@@ -441,11 +443,19 @@ def load_scenario(source, overrides=()) -> Scenario:
     from .bundled import scenario_path
 
     path = scenario_path(source)
+    return parse_scenario(read_text(path, "scenario"), source=str(path), overrides=overrides)
+
+
+def read_text(path, what: str) -> str:
+    """The text of a scenario or sweep file (``what``); UsageError naming the file when it
+    cannot be read or is not UTF-8 text (a binary file, UTF-16)."""
     try:
-        text = path.read_text()
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}: a binary or "
+                         f"UTF-16 file?); a {what} is UTF-8 YAML text") from None
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read the scenario ({exc.strerror})") from None
-    return parse_scenario(text, source=str(path), overrides=overrides)
+        raise UsageError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
 
 
 def parse_scenario(text: str, source: str = "<scenario>", overrides=()) -> Scenario:
@@ -468,10 +478,38 @@ def _apply_overrides(raw, overrides, source: str) -> set:
     return {apply_override(raw, item) for item in overrides}
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML requires
+    unique keys; PyYAML would keep the last one without a word). Keys merged in with ``<<``
+    may be overridden, as YAML allows."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice in one mapping (first on line {seen[key]}): "
+                    "keep one (the last would silently win)", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str):
+    """Parse YAML text with :class:`UniqueKeyLoader` (yaml.YAMLError if it is not valid)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
 def read_yaml(text: str, source: str) -> tuple[Any, dict]:
-    """The parsed YAML and the line of each key path; UsageError with line:column if it is not YAML."""
+    """The parsed YAML and the line of each key path; UsageError with line:column if it is
+    not YAML, or gives a key twice in one mapping."""
     try:
-        return yaml.safe_load(text), _key_lines(yaml.compose(text))
+        return load_yaml(text), _key_lines(yaml.compose(text, Loader=UniqueKeyLoader))
+    except yaml.reader.ReaderError as exc:  # a character YAML text cannot hold (e.g. NUL)
+        raise UsageError(f"{source}: not YAML text: {exc.reason} (character #x{exc.character:04x} at "
+                         f"position {exc.position}): a scenario or a sweep is UTF-8 YAML text") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -501,7 +539,7 @@ def apply_override(raw: dict, item: str) -> tuple:
     if not sep or not key.strip():
         raise UsageError(f"--set {item!r}: write it as dotted.key=value, e.g. model.width=1024")
     try:
-        value = yaml.safe_load(value_text)
+        value = load_yaml(value_text)
     except yaml.YAMLError:
         value = value_text
     return set_key(raw, key.strip(), value, where=f"--set {item}")

@@ -43,7 +43,7 @@ import yaml
 
 from .bundled import SWEEP_DIR, bundled_sweeps, resolve_path, scenario_path
 from .errors import UsageError
-from .scenario import Scenario, read_yaml, set_key, validate_scenario
+from .scenario import Scenario, read_text, read_yaml, set_key, validate_scenario
 from .storage import WriterLock, open_trajectory
 from .table import Table, cell_text, python_scalar, read_table, write_table
 from .threads import THREAD_VARIABLES, apply, using
@@ -131,11 +131,7 @@ def make_sweep(source, grid=None, *, replicates: Optional[int] = None) -> Sweep:
 def load_sweep(path: str | Path) -> Sweep:
     """Read a sweep file (or a bundled sweep's name) and validate every point of its grid."""
     path = resolve_path(path, SWEEP_DIR, bundled_sweeps, what="sweep")
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the sweep ({exc.strerror})") from None
-    return parse_sweep(text, source=str(path), root=path.parent, default_name=path.stem)
+    return parse_sweep(read_text(path, "sweep"), source=str(path), root=path.parent, default_name=path.stem)
 
 
 def parse_sweep(text: str, source: str = "<sweep>", root: Path = Path("."), default_name: str = "sweep") -> Sweep:
@@ -178,7 +174,7 @@ def _base_scenario(base, source: str, lines: dict, root: Path) -> tuple[dict, st
         raise UsageError(f"{_at(source, lines, 'base')}: base is a scenario: a mapping, a path or a bundled name")
     candidate = root / base
     path = candidate if candidate.exists() else scenario_path(base)
-    raw, _ = read_yaml(path.read_text(), str(path))
+    raw, _ = read_yaml(read_text(path, "scenario"), str(path))
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: a scenario is a mapping of keys (name, data, model, runs, ...)")
     return raw, str(path)

@@ -1,7 +1,8 @@
 """Everything a run would refuse is refused before it: `meanfield simulate X --dry-run` exits
 with status 2 and one `Error:` line for each case that used to pass validation and then fail
 (with a traceback, or once the run had started) or be silently ignored; its valid neighbour
-passes. Bundled scenarios and sweep points still validate, and their resolved text parses back.
+passes. Scenario and sweep files are UTF-8 YAML without a key given twice. Bundled scenarios
+and sweep points still validate, and their resolved text parses back.
 """
 
 import textwrap
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 import meanfield
 from meanfield.bundled import bundled, bundled_sweeps
 from meanfield.cli import main
-from meanfield.scenario import parse_scenario
+from meanfield.scenario import parse_scenario, read_yaml
 
 BASE = textwrap.dedent(
     """\
@@ -122,6 +123,49 @@ def test_a_sweep_refuses_such_a_point_up_front(tmp_path, grid, words):
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert words in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+UNREADABLE = {
+    "utf-16": "name: v\nruns: {rich: mean_field}\n".encode("utf-16"),
+    "utf-16-le": "name: v\nruns: {rich: mean_field}\n".encode("utf-16-le"),
+    "binary": bytes(range(256)),
+}
+
+
+@pytest.mark.parametrize("command", ["simulate", "sweep"])
+@pytest.mark.parametrize("content", UNREADABLE.values(), ids=UNREADABLE.keys())
+def test_a_file_that_is_not_utf8_text_is_one_error_line(tmp_path, command, content):
+    path = tmp_path / "x.yaml"
+    path.write_bytes(content)
+    result = CliRunner().invoke(main, ["-q", command, str(path), "--dry-run"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"Error: {path}: not ") and lines[0].endswith("is UTF-8 YAML text"), result.output
+
+
+SWEEP = "base: {name: v, runs: {rich: mean_field}}\ngrid: {model.width: [8, 16]}\n"
+
+
+@pytest.mark.parametrize("command, text, line, key", [
+    ("simulate", BASE.replace("model: {width: 8}", "model: {width: 8}\nmodel: {width: 16}"), 4, "model"),
+    ("simulate", BASE.replace("model: {width: 8}", "model:\n  width: 8\n  bias: false\n  width: 16"), 6, "width"),
+    ("simulate", BASE.replace("{rich: mean_field}", "{rich: mean_field, rich: lazy}"), 4, "rich"),
+    ("sweep", SWEEP + "grid: {model.width: [32]}\n", 3, "grid"),
+    ("sweep", SWEEP.replace("name: v,", "name: v, name: w,"), 1, "name"),
+])
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path, command, text, line, key):
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["-q", command, str(path), "--dry-run"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"Error: {path}:{line}:") and f"the key {key!r} is given twice" in lines[0]
+
+
+def test_keys_merged_in_may_be_overridden(tmp_path):
+    """YAML merge keys (<<) are not duplicates: the mapping's own key wins, as YAML says."""
+    raw, _ = read_yaml("defaults: &d {width: 8, bias: false}\nmodel: {<<: *d, width: 16}\n", "x")
+    assert raw["model"] == {"width": 16, "bias": False}
 
 
 def test_analytic_kernel_with_a_bias_takes_b_std(tmp_path):

@@ -46,9 +46,10 @@ TWO_D_TASKS = ("xor", "moons", "spirals")
 
 
 class Strict(BaseModel):
-    """A schema section: unknown keys are errors, values are validated on assignment."""
+    """A schema section: unknown keys are errors, values are validated on assignment, and
+    every number is finite (.inf and .nan are refused wherever a number is asked for)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------- data
@@ -233,6 +234,10 @@ RunSpec = Annotated[Union[ParticleRunSpec, TangentRunSpec, KernelRunSpec], Field
 RESOLVED_NUMBERS = ("s", "eta_a", "eta_w", "a_std", "loss_scale")
 """What a parameterization resolves to at a width (meanfield.parameterization.Resolved): each > 0 and finite."""
 
+MAX_SNAPSHOTS = 10**6
+"""The most snapshots a run may take, train.t_end / record.every (each is a write, and the
+snapshot times are one array): more is a mistake (record.every: 1e-12), not a study."""
+
 RUN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -307,7 +312,7 @@ class Scenario(Strict):
     loss: LossName = "squared"
     runs: dict[str, RunSpec] = Field(min_length=1)
     train: TrainSpec = TrainSpec()
-    record: RecordSpec = RecordSpec()
+    record: RecordSpec = Field(RecordSpec(), validate_default=True)
     output: Optional[str] = None
 
     @field_validator("runs", mode="before")
@@ -362,6 +367,22 @@ class Scenario(Strict):
                     "finite and > 0: bring the exponents, alpha and lr closer to 0 and 1"
                 )
         return runs
+
+    @field_validator("record")
+    @classmethod
+    def _snapshots_within_limit(cls, record, info: ValidationInfo):
+        """At most MAX_SNAPSHOTS snapshots per run, t_end / every (checked with record, which
+        comes after train, so the error names record's line)."""
+        train = info.data.get("train")
+        if train is None:  # already an error of its own
+            return record
+        count = train.t_end / min(record.every, train.t_end)
+        if count > MAX_SNAPSHOTS:
+            raise ValueError(
+                f"train.t_end / record.every = {train.t_end:g} / {record.every:g} = {count:.3g} snapshots per run, "
+                f"more than the {MAX_SNAPSHOTS:.0e} allowed: raise record.every to at least "
+                f"{train.t_end / MAX_SNAPSHOTS:.3g} (or lower train.t_end)")
+        return record
 
     @model_validator(mode="after")
     def _kernel_runs_have_no_parameters(self):
@@ -605,10 +626,12 @@ def _explain(exc: ValidationError, source: str, lines: dict, overridden: set, ho
         if error["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(error["loc"][:-1]))
             messages.append(f"{where}: unknown key {dotted!r}; allowed here: {allowed}")
+        elif error["type"] == "finite_number":
+            messages.append(f"{where}: {dotted}: must be a finite number, not {error['input']}")
         else:
             text = error["msg"].removeprefix("Value error, ")
             got = error.get("input")
-            got = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+            got = "" if isinstance(got, (dict, BaseModel)) or got is None else f" (got {got!r})"
             messages.append(f"{where}: {dotted + ': ' if dotted else ''}{text}{got}")
     return "\n".join(messages)
 

@@ -1,10 +1,12 @@
 """Everything a run would refuse is refused before it: `meanfield simulate X --dry-run` exits
 with status 2 and one `Error:` line for each case that used to pass validation and then fail
 (with a traceback, or once the run had started) or be silently ignored; its valid neighbour
-passes. Scenario and sweep files are UTF-8 YAML without a key given twice. Bundled scenarios
-and sweep points still validate, and their resolved text parses back.
+passes. Numbers are finite and snapshots bounded, scenario and sweep files UTF-8 YAML
+without a key given twice. Bundled scenarios and sweep points still validate, and
+their resolved text parses back.
 """
 
+import math
 import textwrap
 
 import h5py
@@ -12,11 +14,12 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from pydantic import BaseModel
 
 import meanfield
 from meanfield.bundled import bundled, bundled_sweeps
 from meanfield.cli import main
-from meanfield.scenario import parse_scenario, read_yaml
+from meanfield.scenario import _PRESETS, Scenario, _strip, parse_scenario, read_yaml
 
 BASE = textwrap.dedent(
     """\
@@ -63,6 +66,18 @@ CASES = [
                  ["data.task=file", "data.path=<pm1>", "data.dim=3"], id="file-dim"),
     pytest.param(["data.task=file", "data.path=<short_y>"], "X has 20 samples but y has 19",
                  ["data.task=file", "data.path=<pm1>"], id="file-shapes"),
+    pytest.param(["train.t_end=.inf"], "train.t_end: must be a finite number, not inf", ["train.t_end=100"],
+                 id="t_end-inf"),
+    pytest.param(["train.t_end=1e300"], "= 1e+300 snapshots per run, more than the 1e+06 allowed: raise record.every",
+                 ["train.t_end=1e300", "record.every=1e295", "train.integrator={method: rk45}"], id="t_end-1e300"),
+    pytest.param(["record.every=1e-12"], "record: train.t_end / record.every = 1 / 1e-12 = 1e+12 snapshots per run",
+                 ["record.every=1e-3"], id="every-tiny"),
+    pytest.param(["record.every=.inf"], "record.every: must be a finite number, not inf", ["record.every=1e9"],
+                 id="every-inf"),
+    pytest.param(["train.integrator.dt=.inf"], "train.integrator.dt: must be a finite number, not inf",
+                 ["train.integrator.dt=10"], id="dt-inf"),
+    pytest.param(["train.stop_loss=.nan"], "train.stop_loss: must be a finite number, not nan",
+                 ["train.stop_loss=0.01"], id="stop_loss-nan"),
 ]
 
 
@@ -113,16 +128,52 @@ def test_dry_run_accepts_the_valid_neighbour(files, tmp_path, bad, words, good):
     ({"runs.rich.parameterization.alpha": [1, 1.0e+300]}, "gives loss_scale out of floating-point range"),
     ({"record.max_file_mb": [100, 1.0e-3]}, "point p0001 (record.max_file_mb = 0.001)"),  # found by planning
     ({"data": [{"dim": 2}, {"task": "file", "dim": 2, "path": "/no/such.npz"}]}, "/no/such.npz"),
+    ({"train.t_end": [1.0, math.inf]}, "point p0001 (train.t_end = inf): "),
+    ({"record.every": [0.5, 1e-9]}, "point p0001 (record.every = 1e-09): "),
 ])
-def test_a_sweep_refuses_such_a_point_up_front(tmp_path, grid, words):
+@pytest.mark.parametrize("dry", [True, False], ids=["dry-run", "run"])
+def test_a_sweep_refuses_such_a_point_up_front(tmp_path, grid, words, dry):
     base = "name: v\ndata: {dim: 2, inputs: sphere}\nmodel: {width: 8}\nruns: {rich: lazy}\ntrain: {t_end: 1.0}\n"
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"base": yaml.safe_load(base), "grid": grid}))
-    result = CliRunner().invoke(main, ["-q", "sweep", str(path), "-o", str(tmp_path / "out"), "--dry-run"])
+    args = ["-q", "sweep", str(path), "-o", str(tmp_path / "out")] + (["--dry-run"] if dry else [])
+    result = CliRunner().invoke(main, args)
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert words in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def float_keys(section, prefix=""):
+    """The dotted key of every number of a schema section that is a float (recursively)."""
+    for name, info in section.model_fields.items():
+        kind = _strip(info.annotation)
+        if kind is float:
+            yield prefix + name
+        elif isinstance(kind, type) and issubclass(kind, BaseModel):
+            yield from float_keys(kind, f"{prefix}{name}.")
+
+
+NUMBER_KEYS = [(key, {}) for key in float_keys(Scenario)] + [
+    (f"runs.rich.parameterization.{key}", {"runs.rich.parameterization.preset": preset})
+    for preset, section in _PRESETS.items() for key in float_keys(section)]
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize("key, context", NUMBER_KEYS, ids=[key for key, _ in NUMBER_KEYS])
+def test_every_number_of_a_scenario_is_finite(key, context, value):
+    base = yaml.safe_load(BASE)
+    with pytest.raises(meanfield.UsageError) as refused:
+        meanfield.load_scenario(base, {**context, key: value})
+    assert f"{key}: must be a finite number, not {value}" in str(refused.value)
+
+
+def test_a_non_finite_number_in_the_file_is_named_by_its_line(tmp_path):
+    path = tmp_path / "v.yaml"
+    path.write_text(BASE.replace("t_end: 1.0", "t_end: .inf"))
+    result = CliRunner().invoke(main, ["-q", "simulate", str(path), "--dry-run"])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"Error: {path}:5: train.t_end: must be a finite number, not inf"
 
 
 UNREADABLE = {

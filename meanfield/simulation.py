@@ -20,7 +20,7 @@ from . import storage
 from .diagnostics import rms_gap
 from .errors import RunFailed, UsageError
 from .parameterization import Resolved, resolve
-from .scenario import Scenario
+from .scenario import FIXED_STEP_METHODS, Scenario
 from .state import RunState
 from .threads import governor as thread_governor
 from .threads import using as using_threads
@@ -33,6 +33,11 @@ def _quiet(message: str) -> None:
 
 
 # ----------------------------------------------------------------------------- planning
+MAX_STEPS = 10**9
+"""The most steps a fixed-step run may take, about train.t_end / train.integrator.dt (hours
+even at the fastest step): more is a mistake, refused by the plan."""
+
+
 @dataclass
 class Plan:
     """What a scenario will do: resolved parameterizations, snapshot times, the file size."""
@@ -91,7 +96,8 @@ def recorded_measures(scenario: Scenario, name: str, n_test: int) -> dict[str, t
 
 def plan(scenario: Scenario) -> Plan:
     """Resolve every run, check the data source (a ``file`` task's file: what only the disk
-    knows), and choose the snapshot times so the file fits ``record.max_file_mb``."""
+    knows), choose the snapshot times so the file fits ``record.max_file_mb``, and check the
+    steps a fixed-step run takes (:func:`check_steps`)."""
     from solvers.integrate import snapshot_times
 
     from .data import check_source
@@ -130,7 +136,34 @@ def plan(scenario: Scenario) -> Plan:
         every *= factor
         frames = len(snapshot_times(0.0, scenario.train.t_end, every)) + 1
     times = snapshot_times(0.0, scenario.train.t_end, every)
+    check_steps(scenario, every, notes)
     return Plan(scenario, resolved, every, times, size(frames), n_train, n_test, notes)
+
+
+def stepping_runs(scenario: Scenario) -> list[str]:
+    """The runs the integrator steps (a run known in closed form takes no steps)."""
+    from .runs import FlowRun, run_class
+
+    return [name for name, spec in scenario.runs.items() if issubclass(run_class(scenario, spec), FlowRun)]
+
+
+def check_steps(scenario: Scenario, every: float, notes: list[str]) -> None:
+    """A fixed-step method takes about t_end / min(dt, every) steps: refuse more than
+    MAX_STEPS; a dt above the snapshot interval ``every`` is shortened to land on every
+    snapshot, which a note says."""
+    integrator, t_end = scenario.train.integrator, scenario.train.t_end
+    runs = stepping_runs(scenario)
+    if integrator.method not in FIXED_STEP_METHODS or not runs:
+        return
+    dt = integrator.dt
+    steps = t_end / min(dt, every)
+    if steps > MAX_STEPS:
+        raise UsageError(f"train.t_end / train.integrator.dt = {t_end:g} / {dt:g} = {steps:.3g} steps per run, more "
+                         f"than the {MAX_STEPS:.0e} allowed: raise train.integrator.dt to at least "
+                         f"{t_end / MAX_STEPS:.3g} (or lower train.t_end)")
+    if dt > every:
+        notes.append(f"run{'s' if len(runs) > 1 else ''} {', '.join(runs)}: train.integrator.dt {dt:g} > "
+                     f"record.every {every:g}: steps shortened to {every:g} to land on every snapshot")
 
 
 # ----------------------------------------------------------------------------- the reference

@@ -1,7 +1,7 @@
 """Everything a run would refuse is refused before it: `meanfield simulate X --dry-run` exits
 with status 2 and one `Error:` line for each case that used to pass validation and then fail
 (with a traceback, or once the run had started) or be silently ignored; its valid neighbour
-passes. Numbers are finite and snapshots bounded, scenario and sweep files UTF-8 YAML
+passes. Numbers are finite, snapshots and steps bounded, scenario and sweep files UTF-8 YAML
 without a key given twice. Bundled scenarios and sweep points still validate, and
 their resolved text parses back.
 """
@@ -78,6 +78,9 @@ CASES = [
                  ["train.integrator.dt=10"], id="dt-inf"),
     pytest.param(["train.stop_loss=.nan"], "train.stop_loss: must be a finite number, not nan",
                  ["train.stop_loss=0.01"], id="stop_loss-nan"),
+    pytest.param(["train.t_end=1e5", "record.every=1e3", "train.integrator.dt=1e-5"],
+                 "= 1e+10 steps per run, more than the 1e+09 allowed: raise train.integrator.dt",
+                 ["train.t_end=1e5", "record.every=1e3", "train.integrator.dt=1e-3"], id="fixed-steps"),
 ]
 
 
@@ -176,6 +179,17 @@ def test_a_non_finite_number_in_the_file_is_named_by_its_line(tmp_path):
     assert result.output.strip() == f"Error: {path}:5: train.t_end: must be a finite number, not inf"
 
 
+@pytest.mark.parametrize("runs, noted", [("{rich: mean_field}", True), ("{k: {solver: ntk}}", False)])
+def test_a_step_longer_than_the_snapshot_interval_is_noted(files, tmp_path, runs, noted):
+    """Steps are shortened to land on every snapshot: the plan says so for the runs that step
+    (a closed-form kernel run takes no steps)."""
+    scenario, paths = files
+    result = dry_run(scenario, [f"runs={runs}", "train.integrator.dt=0.5", "record.every=0.1"], paths, tmp_path)
+    assert result.exit_code == 0, result.output
+    note = "train.integrator.dt 0.5 > record.every 0.1: steps shortened to 0.1 to land on every snapshot"
+    assert (note in result.output) == noted, result.output
+
+
 UNREADABLE = {
     "utf-16": "name: v\nruns: {rich: mean_field}\n".encode("utf-16"),
     "utf-16-le": "name: v\nruns: {rich: mean_field}\n".encode("utf-16-le"),
@@ -217,6 +231,15 @@ def test_keys_merged_in_may_be_overridden(tmp_path):
     """YAML merge keys (<<) are not duplicates: the mapping's own key wins, as YAML says."""
     raw, _ = read_yaml("defaults: &d {width: 8, bias: false}\nmodel: {<<: *d, width: 16}\n", "x")
     assert raw["model"] == {"width": 16, "bias": False}
+
+
+def test_dry_run_on_a_file_task_reports_the_files_sizes(files, tmp_path):
+    scenario, paths = files
+    n = np.load(paths["pm1"])["X"].shape[0]
+    result = dry_run(scenario, ["data.task=file", "data.path=<pm1>", "data.test_fraction=0.25"], paths, tmp_path)
+    assert result.exit_code == 0, result.output
+    n_test = round(0.25 * n)
+    assert f"n_train {n - n_test}, n_test {n_test}" in result.output
 
 
 def test_analytic_kernel_with_a_bias_takes_b_std(tmp_path):

@@ -16,6 +16,9 @@ advancing, one of two ways
     A :class:`FlowRun` gives the integrator loop an ODE, ``field(t, y) -> (dy/dt, loss)``,
     and its ``stepper``. An :class:`ExactRun` is known in closed form: ``states(times)``
     yields its state at each of the given times.
+``memory(scenario, spec, n_train, n_test, frames) -> list[Need]``
+    A class method: the run's dominant allocations at its peak, each with the key that
+    sizes it (:mod:`meanfield.memory`), for the plan to check before anything is built.
 ``measure(state) -> dict``
     Every measure of ``measures`` at a state.
 ``particles(state) -> (a, W, b)``
@@ -55,6 +58,7 @@ from solvers.particles import predict
 
 from . import diagnostics as dg
 from .data import Dataset
+from .memory import FLOAT, Need, kernel_build, stepping
 from .parameterization import Resolved
 from .scenario import RunSpec, Scenario
 from .state import RunState
@@ -143,6 +147,13 @@ class Run(ABC):
     def measure_shapes(cls, scenario: Scenario, n_test: int) -> dict[str, tuple]:
         """The measures a run of this kind records and their per-snapshot shapes."""
 
+    @classmethod
+    def memory(cls, scenario: Scenario, spec: RunSpec, n_train: int, n_test: int, frames: int) -> list[Need]:
+        """The dominant allocations of the run ``spec`` of ``scenario`` at its peak, with
+        n_train and n_test samples and ``frames`` snapshots: for a plan to check before
+        anything is built. Each kind adds its own to its bases'."""
+        return []
+
     @property
     def records_particles(self) -> bool:
         return False
@@ -181,6 +192,20 @@ class FlowRun(Run):
 
     field: Callable
     stepper: object
+    method_of: ClassVar[dict] = {}
+    """Methods the run takes in place of the scenario's (a kernel flow has no noise)."""
+
+    @classmethod
+    def memory(cls, scenario, spec, n_train, n_test, frames):
+        method = scenario.train.integrator.method
+        values, itemsize, lower = cls.state_size(scenario, n_train, n_test)
+        return [*super().memory(scenario, spec, n_train, n_test, frames),
+                stepping(cls.method_of.get(method, method), values, itemsize, lower)]
+
+    @classmethod
+    @abstractmethod
+    def state_size(cls, scenario: Scenario, n_train: int, n_test: int) -> tuple[int, int, str]:
+        """(numbers in the state, bytes of each, the key that sizes it)."""
 
     @property
     def attrs(self) -> dict:
@@ -286,6 +311,26 @@ class ParticleRun(Run):
     def measure_shapes(cls, scenario, n_test):
         return {**fit_shapes(scenario, n_test), **ParticleMeasures.shapes(scenario, cls.tracks_kernel)}
 
+    @classmethod
+    def memory(cls, scenario, spec, n_train, n_test, frames):
+        """The initial particles (float64), the Wasserstein-2 transport between k = min(m,
+        w2_particles) particles (its k x k costs and POT's network of k^2 arcs), and the
+        probe-set kernel where the run tracks its own (two p x p parts, features, K_0)."""
+        m = scenario.model.width
+        k = min(m, scenario.record.w2_particles)
+        needs = [*super().memory(scenario, spec, n_train, n_test, frames),
+                 Need("the initial particles", FLOAT * cls.particle_values(scenario), "model.width"),
+                 Need(f"the Wasserstein-2 transport of {k} particles", 6 * FLOAT * k * k, "record.w2_particles")]
+        if cls.tracks_kernel and not scenario.data.population:
+            p = min(scenario.record.probe_size, n_test)
+            needs.append(Need("the probe-set kernel", kernel_build(p, p, m) + FLOAT * p * p, "record.probe_size"))
+        return needs
+
+    @staticmethod
+    def particle_values(scenario: Scenario) -> int:
+        """m (d + 1 + bias): the numbers of the particles."""
+        return scenario.model.width * (scenario.data.dim + 1 + int(scenario.model.bias))
+
     @property
     def records_particles(self) -> bool:
         return self.inputs.scenario.record.particles
@@ -329,6 +374,10 @@ class ParticleRun(Run):
 class ParticleFlow(ParticleRun, FlowRun):
     """A particle run stepped by the integrator, with the scenario's weight decay and temperature."""
 
+    @classmethod
+    def state_size(cls, scenario, n_train, n_test):
+        return cls.particle_values(scenario), FLOAT, "model.width"
+
     def _build(self):
         field = self._field()
         train = self.inputs.scenario.train
@@ -351,6 +400,18 @@ class ParticlesOnData(ParticleFlow):
         super().__init__(name, spec, resolved, inputs)
         self.dtype = np.dtype(inputs.scenario.train.dtype)
 
+    @classmethod
+    def state_size(cls, scenario, n_train, n_test):
+        return cls.particle_values(scenario), np.dtype(scenario.train.dtype).itemsize, "model.width"
+
+    @classmethod
+    def memory(cls, scenario, spec, n_train, n_test, frames):
+        """With the data in the working precision and packed in tiles (train and test)."""
+        values = 3 * (n_train + n_test) * (scenario.data.dim + 1)
+        return [*super().memory(scenario, spec, n_train, n_test, frames),
+                Need("the data in tiles", values * np.dtype(scenario.train.dtype).itemsize,
+                     "data.n_train, data.n_test")]
+
     def _field(self):
         data, inputs = self.inputs.data, self.inputs
         X, y = data.X_train.astype(self.dtype), data.y_train.astype(self.dtype)
@@ -370,6 +431,13 @@ class ParticlesOnPopulation(ParticleFlow):
     solver = "particles"
     tracks_kernel = True
 
+    @classmethod
+    def memory(cls, scenario, spec, n_train, n_test, frames):
+        """With the population risk's m x m pair moments (solvers.population.pair_U)."""
+        m = scenario.model.width
+        return [*super().memory(scenario, spec, n_train, n_test, frames),
+                Need("the m x m pair moments of the population risk", 10 * FLOAT * m * m, "model.width")]
+
     def _field(self):
         teacher = self.inputs.data.teacher
         return population.PopulationField(self.layout, teacher.a, teacher.W, **self.population_settings())
@@ -387,6 +455,14 @@ class TangentOnData(ParticleFlow):
     set, trained in parameter space (float64)."""
 
     solver = "tangent"
+
+    @classmethod
+    def memory(cls, scenario, spec, n_train, n_test, frames):
+        """With the features of blocks of particles on the data (solvers.ntk.TangentField):
+        at most BLOCK_ELEMENTS values per buffer, a handful of buffers."""
+        features = min(scenario.model.width * max(n_train, n_test), kernels.BLOCK_ELEMENTS)
+        return [*super().memory(scenario, spec, n_train, n_test, frames),
+                Need("the tangent features", 4 * FLOAT * features, "model.width, data.n_train")]
 
     def _field(self):
         data, inputs = self.inputs.data, self.inputs
@@ -409,6 +485,16 @@ class TangentOnPopulation(ParticleRun, ExactRun):
     Gram matrix E[grad f grad f^T], solved exactly at any time (float64)."""
 
     solver = "tangent"
+
+    @classmethod
+    def memory(cls, scenario, spec, n_train, n_test, frames):
+        """With the Gram matrix of m (d + 1) parameters, the pair Hessians it is built from
+        and its eigendecomposition (solvers.population.PopulationTangent): about eight such
+        matrices at once."""
+        size = scenario.model.width * (scenario.data.dim + 1)
+        return [*super().memory(scenario, spec, n_train, n_test, frames),
+                Need(f"the {size} x {size} tangent Gram matrix and its eigendecomposition", 8 * FLOAT * size * size,
+                     "model.width")]
 
     def _build(self):
         teacher = self.inputs.data.teacher
@@ -438,6 +524,15 @@ class KernelFlow(Run):
     @classmethod
     def measure_shapes(cls, scenario, n_test):
         return fit_shapes(scenario, n_test)
+
+    @classmethod
+    def memory(cls, scenario, spec, n_train, n_test, frames):
+        """The kernel K([X; X*], X), N = n + n* rows: of the particles (two N x n parts and
+        the features of blocks of particles), or in closed form (about eight N x n arrays)."""
+        N, n = n_train + n_test, n_train
+        build = kernel_build(N, n, scenario.model.width) if spec.kernel == "empirical" else 8 * FLOAT * N * n
+        return [*super().memory(scenario, spec, n_train, n_test, frames),
+                Need(f"the {N} x {n} kernel", build, "data.n_train, data.n_test")]
 
     @property
     def attrs(self) -> dict:
@@ -474,6 +569,19 @@ class KernelFlowClosedForm(KernelFlow, ExactRun):
     """Kernel gradient flow of the squared loss, solved in closed form through one
     eigendecomposition of the training kernel (``solvers.ntk.LinearizedSquared``)."""
 
+    @classmethod
+    def memory(cls, scenario, spec, n_train, n_test, frames):
+        """With the eigendecomposition of the n x n training kernel (the reduction, its
+        reflectors, the tridiagonal eigenvectors and workspace: about four n x n arrays, and a
+        copy of K(X*, X)), and the predictions at every snapshot in one call (about five
+        arrays of frames x N)."""
+        n, N = n_train, n_train + n_test
+        return [*super().memory(scenario, spec, n_train, n_test, frames),
+                Need(f"the eigendecomposition of the {n} x {n} training kernel", FLOAT * (4 * n * n + n_test * n),
+                     "data.n_train"),
+                Need(f"the predictions at {frames} snapshots", 5 * FLOAT * frames * N,
+                     "data.n_train, data.n_test or the snapshots (raise record.every)")]
+
     def start(self, checkpoint=None):
         data = self.inputs.data
         K_train, K_test, f0 = self.kernels()
@@ -500,6 +608,19 @@ class KernelFlowIntegrated(KernelFlow, FlowRun):
     """Kernel gradient flow of a loss other than squared: its n-dimensional ODE integrated
     with the scenario's integrator (SGD and Euler-Maruyama become Euler with the same dt:
     the kernel flow is deterministic)."""
+
+    method_of = {"sgd": "euler", "euler_maruyama": "euler"}
+
+    @classmethod
+    def state_size(cls, scenario, n_train, n_test):
+        return n_train + n_test, FLOAT, "data.n_train, data.n_test"
+
+    @classmethod
+    def memory(cls, scenario, spec, n_train, n_test, frames):
+        """With the field's scaled copy of K(., X) beside the kernel being copied."""
+        N, n = n_train + n_test, n_train
+        return [*super().memory(scenario, spec, n_train, n_test, frames),
+                Need(f"the field's copy of the {N} x {n} kernel", FLOAT * N * n, "data.n_train, data.n_test")]
 
     def start(self, checkpoint=None):
         data = self.inputs.data

@@ -16,9 +16,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import storage
+from . import memory, storage
 from .diagnostics import rms_gap
 from .errors import RunFailed, UsageError
+from .memory import FLOAT, Need, size_text
 from .parameterization import Resolved, resolve
 from .scenario import FIXED_STEP_METHODS, Scenario
 from .state import RunState
@@ -38,6 +39,36 @@ MAX_STEPS = 10**9
 even at the fastest step): more is a mistake, refused by the plan."""
 
 
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """The peak memory of a plan: what every run shares, plus the needs of its largest run
+    (``run``), against what the machine has (``available``, None when unknown)."""
+
+    shared: list[Need]
+    run: str
+    needs: list[Need]
+    available: Optional[int]
+
+    @property
+    def peak(self) -> float:
+        return sum(need.bytes for need in [*self.shared, *self.needs])
+
+    @property
+    def dominant(self) -> Need:
+        return max([*self.shared, *self.needs], key=lambda need: need.bytes)
+
+    @property
+    def fits(self) -> bool:
+        return self.available is None or self.peak <= self.available
+
+    def describe(self) -> str:
+        """'peak memory: about 128 MB (run ntk; the most: the 2000 x 1500 kernel, 48 MB); 20 GB available'."""
+        what = self.dominant
+        available = "unknown" if self.available is None else size_text(self.available)
+        return (f"peak memory: about {size_text(self.peak)} (run {self.run}; the most: {what.what}, "
+                f"{size_text(what.bytes)}); {available} available")
+
+
 @dataclass
 class Plan:
     """What a scenario will do: resolved parameterizations, snapshot times, the file size."""
@@ -51,6 +82,7 @@ class Plan:
     n_train: int
     n_test: int
     """The data's sizes (a ``file`` task's from its file)."""
+    memory: Optional[MemoryEstimate] = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -69,6 +101,8 @@ class Plan:
         lines += self.notes
         where = f"would write {output}" if output else "would write the trajectory"
         lines.append(f"{where}: about {self.estimated_bytes / 1e6:.3g} MB, {len(self.times) + 1} snapshots per run")
+        if self.memory is not None:
+            lines.append(self.memory.describe())
         return "\n".join(lines)
 
 
@@ -94,10 +128,11 @@ def recorded_measures(scenario: Scenario, name: str, n_test: int) -> dict[str, t
     return shapes
 
 
-def plan(scenario: Scenario) -> Plan:
+def plan(scenario: Scenario, *, in_memory: bool = False) -> Plan:
     """Resolve every run, check the data source (a ``file`` task's file: what only the disk
-    knows), choose the snapshot times so the file fits ``record.max_file_mb``, and check the
-    steps a fixed-step run takes (:func:`check_steps`)."""
+    knows), choose the snapshot times so the file fits ``record.max_file_mb``, check the
+    steps a fixed-step run takes (:func:`check_steps`) and that the largest run fits in the
+    memory available (:func:`estimate_memory`; ``in_memory``: the trajectory file too)."""
     from solvers.integrate import snapshot_times
 
     from .data import check_source
@@ -137,7 +172,13 @@ def plan(scenario: Scenario) -> Plan:
         frames = len(snapshot_times(0.0, scenario.train.t_end, every)) + 1
     times = snapshot_times(0.0, scenario.train.t_end, every)
     check_steps(scenario, every, notes)
-    return Plan(scenario, resolved, every, times, size(frames), n_train, n_test, notes)
+    estimate = estimate_memory(scenario, n_train, n_test, frames, size(frames) if in_memory else 0)
+    if not estimate.fits:
+        what = estimate.dominant
+        raise UsageError(f"run {estimate.run!r} needs about {size_text(estimate.peak)} of memory at its peak "
+                         f"({what.what}: {size_text(what.bytes)}), and {size_text(estimate.available)} are "
+                         f"available: lower {what.lower}")
+    return Plan(scenario, resolved, every, times, size(frames), n_train, n_test, estimate, notes)
 
 
 def stepping_runs(scenario: Scenario) -> list[str]:
@@ -164,6 +205,29 @@ def check_steps(scenario: Scenario, every: float, notes: list[str]) -> None:
     if dt > every:
         notes.append(f"run{'s' if len(runs) > 1 else ''} {', '.join(runs)}: train.integrator.dt {dt:g} > "
                      f"record.every {every:g}: steps shortened to {every:g} to land on every snapshot")
+
+
+def estimate_memory(scenario: Scenario, n_train: int, n_test: int, frames: int, file_bytes: float = 0
+                    ) -> MemoryEstimate:
+    """The peak memory of the scenario's largest run (each kind's ``Run.memory``) with what
+    every run shares: the data (built once), the initial draws, the reference's predictions
+    at every snapshot (kept for the other runs' gap_ntk) and ``file_bytes`` of a trajectory
+    kept in memory."""
+    from .runs import run_class
+
+    d, m = scenario.data.dim, scenario.model.width
+    shared = [Need("the initial draws", FLOAT * m * (d + 2), "model.width")]
+    if not scenario.data.population:
+        shared.append(Need("the data", 2 * FLOAT * (n_train + n_test) * (d + 1), "data.n_train, data.n_test"))
+    if any(records_gap(scenario, name) for name in scenario.runs):
+        shared.append(Need(f"the reference's predictions at {frames} snapshots", FLOAT * frames * n_test,
+                           "data.n_test or the snapshots (raise record.every)"))
+    if file_bytes:
+        shared.append(Need("the trajectory file, in memory", file_bytes, "record.max_file_mb, or write to a file"))
+    needs = {name: run_class(scenario, spec).memory(scenario, spec, n_train, n_test, frames)
+             for name, spec in scenario.runs.items()}
+    largest = max(needs, key=lambda name: sum(need.bytes for need in needs[name]))
+    return MemoryEstimate(shared, largest, needs[largest], memory.available_bytes())
 
 
 # ----------------------------------------------------------------------------- the reference
@@ -244,7 +308,7 @@ def _simulate(scenario: Scenario, output, *, resume: bool, overwrite: bool, log:
 
     if resume and output is None:
         raise UsageError("resume needs the file to continue: give output")
-    the_plan = plan(scenario)
+    the_plan = plan(scenario, in_memory=output is None)
     for note in the_plan.notes:
         log(note)
     where = output or "memory"

@@ -1,13 +1,14 @@
 """Everything a run would refuse is refused before it: `meanfield simulate X --dry-run` exits
 with status 2 and one `Error:` line for each case that used to pass validation and then fail
 (with a traceback, or once the run had started) or be silently ignored; its valid neighbour
-passes. Numbers are finite, snapshots and steps bounded, scenario and sweep files UTF-8 YAML
-without a key given twice. Bundled scenarios and sweep points still validate, and
+passes. Numbers are finite, snapshots, steps and memory bounded, scenario and sweep files
+UTF-8 YAML without a key given twice. Bundled scenarios and sweep points still validate, and
 their resolved text parses back.
 """
 
 import math
 import textwrap
+import tracemalloc
 
 import h5py
 import numpy as np
@@ -17,8 +18,10 @@ from click.testing import CliRunner
 from pydantic import BaseModel
 
 import meanfield
+from meanfield import memory
 from meanfield.bundled import bundled, bundled_sweeps
 from meanfield.cli import main
+from meanfield.memory import size_text
 from meanfield.scenario import _PRESETS, Scenario, _strip, parse_scenario, read_yaml
 
 BASE = textwrap.dedent(
@@ -240,6 +243,44 @@ def test_dry_run_on_a_file_task_reports_the_files_sizes(files, tmp_path):
     assert result.exit_code == 0, result.output
     n_test = round(0.25 * n)
     assert f"n_train {n - n_test}, n_test {n_test}" in result.output
+
+
+def test_dry_run_shows_the_peak_memory_and_refuses_what_cannot_fit(files, tmp_path, monkeypatch):
+    scenario, paths = files
+    estimate = meanfield.plan(meanfield.load_scenario(scenario)).memory
+    monkeypatch.setattr(memory, "available_bytes", lambda: int(estimate.peak) + 1)
+    result = dry_run(scenario, [], paths, tmp_path)
+    assert result.exit_code == 0 and f"peak memory: about {size_text(estimate.peak)}" in result.output
+    available = int(estimate.peak * 0.9)
+    monkeypatch.setattr(memory, "available_bytes", lambda: available)
+    result = dry_run(scenario, [], paths, tmp_path)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert f"needs about {size_text(estimate.peak)} of memory" in lines[0]
+    assert f"{size_text(available)} are available: lower {estimate.dominant.lower}" in lines[0]
+
+
+@pytest.mark.parametrize("overrides", [
+    pytest.param({"runs": {"k": {"solver": "ntk"}}, "data.n_train": 1200, "data.n_test": 400, "model.width": 32},
+                 id="kernel-closed-form"),
+    pytest.param({"model.width": 50000, "record.particles": False, "data.n_train": 50, "data.n_test": 50,
+                  "train.t_end": 0.2, "record.every": 0.1}, id="particles"),
+    pytest.param({"runs": {"t": {"solver": "tangent"}}, "data.population": True, "model.width": 200, "data.dim": 4},
+                 id="tangent-population"),
+])
+def test_the_memory_estimate_bounds_the_measured_peak_within_a_factor_3(tmp_path, overrides):
+    """The arrays a run allocates (traced by tracemalloc, after a small run has compiled the
+    kernels) stay below the plan's estimate, which is at most 3 times their peak."""
+    scenario = meanfield.load_scenario(yaml.safe_load(BASE), overrides)
+    meanfield.simulate(scenario.replace({"model.width": 8}), tmp_path / "warm.h5").close()
+    estimate = meanfield.plan(scenario).memory.peak
+    tracemalloc.start()
+    try:
+        meanfield.simulate(scenario, tmp_path / "x.h5").close()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= estimate <= 3 * peak, (peak, estimate)
 
 
 def test_analytic_kernel_with_a_bias_takes_b_std(tmp_path):

@@ -22,6 +22,7 @@ from .errors import RunFailed, UsageError
 from .memory import FLOAT, Need, size_text
 from .parameterization import Resolved, resolve
 from .scenario import FIXED_STEP_METHODS, Scenario
+from .storage.layout import FIT_MEASURES
 from .state import RunState
 from .threads import governor as thread_governor
 from .threads import using as using_threads
@@ -263,20 +264,52 @@ def _time_key(t: float) -> float:
 
 
 # ----------------------------------------------------------------------------- running
+STUCK = 1e-3
+"""A run whose fit measure ends within this relative change of its start is reported as
+possibly stuck."""
+
+
 @dataclass
 class RunReport:
-    """How one run ended: its status, the time and steps it reached, its final measures."""
+    """How one run ended: its status, the time and steps it reached, its final measures,
+    and for a complete run how it ended (``ended``: 't_end' or 'stop_loss', against the
+    scenario's ``stop_loss``); ``notes`` are warnings (a run that did not move)."""
 
     name: str
     status: str
     t: float
     steps: int
     measures: dict = field(default_factory=dict)
+    ended: Optional[str] = None
+    stop_loss: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
-        fit = "population risk" if "risk" in self.measures else "train loss"
-        loss = self.measures.get("risk", self.measures.get("loss_train", float("nan")))
-        return f"{self.name}: {self.status}; t = {self.t:.4g}, {self.steps} steps, {fit} {loss:.4g}"
+        """'rich: complete: reached stop_loss 0.0001 at t = 12.3, loss_train 9.8e-05 (250 steps)',
+        or for a run that did not complete 'rich: failed: ...; t = 3.1 (62 steps), loss_train nan'."""
+        from .summary import ending
+
+        fit = next((name for name in FIT_MEASURES if name in self.measures), None)
+        loss = self.measures.get(fit, math.nan)
+        if self.ended:
+            text = f"{self.status}: {ending(self.ended, self.t, self.stop_loss, fit, loss)} ({self.steps} steps)"
+        else:
+            text = f"{self.status}; t = {self.t:.4g} ({self.steps} steps), {fit} {loss:.4g}"
+        return "; ".join([f"{self.name}: {text}", *self.notes])
+
+
+def stuck_notes(writer, final: dict) -> list[str]:
+    """A warning when the run's fit measure (loss_train, or risk) ended within a relative
+    STUCK of its value at the first snapshot: a run that did not train (a learning rate
+    too small for t_end, or a first step so large that it killed every unit)."""
+    fit = next((name for name in FIT_MEASURES if name in final), None)
+    if fit is None or not writer.frames:
+        return []
+    start, end = float(writer.written(fit)[1][0]), final[fit]
+    if not (start > 0 and math.isfinite(end)) or abs(end - start) >= STUCK * start:
+        return []
+    return [f"warning: {fit} has not moved from its start ({start:.4g} to {end:.4g}, relative change "
+            f"{abs(end - start) / start:.2g} < {STUCK:g}): is the run stuck? check the learning rate, dt and t_end"]
 
 
 def simulate(scenario: Scenario, output=None, *, resume: bool = False, overwrite: bool = False,
@@ -427,7 +460,7 @@ def _execute(run, trajectory, resume: bool, progress, collect: Optional[Referenc
         for t, f_test in zip(*writer.written("f_test")):
             collect.record(float(t), f_test)
     if writer.status == "complete":
-        report = _report_from_file(run.name, trajectory)
+        report = _report_from_file(run, trajectory)
         if collect is not None and isinstance(run, ExactRun):
             run.start()  # the solution between snapshots
     else:
@@ -509,14 +542,20 @@ def _flow(run, recorder: Recorder, checkpoint: Optional[RunState], progress) -> 
                             times[times > state.t + 1e-12], on_snapshot=on_snapshot,
                             stop_loss=scenario.train.stop_loss, rng=rng, on_step=on_step,
                             max_abs=float(np.finfo(scenario.record.dtype).max))
-    end = outcome.state
+    end, writer = outcome.state, recorder.writer
     with np.errstate(over="ignore", invalid="ignore"):
         final = recorder.measures(RunState(end.t, end.step, end.y))
-    recorder.writer.status = f"failed: {outcome.message}" if outcome.status == "diverged" else "complete"
-    status = recorder.writer.status
-    if outcome.status == "stop_loss":
-        status += f" (stop_loss reached at t = {end.t:.6g})"
-    return RunReport(run.name, status, end.t, end.step, final)
+    if outcome.status == "diverged":
+        writer.status = f"failed: {outcome.message}"
+        return RunReport(run.name, writer.status, end.t, end.step, final)
+    return _complete(run, writer, "stop_loss" if outcome.status == "stop_loss" else "t_end", end.t, end.step, final)
+
+
+def _complete(run, writer, ended: str, t: float, steps: int, final: dict) -> RunReport:
+    """Mark the run complete in the file, with how it ended; its report."""
+    writer.complete(ended, t)
+    stop_loss = run.inputs.scenario.train.stop_loss
+    return RunReport(run.name, "complete", t, steps, final, ended, stop_loss, stuck_notes(writer, final))
 
 
 def _each_step(*callbacks) -> Optional[Callable]:
@@ -537,14 +576,13 @@ def _each_step(*callbacks) -> Optional[Callable]:
 def _exact(run, recorder: Recorder) -> RunReport:
     """A run known in closed form: every snapshot evaluated directly (nothing to resume)."""
     run.start()
-    stop_loss, status = run.inputs.scenario.train.stop_loss, "complete"
+    stop_loss, ended = run.inputs.scenario.train.stop_loss, "t_end"
     for state in run.states(np.concatenate([[0.0], run.inputs.times])):
         measures = recorder.snapshot(state)
         if measures.get("loss_train", measures.get("risk", np.inf)) < stop_loss:
-            status += f" (stop_loss reached at t = {state.t:.6g})"
+            ended = "stop_loss"
             break  # at a snapshot time: the closed form has no steps to stop between
-    recorder.writer.status = "complete"
-    return RunReport(run.name, status, state.t, 0, measures)
+    return _complete(run, recorder.writer, ended, state.t, 0, measures)
 
 
 def _open_run(trajectory, run, resume: bool):
@@ -572,9 +610,10 @@ def _open_run(trajectory, run, resume: bool):
     return writer, None
 
 
-def _report_from_file(name: str, trajectory) -> RunReport:
+def _report_from_file(run, trajectory) -> RunReport:
     """The report of a run the file already holds complete (a resume had nothing to do)."""
     from .storage.reader import RecordedRun
 
-    run = RecordedRun(trajectory.h5, name)
-    return RunReport(name, "complete (already in the file)", run.t, 0, run.final())
+    recorded = RecordedRun(trajectory.h5, run.name)
+    return RunReport(run.name, "complete (already in the file)", recorded.t, 0, recorded.final(), recorded.ended,
+                     run.inputs.scenario.train.stop_loss)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 MEASURE_ORDER = ("risk", "loss_train", "loss_test", "displacement_w", "displacement_a", "displacement_mean",
                  "wasserstein2", "kernel_distance", "kernel_alignment", "teacher_alignment", "gap_ntk")
 """The measures a summary shows, in this order (each where some run has it)."""
 
 
-def describe_runs(runs) -> str:
+def describe_runs(runs, stop_loss: float = 0.0) -> str:
     """A table with one column per run (set-up, final measures, regime predicted and
-    measured), then the numbers behind each verdict."""
+    measured), then the numbers behind each verdict and how each complete run ended
+    (``stop_loss``: the scenario's train.stop_loss)."""
     finals = [run.final() for run in runs]
     verdicts = [run.verdict() for run in runs]
     rows = [("", [run.name for run in runs]),
@@ -26,13 +28,30 @@ def describe_runs(runs) -> str:
     width = max(12, *(len(cell) for _, cells in rows for cell in cells)) + 2
     lines = [f"{label:<20}" + "".join(f"{cell:>{width}}" for cell in cells) for label, cells in rows]
     lines.append("")
-    for run, (label, reason) in zip(runs, verdicts):
+    for run, final, (label, reason) in zip(runs, finals, verdicts):
         indent = " " * len(run.name)
         lines.append(f"{run.name}: measured {label}: {reason}")
         lines.append(f"{indent}  predicted {run.predicted_regime}: {run.attrs.get('predicted_regime_reason', '')}")
         if run.status.startswith("failed"):
             lines.append(f"{indent}  {run.status}")
+        elif run.ended:
+            fit = run.fit_measure
+            how = ending(run.ended, run.t_stop, stop_loss, fit, final.get(fit, math.nan))
+            lines.append(f"{indent}  {run.status}: {how}")
     return "\n".join(lines)
+
+
+def ending(ended: str, t_stop: float, stop_loss: float, fit: Optional[str] = None, loss: float = math.nan) -> str:
+    """How a complete run ended, in words, with its final ``fit`` measure where given:
+    'reached stop_loss 0.0001 at t = 12.3, loss_train 9.8e-05', 't_end 100 reached,
+    loss_train 0.03 above stop_loss 0.0001' or, without a stop_loss, 't_end 100 reached,
+    loss_train 0.03'."""
+    text = f"reached stop_loss {stop_loss:g} at t = {t_stop:.4g}" if ended == "stop_loss" else f"t_end {t_stop:g} reached"
+    if fit is not None:
+        text += f", {fit} {loss:.4g}"
+        if ended == "t_end" and stop_loss > 0:
+            text += f" above stop_loss {stop_loss:g}"
+    return text
 
 
 def _number(value) -> str:

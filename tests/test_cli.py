@@ -178,6 +178,62 @@ def test_inspect_shows_runs_and_final_measures(tiny, tmp_path):
     assert "lazy: measured lazy" in result.output
 
 
+ENDINGS = textwrap.dedent(
+    """\
+    name: endings
+    data: {task: teacher_student, dim: 2, n_train: 30, n_test: 20}
+    model: {width: 16}
+    runs:
+      ntk: {solver: ntk}
+      rich: mean_field
+      slow: {parameterization: {preset: mean_field, lr: 1.0e-9}}
+    train: {t_end: 5.0, stop_loss: 0.02, integrator: {method: rk4, dt: 0.05}}
+    record: {every: 0.5}
+    """
+)
+
+
+def test_how_a_run_ended_is_recorded_reported_and_inspected(tmp_path):
+    """A run that reached stop_loss and one that reached t_end above it: the file records
+    which (attrs ended, t_stop), the report line and ``inspect`` say it with the numbers,
+    and a run whose loss did not move is warned about."""
+    scenario = parse_scenario(ENDINGS)
+    out = tmp_path / "endings.h5"
+    trajectory, reports = simulation.simulate(scenario, str(out))
+    trajectory.close()
+    lines = {report.name: report.line() for report in reports}
+    summary = invoke("inspect", out).output
+    with mf.open(out) as trajectory:
+        runs = {name: trajectory[name] for name in trajectory.runs}
+        loss = {name: run.final()["loss_train"] for name, run in runs.items()}
+        for name in ("ntk", "rich"):  # a closed form and a flow
+            run = runs[name]
+            assert run.status == "complete" and run.ended == "stop_loss" and run.t_stop == run.t < 5.0
+            assert loss[name] < 0.02
+            said = f"reached stop_loss 0.02 at t = {run.t_stop:.4g}, loss_train {loss[name]:.4g}"
+            assert f"{name}: complete: {said}" in lines[name] and f"complete: {said}" in summary
+        slow = runs["slow"]
+        assert slow.ended == "t_end" and slow.t_stop == slow.t == 5.0 and loss["slow"] > 0.02
+        said = f"t_end 5 reached, loss_train {loss['slow']:.4g} above stop_loss 0.02"
+        assert f"slow: complete: {said}" in lines["slow"] and f"complete: {said}" in summary
+        assert "ended" not in slow.attrs and slow.to_dataset().attrs["ended"] == "t_end"
+    assert "loss_train has not moved from its start" in lines["slow"]
+    assert "has not moved" not in lines["rich"] + lines["ntk"]
+
+
+def test_a_file_without_how_its_runs_ended_still_reads(tiny, tmp_path):
+    """Files written before the ``ended`` and ``t_stop`` attributes: read as unknown."""
+    out = tmp_path / "tiny.h5"
+    assert invoke("simulate", tiny, "-o", out).exit_code == 0
+    with h5py.File(out, "r+") as h5:
+        for name in ("rich", "lazy", "noisy"):
+            del h5[f"parameters/{name}"].attrs["ended"], h5[f"parameters/{name}"].attrs["t_stop"]
+    with mf.open(out) as trajectory:
+        rich = trajectory["rich"]
+        assert rich.status == "complete" and rich.ended is None and np.isnan(rich.t_stop)
+        assert "complete:" not in trajectory.summary() and "rich" in trajectory.summary()
+
+
 def test_scenarios_lists_the_bundled_ones():
     result = invoke("scenarios")
     assert result.exit_code == 0 and "quickstart" in result.output

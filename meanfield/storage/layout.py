@@ -37,6 +37,13 @@ PARTICLE_ELEMENTS = ("position", "amplitude", "bias")
 STATUSES = ("running", "complete", "interrupted")
 """A run's status, or 'failed: <reason>'."""
 
+ENDINGS = ("t_end", "stop_loss")
+"""How a complete run ended (its attr ``ended``): at train.t_end, or once its fit measure fell
+below train.stop_loss; its attr ``t_stop`` is the time it ended at."""
+
+PROGRESS_ATTRS = ("status", "ended", "t_stop")
+"""The attributes of /parameters/<run> that say how the run went, not how it was set up."""
+
 FIT_MEASURES = ("loss_train", "risk")
 """The measure that says how well a run fits, in order of preference: the training loss on
 data, the population risk with infinite data."""

@@ -217,7 +217,8 @@ class Trajectory:
 
         runs = list(self)
         title = f"{self.path or self.name + ' (in memory)'}: {len(runs)} run(s)"
-        return title + ("\n" + describe_runs(runs) if runs else "")
+        stop_loss = (self.scenario_dict.get("train") or {}).get("stop_loss", 0.0)
+        return title + ("\n" + describe_runs(runs, stop_loss) if runs else "")
 
     def to_xarray(self):
         """The whole file as an ``xarray.DataTree``: ``/data`` (the data set and teacher) and
@@ -259,15 +260,22 @@ class RecordedRun:
     """One run of a trajectory file: its settings, status, measures and particles.
 
     Attributes: ``name``; ``solver`` (particles | tangent | ntk); ``status`` (running,
-    complete, interrupted, or 'failed: reason'); ``attrs``, every resolved number of its
-    parameterization (s, eta_a, eta_w, a_std, ..., predicted_regime); ``predicted_regime``.
+    complete, interrupted, or 'failed: reason'); ``ended`` and ``t_stop``, how and when a
+    complete run ended; ``attrs``, every resolved number of its parameterization (s, eta_a,
+    eta_w, a_std, ..., predicted_regime); ``predicted_regime``.
     """
 
     def __init__(self, h5: h5py.File, name: str):
         self._h5, self.name = h5, name
         params = h5[layout.parameters(name)]
-        self.attrs = {key: layout.decode_attr(value) for key, value in params.attrs.items() if key != "status"}
+        self.attrs = {key: layout.decode_attr(value) for key, value in params.attrs.items()
+                      if key not in layout.PROGRESS_ATTRS}
         self.status = str(layout.decode_attr(params.attrs["status"]))
+        self.ended: Optional[str] = layout.decode_attr(params.attrs["ended"]) if "ended" in params.attrs else None
+        """How a complete run ended: 't_end' or 'stop_loss' (None before it is complete, and
+        in files written before meanfield recorded it)."""
+        self.t_stop = float(params.attrs.get("t_stop", math.nan))
+        """The time the run ended at (NaN where ``ended`` is None)."""
         group = h5.get(layout.observables(name))
         self._measures = {measure: _element(group[measure]) for measure in group} if group is not None else {}
         group = h5.get(layout.particles(name))
@@ -416,7 +424,8 @@ class RecordedRun:
         return {"time": element.time[: self.frames], "step": ("time", element.step[: self.frames])}
 
     def _xarray_attrs(self) -> dict:
-        return {"run": self.name, "status": self.status, **self.attrs}
+        ending = {"ended": self.ended, "t_stop": self.t_stop} if self.ended else {}
+        return {"run": self.name, "status": self.status, **ending, **self.attrs}
 
     @staticmethod
     def _vector_dims(measure: str, ndim: int) -> tuple:

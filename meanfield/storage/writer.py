@@ -14,7 +14,8 @@ import numpy as np
 from ..errors import UsageError
 from ..state import RunState
 from . import layout
-from .layout import CHECKPOINT_CHUNK, COMPRESSION, H5MD_VERSION, MEASURE_DTYPE, PARTICLE_ELEMENTS, STATUSES
+from .layout import (CHECKPOINT_CHUNK, COMPRESSION, ENDINGS, H5MD_VERSION, MEASURE_DTYPE, PARTICLE_ELEMENTS,
+                     PROGRESS_ATTRS, STATUSES)
 from .ownership import check_room
 
 _memory_files = itertools.count()
@@ -137,8 +138,8 @@ class TrajectoryWriter:
         dtype = np.dtype(dtype)
         if dtype.kind != "f":
             raise ValueError(f"snapshot dtype must be a float type, not {dtype}")
-        if "status" in attrs:
-            raise ValueError("'status' is set through RunWriter.status, not attrs")
+        if set(attrs) & set(PROGRESS_ATTRS):
+            raise ValueError(f"{', '.join(PROGRESS_ATTRS)} are set through RunWriter.status and .complete, not attrs")
         self.ensure_room(0, f"run {name!r}")
 
         params = self.h5["parameters"].create_group(name)
@@ -217,6 +218,16 @@ class RunWriter:
         self._file.ensure_room(0, f"the status of run {self.name!r}")
         self._params.attrs["status"] = value
         self._file.flush()
+
+    def complete(self, ended: str, t_stop: float) -> None:
+        """Mark the run complete, with how it ended (attrs ``ended``, one of ENDINGS, and
+        ``t_stop``, the time it ended at)."""
+        if ended not in ENDINGS:
+            raise ValueError(f"a run ends at one of {ENDINGS}, not {ended!r}")
+        self._file.ensure_room(0, f"the status of run {self.name!r}")  # before any of the three attrs
+        self._params.attrs["ended"] = ended
+        self._params.attrs["t_stop"] = float(t_stop)
+        self.status = "complete"
 
     def append(self, step: int, time: float, particles=None, measures=None) -> None:
         """Write one snapshot and flush. ``particles`` = (a, W, b) is ignored when the run

@@ -242,12 +242,19 @@ RUN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
 # ---------------------------------------------------------------------------- train
+FORMER_DEFAULTS = {"rtol": 1e-6, "atol": 1e-9}
+"""rk45's tolerances before issue 13: the scenario a file of that time stores lists them for
+every method, so a fixed-step method takes them as unset too (the file still reads)."""
+
+
 class IntegratorSpec(Strict):
     method: Literal["euler", "heun", "rk4", "rk45", "euler_maruyama", "sgd"] = "rk4"
     dt: Optional[PositiveFloat] = None
     """Step size (fixed-step methods); the first trial step for rk45."""
-    rtol: PositiveFloat = 1e-6
-    atol: PositiveFloat = 1e-9
+    rtol: PositiveFloat = 1e-3
+    atol: PositiveFloat = 1e-6
+    """rk45 accepts a step whose rms error is at most atol + rtol rms(y) (solvers.integrate.RK45);
+    the defaults are scipy's solve_ivp's."""
     dt_min: PositiveFloat = 1e-10
     dt_max: Optional[PositiveFloat] = None
     batch_size: Optional[PositiveInt] = None
@@ -261,7 +268,8 @@ class IntegratorSpec(Strict):
             raise ValueError("method 'sgd' needs train.integrator.batch_size")
         if self.method != "sgd" and self.batch_size is not None:
             raise ValueError("batch_size is only used by method 'sgd'")
-        adaptive = [key for key in ("rtol", "atol", "dt_min", "dt_max") if _differs_from_default(self, key)]
+        adaptive = [key for key in ("rtol", "atol", "dt_min", "dt_max")
+                    if _differs_from_default(self, key) and getattr(self, key) != FORMER_DEFAULTS.get(key)]
         if self.method != "rk45" and adaptive:
             raise ValueError(f"{', '.join(sorted(adaptive))}: only the adaptive method 'rk45' uses them")
         if self.dt_max is not None and self.dt_max < self.dt_min:

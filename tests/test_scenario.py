@@ -43,7 +43,7 @@ def test_an_override_can_add_options_to_a_shorthand():
         ("data: {task: xor, degree: 3}", "data.degree is a key of task single_index, not of 'xor'"),
         ("data: {task: single_index, teacher: {width: 5}}", "data.teacher is a key of task teacher_student"),
         ("data: {delta: 0.3}", "data.delta is a key of task gaussian_mixture"),
-        ("train: {integrator: {method: euler, dt: 0.1, rtol: 1.0e-3}}", "rtol: only the adaptive method 'rk45'"),
+        ("train: {integrator: {method: euler, dt: 0.1, rtol: 1.0e-4}}", "rtol: only the adaptive method 'rk45'"),
     ],
 )
 def test_rules_across_keys_are_explained(extra, message):
@@ -141,3 +141,11 @@ def test_a_resolved_scenario_lists_every_default_and_parses_back(task, bias):
     resolved = yaml.safe_load(scenario.resolved_yaml())
     assert resolved["data"]["inputs"] == "gaussian" and resolved["model"]["init"]["b_std"] == 0.0
     assert parse_scenario(scenario.resolved_yaml()) == scenario  # the file need not exist
+
+
+def test_a_scenario_stored_before_the_rk45_defaults_changed_still_reads():
+    """Files written before issue 13 list rk45's former tolerances (1e-6, 1e-9) for every method."""
+    resolved = yaml.safe_load(parse_scenario(BASE).resolved_yaml())
+    resolved["train"]["integrator"].update(rtol=1e-6, atol=1e-9)
+    assert resolved["train"]["integrator"]["method"] == "rk4"
+    assert parse_scenario(yaml.safe_dump(resolved)).train.integrator.method == "rk4"

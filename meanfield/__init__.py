@@ -72,8 +72,9 @@ def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, r
     ``output=None`` keeps the file in memory (nothing on disk; ``traj.save(path)`` keeps it);
     a path writes it there as the runs go. An existing file is replaced only with
     ``overwrite=True``; ``resume=True`` continues an interrupted one from its checkpoints
-    (the result is the file an uninterrupted run writes). ``progress=True`` shows a bar per
-    run on stderr (model time, steps/s, ETA); ``log`` receives one line per event
+    (the result is the file an uninterrupted run writes). ``progress=True`` shows each run's
+    progress on stderr (model time, steps/s, ETA): a bar on a terminal, else a plain line
+    every 10 s or tenth of the run (:mod:`meanfield.progress`); ``log`` receives one line per event
     (the plan, each run's start and end). ``threads`` fixes the thread count for this call;
     by default it is :func:`set_threads`'s or ``MEANFIELD_THREADS``'s, else chosen by
     measurement while each run steps (never changing a result).
@@ -125,8 +126,8 @@ def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, Non
     sweep's directory (default: ./<name>); it must be new or empty unless ``resume``
     continues it. Points run on a local pool of ``workers`` processes (``threads`` Numba
     threads each), or on Dask (``engine="dask"`` for a local cluster, or ``scheduler`` an
-    address). ``progress`` shows a bar over the points; ``on_point(point, row)`` and ``log``
-    hear of each finished point.
+    address). ``progress`` shows the points done (a bar on a terminal, else plain lines);
+    ``on_point(point, row)`` and ``log`` hear of each finished point.
     """
     from .sweeps import execute
 

@@ -110,7 +110,7 @@ def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run, threa
         try:
             with sigterm_as_interrupt():
                 mf.simulate(spec, output, resume=resume, overwrite=overwrite, log=log.info, threads=threads,
-                            progress=not quiet and sys.stderr.isatty()).close()
+                            progress=not quiet).close()
         except KeyboardInterrupt:
             click.echo(f"interrupted: {output} is valid; continue with --resume", err=True)
             sys.exit(130)
@@ -193,7 +193,7 @@ def sweep(ctx, sweep_file, directory, workers, threads, engine, scheduler, resum
             return
         with sigterm_as_interrupt():
             result = mf.sweep(the_sweep, output=directory, workers=workers, threads=threads, engine=engine,
-                              scheduler=scheduler, resume=resume, progress=not quiet and sys.stderr.isatty(),
+                              scheduler=scheduler, resume=resume, progress=not quiet,
                               log=log.info)
     if result.interrupted:
         click.echo(f"interrupted: {directory} holds {len(result.table)} of {len(the_sweep.points)} points; "

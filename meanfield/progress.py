@@ -1,41 +1,140 @@
-"""Progress on stderr: model time reached, steps per second, ETA (tqdm)."""
+"""Progress on stderr: a tqdm bar on a terminal; elsewhere (a batch job's log) plain lines.
+
+A plain line is written when ``interval`` seconds have passed since the last one, or when
+the work done enters a new tenth, whichever comes first (and so at the end):
+
+    rich: t = 2.5 / 10 (25%), 412 steps/s, ETA 3m05s
+    points: 3 / 12 (25%), 1 failed, ETA 2m10s
+
+The interval is 10 s, or $MEANFIELD_PROGRESS_INTERVAL seconds when it is set (0: a line at
+every step). Time is read from one clock, ``time.monotonic`` unless one is given.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import time
+from typing import Callable, Optional, Sequence
 
 from tqdm import tqdm
 
+from .errors import UsageError
+
+INTERVAL = 10.0
+INTERVAL_VARIABLE = "MEANFIELD_PROGRESS_INTERVAL"
+STRIDE = 0.1
+"""A line at least at every tenth of the work (of model time, of the points)."""
+
+
+def line_interval() -> float:
+    """Seconds between plain lines: $MEANFIELD_PROGRESS_INTERVAL when set, else INTERVAL."""
+    value = os.environ.get(INTERVAL_VARIABLE, "").strip()
+    if not value:
+        return INTERVAL
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds >= 0:
+        raise UsageError(f"${INTERVAL_VARIABLE} = {value!r}: give the seconds between progress lines, e.g. 10")
+    return seconds
+
+
+def duration(seconds: Optional[float]) -> str:
+    """A duration as '45s', '3m05s' or '2h04m'; '?' when it is not known."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def status_line(label: str, done: str, fraction: float, details: Sequence[str], eta: Optional[float]) -> str:
+    """The one format of a plain progress line: 'label: done (pct%), detail, ..., ETA 3m05s'."""
+    return ", ".join([f"{label}: {done} ({100 * fraction:.0f}%)", *details, f"ETA {duration(eta)}"])
+
+
+class Lines:
+    """When plain lines are due, and writing them: ``due(fraction)`` is true once ``interval``
+    seconds of ``clock`` have passed since the last line, or when ``fraction`` (of the work,
+    in [0, 1]) has entered a tenth beyond the last line's, or at fraction 1."""
+
+    def __init__(self, stream, clock: Callable[[], float], interval: float, fraction: float = 0.0):
+        self.stream, self.clock, self.interval = stream, clock, interval
+        self.start = self.last = clock()
+        self.stride = self._stride(fraction)
+
+    @staticmethod
+    def _stride(fraction: float) -> int:
+        return int(math.floor(fraction / STRIDE + 1e-9))
+
+    def due(self, fraction: float) -> bool:
+        return (fraction >= 1 or self.clock() - self.last >= self.interval
+                or self._stride(fraction) > self.stride)
+
+    def write(self, line: str, fraction: float) -> None:
+        print(line, file=self.stream, flush=True)
+        self.last, self.stride = self.clock(), self._stride(fraction)
+
+    def eta(self, done: float, left: float) -> Optional[float]:
+        """The time ``left`` (in units of ``done``) takes at the rate so far: elapsed * left / done."""
+        return (self.clock() - self.start) * left / done if done > 0 else None
+
 
 class ModelTimeBar:
-    """A progress bar over model time [t0, t_end] for one run; ``update_state`` after each step."""
+    """Progress over model time [t0, t_end] for one run; ``update_state`` after each step.
 
-    def __init__(self, name: str, t0: float, t_end: float, enabled: bool = True):
+    On a terminal a tqdm bar; elsewhere plain lines (run name, t / t_end, percent, steps/s,
+    ETA) as the module says. ``stream`` (default stderr), ``clock`` and ``interval`` (default
+    :func:`line_interval`) are there for tests.
+    """
+
+    def __init__(self, name: str, t0: float, t_end: float, enabled: bool = True, *, stream=None,
+                 clock: Callable[[], float] = time.monotonic, interval: Optional[float] = None):
         self.name, self.t0, self.t_end, self.enabled = name, t0, t_end, enabled
-        self.bar = None
+        self.stream, self.clock, self.interval = stream, clock, interval
+        self.bar = self.lines = None
 
     def __enter__(self):
-        if self.enabled:
-            self.bar = tqdm(
-                total=self.t_end, initial=self.t0, desc=self.name, file=sys.stderr, leave=True,
-                bar_format="{desc}: t = {n:.4g} / {total:.4g} |{bar}| [{elapsed} < {remaining}{postfix}]",
-                mininterval=0.25,
-            )
-            self._steps0, self._clock0, self._steps = None, time.perf_counter(), 0
+        self._clock0, self._steps0 = self.clock(), None
+        if not self.enabled:
+            return self
+        stream = self.stream or sys.stderr
+        if stream.isatty():
+            self.bar = tqdm(total=self.t_end, initial=self.t0, desc=self.name, file=stream, leave=True,
+                            bar_format="{desc}: t = {n:.4g} / {total:.4g} |{bar}| [{elapsed} < {remaining}{postfix}]",
+                            mininterval=0.25)
+        else:
+            interval = line_interval() if self.interval is None else self.interval
+            self.lines = Lines(stream, self.clock, interval, self.t0 / self.t_end)
         return self
 
     def update_state(self, state) -> None:
-        if self.bar is None:
+        if self.bar is None and self.lines is None:
             return
         if self._steps0 is None:
-            self._steps0 = state.step
-        self._steps = state.step
-        self.bar.update(state.t - self.bar.n)
-        if self.bar.n == self.t_end or self.bar.last_print_n == self.bar.n:
-            elapsed = time.perf_counter() - self._clock0
-            rate = (self._steps - self._steps0) / elapsed if elapsed > 0 else 0.0
-            self.bar.set_postfix_str(f"{rate:.3g} steps/s", refresh=False)
+            self._steps0 = state.step - 1  # the step count before this (first) step
+        if self.bar is not None:
+            self.bar.update(state.t - self.bar.n)
+            if self.bar.n == self.t_end or self.bar.last_print_n == self.bar.n:
+                self.bar.set_postfix_str(f"{self._rate(state.step):.3g} steps/s", refresh=False)
+        elif self.lines.due(state.t / self.t_end):
+            self.lines.write(self.line(state), state.t / self.t_end)
+
+    def line(self, state) -> str:
+        """The plain line at ``state``: run name, t / t_end, percent, steps/s, ETA."""
+        eta = self.lines.eta(state.t - self.t0, self.t_end - state.t)
+        return status_line(self.name, f"t = {state.t:.4g} / {self.t_end:.4g}", state.t / self.t_end,
+                           [f"{self._rate(state.step):.3g} steps/s"], eta)
+
+    def _rate(self, steps: int) -> float:
+        elapsed = self.clock() - self._clock0
+        return (steps - self._steps0) / elapsed if elapsed > 0 else 0.0
 
     def __exit__(self, *exc):
         if self.bar is not None:
@@ -49,28 +148,56 @@ def progress_factory(enabled: bool):
 
 
 class PointsBar:
-    """Progress across the points of a sweep: a bar on a terminal, else one log line per point."""
+    """Progress across the points of a sweep.
 
-    def __init__(self, total: int, enabled: bool, log):
-        self.total, self.enabled, self.log, self.bar, self.count = total, enabled, log, None, 0
+    On a terminal a tqdm bar (a failed point's message above it); elsewhere plain lines
+    (points done / total, failed, ETA) as the module says, and a failed point's message at
+    once. Not ``enabled``: a ``log`` line per point.
+    """
+
+    def __init__(self, total: int, enabled: bool, log, *, stream=None,
+                 clock: Callable[[], float] = time.monotonic, interval: Optional[float] = None):
+        self.total, self.enabled, self.log = total, enabled, log
+        self.stream, self.clock, self.interval = stream, clock, interval
+        self.bar = self.lines = None
+        self.count = self.failed = 0
 
     def __enter__(self):
-        if self.enabled:
-            self.bar = tqdm(total=self.total, desc="points", file=sys.stderr, unit="pt")
+        if not self.enabled:
+            return self
+        stream = self.stream or sys.stderr
+        if stream.isatty():
+            self.bar = tqdm(total=self.total, desc="points", file=stream, unit="pt")
+        else:
+            self.lines = Lines(stream, self.clock, line_interval() if self.interval is None else self.interval)
         return self
 
     def update(self, point, row) -> None:
         self.count += 1
+        failed = row["status"] != "complete"
+        self.failed += failed
         coords = ", ".join(f"{key}={value}" for key, value in point.coords.items())
         message = f"{point.id} {row['status']} ({row['seconds']:.1f} s): {coords}"
-        if row["status"] != "complete":
+        if failed:
             message += f": {row['reason']}"
-        if self.bar is None:
-            self.log(f"[{self.count}] {message}")
-        else:
+        if self.bar is not None:
             self.bar.update()
-            if row["status"] != "complete":
-                self.bar.write(message, file=sys.stderr)
+            if failed:
+                self.bar.write(message, file=self.stream or sys.stderr)
+        elif self.lines is not None:
+            if failed:
+                print(message, file=self.lines.stream, flush=True)
+            fraction = self.count / self.total if self.total else 1.0
+            if self.lines.due(fraction):
+                self.lines.write(self.line(), fraction)
+        else:
+            self.log(f"[{self.count}] {message}")
+
+    def line(self) -> str:
+        """The plain line now: points done / total, failed, ETA."""
+        fraction = self.count / self.total if self.total else 1.0
+        return status_line("points", f"{self.count} / {self.total}", fraction, [f"{self.failed} failed"],
+                           self.lines.eta(self.count, self.total - self.count))
 
     def __exit__(self, *exc):
         if self.bar is not None:

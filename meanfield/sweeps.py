@@ -340,6 +340,11 @@ def _resumable(output: str) -> bool:
         return False
 
 
+def _done_before(directory: Path, point: Point, resume: bool) -> bool:
+    """A point that ``resume`` skips: its file is complete."""
+    return resume and point_status(directory / point.file) == "complete"
+
+
 def point_status(output: str | Path) -> str:
     """``complete`` if every run of the file is complete, else ``missing`` or ``unfinished``."""
     if not Path(output).exists():
@@ -444,7 +449,7 @@ def run_sweep(
         todo, done = [], {}
         for point in sweep.points:
             output = directory / point.file
-            if resume and point_status(output) == "complete":
+            if _done_before(directory, point, resume):
                 previous = rows.get(point.id, {})
                 done[point.id] = _row(point, PointResult(point.id, "complete", "", previous.get("seconds", math.nan),
                                                          final_measures(output)))
@@ -486,7 +491,8 @@ def execute(sweep: Sweep, directory=None, *, workers: Optional[int] = None, thre
             ) -> SweepResult:
     """Run ``sweep`` into ``directory`` (default ./<name>) on a local process pool or on Dask
     (``engine="dask"``: a local cluster of ``workers``; ``scheduler``: that cluster's), with
-    a bar over the points (``progress``) or a ``log`` line per point."""
+    progress over the points to run (``progress``: :class:`meanfield.progress.PointsBar`) or a
+    ``log`` line per point."""
     from .progress import PointsBar
 
     if engine not in ("process", "dask"):
@@ -496,7 +502,8 @@ def execute(sweep: Sweep, directory=None, *, workers: Optional[int] = None, thre
     directory = Path(directory or sweep.name)
     use_dask = engine == "dask" or scheduler is not None
     executor = dask_executor(scheduler, workers, threads or 1) if use_dask else contextlib.nullcontext()
-    bar = PointsBar(len(sweep.points), enabled=progress, log=log)
+    to_run = sum(not _done_before(directory, point, resume) for point in sweep.points)
+    bar = PointsBar(to_run, enabled=progress, log=log)
 
     def after_point(point, row):
         bar.update(point, row)

@@ -168,7 +168,7 @@ class RK45:
     are as accurate (measured on teacher-student runs; README, Integrators):
 
     - smooth activations (tanh, erf, sigmoid, softplus, linear, quadratic): the error between
-      snapshots falls like h^5, and rk45 needs 0.3-0.5 times rk4's evaluations;
+      snapshots falls like h^5, and rk45 needs 0.4-0.5 times rk4's evaluations;
     - relu, kinked at 0: about rk4's cost at the default tolerances (0.5-1.3 times) but 2.6-2.9
       times at rtol 1e-6. The field jumps where a neuron crosses a sample's kink, the local
       error there is O(h) for any method, and the error test shrinks the step at every crossing.

@@ -24,7 +24,7 @@ from .errors import UsageError
 
 INTERVAL = 10.0
 INTERVAL_VARIABLE = "MEANFIELD_PROGRESS_INTERVAL"
-STRIDE = 0.1
+TENTH = 0.1
 """A line at least at every tenth of the work (of model time, of the points)."""
 
 
@@ -67,19 +67,19 @@ class Lines:
     def __init__(self, stream, clock: Callable[[], float], interval: float, fraction: float = 0.0):
         self.stream, self.clock, self.interval = stream, clock, interval
         self.start = self.last = clock()
-        self.stride = self._stride(fraction)
+        self.tenth = self._tenth(fraction)
 
     @staticmethod
-    def _stride(fraction: float) -> int:
-        return int(math.floor(fraction / STRIDE + 1e-9))
+    def _tenth(fraction: float) -> int:
+        return int(math.floor(fraction / TENTH + 1e-9))
 
     def due(self, fraction: float) -> bool:
         return (fraction >= 1 or self.clock() - self.last >= self.interval
-                or self._stride(fraction) > self.stride)
+                or self._tenth(fraction) > self.tenth)
 
     def write(self, line: str, fraction: float) -> None:
         print(line, file=self.stream, flush=True)
-        self.last, self.stride = self.clock(), self._stride(fraction)
+        self.last, self.tenth = self.clock(), self._tenth(fraction)
 
     def eta(self, done: float, left: float) -> Optional[float]:
         """The time ``left`` (in units of ``done``) takes at the rate so far: elapsed * left / done."""

@@ -23,14 +23,20 @@ simulation runs.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence, Union
+import os
 
-from .errors import RunFailed, UsageError
-from .scenario import Scenario
-from .storage import RecordedRun, Trajectory
-from .sweeps import SweepResult
-from .threads import set_threads
+# Before NumPy loads OpenBLAS (it reads this once): its idle threads spin for about 0.4 ms
+# instead of 0.1 s, so they do not take the cores from Numba's threads (docs/design.md §6.4).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
+
+from pathlib import Path  # noqa: E402
+from typing import Callable, Mapping, Optional, Sequence, Union  # noqa: E402
+
+from .errors import RunFailed, UsageError  # noqa: E402
+from .scenario import Scenario  # noqa: E402
+from .storage import RecordedRun, Trajectory  # noqa: E402
+from .sweeps import SweepResult  # noqa: E402
+from .threads import set_threads  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -527,14 +527,16 @@ def _flow(run, recorder: Recorder, checkpoint: Optional[RunState], progress) -> 
     else:
         rng.bit_generator.state = state.rng
 
+    governor = thread_governor()
+
     def on_snapshot(loop: LoopState) -> None:
         now = RunState(loop.t, loop.step, loop.y, loop.h, rng.bit_generator.state)
-        recorder.snapshot(now)
-        recorder.checkpoint(now)
+        with governor.paused() if governor else nullcontext():
+            recorder.snapshot(now)
+            recorder.checkpoint(now)
 
     times = run.inputs.times
     bar = progress(run.name, state.t, scenario.train.t_end) if progress else nullcontext()
-    governor = thread_governor()
     on_step = _each_step(getattr(bar, "update_state", None), governor.step if governor else None)
     # overflow on the way to a blow-up is expected: the loop checks finiteness itself
     with bar, np.errstate(over="ignore", invalid="ignore"):

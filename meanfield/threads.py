@@ -114,7 +114,7 @@ def governor() -> Optional[ThreadGovernor]:
     most = numba.config.NUMBA_NUM_THREADS
     if fixed_count() is not None or most < 2:
         return None
-    return ThreadGovernor(counts=(most, 1), set_count=numba.set_num_threads)
+    return ThreadGovernor(counts=(1, most), set_count=numba.set_num_threads)
 
 
 class ThreadGovernor:
@@ -122,16 +122,16 @@ class ThreadGovernor:
     every step.
 
     Each *trial* times at least ``window`` seconds of steps at one count (the time per step
-    over the window: writes and the bookkeeping between steps count too). A probe is two
+    over the window, snapshots left out: :meth:`paused`). A probe is two
     trials, the current count and then the other; the faster wins (the other only if it is
-    faster by ``margin``). The first probe starts at once; after a probe that keeps the
-    count, the wait until the next doubles (from ``period`` up to ``max_period``); a switch
-    resets it. On a quiet machine the probes cost about window x (slowdown of the other count)
-    / period of the run time; beside a busy process they find within a few seconds that one
-    thread is faster.
+    faster by ``margin``). The run starts on ``counts[0]`` (one thread: beside a busy
+    process two threads can be ten times slower) and probes at once; after a probe
+    that keeps the count, the wait until the next doubles (from ``period`` up to
+    ``max_period``); a switch resets it. A probe costs at most ``window`` seconds at the
+    slower count, a small share of a run once the waits have grown.
     """
 
-    def __init__(self, counts: tuple[int, int], set_count: Callable[[int], None], *, window: float = 0.25,
+    def __init__(self, counts: tuple[int, int], set_count: Callable[[int], None], *, window: float = 0.1,
                  period: float = 4.0, max_period: float = 64.0, margin: float = 0.05,
                  clock: Callable[[], float] = time.perf_counter):
         self.counts, self.set_count, self.clock = counts, set_count, clock
@@ -158,15 +158,26 @@ class ThreadGovernor:
         count, start, steps = self._trial
         self._trial[2] = steps = steps + 1
         elapsed = self.clock() - start
+        per_step = elapsed / steps
         if elapsed < self.window:
             return
-        per_step = elapsed / steps
         if count == self.current and self._measured is None:
             self._measured = per_step
             self.set_count(self.other())
             self._trial = self._start_trial(self.other())
             return
         self._decide(per_step)
+
+    @contextmanager
+    def paused(self):
+        """Work that is not a step (a snapshot: measures and a write) left out of the trial's
+        time: steps are alike, snapshots are not, and a trial holds few of them."""
+        began = self.clock()
+        try:
+            yield
+        finally:
+            if self._trial is not None:
+                self._trial[1] += self.clock() - began
 
     def _decide(self, other_per_step: float) -> None:
         mine = self._measured

@@ -35,6 +35,7 @@ if any(k in os.environ for k in _BLAS_ENV) and "_BENCH_REEXEC" not in os.environ
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+import meanfield  # noqa: E402,F401  (first: the OpenBLAS thread timeout it sets, as for the command line)
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
@@ -250,7 +251,7 @@ def main():
     print(f"numpy {np.__version__}, numba {numba.__version__} (threading layer: "
           f"{numba.config.THREADING_LAYER}), torch "
           f"{torch.__version__ if torch is not None else 'not installed'}")
-    print(f"BLAS: {blas_description()}")
+    print(f"BLAS: {blas_description()}; OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT')}")
     removed = [k for k in _BLAS_ENV if k in os.environ]
     print(f"OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE: "
           f"{'re-executed without them' if os.environ.get('_BENCH_REEXEC') else 'not set'}"

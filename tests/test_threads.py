@@ -54,10 +54,10 @@ class FakeMachine:
 
 def test_the_governor_keeps_the_faster_count_and_follows_the_load():
     machine = FakeMachine({2: 0.010, 1: 0.016})  # quiet: two threads faster
-    governor = ThreadGovernor((2, 1), machine.set_count, window=0.1, period=1.0, max_period=8.0, clock=machine.clock)
+    governor = ThreadGovernor((1, 2), machine.set_count, window=0.1, period=1.0, max_period=8.0, clock=machine.clock)
     machine.run(governor, 100)
     assert governor.current == 2 and machine.count == 2
-    assert governor.history[0] == (2, pytest.approx(0.010), pytest.approx(0.016))
+    assert governor.history[0] == (1, pytest.approx(0.016), pytest.approx(0.010))
     machine.run(governor, 3000)  # unchanged: the probes back off to max_period
     assert governor.wait == 8.0 and governor.current == 2
     machine.seconds_per_step[2] = 0.040  # a busy process beside: two threads wait for each other
@@ -73,7 +73,7 @@ def test_the_governor_keeps_the_faster_count_and_follows_the_load():
 def test_the_governor_costs_a_quiet_run_little():
     """The fraction of a quiet run's time spent probing the slower count, over a long run."""
     machine = FakeMachine({2: 0.010, 1: 0.017})
-    governor = ThreadGovernor((2, 1), machine.set_count, clock=machine.clock)
+    governor = ThreadGovernor((1, 2), machine.set_count, clock=machine.clock)
     machine.run(governor, 60_000)  # ten minutes of steps at two threads
     ideal = 60_000 * 0.010
     assert machine.now / ideal - 1 < 0.01
@@ -82,10 +82,11 @@ def test_the_governor_costs_a_quiet_run_little():
 def test_switching_threads_during_a_run_changes_no_bit(tmp_path):
     """A run whose Numba thread count flips at every step writes the file a one-thread run writes."""
     code = textwrap.dedent(f"""\
-        import numba, meanfield as mf
+        import contextlib, numba, meanfield as mf
         from meanfield import simulation
         class Flip:
             def __init__(self): self.n = 0
+            def paused(self): return contextlib.nullcontext()
             def step(self, state):
                 self.n += 1
                 numba.set_num_threads(1 + self.n % 2)
@@ -113,3 +114,13 @@ def test_a_fixed_count_is_the_runs_and_then_the_process_setting_is_back():
         assert numba.get_num_threads() == 1 and threads.governor() is None
     assert numba.get_num_threads() == most
     assert (threads.governor() is None) == (most < 2)
+
+
+@pytest.mark.parametrize("given, seen", [(None, "20"), ("28", "28")])
+def test_importing_meanfield_shortens_the_openblas_spin_unless_the_user_chose(given, seen):
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if given is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = given
+    code = "import meanfield, numpy, os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.stdout.strip() == seen, done.stderr

@@ -14,10 +14,10 @@ by the problem's size, not by the thread count, and reduce them in a fixed order
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-import contextlib
 from contextlib import contextmanager
 from typing import Callable, Optional
 

@@ -569,7 +569,9 @@ def apply_override(raw: dict, item: str) -> tuple:
         raise UsageError(f"--set {item!r}: write it as dotted.key=value, e.g. model.width=1024")
     try:
         value = load_yaml(value_text)
-    except yaml.YAMLError:
+    except yaml.constructor.ConstructorError as exc:  # valid YAML, but a key given twice
+        raise UsageError(f"--set {item!r}: {exc.problem}") from None
+    except yaml.YAMLError:  # not YAML: the text itself
         value = value_text
     return set_key(raw, key.strip(), value, where=f"--set {item}")
 

@@ -321,3 +321,8 @@ def test_bundled_scenarios_validate_and_their_resolved_text_parses_back(name):
 def test_every_point_of_the_bundled_sweeps_validates_and_parses_back(name):
     for point in meanfield.load_sweep(name).points:
         assert parse_scenario(point.scenario.resolved_yaml()) == point.scenario
+
+
+def test_a_key_given_twice_in_an_override_is_refused():
+    with pytest.raises(meanfield.UsageError, match=r"--set .model=\{width: 8, width: 16\}': the key 'width' is given twice"):
+        parse_scenario("name: t\nruns: {rich: mean_field}\n", overrides=["model={width: 8, width: 16}"])

@@ -402,17 +402,17 @@ def _open_output(scenario: Scenario, output, data, estimated_bytes: float, *, re
     ``output`` is None); an existing file is replaced only with ``overwrite``, and only
     when the disk has room for the plan's estimate. The caller holds the output's lock."""
     yaml_text = scenario.resolved_yaml()
+    existing = Path(output).stat().st_size if output is not None and Path(output).exists() else None
     if resume:
-        if not Path(output).exists():
+        if existing is None:
             raise UsageError(f"--resume: {output} does not exist (run without --resume first)")
         trajectory = storage.open_for_resume(output, scenario_yaml=yaml_text)
-        _check_room(output, estimated_bytes - Path(output).stat().st_size)
-        return trajectory
-    if output is not None:
-        existing = Path(output).stat().st_size if Path(output).exists() else 0
-        if Path(output).exists():
-            _refuse_to_replace(output, overwrite, yaml_text)
         _check_room(output, estimated_bytes - existing)
+        return trajectory
+    if existing is not None:
+        _refuse_to_replace(output, overwrite, yaml_text)
+    if output is not None:
+        _check_room(output, estimated_bytes - (existing or 0))  # a replaced file's space comes back
     trajectory = storage.create(output, scenario_yaml=yaml_text, seed=scenario.seed)
     if scenario.data.population:
         trajectory.write_data(teacher=data.teacher)

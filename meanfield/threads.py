@@ -82,8 +82,7 @@ def using(threads: Optional[int]):
         if "numba" in sys.modules:
             import numba
 
-            numba.set_num_threads(min(fixed_count() or numba.config.NUMBA_NUM_THREADS,
-                                      numba.config.NUMBA_NUM_THREADS))
+            apply(fixed_count() or numba.config.NUMBA_NUM_THREADS)
 
 
 def apply(threads: int) -> None:

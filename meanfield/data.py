@@ -2,12 +2,13 @@
 
 ``make_dataset(spec, rng)`` builds the training and test sets of ``spec.task`` (the ``data``
 section of a scenario, :class:`meanfield.scenario.DataSpec`). Everything random is drawn
-from ``rng``, in this order: the teacher (if any), then the training set, then the test set;
+from ``rng``, in this order: the teacher (if any; its W, then its a), then the training set, then the test set;
 within a set, inputs (and labels) come before noise, and the noise is drawn even when
 ``noise`` is 0. So a given rng state always gives the same arrays, changing ``n_test`` or
 ``noise`` leaves the training inputs unchanged, and changing ``n_train`` leaves the teacher
 unchanged. The test set is drawn from the same distribution as the training set (label
 noise included). All arrays are float64 and shared by every run of a scenario: do not write into them.
+A simulation passes the data stream :func:`meanfield.runs.data_rng` (``data.seed``, else ``seed``).
 
 ``check_source(spec, loss)`` checks before a run, without building the data, what the schema
 cannot (it never touches the disk): the ``file`` task's file, its shapes and, for logistic
@@ -16,9 +17,10 @@ loss, its labels. It returns the sizes (n_train, n_test) the data will have.
 Tasks (d = ``dim``, sigma_eps = ``noise``):
 
 ``teacher_student``
-    x ~ N(0, I_d) (``inputs: gaussian``) or uniform on the sphere of radius sqrt(d)
-    (``inputs: sphere``); E|x|^2 = d either way. Teacher of k = ``teacher.width`` neurons,
-    w*_j uniform on the unit sphere, a*_j = 1/k:
+    x ~ N(0, I_d) (``inputs: gaussian``), uniform on the sphere of radius sqrt(d)
+    (``inputs: sphere``; E|x|^2 = d either way), or uniform on the unit sphere
+    (``inputs: unit_sphere``, |x| = 1). Teacher of k = ``teacher.width`` neurons
+    (:func:`make_teacher`; by default w*_j uniform on the unit sphere, a*_j = 1/k):
     y = sum_j a*_j sigma(w*_j . x) + sigma_eps * N(0, 1).
 ``single_index``
     x as above, u uniform on the unit sphere, k = ``degree``:
@@ -145,10 +147,54 @@ def unit_vectors(rng: np.random.Generator, k: int, d: int) -> np.ndarray:
 
 
 def draw_inputs(rng: np.random.Generator, n: int, d: int, kind: str) -> np.ndarray:
-    """n inputs: ``gaussian`` x ~ N(0, I_d), or ``sphere`` uniform on |x| = sqrt(d)."""
+    """n inputs: ``gaussian`` x ~ N(0, I_d), ``sphere`` uniform on |x| = sqrt(d), or
+    ``unit_sphere`` uniform on |x| = 1."""
     if kind == "sphere":
         return math.sqrt(d) * unit_vectors(rng, n, d)
+    if kind == "unit_sphere":
+        return unit_vectors(rng, n, d)
     return rng.standard_normal((n, d))
+
+
+def orthonormal_rows(rng: np.random.Generator, k: int, d: int) -> np.ndarray:
+    """k orthonormal rows in R^d (k <= d), uniform (Haar) in orientation: Gram-Schmidt of k
+    Gaussian rows, so row 0 is the first row ``unit_vectors`` would draw. Done as the QR
+    factorisation G^T = Q R with the signs fixed so that diag(R) > 0; returns Q^T."""
+    Q, R = np.linalg.qr(rng.standard_normal((k, d)).T)
+    return (Q * np.where(np.diag(R) < 0, -1.0, 1.0)).T
+
+
+def make_teacher(spec: DataSpec, rng: np.random.Generator) -> Teacher:
+    """The teacher_student teacher of ``spec.teacher`` (:class:`meanfield.scenario.TeacherSpec`),
+    W drawn before a from ``rng``:
+
+    W: ``random`` rows uniform on the unit sphere (k d normals); ``orthonormal`` rows from
+    :func:`orthonormal_rows` (k d normals); explicit rows as given (no draw). With
+    ``norm`` set each row is then scaled to |w*_j| = norm; unset, the rules give unit rows
+    and explicit rows stay as written.
+    a: ``equal`` 1/k; ``alternating`` (+1, -1, +1, ...); ``random_sign`` independent +-1
+    with probability 1/2 (k integers); explicit numbers as given (no draw).
+
+    The default (random, equal, norm unset) draws exactly what every earlier version drew.
+    """
+    t, k, d = spec.teacher, spec.teacher.width, spec.dim
+    if t.W == "random":
+        W = unit_vectors(rng, k, d)
+    elif t.W == "orthonormal":
+        W = orthonormal_rows(rng, k, d)
+    else:
+        W = np.array(t.W, dtype=np.float64)
+    if t.norm is not None:
+        W = t.norm * W / np.linalg.norm(W, axis=1, keepdims=True)
+    if t.a == "equal":
+        a = np.full(k, 1.0 / k)
+    elif t.a == "alternating":
+        a = np.where(np.arange(k) % 2 == 0, 1.0, -1.0)
+    elif t.a == "random_sign":
+        a = 2.0 * rng.integers(0, 2, size=k) - 1.0
+    else:
+        a = np.array(t.a, dtype=np.float64)
+    return Teacher(a=a, W=W, activation=t.activation)
 
 
 def hermite_normalized(z: np.ndarray, k: int) -> np.ndarray:
@@ -165,11 +211,9 @@ def _balanced(rng: np.random.Generator, n: int, groups: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------ regression
 def teacher_student(spec: DataSpec, rng: np.random.Generator) -> Dataset:
-    """y = sum_j a*_j sigma(w*_j . x) + noise N(0, 1), a*_j = 1/k, w*_j uniform on the unit sphere."""
-    k, d = spec.teacher.width, spec.dim
-    teacher = Teacher(
-        a=np.full(k, 1.0 / k), W=unit_vectors(rng, k, d), activation=spec.teacher.activation
-    )
+    """y = sum_j a*_j sigma(w*_j . x) + noise N(0, 1), the teacher from :func:`make_teacher`."""
+    d = spec.dim
+    teacher = make_teacher(spec, rng)
     from solvers.activations import activation_code  # here: reading data from a file needs no Numba
     from solvers.particles import predict
 

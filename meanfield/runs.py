@@ -35,7 +35,8 @@ The kinds (:func:`make_run` picks one): :class:`ParticlesOnData`,
 :class:`KernelFlowClosedForm`, :class:`KernelFlowIntegrated`.
 
 Random streams (all from ``numpy.random.SeedSequence``): the data from
-``SeedSequence([seed, 0])``, the initial particles from ``[seed, 1]``, the subset of
+``SeedSequence([data.seed, 0])`` (:func:`data_rng`; ``data.seed`` unset: the scenario's
+``seed``), the initial particles from ``[seed, 1]``, the subset of
 particles in the W2 measure from ``[seed, 3]``, and each run's own noise (SGD batches,
 Langevin) from ``[seed, 2, crc32(name)]``, so adding or removing a run changes no other run.
 """
@@ -71,6 +72,13 @@ TEACHER_TASKS = ("teacher_student", "single_index")
 def rng_for(seed: int, *stream) -> np.random.Generator:
     """The generator of one of the scenario's random streams (see the module docstring)."""
     return np.random.default_rng(np.random.SeedSequence([seed, *stream]))
+
+
+def data_rng(scenario: Scenario) -> np.random.Generator:
+    """The data stream (teacher, training and test sets): SeedSequence([data.seed, 0]),
+    with the scenario's ``seed`` when ``data.seed`` is unset (docs/design.md §3.5)."""
+    seed = scenario.seed if scenario.data.seed is None else scenario.data.seed
+    return rng_for(seed, 0)
 
 
 def run_rng(seed: int, name: str) -> np.random.Generator:

@@ -31,6 +31,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from solvers.catalog import ACTIVATIONS, ANALYTIC_ACTIVATIONS, LOSSES, POPULATION_ACTIVATIONS
 
@@ -53,11 +54,106 @@ class Strict(BaseModel):
 
 
 # ----------------------------------------------------------------------------- data
+TEACHER_A_RULES = ("equal", "alternating", "random_sign")
+"""data.teacher.a by rule: 1/width each, +1 -1 +1 ..., or independent +-1 (docs/design.md §5)."""
+
+TEACHER_W_RULES = ("random", "orthonormal")
+"""data.teacher.W by rule: rows uniform on the unit sphere, or random orthonormal rows."""
+
+
+def _key_error(key: str, message: str) -> ValidationError:
+    """``message`` as the error of the sub-key ``key`` of the section being validated, so that
+    it names that key and its line (or override), not the whole section's."""
+    error = PydanticCustomError("value_error", "{message}", {"message": message})
+    return ValidationError.from_exception_data(key, [InitErrorDetails(type=error, loc=(key,), input=None)])
+
+
+def _rule_or_numbers(value, rules: tuple, depth: int, what: str):
+    """A rule's name from ``rules``, or (depth 1) a list of finite numbers, (depth 2) a list
+    of such lists: checked here so that a bad value gets one message, not one per union member."""
+    expected = f"one of {', '.join(rules)}, or {what}"
+    if isinstance(value, str):
+        if value not in rules:
+            raise ValueError(f"unknown rule {value!r}; expected {expected}")
+        return value
+    items = value if isinstance(value, list) else None
+    for _ in range(depth - 1):
+        items = [x for row in items for x in row] if items is not None and all(
+            isinstance(row, list) for row in items) else None
+    if items is None or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                and math.isfinite(x) for x in items):
+        raise ValueError(f"expected {expected} (finite numbers)")
+    return value
+
+
 class TeacherSpec(Strict):
-    """Teacher network f*(x) = sum_j a*_j sigma(w*_j . x), a*_j = 1/width, w*_j uniform on the unit sphere."""
+    """Teacher network f*(x) = sum_j a*_j sigma(w*_j . x) of ``width`` neurons (data.py).
+
+    The defaults are the teacher of every earlier version: a*_j = 1/width, w*_j uniform on
+    the unit sphere. The rules that draw (W random or orthonormal, a random_sign) draw from
+    the data stream, W before a (docs/design.md §3.5).
+    """
 
     width: PositiveInt = 3
     activation: ActivationName = "relu"
+    a: Union[Literal[TEACHER_A_RULES], list[float]] = "equal"
+    """Output weights: ``equal`` a*_j = 1/width; ``alternating`` +1, -1, +1, ...;
+    ``random_sign`` independent +-1 with probability 1/2; or a list of ``width`` numbers."""
+    W: Union[Literal[TEACHER_W_RULES], list[list[float]]] = "random"
+    """Input weights (rows are neurons): ``random`` rows uniform on the unit sphere;
+    ``orthonormal`` random orthonormal rows (Gram-Schmidt of the random rows; width <= dim);
+    or ``width`` rows of ``dim`` numbers, none all zero."""
+    norm: Optional[PositiveFloat] = None
+    """|w*_j| for every row. Unset: 1 for the rules, and explicit rows used exactly as
+    given; set: every row, explicit ones too, scaled to this length (their directions kept)."""
+
+    @field_validator("a", mode="before")
+    @classmethod
+    def _a_rule_or_numbers(cls, value):
+        return _rule_or_numbers(value, TEACHER_A_RULES, 1, "a list of width numbers")
+
+    @field_validator("W", mode="before")
+    @classmethod
+    def _W_rule_or_rows(cls, value):
+        return _rule_or_numbers(value, TEACHER_W_RULES, 2, "a list of width rows of dim numbers")
+
+    @model_validator(mode="after")
+    def _explicit_sizes(self):
+        if isinstance(self.a, list) and len(self.a) != self.width:
+            raise _key_error("a", f"{len(self.a)} numbers for a teacher of width {self.width}: "
+                                  "give one output weight per neuron")
+        if isinstance(self.W, list):
+            if len(self.W) != self.width:
+                raise _key_error("W", f"{len(self.W)} rows for a teacher of width {self.width}: "
+                                      "give one row per neuron")
+            zero = next((j for j, row in enumerate(self.W) if not any(row)), None)
+            if zero is not None:
+                raise _key_error("W", f"row {zero} is all zeros; each teacher neuron needs a direction")
+        return self
+
+    def check_dim(self, dim: int) -> None:
+        """What needs data.dim: explicit rows of dim numbers; orthonormal rows need width <= dim."""
+        if isinstance(self.W, list):
+            lengths = sorted({len(row) for row in self.W})
+            if lengths != [dim]:
+                raise _key_error("W", f"rows of {' and '.join(map(str, lengths))} numbers, and data.dim is {dim}: "
+                                      f"give each row {dim} numbers")
+        if self.W == "orthonormal" and self.width > dim:
+            raise _key_error("W", f"orthonormal needs width <= dim: {self.width} orthonormal rows do not fit "
+                                  f"in dimension {dim}; lower data.teacher.width or raise data.dim")
+
+    def describe(self) -> Optional[str]:
+        """What differs from the default teacher, in words (None when nothing does)."""
+        parts = []
+        for key, default in (("a", "equal"), ("W", "random")):
+            value = getattr(self, key)
+            if isinstance(value, list):
+                parts.append(f"{key} given ({len(value)} {'numbers' if key == 'a' else 'rows'})")
+            elif value != default:
+                parts.append(f"{key} {value}")
+        if self.norm is not None:
+            parts.append(f"norm {self.norm:g}")
+        return ", ".join(parts) or None
 
 
 def _differs_from_default(model: BaseModel, key: str) -> bool:
@@ -78,10 +174,14 @@ FILE_IGNORES = ("n_train", "n_test", "noise")
 
 class DataSpec(Strict):
     task: TaskName = "teacher_student"
+    seed: Optional[NonNegativeInt] = None
+    """The data stream's seed (teacher, training and test sets): unset, the scenario's
+    ``seed``. Fixed, the data stay the same while ``seed`` varies the particles."""
     dim: PositiveInt = 2
     n_train: PositiveInt = 256
     n_test: PositiveInt = 1024
-    inputs: Literal["gaussian", "sphere"] = "gaussian"
+    inputs: Literal["gaussian", "sphere", "unit_sphere"] = "gaussian"
+    """Regression tasks: x ~ N(0, I_dim); uniform on the sphere |x| = sqrt(dim); or on |x| = 1."""
     noise: NonNegativeFloat = 0.0
     teacher: TeacherSpec = TeacherSpec()
     degree: PositiveInt = 2
@@ -94,6 +194,14 @@ class DataSpec(Strict):
     """file: the share of the file's samples held out as the test set."""
     population: bool = False
     """teacher_student with Gaussian inputs: train on the exact population risk (infinite data)."""
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher_fits_dim(cls, teacher, info: ValidationInfo):
+        """Checked with the teacher (dim comes first), so the error names its line."""
+        if "dim" in info.data:  # else already an error of its own
+            teacher.check_dim(info.data["dim"])
+        return teacher
 
     @model_validator(mode="after")
     def _task_requirements(self):

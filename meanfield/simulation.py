@@ -21,7 +21,7 @@ from .diagnostics import rms_gap
 from .errors import RunFailed, UsageError
 from .memory import FLOAT, Need, size_text
 from .parameterization import Resolved, resolve
-from .scenario import FIXED_STEP_METHODS, Scenario
+from .scenario import FIXED_STEP_METHODS, REGRESSION_TASKS, Scenario
 from .storage.layout import FIT_MEASURES
 from .state import RunState
 from .threads import governor as thread_governor
@@ -96,6 +96,9 @@ class Plan:
         sc = self.scenario
         lines = [f"scenario {sc.name}: {len(sc.runs)} run(s), width {sc.model.width}, "
                  f"dim {sc.data.dim}, n_train {self.n_train}, n_test {self.n_test}"]
+        data = data_description(sc)
+        if data:
+            lines.append(f"  data: {data}")
         for name, r in self.resolved.items():
             lines.append(f"  {name}: {r.preset}: s = {r.s:.4g}, eta_a = {r.eta_a:.4g}, eta_w = {r.eta_w:.4g}, "
                          f"a_std = {r.a_std:.4g}; predicted {r.regime.label}: {r.regime.reason}")
@@ -105,6 +108,20 @@ class Plan:
         if self.memory is not None:
             lines.append(self.memory.describe())
         return "\n".join(lines)
+
+
+def data_description(scenario: Scenario) -> Optional[str]:
+    """The data settings that differ from the defaults and are not in the first line of
+    ``--dry-run``: the data seed, the inputs, the teacher's rules (None when none differ)."""
+    data, parts = scenario.data, []
+    if data.seed is not None:
+        parts.append(f"seed {data.seed} (the particles and the runs' noise: seed {scenario.seed})")
+    if data.inputs != "gaussian" and data.task in REGRESSION_TASKS:
+        parts.append(f"inputs {data.inputs}")
+    teacher = data.teacher.describe() if data.task == "teacher_student" else None
+    if teacher:
+        parts.append(f"teacher {teacher}")
+    return "; ".join(parts) or None
 
 
 def reference_run(scenario: Scenario) -> Optional[str]:
@@ -337,7 +354,7 @@ def _simulate(scenario: Scenario, output, *, resume: bool, overwrite: bool, log:
     from solvers.losses import loss_code
 
     from .data import make_dataset
-    from .runs import RunInputs, initial_draws, make_run, rng_for
+    from .runs import RunInputs, data_rng, initial_draws, make_run, rng_for
 
     if resume and output is None:
         raise UsageError("resume needs the file to continue: give output")
@@ -347,7 +364,7 @@ def _simulate(scenario: Scenario, output, *, resume: bool, overwrite: bool, log:
     where = output or "memory"
     log(f"{where}: about {the_plan.estimated_bytes / 1e6:.3g} MB, {len(the_plan.times) + 1} snapshots per run "
         f"(every {the_plan.every:g})")
-    data = make_dataset(scenario.data, rng_for(scenario.seed, 0))  # the plan checked the labels a loss needs
+    data = make_dataset(scenario.data, data_rng(scenario))  # the plan checked the labels a loss needs
     inputs = RunInputs(scenario, data, initial_draws(scenario, rng_for(scenario.seed, 1)), the_plan.times,
                        activation_code(scenario.model.activation), loss_code(scenario.loss))
     reference = the_plan.reference

@@ -55,7 +55,7 @@ class Strict(BaseModel):
 
 # ----------------------------------------------------------------------------- data
 TEACHER_A_RULES = ("equal", "alternating", "random_sign")
-"""data.teacher.a by rule: 1/width each, +1 -1 +1 ..., or independent +-1 (docs/design.md §5)."""
+"""data.teacher.a by rule: 1/width each, +1 -1 +1 ..., or independent +-1 (docs/design.md §5.1)."""
 
 TEACHER_W_RULES = ("random", "orthonormal")
 """data.teacher.W by rule: rows uniform on the unit sphere, or random orthonormal rows."""
@@ -87,7 +87,8 @@ def _rule_or_numbers(value, rules: tuple, depth: int, what: str):
 
 
 class TeacherSpec(Strict):
-    """Teacher network f*(x) = sum_j a*_j sigma(w*_j . x) of ``width`` neurons (data.py).
+    """Teacher network f*(x) = sum_j a*_j sigma(w*_j . x) of ``width`` neurons
+    (meanfield.data.make_teacher; docs/design.md §5.1).
 
     The defaults are the teacher of every earlier version: a*_j = 1/width, w*_j uniform on
     the unit sphere. The rules that draw (W random or orthonormal, a random_sign) draw from

@@ -2,6 +2,7 @@
 
 import math
 import pickle
+import re
 
 import h5py
 import numpy as np
@@ -11,7 +12,7 @@ from scipy.special import erf
 
 from meanfield.data import TASKS, Dataset, check_source, make_dataset
 from meanfield.errors import UsageError
-from meanfield.scenario import DataSpec
+from meanfield.scenario import DataSpec, load_scenario
 
 SYNTHETIC = ["teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals"]
 CLASSIFICATION = ["gaussian_mixture", "xor", "moons", "spirals"]
@@ -170,6 +171,239 @@ def test_single_index_target_has_mean_0_and_variance_1(degree):
     y = make_dataset(spec("single_index", dim=5, degree=degree, n_train=n, n_test=1), rng()).y_train
     assert abs(y.mean()) < 5 * y.std() / math.sqrt(n)
     assert abs(np.mean(y**2) - 1.0) < 5 * np.std(y**2) / math.sqrt(n)
+
+
+@pytest.mark.parametrize("task", ["teacher_student", "single_index"])
+def test_unit_sphere_inputs_have_norm_1_and_second_moment_identity_over_d(task):
+    d, n = 4, 20_000
+    ds = make_dataset(spec(task, dim=d, inputs="unit_sphere", n_train=n), rng())
+    for X in (ds.X_train, ds.X_test):
+        np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-12)
+    # uniform on the sphere: E x = 0 and E x x^T = I / d; each entry of x x^T has variance < 1
+    X = ds.X_train
+    assert np.all(np.abs(X.mean(axis=0)) < 5 / math.sqrt(n))
+    assert np.all(np.abs(X.T @ X / n - np.eye(d) / d) < 5 / math.sqrt(n))
+    # the same normalised Gaussian draws as inputs: sphere, scaled by sqrt(d)
+    sphere = make_dataset(spec(task, dim=d, inputs="sphere", n_train=n), rng())
+    np.testing.assert_allclose(sphere.X_train, math.sqrt(d) * X, rtol=1e-14)
+
+
+# ------------------------------------------------------------ teacher options
+def stream(data_seed):
+    """The data stream of a scenario with this data seed, as docs/design.md §3.5 defines it."""
+    return np.random.default_rng(np.random.SeedSequence([data_seed, 0]))
+
+
+def gram_schmidt(G):
+    """Classical Gram-Schmidt on the rows of G."""
+    Q = []
+    for g in G:
+        v = g - sum((q @ g) * q for q in Q)
+        Q.append(v / np.linalg.norm(v))
+    return np.array(Q)
+
+
+def teacher_spec(dim=5, **teacher):
+    return spec("teacher_student", dim=dim, teacher={"width": 4, **teacher})
+
+
+def test_default_teacher_draws_what_it_always_drew():
+    """Normalised Gaussian rows, then the training inputs, from the one stream; a*_j = 1/k."""
+    ds = make_dataset(teacher_spec(), stream(3))
+    reference = stream(3)
+    G = reference.standard_normal((4, 5))
+    np.testing.assert_array_equal(ds.teacher.W, G / np.linalg.norm(G, axis=1, keepdims=True))
+    np.testing.assert_array_equal(ds.teacher.a, np.full(4, 0.25))
+    np.testing.assert_array_equal(ds.X_train, reference.standard_normal((40, 5)))
+
+
+def test_alternating_output_weights():
+    ds = make_dataset(teacher_spec(width=5, a="alternating"), rng())
+    np.testing.assert_array_equal(ds.teacher.a, [1.0, -1.0, 1.0, -1.0, 1.0])
+
+
+def test_random_signs_are_plus_minus_one_drawn_after_W():
+    k, d = 64, 3
+    ds = make_dataset(spec("teacher_student", dim=d, teacher={"width": k, "a": "random_sign"}), stream(5))
+    reference = stream(5)
+    G = reference.standard_normal((k, d))
+    signs = np.where(reference.integers(0, 2, size=k) == 1, 1.0, -1.0)
+    np.testing.assert_array_equal(ds.teacher.a, signs)
+    assert set(np.unique(ds.teacher.a)) == {-1.0, 1.0}
+    np.testing.assert_array_equal(ds.teacher.W, G / np.linalg.norm(G, axis=1, keepdims=True))
+    np.testing.assert_array_equal(ds.X_train, reference.standard_normal((40, d)))  # then the data
+    other = make_dataset(spec("teacher_student", dim=d, teacher={"width": k, "a": "random_sign"}), stream(6))
+    assert not np.array_equal(other.teacher.a, ds.teacher.a)
+
+
+@pytest.mark.parametrize("norm", [None, 2.5])
+def test_orthonormal_rows_are_gram_schmidt_of_the_random_rows(norm):
+    k, d = 3, 5
+    ds = make_dataset(teacher_spec(dim=d, width=k, W="orthonormal", norm=norm), stream(2))
+    length = 1.0 if norm is None else norm
+    W = ds.teacher.W
+    np.testing.assert_allclose(W @ W.T, length**2 * np.eye(k), atol=1e-13)
+    reference = stream(2)
+    np.testing.assert_allclose(W, length * gram_schmidt(reference.standard_normal((k, d))), atol=1e-13)
+    # k d normals, as the random rows take: the training set is the default one
+    np.testing.assert_array_equal(ds.X_train, reference.standard_normal((40, d)))
+    np.testing.assert_array_equal(ds.teacher.a, np.full(k, 1 / k))
+
+
+def test_orthonormal_rows_fill_the_space_when_width_is_dim():
+    ds = make_dataset(teacher_spec(dim=4, width=4, W="orthonormal"), rng())
+    np.testing.assert_allclose(ds.teacher.W.T @ ds.teacher.W, np.eye(4), atol=1e-13)
+
+
+def test_norm_scales_the_random_rows():
+    unit = make_dataset(teacher_spec(), rng()).teacher.W
+    scaled = make_dataset(teacher_spec(norm=0.3), rng()).teacher.W
+    np.testing.assert_allclose(scaled, 0.3 * unit, rtol=1e-15)
+    np.testing.assert_allclose(np.linalg.norm(scaled, axis=1), 0.3, rtol=1e-14)
+
+
+ROWS = [[3.0, 0.0, 4.0], [0.0, -2.0, 0.0]]
+
+
+def test_explicit_weights_are_used_as_given():
+    ds = make_dataset(spec("teacher_student", teacher={"width": 2, "a": [0.7, -1.2], "W": ROWS}), rng())
+    np.testing.assert_array_equal(ds.teacher.a, [0.7, -1.2])
+    np.testing.assert_array_equal(ds.teacher.W, ROWS)
+    # nothing drawn for the teacher: the training inputs are the stream's first draws
+    np.testing.assert_array_equal(ds.X_train, rng().standard_normal((40, 3)))
+
+
+def test_norm_scales_explicit_rows_keeping_their_directions():
+    ds = make_dataset(spec("teacher_student", teacher={"width": 2, "W": ROWS, "norm": 2.0}), rng())
+    np.testing.assert_allclose(ds.teacher.W, [[1.2, 0.0, 1.6], [0.0, -2.0, 0.0]], rtol=1e-15)
+
+
+@pytest.mark.parametrize("teacher", [
+    {"width": 2, "a": [0.7, -1.2], "W": ROWS, "activation": "tanh"},
+    {"width": 3, "a": "alternating", "W": "orthonormal", "norm": 2.0},
+    {"width": 5, "a": "random_sign", "norm": 0.5, "activation": "erf"},
+], ids=["explicit", "alternating-orthonormal", "random_sign"])
+def test_labels_are_the_teachers_outputs(teacher):
+    ds = make_dataset(spec("teacher_student", teacher=teacher, inputs="unit_sphere", noise=0.0), rng())
+    t, sigma = ds.teacher, NUMPY_ACTIVATIONS[ds.teacher.activation]
+    for X, y in ((ds.X_train, ds.y_train), (ds.X_test, ds.y_test)):
+        np.testing.assert_allclose(y, sigma(X @ t.W.T) @ t.a, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("teacher, words", [
+    ({"a": [1.0, 2.0]}, "data.teacher.a: 2 numbers for a teacher of width 3"),
+    ({"a": "equals"}, "unknown rule 'equals'; expected one of equal, alternating, random_sign"),
+    ({"a": [1.0, "x", 2.0]}, "data.teacher.a: expected one of equal, alternating, random_sign, or a list"),
+    ({"W": "identity"}, "unknown rule 'identity'; expected one of random, orthonormal"),
+    ({"W": [1.0, 2.0, 3.0]}, "data.teacher.W: expected one of random, orthonormal, or a list of width rows"),
+    ({"W": [[1.0, 0.0], [0.0, 1.0]]}, "data.teacher.W: 2 rows for a teacher of width 3"),
+    ({"W": [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0, 1.0]]}, "data.teacher.W: rows of 2 and 3 numbers, and data.dim is 2"),
+    ({"W": [[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]]}, "data.teacher.W: row 1 is all zeros"),
+    ({"W": "orthonormal"}, "data.teacher.W: orthonormal needs width <= dim: 3 orthonormal rows do not fit in dimension 2"),
+    ({"norm": 0.0}, "data.teacher.norm: Input should be greater than 0"),
+])
+def test_bad_teacher_values_are_refused_naming_the_key(teacher, words):
+    with pytest.raises(UsageError, match=re.escape(words)):
+        load_scenario({"name": "t", "data": {"dim": 2, "teacher": {"width": 3, **teacher}}, "runs": {"r": "mean_field"}})
+
+
+# ------------------------------------------------- data seed, teacher in a simulation
+SMALL = {"name": "d", "seed": 3, "data": {"dim": 3, "n_train": 20, "n_test": 10, "teacher": {"width": 2}},
+         "model": {"width": 8}, "runs": {"rich": "mean_field"},
+         "train": {"t_end": 0.1, "integrator": {"method": "euler", "dt": 0.1}},
+         "record": {"every": 0.1, "dtype": "float64"}}
+
+
+def simulated(changes=None, base=SMALL):
+    """(data, initial particles a and W) of the small scenario with ``changes`` made."""
+    import meanfield as mf
+
+    with mf.simulate(mf.load_scenario(base, changes or {})) as trajectory:
+        first = trajectory["rich"].frame(0)
+        return trajectory.data, first.a, first.W
+
+
+def same_data(one, other):
+    return all(np.array_equal(getattr(one, key), getattr(other, key))
+               for key in ("X_train", "y_train", "X_test", "y_test")) and \
+        np.array_equal(one.teacher.a, other.teacher.a) and np.array_equal(one.teacher.W, other.teacher.W)
+
+
+def test_data_seed_fixes_the_data_while_seed_varies_the_particles():
+    default, a0, W0 = simulated()
+    reference = make_dataset(DataSpec(**SMALL["data"]), stream(3))  # SeedSequence([seed, 0])
+    assert same_data(default, reference)
+    same, a, W = simulated({"data.seed": 3})  # data.seed == seed: the data of today, exactly
+    assert same_data(same, default) and np.array_equal(a, a0) and np.array_equal(W, W0)
+    kept, a, W = simulated({"seed": 4, "data.seed": 3})  # another seed: other particles, same data
+    assert same_data(kept, default)
+    assert not np.array_equal(a, a0) and not np.array_equal(W, W0)
+    moved, a, W = simulated({"data.seed": 9})  # another data seed: other data, same particles
+    assert same_data(moved, make_dataset(DataSpec(**SMALL["data"]), stream(9)))
+    assert not np.array_equal(moved.X_train, default.X_train) and not np.array_equal(moved.teacher.W, default.teacher.W)
+    assert np.array_equal(a, a0) and np.array_equal(W, W0)
+
+
+def test_random_signs_follow_the_data_seed_not_the_seed():
+    width = {"data.teacher.width": 40, "data.teacher.a": "random_sign"}
+    signs = {(seed, data_seed): simulated({**width, "seed": seed, "data.seed": data_seed})[0].teacher.a
+             for seed, data_seed in ((0, 5), (1, 5), (0, 6))}
+    np.testing.assert_array_equal(signs[0, 5], signs[1, 5])
+    assert not np.array_equal(signs[0, 5], signs[0, 6])
+
+
+def test_the_file_stores_the_teacher_the_labels_came_from(tmp_path):
+    import meanfield as mf
+
+    changes = {"data.inputs": "unit_sphere", "data.teacher": {"width": 3, "a": "alternating", "W": "orthonormal",
+                                                              "norm": 2.0, "activation": "tanh"}}
+    mf.simulate(mf.load_scenario(SMALL, changes), tmp_path / "t.h5").close()
+    with mf.open(tmp_path / "t.h5") as trajectory:
+        data, t = trajectory.data, trajectory.teacher
+    np.testing.assert_array_equal(t.a, [1.0, -1.0, 1.0])
+    np.testing.assert_allclose(t.W @ t.W.T, 4.0 * np.eye(3), atol=1e-13)
+    assert t.activation == "tanh"
+    for X, y in ((data.X_train, data.y_train), (data.X_test, data.y_test)):
+        np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-12)
+        np.testing.assert_allclose(y, np.tanh(X @ t.W.T) @ t.a, rtol=1e-12, atol=1e-13)
+
+
+def test_population_risk_uses_the_scenarios_teacher():
+    """The risk at t = 0 of a population run with an explicit, rescaled teacher against a
+    Monte Carlo estimate of (c/2) E[(f - f*)^2] with that teacher, written here."""
+    from reference_population import mc_risk
+
+    import meanfield as mf
+    from meanfield.parameterization import resolve
+
+    rows, norm, a_star = np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 2.0]]), 1.5, np.array([1.5, -0.5])
+    scenario = mf.load_scenario(SMALL, {"data.population": True, "data.teacher": {
+        "width": 2, "a": a_star.tolist(), "W": rows.tolist(), "norm": norm}})
+    with mf.simulate(scenario) as trajectory:
+        t, first = trajectory.teacher, trajectory["rich"].frame(0)
+        risk0 = trajectory["rich"].series("risk").value[0]
+    W_star = norm * rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    np.testing.assert_array_equal(t.a, a_star)
+    np.testing.assert_allclose(t.W, W_star, rtol=1e-15)
+    r = resolve(scenario.runs["rich"].parameterization, scenario.model, 3)
+    X = np.random.default_rng(11).standard_normal((400_000, 3))
+    mean, se = mc_risk(first.a, first.W, a_star, W_star, X, r.s, "relu", "relu", r.loss_scale)
+    assert abs(risk0 - mean) < 5 * se, (risk0, mean, se)
+    default_teacher = mc_risk(first.a, first.W, np.full(2, 0.5), W_star / norm, X, r.s, "relu", "relu", r.loss_scale)[0]
+    assert abs(risk0 - default_teacher) > 50 * se  # the test tells the teachers apart
+
+
+def test_dry_run_names_the_data_seed_and_the_teacher_rules():
+    import meanfield as mf
+
+    plain = mf.plan(mf.load_scenario(SMALL)).describe()
+    assert "data:" not in plain
+    shown = mf.plan(mf.load_scenario(SMALL, {"data.seed": 7, "data.inputs": "unit_sphere", "data.teacher": {
+        "width": 2, "a": "random_sign", "W": "orthonormal", "norm": 0.5}})).describe()
+    assert ("data: seed 7 (the particles and the runs' noise: seed 3); inputs unit_sphere; "
+            "teacher a random_sign, W orthonormal, norm 0.5") in shown
+    given = mf.plan(mf.load_scenario(SMALL, {"data.teacher": {"width": 2, "a": [1, 2], "W": ROWS}})).describe()
+    assert "data: teacher a given (2 numbers), W given (2 rows)" in given
 
 
 # -------------------------------------------------------------- classification

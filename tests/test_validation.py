@@ -77,6 +77,34 @@ CASES = [
                  ["record.every=1e-3"], id="every-tiny"),
     pytest.param(["record.every=.inf"], "record.every: must be a finite number, not inf", ["record.every=1e9"],
                  id="every-inf"),
+    pytest.param(["data.seed=-1"], "data.seed: Input should be greater than or equal to 0", ["data.seed=12"],
+                 id="data-seed-negative"),
+    pytest.param(["data.inputs=unit"], "data.inputs: Input should be 'gaussian', 'sphere' or 'unit_sphere'",
+                 ["data.inputs=unit_sphere"], id="inputs-unknown"),
+    pytest.param(["data.population=true", "data.inputs=unit_sphere"],
+                 "data.population needs task: teacher_student with inputs: gaussian",
+                 ["data.population=true", "data.teacher={a: alternating, W: orthonormal, norm: 2}"],
+                 id="population-unit-sphere"),
+    pytest.param(["data.teacher.a=[1, 2]"], "(--set data.teacher.a): data.teacher.a: 2 numbers for a teacher of "
+                 "width 3: give one output weight per neuron", ["data.teacher.a=[1, -2, 0.5]"], id="teacher-a-length"),
+    pytest.param(["data.teacher.a=equals"], "data.teacher.a: unknown rule 'equals'; expected one of equal, "
+                 "alternating, random_sign, or a list of width numbers", ["data.teacher.a=random_sign"],
+                 id="teacher-a-rule"),
+    pytest.param(["data.teacher.W=orthonormal", "data.teacher.width=4"], "data.teacher.W: orthonormal needs "
+                 "width <= dim: 4 orthonormal rows do not fit in dimension 3", ["data.teacher.W=orthonormal"],
+                 id="teacher-orthonormal-too-wide"),
+    pytest.param(["data.teacher.W=[[1, 0, 0], [0, 0, 0], [0, 1, 0]]"], "data.teacher.W: row 1 is all zeros",
+                 ["data.teacher.W=[[1, 0, 0], [0, 0, 1], [0, 1, 0]]"], id="teacher-W-zero-row"),
+    pytest.param(["data.teacher.W=[[1, 0], [0, 1], [1, 1]]"], "data.teacher.W: rows of 2 numbers, and data.dim is 3",
+                 ["data.teacher.W=[[1, 0], [0, 1], [1, 1]]", "data.dim=2"], id="teacher-W-dim"),
+    pytest.param(["data.teacher.W=identity"], "data.teacher.W: unknown rule 'identity'; expected one of random, "
+                 "orthonormal, or a list of width rows of dim numbers", ["data.teacher.W=random"],
+                 id="teacher-W-rule"),
+    pytest.param(["data.teacher.norm=-1"], "data.teacher.norm: Input should be greater than 0",
+                 ["data.teacher.norm=3"], id="teacher-norm"),
+    pytest.param(["data.task=single_index", "data.teacher.a=alternating"],
+                 "data.teacher is a key of task teacher_student, not of 'single_index'",
+                 ["data.task=single_index", "data.inputs=unit_sphere"], id="teacher-on-single-index"),
     pytest.param(["train.integrator.dt=.inf"], "train.integrator.dt: must be a finite number, not inf",
                  ["train.integrator.dt=10"], id="dt-inf"),
     pytest.param(["train.stop_loss=.nan"], "train.stop_loss: must be a finite number, not nan",
@@ -180,6 +208,21 @@ def test_a_non_finite_number_in_the_file_is_named_by_its_line(tmp_path):
     result = CliRunner().invoke(main, ["-q", "simulate", str(path), "--dry-run"])
     assert result.exit_code == 2
     assert result.output.strip() == f"Error: {path}:5: train.t_end: must be a finite number, not inf"
+
+
+@pytest.mark.parametrize("line, key, words", [
+    ("    a: [1, 2]", "a", "2 numbers for a teacher of width 3"),
+    ("    W: [[1, 0, 0], [0, 0, 0], [0, 1, 0]]", "W", "row 1 is all zeros"),
+    ("    W: orthonormal\n    width: 4", "W", "orthonormal needs width <= dim"),
+    ("    a: alternate", "a", "unknown rule 'alternate'"),
+])
+def test_a_bad_teacher_key_in_the_file_is_named_by_its_line(tmp_path, line, key, words):
+    path = tmp_path / "v.yaml"
+    path.write_text(BASE.replace("data: {task: teacher_student, dim: 3}\n",
+                                 f"data:\n  dim: 3\n  teacher:\n    activation: relu\n{line}\n"))
+    result = CliRunner().invoke(main, ["-q", "simulate", str(path), "--dry-run"])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {path}:6: data.teacher.{key}: {words}"), result.output
 
 
 @pytest.mark.parametrize("runs, noted", [("{rich: mean_field}", True), ("{k: {solver: ntk}}", False)])

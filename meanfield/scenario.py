@@ -556,6 +556,15 @@ class Scenario(Strict):
         """The scenario with every default filled in: what is stored with the run."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+    def describes_stored(self, text: str) -> bool:
+        """Whether ``text``, the resolved scenario a file stores, is this scenario: equal once
+        both are validated, so a file written before a key existed matches at that key's default."""
+        try:
+            stored = Scenario.model_validate(load_yaml(text))
+        except (yaml.YAMLError, ValidationError, TypeError):
+            return False
+        return stored.model_dump() == self.model_dump()
+
     def replace(self, changes: typing.Optional[typing.Mapping[str, Any]] = None, /, **keys) -> Scenario:
         """A new scenario with ``changes`` made, validated as ``--set`` validates: a mapping
         of dotted keys to values (``{"model.width": 4096, "runs.ntk": None}``: None removes

@@ -423,11 +423,11 @@ def _open_output(scenario: Scenario, output, data, estimated_bytes: float, *, re
     if resume:
         if existing is None:
             raise UsageError(f"--resume: {output} does not exist (run without --resume first)")
-        trajectory = storage.open_for_resume(output, scenario_yaml=yaml_text)
+        trajectory = storage.open_for_resume(output, same_scenario=scenario.describes_stored)
         _check_room(output, estimated_bytes - existing)
         return trajectory
     if existing is not None:
-        _refuse_to_replace(output, overwrite, yaml_text)
+        _refuse_to_replace(output, overwrite, scenario)
     if output is not None:
         _check_room(output, estimated_bytes - (existing or 0))  # a replaced file's space comes back
     trajectory = storage.create(output, scenario_yaml=yaml_text, seed=scenario.seed)
@@ -438,12 +438,12 @@ def _open_output(scenario: Scenario, output, data, estimated_bytes: float, *, re
     return trajectory
 
 
-def _refuse_to_replace(output, overwrite: bool, yaml_text: str) -> None:
+def _refuse_to_replace(output, overwrite: bool, scenario: Scenario) -> None:
     """An existing file at the output path is replaced only with ``overwrite``, and only if
     it is one of our trajectories; the refusal says what the file holds and what to do."""
     try:
         with storage.open_trajectory(output) as existing:
-            same = existing.scenario_yaml == yaml_text
+            same = scenario.describes_stored(existing.scenario_yaml)
             finished = existing.complete
     except UsageError as exc:
         raise UsageError(f"refusing to overwrite {output}: {exc}") from None

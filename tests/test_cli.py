@@ -397,3 +397,19 @@ def test_an_existing_output_is_replaced_only_with_overwrite(tiny, tmp_path):
     assert result.exit_code == 0, result.output
     assert recorded(out, "rich", lambda run: run.t) == 2.0
     assert invoke("simulate", tiny, "-o", out, "--resume", "--overwrite").exit_code == 2
+
+
+def test_resume_accepts_a_file_written_before_a_key_existed(tiny, tmp_path):
+    # the file stores its resolved scenario; one written before data.seed existed lacks the key
+    out = tmp_path / "tiny.h5"
+    invoke("simulate", tiny, "-o", out)
+    with h5py.File(out, "r+") as h5:
+        stored = yaml.safe_load(h5["parameters"].attrs["scenario"])
+        del stored["data"]["seed"]
+        h5["parameters"].attrs["scenario"] = yaml.safe_dump(stored, sort_keys=False)
+    before = file_contents(out)
+    result = invoke("simulate", tiny, "-o", out, "--resume")
+    assert result.exit_code == 0, result.output
+    assert file_contents(out) == before  # every run already complete: nothing rewritten
+    result = invoke("simulate", tiny, "-o", out, "--resume", "--set", "data.seed=5")  # a value of its own differs
+    assert result.exit_code == 2 and "scenario differs" in result.output

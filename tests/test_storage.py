@@ -207,7 +207,7 @@ def test_checkpoint_round_trip_restores_state_and_random_stream(tmp_path):
     expected = gen.normal(size=5)
     tf.close()
 
-    with storage.open_for_resume(path, scenario_yaml=SCENARIO) as tf:
+    with storage.open_for_resume(path, same_scenario=lambda text: text == SCENARIO) as tf:
         checkpoint, frames = tf.run("rich").load_checkpoint()
     assert checkpoint.y.dtype == np.float64  # always full precision
     np.testing.assert_array_equal(checkpoint.y, state.astype(np.float32))
@@ -234,7 +234,7 @@ def test_checkpoint_is_overwritten_in_place_and_resized(tmp_path):
 def test_truncate_then_append_continues(tmp_path):
     path = tmp_path / "t.h5"
     make_file(path, frames=5)[0].close()
-    with storage.open_for_resume(path, scenario_yaml=SCENARIO) as tf:
+    with storage.open_for_resume(path, same_scenario=lambda text: text == SCENARIO) as tf:
         rich = tf.run("rich")
         assert rich.frames == 5
         rich.truncate(2)
@@ -273,8 +273,8 @@ def test_open_for_resume_refuses_a_different_scenario(tmp_path):
     path = tmp_path / "t.h5"
     make_file(path)[0].close()
     with pytest.raises(UsageError, match=re.escape(f"{path}: cannot resume, the scenario differs")):
-        storage.open_for_resume(path, scenario_yaml=SCENARIO + "# edited\n")
-    with storage.open_for_resume(path, scenario_yaml=SCENARIO) as tf:  # the file was left closed
+        storage.open_for_resume(path, same_scenario=lambda text: text == SCENARIO + "# edited\n")
+    with storage.open_for_resume(path, same_scenario=lambda text: text == SCENARIO) as tf:  # the file was left closed
         assert tf.runs == ["rich", "ntk"] and tf.run("rich").frames == 3
 
 
@@ -283,19 +283,19 @@ def test_open_for_resume_refuses_other_hdf5_files(tmp_path):
     with h5py.File(path, "w") as f:
         f["x"] = np.arange(3)
     with pytest.raises(UsageError, match=refusal(path, "no /h5md group")):
-        storage.open_for_resume(path, scenario_yaml=SCENARIO)
+        storage.open_for_resume(path, same_scenario=lambda text: text == SCENARIO)
     with h5py.File(path, "a") as f:  # H5MD, but not ours
         f.create_group("h5md")
         f.create_group("parameters")
     with pytest.raises(UsageError, match="format"):
-        storage.open_for_resume(path, scenario_yaml=SCENARIO)
+        storage.open_for_resume(path, same_scenario=lambda text: text == SCENARIO)
 
 
 def test_refuses_files_that_are_not_hdf5_or_missing(tmp_path):
     text = tmp_path / "notes.h5"
     text.write_text("not hdf5\n")
     with pytest.raises(UsageError, match=refusal(text, "not an HDF5 file")):
-        storage.open_for_resume(text, scenario_yaml=SCENARIO)
+        storage.open_for_resume(text, same_scenario=lambda text: text == SCENARIO)
     missing = tmp_path / "missing.h5"
     with pytest.raises(UsageError, match=refusal(missing, "no such file")):
         storage.open_trajectory(missing)
@@ -356,7 +356,7 @@ def test_file_stays_readable_when_the_writer_dies_and_while_it_writes(tmp_path):
         assert run.status == "running"
         np.testing.assert_array_equal(run.particles()["amplitude"].values[:, 0], np.arange(7))
         np.testing.assert_array_equal(run.series("loss").value, 1.0 / np.arange(1, 8))
-    with storage.open_for_resume(path, scenario_yaml="x: 1\n") as tf:  # and can be resumed
+    with storage.open_for_resume(path, same_scenario=lambda text: text == "x: 1\n") as tf:  # and can be resumed
         assert tf.run("rich").frames == 7
 
 

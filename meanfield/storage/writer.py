@@ -6,7 +6,7 @@ import getpass
 import itertools
 import json
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import h5py
 import numpy as np
@@ -55,10 +55,11 @@ def create(path, *, scenario_yaml: str, seed: int, author: Optional[str] = None)
     return TrajectoryWriter(h5, in_memory=path is None)
 
 
-def open_for_resume(path, *, scenario_yaml: str) -> TrajectoryWriter:
-    """Open an existing trajectory file for writing, if it was made from this very scenario text."""
+def open_for_resume(path, *, same_scenario: Callable[[str], bool]) -> TrajectoryWriter:
+    """Open an existing trajectory file for writing, if ``same_scenario`` accepts the scenario
+    text it stores (the one that made it)."""
     h5 = layout.open_ours(path, "r+")
-    if h5["parameters"].attrs["scenario"] != scenario_yaml:
+    if not same_scenario(h5["parameters"].attrs["scenario"]):
         h5.close()
         raise UsageError(f"{os.fspath(path)}: cannot resume, the scenario differs from the one stored in the file")
     return TrajectoryWriter(h5)

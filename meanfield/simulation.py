@@ -18,10 +18,12 @@ import numpy as np
 
 from . import memory, storage
 from .diagnostics import rms_gap
+from .data import split_of
 from .errors import RunFailed, UsageError
 from .memory import FLOAT, Need, size_text
 from .parameterization import Resolved, resolve
 from .scenario import FIXED_STEP_METHODS, Scenario
+from .storage import layout
 from .storage.layout import FIT_MEASURES
 from .state import RunState
 from .threads import governor as thread_governor
@@ -96,6 +98,10 @@ class Plan:
         sc = self.scenario
         lines = [f"scenario {sc.name}: {len(sc.runs)} run(s), width {sc.model.width}, "
                  f"dim {sc.data.dim}, n_train {self.n_train}, n_test {self.n_test}"]
+        if sc.data.task == "file":
+            lines.append(f"  data: {split_of(sc.data)}")
+        if not sc.data.has_test_set and not sc.data.population:
+            lines.append(f"  {NO_TEST_SET}")
         for name, r in self.resolved.items():
             lines.append(f"  {name}: {r.preset}: s = {r.s:.4g}, eta_a = {r.eta_a:.4g}, eta_w = {r.eta_w:.4g}, "
                          f"a_std = {r.a_std:.4g}; predicted {r.regime.label}: {r.regime.reason}")
@@ -107,15 +113,20 @@ class Plan:
         return "\n".join(lines)
 
 
+NO_TEST_SET = f"{layout.NO_TEST_SET}; the particle runs track their kernel on the first record.probe_size training points"
+"""What a plan and a simulation say of data without a test set."""
+
+
 def reference_run(scenario: Scenario) -> Optional[str]:
     """The first ``ntk`` run: what every other run's predictions are compared with."""
     return next((name for name, run in scenario.runs.items() if run.solver == "ntk"), None)
 
 
 def records_gap(scenario: Scenario, name: str) -> bool:
-    """Every run but the reference itself records gap_ntk, when there is a reference (and data)."""
+    """Every run but the reference itself records gap_ntk, when there is a reference (and a
+    test set to compare the predictions on)."""
     reference = reference_run(scenario)
-    return reference is not None and name != reference and not scenario.data.population
+    return reference is not None and name != reference and scenario.data.has_test_set
 
 
 def recorded_measures(scenario: Scenario, name: str, n_test: int) -> dict[str, tuple]:
@@ -344,6 +355,8 @@ def _simulate(scenario: Scenario, output, *, resume: bool, overwrite: bool, log:
     the_plan = plan(scenario, in_memory=output is None)
     for note in the_plan.notes:
         log(note)
+    if not scenario.data.has_test_set and not scenario.data.population:
+        log(NO_TEST_SET)
     where = output or "memory"
     log(f"{where}: about {the_plan.estimated_bytes / 1e6:.3g} MB, {len(the_plan.times) + 1} snapshots per run "
         f"(every {the_plan.every:g})")
@@ -362,7 +375,7 @@ def _simulate(scenario: Scenario, output, *, resume: bool, overwrite: bool, log:
             for name, run in runs.items():
                 r = run.resolved
                 log(f"{name}: {run.solver}, {r.preset}, predicted {r.regime.label} ({r.regime.reason})")
-                collect = Reference(data.n_test) if name == reference else None
+                collect = Reference(data.n_test) if name == reference and scenario.data.has_test_set else None
                 gap = predictions if records_gap(scenario, name) else None
                 reports[name] = _execute(run, trajectory, resume, progress, collect, gap)
                 log(reports[name].line())

@@ -100,7 +100,7 @@ class Dataset:
     y_train: np.ndarray
     """[n_train]"""
     X_test: np.ndarray
-    """[n_test, d]"""
+    """[n_test, d] (n_test = 0: no test set, a ``file`` task with test_fraction 0)"""
     y_test: np.ndarray
     """[n_test]"""
     teacher: Optional[Teacher] = None

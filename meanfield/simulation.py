@@ -100,7 +100,7 @@ class Plan:
                  f"dim {sc.data.dim}, n_train {self.n_train}, n_test {self.n_test}"]
         if sc.data.task == "file":
             lines.append(f"  data: {split_of(sc.data)}")
-        if not sc.data.has_test_set and not sc.data.population:
+        if lacks_test_set(sc):
             lines.append(f"  {NO_TEST_SET}")
         for name, r in self.resolved.items():
             lines.append(f"  {name}: {r.preset}: s = {r.s:.4g}, eta_a = {r.eta_a:.4g}, eta_w = {r.eta_w:.4g}, "
@@ -115,6 +115,11 @@ class Plan:
 
 NO_TEST_SET = f"{layout.NO_TEST_SET}; the particle runs track their kernel on the first record.probe_size training points"
 """What a plan and a simulation say of data without a test set."""
+
+
+def lacks_test_set(scenario: Scenario) -> bool:
+    """Samples without a test set (a ``file`` task with data.test_fraction 0), not infinite data."""
+    return not (scenario.data.has_test_set or scenario.data.population)
 
 
 def reference_run(scenario: Scenario) -> Optional[str]:
@@ -355,7 +360,7 @@ def _simulate(scenario: Scenario, output, *, resume: bool, overwrite: bool, log:
     the_plan = plan(scenario, in_memory=output is None)
     for note in the_plan.notes:
         log(note)
-    if not scenario.data.has_test_set and not scenario.data.population:
+    if lacks_test_set(scenario):
         log(NO_TEST_SET)
     where = output or "memory"
     log(f"{where}: about {the_plan.estimated_bytes / 1e6:.3g} MB, {len(the_plan.times) + 1} snapshots per run "

@@ -38,9 +38,13 @@ Tasks (d = ``dim``, sigma_eps = ``noise``):
     (E|x|^2 = 2, as for Gaussian inputs); first arm y = +1.
 ``file``
     ``path`` is an .npz or .h5/.hdf5 file holding X [n, d] and y [n] (finite reals,
-    d = ``dim``). The samples are shuffled with rng and round(test_fraction * n) of them
-    are the test set (the schema refuses ``n_train``, ``n_test`` and ``noise`` here). A
-    relative path is taken from the current working directory.
+    d = ``dim``; the schema refuses ``n_train``, ``n_test`` and ``noise`` here). The test
+    set is chosen one of three ways (docs/design.md §5.2): the samples are shuffled with
+    rng and round(test_fraction * n) of them are the test set (test_fraction 0: none,
+    every sample trains); or ``test_indices`` name the test samples and the others train in
+    file order; or ``test_path`` is a second file of the same form that is the test set and
+    every sample of ``path`` trains. A relative path is taken from the current working
+    directory.
 
 For the classification tasks (gaussian_mixture and the pictures) ``noise`` is the standard
 deviation of Gaussian noise added to the *inputs* (labels stay +-1; for gaussian_mixture
@@ -98,7 +102,7 @@ class Dataset:
     y_train: np.ndarray
     """[n_train]"""
     X_test: np.ndarray
-    """[n_test, d]"""
+    """[n_test, d] (n_test = 0: no test set, a ``file`` task with test_fraction 0)"""
     y_test: np.ndarray
     """[n_test]"""
     teacher: Optional[Teacher] = None
@@ -298,25 +302,41 @@ def spirals(spec: DataSpec, rng: np.random.Generator) -> Dataset:
 
 # ----------------------------------------------------------------------------- files
 def from_file(spec: DataSpec, rng: np.random.Generator) -> Dataset:
-    """X [n, d] and y [n] from ``spec.path`` (.npz or .h5/.hdf5), shuffled with rng;
-    the first round(test_fraction * n) shuffled samples are the test set."""
-    path = Path(spec.path).expanduser()
-    X, y = _read_arrays(path)
-    _check_arrays(path, X, y, spec.dim)
-    n = X.shape[0]
-    _, n_test = _split_sizes(path, n, spec.test_fraction)
-    order = rng.permutation(n)
-    test, train = order[:n_test], order[n_test:]
+    """X [n, d] and y [n] from ``spec.path`` (.npz or .h5/.hdf5), split as :func:`split_of` says:
+    with ``test_path`` every sample trains (in file order) and that file is the test set;
+    with ``test_indices`` the test set is X[test_indices] (in their order) and the others
+    train, in file order; else the samples are shuffled with rng and the first
+    round(test_fraction * n) of them are the test set (none with test_fraction 0: every
+    sample trains, shuffled the same way). Only the random split draws from rng."""
+    source = data_source(spec)
+    X, y = _read_arrays(source)
+    _check_arrays(source, X, y, spec.dim)
+    if spec.test_path is not None:
+        test_source = data_source(spec, "test_path")
+        X_test, y_test = _read_arrays(test_source)
+        _check_arrays(test_source, X_test, y_test, spec.dim)
+        _split_sizes(spec, X.shape[0], X_test.shape[0])
+        return _frozen(X, y, X_test, y_test, None)
+    n_train, n_test = _split_sizes(spec, X.shape[0])
+    if spec.test_indices is not None:
+        test = np.asarray(spec.test_indices, dtype=np.intp)
+        train = np.setdiff1d(np.arange(X.shape[0]), test)  # sorted: file order
+    else:
+        order = rng.permutation(X.shape[0])
+        test, train = order[:n_test], order[n_test:]
     return _frozen(X[train], y[train], X[test], y[test], None)
 
 
 def check_source(spec: DataSpec, loss: str = "squared") -> tuple[int, int]:
     """(n_train, n_test) of the data ``spec`` describes, after checking what only the disk
-    knows: for the ``file`` task, that ``spec.path`` exists and holds X [n, dim] and y [n]
-    of real numbers, y finite, enough samples for data.test_fraction to leave a training
-    and a test set, and, for ``loss`` 'logistic', labels y = +-1. The inputs X are not
-    loaded (their shape and dtype come from the file's header; their finiteness is checked
-    when the data are built). Raises UsageError naming data.path, like :func:`make_dataset`.
+    knows: for the ``file`` task, that ``spec.path`` (and ``spec.test_path``, if given)
+    exists and holds X [n, dim] and y [n] of real numbers, y finite, and, for ``loss``
+    'logistic', labels y = +-1; that the split leaves a training set (and a test set, unless
+    test_fraction is 0): data.test_fraction's share rounds to at least one sample and leaves
+    one, data.test_indices are in range and not every sample. The inputs X are not loaded
+    (their shape and dtype come from the file's header; their finiteness is checked when
+    the data are built). Raises UsageError naming the key (data.path, data.test_path,
+    data.test_indices), like :func:`make_dataset`.
 
     Every other task is checked by the schema alone: its sizes are returned without
     touching the disk. The schema itself never reads the file (a resolved scenario is
@@ -324,12 +344,44 @@ def check_source(spec: DataSpec, loss: str = "squared") -> tuple[int, int]:
     """
     if spec.task != "file":
         return spec.n_train, spec.n_test
-    path = Path(spec.path).expanduser()
-    X, y = _read_arrays(path, inputs=False)
-    _check_arrays(path, X, y, spec.dim)
-    if loss == "logistic":
-        _check_labels(path, y)
-    return _split_sizes(path, y.shape[0], spec.test_fraction)
+    sizes = []
+    for key in ("path", "test_path") if spec.test_path is not None else ("path",):
+        source = data_source(spec, key)
+        X, y = _read_arrays(source, inputs=False)
+        _check_arrays(source, X, y, spec.dim)
+        if loss == "logistic":
+            _check_labels(source, y)
+        sizes.append(y.shape[0])
+    return _split_sizes(spec, *sizes)
+
+
+def split_of(spec: DataSpec) -> str:
+    """How a ``file`` task's samples are split, in words (what ``--dry-run`` shows)."""
+    if spec.test_path is not None:
+        return f"every sample of data.path trains (file order); the test set is data.test_path {spec.test_path}"
+    if spec.test_indices is not None:
+        return (f"the test set is the {len(spec.test_indices)} samples of data.test_indices; the others train "
+                "(file order)")
+    if spec.test_fraction == 0:
+        return "data.test_fraction 0: every sample trains (shuffled by the data seed); no test set"
+    return f"a random data.test_fraction {spec.test_fraction:g} of the samples is the test set (the data seed)"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A data file and the scenario key that names it (what every message about it starts with)."""
+
+    key: str
+    path: Path
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.path}"
+
+
+def data_source(spec: DataSpec, key: str = "path") -> Source:
+    """The file of ``data.<key>`` (path or test_path); a relative path is taken from the
+    current working directory."""
+    return Source(f"data.{key}", Path(getattr(spec, key)).expanduser())
 
 
 @dataclass(frozen=True)
@@ -344,62 +396,88 @@ class _Header:
         return len(self.shape)
 
 
-def _split_sizes(path: Path, n: int, test_fraction: float) -> tuple[int, int]:
-    """(n_train, n_test) of n samples with round(test_fraction * n) held out; both must be > 0."""
-    n_test = int(round(test_fraction * n))
-    if not 0 < n_test < n:
+def _split_sizes(spec: DataSpec, n: int, n_held: Optional[int] = None) -> tuple[int, int]:
+    """(n_train, n_test) of the n samples of data.path (and the n_held of data.test_path):
+    a training set of at least one sample, and a test set of at least one unless
+    test_fraction is 0."""
+    source = data_source(spec)
+    if spec.test_path is not None:
+        for where, count in ((source, n), (data_source(spec, "test_path"), n_held)):
+            if count == 0:
+                raise UsageError(f"{where}: holds no samples (X [0, d]); it needs at least one")
+        return n, n_held
+    if spec.test_indices is not None:
+        return _indices_sizes(spec.test_indices, source, n)
+    n_test = int(round(spec.test_fraction * n))
+    if n - n_test < 1 or (spec.test_fraction > 0 and n_test < 1):
+        no_test = " (data.test_fraction: 0 for no test set)" if n_test < 1 <= n else ""
         raise UsageError(
-            f"data.path {path}: {n} samples and data.test_fraction {test_fraction} leave "
-            f"{n_test} test and {n - n_test} training samples; both need at least one"
+            f"{source}: {n} samples and data.test_fraction {spec.test_fraction:g} leave "
+            f"{n_test} test and {n - n_test} training samples; both need at least one{no_test}"
         )
     return n - n_test, n_test
 
 
-def _check_labels(path: Path, y) -> None:
+def _indices_sizes(indices: list[int], source: Source, n: int) -> tuple[int, int]:
+    """(n_train, n_test) with the test set data.test_indices of the n samples: each in
+    range, and not every sample (the schema has checked they are integers >= 0, unique)."""
+    outside = [index for index in indices if index >= n]
+    if outside:
+        shown = ", ".join(map(str, outside[:5])) + (", ..." if len(outside) > 5 else "")
+        raise UsageError(f"data.test_indices: {shown} out of range: {source} holds {n} samples, "
+                         f"indices 0 to {n - 1}")
+    if len(indices) >= n:
+        raise UsageError(f"data.test_indices: names every one of the {n} samples of {source}: "
+                         "leave at least one to train on")
+    return n - len(indices), len(indices)
+
+
+def _check_labels(source: Source, y) -> None:
     """Logistic loss reads y as a class, +1 or -1."""
     other = np.unique(y[np.abs(np.asarray(y, dtype=np.float64)) != 1])
     if other.size:
         shown = ", ".join(f"{value:g}" for value in other[:3]) + (", ..." if other.size > 3 else "")
         raise UsageError(
-            f"data.path {path}: loss 'logistic' needs labels y = +1 or -1; y also holds {shown}: "
+            f"{source}: loss 'logistic' needs labels y = +1 or -1; y also holds {shown}: "
             "relabel the file or use loss: squared"
         )
 
 
-def _read_arrays(path: Path, inputs: bool = True) -> tuple[np.ndarray | _Header, np.ndarray]:
+def _read_arrays(source: Source, inputs: bool = True) -> tuple[np.ndarray | _Header, np.ndarray]:
     """X and y; with ``inputs=False`` X is only its _Header."""
+    path = source.path
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         raise UsageError(
-            f"data.path {path}: unknown file type {path.suffix or '(none)'!r}; "
+            f"{source}: unknown file type {path.suffix or '(none)'!r}; "
             "use an .npz or .h5/.hdf5 file holding X [n, d] and y [n]"
         )
     if not path.is_file():
-        raise UsageError(f"data.path {path}: no such file (an {suffix} file holding X and y)")
+        raise UsageError(f"{source}: no such file (an {suffix} file holding X and y)")
     reader = _read_npz if suffix == ".npz" else _read_h5
-    return reader(path, inputs)
+    return reader(source, inputs)
 
 
-def _read_npz(path: Path, inputs: bool = True) -> tuple[np.ndarray | _Header, np.ndarray]:
-    _check_npz_magic(path)
+def _read_npz(source: Source, inputs: bool = True) -> tuple[np.ndarray | _Header, np.ndarray]:
+    _check_npz_magic(source)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            _check_keys(path, archive.files)
-            return (archive["X"] if inputs else _npz_header(path, archive, "X")), archive["y"]
+        with np.load(source.path, allow_pickle=False) as archive:
+            _check_keys(source, archive.files)
+            return (archive["X"] if inputs else _npz_header(source, archive, "X")), archive["y"]
     except UsageError:
         raise
     except ValueError as exc:
         if "allow_pickle" in str(exc):
-            raise _pickled(path) from None
-        raise UsageError(f"data.path {path}: not a readable .npz archive ({exc})") from None
+            raise _pickled(source) from None
+        raise UsageError(f"{source}: not a readable .npz archive ({exc})") from None
     except Exception as exc:  # OSError, EOFError, zipfile.BadZipFile, ...
-        raise UsageError(f"data.path {path}: not a readable .npz archive ({exc})") from None
+        raise UsageError(f"{source}: not a readable .npz archive ({exc})") from None
 
 
 NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def _npz_header(path: Path, archive, key: str) -> np.ndarray | _Header:
+def _npz_header(source: Source, archive, key: str) -> np.ndarray | _Header:
     """The shape and dtype of ``key`` from its .npy header in the archive, without its values
     (a member of another .npy version, or not an .npy, is read as np.load reads it)."""
     member = f"{key}.npy"
@@ -412,89 +490,87 @@ def _npz_header(path: Path, archive, key: str) -> np.ndarray | _Header:
             if version in NPY_HEADER_READERS:
                 shape, _, dtype = NPY_HEADER_READERS[version](stream)
                 if dtype.hasobject:
-                    raise _pickled(path)
+                    raise _pickled(source)
                 return _Header(tuple(shape), dtype)
     return archive[key]
 
 
-def _pickled(path: Path) -> UsageError:
+def _pickled(source: Source) -> UsageError:
     return UsageError(
-        f"data.path {path}: holds pickled Python objects (an object array), which are "
+        f"{source}: holds pickled Python objects (an object array), which are "
         "never loaded (they can run code); save X and y as plain numeric arrays"
     )
 
 
-def _check_npz_magic(path: Path) -> None:
+def _check_npz_magic(source: Source) -> None:
     """Refuse what np.load would not read as an .npz archive (an .npy array, a pickle, text)."""
     try:
-        with open(path, "rb") as f:
+        with open(source.path, "rb") as f:
             head = f.read(6)
     except OSError as exc:
-        raise UsageError(f"data.path {path}: cannot read the file ({exc.strerror})") from None
+        raise UsageError(f"{source}: cannot read the file ({exc.strerror})") from None
     if head == b"\x93NUMPY":
         raise UsageError(
-            f"data.path {path}: a single .npy array, not an .npz archive; "
+            f"{source}: a single .npy array, not an .npz archive; "
             "save X and y with numpy.savez(path, X=X, y=y)"
         )
     if not head.startswith(b"PK"):
         raise UsageError(
-            f"data.path {path}: not a readable .npz archive (expected the zip file that "
+            f"{source}: not a readable .npz archive (expected the zip file that "
             "numpy.savez(path, X=X, y=y) writes)"
         )
 
 
-def _read_h5(path: Path, inputs: bool = True) -> tuple[np.ndarray | _Header, np.ndarray]:
+def _read_h5(source: Source, inputs: bool = True) -> tuple[np.ndarray | _Header, np.ndarray]:
     import h5py
 
     try:
-        with h5py.File(path, "r") as f:
-            _check_keys(path, list(f.keys()))
+        with h5py.File(source.path, "r") as f:
+            _check_keys(source, list(f.keys()))
             for key in ("X", "y"):
                 if not isinstance(f[key], h5py.Dataset):
-                    raise UsageError(f"data.path {path}: {key!r} is a group, expected a dataset")
+                    raise UsageError(f"{source}: {key!r} is a group, expected a dataset")
             X = f["X"][()] if inputs else _Header(f["X"].shape, f["X"].dtype)
             return X, f["y"][()]
     except UsageError:
         raise
     except Exception as exc:  # h5py raises OSError, but also KeyError/TypeError on odd files
-        raise UsageError(f"data.path {path}: not a readable HDF5 file ({exc})") from None
+        raise UsageError(f"{source}: not a readable HDF5 file ({exc})") from None
 
 
-def _check_keys(path: Path, keys) -> None:
+def _check_keys(source: Source, keys) -> None:
     missing = [key for key in ("X", "y") if key not in keys]
     if missing:
         raise UsageError(
-            f"data.path {path}: missing {' and '.join(missing)}; the file must hold "
+            f"{source}: missing {' and '.join(missing)}; the file must hold "
             f"X [n, d] and y [n] (found: {', '.join(sorted(keys)) or 'nothing'})"
         )
 
 
-def _check_arrays(path: Path, X, y, dim: int) -> None:
+def _check_arrays(source: Source, X, y, dim: int) -> None:
     """X [n, dim] and y [n] of finite real numbers (X's values unchecked when it is a _Header)."""
     X = X if isinstance(X, _Header) else np.asarray(X)
     y = np.asarray(y)
     for key, value in (("X", X), ("y", y)):
         if value.dtype.kind not in "biuf":
-            raise UsageError(f"data.path {path}: {key} has dtype {value.dtype}; expected real numbers")
+            raise UsageError(f"{source}: {key} has dtype {value.dtype}; expected real numbers")
     if X.ndim != 2:
-        raise UsageError(f"data.path {path}: X has shape {X.shape}; expected 2-D [n, d]")
+        raise UsageError(f"{source}: X has shape {X.shape}; expected 2-D [n, d]")
     if y.ndim != 1:
-        raise UsageError(f"data.path {path}: y has shape {y.shape}; expected 1-D [n]")
+        raise UsageError(f"{source}: y has shape {y.shape}; expected 1-D [n]")
     if X.shape[0] != y.shape[0]:
         raise UsageError(
-            f"data.path {path}: X has {X.shape[0]} samples but y has {y.shape[0]}; they must match"
+            f"{source}: X has {X.shape[0]} samples but y has {y.shape[0]}; they must match"
         )
     for key, value in (("X", X), ("y", y)):
         if isinstance(value, _Header):
             continue
         bad = np.size(value) - np.count_nonzero(np.isfinite(value))
         if bad:
-            raise UsageError(f"data.path {path}: {key} has {bad} non-finite values (nan or inf)")
+            raise UsageError(f"{source}: {key} has {bad} non-finite values (nan or inf)")
     if X.shape[1] != dim:
-        raise UsageError(
-            f"data.path {path}: X has {X.shape[1]} features but data.dim is {dim}; "
-            f"set data.dim: {X.shape[1]}"
-        )
+        fix = f"set data.dim: {X.shape[1]}" if source.key == "data.path" else "the test set needs data.path's dim"
+        raise UsageError(f"{source}: X has {X.shape[1]} features but data.dim is {dim}; {fix}")
 
 
 TASKS: dict[str, Callable[[DataSpec, np.random.Generator], Dataset]] = {

@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import UsageError
 from .storage import Series, Trajectory, open_trajectory
+from .storage.layout import lacks_test_set
 
 FORMATS = (".png", ".pdf", ".svg")
 """The suffixes of the figure files we write; matplotlib picks the format from the suffix."""
@@ -56,8 +57,13 @@ def save_figure(fig, path) -> Path:
     return path
 
 
+FIT_TITLE = "loss (train solid, test dashed) or population risk"
+"""The title of the loss curves; FIT_TITLE_NO_TEST where the data have no test set."""
+
+FIT_TITLE_NO_TEST = "training loss (no test set)"
+
 PANELS = (
-    ("fit", "loss (train solid, test dashed) or population risk"),
+    ("fit", FIT_TITLE),
     ("displacement_w", "relative displacement |W(t) - W(0)| / |W(0)|"),
     ("kernel_distance", "kernel distance 1 - cos(K(0), K(t))"),
     ("gap_ntk", "gap to the ntk run (rms over the test set)"),
@@ -78,6 +84,11 @@ def run_colors(names) -> dict[str, str]:
 def fit_series(run) -> dict[str, Series]:
     """The fit measures of a run that it records: loss_train and loss_test, or risk."""
     return {measure: run.series(measure) for measure in FIT_STYLES if measure in run.measures}
+
+
+def fit_title(trajectory: Trajectory) -> str:
+    """The title of the loss curves of ``trajectory``: without a test set, only the training loss is drawn."""
+    return FIT_TITLE_NO_TEST if lacks_test_set(trajectory.h5) else FIT_TITLE
 
 
 def draw_losses(ax, trajectory: Trajectory, runs, colors, *, log_time: bool = False) -> dict:
@@ -136,7 +147,7 @@ def figure_of_measures(trajectory: Trajectory):
                     ax.plot(*positive(run.series(measure), log_time=True), color=colors[name], lw=1.4, label=name)
             ax.set_yscale("log")
         ax.set_xscale("log")
-        ax.set_title(title, fontsize="medium")
+        ax.set_title(fit_title(trajectory) if measure == "fit" else title, fontsize="medium")
         ax.set_xlabel("model time t")
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes[len(panels):]:

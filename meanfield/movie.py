@@ -39,8 +39,9 @@ import numpy as np
 from solvers.catalog import HOMOGENEITY
 
 from .errors import UsageError
-from .figures import draw_losses, run_colors
+from .figures import FIT_TITLE_NO_TEST, draw_losses, run_colors
 from .storage import Frame, Series, Trajectory, open_trajectory
+from .storage.layout import lacks_test_set
 
 PARTICLE_SOLVERS = ("particles", "tangent")
 PROJECTIONS = ("auto", "first2", "teacher", "pca")
@@ -340,7 +341,9 @@ class MovieFigure:
         ax.set_xlabel("model time t")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small", loc="upper right", ncols=min(len(contents.runs), 3))
-        ax.set_title("train (solid) and test (dashed) loss, or population risk", fontsize="small")
+        no_test = lacks_test_set(trajectory.h5)
+        ax.set_title(FIT_TITLE_NO_TEST if no_test else "train (solid) and test (dashed) loss, or population risk",
+                     fontsize="small")
 
     def _legend(self, projection, contents):
         from matplotlib.lines import Line2D

@@ -134,8 +134,11 @@ class RunInputs:
 
     @property
     def probe(self) -> tuple[np.ndarray, np.ndarray]:
-        """The test points (and labels) on which a particle run's kernel is tracked."""
+        """The points (and labels) on which a particle run's kernel is tracked: the first
+        probe_size test points, or training points when there is no test set."""
         size = self.scenario.record.probe_size
+        if not self.data.n_test:
+            return self.data.X_train[:size], self.data.y_train[:size]
         return self.data.X_test[:size], self.data.y_test[:size]
 
 
@@ -233,16 +236,22 @@ class ExactRun(Run):
 
 # ----------------------------------------------------------------------------- measures shared by kinds
 def fit_on_data(f_train, f_test, data: Dataset, loss: int) -> dict:
-    """loss_train and loss_test, (1/n) sum_k loss(f_k, y_k) on each set, and f_test."""
-    return {"loss_train": dg.mean_loss(f_train, data.y_train, loss),
-            "loss_test": dg.mean_loss(f_test, data.y_test, loss), "f_test": f_test}
+    """loss_train and loss_test, (1/n) sum_k loss(f_k, y_k) on each set, and f_test
+    (loss_train alone without a test set)."""
+    fit = {"loss_train": dg.mean_loss(f_train, data.y_train, loss)}
+    if data.n_test:
+        fit.update(loss_test=dg.mean_loss(f_test, data.y_test, loss), f_test=f_test)
+    return fit
 
 
 def fit_shapes(scenario: Scenario, n_test: int) -> dict[str, tuple]:
-    """The fit measures: the population risk with infinite data, else the losses and f_test."""
+    """The fit measures: the population risk with infinite data, else the losses and f_test
+    on n_test test points (loss_train alone without a test set: data.test_fraction 0)."""
     if scenario.data.population:
         return {"risk": ()}
-    return {"loss_train": (), "loss_test": (), "f_test": (n_test or scenario.data.n_test,)}
+    if not scenario.data.has_test_set:
+        return {"loss_train": ()}
+    return {"loss_train": (), "loss_test": (), "f_test": (n_test,)}
 
 
 class ParticleMeasures:
@@ -330,7 +339,7 @@ class ParticleRun(Run):
                  Need("the initial particles", FLOAT * cls.particle_values(scenario), "model.width"),
                  Need(f"the Wasserstein-2 transport of {k} particles", 6 * FLOAT * k * k, "record.w2_particles")]
         if cls.tracks_kernel and not scenario.data.population:
-            p = min(scenario.record.probe_size, n_test)
+            p = min(scenario.record.probe_size, n_test or n_train)
             needs.append(Need("the probe-set kernel", kernel_build(p, p, m) + FLOAT * p * p, "record.probe_size"))
         return needs
 
@@ -524,7 +533,7 @@ class TangentOnPopulation(ParticleRun, ExactRun):
 # ----------------------------------------------------------------------------- kernel flows
 class KernelFlow(Run):
     """Kernel gradient flow in function space (the ``ntk`` solver), on train and test points
-    at once: the state is y = [f(X_train), f(X_test)],
+    at once: the state is y = [f(X_train), f(X_test)] (f(X_train) alone without a test set),
     df/dt = -(1/n) K(., X_train) l'(f(X_train), y), with the learning-rate weighted NTK K."""
 
     solver = "ntk"

@@ -14,6 +14,7 @@ import copy
 import math
 import re
 import typing
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -166,8 +167,11 @@ REGRESSION_TASKS = ("teacher_student", "single_index")
 
 TASK_KEYS = {"teacher": ("teacher_student",), "population": ("teacher_student",), "degree": ("single_index",),
              "delta": ("gaussian_mixture",), "path": ("file",), "test_fraction": ("file",),
-             "inputs": REGRESSION_TASKS}
+             "test_path": ("file",), "test_indices": ("file",), "inputs": REGRESSION_TASKS}
 """The data keys that only some tasks read (the classification tasks draw their own inputs)."""
+
+HELD_OUT = 0.25
+"""file: data.test_fraction's default, the share of the samples held out at random."""
 
 FILE_IGNORES = ("n_train", "n_test", "noise")
 """The data keys of every task but ``file``, whose samples are those of its file, split by test_fraction."""
@@ -191,8 +195,15 @@ class DataSpec(Strict):
     """gaussian_mixture: class +-1 has x ~ N(0, (1 +- delta)^2 I)."""
     path: Optional[str] = None
     """file: an .npz or .h5 file holding X [n, d] and y [n]."""
-    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
-    """file: the share of the file's samples held out as the test set."""
+    test_fraction: float = Field(HELD_OUT, ge=0.0, lt=1.0)
+    """file: the share of the file's samples held out at random as the test set; 0: every
+    sample trains and there is no test set (nothing measured on one is recorded)."""
+    test_path: Optional[str] = None
+    """file: a second file (the same format and dim) that is the test set; every sample of
+    ``path`` trains (no test_fraction then)."""
+    test_indices: Optional[list[Annotated[int, Field(strict=True, ge=0)]]] = None
+    """file: the 0-based indices of the file's samples that are the test set (in this order);
+    the others train, in file order (no test_fraction or test_path then)."""
     population: bool = False
     """teacher_student with Gaussian inputs: train on the exact population risk (infinite data)."""
 
@@ -203,6 +214,45 @@ class DataSpec(Strict):
         if "dim" in info.data:  # else already an error of its own
             teacher.check_dim(info.data["dim"])
         return teacher
+    @field_validator("test_path")
+    @classmethod
+    def _test_path_alone(cls, test_path, info: ValidationInfo):
+        """The test set is chosen one way: data.test_path takes the place of a random
+        data.test_fraction (whose default 0.25 counts as unset)."""
+        fraction = info.data.get("test_fraction", HELD_OUT)
+        if test_path is not None and fraction != HELD_OUT:
+            raise ValueError(f"data.test_fraction {fraction:g} and data.test_path conflict: the test set is the file "
+                             "data.test_path and every sample of data.path trains; remove data.test_fraction")
+        return test_path
+
+    @field_validator("test_indices")
+    @classmethod
+    def _test_indices_alone_and_unique(cls, indices, info: ValidationInfo):
+        """Each index once, and the test set chosen one way (see _test_path_alone)."""
+        if indices is None:
+            return indices
+        if not indices:
+            raise ValueError("no index: give the indices of at least one sample (for no test set, data.test_fraction: 0)")
+        if info.data.get("test_path") is not None:
+            raise ValueError("data.test_path and data.test_indices both choose the test set: give one of them")
+        fraction = info.data.get("test_fraction", HELD_OUT)
+        if fraction != HELD_OUT:
+            raise ValueError(f"data.test_fraction {fraction:g} and data.test_indices conflict: both choose the "
+                             "test set; give one of them")
+        repeated = sorted(index for index, count in Counter(indices).items() if count > 1)
+        if repeated:
+            raise ValueError(f"{'indices' if len(repeated) > 1 else 'index'} {', '.join(map(str, repeated[:5]))} "
+                             "given more than once: each sample of the test set once")
+        return indices
+
+    @property
+    def has_test_set(self) -> bool:
+        """Whether the runs have a test set: every task on samples but ``file`` with
+        test_fraction 0 (and no test_path or test_indices); never in population mode."""
+        if self.population:
+            return False
+        return not (self.task == "file" and self.test_fraction == 0 and self.test_path is None
+                    and self.test_indices is None)
 
     @model_validator(mode="after")
     def _task_requirements(self):

@@ -18,10 +18,12 @@ import numpy as np
 
 from . import memory, storage
 from .diagnostics import rms_gap
+from .data import split_of
 from .errors import RunFailed, UsageError
 from .memory import FLOAT, Need, size_text
 from .parameterization import Resolved, resolve
 from .scenario import FIXED_STEP_METHODS, REGRESSION_TASKS, Scenario
+from .storage import layout
 from .storage.layout import FIT_MEASURES
 from .state import RunState
 from .threads import governor as thread_governor
@@ -99,6 +101,10 @@ class Plan:
         data = data_description(sc)
         if data:
             lines.append(f"  data: {data}")
+        if sc.data.task == "file":
+            lines.append(f"  data: {split_of(sc.data)}")
+        if lacks_test_set(sc):
+            lines.append(f"  {NO_TEST_SET}")
         for name, r in self.resolved.items():
             lines.append(f"  {name}: {r.preset}: s = {r.s:.4g}, eta_a = {r.eta_a:.4g}, eta_w = {r.eta_w:.4g}, "
                          f"a_std = {r.a_std:.4g}; predicted {r.regime.label}: {r.regime.reason}")
@@ -122,6 +128,13 @@ def data_description(scenario: Scenario) -> Optional[str]:
     if teacher:
         parts.append(f"teacher {teacher}")
     return "; ".join(parts) or None
+NO_TEST_SET = f"{layout.NO_TEST_SET}; the particle runs track their kernel on the first record.probe_size training points"
+"""What a plan and a simulation say of data without a test set."""
+
+
+def lacks_test_set(scenario: Scenario) -> bool:
+    """Samples without a test set (a ``file`` task with data.test_fraction 0), not infinite data."""
+    return not (scenario.data.has_test_set or scenario.data.population)
 
 
 def reference_run(scenario: Scenario) -> Optional[str]:
@@ -130,9 +143,10 @@ def reference_run(scenario: Scenario) -> Optional[str]:
 
 
 def records_gap(scenario: Scenario, name: str) -> bool:
-    """Every run but the reference itself records gap_ntk, when there is a reference (and data)."""
+    """Every run but the reference itself records gap_ntk, when there is a reference (and a
+    test set to compare the predictions on)."""
     reference = reference_run(scenario)
-    return reference is not None and name != reference and not scenario.data.population
+    return reference is not None and name != reference and scenario.data.has_test_set
 
 
 def recorded_measures(scenario: Scenario, name: str, n_test: int) -> dict[str, tuple]:
@@ -361,6 +375,8 @@ def _simulate(scenario: Scenario, output, *, resume: bool, overwrite: bool, log:
     the_plan = plan(scenario, in_memory=output is None)
     for note in the_plan.notes:
         log(note)
+    if lacks_test_set(scenario):
+        log(NO_TEST_SET)
     where = output or "memory"
     log(f"{where}: about {the_plan.estimated_bytes / 1e6:.3g} MB, {len(the_plan.times) + 1} snapshots per run "
         f"(every {the_plan.every:g})")
@@ -379,7 +395,7 @@ def _simulate(scenario: Scenario, output, *, resume: bool, overwrite: bool, log:
             for name, run in runs.items():
                 r = run.resolved
                 log(f"{name}: {run.solver}, {r.preset}, predicted {r.regime.label} ({r.regime.reason})")
-                collect = Reference(data.n_test) if name == reference else None
+                collect = Reference(data.n_test) if name == reference and scenario.data.has_test_set else None
                 gap = predictions if records_gap(scenario, name) else None
                 reports[name] = _execute(run, trajectory, resume, progress, collect, gap)
                 log(reports[name].line())

@@ -617,3 +617,143 @@ def test_h5_group_instead_of_dataset_is_refused(tmp_path):
         f["y"] = np.ones(4)
     with pytest.raises(UsageError, match="'X' is a group"):
         make_dataset(file_spec(path), rng())
+
+
+# ------------------------------------------------------------------ the file task's splits
+def split_spec(path, **keys):
+    return DataSpec(task="file", path=str(path), dim=3, **keys)
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.0])
+def test_a_random_split_is_the_permutation_of_the_data_stream(npz_file, fraction):
+    """The test set is the head of rng.permutation(n), the training set its tail, what the
+    split always was (test_fraction 0: the whole permutation trains, nothing is held out)."""
+    with np.load(npz_file) as f:
+        X, y = f["X"], f["y"]
+    order = rng(7).permutation(len(y))
+    k = round(fraction * len(y))
+    ds = make_dataset(split_spec(npz_file, test_fraction=fraction), rng(7))
+    np.testing.assert_array_equal(ds.X_train, X[order[k:]])
+    np.testing.assert_array_equal(ds.y_train, y[order[k:]])
+    np.testing.assert_array_equal(ds.X_test, X[order[:k]])
+    assert ds.X_test.shape == (k, 3) and ds.y_test.shape == (k,) and ds.n_test == k
+    assert check_source(split_spec(npz_file, test_fraction=fraction)) == (len(y) - k, k)
+
+
+def test_test_indices_are_the_test_set_and_the_rest_trains_in_file_order(npz_file):
+    with np.load(npz_file) as f:
+        X, y = f["X"], f["y"]
+    indices = [17, 3, 0, 11]
+    data_rng = rng(7)
+    ds = make_dataset(split_spec(npz_file, test_indices=indices), data_rng)
+    np.testing.assert_array_equal(ds.X_test, X[indices])
+    np.testing.assert_array_equal(ds.y_test, y[indices])
+    rest = [k for k in range(len(y)) if k not in indices]
+    np.testing.assert_array_equal(ds.X_train, X[rest])
+    np.testing.assert_array_equal(ds.y_train, y[rest])
+    assert data_rng.random() == rng(7).random()  # nothing drawn
+    assert check_source(split_spec(npz_file, test_indices=indices)) == (16, 4)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5"])
+def test_test_path_is_the_test_set_and_every_sample_of_path_trains(npz_file, tmp_path, suffix):
+    with np.load(npz_file) as f:
+        X, y = f["X"], f["y"]
+    X_other, y_other = -np.arange(21.0).reshape(7, 3), np.arange(7.0) + 100
+    other = tmp_path / f"test{suffix}"
+    if suffix == ".npz":
+        np.savez(other, X=X_other, y=y_other)
+    else:
+        write_h5(other, X=X_other, y=y_other)
+    ds = make_dataset(split_spec(npz_file, test_path=str(other)), rng())
+    for got, expected in ((ds.X_train, X), (ds.y_train, y), (ds.X_test, X_other), (ds.y_test, y_other)):
+        np.testing.assert_array_equal(got, expected)
+    assert check_source(split_spec(npz_file, test_path=str(other))) == (20, 7)
+
+
+@BAD_FILES
+def test_a_bad_test_path_is_refused_like_a_bad_path_and_named(npz_file, tmp_path, make, match):
+    """Every refusal of data.path, for data.test_path: the message names data.test_path and
+    its file (non-finite inputs when the data are built, as for data.path)."""
+    if match == "both need at least one":  # a split of data.path: not a test file's
+        return
+    path = make(tmp_path)
+    bad = split_spec(npz_file, test_path=str(path))
+    match = "the test set needs data.path's dim" if match == "set data.dim: 2" else match
+    checks = [lambda: make_dataset(bad, rng())]
+    if match != "X has 12 non-finite":
+        checks.append(lambda: check_source(bad))
+    for check in checks:
+        with pytest.raises(UsageError, match=match) as info:
+            check()
+        assert str(info.value).startswith(f"data.test_path {path}: ")
+
+
+def test_check_source_checks_the_labels_of_test_path_for_logistic_loss(tmp_path):
+    np.savez(tmp_path / "train.npz", X=np.ones((6, 3)), y=np.ones(6))
+    np.savez(tmp_path / "test.npz", X=np.ones((4, 3)), y=np.array([1.0, 0.0, -1.0, 1.0]))
+    spec_ = split_spec(tmp_path / "train.npz", test_path=str(tmp_path / "test.npz"))
+    assert check_source(spec_) == (6, 4)
+    with pytest.raises(UsageError, match=f"data.test_path {tmp_path / 'test.npz'}: loss 'logistic' needs labels"):
+        check_source(spec_, loss="logistic")
+
+
+@pytest.mark.parametrize("keys, n, message", [
+    ({"test_indices": [3, 25, 20]}, 20, "data.test_indices: 25, 20 out of range: data.path {path} holds 20 samples, "
+                                        "indices 0 to 19"),
+    ({"test_indices": list(range(20))}, 20, "data.test_indices: names every one of the 20 samples of data.path "
+                                            "{path}: leave at least one to train on"),
+    ({"test_fraction": 0.01}, 20, "data.path {path}: 20 samples and data.test_fraction 0.01 leave 0 test and 20 "
+                                  "training samples; both need at least one (data.test_fraction: 0 for no test set)"),
+    ({"test_fraction": 0.0}, 0, "data.path {path}: 0 samples and data.test_fraction 0 leave 0 test and 0 training"),
+    ({"test_path": "<empty>"}, 20, "data.test_path {empty}: holds no samples (X [0, d]); it needs at least one"),
+    ({"test_path": "<full>"}, 0, "data.path {path}: holds no samples (X [0, d]); it needs at least one"),
+], ids=["indices-out-of-range", "indices-all", "fraction-rounds-to-0", "no-samples", "empty-test-path",
+        "empty-path"])
+def test_a_split_that_leaves_no_training_or_no_asked_for_test_set_is_refused(tmp_path, keys, n, message):
+    path, empty, full = tmp_path / "d.npz", tmp_path / "empty.npz", tmp_path / "full.npz"
+    np.savez(path, X=np.ones((n, 3)), y=np.ones(n))
+    np.savez(empty, X=np.ones((0, 3)), y=np.ones(0))
+    np.savez(full, X=np.ones((5, 3)), y=np.ones(5))
+    keys = {key: str({"<empty>": empty, "<full>": full}.get(value, value)) if key == "test_path" else value
+            for key, value in keys.items()}
+    expected = message.format(path=path, empty=empty)
+    for check in (lambda: check_source(split_spec(path, **keys)), lambda: make_dataset(split_spec(path, **keys), rng())):
+        with pytest.raises(UsageError) as info:
+            check()
+        assert str(info.value).startswith(expected), str(info.value)
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"test_path": "t.npz", "test_fraction": 0.5}, "data.test_fraction 0.5 and data.test_path conflict"),
+    ({"test_path": "t.npz", "test_fraction": 0.0}, "data.test_fraction 0 and data.test_path conflict"),
+    ({"test_indices": [1], "test_fraction": 0.0}, "data.test_fraction 0 and data.test_indices conflict"),
+    ({"test_indices": [1], "test_path": "t.npz"}, "data.test_path and data.test_indices both choose the test set"),
+    ({"test_indices": [4, 1, 4, 2, 1]}, "indices 1, 4 given more than once"),
+    ({"test_indices": []}, "no index: give the indices of at least one sample (for no test set, "
+                           "data.test_fraction: 0)"),
+    ({"test_indices": [1, -2]}, "greater than or equal to 0"),
+    ({"test_indices": [1, 2.0]}, "valid integer"),
+    ({"test_indices": [True]}, "valid integer"),
+    ({"test_indices": ["3"]}, "valid integer"),
+    ({"test_fraction": 1.0}, "less than 1"),
+    ({"test_fraction": -0.1}, "greater than or equal to 0"),
+], ids=["path-fraction", "path-fraction-0", "indices-fraction", "indices-path", "repeated", "empty", "negative",
+        "float", "bool", "string", "fraction-1", "fraction-negative"])
+def test_the_schema_refuses_a_test_set_chosen_twice_or_badly(keys, message):
+    with pytest.raises(ValidationError) as info:
+        DataSpec(task="file", path="d.npz", dim=3, **keys)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("key, value", [("test_path", "t.npz"), ("test_indices", [0])])
+def test_the_split_keys_belong_to_the_file_task(key, value):
+    with pytest.raises(ValidationError, match=f"data.{key} is a key of task file, not of 'xor'"):
+        DataSpec(task="xor", **{key: value})
+
+
+def test_has_test_set():
+    assert DataSpec().has_test_set and not DataSpec(population=True).has_test_set
+    assert not DataSpec(task="file", path="d.npz", test_fraction=0).has_test_set
+    assert DataSpec(task="file", path="d.npz", test_path="t.npz").has_test_set
+    assert DataSpec(task="file", path="d.npz", test_indices=[0]).has_test_set

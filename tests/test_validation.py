@@ -69,6 +69,44 @@ CASES = [
                  ["data.task=file", "data.path=<pm1>", "data.dim=3"], id="file-dim"),
     pytest.param(["data.task=file", "data.path=<short_y>"], "X has 20 samples but y has 19",
                  ["data.task=file", "data.path=<pm1>"], id="file-shapes"),
+    pytest.param(["data.task=file", "data.path=<labels>", "data.test_indices=[0, 20]"],
+                 "data.test_indices: 20 out of range: data.path <labels> holds 20 samples, indices 0 to 19",
+                 ["data.task=file", "data.path=<labels>", "data.test_indices=[0, 19]"], id="test_indices-range"),
+    pytest.param(["data.task=file", "data.path=<labels>", f"data.test_indices={list(range(20))}"],
+                 "data.test_indices: names every one of the 20 samples of data.path <labels>",
+                 ["data.task=file", "data.path=<labels>", f"data.test_indices={list(range(19))}"],
+                 id="test_indices-all"),
+    pytest.param(["data.task=file", "data.path=<labels>", "data.test_indices=[3, 1, 3]"],
+                 "(--set data.test_indices): data.test_indices: index 3 given more than once",
+                 ["data.task=file", "data.path=<labels>", "data.test_indices=[3, 1]"], id="test_indices-repeated"),
+    pytest.param(["data.task=file", "data.path=<labels>", "data.test_indices=[1.5]"],
+                 "data.test_indices.0: Input should be a valid integer",
+                 ["data.task=file", "data.path=<labels>", "data.test_indices=[1]"], id="test_indices-float"),
+    pytest.param(["data.task=file", "data.path=<labels>", "data.test_indices=[1]", "data.test_fraction=0.5"],
+                 "data.test_fraction 0.5 and data.test_indices conflict",
+                 ["data.task=file", "data.path=<labels>", "data.test_indices=[1]"], id="test_indices-fraction"),
+    pytest.param(["data.task=file", "data.path=<labels>", "data.test_indices=[1]", "data.test_path=<pm1>"],
+                 "data.test_path and data.test_indices both choose the test set",
+                 ["data.task=file", "data.path=<labels>", "data.test_path=<pm1>"], id="test_indices-test_path"),
+    pytest.param(["data.task=file", "data.path=<labels>", "data.test_path=<pm1>", "data.test_fraction=0"],
+                 "data.test_fraction 0 and data.test_path conflict",
+                 ["data.task=file", "data.path=<labels>", "data.test_fraction=0"], id="test_path-fraction"),
+    pytest.param(["data.task=file", "data.path=<labels>", "data.test_path=<absent>"],
+                 "data.test_path <absent>: no such file",
+                 ["data.task=file", "data.path=<labels>", "data.test_path=<pm1>"], id="test_path-missing"),
+    pytest.param(["data.task=file", "data.path=<labels>", "data.test_path=<dim2>"],
+                 "data.test_path <dim2>: X has 2 features but data.dim is 3; the test set needs data.path's dim",
+                 ["data.task=file", "data.path=<labels>", "data.test_path=<pm1>"], id="test_path-dim"),
+    pytest.param(["data.task=file", "data.path=<labels>", "data.test_path=<nan_y>"],
+                 "data.test_path <nan_y>: y has 1 non-finite values",
+                 ["data.task=file", "data.path=<labels>", "data.test_path=<labels>"], id="test_path-nan"),
+    pytest.param(["data.task=file", "data.path=<pm1>", "data.test_path=<labels>", "loss=logistic"],
+                 "data.test_path <labels>: loss 'logistic' needs labels",
+                 ["data.task=file", "data.path=<pm1>", "data.test_path=<pm1>", "loss=logistic"],
+                 id="test_path-logistic-labels"),
+    pytest.param(["data.task=file", "data.path=<labels>", "data.test_fraction=0.01"],
+                 "both need at least one (data.test_fraction: 0 for no test set)",
+                 ["data.task=file", "data.path=<labels>", "data.test_fraction=0"], id="test_fraction-rounds-to-0"),
     pytest.param(["train.t_end=.inf"], "train.t_end: must be a finite number, not inf", ["train.t_end=100"],
                  id="t_end-inf"),
     pytest.param(["train.t_end=1e300"], "= 1e+300 snapshots per run, more than the 1e+06 allowed: raise record.every",
@@ -120,8 +158,10 @@ def files(tmp_path):
     """The scenario file and the data files the cases name."""
     X = np.random.default_rng(0).standard_normal((20, 3))
     paths = {"labels": tmp_path / "labels.npz", "pm1": tmp_path / "pm1.npz", "short_y": tmp_path / "short.npz",
-             "absent": tmp_path / "absent.npz"}
+             "absent": tmp_path / "absent.npz", "dim2": tmp_path / "dim2.npz", "nan_y": tmp_path / "nan_y.npz"}
     np.savez(paths["labels"], X=X, y=np.sin(X[:, 0]))
+    np.savez(paths["dim2"], X=X[:, :2], y=np.sin(X[:, 0]))
+    np.savez(paths["nan_y"], X=X, y=np.where(np.arange(20) == 4, np.nan, 1.0))
     np.savez(paths["pm1"], X=X, y=np.sign(X[:, 0]))
     np.savez(paths["short_y"], X=X, y=np.ones(19))
     scenario = tmp_path / "v.yaml"
@@ -144,6 +184,8 @@ def test_dry_run_refuses_with_one_error_line(files, tmp_path, bad, words, good):
     result = dry_run(scenario, bad, paths, tmp_path)
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2, result.output
+    for key, path in paths.items():
+        words = words.replace(f"<{key}>", path)
     assert len(lines) == 1 and lines[0].startswith("Error: ") and words in lines[0], result.output
     assert not (tmp_path / "v.h5").exists()
 
@@ -286,6 +328,42 @@ def test_dry_run_on_a_file_task_reports_the_files_sizes(files, tmp_path):
     assert result.exit_code == 0, result.output
     n_test = round(0.25 * n)
     assert f"n_train {n - n_test}, n_test {n_test}" in result.output
+
+
+@pytest.mark.parametrize("overrides, split, sizes", [
+    ([], "a random data.test_fraction 0.25 of the samples is the test set (the data seed)", (15, 5)),
+    (["data.test_fraction=0"], "data.test_fraction 0: every sample trains (shuffled by the data seed); no test set",
+     (20, 0)),
+    (["data.test_indices=[4, 0, 7]"], "the test set is the 3 samples of data.test_indices; the others train "
+                                      "(file order)", (17, 3)),
+    (["data.test_path=<dim3_7>"], "every sample of data.path trains (file order); the test set is data.test_path "
+                                  "<dim3_7>", (20, 7)),
+], ids=["fraction", "no-test-set", "indices", "test_path"])
+def test_dry_run_shows_how_a_file_task_is_split(files, tmp_path, overrides, split, sizes):
+    scenario, paths = files
+    paths["dim3_7"] = str(tmp_path / "seven.npz")
+    np.savez(paths["dim3_7"], X=np.ones((7, 3)), y=np.ones(7))
+    result = dry_run(scenario, ["data.task=file", "data.path=<labels>", *overrides], paths, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert f"n_train {sizes[0]}, n_test {sizes[1]}\n  data: {split.replace('<dim3_7>', paths['dim3_7'])}\n" in result.output
+    no_test_set = "no test set (data.test_fraction 0): loss_test, f_test and gap_ntk are not recorded"
+    assert (no_test_set in result.output) == (sizes[1] == 0), result.output
+
+
+@pytest.mark.parametrize("line, key, words", [
+    ("test_indices: [2, 2]", "data.test_indices", "index 2 given more than once"),
+    ("test_indices: [0.5]", "data.test_indices.0", "Input should be a valid integer"),
+    ("test_indices: []", "data.test_indices", "no index: give the indices of at least one sample"),
+    ("test_path: t.npz\n  test_fraction: 0.5", "data.test_path", "data.test_fraction 0.5 and data.test_path conflict"),
+    ("test_fraction: 1.5", "data.test_fraction", "Input should be less than 1"),
+], ids=["repeated", "float", "empty", "conflict", "fraction"])
+def test_a_split_key_in_the_file_is_named_with_its_line(tmp_path, line, key, words):
+    path = tmp_path / "v.yaml"
+    path.write_text(f"name: v\ndata:\n  task: file\n  path: d.npz\n  dim: 3\n  {line}\nruns: {{rich: mean_field}}\n")
+    result = CliRunner().invoke(main, ["-q", "simulate", str(path), "--dry-run"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"Error: {path}:6: {key}: {words}"), result.output
 
 
 def test_dry_run_shows_the_peak_memory_and_refuses_what_cannot_fit(files, tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
+from ..storage.layout import NO_TEST_SET, TEST_MEASURES
 from ..table import Table, python_scalar, read_table
 from .stats import Extrapolation, PowerLawFit, RICH_LAZY, classify, crossing, extrapolate, power_law
 
@@ -160,7 +161,8 @@ def _runs_with(table: Table, measure: str, against: str, runs) -> list[str]:
     """The runs to analyse; UsageError naming what exists when measure, against or runs do not."""
     found = measures(table)
     if measure not in found:
-        raise UsageError(f"no measure {measure!r} in this sweep; measures: {', '.join(sorted(found)) or 'none'}")
+        why = f" ({NO_TEST_SET})" if measure in TEST_MEASURES and "loss_train" in found else ""
+        raise UsageError(f"no measure {measure!r} in this sweep{why}; measures: {', '.join(sorted(found)) or 'none'}")
     grid = axes(table)
     if against not in grid:
         raise UsageError(f"{against!r} is not a grid key of this sweep; grid keys: {', '.join(grid) or 'none'}")

@@ -49,6 +49,20 @@ FIT_MEASURES = ("loss_train", "risk")
 data, the population risk with infinite data."""
 
 
+TEST_MEASURES = ("loss_test", "f_test", "gap_ntk")
+"""The measures taken on the test set: not recorded where the data have none."""
+
+NO_TEST_SET = "no test set (data.test_fraction 0): loss_test, f_test and gap_ntk are not recorded"
+"""What every reader says of data without a test set."""
+
+
+def lacks_test_set(h5: h5py.File) -> bool:
+    """Whether the file's data are samples without a test set (X_train, and X_test with no
+    rows); population mode, which has no samples at all, is not such data."""
+    data = h5.get("data")
+    return data is not None and "X_train" in data and "X_test" in data and data["X_test"].shape[0] == 0
+
+
 def parameters(name: str) -> str:
     return f"parameters/{name}"
 

@@ -202,6 +202,13 @@ class Trajectory:
         return Dataset(**arrays, teacher=self.teacher)
 
     @property
+    def has_test_set(self) -> bool:
+        """Whether the runs were measured on a test set (False for data without one,
+        data.test_fraction 0, and for population mode)."""
+        group = self._h5.get("data")
+        return group is not None and "X_test" in group and group["X_test"].shape[0] > 0
+
+    @property
     def teacher(self) -> Optional[Teacher]:
         """The teacher network (rows of W are neurons), or None."""
         group = self._h5.get("data/teacher")
@@ -217,6 +224,8 @@ class Trajectory:
 
         runs = list(self)
         title = f"{self.path or self.name + ' (in memory)'}: {len(runs)} run(s)"
+        if layout.lacks_test_set(self._h5):
+            title += f"; {layout.NO_TEST_SET}"
         stop_loss = (self.scenario_dict.get("train") or {}).get("stop_loss", 0.0)
         return title + ("\n" + describe_runs(runs, stop_loss) if runs else "")
 
@@ -402,7 +411,8 @@ class RecordedRun:
     # ------------------------------------------------------------------ helpers
     def _element(self, measure: str) -> _Element:
         if measure not in self._measures:
-            raise UsageError(f"run {self.name!r} has no measure {measure!r} "
+            why = f": {layout.NO_TEST_SET}" if measure in layout.TEST_MEASURES and layout.lacks_test_set(self._h5) else ""
+            raise UsageError(f"run {self.name!r} has no measure {measure!r}{why} "
                              f"(measures: {', '.join(self._measures) or 'none'})")
         return self._measures[measure]
 

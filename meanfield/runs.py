@@ -21,6 +21,10 @@ advancing, one of two ways
     sizes it (:mod:`meanfield.memory`), for the plan to check before anything is built.
 ``measure(state) -> dict``
     Every measure of ``measures`` at a state.
+``constants() -> dict``
+    Scalar results that do not change in time, known once ``start`` has run (an ``ntk``
+    run with squared loss: ``loss_train_limit``, ``loss_test_limit``, its t -> infinity
+    limit); stored as attributes of the run's observables group. Empty by default.
 ``particles(state) -> (a, W, b)``
     The particles the file stores (None for a kernel flow, which has none).
 ``close()``
@@ -188,6 +192,10 @@ class Run(ABC):
     @abstractmethod
     def measure(self, state: RunState) -> dict:
         """Every measure in ``self.measures`` at ``state``."""
+
+    def constants(self) -> dict:
+        """Scalar results constant in time, after :meth:`start` (see the module docstring)."""
+        return {}
 
     def particles(self, state: RunState):
         """(a, W, b) at ``state``, or None when the run has no particles."""
@@ -534,7 +542,8 @@ class TangentOnPopulation(ParticleRun, ExactRun):
 class KernelFlow(Run):
     """Kernel gradient flow in function space (the ``ntk`` solver), on train and test points
     at once: the state is y = [f(X_train), f(X_test)] (f(X_train) alone without a test set),
-    df/dt = -(1/n) K(., X_train) l'(f(X_train), y), with the learning-rate weighted NTK K."""
+    df/dt = -(1/n) K(., X_train) l'(f(X_train), y) - lambda (f - f_0), with the
+    learning-rate weighted NTK K and the run's ``ridge`` lambda (docs/design.md §1.6)."""
 
     solver = "ntk"
 
@@ -554,7 +563,7 @@ class KernelFlow(Run):
     @property
     def attrs(self) -> dict:
         attrs = super().attrs
-        return {"solver": attrs.pop("solver"), "kernel": self.spec.kernel, **attrs}
+        return {"solver": attrs.pop("solver"), "kernel": self.spec.kernel, "ridge": self.spec.ridge, **attrs}
 
     def kernels(self):
         """K(X_train, X_train), K(X_test, X_train) and f_0 on [X_train; X_test]: of the
@@ -584,7 +593,10 @@ class KernelFlow(Run):
 
 class KernelFlowClosedForm(KernelFlow, ExactRun):
     """Kernel gradient flow of the squared loss, solved in closed form through one
-    eigendecomposition of the training kernel (``solvers.ntk.LinearizedSquared``)."""
+    eigendecomposition of the training kernel (``solvers.ntk.LinearizedSquared``), and
+    its t -> infinity limit from the same eigendecomposition: kernel ridge regression
+    f_0 + K (K + n lambda I)^-1 (y - f_0), or for lambda = 0 the projection onto the range
+    of K (kernel interpolation where K is invertible), whose losses are its constants."""
 
     @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
@@ -603,8 +615,15 @@ class KernelFlowClosedForm(KernelFlow, ExactRun):
         data = self.inputs.data
         K_train, K_test, f0 = self.kernels()
         n = data.n_train
-        self.solution = kernels.LinearizedSquared(K_train, data.y_train, f0[:n], K_test, f0[n:])
+        self.solution = kernels.LinearizedSquared(K_train, data.y_train, f0[:n], K_test, f0[n:],
+                                                  ridge=self.spec.ridge)
         return RunState(0.0, 0, f0)
+
+    def constants(self):
+        """loss_train_limit and loss_test_limit: loss_train and loss_test (same definition)
+        of the predictions as t -> infinity (``LinearizedSquared.limit``; loss_test_limit with a test set)."""
+        fit = fit_on_data(*self.solution.limit(), self.inputs.data, self.inputs.loss)
+        return {f"{name}_limit": float(fit[name]) for name in ("loss_train", "loss_test") if name in fit}
 
     def states(self, times):
         """All the times in one call (one pass over the eigenvectors for all of them: 10x
@@ -624,7 +643,7 @@ class KernelFlowClosedForm(KernelFlow, ExactRun):
 class KernelFlowIntegrated(KernelFlow, FlowRun):
     """Kernel gradient flow of a loss other than squared: its n-dimensional ODE integrated
     with the scenario's integrator (SGD and Euler-Maruyama become Euler with the same dt:
-    the kernel flow is deterministic)."""
+    the kernel flow is deterministic). No closed-form limit: no constants."""
 
     method_of = {"sgd": "euler", "euler_maruyama": "euler"}
 
@@ -642,7 +661,8 @@ class KernelFlowIntegrated(KernelFlow, FlowRun):
     def start(self, checkpoint=None):
         data = self.inputs.data
         K_train, K_test, f0 = self.kernels()
-        self.field = kernels.FunctionSpaceField(K_train, data.y_train, self.inputs.loss, K_test_train=K_test)
+        self.field = kernels.FunctionSpaceField(K_train, data.y_train, self.inputs.loss, K_test_train=K_test,
+                                                ridge=self.spec.ridge, f0=f0)
         method = self.inputs.scenario.train.integrator.model_dump()
         if method["method"] in ("sgd", "euler_maruyama"):
             method.update(method="euler", batch_size=None)

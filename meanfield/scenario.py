@@ -385,6 +385,11 @@ class KernelRunSpec(RunSpecBase):
     solver: Literal["ntk"] = "ntk"
     kernel: Literal["empirical", "analytic"] = "empirical"
     parameterization: Parameterization = NTKPreset()
+    ridge: NonNegativeFloat = 0.0
+    """lambda >= 0: the flow of the ridge-regularised loss, df/dt = -(1/n) K l'(f, y) -
+    lambda (f - f_0) on train and test points (docs/design.md §1.6); with squared loss its
+    t -> infinity limit is kernel ridge regression from f_0, K (K + n lambda I)^-1. 0: the
+    plain kernel flow (ridgeless; its limit is kernel interpolation)."""
 
 
 RunSpec = Annotated[Union[ParticleRunSpec, TangentRunSpec, KernelRunSpec], Field(discriminator="solver")]

@@ -108,6 +108,8 @@ class Plan:
         for name, r in self.resolved.items():
             lines.append(f"  {name}: {r.preset}: s = {r.s:.4g}, eta_a = {r.eta_a:.4g}, eta_w = {r.eta_w:.4g}, "
                          f"a_std = {r.a_std:.4g}; predicted {r.regime.label}: {r.regime.reason}")
+            if sc.runs[name].solver == "ntk":
+                lines.append(f"    {kernel_flow_text(sc, sc.runs[name])}")
         lines += self.notes
         where = f"would write {output}" if output else "would write the trajectory"
         lines.append(f"{where}: about {self.estimated_bytes / 1e6:.3g} MB, {len(self.times) + 1} snapshots per run")
@@ -128,6 +130,8 @@ def data_description(scenario: Scenario) -> Optional[str]:
     if teacher:
         parts.append(f"teacher {teacher}")
     return "; ".join(parts) or None
+
+
 NO_TEST_SET = f"{layout.NO_TEST_SET}; the particle runs track their kernel on the first record.probe_size training points"
 """What a plan and a simulation say of data without a test set."""
 
@@ -135,6 +139,17 @@ NO_TEST_SET = f"{layout.NO_TEST_SET}; the particle runs track their kernel on th
 def lacks_test_set(scenario: Scenario) -> bool:
     """Samples without a test set (a ``file`` task with data.test_fraction 0), not infinite data."""
     return not (scenario.data.has_test_set or scenario.data.population)
+
+
+def kernel_flow_text(scenario: Scenario, spec) -> str:
+    """What an ntk run solves, for --dry-run: its kernel, its ridge and whether its
+    t -> infinity limit is stored (squared loss only: docs/design.md §1.6)."""
+    ridge = f"ridge {spec.ridge:g}" if spec.ridge else "ridgeless"
+    if scenario.loss == "squared":
+        how = "closed form; its t -> infinity limit stored as loss_train_limit, loss_test_limit"
+    else:
+        how = f"integrated ({scenario.loss} loss: no closed-form limit)"
+    return f"kernel flow with the {spec.kernel} kernel, {ridge}: {how}"
 
 
 def reference_run(scenario: Scenario) -> Optional[str]:
@@ -611,13 +626,15 @@ def _each_step(*callbacks) -> Optional[Callable]:
 def _exact(run, recorder: Recorder) -> RunReport:
     """A run known in closed form: every snapshot evaluated directly (nothing to resume)."""
     run.start()
+    constants = run.constants()
+    recorder.writer.set_constants(constants)
     stop_loss, ended = run.inputs.scenario.train.stop_loss, "t_end"
     for state in run.states(np.concatenate([[0.0], run.inputs.times])):
         measures = recorder.snapshot(state)
         if measures.get("loss_train", measures.get("risk", np.inf)) < stop_loss:
             ended = "stop_loss"
             break  # at a snapshot time: the closed form has no steps to stop between
-    return _complete(run, recorder.writer, ended, state.t, 0, measures)
+    return _complete(run, recorder.writer, ended, state.t, 0, {**measures, **constants})
 
 
 def _open_run(trajectory, run, resume: bool):

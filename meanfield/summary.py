@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-MEASURE_ORDER = ("risk", "loss_train", "loss_test", "displacement_w", "displacement_a", "displacement_mean",
-                 "wasserstein2", "kernel_distance", "kernel_alignment", "teacher_alignment", "gap_ntk")
+MEASURE_ORDER = ("risk", "loss_train", "loss_test", "loss_train_limit", "loss_test_limit", "displacement_w",
+                 "displacement_a", "displacement_mean", "wasserstein2", "kernel_distance", "kernel_alignment",
+                 "teacher_alignment", "gap_ntk")
 """The measures a summary shows, in this order (each where some run has it)."""
 
 

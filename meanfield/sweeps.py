@@ -9,6 +9,13 @@ before anything runs, so any point can be re-run alone with ``meanfield simulate
 ``replicates: R`` adds a ``seed`` axis with R seeds spawned from the base seed
 (``numpy.random.SeedSequence(seed).spawn(R)``).
 
+``extends: NAME`` (a bundled sweep's name, or a path relative to the extending file) starts
+from another sweep (itself possibly extending a third; a cycle is an error): its ``base`` is
+deep-merged into the inherited one (mappings key by key, a null removes the key; a ``base``
+that is a name or path replaces it), its ``grid`` replaces the inherited axes of the same
+key in their place, appends new ones and removes those set to null, and its ``name``,
+``description`` and ``replicates`` (null: none) override (docs/design.md §7.2).
+
 Points run through any ``concurrent.futures.Executor``: a local process pool by default,
 Dask distributed (``Client(address).get_executor()``, or a ``LocalCluster``) for
 clusters. The worker that runs a point is the only writer of its file
@@ -48,7 +55,7 @@ from .storage import WriterLock, open_trajectory
 from .table import Table, cell_text, python_scalar, read_table, write_table
 from .threads import THREAD_VARIABLES, apply, using
 
-SWEEP_KEYS = ("name", "description", "base", "grid", "replicates")
+SWEEP_KEYS = ("name", "description", "extends", "base", "grid", "replicates")
 POINTS_DIR = "points"
 SWEEP_COPY = "sweep.yaml"
 
@@ -79,22 +86,34 @@ class Point:
 
 @dataclass
 class Sweep:
-    """A validated sweep: its name, base scenario (raw mapping), axes, and every point."""
+    """A validated sweep: its name, base scenario (raw mapping), axes, and every point; for
+    a sweep that extends others, ``extends`` (the chain of parents, nearest first),
+    ``origins`` (axis key -> where it comes from: 'inherited from P', 'replaced', 'new')
+    and ``removed`` (axis key -> the parent it was removed from)."""
 
     name: str
     description: str
     base: dict
     axes: list[Axis]
     points: list[Point]
+    extends: list[str] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict)
+    removed: dict[str, str] = field(default_factory=dict)
 
     @property
     def grid_keys(self) -> list[str]:
         return [axis.key for axis in self.axes]
 
     def describe(self, directory) -> str:
-        """What ``--dry-run`` prints: the points, the axes, the runs, what would be written."""
+        """What ``--dry-run`` prints: the points, the sweeps it extends, the axes (and for an
+        extending sweep where each comes from, and those removed), the runs, what would be written."""
         lines = [f"sweep {self.name}: {len(self.points)} point(s), every one valid"]
-        lines += [f"  {axis.key}: {', '.join(map(str, axis.labels))}" for axis in self.axes]
+        if self.extends:
+            lines.append(f"  extends {' -> '.join(self.extends)}")
+        for axis in self.axes:
+            origin = f"   ({self.origins[axis.key]})" if axis.key in self.origins else ""
+            lines.append(f"  {axis.key}: {', '.join(map(str, axis.labels))}{origin}")
+        lines += [f"  {key}: removed (inherited from {parent})" for key, parent in self.removed.items()]
         lines.append(f"  runs per point: {', '.join(self.points[0].scenario.runs)}")
         lines.append(f"would write {directory}/points/p0000.h5 ... and {directory}/results.csv, results.h5")
         return "\n".join(lines)
@@ -142,23 +161,140 @@ def parse_sweep(text: str, source: str = "<sweep>", root: Path = Path("."), defa
 
 def sweep_from_mapping(raw, source: str, lines: dict, root: Path, default_name: str) -> Sweep:
     """A sweep from its parsed mapping (``lines``: the line of each key, for messages)."""
+    own = Path(source)
+    chain = ((str(own.resolve()), source),) if own.is_file() else ()
+    layers = _layers(raw, source, lines, root, chain)
+    axes = list(layers.axes)
+    if layers.replicates is not None:
+        axes.append(_replicate_axis(layers.replicates, layers.base, axes, *layers.replicates_at))
+        if layers.parents:
+            layers.origins["seed"] = layers.replicates_origin
+    name = raw.get("name") or default_name
+    points = list(_points(layers.base, layers.base_source, axes, source))
+    return Sweep(str(name), layers.description, layers.base, axes, points, layers.parents, layers.origins,
+                 layers.removed)
+
+
+@dataclass
+class _Layers:
+    """A sweep file's keys with those of the sweeps it extends merged in: the base scenario
+    (a raw mapping) and the name its errors go under, the axes, replicates (with the file and
+    lines that set them), the description; and for --dry-run the parents (nearest first),
+    where each axis comes from relative to the nearest parent, and the axes removed from it."""
+
+    base: dict
+    base_source: str
+    axes: list[Axis]
+    replicates: Any
+    replicates_at: tuple
+    description: str
+    parents: list[str] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict)
+    replicates_origin: str = ""
+    removed: dict[str, str] = field(default_factory=dict)
+
+
+def _layers(raw, source: str, lines: dict, root: Path, chain: tuple) -> _Layers:
+    """Read one sweep file's mapping over the sweeps it extends (``chain``: the files read
+    so far, (resolved path, name) pairs, so that a cycle is refused)."""
     if not isinstance(raw, dict):
-        raise UsageError(f"{source}: a sweep is a mapping with the keys base and grid")
+        raise UsageError(f"{source}: a sweep is a mapping with the keys base and grid (or extends)")
     unknown = [key for key in raw if key not in SWEEP_KEYS]
     if unknown:
         raise UsageError(f"{_at(source, lines, unknown[0])}: unknown key {unknown[0]!r}; "
                          f"a sweep has: {', '.join(SWEEP_KEYS)}")
-    for key in ("base", "grid"):
-        if raw.get(key) is None:
-            raise UsageError(f"{source}: the key {key!r} is required (base: a scenario; grid: dotted.key: [values])")
-    base, base_source = _base_scenario(raw["base"], source, lines, root)
-    axes = _axes(raw["grid"], source, lines)
-    replicates = raw.get("replicates")
-    if replicates is not None:
-        axes.append(_replicate_axis(replicates, base, axes, source, lines))
-    name = raw.get("name") or default_name
-    points = list(_points(base, base_source, axes, source))
-    return Sweep(str(name), str(raw.get("description") or ""), base, axes, points)
+    if raw.get("extends") is None:
+        for key in ("base", "grid"):
+            if raw.get(key) is None:
+                raise UsageError(f"{source}: the key {key!r} is required (base: a scenario; grid: dotted.key: "
+                                 "[values]), unless the sweep extends another (extends: NAME)")
+        base, base_source = _base_scenario(raw["base"], source, lines, root)
+        return _Layers(base, base_source, _axes(raw["grid"], source, lines), raw.get("replicates"),
+                       (source, lines), str(raw.get("description") or ""))
+    layers, path = _parent(raw["extends"], source, lines, root, chain)
+    parent = path.stem if path.parent == SWEEP_DIR else str(path)
+    layers.parents = [parent, *layers.parents]
+    layers.origins = {axis.key: f"inherited from {parent}" for axis in layers.axes}
+    layers.removed = {}
+    if raw.get("base") is not None:
+        if isinstance(raw["base"], dict):
+            layers.base = deep_merge(layers.base, raw["base"])
+            layers.base_source = f"{source} (base, merged into {parent}'s)"
+        else:
+            layers.base, layers.base_source = _base_scenario(raw["base"], source, lines, root)
+    if raw.get("grid") is not None:
+        _merge_grid(layers, raw["grid"], source, lines, parent)
+    if "replicates" in raw:
+        inherited = layers.replicates
+        layers.replicates, layers.replicates_at = raw["replicates"], (source, lines)
+        layers.replicates_origin = "new" if inherited is None else f"replaced; {parent} had replicates: {inherited}"
+        if raw["replicates"] is None and inherited is not None:
+            layers.removed["seed"] = parent  # its replicates
+    else:
+        layers.replicates_origin = f"inherited from {parent}"
+    if "description" in raw:
+        layers.description = str(raw["description"] or "")
+    if not layers.axes and layers.replicates is None:
+        raise UsageError(f"{_at(source, lines, 'grid')}: without the axes removed, {parent}'s grid is empty: "
+                         "keep or add one (grid: dotted.key: [values])")
+    return layers
+
+
+def _parent(extends, source: str, lines: dict, root: Path, chain: tuple) -> tuple[_Layers, Path]:
+    """The sweep ``extends`` names (a path relative to the extending file, else a bundled
+    sweep's name), read over its own parents, and its path; a cycle is refused, named."""
+    where = _at(source, lines, "extends")
+    if not isinstance(extends, str) or not extends:
+        raise UsageError(f"{where}: extends names one sweep: a bundled sweep's name or a path relative to "
+                         f"this file, got {extends!r}")
+    path, bundled_path = root / extends, SWEEP_DIR / f"{Path(extends).stem}.yaml"
+    if not path.is_file():
+        if Path(extends).name != extends or Path(extends).suffix not in ("", ".yaml") or not bundled_path.is_file():
+            raise UsageError(f"{where}: extends {extends!r}: no sweep file {path} and no bundled sweep of that "
+                             f"name (bundled sweeps: {', '.join(bundled_sweeps()) or 'none'})")
+        path = bundled_path
+    resolved = str(path.resolve())
+    if any(seen == resolved for seen, _ in chain):
+        names = [name for _, name in chain] + [str(path)]
+        raise UsageError(f"{where}: extends {extends!r} makes a cycle: {' -> '.join(names)}")
+    raw, parent_lines = read_yaml(read_text(path, "sweep"), str(path))
+    return _layers(raw, str(path), parent_lines, path.parent, (*chain, (resolved, str(path)))), path
+
+
+def _merge_grid(layers: _Layers, grid, source: str, lines: dict, parent: str) -> None:
+    """The extending file's grid over the inherited axes: an axis of the same key is
+    replaced where it stands, a new key is appended, a key set to null is removed."""
+    if not isinstance(grid, dict):
+        raise UsageError(f"{_at(source, lines, 'grid')}: grid is a mapping of dotted keys to lists of values "
+                         "(a key set to null removes an inherited axis)")
+    inherited = {axis.key: axis for axis in layers.axes}
+    for key in [key for key, values in grid.items() if values is None]:
+        if key not in inherited:
+            raise UsageError(f"{_at(source, lines, 'grid', key)}: grid {key}: null removes an inherited axis, and "
+                             f"{parent} has no axis {key!r} (its axes: {', '.join(inherited) or 'none'})")
+        layers.removed[key] = parent
+        del layers.origins[key], inherited[key]
+    given = {key: values for key, values in grid.items() if values is not None}
+    own = {axis.key: axis for axis in _axes(given, source, lines)} if given else {}
+    for key, axis in own.items():
+        old = inherited.get(key)
+        layers.origins[key] = "new" if old is None else f"replaced; {parent} had {', '.join(map(str, old.labels))}"
+    layers.axes = [own.get(key, axis) for key, axis in inherited.items()] + [
+        axis for key, axis in own.items() if key not in inherited]
+
+
+def deep_merge(inherited, changes):
+    """``inherited`` with ``changes`` merged in: mappings key by key (recursively), a null
+    removes the key, any other value replaces. Neither argument is modified."""
+    if not isinstance(inherited, dict) or not isinstance(changes, dict):
+        return copy.deepcopy(changes)
+    out = copy.deepcopy(inherited)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = deep_merge(out[key], value) if isinstance(out.get(key), dict) else copy.deepcopy(value)
+    return out
 
 
 def _at(source: str, lines: dict, *path) -> str:

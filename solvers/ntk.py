@@ -356,10 +356,16 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
 
 
 class LinearizedSquared:
-    """Kernel gradient flow (*) for squared loss, l'(f, y) = f - y, solved in closed form.
+    """Kernel gradient flow (*) for squared loss, l'(f, y) = f - y, solved in closed form,
+    with an optional ridge lambda >= 0 (docs/design.md §1.6):
+
+        df_t(x)/dt = -(1/n) sum_k K(x, x_k) (f_t(x_k) - y_k) - lambda (f_t(x) - f_0(x))   (**)
+
+    the flow of the linearised model under R(theta) + (lambda/2) |theta - theta_0|^2_{P^-1}
+    (P = diag(eta), the learning rates), on train and test points alike.
 
     With K_train = V diag(lam) V^T (one symmetric eigendecomposition, its eigenvectors kept
-    in factored form by :class:`solvers.linear_flow.FactoredEigh`):
+    in factored form by :class:`solvers.linear_flow.FactoredEigh`), for lambda = 0:
 
         f_t(X)  = y + V exp(-lam t / n) V^T (f_0(X) - y)
         f_t(X*) = f_0(X*) + K(X*, X) V diag((1 - exp(-lam t / n)) / lam) V^T (y - f_0(X))
@@ -377,11 +383,20 @@ class LinearizedSquared:
     Both are computed as f_0 plus a correction that is exactly 0 at t = 0, so
     ``predict(0)`` returns f_0 exactly.
 
+    With a ridge, each mode relaxes at mu = lam/n + lambda instead of lam/n:
+
+        f_t(X)  = f_0(X) + V diag((lam t/n) phi(mu t)) V^T (y - f_0(X))
+        f_t(X*) = f_0(X*) + K(X*, X) V diag((t/n) phi(mu t)) V^T (y - f_0(X))
+
+    (lambda = 0 gives the formulas above). :meth:`limit` is t -> infinity:
+    f_0 + K (K + n lambda I)^-1 (y - f_0(X)) on X, the same with K(X*, X) on X*, and for
+    lambda = 0 the projection f_0 + K K^+ (y - f_0(X)) with the rank cut-off above.
+
     K_train (n, n) symmetric positive semi-definite; y, f0_train (n,); K_test_train
-    (n*, n) = K(X*, X) and f0_test (n*,), both or neither.
+    (n*, n) = K(X*, X) and f0_test (n*,), both or neither; ridge lambda >= 0.
     """
 
-    def __init__(self, K_train, y, f0_train, K_test_train=None, f0_test=None):
+    def __init__(self, K_train, y, f0_train, K_test_train=None, f0_test=None, ridge=0.0):
         K = np.asarray(K_train, dtype=np.float64)
         n = K.shape[0]
         if K.shape != (n, n):
@@ -392,7 +407,9 @@ class LinearizedSquared:
             raise ValueError(f"y {self.y.shape} and f0_train {self.f0_train.shape} must be ({n},)")
         if (K_test_train is None) != (f0_test is None):
             raise ValueError("give K_test_train and f0_test together")
-        self.n = n
+        if not (np.isfinite(ridge) and ridge >= 0):
+            raise ValueError(f"ridge must be finite and >= 0, got {ridge!r}")
+        self.n, self.ridge = n, float(ridge)
         self.K_test_train = self.f0_test = None
         if K_test_train is not None:
             self.K_test_train = np.array(K_test_train, dtype=np.float64)
@@ -419,20 +436,41 @@ class LinearizedSquared:
         and the coefficients c_t = diag(t/n phi(lam t/n)) r0 on the range of K_train
         (x = lam t / n, r0 = V^T (f_0(X) - y)): f_t(X) = f_0(X) + V (e^{-x} - 1) r0 and
         f_t(X*) = f_0(X*) - K(X*, X) V c_t, O(n^2 T + n* n T) flops in all (scipy's BLAS:
-        see :class:`FactoredEigh`)."""
-        t_arr, tau = as_times(t)
-        tau = tau / self.n  # (T, 1)
+        see :class:`FactoredEigh`). With a ridge, -x phi(mu t) r0 and
+        c_t = diag(t/n phi(mu t)) r0, mu = lam/n + lambda."""
+        t_arr, times = as_times(t)
+        tau = times / self.n  # (T, 1)
         x = tau * self.eigenvalues  # lam t / n, (T, n)
-        T = x.shape[0]
+        if self.ridge:
+            rate = phi(x + self.ridge * times)  # phi(mu t), mu = lam/n + lambda
+            train_modes = -x * rate * self._r0
+        else:  # (e^{-x} - 1) r0, = -x phi(x) r0
+            rate, train_modes = phi(x), np.expm1(-x) * self._r0
         # the null directions of K_train are left out of c_t (see the class docstring)
-        modes = np.vstack([np.expm1(-x) * self._r0,
-                           np.where(self._range, tau * phi(x) * self._r0, 0.0)])
-        moved = self.eigen.apply(modes.T)  # (n, 2T): V (e^{-x} - 1) r0, then V c_t
+        return self._predictions(train_modes, np.where(self._range, tau * rate * self._r0, 0.0), t_arr.ndim == 0)
+
+    def limit(self):
+        """``(f_train, f_test)`` as t -> infinity (``f_test`` None without a test set):
+        with the coefficients c = diag(1 / (lam + n lambda)) V^T (y - f_0(X)) on the range
+        of K_train (0 on its null directions, as in :meth:`predict`),
+        f(X) = f_0(X) + V diag(lam) c and f(X*) = f_0(X*) + K(X*, X) V c; for lambda = 0
+        (ridgeless) f(X) is the projection of y onto f_0(X) + range(K_train), exactly."""
+        lam = self.eigenvalues
+        shifted = np.where(self._range, lam + self.n * self.ridge, 1.0)
+        coefficients = np.where(self._range, self._r0 / shifted, 0.0)  # (lam + n lambda)^-1 r0
+        train_modes = np.where(self._range, -self._r0 if not self.ridge else -lam * coefficients, 0.0)
+        return self._predictions(train_modes[None], coefficients[None], True)
+
+    def _predictions(self, train_modes, coefficients, single):
+        """f_0 + V ``train_modes`` on X and f_0(X*) - K(X*, X) V ``coefficients`` on X*,
+        both (T, n) in the eigenbasis, through one application of V to 2 T vectors."""
+        T = train_modes.shape[0]
+        moved = self.eigen.apply(np.vstack([train_modes, coefficients]).T)  # (n, 2T)
         f_train = self.f0_train + moved[:, :T].T
         f_test = None
         if self.K_test_train is not None:
             f_test = self.f0_test - _product_t(moved[:, T:], self.K_test_train.T)
-        if t_arr.ndim == 0:
+        if single:
             f_train = f_train[0]
             f_test = None if f_test is None else f_test[0]
         return f_train, f_test
@@ -444,14 +482,16 @@ class LinearizedSquared:
 class FunctionSpaceField:
     """Kernel gradient flow (*) as a vector field over f = [f(X) (n), f(X*) (n*)]:
 
-        df/dt = -(1/n) K[:, train] l'(f(X), y),   K[:, train] = [K_train; K_test_train]
+        df/dt = -(1/n) K[:, train] l'(f(X), y) - lambda (f - f_0),   K[:, train] = [K_train; K_test_train]
 
     ``field(t, f) -> (df/dt, loss)`` with loss = (1/n) sum_k loss(f(x_k), y_k) (without the
-    loss scale, which is part of K). ``loss`` is a loss code or name (``solvers.losses``).
+    loss scale, which is part of K, and without the ridge term). ``loss`` is a loss code or
+    name (``solvers.losses``). The ridge lambda >= 0 (default 0) pulls f back to ``f0``, the
+    state at t = 0 (see :class:`LinearizedSquared` for where the term comes from).
     Start from :meth:`initial_state`; split a state with :meth:`split`.
     """
 
-    def __init__(self, K_train, y, loss, K_test_train=None):
+    def __init__(self, K_train, y, loss, K_test_train=None, ridge=0.0, f0=None):
         K = np.asarray(K_train, dtype=np.float64)
         n = K.shape[0]
         if K.shape != (n, n):
@@ -470,6 +510,16 @@ class FunctionSpaceField:
         self.n_test = self._K.shape[0] - n
         self.loss = loss_code(loss)
         self._lp = np.empty(n)
+        if not (np.isfinite(ridge) and ridge >= 0):
+            raise ValueError(f"ridge must be finite and >= 0, got {ridge!r}")
+        self.ridge = float(ridge)
+        self.f0 = None
+        if self.ridge:
+            if f0 is None:
+                raise ValueError("a ridge needs f0, the state at t = 0")
+            self.f0 = np.asarray(f0, dtype=np.float64).copy()
+            if self.f0.shape != (n + self.n_test,):
+                raise ValueError(f"f0 has shape {self.f0.shape}, expected ({n + self.n_test},)")
 
     def initial_state(self, f0_train, f0_test=None):
         parts = [np.ravel(f0_train)] + ([np.ravel(f0_test)] if self.n_test else [])
@@ -486,6 +536,8 @@ class FunctionSpaceField:
         if batch is not None:
             raise NotImplementedError("the function-space field has no minibatches")
         loss = loss_and_derivative(self.loss, f[: self.n], self.y, self._lp)
+        if self.ridge:
+            return self._K @ self._lp - self.ridge * (f - self.f0), loss
         return self._K @ self._lp, loss
 
 

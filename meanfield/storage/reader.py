@@ -271,7 +271,10 @@ class RecordedRun:
     Attributes: ``name``; ``solver`` (particles | tangent | ntk); ``status`` (running,
     complete, interrupted, or 'failed: reason'); ``ended`` and ``t_stop``, how and when a
     complete run ended; ``attrs``, every resolved number of its parameterization (s, eta_a,
-    eta_w, a_std, ..., predicted_regime); ``predicted_regime``.
+    eta_w, a_std, ..., predicted_regime); ``predicted_regime``; ``constants``, the run's
+    scalar results that do not change in time (an ntk run with squared loss:
+    ``loss_train_limit`` and ``loss_test_limit``, its t -> infinity limit), which
+    :meth:`final` includes.
     """
 
     def __init__(self, h5: h5py.File, name: str):
@@ -287,6 +290,9 @@ class RecordedRun:
         """The time the run ended at (NaN where ``ended`` is None)."""
         group = h5.get(layout.observables(name))
         self._measures = {measure: _element(group[measure]) for measure in group} if group is not None else {}
+        self.constants: dict[str, float] = ({key: float(value) for key, value in group.attrs.items()}
+                                            if group is not None else {})
+        """Scalar results constant in time (attributes of the run's observables group)."""
         group = h5.get(layout.particles(name))
         self._particles = ({element: _element(group[element]) for element in PARTICLE_ELEMENTS if element in group}
                            if group is not None else {})
@@ -364,11 +370,12 @@ class RecordedRun:
                             coords=self._time_coords(element), name=measure, attrs={"run": self.name})
 
     def final(self) -> dict[str, float]:
-        """The last value of every scalar measure."""
+        """The last value of every scalar measure, and the run's :attr:`constants`."""
         if not self.frames:
-            return {}
-        return {name: float(element.value[self.frames - 1]) for name, element in self._measures.items()
+            return dict(self.constants)
+        last = {name: float(element.value[self.frames - 1]) for name, element in self._measures.items()
                 if element.value.ndim == 1}
+        return {**last, **self.constants}
 
     def verdict(self) -> tuple[str, str]:
         """The regime measured from the final measures: (rich | lazy | unknown, the numbers behind it)."""
@@ -398,11 +405,13 @@ class RecordedRun:
                           attrs=self._xarray_attrs())
 
     def to_dataset(self):
-        """The run as one ``xarray.Dataset``: every measure and the particles, over time."""
+        """The run as one ``xarray.Dataset``: every measure and the particles, over time,
+        and the run's constants as scalar variables."""
         import xarray as xr
 
         variables = {name: (("time", *self._vector_dims(name, e.value.ndim)), e.value[: self.frames])
                      for name, e in self._measures.items()}
+        variables.update({name: ((), value) for name, value in self.constants.items()})
         if self._particles:
             variables.update(self._particle_variables())
         coords = self._time_coords(self._elements[0]) if self._elements else {}

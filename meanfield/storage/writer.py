@@ -230,6 +230,21 @@ class RunWriter:
         self._params.attrs["t_stop"] = float(t_stop)
         self.status = "complete"
 
+    def set_constants(self, values: dict) -> None:
+        """Store the run's constants, scalar results that do not change in time (an ntk
+        run's ``loss_test_limit``, ...), as float64 attributes of its observables group
+        (attributes, not datasets: a file gains no dataset)."""
+        if not values:
+            return
+        group = self._file.h5.get(layout.observables(self.name))
+        if group is None:
+            raise ValueError(f"run {self.name!r} records no measures: nowhere to store its constants")
+        self._file.ensure_room(0, f"the constants of run {self.name!r}")
+        for key, value in values.items():
+            layout.check_name(key, "constant name")
+            group.attrs[key] = np.float64(value)
+        self._file.flush()
+
     def append(self, step: int, time: float, particles=None, measures=None) -> None:
         """Write one snapshot and flush. ``particles`` = (a, W, b) is ignored when the run
         records none; ``measures`` maps every recorded measure to its value."""

@@ -58,6 +58,14 @@ def test_without_a_test_set_every_solver_trains_as_with_its_samples_as_the_test_
         np.testing.assert_allclose(reference.series("loss_test").value, reference.series("loss_train").value,
                                    rtol=1e-12, err_msg=name)  # its test set is its training set
     assert "kernel_distance" in alone["rich"].measures and alone["rich"].series("kernel_distance").value[-1] > 0
+    kernel_runs = [name for name in RUNS if alone[name].solver == "ntk"]
+    for name in kernel_runs:  # the kernel-regression limit: on the training set alone (squared loss)
+        expected = {"loss_train_limit", "loss_test_limit"} if loss == "squared" else set()
+        assert set(tested[name].constants) == expected
+        assert set(alone[name].constants) == expected - {"loss_test_limit"}
+        if expected:
+            assert np.isclose(alone[name].constants["loss_train_limit"], tested[name].constants["loss_train_limit"],
+                              rtol=1e-9)
 
 
 def test_test_indices_reach_the_file_as_given(data_file):

@@ -4,6 +4,8 @@
     f_test                  the predictions on the test set [n_test]
     displacement_w          ||W_t - W_0||_F / ||W_0||_F
     displacement_a          ||a_t - a_0|| / ||a_0||
+    displacement_wb         ||(W_t, b_t) - (W_0, b_0)||_F / ||(W_0, b_0)||_F (record.measures)
+    output_bias             the output bias c_t (model.output_bias)
     displacement_mean       (1/m) sum_i |theta_i(t) - theta_i(0)|, theta_i = (a_i, w_i[, b_i])
     wasserstein2            W2 between the particle measures at 0 and t
     kernel_distance         1 - <K_0, K_t>_F / (||K_0|| ||K_t||) on a fixed probe set
@@ -52,6 +54,14 @@ def displacement_measures(a, W, b, initial) -> dict[str, float]:
         "displacement_a": relative_change(a, a0),
         "displacement_mean": mean_particle_displacement(a, W, b, a0, W0, b0),
     }
+
+
+def displacement_wb(W, b, W0, b0) -> float:
+    """||(W, b) - (W0, b0)||_F / ||(W0, b0)||_F: the first layer's weights and biases together
+    (Luo et al.'s relative change); displacement_w for a model without bias (b None)."""
+    if b is None:
+        return relative_change(W, W0)
+    return relative_change(np.column_stack([W, b]), np.column_stack([W0, b0]))
 
 
 # ---------------------------------------------------------------- regime measures

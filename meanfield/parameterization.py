@@ -8,6 +8,10 @@ two layers):
     da_i/dt = -eta_a dR/da_i,  dw_i/dt = -eta_w dR/dw_i,   eta_a = lr_a m^-C_a, eta_w = lr_w m^-C_w,
     R = loss_scale * (1/n) sum_k loss(f(x_k), y_k).
 
+With model.output_bias, f gains a trained scalar c, c(0) ~ N(0, c_std^2), dc/dt = -eta_c dR/dc,
+eta_c = lr_c (default lr) at every width: c enters f without s, so its kernel term
+loss_scale * eta_c is O(1) in every preset (docs/design.md §1.1).
+
 | preset     | s0    | A   | B   | C   | loss_scale | clock                                        |
 |------------|-------|-----|-----|-----|------------|----------------------------------------------|
 | mean_field | 1     | 1   | 0   | -1  | 1          | time of the mean-field limit ODE             |
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 from .scenario import ModelSpec, PresetBase
 
@@ -80,10 +85,14 @@ class Resolved:
     exponents: dict
     regime: Regime
     clock: str
+    eta_c: Optional[float] = None
+    """The output bias's learning rate (lr_c, default lr; model.output_bias), None without one."""
+    c_std: Optional[float] = None
+    """The spread of the output bias at t = 0 (init.c_std), None without one."""
 
     def as_attrs(self) -> dict:
-        """Flat attributes for the trajectory file."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("regime", "exponents")}
+        """Flat attributes for the trajectory file (eta_c and c_std only with an output bias)."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("regime", "exponents") and v is not None}
         out["exponents"] = dict(self.exponents)
         out["predicted_regime"] = self.regime.label
         out["predicted_regime_reason"] = self.regime.reason
@@ -121,6 +130,8 @@ def resolve(param: PresetBase, model: ModelSpec, dim: int) -> Resolved:
         exponents={"A": A, "B": B, "C_a": C_a, "C_w": C_w},
         regime=predict_regime(A, B, C_a, C_w, alpha=getattr(param, "alpha", None)),
         clock=CLOCKS[param.preset],
+        eta_c=(param.lr if param.lr_c is None else param.lr_c) if model.output_bias else None,
+        c_std=model.init.c_std if model.output_bias else None,
     )
 
 

@@ -92,11 +92,13 @@ def run_rng(seed: int, name: str) -> np.random.Generator:
 
 @dataclass(frozen=True)
 class InitialDraws:
-    """Standard-normal draws shared by every run: z_a [m], Z_w [m, d], z_b [m]."""
+    """Standard-normal draws shared by every run: z_a [m], Z_w [m, d], z_b [m], and z_c for
+    the output bias (drawn last, so the others are those of a model without one)."""
 
     z_a: np.ndarray
     Z_w: np.ndarray
     z_b: np.ndarray
+    z_c: float = 0.0
 
 
 def initial_draws(scenario: Scenario, rng: np.random.Generator) -> InitialDraws:
@@ -108,7 +110,8 @@ def initial_draws(scenario: Scenario, rng: np.random.Generator) -> InitialDraws:
     z_b = rng.standard_normal(half)
     if scenario.model.init.symmetric:
         z_a, Z_w, z_b = np.concatenate([z_a, -z_a]), np.vstack([Z_w, Z_w]), np.concatenate([z_b, z_b])
-    return InitialDraws(z_a, Z_w, z_b)
+    z_c = float(rng.standard_normal()) if scenario.model.output_bias else 0.0
+    return InitialDraws(z_a, Z_w, z_b, z_c)
 
 
 def initial_particles(draws: InitialDraws, resolved: Resolved, bias: bool):
@@ -116,6 +119,12 @@ def initial_particles(draws: InitialDraws, resolved: Resolved, bias: bool):
     a = a_std z_a, W = w_std Z_w, b = b_std z_b."""
     b0 = resolved.b_std * draws.z_b if bias else None
     return resolved.a_std * draws.z_a, resolved.w_std * draws.Z_w, b0
+
+
+def initial_output_bias(draws: InitialDraws, resolved: Resolved):
+    """c0 = c_std z_c, the output bias at t = 0 (every run starts from the same one), or
+    None for a model without one."""
+    return None if resolved.c_std is None else resolved.c_std * draws.z_c
 
 
 @dataclass(frozen=True)
@@ -216,7 +225,7 @@ class FlowRun(Run):
 
     @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
-        method = scenario.train.integrator.method
+        method = scenario.integrator_of(spec).method
         values, itemsize, lower = cls.state_size(scenario, n_train, n_test)
         return [*super().memory(scenario, spec, n_train, n_test, frames),
                 stepping(cls.method_of.get(method, method), values, itemsize, lower)]
@@ -227,8 +236,13 @@ class FlowRun(Run):
         """(numbers in the state, bytes of each, the key that sizes it)."""
 
     @property
+    def integrator(self):
+        """The run's integrator: runs.<name>.integrator, else train.integrator."""
+        return self.inputs.scenario.integrator_of(self.spec)
+
+    @property
     def attrs(self) -> dict:
-        return {**super().attrs, "integrator": self.inputs.scenario.train.integrator.model_dump()}
+        return {**super().attrs, "integrator": self.integrator.model_dump()}
 
     def close(self) -> None:
         self.field = self.stepper = None
@@ -271,6 +285,7 @@ class ParticleMeasures:
     def __init__(self, run: ParticleRun, kernel: bool):
         inputs = run.inputs
         self.initial, self.resolved, self.activation = run.initial, run.resolved, inputs.activation
+        self.wb = "displacement_wb" in run.measures
         self.teacher = inputs.data.teacher if "teacher_alignment" in run.measures else None
         self.subset = _w2_subset(inputs.scenario)
         self.cloud0 = dg.particle_cloud(*self._take(*self.initial))
@@ -280,6 +295,8 @@ class ParticleMeasures:
     @staticmethod
     def shapes(scenario: Scenario, kernel: bool) -> dict[str, tuple]:
         shapes = dict.fromkeys(PARTICLE_MEASURES, ())
+        if "displacement_wb" in scenario.record.measures:
+            shapes["displacement_wb"] = ()
         if scenario.data.task in TEACHER_TASKS:
             shapes["teacher_alignment"] = ()
         if kernel:
@@ -289,6 +306,8 @@ class ParticleMeasures:
     def __call__(self, a, W, b) -> dict:
         out = {**dg.displacement_measures(a, W, b, self.initial),
                "wasserstein2": dg.wasserstein2(self.cloud0, dg.particle_cloud(*self._take(a, W, b)))}
+        if self.wb:
+            out["displacement_wb"] = dg.displacement_wb(W, b, self.initial[1], self.initial[2])
         if self.teacher is not None:
             signed = not self.teacher.activation.startswith("hermite")
             out["teacher_alignment"] = dg.teacher_alignment(a, W, self.teacher.W, signed=signed)
@@ -307,7 +326,8 @@ class ParticleMeasures:
         X_probe, r = self.probe[0], self.resolved
         return kernels.empirical_ntk(
             np.asarray(a, np.float64), np.asarray(W, np.float64), None if b is None else np.asarray(b, np.float64),
-            X_probe, X_probe, s=r.s, eta_a=r.eta_a, eta_w=r.eta_w, act=self.activation, loss_scale=r.loss_scale)
+            X_probe, X_probe, s=r.s, eta_a=r.eta_a, eta_w=r.eta_w, act=self.activation, loss_scale=r.loss_scale,
+            eta_c=r.eta_c or 0.0)
 
 
 def _w2_subset(scenario: Scenario):
@@ -319,7 +339,8 @@ def _w2_subset(scenario: Scenario):
 
 # ----------------------------------------------------------------------------- particle runs
 class ParticleRun(Run):
-    """A run whose state is the particles y = [a, W, b]: the network or its tangent model."""
+    """A run whose state is the particles y = [a, W, b] (and the output bias c, last): the
+    network or its tangent model."""
 
     tracks_kernel: ClassVar[bool] = False
     """Whether the run's own tangent kernel moves (so kernel_distance means something)."""
@@ -327,14 +348,19 @@ class ParticleRun(Run):
     def __init__(self, name, spec, resolved, inputs):
         super().__init__(name, spec, resolved, inputs)
         scenario = inputs.scenario
-        self.layout = ParticleLayout(scenario.model.width, scenario.data.dim, scenario.model.bias)
+        self.layout = ParticleLayout(scenario.model.width, scenario.data.dim, scenario.model.bias,
+                                     scenario.model.output_bias)
         self.initial = initial_particles(inputs.draws, resolved, scenario.model.bias)
+        self.c0 = initial_output_bias(inputs.draws, resolved)
         self.dtype = np.dtype(np.float64)
         self._measure_particles = None
 
     @classmethod
     def measure_shapes(cls, scenario, n_test):
-        return {**fit_shapes(scenario, n_test), **ParticleMeasures.shapes(scenario, cls.tracks_kernel)}
+        shapes = {**fit_shapes(scenario, n_test), **ParticleMeasures.shapes(scenario, cls.tracks_kernel)}
+        if scenario.model.output_bias:
+            shapes["output_bias"] = ()
+        return shapes
 
     @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
@@ -353,8 +379,9 @@ class ParticleRun(Run):
 
     @staticmethod
     def particle_values(scenario: Scenario) -> int:
-        """m (d + 1 + bias): the numbers of the particles."""
-        return scenario.model.width * (scenario.data.dim + 1 + int(scenario.model.bias))
+        """m (d + 1 + bias) + output_bias: the numbers of the particles (and the output bias)."""
+        model = scenario.model
+        return model.width * (scenario.data.dim + 1 + int(model.bias)) + int(model.output_bias)
 
     @property
     def records_particles(self) -> bool:
@@ -362,9 +389,10 @@ class ParticleRun(Run):
 
     @property
     def numbers(self) -> dict:
-        """The resolved numbers the solvers take."""
+        """The resolved numbers the solvers take (eta_c with an output bias)."""
         r = self.resolved
-        return dict(s=r.s, eta_a=r.eta_a, eta_w=r.eta_w, loss_scale=r.loss_scale)
+        numbers = dict(s=r.s, eta_a=r.eta_a, eta_w=r.eta_w, loss_scale=r.loss_scale)
+        return numbers if r.eta_c is None else {**numbers, "eta_c": r.eta_c}
 
     def population_settings(self, numbers: bool = True) -> dict:
         """The student's and the teacher's activations (and the resolved numbers) that the
@@ -375,7 +403,7 @@ class ParticleRun(Run):
     def start(self, checkpoint=None) -> RunState:
         self._measure_particles = ParticleMeasures(self, kernel=self.tracks_kernel)
         self._build()
-        return self._from(self.layout.pack(*self.initial, dtype=self.dtype), checkpoint)
+        return self._from(self.layout.pack(*self.initial, dtype=self.dtype, c=self.c0), checkpoint)
 
     @abstractmethod
     def _build(self) -> None:
@@ -386,7 +414,10 @@ class ParticleRun(Run):
         """The fit measures at ``state`` (see :func:`fit_shapes`)."""
 
     def measure(self, state):
-        return {**self._fit(state), **self._measure_particles(*self.layout.split(state.y))}
+        out = {**self._fit(state), **self._measure_particles(*self.layout.split(state.y))}
+        if self.c0 is not None:
+            out["output_bias"] = float(self.layout.c_of(state.y)[0])
+        return out
 
     def particles(self, state):
         return self.layout.split(state.y)
@@ -407,7 +438,7 @@ class ParticleFlow(ParticleRun, FlowRun):
         field = self._field()
         train = self.inputs.scenario.train
         self.field = WeightDecay(field, train.weight_decay) if train.weight_decay else field
-        self.stepper = make_stepper(**train.integrator.model_dump(), temperature=train.temperature)
+        self.stepper = make_stepper(**self.integrator.model_dump(), temperature=train.temperature)
 
     @abstractmethod
     def _field(self):
@@ -444,8 +475,10 @@ class ParticlesOnData(ParticleFlow):
 
     def _fit(self, state):
         a, W, b = self.layout.split(state.y)
+        c = self.layout.c_of(state.y)
+        c = None if c is None else c[0]
         data, act, s = self.inputs.data, self.inputs.activation, self.resolved.s
-        return fit_on_data(predict(a, W, b, data.X_train, s, act), predict(a, W, b, data.X_test, s, act),
+        return fit_on_data(predict(a, W, b, data.X_train, s, act, c), predict(a, W, b, data.X_test, s, act, c),
                            data, self.inputs.loss)
 
 
@@ -492,7 +525,7 @@ class TangentOnData(ParticleFlow):
     def _field(self):
         data, inputs = self.inputs.data, self.inputs
         self.tangent = kernels.TangentField(*self.initial, data.X_train, data.y_train, act=inputs.activation,
-                                            loss=inputs.loss, **self.numbers)
+                                            loss=inputs.loss, c0=self.c0, **self.numbers)
         return self.tangent
 
     def _fit(self, state):
@@ -567,24 +600,29 @@ class KernelFlow(Run):
 
     def kernels(self):
         """K(X_train, X_train), K(X_test, X_train) and f_0 on [X_train; X_test]: of the
-        particles (``empirical``), or the analytic m -> infinity limit from f_0 = 0."""
+        particles (``empirical``), or the analytic m -> infinity limit from f_0 = 0. An output
+        bias adds loss_scale * eta_c to either kernel and its c_0 to f_0 (the analytic run then
+        starts from f_0 = c_0, the constant every run of the scenario starts with)."""
         inputs, r = self.inputs, self.resolved
         scenario, data, act = inputs.scenario, inputs.data, inputs.activation
+        c0 = initial_output_bias(inputs.draws, r)
+        eta_c = r.eta_c or 0.0
         if self.spec.kernel == "empirical":
             a0, W0, b0 = initial_particles(inputs.draws, r, scenario.model.bias)
             K_train, K_test, f0_train, f0_test = kernels.train_test_ntk(
                 a0, W0, b0, data.X_train, data.X_test, return_f0=True, s=r.s, eta_a=r.eta_a, eta_w=r.eta_w,
-                act=act, loss_scale=r.loss_scale)
-            return K_train, K_test, np.concatenate([f0_train, f0_test])
+                act=act, loss_scale=r.loss_scale, eta_c=eta_c)
+            f0 = np.concatenate([f0_train, f0_test])
+            return K_train, K_test, f0 if c0 is None else f0 + c0
         # E over the initialization of the empirical kernel at this width: the weights
         # c s^2 m eta are the m -> infinity limits for mean_field, ntk and lazy
         X = np.vstack([data.X_train, data.X_test])
         weight = r.loss_scale * r.s**2 * r.width
         _, K = kernels.analytic_kernels(X, data.X_train, act=act, w_var=r.w_std**2, b_var=r.b_std**2,
                                         a_var=r.a_std**2, eta_a=weight * r.eta_a, eta_w=weight * r.eta_w,
-                                        bias=scenario.model.bias)
+                                        bias=scenario.model.bias, eta_c=r.loss_scale * eta_c)
         n = data.n_train
-        return K[:n], K[n:], np.zeros(len(X))
+        return K[:n], K[n:], np.full(len(X), 0.0 if c0 is None else c0)
 
     def measure(self, state):
         n = self.inputs.data.n_train
@@ -642,7 +680,7 @@ class KernelFlowClosedForm(KernelFlow, ExactRun):
 
 class KernelFlowIntegrated(KernelFlow, FlowRun):
     """Kernel gradient flow of a loss other than squared: its n-dimensional ODE integrated
-    with the scenario's integrator (SGD and Euler-Maruyama become Euler with the same dt:
+    with the run's integrator (SGD and Euler-Maruyama become Euler with the same dt:
     the kernel flow is deterministic). No closed-form limit: no constants."""
 
     method_of = {"sgd": "euler", "euler_maruyama": "euler"}
@@ -663,7 +701,7 @@ class KernelFlowIntegrated(KernelFlow, FlowRun):
         K_train, K_test, f0 = self.kernels()
         self.field = kernels.FunctionSpaceField(K_train, data.y_train, self.inputs.loss, K_test_train=K_test,
                                                 ridge=self.spec.ridge, f0=f0)
-        method = self.inputs.scenario.train.integrator.model_dump()
+        method = self.integrator.model_dump()
         if method["method"] in ("sgd", "euler_maruyama"):
             method.update(method="euler", batch_size=None)
         self.stepper = make_stepper(**method)

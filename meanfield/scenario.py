@@ -277,11 +277,14 @@ class DataSpec(Strict):
 
 # ---------------------------------------------------------------------------- model
 class InitSpec(Strict):
-    """a_i ~ N(0, a_std^2 * preset scale), w_i ~ N(0, w_std^2 I / dim), b_i ~ N(0, b_std^2)."""
+    """a_i ~ N(0, a_std^2 * preset scale), w_i ~ N(0, w_std^2 I / dim), b_i ~ N(0, b_std^2),
+    and the output bias c ~ N(0, c_std^2)."""
 
     a_std: PositiveFloat = 1.0
     w_std: PositiveFloat = 1.0
     b_std: NonNegativeFloat = 0.0
+    c_std: NonNegativeFloat = 0.0
+    """The spread of the output bias c at t = 0 (model.output_bias): neural-tangents' readout b_std."""
     symmetric: bool = False
     """a_{i+m/2} = -a_i, w_{i+m/2} = w_i, b_{i+m/2} = b_i: f_0 = 0 exactly (width must be even)."""
 
@@ -290,6 +293,9 @@ class ModelSpec(Strict):
     width: PositiveInt = 512
     activation: ActivationName = "relu"
     bias: bool = False
+    output_bias: bool = False
+    """f(x) = s sum_i a_i sigma(w_i . x + b_i) + c: a trained scalar c (docs/design.md §1.1), with
+    c(0) ~ N(0, init.c_std^2) and the learning rate eta_c = the run's lr_c (default lr)."""
     init: InitSpec = InitSpec()
 
     @model_validator(mode="after")
@@ -303,6 +309,9 @@ class ModelSpec(Strict):
         if not self.bias and _differs_from_default(self.init, "b_std"):
             raise ValueError(f"init.b_std = {self.init.b_std:g} is the spread of the biases b_i, and bias is "
                              "false (b = 0): set model.bias: true, or remove model.init.b_std")
+        if not self.output_bias and _differs_from_default(self.init, "c_std"):
+            raise ValueError(f"init.c_std = {self.init.c_std:g} is the spread of the output bias c, and "
+                             "output_bias is false (c = 0): set model.output_bias: true, or remove model.init.c_std")
         return self
 
 
@@ -312,6 +321,9 @@ class PresetBase(Strict):
     """eta0: the base learning rate (both layers unless lr_a / lr_w are given)."""
     lr_a: Optional[PositiveFloat] = None
     lr_w: Optional[PositiveFloat] = None
+    lr_c: Optional[PositiveFloat] = None
+    """eta_c, the output bias's learning rate (model.output_bias; default lr), never scaled by the
+    width: c enters f without the multiplier s, so its kernel term loss_scale * eta_c is O(1)."""
 
 
 class MeanFieldPreset(PresetBase):
@@ -350,62 +362,7 @@ Parameterization = Annotated[
 ]
 
 
-# ----------------------------------------------------------------------------- runs
-class RunSpecBase(Strict):
-    """What every entry of ``runs`` shares: ``parameterization`` may name a preset alone."""
-
-    @field_validator("parameterization", mode="before", check_fields=False)
-    @classmethod
-    def _preset_name(cls, value):
-        return _expand_shorthand(("parameterization",), value)
-
-
-class ParticleRunSpec(RunSpecBase):
-    """A particle run: the network trained by gradient flow, each neuron a particle."""
-
-    solver: Literal["particles"] = "particles"
-    parameterization: Parameterization = MeanFieldPreset()
-
-
-class TangentRunSpec(RunSpecBase):
-    """The finite-width linearized network f_0 + grad f(theta_0) . (theta - theta_0), as particles."""
-
-    solver: Literal["tangent"] = "tangent"
-    parameterization: Parameterization = NTKPreset()
-
-
-class KernelRunSpec(RunSpecBase):
-    """Kernel gradient flow in function space with the (learning-rate weighted) NTK.
-
-    ``empirical``: the kernel of the scenario's own initial particles, from their f_0;
-    ``analytic``: its expectation over the initialization (the m -> infinity kernel for
-    relu, erf, linear), from f_0 = 0.
-    """
-
-    solver: Literal["ntk"] = "ntk"
-    kernel: Literal["empirical", "analytic"] = "empirical"
-    parameterization: Parameterization = NTKPreset()
-    ridge: NonNegativeFloat = 0.0
-    """lambda >= 0: the flow of the ridge-regularised loss, df/dt = -(1/n) K l'(f, y) -
-    lambda (f - f_0) on train and test points (docs/design.md §1.6); with squared loss its
-    t -> infinity limit is kernel ridge regression from f_0, K (K + n lambda I)^-1. 0: the
-    plain kernel flow (ridgeless; its limit is kernel interpolation)."""
-
-
-RunSpec = Annotated[Union[ParticleRunSpec, TangentRunSpec, KernelRunSpec], Field(discriminator="solver")]
-
-
-RESOLVED_NUMBERS = ("s", "eta_a", "eta_w", "a_std", "loss_scale")
-"""What a parameterization resolves to at a width (meanfield.parameterization.Resolved): each > 0 and finite."""
-
-MAX_SNAPSHOTS = 10**6
-"""The most snapshots a run may take, train.t_end / record.every (each is a write, and the
-snapshot times are one array): more is a mistake (record.every: 1e-12), not a study."""
-
-RUN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
-
-
-# ---------------------------------------------------------------------------- train
+# ------------------------------------------------------------------------ integrators
 FORMER_DEFAULTS = {"rtol": 1e-6, "atol": 1e-9}
 """rk45's tolerances before issue 13: the scenario a file of that time stores lists them for
 every method, so a fixed-step method takes them as unset too (the file still reads)."""
@@ -426,6 +383,7 @@ class IntegratorSpec(Strict):
 
     @model_validator(mode="after")
     def _method_requirements(self):
+        # the messages name train.integrator; _explain names a run's own where it is one
         if self.method in FIXED_STEP_METHODS and self.dt is None:
             raise ValueError(f"method {self.method!r} takes a fixed step: set train.integrator.dt")
         if self.method == "sgd" and self.batch_size is None:
@@ -442,6 +400,68 @@ class IntegratorSpec(Strict):
         return self
 
 
+# ----------------------------------------------------------------------------- runs
+class RunSpecBase(Strict):
+    """What every entry of ``runs`` shares: ``parameterization`` may name a preset alone, and
+    ``integrator`` (the schema of train.integrator, every key of it: its defaults are the
+    schema's, not train.integrator's) steps this run instead of train.integrator. Only a run
+    that takes steps has one (particles, tangent on data, ntk with a loss other than squared):
+    :meth:`Scenario.integrator_of`. Each kind declares it last, after its own keys."""
+
+    @field_validator("parameterization", mode="before", check_fields=False)
+    @classmethod
+    def _preset_name(cls, value):
+        return _expand_shorthand(("parameterization",), value)
+
+
+class ParticleRunSpec(RunSpecBase):
+    """A particle run: the network trained by gradient flow, each neuron a particle."""
+
+    solver: Literal["particles"] = "particles"
+    parameterization: Parameterization = MeanFieldPreset()
+    integrator: Optional[IntegratorSpec] = None
+
+
+class TangentRunSpec(RunSpecBase):
+    """The finite-width linearized network f_0 + grad f(theta_0) . (theta - theta_0), as particles."""
+
+    solver: Literal["tangent"] = "tangent"
+    parameterization: Parameterization = NTKPreset()
+    integrator: Optional[IntegratorSpec] = None
+
+
+class KernelRunSpec(RunSpecBase):
+    """Kernel gradient flow in function space with the (learning-rate weighted) NTK.
+
+    ``empirical``: the kernel of the scenario's own initial particles, from their f_0;
+    ``analytic``: its expectation over the initialization (the m -> infinity kernel for
+    relu, erf, linear), from f_0 = 0.
+    """
+
+    solver: Literal["ntk"] = "ntk"
+    kernel: Literal["empirical", "analytic"] = "empirical"
+    parameterization: Parameterization = NTKPreset()
+    ridge: NonNegativeFloat = 0.0
+    """lambda >= 0: the flow of the ridge-regularised loss, df/dt = -(1/n) K l'(f, y) -
+    lambda (f - f_0) on train and test points (docs/design.md §1.6); with squared loss its
+    t -> infinity limit is kernel ridge regression from f_0, K (K + n lambda I)^-1. 0: the
+    plain kernel flow (ridgeless; its limit is kernel interpolation)."""
+    integrator: Optional[IntegratorSpec] = None
+
+
+RunSpec = Annotated[Union[ParticleRunSpec, TangentRunSpec, KernelRunSpec], Field(discriminator="solver")]
+
+
+RESOLVED_NUMBERS = ("s", "eta_a", "eta_w", "a_std", "loss_scale")
+"""What a parameterization resolves to at a width (meanfield.parameterization.Resolved): each > 0 and finite."""
+
+MAX_SNAPSHOTS = 10**6
+"""The most snapshots a run may take, train.t_end / record.every (each is a write, and the
+snapshot times are one array): more is a mistake (record.every: 1e-12), not a study."""
+
+RUN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
 class TrainSpec(Strict):
     t_end: PositiveFloat = 10.0
     stop_loss: NonNegativeFloat = 0.0
@@ -450,13 +470,13 @@ class TrainSpec(Strict):
     temperature: NonNegativeFloat = 0.0
     dtype: Literal["float64", "float32"] = "float64"
 
-    @model_validator(mode="after")
-    def _noise_needs_sde_method(self):
-        if self.temperature > 0 and self.integrator.method != "euler_maruyama":
-            raise ValueError(
-                "temperature > 0 is Langevin dynamics: set train.integrator.method: euler_maruyama"
-            )
-        return self
+
+OPTIONAL_MEASURES = ("displacement_wb",)
+"""Measures a particle or tangent run records only when record.measures names them (a bundled
+scenario's file keeps exactly its datasets): displacement_wb = ||(W, b) - (W_0, b_0)||_F /
+||(W_0, b_0)||_F, the first layer's weights and biases together (docs/design.md §1.7)."""
+
+OptionalMeasure = Literal[OPTIONAL_MEASURES]
 
 
 class RecordSpec(Strict):
@@ -469,6 +489,16 @@ class RecordSpec(Strict):
     """Test points on which each particle run's NTK is compared with its initial one."""
     w2_particles: PositiveInt = 512
     """Particles (a fixed random subset when m is larger) in the Wasserstein-2 measure."""
+    measures: list[OptionalMeasure] = []
+    """Measures recorded beyond every run's own (OPTIONAL_MEASURES), by the runs with particles."""
+
+    @field_validator("measures")
+    @classmethod
+    def _each_measure_once(cls, measures):
+        twice = sorted({name for name in measures if measures.count(name) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} given twice: name each measure once")
+        return measures
 
 
 class Scenario(Strict):
@@ -556,6 +586,54 @@ class Scenario(Strict):
                 f"{train.t_end / MAX_SNAPSHOTS:.3g} (or lower train.t_end)")
         return record
 
+    @field_validator("runs")
+    @classmethod
+    def _output_bias_rate_needs_output_bias(cls, runs, info: ValidationInfo):
+        model = info.data.get("model")
+        if model is None or model.output_bias:
+            return runs
+        for name, run in runs.items():
+            if run.parameterization.lr_c is not None:
+                raise ValueError(f"runs.{name}.parameterization.lr_c is the learning rate of the output bias c, and "
+                                 "model.output_bias is false: set model.output_bias: true, or remove lr_c")
+        return runs
+
+    @field_validator("train")
+    @classmethod
+    def _noise_needs_sde_method(cls, train, info: ValidationInfo):
+        """temperature > 0 needs euler_maruyama in every run that steps with noise: train.integrator
+        where a run has none of its own (checked with train, which comes after runs)."""
+        if not train.temperature:
+            return train
+        runs = info.data.get("runs") or {}
+        own = [(name, run.integrator) for name, run in runs.items() if run.integrator is not None]
+        if len(own) < len(runs) and train.integrator.method != "euler_maruyama":
+            raise ValueError("temperature > 0 is Langevin dynamics: set train.integrator.method: euler_maruyama")
+        for name, integrator in own:
+            if integrator.method != "euler_maruyama":
+                raise ValueError(f"temperature > 0 is Langevin dynamics: set runs.{name}.integrator.method: "
+                                 f"euler_maruyama (it is {integrator.method!r})")
+        return train
+
+    @model_validator(mode="after")
+    def _run_integrators_step(self):
+        """A run's own integrator only where the run takes steps (one known in closed form takes none)."""
+        from .runs import FlowRun, run_class  # it imports this module
+
+        for name, run in self.runs.items():
+            if run.integrator is not None and not issubclass(run_class(self, run), FlowRun):
+                raise ValueError(f"runs.{name}.integrator: run {name!r} ({run.solver}) is solved in closed form "
+                                 "here and takes no steps: remove its integrator")
+        return self
+
+    def integrator_of(self, run: RunSpec) -> IntegratorSpec:
+        """The integrator that steps ``run`` (an entry of ``runs``): its own, else train.integrator."""
+        return self.train.integrator if run.integrator is None else run.integrator
+
+    def integrator_key(self, name: str) -> str:
+        """Where run ``name``'s integrator is set: runs.<name>.integrator or train.integrator."""
+        return "train.integrator" if self.runs[name].integrator is None else f"runs.{name}.integrator"
+
     @model_validator(mode="after")
     def _kernel_runs_have_no_parameters(self):
         kernel_runs = [name for name, run in self.runs.items() if run.solver == "ntk"]
@@ -574,6 +652,8 @@ class Scenario(Strict):
         problems = []
         if self.model.bias:
             problems.append("model.bias must be false (U(w, v) has no bias)")
+        if self.model.output_bias:
+            problems.append("model.output_bias must be false (the closed-form risk has no output bias)")
         if self.loss != "squared":
             problems.append("loss must be squared")
         if self.model.activation not in pairs:
@@ -584,8 +664,9 @@ class Scenario(Strict):
                 run.solver == "tangent" for run in self.runs.values()):
             problems.append("the tangent run is solved exactly: train.weight_decay and "
                             "train.temperature must be 0 with it")
-        if self.train.integrator.method == "sgd":
-            problems.append("there are no samples to draw minibatches from: not sgd")
+        for key, integrator in self._integrators().items():
+            if integrator.method == "sgd":
+                problems.append(f"there are no samples to draw minibatches from: {key}.method not sgd")
         for name, run in self.runs.items():
             if run.solver == "ntk":
                 problems.append(f"run {name!r}: with infinite data the kernel flow is the tangent "
@@ -602,6 +683,13 @@ class Scenario(Strict):
                 "use loss: squared"
             )
         return self
+
+    def _integrators(self) -> dict[str, IntegratorSpec]:
+        """The integrators the runs name, by key: train.integrator (unless every run has its own)
+        and each runs.<name>.integrator."""
+        own = {f"runs.{name}.integrator": run.integrator for name, run in self.runs.items()
+               if run.integrator is not None}
+        return own if len(own) == len(self.runs) else {"train.integrator": self.train.integrator, **own}
 
     @property
     def output_path(self) -> str:
@@ -805,18 +893,33 @@ def _explain(exc: ValidationError, source: str, lines: dict, overridden: set, ho
     for error in exc.errors():
         loc = _user_path(error["loc"])
         dotted = ".".join(str(part) for part in loc)
-        where = _where(source, loc, lines, overridden, how)
+        where = _where(source, loc or _leading_key(error["msg"]), lines, overridden, how)
         if error["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(error["loc"][:-1]))
             messages.append(f"{where}: unknown key {dotted!r}; allowed here: {allowed}")
         elif error["type"] == "finite_number":
             messages.append(f"{where}: {dotted}: must be a finite number, not {error['input']}")
         else:
-            text = error["msg"].removeprefix("Value error, ")
+            text = _relocate(error["msg"].removeprefix("Value error, "), dotted)
             got = error.get("input")
             got = "" if isinstance(got, (dict, BaseModel)) or got is None else f" (got {got!r})"
             messages.append(f"{where}: {dotted + ': ' if dotted else ''}{text}{got}")
     return "\n".join(messages)
+
+
+def _leading_key(message: str) -> tuple:
+    """The key path a scenario-wide rule's message starts with ('runs.x.integrator: ...'), so
+    that the message gets that key's line; () when it starts with none."""
+    head, sep, _ = message.removeprefix("Value error, ").partition(": ")
+    return tuple(head.split(".")) if sep and re.fullmatch(r"[A-Za-z_][\w\-]*(\.[\w\-]+)+", head) else ()
+
+
+def _relocate(text: str, dotted: str) -> str:
+    """An integrator's message names train.integrator (IntegratorSpec's home): at a run's own
+    integrator (``dotted`` runs.<name>.integrator[.key]) it names that one instead."""
+    if dotted.startswith("runs.") and ".integrator" in dotted:
+        return text.replace("train.integrator", dotted[: dotted.index(".integrator")] + ".integrator")
+    return text
 
 
 def _user_path(loc: tuple) -> tuple:

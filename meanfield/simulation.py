@@ -38,7 +38,7 @@ def _quiet(message: str) -> None:
 
 # ----------------------------------------------------------------------------- planning
 MAX_STEPS = 10**9
-"""The most steps a fixed-step run may take, about train.t_end / train.integrator.dt (hours
+"""The most steps a fixed-step run may take, about train.t_end / its integrator's dt (hours
 even at the fastest step): more is a mistake, refused by the plan."""
 
 
@@ -105,11 +105,15 @@ class Plan:
             lines.append(f"  data: {split_of(sc.data)}")
         if lacks_test_set(sc):
             lines.append(f"  {NO_TEST_SET}")
+        integrators = run_integrators(sc)
         for name, r in self.resolved.items():
+            bias = "" if r.eta_c is None else f", eta_c = {r.eta_c:.4g}, c_std = {r.c_std:.4g}"
             lines.append(f"  {name}: {r.preset}: s = {r.s:.4g}, eta_a = {r.eta_a:.4g}, eta_w = {r.eta_w:.4g}, "
-                         f"a_std = {r.a_std:.4g}; predicted {r.regime.label}: {r.regime.reason}")
+                         f"a_std = {r.a_std:.4g}{bias}; predicted {r.regime.label}: {r.regime.reason}")
             if sc.runs[name].solver == "ntk":
                 lines.append(f"    {kernel_flow_text(sc, sc.runs[name])}")
+            if len(set(integrators.values())) > 1 and name in integrators:
+                lines.append(f"    integrator ({sc.integrator_key(name)}): {integrators[name]}")
         lines += self.notes
         where = f"would write {output}" if output else "would write the trajectory"
         lines.append(f"{where}: about {self.estimated_bytes / 1e6:.3g} MB, {len(self.times) + 1} snapshots per run")
@@ -150,6 +154,18 @@ def kernel_flow_text(scenario: Scenario, spec) -> str:
     else:
         how = f"integrated ({scenario.loss} loss: no closed-form limit)"
     return f"kernel flow with the {spec.kernel} kernel, {ridge}: {how}"
+
+
+def run_integrators(scenario: Scenario) -> dict[str, str]:
+    """Each stepping run's integrator in words ('rk4, dt 0.05'), for --dry-run to show when
+    the runs' integrators differ."""
+    def words(integrator) -> str:
+        defaults = type(integrator).model_fields
+        shown = [f"{key} {value:g}" for key, value in integrator.model_dump().items()
+                 if key != "method" and value is not None and (key == "dt" or value != defaults[key].default)]
+        return ", ".join([integrator.method, *shown])
+
+    return {name: words(scenario.integrator_of(scenario.runs[name])) for name in stepping_runs(scenario)}
 
 
 def reference_run(scenario: Scenario) -> Optional[str]:
@@ -238,20 +254,25 @@ def stepping_runs(scenario: Scenario) -> list[str]:
 def check_steps(scenario: Scenario, every: float, notes: list[str]) -> None:
     """A fixed-step method takes about t_end / min(dt, every) steps: refuse more than
     MAX_STEPS; a dt above the snapshot interval ``every`` is shortened to land on every
-    snapshot, which a note says."""
-    integrator, t_end = scenario.train.integrator, scenario.train.t_end
-    runs = stepping_runs(scenario)
-    if integrator.method not in FIXED_STEP_METHODS or not runs:
-        return
-    dt = integrator.dt
-    steps = t_end / min(dt, every)
-    if steps > MAX_STEPS:
-        raise UsageError(f"train.t_end / train.integrator.dt = {t_end:g} / {dt:g} = {steps:.3g} steps per run, more "
-                         f"than the {MAX_STEPS:.0e} allowed: raise train.integrator.dt to at least "
-                         f"{t_end / MAX_STEPS:.3g} (or lower train.t_end)")
-    if dt > every:
-        notes.append(f"run{'s' if len(runs) > 1 else ''} {', '.join(runs)}: train.integrator.dt {dt:g} > "
-                     f"record.every {every:g}: steps shortened to {every:g} to land on every snapshot")
+    snapshot, which a note says. Each stepping run with its own integrator
+    (:meth:`Scenario.integrator_of`), the others with train.integrator."""
+    t_end = scenario.train.t_end
+    shortened: dict[str, list[str]] = {}
+    for name in stepping_runs(scenario):
+        integrator, key = scenario.integrator_of(scenario.runs[name]), scenario.integrator_key(name)
+        if integrator.method not in FIXED_STEP_METHODS:
+            continue
+        dt = integrator.dt
+        steps = t_end / min(dt, every)
+        if steps > MAX_STEPS:
+            raise UsageError(f"train.t_end / {key}.dt = {t_end:g} / {dt:g} = {steps:.3g} steps per run, more than "
+                             f"the {MAX_STEPS:.0e} allowed: raise {key}.dt to at least {t_end / MAX_STEPS:.3g} "
+                             "(or lower train.t_end)")
+        if dt > every:
+            shortened.setdefault(f"{key}.dt {dt:g}", []).append(name)
+    for what, runs in shortened.items():
+        notes.append(f"run{'s' if len(runs) > 1 else ''} {', '.join(runs)}: {what} > record.every {every:g}: "
+                     f"steps shortened to {every:g} to land on every snapshot")
 
 
 def estimate_memory(scenario: Scenario, n_train: int, n_test: int, frames: int, file_bytes: float = 0

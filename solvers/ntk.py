@@ -13,7 +13,8 @@ learning-rate-weighted neural tangent kernel
     df_t(x)/dt = -(1/n) sum_k K(x, x_k) l'(f_t(x_k), y_k)                        (*)
 
 (1_bias = 1 when the model has a bias, whatever its initial spread), i.e.
-K = c J diag(eta) J^T with J = d f / d theta at theta_0.
+K = c J diag(eta) J^T with J = d f / d theta at theta_0. An output bias (f + c_out, trained
+at the rate eta_c) is one more column of J, all ones: K gains the constant c eta_c.
 
 What is here:
 
@@ -210,9 +211,10 @@ def _kernel(a, W, b, X1, X2, shared, code, weight_a, weight_w, block):
     return K_a, f
 
 
-def _empirical(a, W, b, X1, X2, shared, *, s, eta_a, eta_w, act, loss_scale=1.0, block=None):
+def _empirical(a, W, b, X1, X2, shared, *, s, eta_a, eta_w, act, loss_scale=1.0, block=None, eta_c=0.0):
     """(K(X1, X2), f_0(X1)) by :func:`_kernel`, the arguments of :func:`empirical_ntk` checked;
-    f_0(x) = s sum_i a_i sigma(w_i . x + b_i), the network at the particles."""
+    f_0(x) = s sum_i a_i sigma(w_i . x + b_i), the network at the particles (without an
+    output bias, which the caller adds)."""
     a = np.ascontiguousarray(a, dtype=np.float64)
     W = _as_2d(W, "W")
     m, d = W.shape
@@ -227,17 +229,21 @@ def _empirical(a, W, b, X1, X2, shared, *, s, eta_a, eta_w, act, loss_scale=1.0,
     weight = loss_scale * s * s
     K, f = _kernel(a, W, b, X1, X2, shared, activation_code(act), weight * eta_a,
                    weight * eta_w, block)
+    if eta_c:
+        K += loss_scale * eta_c
     f *= s
     return K, f
 
 
-def empirical_ntk(a, W, b, X1, X2=None, *, s, eta_a, eta_w, act, loss_scale=1.0, block=None):
+def empirical_ntk(a, W, b, X1, X2=None, *, s, eta_a, eta_w, act, loss_scale=1.0, block=None, eta_c=0.0):
     """The learning-rate-weighted empirical NTK of the particles (a, W, b) between X1 and X2:
 
         K[k, l] = c s^2 sum_i [ eta_a sigma(z_ik) sigma(z_il)
                                 + eta_w a_i^2 sigma'(z_ik) sigma'(z_il) (x_k . x_l + 1_bias) ]
+                  + c eta_c
 
-    with z_ik = w_i . x_k + b_i, c = ``loss_scale`` and 1_bias = 1 unless ``b`` is None.
+    with z_ik = w_i . x_k + b_i, c = ``loss_scale`` and 1_bias = 1 unless ``b`` is None;
+    ``eta_c`` is the learning rate of an output bias (0: none).
 
     a (m,), W (m, d), b (m,) or None (a model without bias), X1 (n1, d), X2 (n2, d) or
     None (or X1 itself): then K is the Gram matrix of X1, exactly symmetric.
@@ -254,7 +260,7 @@ def empirical_ntk(a, W, b, X1, X2=None, *, s, eta_a, eta_w, act, loss_scale=1.0,
     X1 = _as_2d(X1, "X1")
     X2 = X1 if same else _as_2d(X2, "X2")
     return _empirical(a, W, b, X1, X2, same, s=s, eta_a=eta_a, eta_w=eta_w, act=act,
-                      loss_scale=loss_scale, block=block)[0]
+                      loss_scale=loss_scale, block=block, eta_c=eta_c)[0]
 
 
 def train_test_ntk(a, W, b, X_train, X_test, *, return_f0=False, **numbers):
@@ -288,7 +294,7 @@ def _lifted_angles(X1, X2, w_var, b_var):
 
 
 def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=1.0,
-                     bias=True, eta_b=None):
+                     bias=True, eta_b=None, eta_c=0.0):
     """The infinite-width NNGP and NTK of f(x) = s sum_i a_i sigma(w_i . x + b_i) with
     w_i ~ N(0, w_var I_d), b_i ~ N(0, b_var), a_i ~ N(0, a_var), s = 1/sqrt(m), c = 1
     (the ``ntk`` scaling), as m -> infinity. Returns ``(nngp, ntk)``, each (n1, n2):
@@ -296,9 +302,11 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
         q(x, x') = w_var x . x' + b_var            (covariance of the pre-activations)
         nngp     = E[sigma(u) sigma(v)]            (u, v) ~ N(0, [[q11, q12], [q12, q22]])
         ntk      = eta_a E[sigma(u) sigma(v)]
-                   + a_var E[sigma'(u) sigma'(v)] (eta_w x . x' + eta_b 1_bias)
+                   + a_var E[sigma'(u) sigma'(v)] (eta_w x . x' + eta_b 1_bias) + eta_c
 
-    ``nngp`` carries no a_var: the covariance of f_0(x) at initialisation is a_var * nngp.
+    ``nngp`` carries no a_var: the covariance of f_0(x) at initialisation is a_var * nngp
+    (plus c_var with an output bias c ~ N(0, c_var)). ``eta_c`` is the output bias's
+    learning rate (0: none), its column of the Jacobian all ones.
     1_bias = 1 when ``bias`` (the model has a bias parameter, so its gradient contributes,
     even with b_var = 0); ``bias=False`` requires b_var = 0. ``eta_b`` is the learning
     rate of the biases (default ``eta_w``, the convention of the particle solvers).
@@ -313,7 +321,9 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
     neural-tangents: ``stax.serial(Dense(m, W_std, b_std), Relu() or Erf(),
     Dense(1, W_std2, b_std2))`` with parameterization='ntk' has first-layer covariance
     W_std^2 x . x' / d + b_std^2, so W_std = w_std (w_var = w_std^2 / d), b_std = b_std,
-    and our output layer is W_std2 = a_std, b_std2 = 0. Its kernels are those of gradient
+    and our output layer is W_std2 = a_std, b_std2 = 0 (or b_std2 = c_std with an output bias
+    c ~ N(0, c_std^2) trained at eta_c = c_std^2: NT's readout bias is b_std2 times a
+    standard-normal parameter, so its NTK term is b_std2^2 and its NNGP term b_std2^2). Its kernels are those of gradient
     flow on its standard-normal parameters (a = a_std omega, w = (w_std / sqrt d) v,
     b = b_std beta), i.e. of ours with per-parameter learning rates equal to the variances:
 
@@ -349,6 +359,8 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
     if same:
         e_ss, e_dd = 0.5 * (e_ss + e_ss.T), 0.5 * (e_dd + e_dd.T)
     ntk = eta_a * e_ss + a_var * e_dd * (eta_w * G + (eta_b if bias else 0.0))
+    if eta_c:
+        ntk += eta_c
     return e_ss, ntk
 
 
@@ -547,8 +559,8 @@ class FunctionSpaceField:
 class TangentField:
     """The finite-width linearized network as a particle solver.
 
-        f_lin(x) = f_0(x) + s sum_i [ da_i sigma(z0_i) + a0_i sigma'(z0_i) (dw_i . x + db_i) ]
-                 = s sum_i [ a_i sigma(z0_i) + a0_i sigma'(z0_i) (dw_i . x + db_i) ]
+        f_lin(x) = f_0(x) + s sum_i [ da_i sigma(z0_i) + a0_i sigma'(z0_i) (dw_i . x + db_i) ] [+ dc_out]
+                 = s sum_i [ a_i sigma(z0_i) + a0_i sigma'(z0_i) (dw_i . x + db_i) ] [+ c_out]
 
     with z0_i = w0_i . x + b0_i and d theta = theta - theta_0, trained by the gradient flow
     of R = c (1/n) sum_k loss(f_lin(x_k), y_k) with the particles' learning rates:
@@ -556,9 +568,10 @@ class TangentField:
         da_i/dt = -eta_a c s/n sum_k l'_k sigma(z0_ik)
         dw_i/dt = -eta_w c s/n sum_k l'_k a0_i sigma'(z0_ik) x_k
         db_i/dt = -eta_w c s/n sum_k l'_k a0_i sigma'(z0_ik)
+        dc_out/dt = -eta_c c/n sum_k l'_k            (an output bias c_out from ``c0``: f is linear in it)
 
     so f_lin(X) follows (*) with the empirical NTK at theta_0 exactly. The state is the
-    flat vector of ``solvers.fields.ParticleLayout`` ([a, W.ravel(), b]) holding theta
+    flat vector of ``solvers.fields.ParticleLayout`` ([a, W.ravel(), b, c]) holding theta
     itself (start: :meth:`initial_state`, i.e. theta_0). ``field(t, theta, batch=None) ->
     (dtheta/dt, loss)``, loss the unscaled mean training loss (of the minibatch ``batch``
     when given, as for SGD); :meth:`predict` gives f_lin at any points.
@@ -569,14 +582,17 @@ class TangentField:
     """
 
     def __init__(self, a0, W0, b0, X, y, *, s, eta_a, eta_w, act, loss, loss_scale=1.0,
-                 block_elements=BLOCK_ELEMENTS):
+                 block_elements=BLOCK_ELEMENTS, c0=None, eta_c=None):
         self.W0 = _as_2d(W0, "W0").copy()
         m, d = self.W0.shape
         self.a0 = np.array(a0, dtype=np.float64).reshape(-1)
         self.b0 = None if b0 is None else np.array(b0, dtype=np.float64).reshape(-1)
         if self.a0.shape != (m,) or (self.b0 is not None and self.b0.shape != (m,)):
             raise ValueError("a0 and b0 must have one value per particle")
-        self.layout = ParticleLayout(m, d, self.b0 is not None)
+        if c0 is not None and eta_c is None:
+            raise ValueError("an output bias c0 needs its learning rate eta_c")
+        self.c0, self.eta_c = c0, eta_c
+        self.layout = ParticleLayout(m, d, self.b0 is not None, output_bias=c0 is not None)
         self.X = _as_2d(X, "X")
         self.y = np.ascontiguousarray(y, dtype=np.float64)
         if self.X.shape[1] != d or self.y.shape != (self.X.shape[0],):
@@ -594,7 +610,7 @@ class TangentField:
             self._cache = (S, D)
 
     def initial_state(self):
-        return self.layout.pack(self.a0, self.W0, self.b0)
+        return self.layout.pack(self.a0, self.W0, self.b0, c=self.c0)
 
     def _blocks(self, X, rows=None, train=False):
         """Yield (i0, i1, S, A) with S = sigma(z0), A = a0 sigma'(z0) on the points X,
@@ -618,7 +634,8 @@ class TangentField:
             yield i0, i1, S, A
 
     def _forward(self, theta, X, rows=None, train=False):
-        a, W, b = self.layout.split(np.asarray(theta, dtype=np.float64))
+        theta = np.asarray(theta, dtype=np.float64)
+        a, W, b = self.layout.split(theta)
         dW = W - self.W0
         db = None if b is None else b - self.b0
         f = np.zeros(X.shape[0])
@@ -630,6 +647,9 @@ class TangentField:
             f += S @ a[i0:i1]
             f += T.sum(axis=1)
         f *= self.s
+        c = self.layout.c_of(theta)
+        if c is not None:
+            f += c[0]
         return f
 
     def predict(self, theta, X):
@@ -648,8 +668,11 @@ class TangentField:
         f = self._forward(theta, X, rows, train=True)
         lp = np.empty_like(f)
         loss = loss_and_derivative(self.loss, f, y, lp)
-        lp *= self.loss_scale * self.s / len(y)
         velocity = np.empty(self.layout.size)
+        vc = self.layout.c_of(velocity)
+        if vc is not None:
+            vc[0] = -self.eta_c * self.loss_scale * lp.sum() / len(y)
+        lp *= self.loss_scale * self.s / len(y)
         va, vW, vb = self.layout.split(velocity)
         for i0, i1, S, A in self._blocks(X, rows, train=True):
             np.matmul(lp, S, out=va[i0:i1])

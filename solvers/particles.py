@@ -2,7 +2,7 @@
 
 Network and risk::
 
-    f(x) = s * sum_i a_i sigma(w_i . x + b_i)
+    f(x) = s * sum_i a_i sigma(w_i . x + b_i) [+ c]
     R    = loss_scale * (1/n) sum_k loss(f(x_k), y_k)
 
 and the exact gradients, with z_ik = w_i . x_k + b_i and l'_k = d loss/d f at (f(x_k), y_k)::
@@ -10,6 +10,9 @@ and the exact gradients, with z_ik = w_i . x_k + b_i and l'_k = d loss/d f at (f
     dR/da_i = loss_scale * s/n sum_k l'_k sigma(z_ik)
     dR/dw_i = loss_scale * s/n sum_k l'_k a_i sigma'(z_ik) x_k
     dR/db_i = loss_scale * s/n sum_k l'_k a_i sigma'(z_ik)
+    dR/dc   = loss_scale * 1/n sum_k l'_k                  (the output bias, when there is one)
+
+The output bias costs one addition to f and one sum of l', outside the kernels.
 
 Nothing of size m x n is ever allocated. Two passes:
 
@@ -638,28 +641,34 @@ def _packed(X):
     return pack_tiles(X, -(-n // t), t)
 
 
-def predict(a, W, b, X, s, act):
-    """Network output f(x_k) = s * sum_i a_i sigma(w_i . x_k + b_i), shape (n,).
+def predict(a, W, b, X, s, act, c=None):
+    """Network output f(x_k) = s * sum_i a_i sigma(w_i . x_k + b_i) [+ c], shape (n,).
 
     a (m,), W (m, d), b (m,) or None (no bias), X (n, d), s the output multiplier,
-    act an activation code. float64 by default; float32 when the inputs are float32.
+    act an activation code, c the output bias or None (none). float64 by default; float32
+    when the inputs are float32.
     """
     a, W, b, X, dtype = _prepare(a, W, b, X)
     n = X.shape[0]
     if n == 0 or W.shape[0] == 0:
-        return np.zeros(n, dtype=dtype)
-    f = _forward_sum(a, W, b, X, int(act), _packed(X))
-    f *= dtype.type(s)
+        f = np.zeros(n, dtype=dtype)
+    else:
+        f = _forward_sum(a, W, b, X, int(act), _packed(X))
+        f *= dtype.type(s)
+    if c is not None:
+        f += dtype.type(c)
     return f
 
 
-def risk_and_gradient(a, W, b, X, y, s, act, loss, loss_scale=1.0, out=None):
+def risk_and_gradient(a, W, b, X, y, s, act, loss, loss_scale=1.0, out=None, c=None):
     """Risk R = loss_scale * (1/n) sum_k loss(f(x_k), y_k) and its exact gradients.
 
     Returns ``(risk, grad_a, grad_W, grad_b)`` (``grad_b`` is None when ``b`` is None); risk
     is a Python float. ``out=(ga, gW, gb)`` are optional preallocated C-contiguous buffers
     of shapes (m,), (m, d), (m,) (gb may be None) in the working dtype; they are filled and
-    returned. Equations in the module docstring.
+    returned. With ``c`` (a number: the output bias, f + c) a fifth value is returned,
+    dR/dc = loss_scale (1/n) sum_k l'_k, a Python float summed in float64. Equations in the
+    module docstring.
     """
     has_bias = b is not None
     a, W, b, X, dtype = _prepare(a, W, b, X)
@@ -686,12 +695,16 @@ def risk_and_gradient(a, W, b, X, y, s, act, loss, loss_scale=1.0, out=None):
         gb_work[:] = 0
         if has_bias:
             gb[...] = gb_work
+        if c is not None:
+            return 0.0, ga, gW, (gb if has_bias else None), 0.0
         return 0.0, ga, gW, (gb if has_bias else None)
 
     code = int(act)
     Xp = _packed(X)
     f = _forward_sum(a, W, b, X, code, Xp)
     f *= dtype.type(s)
+    if c is not None:
+        f += dtype.type(c)
     lp_raw = np.empty(n, dtype=dtype)
     risk = float(loss_scale) * loss_and_derivative(int(loss), f, y, lp_raw)
     scale = dtype.type(float(loss_scale) * float(s) / n)
@@ -704,4 +717,6 @@ def risk_and_gradient(a, W, b, X, y, s, act, loss, loss_scale=1.0, out=None):
         _fused(d)[1](a, W, b, Xp, lp, code, ga, gW, gb_work, PARTICLE_BLOCK)
     if has_bias and gb is not gb_work:
         gb[...] = gb_work
+    if c is not None:
+        return risk, ga, gW, (gb if has_bias else None), float(loss_scale) * float(np.sum(lp_raw, dtype=np.float64)) / n
     return risk, ga, gW, (gb if has_bias else None)

@@ -601,13 +601,14 @@ class Scenario(Strict):
     @field_validator("train")
     @classmethod
     def _noise_needs_sde_method(cls, train, info: ValidationInfo):
-        """temperature > 0 needs euler_maruyama in every run that steps with noise: train.integrator
-        where a run has none of its own (checked with train, which comes after runs)."""
+        """temperature > 0 needs euler_maruyama in every run that steps with noise (not ntk, which
+        refuses a temperature): train.integrator where a run has none of its own (checked with
+        train, which comes after runs)."""
         if not train.temperature:
             return train
-        runs = info.data.get("runs") or {}
-        own = [(name, run.integrator) for name, run in runs.items() if run.integrator is not None]
-        if len(own) < len(runs) and train.integrator.method != "euler_maruyama":
+        noisy = {name: run for name, run in (info.data.get("runs") or {}).items() if run.solver != "ntk"}
+        own = [(name, run.integrator) for name, run in noisy.items() if run.integrator is not None]
+        if len(own) < len(noisy) and train.integrator.method != "euler_maruyama":
             raise ValueError("temperature > 0 is Langevin dynamics: set train.integrator.method: euler_maruyama")
         for name, integrator in own:
             if integrator.method != "euler_maruyama":

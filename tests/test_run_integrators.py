@@ -198,3 +198,24 @@ def test_a_run_integrator_on_a_closed_form_run_is_named_with_its_line():
     with pytest.raises(UsageError, match=r"^s.yaml:7: runs.rich.integrator: run 'rich' \(ntk\) is solved in closed "
                                          "form here and takes no steps: remove its integrator$"):
         parse_scenario(text, source="s.yaml")
+
+
+def test_resume_continues_each_run_with_its_own_integrator(tmp_path):
+    from meanfield.progress import ModelTimeBar
+
+    class InterruptAt(ModelTimeBar):
+        def update_state(self, state):
+            if self.name == "condensed" and state.t > 0.25:
+                raise KeyboardInterrupt
+
+    scenario = mf.load_scenario(BASE, {"runs.condensed.integrator": {"method": "rk45", "rtol": 1e-5}})
+    whole, parts = tmp_path / "whole.h5", tmp_path / "parts.h5"
+    mf.simulate(scenario, whole).close()
+    with pytest.raises(KeyboardInterrupt):
+        mf.simulate(scenario, parts, progress=lambda *a: InterruptAt(*a, enabled=False))
+    with h5py.File(parts, "r") as h5:
+        assert h5["parameters/condensed"].attrs["status"] == "interrupted"
+        assert h5["checkpoint/condensed"].attrs["stepper"] != '{"h": null}'  # rk45's next step was kept
+    mf.simulate(scenario, parts, resume=True).close()
+    for name in scenario.runs:
+        assert run_contents(parts, name) == run_contents(whole, name)

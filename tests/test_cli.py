@@ -242,7 +242,7 @@ def test_scenarios_lists_the_bundled_ones():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.widht=3", "unknown key 'model.widht'; allowed here: width, activation, bias, init"),
+        ("model.widht=3", "unknown key 'model.widht'; allowed here: width, activation, bias, output_bias, init"),
         ("model.width=-4", "model.width: Input should be greater than 0"),
         ("model.width=many", "model.width: Input should be a valid integer"),
         ("runs.rich.parameterization.alpha=3", "unknown key 'runs.rich.parameterization.alpha'"),

@@ -40,6 +40,19 @@ def run_contents(path, run):
     return out
 
 
+FIT = ("observables/loss_train/value", "observables/loss_test/value")
+
+
+def assert_same_run(got: dict, want: dict) -> None:
+    """Every entry equal, bit for bit, but the mean losses: those of identical predictions
+    (f_test is compared exactly) once differed in the last bit between two simulations in one
+    process of the full suite (the loss kernel's sum, not the run), so they are held to 1e-15."""
+    assert sorted(got) == sorted(want)
+    assert {k: v for k, v in got.items() if k not in FIT} == {k: v for k, v in want.items() if k not in FIT}
+    for key in FIT:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-15, atol=0)
+
+
 def test_each_run_steps_as_if_alone_with_its_integrator_as_train_integrator(tmp_path):
     both = tmp_path / "both.h5"
     mf.simulate(mf.load_scenario(BASE), both).close()
@@ -51,7 +64,7 @@ def test_each_run_steps_as_if_alone_with_its_integrator_as_train_integrator(tmp_
         mf.simulate(mf.load_scenario({**BASE, "runs": {name: spec}, "train": {**BASE["train"], "integrator": integrator}}),
                     alone).close()
         got, want = run_contents(both, name), run_contents(alone, name)
-        assert got == want
+        assert_same_run(got, want)
         assert len(want) > 20
 
 
@@ -218,4 +231,4 @@ def test_resume_continues_each_run_with_its_own_integrator(tmp_path):
         assert h5["checkpoint/condensed"].attrs["stepper"] != '{"h": null}'  # rk45's next step was kept
     mf.simulate(scenario, parts, resume=True).close()
     for name in scenario.runs:
-        assert run_contents(parts, name) == run_contents(whole, name)
+        assert_same_run(run_contents(parts, name), run_contents(whole, name))

@@ -214,6 +214,7 @@ class DataSpec(Strict):
         if "dim" in info.data:  # else already an error of its own
             teacher.check_dim(info.data["dim"])
         return teacher
+
     @field_validator("test_path")
     @classmethod
     def _test_path_alone(cls, test_path, info: ValidationInfo):
@@ -403,8 +404,9 @@ class IntegratorSpec(Strict):
 # ----------------------------------------------------------------------------- runs
 class RunSpecBase(Strict):
     """What every entry of ``runs`` shares: ``parameterization`` may name a preset alone, and
-    ``integrator`` (the schema of train.integrator, every key of it: its defaults are the
-    schema's, not train.integrator's) steps this run instead of train.integrator. Only a run
+    ``integrator`` (the schema of train.integrator; without a ``method`` the keys it gives
+    change train.integrator's, with one it is complete, the schema's defaults for the rest)
+    steps this run instead of train.integrator. Only a run
     that takes steps has one (particles, tangent on data, ntk with a loss other than squared):
     :meth:`Scenario.integrator_of`. Each kind declares it last, after its own keys."""
 
@@ -516,6 +518,24 @@ class Scenario(Strict):
     train: TrainSpec = TrainSpec()
     record: RecordSpec = Field(RecordSpec(), validate_default=True)
     output: Optional[str] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _run_integrators_inherit_the_method(cls, raw):
+        """A run's integrator without a ``method`` of its own changes train.integrator's keys
+        (``{dt: 0.002}``: the same method, a smaller step); with a ``method`` it is complete."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("runs"), dict):
+            return raw
+        train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+        shared = train.get("integrator", TrainSpec.model_fields["integrator"].default.model_dump())
+        if not isinstance(shared, dict):
+            return raw
+        runs = dict(raw["runs"])
+        for name, run in runs.items():
+            own = run.get("integrator") if isinstance(run, dict) else None
+            if isinstance(own, dict) and "method" not in own:
+                runs[name] = {**run, "integrator": {**shared, **own}}
+        return {**raw, "runs": runs}
 
     @field_validator("runs", mode="before")
     @classmethod

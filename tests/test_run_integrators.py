@@ -79,6 +79,20 @@ def test_the_run_integrator_is_stored_and_counts_its_own_steps():
                                                                         "runs.condensed.integrator"]
 
 
+def test_a_run_integrator_without_a_method_changes_train_integrators_keys():
+    # {dt: ...} alone: the shared method with a step of its own; with a method: complete (the schema's defaults)
+    scenario = mf.load_scenario({**BASE, "runs": {
+        "smaller": {"parameterization": "mean_field", "integrator": {"dt": 0.01}},
+        "adaptive": {"parameterization": "mean_field", "integrator": {"method": "rk45"}}}})
+    assert scenario.integrator_of(scenario.runs["smaller"]).model_dump() == {
+        **scenario.train.integrator.model_dump(), "dt": 0.01}
+    adaptive = scenario.integrator_of(scenario.runs["adaptive"])
+    assert adaptive.method == "rk45" and adaptive.dt is None and adaptive.rtol == 1e-3
+    by_set = mf.load_scenario(BASE, ["runs.condensed.integrator={dt: 0.02}"])  # --set replaces the mapping
+    assert by_set.integrator_of(by_set.runs["condensed"]).method == "rk4"  # train.integrator's
+    assert mf.load_scenario(by_set.model_dump()) == by_set  # the resolved scenario reads back the same
+
+
 def test_the_plan_checks_each_run_with_its_integrator():
     notes = plan(mf.load_scenario(BASE, {"record.every": 0.05})).notes
     assert notes == ["run linear: train.integrator.dt 0.1 > record.every 0.05: steps shortened to 0.05 to land on "

@@ -22,7 +22,7 @@ import click
 
 import meanfield as mf
 
-from .errors import RunFailed, UsageError
+from .errors import RunFailed, UsageError, expect_stops, forget_stops
 
 log = logging.getLogger("meanfield")
 
@@ -59,15 +59,12 @@ def _raised_in_h5py(exc: BaseException) -> bool:
 @contextmanager
 def sigterm_as_interrupt():
     """SIGTERM ends a run the way Ctrl-C does: the file is closed valid and resumable."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = expect_stops()
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        forget_stops()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,3 +19,33 @@ class RunFailed(Exception):
     def __init__(self, message: str, trajectory=None):
         super().__init__(message)
         self.trajectory = trajectory
+
+
+_STOP = {"requested": False}
+
+
+def stop_on_sigterm(signum=None, frame=None):
+    """A SIGTERM handler: stop the way Ctrl-C does (KeyboardInterrupt), and remember that a
+    stop was asked for. Raised inside an import, the interrupt reaches the run as an
+    ImportError ("initialization failed"); :func:`stop_requested` lets the run take that
+    error for the stop it is (its file marked interrupted and resumable, not failed)."""
+    _STOP["requested"] = True
+    raise KeyboardInterrupt
+
+
+def stop_requested() -> bool:
+    """Whether :func:`stop_on_sigterm` has stopped this process since :func:`expect_stops`."""
+    return _STOP["requested"]
+
+
+def expect_stops():
+    """Install :func:`stop_on_sigterm` for SIGTERM, no stop requested yet; return the previous handler."""
+    import signal
+
+    forget_stops()
+    return signal.signal(signal.SIGTERM, stop_on_sigterm)
+
+
+def forget_stops() -> None:
+    """No stop requested (after one was handled: later errors in this process are errors)."""
+    _STOP["requested"] = False

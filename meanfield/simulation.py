@@ -19,7 +19,7 @@ import numpy as np
 from . import memory, storage
 from .diagnostics import rms_gap
 from .data import split_of
-from .errors import RunFailed, UsageError
+from .errors import RunFailed, UsageError, stop_requested
 from .memory import FLOAT, Need, size_text
 from .parameterization import Resolved, resolve
 from .scenario import FIXED_STEP_METHODS, REGRESSION_TASKS, Scenario
@@ -546,6 +546,9 @@ def _execute(run, trajectory, resume: bool, progress, collect: Optional[Referenc
         except Exception as exc:
             if storage.is_out_of_room(exc):  # the file may not take another write: leave it as it is
                 raise
+            if stop_requested():  # SIGTERM cut into an import (an ImportError): the stop, not a failure
+                writer.status = "interrupted"
+                raise KeyboardInterrupt from exc
             writer.status = f"failed: {type(exc).__name__}: {exc}"
             raise
     if collect is not None:

@@ -37,7 +37,6 @@ import itertools
 import math
 import multiprocessing
 import os
-import signal
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -49,7 +48,7 @@ import numpy as np
 import yaml
 
 from .bundled import SWEEP_DIR, bundled_sweeps, resolve_path, scenario_path
-from .errors import UsageError
+from .errors import UsageError, expect_stops, stop_requested
 from .scenario import Scenario, read_text, read_yaml, set_key, validate_scenario
 from .storage import WriterLock, open_trajectory
 from .table import Table, cell_text, python_scalar, read_table, write_table
@@ -413,12 +412,13 @@ def run_point(task: Task) -> PointResult:
 
 def _run_point(task: Task) -> PointResult:
     from .errors import RunFailed
-    from .scenario import parse_scenario
-    from .simulation import simulate
 
     start = time.perf_counter()
     status, reason = "complete", ""
     try:
+        from .scenario import parse_scenario
+        from .simulation import simulate  # the numerical core: a stop may come while it loads
+
         scenario = parse_scenario(task.scenario_yaml, source=task.point)
         resume = _resumable(task.output)
         if not resume and Path(task.output).exists():
@@ -440,6 +440,8 @@ def _run_point(task: Task) -> PointResult:
     except RunFailed as exc:
         status, reason = "failed", str(exc)
     except Exception as exc:  # noqa: BLE001 - any error of one point is that point's outcome
+        if _POOL_WORKER and stop_requested():  # the stop, cut into an import (ImportError): not the point's fault
+            os._exit(130)
         status, reason = "failed", f"{type(exc).__name__}: {exc}"
     if status != "complete":
         try:
@@ -457,11 +459,7 @@ def _init_pool_worker(threads: int) -> None:
     global _POOL_WORKER
     _POOL_WORKER = True
     apply(threads)
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
+    expect_stops()
 
 
 def _resumable(output: str) -> bool:

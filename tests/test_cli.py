@@ -1,8 +1,11 @@
 """The command line end to end on a tiny scenario: the file layout, resume, determinism, bad input."""
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import h5py
 import numpy as np
@@ -413,3 +416,36 @@ def test_resume_accepts_a_file_written_before_a_key_existed(tiny, tmp_path):
     assert file_contents(out) == before  # every run already complete: nothing rewritten
     result = invoke("simulate", tiny, "-o", out, "--resume", "--set", "data.seed=5")  # a value of its own differs
     assert result.exit_code == 2 and "scenario differs" in result.output
+
+
+class StopCutIntoAnImport(ModelTimeBar):
+    """SIGTERM arrives (the CLI's handler installed) while an import runs: the interrupt comes
+    out of the import as an ImportError, as Python reports a module whose loading it cut short."""
+
+    def __init__(self, name, t0, t_end):
+        super().__init__(name, t0, t_end, enabled=False)
+
+    def update_state(self, state):
+        if self.name == "lazy" and state.t > 1.2:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)  # the handler runs at the next bytecode; never reached
+            except KeyboardInterrupt:
+                raise ImportError("initialization failed") from None
+
+
+def test_a_stop_that_surfaces_as_another_error_leaves_the_run_interrupted(tmp_path):
+    from meanfield.cli import sigterm_as_interrupt
+
+    scenario = parse_scenario(TINY)
+    whole, parts = tmp_path / "whole.h5", tmp_path / "parts.h5"
+    mf.simulate(scenario, whole).close()
+    with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
+        mf.simulate(scenario, parts, progress=StopCutIntoAnImport)
+    with h5py.File(parts, "r") as h5:  # interrupted, resumable: not failed
+        assert h5["parameters/lazy"].attrs["status"] == "interrupted"
+    simulation.simulate(scenario, str(parts), resume=True)[0].close()
+    assert file_contents(parts) == file_contents(whole)
+    from meanfield.errors import stop_requested
+
+    assert not stop_requested()  # once the command is over, later errors in this process are errors

@@ -469,3 +469,31 @@ def test_an_in_memory_file_is_the_same_file_and_can_be_saved(tmp_path, monkeypat
     trajectory.close()
     with mf.open(saved) as reopened:
         assert reopened.runs == ["rich", "ntk"] and reopened.seed == 3
+
+
+def test_a_run_whose_layout_was_cut_short_is_not_in_the_file_and_is_laid_out_again(tmp_path, monkeypatch):
+    # a stop (SIGTERM, a kill) while add_run creates the measures' datasets one by one
+    from meanfield.storage import writer
+
+    made, create = [], writer._create_element
+
+    def stopped_at_the_third(*args):
+        if len(made) == 2:
+            raise KeyboardInterrupt
+        made.append(args)
+        return create(*args)
+
+    path = tmp_path / "t.h5"
+    measures = {"loss_train": (), "loss_test": (), "f_test": (4,), "displacement_w": ()}
+    with storage.create(path, scenario_yaml=SCENARIO, seed=3) as tf:
+        monkeypatch.setattr(writer, "_create_element", stopped_at_the_third)
+        with pytest.raises(KeyboardInterrupt):
+            tf.add_run("rich", attrs=RUN_ATTRS, m=4, d=2, bias=False, particles=True, measures=measures)
+        assert tf.runs == [] and "rich" in tf.h5["particles"]  # remains, but no run
+        monkeypatch.setattr(writer, "_create_element", create)
+        run = tf.add_run("rich", attrs=RUN_ATTRS, m=4, d=2, bias=False, particles=True, measures=measures)
+        run.append(0, 0.0, (np.ones(4), np.ones((4, 2)), None), {"loss_train": 1.0, "loss_test": 2.0,
+                                                                 "f_test": np.zeros(4), "displacement_w": 0.0})
+        assert tf.runs == ["rich"] and sorted(tf.h5["observables/rich"]) == sorted(measures)
+    with mf.open(path) as trajectory:
+        assert trajectory["rich"].final()["loss_test"] == 2.0 and trajectory["rich"].status == "running"

@@ -222,7 +222,8 @@ def test_resume_after_a_kill_runs_only_the_points_not_complete(tmp_path, how):
     after = _fingerprints(out)
     assert {name: after[name] for name in complete} == complete  # untouched
     table = read_table(out)
-    assert list(table["status"]) == ["complete"] * 4 and list(table["point"]) == [f"p000{i}" for i in range(4)]
+    assert list(table["status"]) == ["complete"] * 4, list(table["reason"])
+    assert list(table["point"]) == [f"p000{i}" for i in range(4)]
 
 
 def test_a_resume_that_cannot_read_its_file_starts_the_point_again(tmp_path, monkeypatch):

@@ -142,8 +142,11 @@ class TrajectoryWriter:
         if set(attrs) & set(PROGRESS_ATTRS):
             raise ValueError(f"{', '.join(PROGRESS_ATTRS)} are set through RunWriter.status and .complete, not attrs")
         self.ensure_room(0, f"run {name!r}")
+        self._clear_remains(name)
 
-        params = self.h5["parameters"].create_group(name)
+        # the parameters are linked in last, whole: a run is in the file (``runs``) once its
+        # layout is, so a process stopped in between leaves remains that the next add_run clears
+        params = h5py.Group(h5py.h5g.create(self.h5.id, None))  # anonymous until linked
         for key, value in attrs.items():
             params.attrs[key] = layout.encode_attr(key, value)
         params.attrs["status"] = "running"
@@ -163,8 +166,16 @@ class TrajectoryWriter:
             for measure, shape in measures.items():
                 layout.check_name(measure, "measure name")
                 _create_element(group.create_group(measure), tuple(shape), MEASURE_DTYPE, shared)
+        self.h5["parameters"][name] = params
         self.flush()
         return RunWriter(self, name)
+
+    def _clear_remains(self, name: str) -> None:
+        """Remove what an add_run of ``name`` cut short (a stop, a kill) left without parameters."""
+        for section in ("particles", "observables", "checkpoint"):
+            group = self.h5.get(section)
+            if group is not None and name in group:
+                del group[name]
 
     def run(self, name: str) -> RunWriter:
         """A run already in the file (to resume it)."""

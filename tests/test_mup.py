@@ -166,3 +166,22 @@ def test_dry_run_shows_the_mup_numbers_and_a_fixed_output_layer():
     assert "mup: mup: s = 1, eta_a = 0.02, eta_w = 200, a_std = 0.01; predicted rich" in result.output
     assert "fixed: ntk: s = 0.1, eta_a = 0, eta_w = 1, a_std = 1; predicted lazy" in result.output
     assert "the output weights are fixed (lr_a = 0)" in result.output
+
+
+def test_lr_a_zero_keeps_a_fixed_with_infinite_data_too(tmp_path):
+    # the population particle flow and the exactly solved population tangent model (P^1/2 with zeros)
+    scenario = mf.load_scenario({
+        "name": "fixed-population", "data": {"dim": 3, "population": True},
+        "model": {"width": 20, "activation": "erf"},
+        "runs": {"fixed": {"parameterization": {"preset": "mup", "lr_a": 0}},
+                 "tangent": {"solver": "tangent", "parameterization": {"preset": "ntk", "lr_a": 0}}},
+        "train": {"t_end": 1.0, "integrator": {"method": "rk4", "dt": 0.05}}, "record": {"every": 0.5}})
+    out = tmp_path / "population.h5"
+    mf.simulate(scenario, out).close()
+    with mf.open(out) as trajectory:
+        for name in ("fixed", "tangent"):
+            P = trajectory[name].particles()
+            assert np.array_equal(P.amplitude.values, np.broadcast_to(P.amplitude.values[0], P.amplitude.shape))
+            assert np.abs(P.position.values[-1] - P.position.values[0]).max() > 1e-3, name
+            risk = trajectory[name].series("risk").value
+            assert risk[-1] < risk[0], name

@@ -18,7 +18,24 @@ loss_scale * eta_c is O(1) in every preset (docs/design.md §1.1).
 | ntk        | 1     | 1/2 | 0   | 0   | 1          | time of kernel gradient flow with the NTK    |
 | standard   | 1     | 0   | 1/2 | 0   | 1          | plain gradient-flow time (kernel grows ~ m)  |
 | lazy       | alpha | 1   | 0   | -1  | 1/alpha^2  | mean-field time; alpha = sqrt(m) is ntk      |
+| mup        | 1     | 0   | 1   | C_a = 1, C_w = -1 | 1   | mean-field time (mup is mean_field, below)   |
 | custom     | s0    | A   | B   | C   | 1          | as the exponents make it                     |
+
+``mup`` is Yang & Hu's muP for SGD in their own coordinates: no output multiplier (s = 1), output
+weights of variance a_std^2 / m^2 trained at lr / m, input weights of variance w_std^2 / d trained
+at lr m. It is ``mean_field`` in other coordinates (docs/design.md §2.2). Yang & Hu's symmetry of
+the family, for any theta,
+
+    a -> m^theta a,  s -> m^-theta s,  eta_a -> m^(2 theta) eta_a    (A + theta, B - theta, C_a - 2 theta, C_w)
+
+leaves f(x) and every trajectory unchanged: with a' = m^theta a, dR/da' = m^-theta dR/da, so
+da'/dt = m^theta da/dt = -(m^(2 theta) eta_a) dR/da', and dR/dw is the same function. theta = 1
+maps mup (0, 1, 1, -1) to mean_field (1, 0, -1, -1): from the same draws z,
+
+    a_mf(t) = m a_mup(t),   w_i and b_i the same,   f(x, t) the same,   eta_a,mf = m^2 eta_a,mup = m lr.
+
+A run's lr_a may be 0: the output weights stay at a_i(0) (only w_i and b_i train); the predicted
+regime then drops the a-terms (``fixed_a``).
 
 Predicted regime, from the exponents alone (fixed d, m -> infinity, t of order 1):
 the tangent kernel scales as K ~ m^kappa with kappa = max(1 - 2A - C_a, 1 - 2A - 2B - C_w)
@@ -27,8 +44,14 @@ start m^-B and its update s eta_a ~ m^-(A + C_a), and each w_i moves by ~ s eta_
 with r = A + C_w + min(B, A + C_a) + kappa. Yang & Hu: r = 0 is feature learning (rich),
 r > 0 is the kernel regime (lazy); r < 0 (with kappa = 0) is Luo et al.'s condensed phase,
 where the relative change of the w_i grows with m. Luo, Xu, Ma & Zhang's phase diagram, with 1/alpha = s,
-beta1 = a_std m^-B and beta2 = w_std / sqrt(d): gamma = A + B, gamma' = B; linear if
-gamma < 1 or gamma' > gamma - 1, condensed if gamma > 1 and gamma' < gamma - 1, else critical.
+beta1 = a_std m^-B and beta2 = w_std / sqrt(d) and one learning rate for both layers: gamma = A + B,
+gamma' = B; linear if gamma < 1 or gamma' > gamma - 1, condensed if gamma > 1 and gamma' < gamma - 1,
+else critical. With per-layer rates the symmetry above (theta = (C_a - C_w) / 2) first brings the
+two rates to one exponent: gamma = A + B, gamma' = B - (C_a - C_w) / 2 (kappa, r, gamma and gamma'
+are all invariant under the symmetry; mup and mean_field both have (1, 0)).
+With the output layer fixed (lr_a = 0) the a-terms drop: kappa = 1 - 2A - 2B - C_w and
+r = A + B + C_w + kappa (a_i stays at its start m^-B); Luo et al.'s diagram (both layers trained)
+does not cover it, and gamma' = B is stored as for one rate.
 """
 
 from __future__ import annotations
@@ -39,12 +62,13 @@ from typing import Optional
 
 from .scenario import ModelSpec, PresetBase
 
-# preset -> (A, B, C) exponents; lazy also scales s and the loss with alpha
+# preset -> (A, B, C_a, C_w) exponents; lazy also scales s and the loss with alpha
 EXPONENTS = {
-    "mean_field": (1.0, 0.0, -1.0),
-    "ntk": (0.5, 0.0, 0.0),
-    "standard": (0.0, 0.5, 0.0),
-    "lazy": (1.0, 0.0, -1.0),
+    "mean_field": (1.0, 0.0, -1.0, -1.0),
+    "ntk": (0.5, 0.0, 0.0, 0.0),
+    "standard": (0.0, 0.5, 0.0, 0.0),
+    "lazy": (1.0, 0.0, -1.0, -1.0),
+    "mup": (0.0, 1.0, 1.0, -1.0),
 }
 
 CLOCKS = {
@@ -52,6 +76,8 @@ CLOCKS = {
     "ntk": "t is the time of kernel gradient flow with the (O(1)) neural tangent kernel",
     "standard": "t is plain gradient-flow time; the tangent kernel grows like m, so dt must shrink like 1/m",
     "lazy": "t is mean-field time: the function moves O(1) in O(1) time whatever alpha is",
+    "mup": "t is the time of the mean-field limit ODE (mup is mean_field with a = a_mf / m): "
+           "runs of different widths compare at equal t",
     "custom": "t is gradient-flow time with the learning rates lr * m^-C",
 }
 
@@ -111,8 +137,7 @@ def resolve(param: PresetBase, model: ModelSpec, dim: int) -> Resolved:
         C_a = C if param.lr_exponent_a is None else param.lr_exponent_a
         C_w = C if param.lr_exponent_w is None else param.lr_exponent_w
     else:
-        A, B, C = EXPONENTS[param.preset]
-        C_a = C_w = C
+        A, B, C_a, C_w = EXPONENTS[param.preset]
     if param.preset == "lazy":
         s0, loss_scale = param.alpha, param.alpha ** -2
     lr_a = param.lr if param.lr_a is None else param.lr_a
@@ -128,18 +153,24 @@ def resolve(param: PresetBase, model: ModelSpec, dim: int) -> Resolved:
         b_std=model.init.b_std,
         loss_scale=loss_scale,
         exponents={"A": A, "B": B, "C_a": C_a, "C_w": C_w},
-        regime=predict_regime(A, B, C_a, C_w, alpha=getattr(param, "alpha", None)),
+        regime=predict_regime(A, B, C_a, C_w, alpha=getattr(param, "alpha", None), fixed_a=lr_a == 0),
         clock=CLOCKS[param.preset],
         eta_c=(param.lr if param.lr_c is None else param.lr_c) if model.output_bias else None,
         c_std=model.init.c_std if model.output_bias else None,
     )
 
 
-def predict_regime(A: float, B: float, C_a: float, C_w: float, alpha=None) -> Regime:
-    """The regime the exponents predict (Yang & Hu's r; Luo et al.'s gamma, gamma')."""
-    kappa = max(1 - 2 * A - C_a, 1 - 2 * A - 2 * B - C_w)
-    r = A + C_w + min(B, A + C_a) + kappa
-    gamma, gamma_prime = A + B, B
+def predict_regime(A: float, B: float, C_a: float, C_w: float, alpha=None, fixed_a: bool = False) -> Regime:
+    """The regime the exponents predict (Yang & Hu's r; Luo et al.'s gamma, gamma'); ``fixed_a``:
+    the output weights are not trained (lr_a = 0), so C_a plays no part."""
+    kappa_w = 1 - 2 * A - 2 * B - C_w
+    if fixed_a:
+        kappa = kappa_w
+        r = A + C_w + B + kappa
+    else:
+        kappa = max(1 - 2 * A - C_a, kappa_w)
+        r = A + C_w + min(B, A + C_a) + kappa
+    gamma, gamma_prime = A + B, B - (0.0 if fixed_a else (C_a - C_w) / 2)
     if gamma < 1 or gamma_prime > gamma - 1:
         phase = "linear"
     elif gamma > 1 and gamma_prime < gamma - 1:
@@ -169,4 +200,6 @@ def predict_regime(A: float, B: float, C_a: float, C_w: float, alpha=None) -> Re
         label = "lazy" if alpha >= 10 else "intermediate"
         reason = (f"alpha = {alpha:g}: mean-field at alpha = 1, lazy as alpha -> infinity; "
                   f"relative displacement ~ 1/alpha = {1 / alpha:.3g} (Chizat, Oyallon & Bach 2019)")
+    if fixed_a:
+        reason += "; the output weights are fixed (lr_a = 0): only the input layer trains"
     return Regime(label, kappa, r, gamma, gamma_prime, phase, reason)

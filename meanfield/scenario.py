@@ -320,7 +320,10 @@ class ModelSpec(Strict):
 class PresetBase(Strict):
     lr: PositiveFloat = 1.0
     """eta0: the base learning rate (both layers unless lr_a / lr_w are given)."""
-    lr_a: Optional[PositiveFloat] = None
+    lr_a: Optional[NonNegativeFloat] = None
+    """The output layer's base rate (default lr). 0: the output weights are not trained, a_i(t) =
+    a_i(0) (no weight decay or temperature then, which would move them): e.g. ntk with lr_a 0 and
+    an analytic kernel is the lazy limit of a net whose input layer alone trains."""
     lr_w: Optional[PositiveFloat] = None
     lr_c: Optional[PositiveFloat] = None
     """eta_c, the output bias's learning rate (model.output_bias; default lr), never scaled by the
@@ -345,6 +348,13 @@ class LazyPreset(PresetBase):
     """Chizat-Oyallon-Bach scale: f = (alpha/m) sum a_i sigma(.), loss / alpha^2."""
 
 
+class MuPPreset(PresetBase):
+    """Yang & Hu's muP for SGD: s = 1, a_i(0) ~ N(0, a_std^2 / m^2), eta_a = lr / m, w_i(0) ~
+    N(0, w_std^2 I / d), eta_w = lr m; mean_field with a = a_mf / m (meanfield.parameterization)."""
+
+    preset: Literal["mup"] = "mup"
+
+
 class CustomPreset(PresetBase):
     """s = s0 m^-output_exponent, a_std m^-init_exponent, eta = lr m^-lr_exponent."""
 
@@ -358,7 +368,7 @@ class CustomPreset(PresetBase):
 
 
 Parameterization = Annotated[
-    Union[MeanFieldPreset, NTKPreset, StandardPreset, LazyPreset, CustomPreset],
+    Union[MeanFieldPreset, NTKPreset, StandardPreset, LazyPreset, MuPPreset, CustomPreset],
     Field(discriminator="preset"),
 ]
 
@@ -455,7 +465,8 @@ RunSpec = Annotated[Union[ParticleRunSpec, TangentRunSpec, KernelRunSpec], Field
 
 
 RESOLVED_NUMBERS = ("s", "eta_a", "eta_w", "a_std", "loss_scale")
-"""What a parameterization resolves to at a width (meanfield.parameterization.Resolved): each > 0 and finite."""
+"""What a parameterization resolves to at a width (meanfield.parameterization.Resolved): each > 0 and
+finite (eta_a = 0 where lr_a is 0: a fixed output layer)."""
 
 MAX_SNAPSHOTS = 10**6
 """The most snapshots a run may take, train.t_end / record.every (each is a write, and the
@@ -579,7 +590,9 @@ class Scenario(Strict):
         for name, run in runs.items():
             try:
                 resolved = resolve(run.parameterization, model, data.dim)
-                bad = [key for key in RESOLVED_NUMBERS if not 0 < getattr(resolved, key) < math.inf]
+                fixed = {"eta_a"} if run.parameterization.lr_a == 0 else set()
+                bad = [key for key in RESOLVED_NUMBERS
+                       if not (0 < getattr(resolved, key) < math.inf or key in fixed and getattr(resolved, key) == 0)]
             except OverflowError:
                 bad = ["a power of the width"]
             if bad:
@@ -654,6 +667,18 @@ class Scenario(Strict):
     def integrator_key(self, name: str) -> str:
         """Where run ``name``'s integrator is set: runs.<name>.integrator or train.integrator."""
         return "train.integrator" if self.runs[name].integrator is None else f"runs.{name}.integrator"
+
+    @model_validator(mode="after")
+    def _fixed_output_layer_stays_fixed(self):
+        """lr_a: 0 keeps a_i at a_i(0); weight decay and Langevin noise act on every parameter, a included."""
+        moving = [f"train.{key} = {getattr(self.train, key):g}" for key in ("weight_decay", "temperature")
+                  if getattr(self.train, key)]
+        for name, run in self.runs.items():
+            if run.parameterization.lr_a == 0 and moving:
+                raise ValueError(f"runs.{name}.parameterization.lr_a: 0 keeps the output weights fixed, and "
+                                 f"{' and '.join(moving)} moves every parameter, a included: give lr_a > 0, "
+                                 f"or set train.weight_decay and train.temperature to 0")
+        return self
 
     @model_validator(mode="after")
     def _kernel_runs_have_no_parameters(self):
@@ -967,7 +992,7 @@ def _where(source: str, loc: tuple, lines: dict, overridden: set, how: str) -> s
 
 _PRESETS = {
     cls.model_fields["preset"].default: cls
-    for cls in (MeanFieldPreset, NTKPreset, StandardPreset, LazyPreset, CustomPreset)
+    for cls in (MeanFieldPreset, NTKPreset, StandardPreset, LazyPreset, MuPPreset, CustomPreset)
 }
 
 

@@ -5,7 +5,8 @@ import math
 import pytest
 
 from meanfield.parameterization import predict_regime, resolve
-from meanfield.scenario import CustomPreset, LazyPreset, MeanFieldPreset, ModelSpec, NTKPreset, StandardPreset
+from meanfield.scenario import (CustomPreset, LazyPreset, MeanFieldPreset, ModelSpec, MuPPreset, NTKPreset,
+                                StandardPreset)
 
 M, D = 400, 5
 MODEL = ModelSpec(width=M, init={"a_std": 2.0, "w_std": 3.0})
@@ -76,3 +77,43 @@ def test_r_follows_the_output_weights_when_their_update_outgrows_their_start(gam
 def test_standard_parameterization_at_lr_one_over_m_moves_its_features_like_m_to_the_minus_three_halves():
     regime = predict_regime(0.0, 0.5, 1.0, 1.0)
     assert (regime.kappa, regime.r, regime.label) == (0.0, 1.5, "lazy")
+
+
+def test_mup_resolves_to_yang_and_hus_table_for_sgd():
+    # no multiplier; output weights of variance a_std^2 / m^2 at lr / m; input weights of variance w_std^2 / d at lr m
+    r = resolve(MuPPreset(lr=0.5), MODEL, D)
+    assert (r.s, r.loss_scale) == (1.0, 1.0)
+    assert r.a_std == pytest.approx(2.0 / M) and r.w_std == pytest.approx(3.0 / math.sqrt(D))
+    assert r.eta_a == pytest.approx(0.5 / M) and r.eta_w == pytest.approx(0.5 * M)
+    assert r.exponents == {"A": 0.0, "B": 1.0, "C_a": 1.0, "C_w": -1.0}
+    assert (r.regime.label, r.regime.kappa, r.regime.r, r.regime.luo_phase) == ("rich", 0, 0, "critical")
+    # mean_field in other coordinates: a_mf = m a_mup, s_mf = s_mup / m, eta_a,mf = m^2 eta_a,mup
+    rich = resolve(MeanFieldPreset(lr=0.5), MODEL, D)
+    assert rich.a_std == pytest.approx(M * r.a_std) and rich.s == pytest.approx(r.s / M)
+    assert rich.eta_a == pytest.approx(M**2 * r.eta_a) and rich.eta_w == pytest.approx(r.eta_w)
+
+
+@pytest.mark.parametrize("A, B, C_a, C_w", [(0, 1, 1, -1), (1, 0, -1, -1), (0.5, 0, 0, 0), (0, 0.5, 1, 1),
+                                            (1.5, -0.5, -1, -2), (0.25, 0.75, 0.3, -0.6)])
+@pytest.mark.parametrize("theta", [-1.0, 0.5, 1.0])
+@pytest.mark.parametrize("fixed_a", [False, True])
+def test_the_prediction_is_invariant_under_yang_and_hus_symmetry(A, B, C_a, C_w, theta, fixed_a):
+    # a -> m^theta a, s -> m^-theta s, eta_a -> m^(2 theta) eta_a changes no trajectory (docs/design.md §2.2)
+    before = predict_regime(A, B, C_a, C_w, fixed_a=fixed_a)
+    after = predict_regime(A + theta, B - theta, C_a - 2 * theta, C_w, fixed_a=fixed_a)
+    assert (after.label, after.kappa, after.r, after.gamma) == pytest.approx(
+        (before.label, before.kappa, before.r, before.gamma))
+    if not fixed_a:  # Luo et al.'s diagram trains both layers
+        assert (after.gamma_prime, after.luo_phase) == (pytest.approx(before.gamma_prime), before.luo_phase)
+
+
+@pytest.mark.parametrize("preset, kappa, r, label", [
+    (MeanFieldPreset(lr_a=0), 0, 0, "rich"), (MuPPreset(lr_a=0), 0, 0, "rich"), (NTKPreset(lr_a=0), 0, 0.5, "lazy"),
+    # the output layer's term m s^2 eta_a ~ m is what makes standard unstable: without it the kernel is O(1)
+    (StandardPreset(lr_a=0), 0, 0.5, "lazy"),
+])
+def test_a_fixed_output_layer_drops_the_a_terms_of_the_prediction(preset, kappa, r, label):
+    resolved = resolve(preset, MODEL, D)
+    assert resolved.eta_a == 0.0 and resolved.eta_w > 0
+    assert (resolved.regime.kappa, resolved.regime.r, resolved.regime.label) == (kappa, pytest.approx(r), label)
+    assert "output weights are fixed" in resolved.regime.reason

@@ -107,6 +107,18 @@ CASES = [
     pytest.param(["data.task=file", "data.path=<labels>", "data.test_fraction=0.01"],
                  "both need at least one (data.test_fraction: 0 for no test set)",
                  ["data.task=file", "data.path=<labels>", "data.test_fraction=0"], id="test_fraction-rounds-to-0"),
+    pytest.param(["runs.rich.parameterization={preset: mup, lr_a: -1}"],
+                 "runs.rich.parameterization.lr_a: Input should be greater than or equal to 0",
+                 ["runs.rich.parameterization={preset: mup, lr_a: 0}"], id="lr_a-negative"),
+    pytest.param(["runs.rich.parameterization={preset: mup, lr_a: 0}", "train.weight_decay=0.01"],
+                 "runs.rich.parameterization.lr_a: 0 keeps the output weights fixed, and train.weight_decay = 0.01 "
+                 "moves every parameter, a included", ["runs.rich.parameterization={preset: mup, lr_a: 0.5}",
+                                                       "train.weight_decay=0.01"], id="lr_a-zero-weight-decay"),
+    pytest.param(["runs.rich.parameterization={preset: mup, alpha: 2}"],
+                 "unknown key 'runs.rich.parameterization.alpha'; allowed here: lr, lr_a, lr_w, lr_c, preset",
+                 ["runs.rich.parameterization={preset: lazy, alpha: 2}"], id="mup-alpha"),
+    pytest.param(["runs.rich.parameterization=mu_p"], "expected tags: 'mean_field', 'ntk', 'standard', 'lazy', "
+                 "'mup', 'custom'", ["runs.rich.parameterization=mup"], id="preset-unknown"),
     pytest.param(["train.t_end=.inf"], "train.t_end: must be a finite number, not inf", ["train.t_end=100"],
                  id="t_end-inf"),
     pytest.param(["train.t_end=1e300"], "= 1e+300 snapshots per run, more than the 1e+06 allowed: raise record.every",
@@ -265,6 +277,21 @@ def test_a_bad_teacher_key_in_the_file_is_named_by_its_line(tmp_path, line, key,
     result = CliRunner().invoke(main, ["-q", "simulate", str(path), "--dry-run"])
     assert result.exit_code == 2
     assert result.output.startswith(f"Error: {path}:6: data.teacher.{key}: {words}"), result.output
+
+
+@pytest.mark.parametrize("lr_a, train, words", [
+    (-1, "{t_end: 1.0}", "Input should be greater than or equal to 0"),
+    (0, "{t_end: 1.0, temperature: 0.1, integrator: {method: euler_maruyama, dt: 0.1}}",
+     "0 keeps the output weights fixed, and train.temperature = 0.1 moves every parameter"),
+])
+def test_a_bad_lr_a_in_the_file_is_named_by_its_line(tmp_path, lr_a, train, words):
+    path = tmp_path / "v.yaml"
+    path.write_text(BASE.replace("runs: {rich: mean_field}\ntrain: {t_end: 1.0}\n",
+                                 f"runs:\n  rich:\n    parameterization:\n      preset: mup\n      lr_a: {lr_a}\n"
+                                 f"train: {train}\n"))
+    result = CliRunner().invoke(main, ["-q", "simulate", str(path), "--dry-run"])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {path}:8: runs.rich.parameterization.lr_a: {words}"), result.output
 
 
 @pytest.mark.parametrize("runs, noted", [("{rich: mean_field}", True), ("{k: {solver: ntk}}", False)])

@@ -63,9 +63,10 @@ from solvers.particles import predict
 
 from . import diagnostics as dg
 from .data import Dataset
+from .curvature import CurvatureMeasures, start_vector
 from .memory import FLOAT, Need, kernel_build, stepping
 from .parameterization import Resolved
-from .scenario import RunSpec, Scenario
+from .scenario import CURVATURE_MEASURES, RunSpec, Scenario
 from .state import RunState
 
 PARTICLE_MEASURES = ("displacement_w", "displacement_a", "displacement_mean", "wasserstein2")
@@ -344,6 +345,8 @@ class ParticleRun(Run):
 
     tracks_kernel: ClassVar[bool] = False
     """Whether the run's own tangent kernel moves (so kernel_distance means something)."""
+    curvature: ClassVar[bool] = False
+    """Whether the run records the curvature measures record.measures names (a run on data)."""
 
     def __init__(self, name, spec, resolved, inputs):
         super().__init__(name, spec, resolved, inputs)
@@ -353,11 +356,13 @@ class ParticleRun(Run):
         self.initial = initial_particles(inputs.draws, resolved, scenario.model.bias)
         self.c0 = initial_output_bias(inputs.draws, resolved)
         self.dtype = np.dtype(np.float64)
-        self._measure_particles = None
+        self._measure_particles = self._measure_curvature = None
 
     @classmethod
     def measure_shapes(cls, scenario, n_test):
         shapes = {**fit_shapes(scenario, n_test), **ParticleMeasures.shapes(scenario, cls.tracks_kernel)}
+        if cls.curvature:
+            shapes.update({name: () for name in scenario.record.measures if name in CURVATURE_MEASURES})
         if scenario.model.output_bias:
             shapes["output_bias"] = ()
         return shapes
@@ -403,6 +408,8 @@ class ParticleRun(Run):
     def start(self, checkpoint=None) -> RunState:
         self._measure_particles = ParticleMeasures(self, kernel=self.tracks_kernel)
         self._build()
+        wanted = [name for name in self.measures if name in CURVATURE_MEASURES]
+        self._measure_curvature = self._curvature_measures(wanted) if wanted else None
         return self._from(self.layout.pack(*self.initial, dtype=self.dtype, c=self.c0), checkpoint)
 
     @abstractmethod
@@ -413,18 +420,37 @@ class ParticleRun(Run):
     def _fit(self, state: RunState) -> dict:
         """The fit measures at ``state`` (see :func:`fit_shapes`)."""
 
+    def _curvature_measures(self, wanted) -> CurvatureMeasures:
+        """The curvature measures ``wanted`` on the training set (a run on data, §1.9)."""
+        data, inputs = self.inputs.data, self.inputs
+        v0 = start_vector(inputs.scenario.seed, self.name, max(data.n_train, self.layout.size))
+        return CurvatureMeasures(wanted, data.X_train, data.y_train, inputs.activation, inputs.loss, self.numbers,
+                                 v0, tangent=self._tangent_point())
+
+    def _tangent_point(self):
+        """(a0, W0, b0, c0) where the run is a tangent model, else None."""
+        return None
+
     def measure(self, state):
         out = {**self._fit(state), **self._measure_particles(*self.layout.split(state.y))}
         if self.c0 is not None:
             out["output_bias"] = float(self.layout.c_of(state.y)[0])
+        if self._measure_curvature is not None:
+            out.update(self._curvature(state))
         return out
+
+    def _curvature(self, state) -> dict:
+        """The curvature measures at ``state`` (of the particles themselves)."""
+        a, W, b = self.layout.split(state.y)
+        c = self.layout.c_of(state.y)
+        return self._measure_curvature(a, W, b, None if c is None else float(c[0]))
 
     def particles(self, state):
         return self.layout.split(state.y)
 
     def close(self) -> None:
         super().close()
-        self._measure_particles = None
+        self._measure_particles = self._measure_curvature = None
 
 
 class ParticleFlow(ParticleRun, FlowRun):
@@ -451,6 +477,7 @@ class ParticlesOnData(ParticleFlow):
 
     solver = "particles"
     tracks_kernel = True
+    curvature = True
 
     def __init__(self, name, spec, resolved, inputs):
         super().__init__(name, spec, resolved, inputs)
@@ -513,6 +540,7 @@ class TangentOnData(ParticleFlow):
     set, trained in parameter space (float64)."""
 
     solver = "tangent"
+    curvature = True
 
     @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
@@ -532,6 +560,13 @@ class TangentOnData(ParticleFlow):
         data = self.inputs.data
         return fit_on_data(self.tangent.predict(state.y, data.X_train), self.tangent.predict(state.y, data.X_test),
                            data, self.inputs.loss)
+
+    def _tangent_point(self):
+        return (*self.initial, self.c0)
+
+    def _curvature(self, state):
+        """At theta_0 (the tangent model's J), with l'' at its predictions on the training set."""
+        return self._measure_curvature(None, None, None, f=self.tangent.predict(state.y, self.inputs.data.X_train))
 
     def close(self):
         super().close()

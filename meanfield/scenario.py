@@ -473,10 +473,14 @@ class TrainSpec(Strict):
     dtype: Literal["float64", "float32"] = "float64"
 
 
-OPTIONAL_MEASURES = ("displacement_wb",)
+OPTIONAL_MEASURES = ("displacement_wb", "ntk_eigenvalue_max", "hessian_eigenvalue_max")
 """Measures a particle or tangent run records only when record.measures names them (a bundled
 scenario's file keeps exactly its datasets): displacement_wb = ||(W, b) - (W_0, b_0)||_F /
-||(W_0, b_0)||_F, the first layer's weights and biases together (docs/design.md §1.7)."""
+||(W_0, b_0)||_F, the first layer's weights and biases together (docs/design.md §1.7);
+ntk_eigenvalue_max = lambda_max(c J P J^T / n) and hessian_eigenvalue_max = lambda_max(P^1/2 H
+P^1/2), the curvature of the training risk (docs/design.md §1.9; runs on data only)."""
+
+CURVATURE_MEASURES = OPTIONAL_MEASURES[1:]
 
 OptionalMeasure = Literal[OPTIONAL_MEASURES]
 
@@ -692,6 +696,10 @@ class Scenario(Strict):
             if run.solver == "ntk":
                 problems.append(f"run {name!r}: with infinite data the kernel flow is the tangent "
                                 "model: use solver: tangent (solved exactly)")
+        curvature = [name for name in self.record.measures if name in CURVATURE_MEASURES]
+        if curvature:
+            problems.append(f"record.measures: {', '.join(curvature)} are taken on a training set, and "
+                            "infinite data has none: remove them")
         if problems:
             raise ValueError("data.population: " + "; ".join(problems))
         return self

@@ -17,6 +17,8 @@ import numpy as np
 from solvers import curvature as cv
 from solvers.catalog import SQUARED
 
+from .errors import UsageError
+
 CURVATURE_MEASURES = ("ntk_eigenvalue_max", "hessian_eigenvalue_max")
 
 
@@ -39,6 +41,15 @@ def hessian_eigenvalue_max(net: cv.TwoLayerNet, y, loss: int, rates, loss_scale:
     first, second = cv.loss_derivatives(loss, net.f() if f is None else f, y)
     op = cv.hessian_operator(net, rates, loss_scale, first, second, residual=residual)
     return float(cv.top_eigenvalues(op, 1, v0)[0])
+
+
+def step_of(factor: float, lambda_0: float, key: str) -> float:
+    """dt = c * 2 / lambda_0: the step ``factor`` = c times Euler's stability edge on squared
+    loss (``key``: where the factor was set, for the message)."""
+    if not 0 < lambda_0 < np.inf or not 0 < 2 * factor / lambda_0 < np.inf:
+        raise UsageError(f"{key}.dt_factor: lambda_0 = {lambda_0:g} (the initial NTK's top eigenvalue over n) "
+                         "sets no step: give a dt")
+    return 2 * factor / lambda_0
 
 
 class CurvatureMeasures:

@@ -48,22 +48,26 @@ Langevin) from ``[seed, 2, crc32(name)]``, so adding or removing a run changes n
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterator, Optional
 
 import numpy as np
+import scipy.linalg
 
 from solvers import ntk as kernels
 from solvers import population
+from solvers.curvature import TwoLayerNet
 from solvers.fields import ParticleField, ParticleLayout, WeightDecay
 from solvers.integrate import make_stepper
 from solvers.particles import predict
 
 from . import diagnostics as dg
+from .curvature import CurvatureMeasures, ntk_eigenvalue_max, start_vector, step_of
 from .data import Dataset
-from .curvature import CurvatureMeasures, start_vector
+from .errors import UsageError
 from .memory import FLOAT, Need, kernel_build, stepping
 from .parameterization import Resolved
 from .scenario import CURVATURE_MEASURES, RunSpec, Scenario
@@ -238,12 +242,32 @@ class FlowRun(Run):
 
     @property
     def integrator(self):
-        """The run's integrator: runs.<name>.integrator, else train.integrator."""
-        return self.inputs.scenario.integrator_of(self.spec)
+        """The run's integrator: runs.<name>.integrator, else train.integrator; with a
+        dt_factor c its dt is c * 2 / lambda_0 (:attr:`lambda_0`, docs/design.md §1.9)."""
+        integrator = self.inputs.scenario.integrator_of(self.spec)
+        if integrator.dt_factor is None:
+            return integrator
+        return integrator.model_copy(update={"dt": step_of(integrator.dt_factor, self.lambda_0,
+                                                           self.inputs.scenario.integrator_key(self.name))})
+
+    @functools.cached_property
+    def lambda_0(self) -> float:
+        """ntk_eigenvalue_max at t = 0: the top eigenvalue of the run's kernel on the training
+        set over n (what a dt_factor scales the step to)."""
+        return self.initial_ntk_eigenvalue()
+
+    def initial_ntk_eigenvalue(self) -> float:
+        raise UsageError(f"run {self.name!r} has no training set to take lambda_0 on: give its integrator a dt")
 
     @property
     def attrs(self) -> dict:
-        return {**super().attrs, "integrator": self.integrator.model_dump()}
+        integrator = self.integrator
+        attrs = {**super().attrs, "integrator": integrator.model_dump()}
+        return attrs if integrator.dt_factor is None else {**attrs, "lambda_0": self.lambda_0}
+
+    def stepper_settings(self) -> dict:
+        """The integrator's keys that make_stepper takes (dt resolved)."""
+        return self.integrator.model_dump(exclude={"dt_factor"})
 
     def close(self) -> None:
         self.field = self.stepper = None
@@ -464,11 +488,21 @@ class ParticleFlow(ParticleRun, FlowRun):
         field = self._field()
         train = self.inputs.scenario.train
         self.field = WeightDecay(field, train.weight_decay) if train.weight_decay else field
-        self.stepper = make_stepper(**self.integrator.model_dump(), temperature=train.temperature)
+        self.stepper = make_stepper(**self.stepper_settings(), temperature=train.temperature)
 
     @abstractmethod
     def _field(self):
         """The gradient-flow vector field of the particles."""
+
+    def initial_ntk_eigenvalue(self) -> float:
+        """ntk_eigenvalue_max of the initial particles on the training set (a run on data)."""
+        if not self.curvature:
+            return super().initial_ntk_eigenvalue()
+        X, (a0, W0, b0) = self.inputs.data.X_train, self.initial
+        net = TwoLayerNet(a0, W0, b0, X, self.resolved.s, self.inputs.activation, c_out=self.c0)
+        r = self.resolved
+        v0 = start_vector(self.inputs.scenario.seed, self.name, max(len(X), self.layout.size))
+        return ntk_eigenvalue_max(net, net.rates(r.eta_a, r.eta_w, r.eta_c), r.loss_scale, v0)
 
 
 class ParticlesOnData(ParticleFlow):
@@ -736,11 +770,17 @@ class KernelFlowIntegrated(KernelFlow, FlowRun):
         K_train, K_test, f0 = self.kernels()
         self.field = kernels.FunctionSpaceField(K_train, data.y_train, self.inputs.loss, K_test_train=K_test,
                                                 ridge=self.spec.ridge, f0=f0)
-        method = self.integrator.model_dump()
+        method = self.stepper_settings()
         if method["method"] in ("sgd", "euler_maruyama"):
             method.update(method="euler", batch_size=None)
         self.stepper = make_stepper(**method)
         return self._from(np.array(f0, dtype=np.float64), checkpoint)
+
+    def initial_ntk_eigenvalue(self) -> float:
+        """The top eigenvalue of its training kernel over n (exact: the kernel is built anyway)."""
+        K_train = self.kernels()[0]
+        n = len(K_train)
+        return float(scipy.linalg.eigh(K_train, eigvals_only=True, subset_by_index=[n - 1, n - 1])[0]) / n
 
 
 def run_class(scenario: Scenario, spec: RunSpec) -> type[Run]:

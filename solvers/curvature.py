@@ -18,8 +18,9 @@ d^2 f / da_i dw~_i = s sigma'(z_i) x~ and d^2 f / dw~_i^2 = s a_i sigma''(z_i) x
     (H-term u)_{w~_i} = s sum_k g_k [sigma'(z_ik) u_a_i + a_i sigma''(z_ik) (u_w~_i . x~_k)] x~_k
 
 with g = l'. Every product is matrix-free, O(m n d), with no n x n or m x n array:
-J u by one compiled loop over the points (:func:`_jvp`), J^T v and the second-order term in
-one compiled loop over the particles (:func:`_vjp`). The top eigenvalue is exact
+J u by one compiled loop over the points, J^T v by the fused backward pass of the gradient
+(``solvers.particles.pullback``), and J^T v with the second-order term in one compiled loop
+over the particles (:func:`_make_products`: one pair of kernels per activation). The top eigenvalue is exact
 (``numpy.linalg.eigvalsh`` of the dense matrix) when the operator's size is at most
 :data:`DENSE_SIZE`, else from Lanczos (``scipy.sparse.linalg.eigsh``, relative tolerance
 :data:`LANCZOS_TOL`) started from a given vector, so the result is reproducible.
@@ -31,69 +32,80 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import functools
+
 import numba
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 from ._jit import jit_parallel
-from .activations import d2sigma, dsigma, sigma
+from .activations import d2sigma, sigma_pair
 from .losses import loss_derivative, loss_second_derivative
+from .particles import packed_points, pullback
 
-DENSE_SIZE = 400
-"""Operators of at most this size are formed densely (column by column) and diagonalised
-exactly; larger ones go to Lanczos."""
+DENSE_SIZE = 64
+"""Operators of at most this size are formed densely (one product per column) and diagonalised
+exactly; larger ones go to Lanczos, which takes about 20-40 products (scripts/bench.py
+--parts curvature), so the dense path is the cheaper one only about this small."""
 
 LANCZOS_TOL = 1e-10
 """Relative accuracy asked of Lanczos' top eigenvalues (eigsh's ``tol``)."""
 
 
-@jit_parallel
-def _jvp(a, W, b, X, code, s, ua, uW, ub, out):
-    """out_k = s sum_i [ua_i sigma(z_ik) + a_i sigma'(z_ik) (uW_i . x_k + ub_i)]: J u
-    without the output bias (b and ub are zeros for a model without a bias)."""
-    m, d = W.shape
-    for k in numba.prange(X.shape[0]):
-        total = 0.0
-        for i in range(m):
-            z = b[i]
-            du = ub[i]
+def _make_products(code):
+    """The (J u, J^T v + second-order term) kernels for one activation ``code``, a
+    compile-time constant there (its branches fold away, as :func:`sigma_pair` intends)."""
+
+    @jit_parallel
+    def jvp(a, W, b, X, s, ua, uW, ub, out):
+        """out_k = s sum_i [ua_i sigma(z_ik) + a_i sigma'(z_ik) (uW_i . x_k + ub_i)]: J u
+        without the output bias (b and ub are zeros for a model without a bias)."""
+        m, d = W.shape
+        for k in numba.prange(X.shape[0]):
+            total = 0.0
+            for i in range(m):
+                z = b[i]
+                du = ub[i]
+                for j in range(d):
+                    z += W[i, j] * X[k, j]
+                    du += uW[i, j] * X[k, j]
+                sg, ds = sigma_pair(code, z, 1.0)
+                total += ua[i] * sg + a[i] * ds * du
+            out[k] = s * total
+
+    @jit_parallel
+    def vjp(a, W, b, X, s, v, g, ua, uW, ub, out_a, out_W, out_b):
+        """J^T v plus the second-order term sum_k g_k (d^2 f(x_k)) u, particle by particle
+        (module docstring)."""
+        m, d = W.shape
+        n = X.shape[0]
+        for i in numba.prange(m):
+            acc_a = 0.0
+            acc_b = 0.0
             for j in range(d):
-                z += W[i, j] * X[k, j]
-                du += uW[i, j] * X[k, j]
-            total += ua[i] * sigma(code, z) + a[i] * dsigma(code, z) * du
-        out[k] = s * total
+                out_W[i, j] = 0.0
+            for k in range(n):
+                z = b[i]
+                du = ub[i]
+                for j in range(d):
+                    z += W[i, j] * X[k, j]
+                    du += uW[i, j] * X[k, j]
+                sg, ds = sigma_pair(code, z, 1.0)
+                acc_a += v[k] * sg + g[k] * ds * du
+                coef = v[k] * a[i] * ds + g[k] * (ds * ua[i] + a[i] * d2sigma(code, z) * du)
+                acc_b += coef
+                for j in range(d):
+                    out_W[i, j] += coef * X[k, j]
+            out_a[i] = s * acc_a
+            out_b[i] = s * acc_b
+            for j in range(d):
+                out_W[i, j] *= s
+
+    return jvp, vjp
 
 
-@jit_parallel
-def _vjp(a, W, b, X, code, s, v, g, ua, uW, ub, out_a, out_W, out_b):
-    """J^T v plus the second-order term sum_k g_k (d^2 f(x_k)) u, particle by particle
-    (module docstring); g = 0 gives J^T v alone."""
-    m, d = W.shape
-    n = X.shape[0]
-    for i in numba.prange(m):
-        acc_a = 0.0
-        acc_b = 0.0
-        for j in range(d):
-            out_W[i, j] = 0.0
-        for k in range(n):
-            z = b[i]
-            du = ub[i]
-            for j in range(d):
-                z += W[i, j] * X[k, j]
-                du += uW[i, j] * X[k, j]
-            sg = sigma(code, z)
-            ds = dsigma(code, z)
-            acc_a += v[k] * sg + g[k] * ds * du
-            coef = v[k] * a[i] * ds
-            if g[k] != 0.0:
-                coef += g[k] * (ds * ua[i] + a[i] * d2sigma(code, z) * du)
-            acc_b += coef
-            for j in range(d):
-                out_W[i, j] += coef * X[k, j]
-        out_a[i] = s * acc_a
-        out_b[i] = s * acc_b
-        for j in range(d):
-            out_W[i, j] *= s
+_products = functools.cache(_make_products)
+"""The (jvp, vjp) kernels of an activation code (built on first use)."""
 
 
 @jit_parallel
@@ -122,6 +134,7 @@ class TwoLayerNet:
         self.X = np.ascontiguousarray(self.X, dtype=np.float64)
         self.bias = self.b is not None
         self.b = np.zeros(len(self.a)) if self.b is None else np.ascontiguousarray(self.b, dtype=np.float64)
+        self._Xp = packed_points(self.X)
         m, d = self.W.shape
         self.size = m * (d + 1 + int(self.bias)) + int(self.c_out is not None)
 
@@ -147,27 +160,27 @@ class TwoLayerNet:
         """f(X) (the forward pass is J u with u = (a, 0, 0) as the a-part: f is linear in a)."""
         out = np.empty(len(self.X))
         zeros = np.zeros_like(self.W)
-        _jvp(self.a, self.W, self.b, self.X, self.act, self.s, self.a, zeros, np.zeros(len(self.a)), out)
+        _products(self.act)[0](self.a, self.W, self.b, self.X, self.s, self.a, zeros, np.zeros(len(self.a)), out)
         return out if self.c_out is None else out + self.c_out
 
     def jvp(self, u) -> np.ndarray:
         """J u (n)."""
         ua, uW, ub, uc = self.split(np.asarray(u, dtype=np.float64))
         out = np.empty(len(self.X))
-        _jvp(self.a, self.W, self.b, self.X, self.act, self.s, ua, uW, ub, out)
+        _products(self.act)[0](self.a, self.W, self.b, self.X, self.s, ua, uW, ub, out)
         return out + uc
 
     def vjp(self, v, g=None, u=None) -> np.ndarray:
         """J^T v (p), plus sum_k g_k (d^2 f(x_k) / d theta^2) u when g and u are given."""
         m, d = self.W.shape
         v = np.ascontiguousarray(v, dtype=np.float64)
-        if g is None:
-            g, ua, uW, ub = np.zeros(len(v)), np.zeros(m), np.zeros((m, d)), np.zeros(m)
+        if g is None:  # the fused backward pass of the gradient (solvers.particles)
+            out_a, out_W, out_b = pullback(self.a, self.W, self.b, self.X, v, self.s, self.act, self._Xp)
         else:
             ua, uW, ub, _ = self.split(np.asarray(u, dtype=np.float64))
             g = np.ascontiguousarray(g, dtype=np.float64)
-        out_a, out_W, out_b = np.empty(m), np.empty((m, d)), np.empty(m)
-        _vjp(self.a, self.W, self.b, self.X, self.act, self.s, v, g, ua, uW, ub, out_a, out_W, out_b)
+            out_a, out_W, out_b = np.empty(m), np.empty((m, d)), np.empty(m)
+            _products(self.act)[1](self.a, self.W, self.b, self.X, self.s, v, g, ua, uW, ub, out_a, out_W, out_b)
         parts = [out_a, out_W.ravel()]
         if self.bias:
             parts.append(out_b)

@@ -9,9 +9,11 @@ import pytest
 import meanfield as mf
 from meanfield import curvature as mc
 from meanfield.errors import UsageError
+from meanfield.simulation import plan
 from solvers import curvature as cv
 from solvers.activations import ACTIVATIONS, activation_code, d2sigma, dsigma
 from solvers.ntk import empirical_ntk
+from solvers.particles import BLAS_MIN_D
 from solvers.losses import loss_code, loss_derivative, loss_second_derivative
 
 NP_ACT = {"tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
@@ -79,10 +81,11 @@ def test_second_derivative_of_each_loss_is_the_derivative_of_its_first(loss):
         assert loss_second_derivative.py_func(code, f, y) == pytest.approx(fd, rel=1e-8)
 
 
+@pytest.mark.parametrize("d", [3, BLAS_MIN_D])  # J^T v: the fused kernel, then BLAS
 @pytest.mark.parametrize("bias,out", [(True, True), (False, False)])
-def test_jacobian_products_are_those_of_the_explicit_jacobian(bias, out):
+def test_jacobian_products_are_those_of_the_explicit_jacobian(bias, out, d):
     rng = np.random.default_rng(1)
-    m, d, n, s = 6, 3, 9, 0.4
+    m, n, s = 6, 9, 0.4
     a, W, b, X, c = parts(rng, m, d, n, bias, 0.3 if out else None)
     net = cv.TwoLayerNet(a, W, b, X, s, activation_code("tanh"), c_out=c)
     theta = np.concatenate([a, W.ravel(), b if bias else [], [c] if out else []])
@@ -235,3 +238,59 @@ def test_population_mode_refuses_the_curvature_measures():
     with pytest.raises(UsageError, match="record.measures: hessian_eigenvalue_max are taken on a training set"):
         mf.load_scenario({"name": "p", "data": {"population": True, "dim": 3},
                           "runs": {"rich": "mean_field"}, "record": {"measures": ["hessian_eigenvalue_max"]}})
+
+
+# ----------------------------------------------------------------------------- dt_factor
+def test_dt_factor_sets_dt_from_the_initial_kernel_of_each_run_and_stores_it():
+    scenario = mf.load_scenario(BASE, {"train.integrator": {"method": "euler", "dt_factor": 0.3},
+                                       "runs.kernel": None, "record.every": 0.4})
+    with mf.simulate(scenario) as trajectory:
+        data = trajectory.data
+        for name in ("rich", "tangent"):
+            run = trajectory[name]
+            want = explicit_curvature(run.frame(0), float(run.measure("output_bias")[0]), data, run.attrs)[0]
+            assert run.attrs["lambda_0"] == pytest.approx(want, rel=1e-10)
+            assert run.attrs["integrator"]["dt_factor"] == 0.3
+            assert run.attrs["integrator"]["dt"] == pytest.approx(0.3 * 2 / want, rel=1e-10)
+            assert run.attrs["lambda_0"] == float(run.measure("ntk_eigenvalue_max")[0])
+    text = plan(scenario).describe()
+    assert "step (train.integrator.dt_factor): dt = c * 2 / lambda_0 = 0.3 * 2 / " in text
+
+
+def test_a_run_stepped_with_dt_factor_is_the_run_stepped_with_the_dt_it_gives():
+    by_factor = mf.load_scenario(BASE, {"train.integrator": {"method": "heun", "dt_factor": 0.2},
+                                        "runs.kernel": None, "runs.tangent": None, "record.measures": []})
+    with mf.simulate(by_factor) as trajectory:
+        dt, want = trajectory["rich"].attrs["integrator"]["dt"], trajectory["rich"].measure("loss_train").values
+    by_dt = by_factor.replace({"train.integrator": {"method": "heun", "dt": dt}})
+    with mf.simulate(by_dt) as trajectory:
+        np.testing.assert_array_equal(trajectory["rich"].measure("loss_train").values, want)
+
+
+@pytest.mark.parametrize("factor,grows", [(0.95, False), (1.05, True)])
+def test_euler_on_the_tangent_model_is_stable_below_dt_factor_one_and_not_above(factor, grows):
+    """Squared loss, tangent model: f - y follows r <- (I - dt K/n) r exactly, whose top mode
+    grows when dt lambda_0 > 2, i.e. dt_factor > 1."""
+    scenario = mf.load_scenario(BASE, {"runs": {"tangent": {"solver": "tangent"}}, "record.measures": [],
+                                       "train.integrator": {"method": "euler", "dt_factor": factor}})
+    scenario = scenario.replace({"train.t_end": 200 * 2 * factor / plan(scenario).steps["tangent"][1],
+                                 "record.every": 1e9})
+    with mf.simulate(scenario) as trajectory:
+        loss = trajectory["tangent"].measure("loss_train").values
+    assert (loss[-1] > 10 * loss[0]) == grows and (loss[-1] < loss[0]) != grows
+
+
+def test_dt_factor_is_validated():
+    with pytest.raises(UsageError, match=r"train.integrator: dt = 0.1 and dt_factor = 0.5 both set the step"):
+        mf.load_scenario(BASE, {"train.integrator": {"method": "euler", "dt": 0.1, "dt_factor": 0.5}})
+    with pytest.raises(UsageError, match=r"dt_factor sets a fixed step, and 'rk45' chooses its own"):
+        mf.load_scenario(BASE, {"train.integrator": {"method": "rk45", "dt_factor": 0.5}})
+    with pytest.raises(UsageError, match=r"train.integrator.dt_factor: Input should be greater than 0"):
+        mf.load_scenario(BASE, {"train.integrator": {"method": "euler", "dt_factor": 0}})
+    with pytest.raises(UsageError, match=r"train.integrator.dt_factor scales the step to the training set's NTK"):
+        mf.load_scenario({"name": "p", "data": {"population": True, "dim": 3}, "runs": {"rich": "mean_field"},
+                          "train": {"integrator": {"method": "euler", "dt_factor": 0.5}}})
+    # a run's own step, given either way, replaces the shared one
+    own = mf.load_scenario(BASE, {"train.integrator": {"method": "euler", "dt_factor": 0.5},
+                                  "runs.rich": {"parameterization": "mean_field", "integrator": {"dt": 0.01}}})
+    assert own.integrator_of(own.runs["rich"]).dt == 0.01 and own.integrator_of(own.runs["rich"]).dt_factor is None

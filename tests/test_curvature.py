@@ -294,3 +294,16 @@ def test_dt_factor_is_validated():
     own = mf.load_scenario(BASE, {"train.integrator": {"method": "euler", "dt_factor": 0.5},
                                   "runs.rich": {"parameterization": "mean_field", "integrator": {"dt": 0.01}}})
     assert own.integrator_of(own.runs["rich"]).dt == 0.01 and own.integrator_of(own.runs["rich"]).dt_factor is None
+
+
+def test_an_ntk_run_takes_lambda_0_from_its_kernel_as_the_tangent_run_from_its_particles():
+    """The same kernel (empirical, same parameterization) by two independent routes: the ntk
+    run's BLAS-built K(X, X) and the tangent run's matrix-free products."""
+    scenario = mf.load_scenario(BASE, {"loss": "logistic", "record.measures": [],
+                                       "data": {"task": "gaussian_mixture", "dim": 3, "n_train": 30, "n_test": 10},
+                                       "train.integrator": {"method": "euler", "dt_factor": 0.5}})
+    steps = plan(scenario).steps
+    assert set(steps) == {"rich", "tangent", "kernel"}
+    assert steps["kernel"][1] == pytest.approx(steps["tangent"][1], rel=1e-10)
+    with mf.simulate(scenario) as trajectory:
+        assert trajectory["kernel"].attrs["lambda_0"] == pytest.approx(steps["kernel"][1], rel=1e-12)

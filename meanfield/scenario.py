@@ -655,6 +655,16 @@ class Scenario(Strict):
         return train
 
     @model_validator(mode="after")
+    def _curvature_measures_have_a_run(self):
+        """The curvature measures are recorded by particle and tangent runs (docs/design.md §1.9):
+        refused where no run would record them (population mode refuses them on its own)."""
+        curvature = [name for name in self.record.measures if name in CURVATURE_MEASURES]
+        if curvature and not self.data.population and all(run.solver == "ntk" for run in self.runs.values()):
+            raise ValueError(f"record.measures: {', '.join(curvature)} are recorded by particle and tangent runs, "
+                             "and every run here is an ntk run (its kernel is fixed): add such a run or remove them")
+        return self
+
+    @model_validator(mode="after")
     def _run_integrators_step(self):
         """A run's own integrator only where the run takes steps (one known in closed form takes none)."""
         from .runs import FlowRun, run_class  # it imports this module

@@ -234,6 +234,12 @@ def test_measures_are_reproducible_and_absent_unless_asked(tmp_path):
         assert not {"ntk_eigenvalue_max", "hessian_eigenvalue_max"} & set(trajectory["rich"].measures)
 
 
+def test_a_scenario_of_ntk_runs_alone_refuses_the_curvature_measures():
+    with pytest.raises(UsageError, match=r"record.measures: ntk_eigenvalue_max, hessian_eigenvalue_max are recorded "
+                                         r"by particle and tangent runs, and every run here is an ntk run"):
+        mf.load_scenario(BASE, {"runs": {"kernel": {"solver": "ntk"}}})
+
+
 def test_population_mode_refuses_the_curvature_measures():
     with pytest.raises(UsageError, match="record.measures: hessian_eigenvalue_max are taken on a training set"):
         mf.load_scenario({"name": "p", "data": {"population": True, "dim": 3},

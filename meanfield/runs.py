@@ -498,9 +498,8 @@ class ParticleFlow(ParticleRun, FlowRun):
         """ntk_eigenvalue_max of the initial particles on the training set (a run on data)."""
         if not self.curvature:
             return super().initial_ntk_eigenvalue()
-        X, (a0, W0, b0) = self.inputs.data.X_train, self.initial
-        net = TwoLayerNet(a0, W0, b0, X, self.resolved.s, self.inputs.activation, c_out=self.c0)
-        r = self.resolved
+        X, (a0, W0, b0), r = self.inputs.data.X_train, self.initial, self.resolved
+        net = TwoLayerNet(a0, W0, b0, X, r.s, self.inputs.activation, c_out=self.c0)
         v0 = start_vector(self.inputs.scenario.seed, self.name, max(len(X), self.layout.size))
         return ntk_eigenvalue_max(net, net.rates(r.eta_a, r.eta_w, r.eta_c), r.loss_scale, v0)
 

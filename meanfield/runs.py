@@ -48,24 +48,29 @@ Langevin) from ``[seed, 2, crc32(name)]``, so adding or removing a run changes n
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterator, Optional
 
 import numpy as np
+import scipy.linalg
 
 from solvers import ntk as kernels
 from solvers import population
+from solvers.curvature import TwoLayerNet
 from solvers.fields import ParticleField, ParticleLayout, WeightDecay
 from solvers.integrate import make_stepper
 from solvers.particles import predict
 
 from . import diagnostics as dg
+from .curvature import CurvatureMeasures, ntk_eigenvalue_max, start_vector, step_of
 from .data import Dataset
+from .errors import UsageError
 from .memory import FLOAT, Need, kernel_build, stepping
 from .parameterization import Resolved
-from .scenario import RunSpec, Scenario
+from .scenario import CURVATURE_MEASURES, RunSpec, Scenario
 from .state import RunState
 
 PARTICLE_MEASURES = ("displacement_w", "displacement_a", "displacement_mean", "wasserstein2")
@@ -237,12 +242,32 @@ class FlowRun(Run):
 
     @property
     def integrator(self):
-        """The run's integrator: runs.<name>.integrator, else train.integrator."""
-        return self.inputs.scenario.integrator_of(self.spec)
+        """The run's integrator: runs.<name>.integrator, else train.integrator; with a
+        dt_factor c its dt is c * 2 / lambda_0 (:attr:`lambda_0`, docs/design.md §1.9)."""
+        integrator = self.inputs.scenario.integrator_of(self.spec)
+        if integrator.dt_factor is None:
+            return integrator
+        return integrator.model_copy(update={"dt": step_of(integrator.dt_factor, self.lambda_0,
+                                                           self.inputs.scenario.integrator_key(self.name))})
+
+    @functools.cached_property
+    def lambda_0(self) -> float:
+        """ntk_eigenvalue_max at t = 0: the top eigenvalue of the run's kernel on the training
+        set over n (what a dt_factor scales the step to)."""
+        return self.initial_ntk_eigenvalue()
+
+    def initial_ntk_eigenvalue(self) -> float:
+        raise UsageError(f"run {self.name!r} has no training set to take lambda_0 on: give its integrator a dt")
 
     @property
     def attrs(self) -> dict:
-        return {**super().attrs, "integrator": self.integrator.model_dump()}
+        integrator = self.integrator
+        attrs = {**super().attrs, "integrator": integrator.model_dump()}
+        return attrs if integrator.dt_factor is None else {**attrs, "lambda_0": self.lambda_0}
+
+    def stepper_settings(self) -> dict:
+        """The integrator's keys that make_stepper takes (dt resolved)."""
+        return self.integrator.model_dump(exclude={"dt_factor"})
 
     def close(self) -> None:
         self.field = self.stepper = None
@@ -344,6 +369,8 @@ class ParticleRun(Run):
 
     tracks_kernel: ClassVar[bool] = False
     """Whether the run's own tangent kernel moves (so kernel_distance means something)."""
+    curvature: ClassVar[bool] = False
+    """Whether the run records the curvature measures record.measures names (a run on data)."""
 
     def __init__(self, name, spec, resolved, inputs):
         super().__init__(name, spec, resolved, inputs)
@@ -353,11 +380,13 @@ class ParticleRun(Run):
         self.initial = initial_particles(inputs.draws, resolved, scenario.model.bias)
         self.c0 = initial_output_bias(inputs.draws, resolved)
         self.dtype = np.dtype(np.float64)
-        self._measure_particles = None
+        self._measure_particles = self._measure_curvature = None
 
     @classmethod
     def measure_shapes(cls, scenario, n_test):
         shapes = {**fit_shapes(scenario, n_test), **ParticleMeasures.shapes(scenario, cls.tracks_kernel)}
+        if cls.curvature:
+            shapes.update({name: () for name in scenario.record.measures if name in CURVATURE_MEASURES})
         if scenario.model.output_bias:
             shapes["output_bias"] = ()
         return shapes
@@ -403,6 +432,8 @@ class ParticleRun(Run):
     def start(self, checkpoint=None) -> RunState:
         self._measure_particles = ParticleMeasures(self, kernel=self.tracks_kernel)
         self._build()
+        wanted = [name for name in self.measures if name in CURVATURE_MEASURES]
+        self._measure_curvature = self._curvature_measures(wanted) if wanted else None
         return self._from(self.layout.pack(*self.initial, dtype=self.dtype, c=self.c0), checkpoint)
 
     @abstractmethod
@@ -413,18 +444,37 @@ class ParticleRun(Run):
     def _fit(self, state: RunState) -> dict:
         """The fit measures at ``state`` (see :func:`fit_shapes`)."""
 
+    def _curvature_measures(self, wanted) -> CurvatureMeasures:
+        """The curvature measures ``wanted`` on the training set (a run on data, §1.9)."""
+        data, inputs = self.inputs.data, self.inputs
+        v0 = start_vector(inputs.scenario.seed, self.name, max(data.n_train, self.layout.size))
+        return CurvatureMeasures(wanted, data.X_train, data.y_train, inputs.activation, inputs.loss, self.numbers,
+                                 v0, tangent=self._tangent_point())
+
+    def _tangent_point(self):
+        """(a0, W0, b0, c0) where the run is a tangent model, else None."""
+        return None
+
     def measure(self, state):
         out = {**self._fit(state), **self._measure_particles(*self.layout.split(state.y))}
         if self.c0 is not None:
             out["output_bias"] = float(self.layout.c_of(state.y)[0])
+        if self._measure_curvature is not None:
+            out.update(self._curvature(state))
         return out
+
+    def _curvature(self, state) -> dict:
+        """The curvature measures at ``state`` (of the particles themselves)."""
+        a, W, b = self.layout.split(state.y)
+        c = self.layout.c_of(state.y)
+        return self._measure_curvature(a, W, b, None if c is None else float(c[0]))
 
     def particles(self, state):
         return self.layout.split(state.y)
 
     def close(self) -> None:
         super().close()
-        self._measure_particles = None
+        self._measure_particles = self._measure_curvature = None
 
 
 class ParticleFlow(ParticleRun, FlowRun):
@@ -438,11 +488,20 @@ class ParticleFlow(ParticleRun, FlowRun):
         field = self._field()
         train = self.inputs.scenario.train
         self.field = WeightDecay(field, train.weight_decay) if train.weight_decay else field
-        self.stepper = make_stepper(**self.integrator.model_dump(), temperature=train.temperature)
+        self.stepper = make_stepper(**self.stepper_settings(), temperature=train.temperature)
 
     @abstractmethod
     def _field(self):
         """The gradient-flow vector field of the particles."""
+
+    def initial_ntk_eigenvalue(self) -> float:
+        """ntk_eigenvalue_max of the initial particles on the training set (a run on data)."""
+        if not self.curvature:
+            return super().initial_ntk_eigenvalue()
+        X, (a0, W0, b0), r = self.inputs.data.X_train, self.initial, self.resolved
+        net = TwoLayerNet(a0, W0, b0, X, r.s, self.inputs.activation, c_out=self.c0)
+        v0 = start_vector(self.inputs.scenario.seed, self.name, max(len(X), self.layout.size))
+        return ntk_eigenvalue_max(net, net.rates(r.eta_a, r.eta_w, r.eta_c), r.loss_scale, v0)
 
 
 class ParticlesOnData(ParticleFlow):
@@ -451,6 +510,7 @@ class ParticlesOnData(ParticleFlow):
 
     solver = "particles"
     tracks_kernel = True
+    curvature = True
 
     def __init__(self, name, spec, resolved, inputs):
         super().__init__(name, spec, resolved, inputs)
@@ -513,6 +573,7 @@ class TangentOnData(ParticleFlow):
     set, trained in parameter space (float64)."""
 
     solver = "tangent"
+    curvature = True
 
     @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
@@ -532,6 +593,13 @@ class TangentOnData(ParticleFlow):
         data = self.inputs.data
         return fit_on_data(self.tangent.predict(state.y, data.X_train), self.tangent.predict(state.y, data.X_test),
                            data, self.inputs.loss)
+
+    def _tangent_point(self):
+        return (*self.initial, self.c0)
+
+    def _curvature(self, state):
+        """At theta_0 (the tangent model's J), with l'' at its predictions on the training set."""
+        return self._measure_curvature(None, None, None, f=self.tangent.predict(state.y, self.inputs.data.X_train))
 
     def close(self):
         super().close()
@@ -701,11 +769,17 @@ class KernelFlowIntegrated(KernelFlow, FlowRun):
         K_train, K_test, f0 = self.kernels()
         self.field = kernels.FunctionSpaceField(K_train, data.y_train, self.inputs.loss, K_test_train=K_test,
                                                 ridge=self.spec.ridge, f0=f0)
-        method = self.integrator.model_dump()
+        method = self.stepper_settings()
         if method["method"] in ("sgd", "euler_maruyama"):
             method.update(method="euler", batch_size=None)
         self.stepper = make_stepper(**method)
         return self._from(np.array(f0, dtype=np.float64), checkpoint)
+
+    def initial_ntk_eigenvalue(self) -> float:
+        """The top eigenvalue of its training kernel over n (exact: the kernel is built anyway)."""
+        K_train = self.kernels()[0]
+        n = len(K_train)
+        return float(scipy.linalg.eigh(K_train, eigvals_only=True, subset_by_index=[n - 1, n - 1])[0]) / n
 
 
 def run_class(scenario: Scenario, spec: RunSpec) -> type[Run]:

@@ -383,6 +383,10 @@ class IntegratorSpec(Strict):
     method: Literal["euler", "heun", "rk4", "rk45", "euler_maruyama", "sgd"] = "rk4"
     dt: Optional[PositiveFloat] = None
     """Step size (fixed-step methods); the first trial step for rk45."""
+    dt_factor: Optional[PositiveFloat] = None
+    """c > 0, in place of dt (fixed-step methods): dt = c * 2 / lambda_0, lambda_0 the run's
+    ntk_eigenvalue_max at its initial particles (Euler's stability edge on squared loss is c = 1;
+    docs/design.md §1.9)."""
     rtol: PositiveFloat = 1e-3
     atol: PositiveFloat = 1e-6
     """rk45 accepts a step whose rms error is at most atol + rtol rms(y) (solvers.integrate.RK45);
@@ -395,8 +399,15 @@ class IntegratorSpec(Strict):
     @model_validator(mode="after")
     def _method_requirements(self):
         # the messages name train.integrator; _explain names a run's own where it is one
-        if self.method in FIXED_STEP_METHODS and self.dt is None:
-            raise ValueError(f"method {self.method!r} takes a fixed step: set train.integrator.dt")
+        if self.method in FIXED_STEP_METHODS and self.dt is None and self.dt_factor is None:
+            raise ValueError(f"method {self.method!r} takes a fixed step: set train.integrator.dt "
+                             "(or train.integrator.dt_factor)")
+        if self.dt is not None and self.dt_factor is not None:
+            raise ValueError(f"dt = {self.dt:g} and dt_factor = {self.dt_factor:g} both set the step "
+                             "(dt_factor: dt = dt_factor * 2 / lambda_0): give one of them")
+        if self.dt_factor is not None and self.method not in FIXED_STEP_METHODS:
+            raise ValueError(f"dt_factor sets a fixed step, and {self.method!r} chooses its own: use a fixed-step "
+                             f"method ({', '.join(FIXED_STEP_METHODS)}) or give dt (the first trial step)")
         if self.method == "sgd" and self.batch_size is None:
             raise ValueError("method 'sgd' needs train.integrator.batch_size")
         if self.method != "sgd" and self.batch_size is not None:
@@ -484,10 +495,14 @@ class TrainSpec(Strict):
     dtype: Literal["float64", "float32"] = "float64"
 
 
-OPTIONAL_MEASURES = ("displacement_wb",)
+OPTIONAL_MEASURES = ("displacement_wb", "ntk_eigenvalue_max", "hessian_eigenvalue_max")
 """Measures a particle or tangent run records only when record.measures names them (a bundled
 scenario's file keeps exactly its datasets): displacement_wb = ||(W, b) - (W_0, b_0)||_F /
-||(W_0, b_0)||_F, the first layer's weights and biases together (docs/design.md §1.7)."""
+||(W_0, b_0)||_F, the first layer's weights and biases together (docs/design.md §1.7);
+ntk_eigenvalue_max = lambda_max(c J P J^T / n) and hessian_eigenvalue_max = lambda_max(P^1/2 H
+P^1/2), the curvature of the training risk (docs/design.md §1.9; runs on data only)."""
+
+CURVATURE_MEASURES = OPTIONAL_MEASURES[1:]
 
 OptionalMeasure = Literal[OPTIONAL_MEASURES]
 
@@ -542,10 +557,13 @@ class Scenario(Strict):
         if not isinstance(shared, dict):
             return raw
         runs = dict(raw["runs"])
+        steps = ("dt", "dt_factor")  # a run's own step replaces the shared one, given either way
         for name, run in runs.items():
             own = run.get("integrator") if isinstance(run, dict) else None
             if isinstance(own, dict) and "method" not in own:
-                runs[name] = {**run, "integrator": {**shared, **own}}
+                base = {key: value for key, value in shared.items()
+                        if not (key in steps and any(step in own for step in steps))}
+                runs[name] = {**run, "integrator": {**base, **own}}
         return {**raw, "runs": runs}
 
     @field_validator("runs", mode="before")
@@ -650,6 +668,16 @@ class Scenario(Strict):
         return train
 
     @model_validator(mode="after")
+    def _curvature_measures_have_a_run(self):
+        """The curvature measures are recorded by particle and tangent runs (docs/design.md §1.9):
+        refused where no run would record them (population mode refuses them on its own)."""
+        curvature = [name for name in self.record.measures if name in CURVATURE_MEASURES]
+        if curvature and not self.data.population and all(run.solver == "ntk" for run in self.runs.values()):
+            raise ValueError(f"record.measures: {', '.join(curvature)} are recorded by particle and tangent runs, "
+                             "and every run here is an ntk run (its kernel is fixed): add such a run or remove them")
+        return self
+
+    @model_validator(mode="after")
     def _run_integrators_step(self):
         """A run's own integrator only where the run takes steps (one known in closed form takes none)."""
         from .runs import FlowRun, run_class  # it imports this module
@@ -717,6 +745,12 @@ class Scenario(Strict):
             if run.solver == "ntk":
                 problems.append(f"run {name!r}: with infinite data the kernel flow is the tangent "
                                 "model: use solver: tangent (solved exactly)")
+        problems += [f"{key}.dt_factor scales the step to the training set's NTK, and infinite data has none: "
+                     f"give {key}.dt" for key, integrator in self._integrators().items() if integrator.dt_factor]
+        curvature = [name for name in self.record.measures if name in CURVATURE_MEASURES]
+        if curvature:
+            problems.append(f"record.measures: {', '.join(curvature)} are taken on a training set, and "
+                            "infinite data has none: remove them")
         if problems:
             raise ValueError("data.population: " + "; ".join(problems))
         return self

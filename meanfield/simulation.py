@@ -87,6 +87,8 @@ class Plan:
     """The data's sizes (a ``file`` task's from its file)."""
     memory: Optional[MemoryEstimate] = None
     notes: list[str] = field(default_factory=list)
+    steps: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    """(dt_factor c, lambda_0, dt) of each stepping run whose integrator has a dt_factor."""
 
     @property
     def reference(self) -> Optional[str]:
@@ -114,6 +116,10 @@ class Plan:
                 lines.append(f"    {kernel_flow_text(sc, sc.runs[name])}")
             if len(set(integrators.values())) > 1 and name in integrators:
                 lines.append(f"    integrator ({sc.integrator_key(name)}): {integrators[name]}")
+            if name in self.steps:
+                c, lambda_0, dt = self.steps[name]
+                lines.append(f"    step ({sc.integrator_key(name)}.dt_factor): dt = c * 2 / lambda_0 = "
+                             f"{c:g} * 2 / {lambda_0:.6g} = {dt:.6g}")
         lines += self.notes
         where = f"would write {output}" if output else "would write the trajectory"
         lines.append(f"{where}: about {self.estimated_bytes / 1e6:.3g} MB, {len(self.times) + 1} snapshots per run")
@@ -234,14 +240,47 @@ def plan(scenario: Scenario, *, in_memory: bool = False) -> Plan:
         every *= factor
         frames = len(snapshot_times(0.0, scenario.train.t_end, every)) + 1
     times = snapshot_times(0.0, scenario.train.t_end, every)
-    check_steps(scenario, every, notes)
+    steps = curvature_steps(scenario, resolved)
+    check_steps(scenario, every, notes, steps)
     estimate = estimate_memory(scenario, n_train, n_test, frames, size(frames) if in_memory else 0)
     if not estimate.fits:
         what = estimate.dominant
         raise UsageError(f"run {estimate.run!r} needs about {size_text(estimate.peak)} of memory at its peak "
                          f"({what.what}: {size_text(what.bytes)}), and {size_text(estimate.available)} are "
                          f"available: lower {what.lower}")
-    return Plan(scenario, resolved, every, times, size(frames), n_train, n_test, estimate, notes)
+    return Plan(scenario, resolved, every, times, size(frames), n_train, n_test, estimate, notes, steps)
+
+
+def run_inputs(scenario: Scenario, times: np.ndarray):
+    """What every run of ``scenario`` starts from (runs.RunInputs): the data, the initial draws,
+    the snapshot times ``times`` and the activation and loss codes."""
+    from solvers.activations import activation_code
+    from solvers.losses import loss_code
+
+    from .data import make_dataset
+    from .runs import RunInputs, data_rng, initial_draws, rng_for
+
+    data = make_dataset(scenario.data, data_rng(scenario))
+    return RunInputs(scenario, data, initial_draws(scenario, rng_for(scenario.seed, 1)), times,
+                     activation_code(scenario.model.activation), loss_code(scenario.loss))
+
+
+def curvature_steps(scenario: Scenario, resolved: dict[str, Resolved]) -> dict[str, tuple[float, float, float]]:
+    """(c, lambda_0, dt = c * 2 / lambda_0) of each stepping run whose integrator gives a
+    dt_factor c (docs/design.md §1.9): lambda_0 from the run's own initial particles (or
+    kernel) on the training set; the data are built for it, only then."""
+    from .runs import make_run
+
+    names = [name for name in stepping_runs(scenario) if scenario.integrator_of(scenario.runs[name]).dt_factor]
+    if not names:
+        return {}
+    inputs = run_inputs(scenario, np.empty(0))
+    steps = {}
+    for name in names:
+        run = make_run(name, scenario.runs[name], resolved[name], inputs)
+        integrator = run.integrator
+        steps[name] = (integrator.dt_factor, run.lambda_0, integrator.dt)
+    return steps
 
 
 def stepping_runs(scenario: Scenario) -> list[str]:
@@ -251,23 +290,26 @@ def stepping_runs(scenario: Scenario) -> list[str]:
     return [name for name, spec in scenario.runs.items() if issubclass(run_class(scenario, spec), FlowRun)]
 
 
-def check_steps(scenario: Scenario, every: float, notes: list[str]) -> None:
+def check_steps(scenario: Scenario, every: float, notes: list[str], steps: Optional[dict] = None) -> None:
     """A fixed-step method takes about t_end / min(dt, every) steps: refuse more than
     MAX_STEPS; a dt above the snapshot interval ``every`` is shortened to land on every
     snapshot, which a note says. Each stepping run with its own integrator
-    (:meth:`Scenario.integrator_of`), the others with train.integrator."""
-    t_end = scenario.train.t_end
+    (:meth:`Scenario.integrator_of`), the others with train.integrator; a run with a dt_factor
+    with its dt from ``steps`` (:func:`curvature_steps`)."""
+    t_end, steps = scenario.train.t_end, steps or {}
     shortened: dict[str, list[str]] = {}
     for name in stepping_runs(scenario):
         integrator, key = scenario.integrator_of(scenario.runs[name]), scenario.integrator_key(name)
         if integrator.method not in FIXED_STEP_METHODS:
             continue
-        dt = integrator.dt
-        steps = t_end / min(dt, every)
-        if steps > MAX_STEPS:
-            raise UsageError(f"train.t_end / {key}.dt = {t_end:g} / {dt:g} = {steps:.3g} steps per run, more than "
-                             f"the {MAX_STEPS:.0e} allowed: raise {key}.dt to at least {t_end / MAX_STEPS:.3g} "
-                             "(or lower train.t_end)")
+        dt = steps[name][2] if name in steps else integrator.dt
+        count = t_end / min(dt, every)
+        if count > MAX_STEPS:
+            least = t_end / MAX_STEPS
+            raise_ = (f"{key}.dt_factor to at least {integrator.dt_factor * least / dt:.3g} (dt {least:.3g})"
+                      if name in steps else f"{key}.dt to at least {least:.3g}")
+            raise UsageError(f"train.t_end / {key}.dt = {t_end:g} / {dt:g} = {count:.3g} steps per run, more than "
+                             f"the {MAX_STEPS:.0e} allowed: raise {raise_} (or lower train.t_end)")
         if dt > every:
             shortened.setdefault(f"{key}.dt {dt:g}", []).append(name)
     for what, runs in shortened.items():
@@ -400,11 +442,7 @@ def simulate(scenario: Scenario, output=None, *, resume: bool = False, overwrite
 
 
 def _simulate(scenario: Scenario, output, *, resume: bool, overwrite: bool, log: Log, progress: Optional[Callable]):
-    from solvers.activations import activation_code
-    from solvers.losses import loss_code
-
-    from .data import make_dataset
-    from .runs import RunInputs, data_rng, initial_draws, make_run, rng_for
+    from .runs import make_run
 
     if resume and output is None:
         raise UsageError("resume needs the file to continue: give output")
@@ -416,9 +454,8 @@ def _simulate(scenario: Scenario, output, *, resume: bool, overwrite: bool, log:
     where = output or "memory"
     log(f"{where}: about {the_plan.estimated_bytes / 1e6:.3g} MB, {len(the_plan.times) + 1} snapshots per run "
         f"(every {the_plan.every:g})")
-    data = make_dataset(scenario.data, data_rng(scenario))  # the plan checked the labels a loss needs
-    inputs = RunInputs(scenario, data, initial_draws(scenario, rng_for(scenario.seed, 1)), the_plan.times,
-                       activation_code(scenario.model.activation), loss_code(scenario.loss))
+    inputs = run_inputs(scenario, the_plan.times)  # the plan checked the labels a loss needs
+    data = inputs.data
     reference = the_plan.reference
     order = sorted(scenario.runs, key=lambda name: name != reference)
     runs = {name: make_run(name, scenario.runs[name], the_plan.resolved[name], inputs)

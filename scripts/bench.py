@@ -6,11 +6,15 @@ whole linearized (NTK) solve beside one bare eigendecomposition of the same size
 measures the start-up of a fresh process with a warm JIT cache.
 
     python scripts/bench.py [--quick] [--sizes 1024x1024x2,16384x1024x2] [--threads 1,2]
-                            [--parts particles,linearized,population,api,threads]
+                            [--parts particles,linearized,population,api,threads,curvature]
 
 ``--parts threads`` runs the step at 1 and 2 threads quiet and beside one busy process (a
 "loaded" machine), then a whole run at 1, 2 and the default thread count (chosen by
 measurement during the run), quiet and loaded.
+
+``--parts curvature`` times the curvature measures (docs/design.md §1.9) per snapshot against
+one gradient step at the same size: each Jacobian product, the Hessian-vector product, and
+ntk_eigenvalue_max and hessian_eigenvalue_max whole (with the number of products Lanczos took).
 
 FLOP count per step: 6 m n d + 6 m n (forward w.x, backward w.x recomputed, and x-weighted
 sum; plus the element-wise work). Times are medians of several repeats.
@@ -238,8 +242,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--sizes", help="comma-separated MxNxD list")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    parser.add_argument("--parts", default="particles,linearized,population,api,threads",
-                        help="which benchmarks: particles, linearized, population, api, threads (comma-separated)")
+    parser.add_argument("--parts", default="particles,linearized,population,api,threads,curvature",
+                        help="which benchmarks: particles, linearized, population, api, threads, curvature (comma-separated)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     sizes = DEFAULT_SIZES
@@ -283,6 +287,10 @@ def main():
               f"(imports {imports:.2f} s, first step {first:.3f} s beyond imports)")
     if "api" in parts:
         bench_api(3 if args.quick else 5)
+    if "curvature" in parts:
+        print("\ncurvature measures per snapshot against one gradient step (relu, s = 1/m, eta = 1, "
+              f"squared loss), {max(1, threads[-1])} thread(s), medians:")
+        bench_curvature(sizes, threads[-1], 3 if args.quick else 5)
     if "threads" in parts:
         bench_threads(sizes, repeats, min_time)
 
@@ -393,6 +401,66 @@ def bench_run_threads(overrides=None, repeats=3):
         best = min(times[1], times[2])
         print(f"{'loaded' if loaded else 'quiet':>7} | {times[1]:8.2f} {times[2]:9.2f} {times[None]:8.2f} | "
               f"{times[2] / times[1]:6.2f} {times[None] / best:14.2f}")
+        sys.stdout.flush()
+
+
+class Counted:
+    """A LinearOperator's products, counted."""
+
+    def __init__(self, op):
+        self.op, self.count, self.shape, self.dtype = op, 0, op.shape, op.dtype
+
+    def matvec(self, v):
+        self.count += 1
+        return self.op.matvec(v)
+
+
+def bench_curvature(sizes, threads, repeats):
+    """Per size: one gradient step (the fused kernel), J u, J^T v, one Hessian-vector product,
+    and each measure whole, in ms and as multiples of the step; with the products Lanczos took."""
+    from scipy.sparse.linalg import LinearOperator
+
+    from meanfield.curvature import hessian_eigenvalue_max, ntk_eigenvalue_max
+    from solvers import curvature as cv
+
+    head = (f"{'m':>6} {'n':>5} {'d':>4} | {'step ms':>8} | {'Ju':>5} {'J^Tv':>5} {'Hv':>5} | "
+            f"{'ntk ms':>9} {'x step':>7} {'prods':>5} | {'hess ms':>9} {'x step':>7} {'prods':>5}")
+    print(head)
+    print("-" * len(head))
+    numba.set_num_threads(threads)
+    for m, n, d in sizes:
+        a, W, X, y = make_problem(m, n, d)
+        out = (np.empty(m), np.empty((m, d)), None)
+        step = timeit(lambda: ours_step(a, W, X, y, out), repeats, 0.2)
+        net = cv.TwoLayerNet(a, W, None, X, 1.0 / m, 0)
+        rates = net.rates(1.0, 1.0)
+        u, v = np.random.default_rng(1).normal(size=net.size), np.random.default_rng(2).normal(size=n)
+        first, second = cv.loss_derivatives(0, net.f(), y)
+        hess = cv.hessian_operator(net, rates, 1.0, first, second)
+        products = [timeit(fn, repeats, 0.2) / step for fn in
+                    (lambda: net.jvp(u), lambda: net.vjp(v), lambda: hess.matvec(u))]
+        v0 = np.random.default_rng(3).normal(size=max(n, net.size))
+        row = []
+        for measure, size in ((lambda: ntk_eigenvalue_max(net, rates, 1.0, v0), n),
+                              (lambda: hessian_eigenvalue_max(net, y, 0, rates, 1.0, v0), net.size)):
+            counted = {}
+            original = cv.top_eigenvalues
+
+            def counting(op, k, start, dense_size=cv.DENSE_SIZE, original=original):
+                wrapped = Counted(op)
+                counted["n"] = wrapped
+                return original(LinearOperator(op.shape, matvec=wrapped.matvec, dtype=op.dtype), k, start,
+                                dense_size)
+            cv.top_eigenvalues = counting
+            try:
+                seconds = timeit(measure, max(1, repeats // 2), 0.0)
+            finally:
+                cv.top_eigenvalues = original
+            row.append((seconds, counted["n"].count))  # the last call's (the dense path: one per column)
+        (t_ntk, p_ntk), (t_hess, p_hess) = row
+        print(f"{m:>6} {n:>5} {d:>4} | {1e3 * step:8.2f} | {products[0]:5.1f} {products[1]:5.1f} {products[2]:5.1f} | "
+              f"{1e3 * t_ntk:9.1f} {t_ntk / step:7.0f} {p_ntk:>5} | {1e3 * t_hess:9.1f} {t_hess / step:7.0f} "
+              f"{p_hess:>5}")
         sys.stdout.flush()
 
 

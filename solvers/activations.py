@@ -80,6 +80,32 @@ def dsigma(code, z):
     return math.nan
 
 
+@jit(inline="always")
+def d2sigma(code, z):
+    """sigma''(z) for a scalar z, in float64 (the curvature measures, docs/design.md §1.9).
+
+    relu: 0 (almost everywhere); tanh: -2 t (1 - t^2) with t = tanh z;
+    erf: -(4/sqrt(pi)) z e^{-z^2}; sigmoid: g (1 - g)(1 - 2 g) with g = sigmoid z;
+    softplus: g (1 - g); linear: 0; quadratic: 2.
+    """
+    if code == RELU or code == LINEAR:
+        return 0.0
+    elif code == TANH:
+        t = math.tanh(z)
+        return -2.0 * t * (1.0 - t * t)
+    elif code == ERF:
+        return -2.0 * _TWO_OVER_SQRT_PI * z * math.exp(-z * z)
+    elif code == SIGMOID or code == SOFTPLUS:
+        e = math.exp(-abs(z))
+        g = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
+        if code == SOFTPLUS:
+            return g * (1.0 - g)
+        return g * (1.0 - g) * (1.0 - 2.0 * g)
+    elif code == QUADRATIC:
+        return 2.0
+    return math.nan
+
+
 @jit
 def activate_tile(code, z, s_out, ds_out, n):
     """s_out[t] = sigma(z[t]) and ds_out[t] = sigma'(z[t]) for t < n (equations of :func:`sigma`

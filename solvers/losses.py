@@ -39,6 +39,20 @@ def loss_derivative(code, f, y):
     return math.nan
 
 
+@jit(inline="always")
+def loss_second_derivative(code, f, y):
+    """d^2 loss / d f^2 at (f, y) for scalars, in float64: squared 1; logistic
+    sigmoid(y f) sigmoid(-y f) (labels +-1)."""
+    if code == SQUARED:
+        return 1.0
+    elif code == LOGISTIC:
+        u = -y * f
+        e = math.exp(-abs(u))
+        s = 1.0 / (1.0 + e) if u >= 0.0 else e / (1.0 + e)
+        return s * (1.0 - s)
+    return math.nan
+
+
 @jit
 def loss_and_derivative(code, f, y, lp_out):
     """Mean loss (1/n) sum_k loss(f_k, y_k), returned as a float64 (summed in float64);

@@ -720,3 +720,30 @@ def risk_and_gradient(a, W, b, X, y, s, act, loss, loss_scale=1.0, out=None, c=N
     if c is not None:
         return risk, ga, gW, (gb if has_bias else None), float(loss_scale) * float(np.sum(lp_raw, dtype=np.float64)) / n
     return risk, ga, gW, (gb if has_bias else None)
+
+
+def pullback(a, W, b, X, v, s, act, Xp=None):
+    """J^T v for f = s sum_i a_i sigma(w_i . x + b_i) on the points X: (s sum_k v_k sigma(z_ik),
+    s a_i sum_k v_k sigma'(z_ik) x_k, s a_i sum_k v_k sigma'(z_ik)) for every particle i, the
+    bias part None when ``b`` is None. The backward pass of :func:`risk_and_gradient` with its
+    scaled l' replaced by s v (the curvature measures' products, docs/design.md §1.9); ``Xp``:
+    X packed in tiles once (:func:`packed_points`), for many calls on the same points."""
+    has_bias = b is not None
+    a, W, b, X, dtype = _prepare(a, W, b, X)
+    m, d = W.shape
+    n = X.shape[0]
+    ga, gW, gb = np.empty(m, dtype=dtype), np.empty((m, d), dtype=dtype), np.empty(m, dtype=dtype)
+    code = int(act)
+    if d >= BLAS_MIN_D:
+        _backward_blas(a, W, b, X, np.asarray(v, dtype=dtype) * dtype.type(s), code, ga, gW, gb)
+    else:
+        Xp = _packed(X) if Xp is None else Xp
+        lp = np.zeros(Xp.shape[0] * Xp.shape[2], dtype=dtype)
+        np.multiply(v, dtype.type(s), out=lp[:n])
+        _fused(d)[1](a, W, b, Xp, lp, code, ga, gW, gb, PARTICLE_BLOCK)
+    return ga, gW, (gb if has_bias else None)
+
+
+def packed_points(X):
+    """X in the tiles the fused kernels read (None where they are not used: d >= BLAS_MIN_D)."""
+    return _packed(np.ascontiguousarray(X))

@@ -213,7 +213,8 @@ def test_displacement_wb_is_recorded_on_request_by_the_runs_with_particles():
 
 
 def test_record_measures_are_validated():
-    with pytest.raises(UsageError, match=r"record.measures.0: Input should be 'displacement_wb' \(got 'wb'\)"):
+    with pytest.raises(UsageError, match=r"record.measures.0: Input should be 'displacement_wb', 'ntk_eigenvalue_max' or "
+                                          r"'hessian_eigenvalue_max' \(got 'wb'\)"):
         mf.load_scenario(BASE, {"record.measures": ["wb"]})
     with pytest.raises(UsageError, match="record.measures: displacement_wb given twice"):
         mf.load_scenario(BASE, {"record.measures": ["displacement_wb", "displacement_wb"]})

@@ -3,6 +3,8 @@ of the explicit kernel c J P J^T / n (J written here in plain NumPy), hessian_ei
 against the Hessian by finite differences of the gradient, and their identity at a
 zero-residual point of the squared loss."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -264,13 +266,23 @@ def test_dt_factor_sets_dt_from_the_initial_kernel_of_each_run_and_stores_it():
 
 
 def test_a_run_stepped_with_dt_factor_is_the_run_stepped_with_the_dt_it_gives():
+    """Every step exactly dt (never shortened to land on a snapshot: docs/design.md §3.4), a
+    snapshot at the first step at or after each snapshot time: with record.every below dt, one
+    at every step, as a run given that dt with record.every = dt takes them."""
     by_factor = mf.load_scenario(BASE, {"train.integrator": {"method": "heun", "dt_factor": 0.2},
-                                        "runs.kernel": None, "runs.tangent": None, "record.measures": []})
+                                        "runs.kernel": None, "runs.tangent": None, "record.measures": [],
+                                        "record.every": 0.001})
+    dt = plan(by_factor).steps["rich"][2]
+    assert dt > 0.001 and not plan(by_factor).notes  # no "steps shortened" note
     with mf.simulate(by_factor) as trajectory:
-        dt, want = trajectory["rich"].attrs["integrator"]["dt"], trajectory["rich"].measure("loss_train").values
-    by_dt = by_factor.replace({"train.integrator": {"method": "heun", "dt": dt}})
+        loss = trajectory["rich"].measure("loss_train")
+        assert trajectory["rich"].attrs["integrator"]["dt"] == dt
+    steps = math.ceil(0.4 / dt - 1e-9)
+    np.testing.assert_allclose(loss["time"].values, dt * np.arange(steps + 1), rtol=1e-13)
+    by_dt = by_factor.replace({"train.integrator": {"method": "heun", "dt": dt}, "train.t_end": steps * dt,
+                               "record.every": dt})
     with mf.simulate(by_dt) as trajectory:
-        np.testing.assert_array_equal(trajectory["rich"].measure("loss_train").values, want)
+        np.testing.assert_allclose(trajectory["rich"].measure("loss_train").values, loss.values, rtol=1e-12)
 
 
 @pytest.mark.parametrize("factor,grows", [(0.95, False), (1.05, True)])

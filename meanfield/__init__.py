@@ -150,19 +150,21 @@ def open_sweep(directory: Union[str, Path]):
 def analyze(results, measure: str = "displacement_w", against: str = "model.width", *,
             runs: Optional[Sequence[str]] = None, within: tuple = (None, None), threshold: Optional[float] = None,
             by: Optional[str] = None, figure: Union[str, Path, None] = None,
-            phase_diagram: Union[str, Path, None] = None):
+            phase_diagram: Union[str, Path, None] = None, phases_figure: Union[str, Path, None] = None):
     """The scaling of a sweep's final ``measure`` against a grid key, as ``meanfield analyze``
     prints it: power laws with 95% intervals per family, the m -> infinity limit and the
     regime each family is in; ``threshold`` (and ``by``): where the measure falls below a
     level. ``results`` is a :class:`SweepResult` or a sweep directory. Returns an
     ``Analysis``: ``.rows`` (the fits: ``row.run``, ``row.fit.exponent``,
     ``row.fit.exponent_ci``, ``row.extrapolation.limit``, ``row.regime``), ``.crossings``,
-    ``.report``, ``.files`` (analysis.csv, regimes.csv, the figures); ``str()`` is the report."""
+    ``.report``, ``.files`` (analysis.csv, regimes.csv, the figures); ``str()`` is the report.
+    A sweep with a dt_factor axis also gets each point's phase (lazy, catapult, diverged:
+    phases.csv) and their edges along c in the report; ``phases_figure`` draws them."""
     from .analysis import analyze as analyze_sweep
 
     return analyze_sweep(Path(getattr(results, "directory", results)), measure=measure, against=against,
                          runs=runs, figure_path=figure, within=within, threshold=threshold, by=by,
-                         phase_path=phase_diagram)
+                         phase_path=phase_diagram, phases_path=phases_figure)
 
 
 def plot(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, None] = None) -> Path:

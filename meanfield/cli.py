@@ -213,18 +213,23 @@ def sweep(ctx, sweep_file, directory, workers, threads, engine, scheduler, resum
 @click.option("--phase-diagram", "phase_path", type=click.Path(dir_okay=False),
               help="Also draw Luo et al.'s (gamma, gamma') plane: each width family at its point, coloured "
                    "by its measured phase, over the published boundary.")
+@click.option("--phases-figure", "phases_path", type=click.Path(dir_okay=False),
+              help="With a dt_factor axis: also draw lambda_T / lambda_0 and the phase (lazy, catapult, "
+                   "diverged) of every point against c.")
 @click.option("--min", "low", type=float, help="Fit only the points with KEY >= this value.")
 @click.option("--max", "high", type=float, help="Fit only the points with KEY <= this value.")
 @click.option("--threshold", type=float, metavar="LEVEL",
               help="Also find where the measure falls below LEVEL along KEY (e.g. the n a test loss needs).")
 @click.option("--by", metavar="KEY2", help="With --threshold: fit how that crossing scales with KEY2 (e.g. data.dim).")
-def analyze(directory, measure, against, runs, figure_path, phase_path, low, high, threshold, by):
+def analyze(directory, measure, against, runs, figure_path, phase_path, phases_path, low, high, threshold, by):
     """Power laws of a sweep's final measure against a grid key, with 95% intervals, the m -> infinity
-    limit, and the regime each width family is in (writes DIRECTORY/analysis.csv)."""
+    limit, and the regime each width family is in (writes DIRECTORY/analysis.csv). A sweep with a
+    dt_factor axis: also the phase of every point and their edges along c (DIRECTORY/phases.csv)."""
     selected = [name.strip() for name in runs.split(",") if name.strip()] if runs else None
     with usage_errors():
         click.echo(str(mf.analyze(directory, measure=measure, against=against, runs=selected, within=(low, high),
-                                  threshold=threshold, by=by, figure=figure_path, phase_diagram=phase_path)))
+                                  threshold=threshold, by=by, figure=figure_path, phase_diagram=phase_path,
+                                  phases_figure=phases_path)))
 
 
 @main.command()

@@ -14,11 +14,15 @@ The package, by concern:
     reporting  the text and the csv files: ``analyze``, ``report``, ``format_report``,
                ``format_threshold``, ``write_analysis``, ``write_regimes``
     phase      Luo, Xu, Ma & Zhang's (gamma, gamma') plane: ``phase_points``, ``luo_phase``
+    catapult   Lewkowycz et al.'s phases along the step factor c: ``catapult_phase`` (the rule
+               for one run), ``phase_rows``, ``phase_edges``, ``format_phases``, ``phases_figure``
     drawing    the figures (matplotlib): ``figure``, ``phase_figure``
 
 Everything public is importable from ``meanfield.analysis`` itself.
 """
 
+from .catapult import (PHASES, PHASES_CSV, PhaseEdges, PhaseRow, catapult_phase, factor_key, format_phases,
+                       phase_edges, phase_rows, phases_figure, write_phases)
 from .dataset import to_dataset
 from .drawing import PHASE_COLORS, figure, phase_figure
 from .families import (REGIME_MEASURES, REPLICATE, ScalingRow, ThresholdRow, axes, measures, regimes, rows_within,
@@ -29,7 +33,8 @@ from .reporting import (ANALYSIS_CSV, REGIMES_CSV, Analysis, analyze, format_rep
 from .stats import P_BOUNDS, RICH_LAZY, Extrapolation, PowerLawFit, classify, crossing, extrapolate, power_law
 
 __all__ = [
-    "ANALYSIS_CSV", "PHASE_COLORS", "P_BOUNDS", "REGIMES_CSV", "REGIME_MEASURES", "REPLICATE", "RICH_LAZY",
+    "ANALYSIS_CSV", "PHASES", "PHASES_CSV", "PHASE_COLORS", "PhaseEdges", "PhaseRow", "catapult_phase",
+    "factor_key", "format_phases", "phase_edges", "phase_rows", "phases_figure", "write_phases", "P_BOUNDS", "REGIMES_CSV", "REGIME_MEASURES", "REPLICATE", "RICH_LAZY",
     "Analysis", "Extrapolation", "PhasePoint", "PowerLawFit", "ScalingRow", "ThresholdRow",
     "analyze", "axes", "classify", "crossing", "extrapolate", "figure", "format_report", "format_threshold",
     "luo_phase", "measures", "phase_figure", "phase_points", "power_law", "regimes", "report", "rows_within",

@@ -103,14 +103,17 @@ class Analysis:
 
 def analyze(directory, measure: str = "displacement_w", against: str = "model.width", runs=None,
             figure_path=None, confidence: float = 0.95, tol: float = 0.1, within=(None, None),
-            threshold: float | None = None, by: str | None = None, phase_path=None) -> Analysis:
+            threshold: float | None = None, by: str | None = None, phase_path=None, phases_path=None) -> Analysis:
     """``meanfield analyze``: the scaling of a sweep directory (an :class:`Analysis`), written
     beside it as ``analysis.csv`` (one row per family) and, for a displacement measure,
     ``regimes.csv`` (one row per point); drawn into ``figure_path`` and, with ``phase_path``,
     Luo et al.'s phase diagram, if given. ``within = (lo, hi)`` keeps the points with
     ``against`` in [lo, hi] (either end None: open). With ``threshold``, also where the
     measure crosses that level along ``against`` and, with ``by``, how that crossing scales
-    with ``by`` (``threshold_scaling``)."""
+    with ``by`` (``threshold_scaling``). A sweep with a dt_factor axis also gets the phase of
+    every point (lazy, catapult, diverged: ``catapult.phase_rows``), written as ``phases.csv``,
+    and their edges along c per family in the report (``phases``); ``phases_path`` draws
+    them (``catapult.phases_figure``)."""
     if by is not None and threshold is None:
         raise UsageError("--by goes with --threshold LEVEL")
     table = rows_within(as_table(directory), against, *within)
@@ -123,11 +126,31 @@ def analyze(directory, measure: str = "displacement_w", against: str = "model.wi
     if phase_path is not None:
         written.append(phase_figure(directory, phase_path))
     text = [format_report(rows, measure, against, confidence, tol)]
+    phases = _phases(directory, runs, written, phases_path)
+    if phases:
+        text.append(phases)
     crossings = []
     if threshold is not None:
         crossings = thresholds(table, measure, against, threshold, runs)
         text.append(format_threshold(table, measure, against, threshold, by, runs, confidence))
     return Analysis(rows, crossings, "\n".join(text), written)
+
+
+def _phases(directory, runs, written: list, phases_path) -> str:
+    """The catapult phases of a sweep with a dt_factor axis (their edges as text; phases.csv and
+    the figure appended to ``written``); '' for any other sweep (``phases_path`` then an error)."""
+    from . import catapult
+
+    key = catapult.factor_key(directory)
+    if key is None:
+        if phases_path is not None:
+            raise UsageError("--phases-figure needs a sweep with a dt_factor axis (the step c * 2 / lambda_0)")
+        return ""
+    rows = catapult.phase_rows(directory, runs)
+    written.append(catapult.write_phases(directory, rows))
+    if phases_path is not None:
+        written.append(catapult.phases_figure(rows, phases_path, key))
+    return catapult.format_phases(catapult.phase_edges(rows), key)
 
 
 def format_threshold(table, measure: str, against: str, level: float, by: str | None = None, runs=None,

@@ -133,7 +133,7 @@ def test_a_cycle_is_an_error_naming_the_chain(tmp_path):
 
 @pytest.mark.parametrize("mapping, words", [
     ({"extends": "no_such_sweep"}, ":1: extends 'no_such_sweep': no sweep file {dir}/no_such_sweep and no bundled "
-                                   "sweep of that name (bundled sweeps: chizat_oyallon_bach,"),
+                                   f"sweep of that name (bundled sweeps: {', '.join(sorted(mf.bundled_sweeps()))})"),
     ({"extends": ["a", "b"]}, ":1: extends names one sweep: a bundled sweep's name or a path relative to this file"),
     ({"extends": "width_theorem", "grid": {"model.depth": None}},
      ":3: grid model.depth: null removes an inherited axis, and width_theorem has no axis 'model.depth'"),

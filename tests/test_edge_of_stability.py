@@ -105,6 +105,22 @@ def test_reduced_scenario_sharpens_the_rich_run_and_keeps_the_lazy_one(reduced, 
     assert mf.edge_of_stability(tmp_path / "eos.h5") == edges
 
 
+def test_the_script_prints_the_table_and_draws(reduced, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "edge_of_stability.py"
+    spec = importlib.util.spec_from_file_location("edge_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    reduced.save(tmp_path / "eos.h5")
+    assert script.main([str(tmp_path / "eos.h5"), "--figure", str(tmp_path / "eos.png")]) == 0
+    out = capsys.readouterr().out
+    edge = mf.edge_of_stability(reduced)["rich_dt020"]
+    assert f"{edge.hover:.3g}" in out and f"{edge.t_edge:g}" in out and (tmp_path / "eos.png").stat().st_size > 0
+    assert script.main([str(tmp_path / "eos.h5"), "--figure", str(tmp_path / "eos.bmpx")]) == 2
+
+
 def test_the_figure_refuses_a_trajectory_without_the_sharpness(tmp_path):
     scenario = mf.load_scenario("edge_of_stability", {
         "model.width": 16, "train.t_end": 1.2, "record.measures": [], "runs.rich_dt030": None,

@@ -119,7 +119,8 @@ class Plan:
             if name in self.steps:
                 c, lambda_0, dt = self.steps[name]
                 lines.append(f"    step ({sc.integrator_key(name)}.dt_factor): dt = c * 2 / lambda_0 = "
-                             f"{c:g} * 2 / {lambda_0:.6g} = {dt:.6g}")
+                             f"{c:g} * 2 / {lambda_0:.6g} = {dt:.6g}, every step of it (a snapshot at the first "
+                             "step at or after each snapshot time)")
         lines += self.notes
         where = f"would write {output}" if output else "would write the trajectory"
         lines.append(f"{where}: about {self.estimated_bytes / 1e6:.3g} MB, {len(self.times) + 1} snapshots per run")

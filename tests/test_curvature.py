@@ -261,6 +261,7 @@ def test_dt_factor_sets_dt_from_the_initial_kernel_of_each_run_and_stores_it():
             assert run.attrs["lambda_0"] == float(run.measure("ntk_eigenvalue_max")[0])
     text = plan(scenario).describe()
     assert "step (train.integrator.dt_factor): dt = c * 2 / lambda_0 = 0.3 * 2 / " in text
+    assert "every step of it (a snapshot at the first step at or after each snapshot time)" in text
 
 
 def test_a_run_stepped_with_dt_factor_is_the_run_stepped_with_the_dt_it_gives():

@@ -119,7 +119,8 @@ class Plan:
             if name in self.steps:
                 c, lambda_0, dt = self.steps[name]
                 lines.append(f"    step ({sc.integrator_key(name)}.dt_factor): dt = c * 2 / lambda_0 = "
-                             f"{c:g} * 2 / {lambda_0:.6g} = {dt:.6g}")
+                             f"{c:g} * 2 / {lambda_0:.6g} = {dt:.6g}, every step of it (a snapshot at the first "
+                             "step at or after each snapshot time)")
         lines += self.notes
         where = f"would write {output}" if output else "would write the trajectory"
         lines.append(f"{where}: about {self.estimated_bytes / 1e6:.3g} MB, {len(self.times) + 1} snapshots per run")
@@ -293,7 +294,8 @@ def stepping_runs(scenario: Scenario) -> list[str]:
 def check_steps(scenario: Scenario, every: float, notes: list[str], steps: Optional[dict] = None) -> None:
     """A fixed-step method takes about t_end / min(dt, every) steps: refuse more than
     MAX_STEPS; a dt above the snapshot interval ``every`` is shortened to land on every
-    snapshot, which a note says. Each stepping run with its own integrator
+    snapshot, which a note says (not a dt_factor's: its run snapshots at the first step at or
+    after each snapshot time, docs/design.md §3.4). Each stepping run with its own integrator
     (:meth:`Scenario.integrator_of`), the others with train.integrator; a run with a dt_factor
     with its dt from ``steps`` (:func:`curvature_steps`)."""
     t_end, steps = scenario.train.t_end, steps or {}
@@ -303,14 +305,14 @@ def check_steps(scenario: Scenario, every: float, notes: list[str], steps: Optio
         if integrator.method not in FIXED_STEP_METHODS:
             continue
         dt = steps[name][2] if name in steps else integrator.dt
-        count = t_end / min(dt, every)
+        count = t_end / (dt if name in steps else min(dt, every))  # a dt_factor's step is never shortened
         if count > MAX_STEPS:
             least = t_end / MAX_STEPS
             raise_ = (f"{key}.dt_factor to at least {integrator.dt_factor * least / dt:.3g} (dt {least:.3g})"
                       if name in steps else f"{key}.dt to at least {least:.3g}")
             raise UsageError(f"train.t_end / {key}.dt = {t_end:g} / {dt:g} = {count:.3g} steps per run, more than "
                              f"the {MAX_STEPS:.0e} allowed: raise {raise_} (or lower train.t_end)")
-        if dt > every:
+        if dt > every and name not in steps:
             shortened.setdefault(f"{key}.dt {dt:g}", []).append(name)
     for what, runs in shortened.items():
         notes.append(f"run{'s' if len(runs) > 1 else ''} {', '.join(runs)}: {what} > record.every {every:g}: "
@@ -652,7 +654,8 @@ def _flow(run, recorder: Recorder, checkpoint: Optional[RunState], progress) -> 
         outcome = integrate(run.field, LoopState(state.t, state.step, state.y, h=state.h), run.stepper,
                             times[times > state.t + 1e-12], on_snapshot=on_snapshot,
                             stop_loss=scenario.train.stop_loss, rng=rng, on_step=on_step,
-                            max_abs=float(np.finfo(scenario.record.dtype).max))
+                            max_abs=float(np.finfo(scenario.record.dtype).max),
+                            exact_steps=run.integrator.dt_factor is not None)
     end, writer = outcome.state, recorder.writer
     with np.errstate(over="ignore", invalid="ignore"):
         final = recorder.measures(RunState(end.t, end.step, end.y))

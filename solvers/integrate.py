@@ -13,7 +13,9 @@ with a clear message on non-finite values instead of going on with garbage.
 
 Between two snapshot times t_a < t_b a fixed-step method takes
 n = ceil((t_b - t_a) / dt) equal steps of h = (t_b - t_a) / n <= dt, so a run resumed
-from a snapshot retraces the uninterrupted run exactly.
+from a snapshot retraces the uninterrupted run exactly. With ``exact_steps`` (a step set
+relative to the curvature, docs/design.md §3.4) every step is dt itself and the snapshot
+is taken at the first step at or after each snapshot time instead.
 """
 
 from __future__ import annotations
@@ -263,6 +265,7 @@ def integrate(
     rng: Optional[np.random.Generator] = None,
     on_step: Optional[Callable[[LoopState], None]] = None,
     max_abs: float = math.inf,
+    exact_steps: bool = False,
 ) -> Outcome:
     """Advance ``state`` through every time in ``save_times`` (all > state.t).
 
@@ -270,7 +273,10 @@ def integrate(
     records the start). The loop stops early, with a final snapshot, once the field's loss
     at the current state is below ``stop_loss``; and it stops with status 'diverged' when
     the state becomes non-finite (or larger than ``max_abs``: e.g. what a float32 snapshot
-    can hold) or rk45's step falls below ``dt_min``.
+    can hold) or rk45's step falls below ``dt_min``. ``exact_steps`` (fixed-step methods):
+    every step is the stepper's dt, and each snapshot is taken at the first step at or after
+    its save time (once: a step past several save times gives one snapshot), so the clock
+    may end past the last save time by less than dt.
     """
     evaluations = [0]
 
@@ -286,9 +292,10 @@ def integrate(
         k_start = counted(state.t, state.y)
         if state.h is None:
             state.h = stepper.initial_step(counted, state.t, state.y, k_start)
+    snapped = state.step  # the caller records the start
     for t_save in save_times:
-        while state.t < t_save:
-            h = _next_h(stepper, state, t_save)
+        while state.t < t_save - (_SLACK * max(1.0, abs(t_save)) if exact_steps else 0.0):
+            h = stepper.dt if exact_steps else _next_h(stepper, state, t_save)
             out = stepper.step(counted, state.t, state.y, h, rng, k_start)
             state.loss = out.loss
             if stop_loss > 0 and out.loss < stop_loss:
@@ -303,7 +310,8 @@ def integrate(
             if not np.all(np.abs(out.y) < max_abs):  # False for NaN and inf too
                 what = "the state became non-finite" + (f" or exceeded {max_abs:.3g}" if max_abs < math.inf else "")
                 return _diverged(state, stepper, evaluations, what)
-            state.t = t_save if t_save - (state.t + h) <= 1e-12 * max(1.0, abs(t_save)) else state.t + h
+            landed = not exact_steps and t_save - (state.t + h) <= _SLACK * max(1.0, abs(t_save))
+            state.t = t_save if landed else state.t + h
             state.y = out.y
             state.step += 1
             k_start = out.k_end
@@ -311,8 +319,14 @@ def integrate(
                 state.h = out.h_next  # a step cut short to land on t_save keeps the old proposal
             if on_step is not None:
                 on_step(state)
-        on_snapshot(state)
+        if state.step != snapped or not exact_steps:
+            on_snapshot(state)
+            snapped = state.step
     return _done("complete", state, evaluations)
+
+
+_SLACK = 1e-12
+"""Relative slack on the clock: a time this close to a save time has reached it."""
 
 
 def _next_h(stepper, state: LoopState, t_save: float) -> float:

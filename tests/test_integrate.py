@@ -84,6 +84,24 @@ def test_snapshots_land_exactly_on_requested_times():
             assert np.allclose(y, expm(A * t) @ Y0, rtol=1e-5)
 
 
+def test_exact_steps_take_dt_itself_and_snapshot_at_the_first_step_at_or_after_each_time():
+    """Euler on y' = A y with exact steps is y_k = (I + dt A)^k y_0 at t_k = k dt; a save time
+    is recorded at the first k with k dt >= it, once even when one step passes two of them;
+    resumed from a snapshot, the run retraces the uninterrupted one."""
+    dt, times = 0.3, [0.25, 1.0, 2.0, 2.05, 3.0]
+    seen = []
+    out = integrate(linear_field, LoopState(0.0, 0, Y0.copy()), Euler(dt), times, exact_steps=True,
+                    on_snapshot=lambda s: seen.append(LoopState(**vars(s))))
+    steps = [1, 4, 7, 10]  # 2.0 and 2.05 share step 7 (t = 2.1); 3.0 is reached at step 10 within rounding
+    assert [s.step for s in seen] == steps
+    for state, k in zip(seen, steps):
+        assert state.t == pytest.approx(k * dt, rel=1e-14)
+        np.testing.assert_allclose(state.y, np.linalg.matrix_power(np.eye(3) + dt * A, k) @ Y0, rtol=1e-13)
+    assert out.state.step == 10
+    rest = integrate(linear_field, seen[1], Euler(dt), [t for t in times if t > seen[1].t], exact_steps=True)
+    assert np.array_equal(rest.state.y, out.state.y) and rest.state.step == out.state.step
+
+
 def test_stop_loss_stops_early_with_a_snapshot():
     def decay(t, y, batch=None):
         return -y, float(y @ y)

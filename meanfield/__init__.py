@@ -41,7 +41,7 @@ from .threads import set_threads  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = ["RecordedRun", "RunFailed", "Scenario", "SweepResult", "Trajectory", "UsageError", "analyze",
-           "animate", "bundled_scenarios", "bundled_sweeps", "load_scenario", "load_sweep", "open", "open_sweep", "plan", "plot",
+           "animate", "bundled_scenarios", "edge_figure", "edge_of_stability", "bundled_sweeps", "load_scenario", "load_sweep", "open", "open_sweep", "plan", "plot",
            "set_threads", "simulate", "sweep"]
 
 ScenarioLike = Union[Scenario, str, Path, Mapping]
@@ -190,6 +190,24 @@ def bundled_scenarios() -> dict[str, str]:
     from .bundled import bundled
 
     return bundled()
+
+
+def edge_of_stability(trajectory: Union[Trajectory, str, Path], level: float = 0.9) -> dict:
+    """Run name -> ``EdgeCrossing`` (meanfield.stability) for every fixed-step run that
+    recorded ``hessian_eigenvalue_max``: with q = sharpness * dt / 2, ``t_edge`` the first
+    snapshot time with q >= ``level``, ``hover`` the median of q from there on, ``initial``
+    and ``peak`` (docs/design.md §1.9)."""
+    from .stability import edge_of_stability as edges
+
+    return edges(trajectory, level)
+
+
+def edge_figure(trajectory: Union[Trajectory, str, Path], output: Union[str, Path]) -> Path:
+    """Draw sharpness * dt / 2 against time, one curve per run of :func:`edge_of_stability`,
+    over the training losses; returns the figure's path."""
+    from .stability import edge_figure as draw
+
+    return draw(trajectory, output)
 
 
 def bundled_sweeps() -> dict[str, str]:

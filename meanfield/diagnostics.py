@@ -125,22 +125,76 @@ RICH_THRESHOLD = 0.1
 """A run whose relative weight change or kernel distance exceeds this is called rich."""
 
 
-def verdict(solver: str, final: dict) -> tuple[str, str]:
-    """The measured regime of a run from its final measures: (label, the numbers behind it).
+def regime_numbers(final: dict, loss=None, ntk=None) -> dict[str, float]:
+    """The numbers a verdict reads (docs/design.md §1.8): the final ``displacement_w`` and
+    ``kernel_distance`` of ``final``, and from the fit measure's series ``loss`` (its
+    snapshots in order) loss_peak_ratio = max_t L(t) / L(0) and loss_end_ratio = L(T) / L(0),
+    and from the series of ``ntk_eigenvalue_max`` ``ntk`` lambda_ratio = lambda_T / lambda_0.
+    A series not given (or empty) leaves its numbers out."""
+    numbers = {name: float(final[name]) for name in ("displacement_w", "kernel_distance") if name in final}
+    if loss is not None and len(loss):
+        loss = np.asarray(loss, np.float64)
+        numbers.update(loss_peak_ratio=float(np.max(loss) / loss[0]), loss_end_ratio=float(loss[-1] / loss[0]))
+    if ntk is not None and len(ntk):
+        numbers["lambda_ratio"] = float(ntk[-1] / ntk[0])
+    return numbers
+
+
+def verdict(solver: str, numbers: dict) -> tuple[str, str]:
+    """The measured regime of a run from its :func:`regime_numbers` (or its final measures):
+    (label, the numbers behind it), docs/design.md §1.8.
 
     Lazy training keeps the parameters, relative to their size, and the tangent kernel near
     their initial values (Chizat, Oyallon & Bach 2019): a particle run is called lazy when
-    both its relative weight change and its kernel distance stay at or below 0.1.
+    both its relative weight change and its kernel distance stay at or below 0.1, and rich
+    otherwise; except that a loss that rose above 1.1 times its start is read first. It is a
+    **catapult** (rich; Lewkowycz et al. 2020) when it then fell below its start, the top
+    eigenvalue of the tangent kernel ended below its start (lambda_T / lambda_0 < 1) and the
+    weights moved (relative weight change > 0.1); **unstable** when it ended at or above its
+    start. A loss without lambda_T recorded, or whose weights did not move, falls back to the
+    threshold rule.
     """
     if solver == "ntk":
         return "lazy", "kernel gradient flow: the kernel is fixed by construction"
     if solver == "tangent":
         return "lazy", "linearized network: the kernel is fixed by construction"
-    moved = final.get("displacement_w", float("nan"))
-    distance = final.get("kernel_distance", float("nan"))
+    moved = numbers.get("displacement_w", float("nan"))
+    distance = numbers.get("kernel_distance", float("nan"))
     if np.isnan(moved):
         return "unknown", "no relative weight change recorded"
+    peak, end = numbers.get("loss_peak_ratio", float("nan")), numbers.get("loss_end_ratio", float("nan"))
+    ratio = numbers.get("lambda_ratio", float("nan"))
+    rose = f"the loss rose to {peak:.3g} times its start"
+    if peak > 1 + RICH_THRESHOLD and not end < 1:
+        return "unstable", f"{rose} and ended at {end:.3g} times it (relative weight change {moved:.3g})"
+    if peak > 1 + RICH_THRESHOLD and ratio < 1 and moved > RICH_THRESHOLD:
+        return "rich", (f"catapult: {rose}, then fell to {end:.3g} times it; lambda_T / lambda_0 = {ratio:.3g} < 1; "
+                        f"relative weight change {moved:.3g} > {RICH_THRESHOLD:g}, kernel distance {distance:.3g}")
     rich = moved > RICH_THRESHOLD or distance > RICH_THRESHOLD
     label = "rich" if rich else "lazy"
     return label, (f"relative weight change {moved:.3g}, kernel distance {distance:.3g} "
                    f"({'one' if rich else 'both'} {'above' if rich else 'at most'} {RICH_THRESHOLD:g})")
+
+
+REGIME_TABLE = (
+    ("SP, moderate LR", "standard", "O(1/m): dt_factor <= 1", "lazy"),
+    ("SP, large LR", "standard", "above the stability edge of the initial kernel: dt_factor > 1", "rich"),
+    ("muP", "mup", "per-layer (lr / m on a, lr m on w)", "rich"),
+    ("mean field", "mean_field", "O(m) in parameter time", "rich"),
+)
+"""The textbook answer to 'which regime am I in?' (docs/design.md §1.8): (row, preset,
+learning rate, regime); rich is feature learning."""
+
+
+def table_regime(preset: str, dt_factor=None):
+    """The row of :data:`REGIME_TABLE` a run falls in, (row, regime), or None: a ``standard``
+    run by its step relative to the initial kernel's stability edge, dt = dt_factor * 2 /
+    lambda_0 (below or at the edge, dt_factor <= 1: moderate; above: large); a standard run
+    stepped with a plain dt, and the presets the table leaves out, have none."""
+    if preset == "standard":
+        if dt_factor is None:
+            return None
+        row = REGIME_TABLE[1] if dt_factor > 1 else REGIME_TABLE[0]
+    else:
+        row = next((row for row in REGIME_TABLE[2:] if row[1] == preset), None)
+    return None if row is None else (row[0], row[3])

@@ -119,8 +119,8 @@ class Plan:
             if name in self.steps:
                 c, lambda_0, dt = self.steps[name]
                 lines.append(f"    step ({sc.integrator_key(name)}.dt_factor): dt = c * 2 / lambda_0 = "
-                             f"{c:g} * 2 / {lambda_0:.6g} = {dt:.6g}, every step exactly dt "
-                             f"(snapshots at the first step at or after each snapshot time)")
+                             f"{c:g} * 2 / {lambda_0:.6g} = {dt:.6g}, every step of it (a snapshot at the first "
+                             "step at or after each snapshot time)")
         lines += self.notes
         where = f"would write {output}" if output else "would write the trajectory"
         lines.append(f"{where}: about {self.estimated_bytes / 1e6:.3g} MB, {len(self.times) + 1} snapshots per run")
@@ -294,10 +294,10 @@ def stepping_runs(scenario: Scenario) -> list[str]:
 def check_steps(scenario: Scenario, every: float, notes: list[str], steps: Optional[dict] = None) -> None:
     """A fixed-step method takes about t_end / min(dt, every) steps: refuse more than
     MAX_STEPS; a dt above the snapshot interval ``every`` is shortened to land on every
-    snapshot, which a note says. Each stepping run with its own integrator
+    snapshot, which a note says (not a dt_factor's: its run snapshots at the first step at or
+    after each snapshot time, docs/design.md §3.4). Each stepping run with its own integrator
     (:meth:`Scenario.integrator_of`), the others with train.integrator; a run with a dt_factor
-    with its dt from ``steps`` (:func:`curvature_steps`): its steps are never shortened (it
-    snapshots at the first step at or after each snapshot time, docs/design.md §3.4)."""
+    with its dt from ``steps`` (:func:`curvature_steps`)."""
     t_end, steps = scenario.train.t_end, steps or {}
     shortened: dict[str, list[str]] = {}
     for name in stepping_runs(scenario):
@@ -305,7 +305,7 @@ def check_steps(scenario: Scenario, every: float, notes: list[str], steps: Optio
         if integrator.method not in FIXED_STEP_METHODS:
             continue
         dt = steps[name][2] if name in steps else integrator.dt
-        count = t_end / (dt if name in steps else min(dt, every))
+        count = t_end / (dt if name in steps else min(dt, every))  # a dt_factor's step is never shortened
         if count > MAX_STEPS:
             least = t_end / MAX_STEPS
             raise_ = (f"{key}.dt_factor to at least {integrator.dt_factor * least / dt:.3g} (dt {least:.3g})"

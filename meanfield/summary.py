@@ -11,12 +11,19 @@ MEASURE_ORDER = ("risk", "loss_train", "loss_test", "loss_train_limit", "loss_te
 """The measures a summary shows, in this order (each where some run has it)."""
 
 
+REGIME_NUMBERS = (("loss_peak_ratio", "loss peak/start"), ("lambda_ratio", "lambda_T/lambda_0"))
+"""The numbers behind a verdict a summary shows beside the final measures (docs/design.md §1.8)."""
+
+
 def describe_runs(runs, stop_loss: float = 0.0) -> str:
     """A table with one column per run (set-up, final measures, regime predicted and
-    measured), then the numbers behind each verdict and how each complete run ended
+    measured, the regime table's where a run has a row in it, the loss peak over its start and
+    lambda_T / lambda_0 where recorded), then the numbers behind each verdict and how each complete run ended
     (``stop_loss``: the scenario's train.stop_loss)."""
     finals = [run.final() for run in runs]
     verdicts = [run.verdict() for run in runs]
+    numbers = [run.regime_numbers() for run in runs]
+    tables = [run.table_regime() for run in runs]
     rows = [("", [run.name for run in runs]),
             ("solver", [run.solver + (f" ({run.attrs['kernel']})" if "kernel" in run.attrs else "") for run in runs]),
             ("parameterization", [run.preset for run in runs]),
@@ -26,12 +33,19 @@ def describe_runs(runs, stop_loss: float = 0.0) -> str:
     rows += [(name, [_number(final[name]) if name in final else "-" for final in finals]) for name in names]
     rows.append(("predicted regime", [run.predicted_regime for run in runs]))
     rows.append(("measured regime", [label for label, _ in verdicts]))
+    if any(tables):
+        rows.append(("table regime", [table[1] if table else "-" for table in tables]))
+    rows += [(label, [_number(each[key]) if key in each else "-" for each in numbers])
+             for key, label in REGIME_NUMBERS if any(key in each for each in numbers)]
     width = max(12, *(len(cell) for _, cells in rows for cell in cells)) + 2
     lines = [f"{label:<20}" + "".join(f"{cell:>{width}}" for cell in cells) for label, cells in rows]
     lines.append("")
-    for run, final, (label, reason) in zip(runs, finals, verdicts):
+    for run, final, (label, reason), table in zip(runs, finals, verdicts, tables):
         indent = " " * len(run.name)
         lines.append(f"{run.name}: measured {label}: {reason}")
+        if table:
+            agree = "agrees" if table[1] == label else "DISAGREES"
+            lines.append(f"{indent}  table ({table[0]}): {table[1]}: the measured regime {agree}")
         lines.append(f"{indent}  predicted {run.predicted_regime}: {run.attrs.get('predicted_regime_reason', '')}")
         if run.status.startswith("failed"):
             lines.append(f"{indent}  {run.status}")

@@ -13,10 +13,9 @@ with a clear message on non-finite values instead of going on with garbage.
 
 Between two snapshot times t_a < t_b a fixed-step method takes
 n = ceil((t_b - t_a) / dt) equal steps of h = (t_b - t_a) / n <= dt, so a run resumed
-from a snapshot retraces the uninterrupted run exactly. With ``exact_steps`` a fixed-step
-method takes every step of exactly dt instead, and a snapshot is taken at the first step at
-or after each snapshot time (several snapshot times within one step: one snapshot), for a
-step that is itself the object of study (a dt_factor, docs/design.md §3.4).
+from a snapshot retraces the uninterrupted run exactly. With ``exact_steps`` (a step set
+relative to the curvature, docs/design.md §3.4) every step is dt itself and the snapshot
+is taken at the first step at or after each snapshot time instead.
 """
 
 from __future__ import annotations
@@ -274,15 +273,11 @@ def integrate(
     records the start). The loop stops early, with a final snapshot, once the field's loss
     at the current state is below ``stop_loss``; and it stops with status 'diverged' when
     the state becomes non-finite (or larger than ``max_abs``: e.g. what a float32 snapshot
-    can hold) or rk45's step falls below ``dt_min``.
-
-    ``exact_steps`` (fixed-step methods only): every step is exactly ``stepper.dt`` (never
-    shortened to land on a save time); ``on_snapshot`` is called at the first step at or after
-    each save time, once per step however many save times that step passes, so the loop ends
-    at the first step at or after the last save time.
+    can hold) or rk45's step falls below ``dt_min``. ``exact_steps`` (fixed-step methods):
+    every step is the stepper's dt, and each snapshot is taken at the first step at or after
+    its save time (once: a step past several save times gives one snapshot), so the clock
+    may end past the last save time by less than dt.
     """
-    if exact_steps and stepper.adaptive:
-        raise ValueError("exact_steps needs a fixed-step method")
     evaluations = [0]
 
     def counted(t, y, batch=None):
@@ -299,9 +294,7 @@ def integrate(
             state.h = stepper.initial_step(counted, state.t, state.y, k_start)
     snapped = state.step  # the caller records the start
     for t_save in save_times:
-        if exact_steps:
-            t_save -= 1e-12 * max(1.0, abs(t_save))  # a clock summed step by step may fall short by rounding
-        while state.t < t_save:
+        while state.t < t_save - (_SLACK * max(1.0, abs(t_save)) if exact_steps else 0.0):
             h = stepper.dt if exact_steps else _next_h(stepper, state, t_save)
             out = stepper.step(counted, state.t, state.y, h, rng, k_start)
             state.loss = out.loss
@@ -317,7 +310,7 @@ def integrate(
             if not np.all(np.abs(out.y) < max_abs):  # False for NaN and inf too
                 what = "the state became non-finite" + (f" or exceeded {max_abs:.3g}" if max_abs < math.inf else "")
                 return _diverged(state, stepper, evaluations, what)
-            landed = not exact_steps and t_save - (state.t + h) <= 1e-12 * max(1.0, abs(t_save))
+            landed = not exact_steps and t_save - (state.t + h) <= _SLACK * max(1.0, abs(t_save))
             state.t = t_save if landed else state.t + h
             state.y = out.y
             state.step += 1
@@ -330,6 +323,10 @@ def integrate(
             on_snapshot(state)
             snapped = state.step
     return _done("complete", state, evaluations)
+
+
+_SLACK = 1e-12
+"""Relative slack on the clock: a time this close to a save time has reached it."""
 
 
 def _next_h(stepper, state: LoopState, t_save: float) -> float:

@@ -84,6 +84,24 @@ def test_snapshots_land_exactly_on_requested_times():
             assert np.allclose(y, expm(A * t) @ Y0, rtol=1e-5)
 
 
+def test_exact_steps_take_dt_itself_and_snapshot_at_the_first_step_at_or_after_each_time():
+    """Euler on y' = A y with exact steps is y_k = (I + dt A)^k y_0 at t_k = k dt; a save time
+    is recorded at the first k with k dt >= it, once even when one step passes two of them;
+    resumed from a snapshot, the run retraces the uninterrupted one."""
+    dt, times = 0.3, [0.25, 1.0, 2.0, 2.05, 3.0]
+    seen = []
+    out = integrate(linear_field, LoopState(0.0, 0, Y0.copy()), Euler(dt), times, exact_steps=True,
+                    on_snapshot=lambda s: seen.append(LoopState(**vars(s))))
+    steps = [1, 4, 7, 10]  # 2.0 and 2.05 share step 7 (t = 2.1); 3.0 is reached at step 10 within rounding
+    assert [s.step for s in seen] == steps
+    for state, k in zip(seen, steps):
+        assert state.t == pytest.approx(k * dt, rel=1e-14)
+        np.testing.assert_allclose(state.y, np.linalg.matrix_power(np.eye(3) + dt * A, k) @ Y0, rtol=1e-13)
+    assert out.state.step == 10
+    rest = integrate(linear_field, seen[1], Euler(dt), [t for t in times if t > seen[1].t], exact_steps=True)
+    assert np.array_equal(rest.state.y, out.state.y) and rest.state.step == out.state.step
+
+
 def test_stop_loss_stops_early_with_a_snapshot():
     def decay(t, y, batch=None):
         return -y, float(y @ y)
@@ -196,36 +214,3 @@ def test_resume_from_a_snapshot_retraces_the_run(method):
     rest = integrate(field, state, stepper, times[times > 1.0], rng=rng2)
     assert np.array_equal(rest.state.y, full.state.y)
     assert rest.state.step == full.state.step
-
-
-def test_exact_steps_take_every_step_of_dt_and_snapshot_at_the_first_step_past_each_time():
-    """exact_steps: h = dt always (Euler's iterates (I + dt A)^k y0), a snapshot at the first
-    step at or after each save time, one per step, the last at the first step past t_end."""
-    dt, times = 0.35, snapshot_times(0.0, 2.0, 0.3)
-    seen = []
-    out = integrate(linear_field, LoopState(0.0, 0, Y0.copy()), Euler(dt), times, exact_steps=True,
-                    on_snapshot=lambda s: seen.append((s.step, s.t, s.y.copy())))
-    want_steps = sorted({math.ceil(t / dt - 1e-9) for t in times})  # the first step k with k dt >= t
-    assert [step for step, _, _ in seen] == want_steps == [1, 2, 3, 4, 5, 6]
-    step_matrix = np.eye(3) + dt * A
-    for step, t, y in seen:
-        assert t == pytest.approx(step * dt, rel=1e-14)
-        np.testing.assert_allclose(y, np.linalg.matrix_power(step_matrix, step) @ Y0, rtol=1e-13)
-    assert out.status == "complete" and out.state.t >= 2.0 and out.state.step == 6
-    # without it the steps are shortened to land on each time
-    landed = []
-    integrate(linear_field, LoopState(0.0, 0, Y0.copy()), Euler(dt), times,
-              on_snapshot=lambda s: landed.append(s.t))
-    assert landed == list(times)
-
-
-def test_exact_steps_resumed_from_a_snapshot_retrace_the_run():
-    times = snapshot_times(0.0, 3.0, 0.25)
-    saved = {}
-    full = integrate(linear_field, LoopState(0.0, 0, Y0.copy()), RK4(0.4), times, exact_steps=True,
-                     on_snapshot=lambda s: saved.setdefault(s.step, LoopState(**vars(s))))
-    state = saved[3]
-    rest = integrate(linear_field, state, RK4(0.4), times[times > state.t + 1e-12], exact_steps=True)
-    assert np.array_equal(rest.state.y, full.state.y) and rest.state.step == full.state.step
-    with pytest.raises(ValueError, match="exact_steps needs a fixed-step method"):
-        integrate(linear_field, LoopState(0.0, 0, Y0.copy()), RK45(), times, exact_steps=True)

@@ -18,6 +18,10 @@ The edges of a family (one run, one group of the other grid keys, seeds pooled) 
 the lower edge lies between the largest c up to which every point is lazy and the next c of
 the grid; the upper edge between the smallest c from which every point diverges and the c
 of the grid before it. Each is reported as that interval and its midpoint.
+
+A single run's verdict (``diagnostics.verdict``, docs/design.md §1.8) reads the same ratios
+(``diagnostics.regime_numbers``) with a rise of 1.1x; the phase here asks for the 10x rise of
+a wide network's catapult (its loss peak grows like m) and for the step's own bound lambda_T dt < 2.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..diagnostics import regime_numbers
 from ..errors import UsageError
 from ..table import python_scalar, write_atomically
 from .families import REPLICATE, as_table
@@ -46,14 +51,14 @@ def catapult_phase(loss, kernel, dt: float, failed: bool = False, lazy_tol: floa
     loss, kernel = np.asarray(loss, np.float64), np.asarray(kernel, np.float64)
     if len(loss) == 0 or len(kernel) == 0:
         raise ValueError("catapult_phase needs the loss and the kernel at t = 0 at least")
-    start, last = loss[0], loss[-1]
-    if failed or not np.all(np.isfinite(loss)) or not last < start:
-        return "diverged"
-    lam_0, lam_t = kernel[0], kernel[-1]
-    if np.max(loss) <= start and np.max(np.abs(kernel / lam_0 - 1)) <= lazy_tol:
-        return "lazy"
-    if np.max(loss) > rise * start and lam_t * dt < 2:
-        return "catapult"
+    with np.errstate(all="ignore"):
+        ratios = regime_numbers({}, loss, kernel)  # the ratios a run's verdict reads (docs/design.md §1.8)
+        if failed or not np.all(np.isfinite(loss)) or not ratios["loss_end_ratio"] < 1:
+            return "diverged"
+        if ratios["loss_peak_ratio"] <= 1 and np.max(np.abs(kernel / kernel[0] - 1)) <= lazy_tol:
+            return "lazy"
+        if ratios["loss_peak_ratio"] > rise and ratios["lambda_ratio"] * kernel[0] * dt < 2:
+            return "catapult"
     return "undetermined"
 
 

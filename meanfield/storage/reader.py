@@ -377,11 +377,33 @@ class RecordedRun:
                 if element.value.ndim == 1}
         return {**last, **self.constants}
 
+    def regime_numbers(self) -> dict[str, float]:
+        """The numbers behind :meth:`verdict` (docs/design.md §1.8): the final displacement_w
+        and kernel_distance, loss_peak_ratio and loss_end_ratio (the fit measure's peak and
+        end over its start) and, where ntk_eigenvalue_max is recorded, lambda_ratio =
+        lambda_T / lambda_0."""
+        from ..diagnostics import regime_numbers
+
+        fit = self.fit_measure
+        return regime_numbers(self.final(), self.series(fit).value if fit and self.frames else None,
+                              self.series("ntk_eigenvalue_max").value
+                              if "ntk_eigenvalue_max" in self._measures and self.frames else None)
+
     def verdict(self) -> tuple[str, str]:
-        """The regime measured from the final measures: (rich | lazy | unknown, the numbers behind it)."""
+        """The regime measured from :meth:`regime_numbers`: (rich | lazy | unstable | unknown,
+        the numbers behind it)."""
         from ..diagnostics import verdict
 
-        return verdict(self.solver, self.final())
+        return verdict(self.solver, self.regime_numbers())
+
+    def table_regime(self) -> Optional[tuple[str, str]]:
+        """The row of the textbook regime table the run falls in and its regime, e.g.
+        ('SP, large LR', 'rich'), or None (docs/design.md §1.8: preset and dt_factor decide)."""
+        from ..diagnostics import table_regime
+
+        if self.solver != "particles":
+            return None
+        return table_regime(self.preset, (self.attrs.get("integrator") or {}).get("dt_factor"))
 
     # ------------------------------------------------------------------ particles
     @property

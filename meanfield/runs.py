@@ -791,6 +791,11 @@ def run_class(scenario: Scenario, spec: RunSpec) -> type[Run]:
     return ParticlesOnData if spec.solver == "particles" else TangentOnData
 
 
-def make_run(name: str, spec: RunSpec, resolved: Resolved, inputs: RunInputs) -> Run:
-    """The run for the scenario's entry ``name``."""
-    return run_class(inputs.scenario, spec)(name, spec, resolved, inputs)
+def make_run(name: str, spec: RunSpec, resolved: Resolved, inputs: RunInputs,
+             lambda_0: Optional[float] = None) -> Run:
+    """The run for the scenario's entry ``name``; ``lambda_0``, when the plan measured it
+    (a dt_factor's, ``Plan.steps``), is the run's :attr:`FlowRun.lambda_0` as is."""
+    run = run_class(inputs.scenario, spec)(name, spec, resolved, inputs)
+    if lambda_0 is not None:
+        run.__dict__["lambda_0"] = lambda_0  # the cached property's value: no second eigensolve
+    return run

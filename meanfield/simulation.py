@@ -460,7 +460,8 @@ def _simulate(scenario: Scenario, output, *, resume: bool, overwrite: bool, log:
     data = inputs.data
     reference = the_plan.reference
     order = sorted(scenario.runs, key=lambda name: name != reference)
-    runs = {name: make_run(name, scenario.runs[name], the_plan.resolved[name], inputs)
+    measured = {name: lambda_0 for name, (_, lambda_0, _) in the_plan.steps.items()}
+    runs = {name: make_run(name, scenario.runs[name], the_plan.resolved[name], inputs, measured.get(name))
             for name in order}  # built before the file: what fails here writes nothing
     with storage.WriterLock(output) if output is not None else nullcontext():
         trajectory = _open_output(scenario, output, data, the_plan.estimated_bytes, resume=resume,

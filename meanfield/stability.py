@@ -14,7 +14,6 @@ snapshots from t_edge on (where it hovers), and q at t = 0 and its maximum.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -72,9 +71,10 @@ def run_step(run) -> Optional[float]:
     dt, times = float(integrator["dt"]), np.asarray(run.times, float)
     if times.size < 2:
         return dt
-    interval = float(times[1] - times[0])
-    n = max(1, math.ceil(interval / dt * (1 - 1e-12)))
-    return dt if abs(n * dt - interval) <= 1e-12 * interval else interval / n   # dt itself when it divides
+    from solvers.integrate import even_step
+
+    step = even_step(float(times[1] - times[0]), dt)
+    return dt if abs(step - dt) <= 1e-12 * dt else step  # dt itself when it divides the interval
 
 
 def edge_of_stability(trajectory, level: float = 0.9) -> dict[str, EdgeCrossing]:

@@ -334,8 +334,14 @@ def _next_h(stepper, state: LoopState, t_save: float) -> float:
     remaining = t_save - state.t
     if stepper.adaptive:
         return min(state.h, remaining)
-    n = max(1, math.ceil(remaining / stepper.dt * (1 - 1e-12)))
-    return remaining / n
+    return even_step(remaining, stepper.dt)
+
+
+def even_step(interval: float, dt: float) -> float:
+    """The step a fixed method takes across ``interval``: interval / n, n = ceil(interval / dt)
+    equal steps (dt itself, up to rounding, when it divides the interval)."""
+    n = max(1, math.ceil(interval / dt * (1 - _SLACK)))
+    return interval / n
 
 
 def _done(status, state, evaluations):

@@ -107,13 +107,24 @@ def particle_cloud(a, W, b=None) -> np.ndarray:
 
 
 def wasserstein2(cloud0, cloud1) -> float:
-    """W2 between the empirical measures (1/m) sum_i delta_{theta_i}, exact transport (POT)."""
+    """W2 between the empirical measures (1/m) sum_i delta_{theta_i}, exact transport (POT).
+
+    W2 is homogeneous of degree one, W2(c x, c y) = c W2(x, y): the clouds are divided by the
+    power of two nearest their largest coordinate (exact in floating point, so the bits of an
+    ordinary W2 are those of the unscaled problem), and the result multiplied back. Squared
+    distances of a diverging run's particles (1e294 seen in the catapult sweep) would
+    otherwise overflow to inf, which POT reports as "Problem infeasible" and answers with 0.
+    """
     import ot
 
-    cost = ot.dist(cloud0, cloud1, metric="sqeuclidean")
+    cloud0, cloud1 = np.asarray(cloud0, np.float64), np.asarray(cloud1, np.float64)
+    if not (np.isfinite(cloud0).all() and np.isfinite(cloud1).all()):
+        return float("nan")
+    scale = np.ldexp(1.0, int(np.frexp(max(np.abs(cloud0).max(), np.abs(cloud1).max(), 1e-300))[1]))
+    cost = ot.dist(cloud0 / scale, cloud1 / scale, metric="sqeuclidean")
     weights0 = np.full(len(cloud0), 1.0 / len(cloud0))
     weights1 = np.full(len(cloud1), 1.0 / len(cloud1))
-    return float(np.sqrt(max(ot.emd2(weights0, weights1, cost, numItermax=10_000_000), 0.0)))
+    return float(scale * np.sqrt(max(ot.emd2(weights0, weights1, cost, numItermax=10_000_000), 0.0)))
 
 
 def rms_gap(f, g) -> float:

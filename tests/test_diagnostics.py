@@ -72,3 +72,19 @@ def test_particle_cloud_and_rms_gap():
     cloud = particle_cloud([1.0, 2.0], [[3.0, 4.0], [5.0, 6.0]], [7.0, 8.0])
     assert cloud.tolist() == [[1.0, 3.0, 4.0, 7.0], [2.0, 5.0, 6.0, 8.0]]
     assert rms_gap([1.0, 3.0], [1.0, 1.0]) == pytest.approx(np.sqrt(2.0))
+
+
+def test_wasserstein2_of_a_diverging_cloud_does_not_overflow():
+    """Particles of 1e294 (a diverging catapult run): squared distances overflow, and POT answered
+    0 with "Problem infeasible"; W2 is homogeneous of degree one, so it is 1e294 times the W2 of
+    the same clouds at unit size."""
+    import warnings
+
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((16, 2)), rng.standard_normal((16, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        huge = wasserstein2(1e294 * x, 1e294 * y)
+    assert huge == pytest.approx(1e294 * wasserstein2(x, y), rel=1e-12)
+    assert wasserstein2(2.0**600 * x, 2.0**600 * y) == 2.0**600 * wasserstein2(x, y)  # powers of two: exact
+    assert np.isnan(wasserstein2(x, np.where(y > 1, np.inf, y)))

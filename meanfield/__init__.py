@@ -32,7 +32,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 from pathlib import Path  # noqa: E402
 from typing import Callable, Mapping, Optional, Sequence, Union  # noqa: E402
 
-from .errors import RunFailed, UsageError  # noqa: E402
+from .errors import RunFailed, SweepFailed, UsageError  # noqa: E402
 from .scenario import Scenario  # noqa: E402
 from .storage import RecordedRun, Trajectory  # noqa: E402
 from .sweeps import SweepResult  # noqa: E402
@@ -40,7 +40,7 @@ from .threads import set_threads  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["RecordedRun", "RunFailed", "Scenario", "SweepResult", "Trajectory", "UsageError", "analyze",
+__all__ = ["RecordedRun", "RunFailed", "Scenario", "SweepFailed", "SweepResult", "Trajectory", "UsageError", "analyze",
            "animate", "bundled_scenarios", "edge_figure", "edge_of_stability", "bundled_sweeps", "load_scenario", "load_sweep", "open", "open_sweep", "plan", "plot",
            "set_threads", "simulate", "sweep"]
 
@@ -134,6 +134,10 @@ def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, Non
     threads each), or on Dask (``engine="dask"`` for a local cluster, or ``scheduler`` an
     address). ``progress`` shows the points done (a bar on a terminal, else plain lines);
     ``on_point(point, row)`` and ``log`` hear of each finished point.
+
+    Raises :class:`SweepFailed` (``.result``) when every point it ran failed, naming the
+    first reasons, and :class:`UsageError` when that is because this process's main script
+    has no ``if __name__ == "__main__":`` guard (the spawned workers import it and die).
     """
     from .sweeps import execute
 

@@ -22,7 +22,7 @@ import click
 
 import meanfield as mf
 
-from .errors import RunFailed, UsageError, expect_stops, forget_stops
+from .errors import RunFailed, SweepFailed, UsageError, expect_stops, forget_stops
 
 log = logging.getLogger("meanfield")
 
@@ -188,10 +188,14 @@ def sweep(ctx, sweep_file, directory, workers, threads, engine, scheduler, resum
         if dry_run:
             click.echo(the_sweep.describe(directory))
             return
-        with sigterm_as_interrupt():
-            result = mf.sweep(the_sweep, output=directory, workers=workers, threads=threads, engine=engine,
-                              scheduler=scheduler, resume=resume, progress=not quiet,
-                              log=log.info)
+        try:
+            with sigterm_as_interrupt():
+                result = mf.sweep(the_sweep, output=directory, workers=workers, threads=threads, engine=engine,
+                                  scheduler=scheduler, resume=resume, progress=not quiet,
+                                  log=log.info)
+        except SweepFailed as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
     if result.interrupted:
         click.echo(f"interrupted: {directory} holds {len(result.table)} of {len(the_sweep.points)} points; "
                    f"continue with --resume", err=True)

@@ -31,12 +31,14 @@ before the numerical core is loaded.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import copy
 import itertools
 import math
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -48,7 +50,7 @@ import numpy as np
 import yaml
 
 from .bundled import SWEEP_DIR, bundled_sweeps, resolve_path, scenario_path
-from .errors import UsageError, expect_stops, stop_requested
+from .errors import SweepFailed, UsageError, expect_stops, stop_requested
 from .scenario import Scenario, read_text, read_yaml, set_key, validate_scenario
 from .storage import WriterLock, open_trajectory
 from .table import Table, cell_text, python_scalar, read_table, write_table
@@ -645,8 +647,52 @@ def execute(sweep: Sweep, directory=None, *, workers: Optional[int] = None, thre
             on_point(point, row)
 
     with executor as pool, bar:
-        return run_sweep(sweep, directory, executor=pool, workers=workers,
-                         threads=threads or (1 if use_dask else None), resume=resume, on_point=after_point)
+        result = run_sweep(sweep, directory, executor=pool, workers=workers,
+                           threads=threads or (1 if use_dask else None), resume=resume, on_point=after_point)
+    return check_outcome(result)
+
+
+def check_outcome(result: SweepResult, shown: int = 3) -> SweepResult:
+    """``result``, unless every point that ran failed and none was complete before: then a
+    :class:`UsageError` if the workers died at start-up under a script without a
+    ``__main__`` guard (:func:`unguarded_script`), else :class:`SweepFailed` with the first
+    ``shown`` reasons."""
+    if result.interrupted or result.ran == 0 or result.skipped or result.failed < result.ran:
+        return result
+    failed = [row for row in read_table(result.directory).rows() if row["status"] != "complete"]
+    script = unguarded_script()
+    if script and any("BrokenProcessPool" in str(row["reason"]) for row in failed):
+        raise UsageError(
+            f"every point of the sweep failed: its worker processes died as they started (BrokenProcessPool). "
+            f"{script} has no `if __name__ == \"__main__\":` guard, and each worker (a spawned process) "
+            f"imports it and starts the sweep again. Put the lines that start the sweep under the guard: "
+            f"`if __name__ == \"__main__\":` then, indented, `res = mf.sweep(...)` and what uses it")
+    reasons = "; ".join(f"{row['point']}: {row['reason']}" for row in failed[:shown])
+    more = f" (and {len(failed) - shown} more, in {result.directory}/results.csv)" if len(failed) > shown else ""
+    raise SweepFailed(f"every point of the sweep failed ({len(failed)} of {len(failed)}): {reasons}{more}", result)
+
+
+def unguarded_script() -> Optional[str]:
+    """The path of this process's main script if it is a Python file without an
+    ``if __name__ == "__main__":`` guard (each spawned worker runs such a script's top level
+    again); None otherwise (a notebook, the console command, a guarded script)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return None
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    return None if any(_is_main_guard(node) for node in ast.walk(tree)) else str(path)
+
+
+def _is_main_guard(node) -> bool:
+    """Whether ``node`` is ``if __name__ == "__main__":`` (either side of the comparison)."""
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    sides = [node.test.left, *node.test.comparators]
+    return (any(isinstance(side, ast.Name) and side.id == "__name__" for side in sides)
+            and any(isinstance(side, ast.Constant) and side.value == "__main__" for side in sides))
 
 
 def _claim_directory(directory: Path, sweep: Sweep, resume: bool) -> None:

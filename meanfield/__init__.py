@@ -106,18 +106,23 @@ def open(path: Union[str, Path]) -> Trajectory:  # noqa: A001 - the library's ve
     return open_trajectory(path)
 
 
-def load_sweep(sweep, grid: Optional[Mapping] = None, *, replicates: Optional[int] = None):
+def load_sweep(sweep, grid: Optional[Mapping] = None, *, replicates: Optional[int] = None, overrides=(),
+               axes: Optional[Mapping] = None):
     """A validated ``Sweep`` (its ``points``, each with its ``scenario``; ``describe()``):
     from a sweep file or a bundled study's name, or from a base scenario (anything
     :func:`load_scenario` takes) with ``grid`` and ``replicates`` as :func:`sweep` takes them.
-    Every point is validated: a bad one is a :class:`UsageError` naming it and its key."""
+    ``overrides`` edit the base scenario as ``--set`` does (``["key=value", ...]`` or a
+    mapping key -> value); ``axes`` change a sweep file's grid as ``--grid`` does (key ->
+    list of values: replaces that axis or adds one; on an axis with labels, the labels of the
+    points to keep; None removes the axis). Every point is validated: a bad one is a
+    :class:`UsageError` naming it and its key."""
     from .sweeps import make_sweep
 
-    return make_sweep(sweep, grid, replicates=replicates)
+    return make_sweep(sweep, grid, replicates=replicates, overrides=overrides, axes=axes)
 
 
 def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, None] = None,
-          replicates: Optional[int] = None, workers: Optional[int] = None, threads: Optional[int] = None,
+          replicates: Optional[int] = None, overrides=(), axes: Optional[Mapping] = None, workers: Optional[int] = None, threads: Optional[int] = None,
           engine: str = "process", scheduler: Optional[str] = None, resume: bool = False,
           progress: bool = False, on_point: Optional[Callable] = None,
           log: Optional[Callable[[str], None]] = None) -> SweepResult:
@@ -128,7 +133,8 @@ def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, Non
     ``grid`` is None, or ``sweep`` is the base scenario (anything :func:`load_scenario`
     takes) and ``grid`` maps dotted keys to lists of values (or to mappings label: value),
     with ``replicates`` seeds spawned from its seed (a ``Sweep`` from :func:`load_sweep`
-    is taken as it is). Every point is validated before any runs. ``output`` is the
+    is taken as it is); ``overrides`` and ``axes`` as :func:`load_sweep` takes them (what
+    ``--set`` and ``--grid`` do). Every point is validated before any runs. ``output`` is the
     sweep's directory (default: ./<name>); it must be new or empty unless ``resume``
     continues it. Points run on a local pool of ``workers`` processes (``threads`` Numba
     threads each), or on Dask (``engine="dask"`` for a local cluster, or ``scheduler`` an
@@ -141,7 +147,7 @@ def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, Non
     """
     from .sweeps import execute
 
-    return execute(load_sweep(sweep, grid, replicates=replicates), output, workers=workers, threads=threads,
+    return execute(load_sweep(sweep, grid, replicates=replicates, overrides=overrides, axes=axes), output, workers=workers, threads=threads,
                    engine=engine, scheduler=scheduler, resume=resume, progress=progress, on_point=on_point,
                    log=log or (lambda message: None))
 

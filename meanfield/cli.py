@@ -178,12 +178,19 @@ def plot(ctx, file, output):
 @click.option("--scheduler", metavar="ADDRESS", help="Run on the Dask cluster of this scheduler, e.g. tcp://host:8786.")
 @click.option("--resume", is_flag=True, help="Continue a sweep: run only the points not complete.")
 @click.option("--dry-run", is_flag=True, help="Validate every point and show the grid; run nothing.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Edit the base scenario as simulate --set does, e.g. --set train.t_end=2.")
+@click.option("--grid", "grid_options", multiple=True, metavar="KEY=V1,V2,...",
+              help="Replace or add a grid axis, values read as YAML, e.g. --grid model.width=64,128; on an "
+                   "axis with labels (label: value), the labels of the points to keep.")
 @click.pass_context
-def sweep(ctx, sweep_file, directory, workers, threads, engine, scheduler, resume, dry_run):
+def sweep(ctx, sweep_file, directory, workers, threads, engine, scheduler, resume, dry_run, overrides, grid_options):
     """Run every point of the grid of SWEEP (a YAML file, or a bundled study's name), one file per point."""
+    from .sweeps import parse_grid_options
+
     quiet = ctx.obj["quiet"]
     with usage_errors():
-        the_sweep = mf.load_sweep(sweep_file)
+        the_sweep = mf.load_sweep(sweep_file, overrides=overrides, axes=parse_grid_options(grid_options))
         directory = Path(directory or the_sweep.name)
         if dry_run:
             click.echo(the_sweep.describe(directory))

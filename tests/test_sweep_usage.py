@@ -65,3 +65,68 @@ def test_a_sweep_whose_every_point_fails_raises_with_the_first_reasons(tmp_path)
     spec.write_text(yaml.safe_dump({"base": BASE, "grid": {"runs.rich.parameterization.lr": [1e9]}}))
     result = CliRunner().invoke(main, ["-q", "sweep", str(spec), "-o", str(tmp_path / "cli"), "--workers", "1"])
     assert result.exit_code == 1 and "Error: every point of the sweep failed (1 of 1): p0000" in result.output
+
+
+# ------------------------------------------------------------------ item: --set and --grid
+def _sweep_file(tmp_path, grid=None):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"base": BASE, "grid": grid or {"model.width": [8, 12, 16]}}))
+    return path
+
+
+def test_set_edits_the_base_and_grid_replaces_an_axis_on_the_command_line(tmp_path):
+    path = _sweep_file(tmp_path)
+    result = CliRunner().invoke(main, ["-q", "sweep", str(path), "-o", str(tmp_path / "out"), "--workers", "1",
+                                       "--set", "train.t_end=0.2", "--grid", "model.width=8,10"])
+    assert result.exit_code == 0, result.output
+    table = mf.open_sweep(tmp_path / "out").table
+    assert list(table["model.width"]) == [8, 10] and list(table["rich.t"]) == pytest.approx([0.2, 0.2])
+    with mf.open_sweep(tmp_path / "out").trajectory("p0001") as traj:
+        assert traj.scenario.model.width == 10 and traj.scenario.train.t_end == 0.2
+
+
+def test_grid_adds_an_axis_with_values_read_as_yaml_and_the_api_takes_the_same(tmp_path):
+    path = _sweep_file(tmp_path)
+    sweep = mf.load_sweep(path, overrides=["seed=5"],
+                          axes={"runs.lazy.parameterization": [{"preset": "lazy", "alpha": 2}, "ntk"]})
+    assert sweep.grid_keys == ["model.width", "runs.lazy.parameterization"] and len(sweep.points) == 6
+    assert sweep.points[1].scenario.runs["lazy"].parameterization.preset == "ntk"
+    assert sweep.points[0].scenario.runs["lazy"].parameterization.alpha == 2 and sweep.points[0].scenario.seed == 5
+    from meanfield.sweeps import parse_grid_options
+
+    assert parse_grid_options(["runs.lazy.parameterization={preset: lazy, alpha: 2},ntk"]) == {
+        "runs.lazy.parameterization": [{"preset": "lazy", "alpha": 2}, "ntk"]}
+    cli = mf.load_sweep(path, overrides={"seed": 5}, axes=parse_grid_options(
+        ["runs.lazy.parameterization={preset: lazy, alpha: 2},ntk"]))
+    assert [p.scenario for p in cli.points] == [p.scenario for p in sweep.points]
+
+
+def test_an_inherited_labelled_axis_is_subset_by_its_labels():
+    full = {p.coords["runs.lazy.parameterization"]: p.scenario for p in mf.load_sweep("chizat_oyallon_bach").points
+            if p.coords["seed"] == 1}
+    sweep = mf.load_sweep("chizat_oyallon_bach", axes={"runs.lazy.parameterization": [10, 0.01, 1]})
+    assert [p.coords["runs.lazy.parameterization"] for p in sweep.points] == [10, 10, 0.01, 0.01, 1, 1]
+    assert [p.scenario for p in sweep.points if p.coords["seed"] == 1] == [full[10], full[0.01], full[1]]
+    assert sweep.points[4].scenario.runs["lazy"].parameterization.alpha == 50
+    result = CliRunner().invoke(main, ["sweep", "chizat_oyallon_bach", "--dry-run", "--grid",
+                                       "runs.lazy.parameterization=0.01,1", "--grid", "seed=0"])
+    assert result.exit_code == 0, result.output
+    assert "2 point(s)" in result.output and "runs.lazy.parameterization: 0.01, 1" in result.output
+
+
+@pytest.mark.parametrize("options, words", [
+    (["--grid", "runs.lazy.parameterization=2"], ["runs.lazy.parameterization", "2 is not one of its labels",
+                                                  "0.00631, 0.007943"]),
+    (["--grid", "model.width=[1,2"], ["--grid model.width", "not a YAML list"]),
+    (["--grid", "model.width"], ["--grid 'model.width'", "dotted.key=value1,value2"]),
+    (["--grid", "model.width=abc"], ["grid model.width", "integer"]),
+    (["--grid", "model.widht=8"], ["model.widht", "width"]),
+    (["--set", "train.t_end=-1"], ["--set train.t_end", "greater than 0"]),
+    (["--grid", "seed=0", "--grid", "seed=1"], ["--grid seed", "given twice"]),
+])
+def test_bad_set_and_grid_values_are_one_error_line_naming_the_key(options, words):
+    result = CliRunner().invoke(main, ["sweep", "chizat_oyallon_bach", "--dry-run", *options])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    assert all(word in lines[0] for word in words), lines[0]

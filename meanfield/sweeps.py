@@ -592,7 +592,8 @@ def point_status(output: str | Path) -> str:
 
 def final_measures(output: str | Path) -> dict[str, Any]:
     """``<run>.<measure>``: the last value of every scalar measure of every run in the file,
-    with ``<run>.t`` (the time reached), ``<run>.status`` and the run's predicted regime numbers."""
+    with ``<run>.t`` (the time reached), ``<run>.status``, ``<run>.ended`` (how a complete run
+    ended: 't_end' or 'stop_loss') and the run's predicted regime numbers."""
     out: dict[str, Any] = {}
     try:
         trajectory = open_trajectory(output)
@@ -603,6 +604,7 @@ def final_measures(output: str | Path) -> dict[str, Any]:
             out[f"{run.name}.t"] = run.t
             out.update({f"{run.name}.{k}": v for k, v in run.final().items()})
             out[f"{run.name}.status"] = run.status.split(":")[0]
+            out[f"{run.name}.ended"] = run.ended or ""  # t_end | stop_loss; '' if not complete
             for attr in PREDICTED:
                 if attr in run.attrs:
                     out[f"{run.name}.{attr}"] = python_scalar(run.attrs[attr])
@@ -824,9 +826,20 @@ def _previous_rows(directory: Path) -> dict[str, dict]:
 def _row(point: Point, outcome: PointResult) -> dict:
     row = {"point": point.id, **point.coords}
     row.setdefault("seed", point.scenario.seed)
-    row.update(status=outcome.status, reason=outcome.reason, seconds=outcome.seconds, file=point.file)
+    row.update(status=outcome.status, ended=point_ended(outcome), stop_loss=point.scenario.train.stop_loss,
+               reason=outcome.reason, seconds=outcome.seconds, file=point.file)
     row.update(outcome.measures)
     return row
+
+
+def point_ended(outcome: PointResult) -> str:
+    """How a complete point ended: 'stop_loss' if every run stopped at the scenario's
+    ``stop_loss``, 't_end' if a run ran to t_end (with ``stop_loss > 0``: that run did not
+    converge); '' for a point that is not complete."""
+    ends = [value for key, value in outcome.measures.items() if key.endswith(".ended")]
+    if outcome.status != "complete" or not ends:
+        return ""
+    return "stop_loss" if all(end == "stop_loss" for end in ends) else "t_end"
 
 
 def _save(directory: Path, sweep: Sweep, done: dict[str, dict]) -> Table:

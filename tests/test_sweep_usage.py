@@ -130,3 +130,27 @@ def test_bad_set_and_grid_values_are_one_error_line_naming_the_key(options, word
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
     assert all(word in lines[0] for word in words), lines[0]
+
+
+# ------------------------------------------------------------------ item: how each point ended
+def test_the_table_says_how_each_point_ended_and_analyze_counts_the_unconverged(tmp_path):
+    stop = {"reached": 10.0, "none": 0.0, "unreached": 1e-30}  # 10: below at once; 1e-30: never
+    result = mf.sweep(BASE, grid={"model.width": [8, 16, 32], "train.stop_loss": stop}, output=tmp_path / "out",
+                      workers=1, threads=1)
+    table = result.table
+    assert list(table["ended"]) == ["stop_loss", "t_end", "t_end"] * 3
+    assert list(table["rich.ended"]) == list(table["lazy.ended"]) == ["stop_loss", "t_end", "t_end"] * 3
+    assert list(table["stop_loss"]) == [10.0, 0.0, 1e-30] * 3
+    assert (table["rich.t"][table["ended"] == "stop_loss"] < 0.4).all()
+    analysis = mf.analyze(result, "displacement_w", against="model.width")
+    assert analysis.unconverged == {"p0002": ["rich", "lazy"], "p0005": ["rich", "lazy"], "p0008": ["rich", "lazy"]}
+    assert "did not converge: 3 of 9 points" in str(analysis) and "p0002: rich, lazy" in str(analysis)
+    cli = CliRunner().invoke(main, ["analyze", str(tmp_path / "out")])
+    assert cli.exit_code == 0 and "did not converge: 3 of 9 points" in cli.output
+
+
+def test_analyze_says_nothing_of_convergence_where_no_stop_loss_was_asked(tmp_path):
+    result = mf.sweep(BASE, grid={"model.width": [8, 16]}, output=tmp_path / "out", workers=1, threads=1)
+    assert list(result.table["ended"]) == ["t_end", "t_end"] and list(result.table["stop_loss"]) == [0.0, 0.0]
+    analysis = mf.analyze(result, "displacement_w", against="model.width")
+    assert analysis.unconverged == {} and "converge" not in str(analysis)

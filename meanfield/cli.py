@@ -210,6 +210,9 @@ def sweep(ctx, sweep_file, directory, workers, threads, engine, scheduler, resum
     log.info(f"{the_sweep.name}: {result.ran} point(s) run in {result.seconds:.1f} s, "
              f"{result.skipped} already complete, {result.failed} failed"
              f"{' (reasons in results.csv)' if result.failed else ''}; wrote {directory}/results.csv")
+    if result.unconverged:
+        log.info(f"{len(result.unconverged)} complete point(s) ran to t_end with the loss above train.stop_loss "
+                 f"(column ended of results.csv; meanfield analyze names them)")
 
 
 @main.command()

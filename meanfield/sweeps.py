@@ -186,7 +186,8 @@ def sweep_from_mapping(raw, source: str, lines: dict, root: Path, default_name: 
         if layers.parents:
             layers.origins["seed"] = layers.replicates_origin
     name = raw.get("name") or default_name
-    points = list(_points(layers.base, layers.base_source, grid_axes, source, how))
+    points = list(_points(layers.base, layers.base_source, grid_axes, source, how,
+                          {key: "--grid" for key in axes or {}}))
     return Sweep(str(name), layers.description, layers.base, grid_axes, points, layers.parents, layers.origins,
                  layers.removed)
 
@@ -456,9 +457,12 @@ def _replicate_axis(replicates, base: dict, axes: list[Axis], source: str, lines
     return Axis("seed", seeds, seeds)
 
 
-def _points(base: dict, base_source: str, axes: list[Axis], source: str, set_by: Optional[dict] = None):
+def _points(base: dict, base_source: str, axes: list[Axis], source: str, set_by: Optional[dict] = None,
+            axis_words: Optional[dict] = None):
     """Every point of the product, validated and planned: the first bad one is reported with its
-    values (``set_by``: the base's key paths set by --set or overrides -> that word, for messages)."""
+    values (``set_by``: the base's key paths set by --set or overrides -> that word; ``axis_words``:
+    axis key -> the word for an axis not from the file, '--grid'; for messages)."""
+    axis_words = axis_words or {}
     from .simulation import plan
 
     for index, choice in enumerate(itertools.product(*(range(len(axis.values)) for axis in axes))):
@@ -468,7 +472,7 @@ def _points(base: dict, base_source: str, axes: list[Axis], source: str, set_by:
         for axis, k in zip(axes, choice):
             coords[axis.key] = axis.labels[k]
             where = f"{source}: grid {axis.key} = {cell_text(axis.labels[k])}"
-            how[set_key(raw, axis.key, copy.deepcopy(axis.values[k]), where=where)] = "grid"
+            how[set_key(raw, axis.key, copy.deepcopy(axis.values[k]), where=where)] = axis_words.get(axis.key, "grid")
         settings = ", ".join(f"{key} = {cell_text(label)}" for key, label in coords.items())
         try:
             scenario = validate_scenario(raw, base_source, overridden=set(how), how=how)
@@ -650,6 +654,13 @@ class SweepResult:
         from .analysis import to_dataset
 
         return to_dataset(self.directory)
+
+    @property
+    def unconverged(self) -> dict[str, list[str]]:
+        """point -> its runs that ran to t_end with the loss above ``train.stop_loss > 0``."""
+        from .analysis.convergence import unconverged
+
+        return unconverged(read_table(self.directory))
 
     def trajectory(self, point: str):
         """The trajectory file of one point (``"p0003"``), open for reading."""

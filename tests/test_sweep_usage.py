@@ -70,17 +70,18 @@ def test_a_sweep_whose_every_point_fails_raises_with_the_first_reasons(tmp_path)
 # ------------------------------------------------------------------ item: --set and --grid
 def _sweep_file(tmp_path, grid=None):
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({"base": BASE, "grid": grid or {"model.width": [8, 12, 16]}}))
+    path.write_text(yaml.safe_dump({"base": BASE, "grid": grid or {"model.width": [8, 12, 16]}}, sort_keys=False))
     return path
 
 
 def test_set_edits_the_base_and_grid_replaces_an_axis_on_the_command_line(tmp_path):
     path = _sweep_file(tmp_path)
-    result = CliRunner().invoke(main, ["-q", "sweep", str(path), "-o", str(tmp_path / "out"), "--workers", "1",
+    result = CliRunner().invoke(main, ["sweep", str(path), "-o", str(tmp_path / "out"), "--workers", "1",
                                        "--set", "train.t_end=0.2", "--grid", "model.width=8,10"])
     assert result.exit_code == 0, result.output
     table = mf.open_sweep(tmp_path / "out").table
     assert list(table["model.width"]) == [8, 10] and list(table["rich.t"]) == pytest.approx([0.2, 0.2])
+    assert "ran to t_end" not in result.output  # no stop_loss asked: t_end is how it should end
     with mf.open_sweep(tmp_path / "out").trajectory("p0001") as traj:
         assert traj.scenario.model.width == 10 and traj.scenario.train.t_end == 0.2
 
@@ -119,7 +120,7 @@ def test_an_inherited_labelled_axis_is_subset_by_its_labels():
                                                   "0.00631, 0.007943"]),
     (["--grid", "model.width=[1,2"], ["--grid model.width", "not a YAML list"]),
     (["--grid", "model.width"], ["--grid 'model.width'", "dotted.key=value1,value2"]),
-    (["--grid", "model.width=abc"], ["grid model.width", "integer"]),
+    (["--grid", "model.width=abc"], ["(--grid model.width)", "integer"]),
     (["--grid", "model.widht=8"], ["model.widht", "width"]),
     (["--set", "train.t_end=-1"], ["--set train.t_end", "greater than 0"]),
     (["--grid", "seed=0", "--grid", "seed=1"], ["--grid seed", "given twice"]),
@@ -135,8 +136,10 @@ def test_bad_set_and_grid_values_are_one_error_line_naming_the_key(options, word
 # ------------------------------------------------------------------ item: how each point ended
 def test_the_table_says_how_each_point_ended_and_analyze_counts_the_unconverged(tmp_path):
     stop = {"reached": 10.0, "none": 0.0, "unreached": 1e-30}  # 10: below at once; 1e-30: never
-    result = mf.sweep(BASE, grid={"model.width": [8, 16, 32], "train.stop_loss": stop}, output=tmp_path / "out",
-                      workers=1, threads=1)
+    path = _sweep_file(tmp_path, {"model.width": [8, 16, 32], "train.stop_loss": stop})
+    cli = CliRunner().invoke(main, ["sweep", str(path), "-o", str(tmp_path / "out"), "--workers", "1"])
+    assert cli.exit_code == 0 and "3 complete point(s) ran to t_end with the loss above train.stop_loss" in cli.output
+    result = mf.open_sweep(tmp_path / "out")
     table = result.table
     assert list(table["ended"]) == ["stop_loss", "t_end", "t_end"] * 3
     assert list(table["rich.ended"]) == list(table["lazy.ended"]) == ["stop_loss", "t_end", "t_end"] * 3
@@ -145,6 +148,7 @@ def test_the_table_says_how_each_point_ended_and_analyze_counts_the_unconverged(
     analysis = mf.analyze(result, "displacement_w", against="model.width")
     assert analysis.unconverged == {"p0002": ["rich", "lazy"], "p0005": ["rich", "lazy"], "p0008": ["rich", "lazy"]}
     assert "did not converge: 3 of 9 points" in str(analysis) and "p0002: rich, lazy" in str(analysis)
+    assert result.unconverged == analysis.unconverged
     cli = CliRunner().invoke(main, ["analyze", str(tmp_path / "out")])
     assert cli.exit_code == 0 and "did not converge: 3 of 9 points" in cli.output
 

@@ -11,9 +11,10 @@ The library a notebook drives; the ``meanfield`` command line is a thin layer ov
     traj["rich"].particles()                             # an xarray.Dataset: position, amplitude
     traj.save("q.h5"); traj = mf.open("q.h5")
 
-    res = mf.sweep("width_theorem", grid={"model.width": [64, 256]}, output="wt")
-    res.table                                            # a pandas DataFrame, one row per point
-    mf.analyze(res, measure="displacement_w", against="model.width")
+    if __name__ == "__main__":                           # a script's spawned workers import it
+        res = mf.sweep("width_theorem", grid={"model.width": [64, 256, 1024]}, replicates=4, output="wt")
+        res.table                                        # a pandas DataFrame, one row per point
+        mf.analyze(res, measure="displacement_w", against="model.width")
 
 What each function returns is in its docstring; the design (equations, parameterizations,
 the file layout, the run contract) is in docs/design.md. The numerical core is the

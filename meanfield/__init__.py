@@ -11,9 +11,10 @@ The library a notebook drives; the ``meanfield`` command line is a thin layer ov
     traj["rich"].particles()                             # an xarray.Dataset: position, amplitude
     traj.save("q.h5"); traj = mf.open("q.h5")
 
-    res = mf.sweep("width_theorem", grid={"model.width": [64, 256]}, output="wt")
-    res.table                                            # a pandas DataFrame, one row per point
-    mf.analyze(res, measure="displacement_w", against="model.width")
+    if __name__ == "__main__":                           # a script's spawned workers import it
+        res = mf.sweep("width_theorem", grid={"model.width": [64, 256, 1024]}, replicates=4, output="wt")
+        res.table                                        # a pandas DataFrame, one row per point
+        mf.analyze(res, measure="displacement_w", against="model.width")
 
 What each function returns is in its docstring; the design (equations, parameterizations,
 the file layout, the run contract) is in docs/design.md. The numerical core is the
@@ -32,7 +33,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 from pathlib import Path  # noqa: E402
 from typing import Callable, Mapping, Optional, Sequence, Union  # noqa: E402
 
-from .errors import RunFailed, UsageError  # noqa: E402
+from .errors import RunFailed, SweepFailed, UsageError  # noqa: E402
 from .scenario import Scenario  # noqa: E402
 from .storage import RecordedRun, Trajectory  # noqa: E402
 from .sweeps import SweepResult  # noqa: E402
@@ -40,7 +41,7 @@ from .threads import set_threads  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["RecordedRun", "RunFailed", "Scenario", "SweepResult", "Trajectory", "UsageError", "analyze",
+__all__ = ["RecordedRun", "RunFailed", "Scenario", "SweepFailed", "SweepResult", "Trajectory", "UsageError", "analyze",
            "animate", "bundled_scenarios", "edge_figure", "edge_of_stability", "bundled_sweeps", "load_scenario", "load_sweep", "open", "open_sweep", "plan", "plot",
            "set_threads", "simulate", "sweep"]
 
@@ -106,18 +107,23 @@ def open(path: Union[str, Path]) -> Trajectory:  # noqa: A001 - the library's ve
     return open_trajectory(path)
 
 
-def load_sweep(sweep, grid: Optional[Mapping] = None, *, replicates: Optional[int] = None):
+def load_sweep(sweep, grid: Optional[Mapping] = None, *, replicates: Optional[int] = None, overrides=(),
+               axes: Optional[Mapping] = None):
     """A validated ``Sweep`` (its ``points``, each with its ``scenario``; ``describe()``):
     from a sweep file or a bundled study's name, or from a base scenario (anything
     :func:`load_scenario` takes) with ``grid`` and ``replicates`` as :func:`sweep` takes them.
-    Every point is validated: a bad one is a :class:`UsageError` naming it and its key."""
+    ``overrides`` edit the base scenario as ``--set`` does (``["key=value", ...]`` or a
+    mapping key -> value); ``axes`` change a sweep file's grid as ``--grid`` does (key ->
+    list of values: replaces that axis or adds one; on an axis with labels, the labels of the
+    points to keep; None removes the axis). Every point is validated: a bad one is a
+    :class:`UsageError` naming it and its key."""
     from .sweeps import make_sweep
 
-    return make_sweep(sweep, grid, replicates=replicates)
+    return make_sweep(sweep, grid, replicates=replicates, overrides=overrides, axes=axes)
 
 
 def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, None] = None,
-          replicates: Optional[int] = None, workers: Optional[int] = None, threads: Optional[int] = None,
+          replicates: Optional[int] = None, overrides=(), axes: Optional[Mapping] = None, workers: Optional[int] = None, threads: Optional[int] = None,
           engine: str = "process", scheduler: Optional[str] = None, resume: bool = False,
           progress: bool = False, on_point: Optional[Callable] = None,
           log: Optional[Callable[[str], None]] = None) -> SweepResult:
@@ -128,16 +134,21 @@ def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, Non
     ``grid`` is None, or ``sweep`` is the base scenario (anything :func:`load_scenario`
     takes) and ``grid`` maps dotted keys to lists of values (or to mappings label: value),
     with ``replicates`` seeds spawned from its seed (a ``Sweep`` from :func:`load_sweep`
-    is taken as it is). Every point is validated before any runs. ``output`` is the
+    is taken as it is); ``overrides`` and ``axes`` as :func:`load_sweep` takes them (what
+    ``--set`` and ``--grid`` do). Every point is validated before any runs. ``output`` is the
     sweep's directory (default: ./<name>); it must be new or empty unless ``resume``
     continues it. Points run on a local pool of ``workers`` processes (``threads`` Numba
     threads each), or on Dask (``engine="dask"`` for a local cluster, or ``scheduler`` an
     address). ``progress`` shows the points done (a bar on a terminal, else plain lines);
     ``on_point(point, row)`` and ``log`` hear of each finished point.
+
+    Raises :class:`SweepFailed` (``.result``) when every point it ran failed, naming the
+    first reasons, and :class:`UsageError` when that is because this process's main script
+    has no ``if __name__ == "__main__":`` guard (the spawned workers import it and die).
     """
     from .sweeps import execute
 
-    return execute(load_sweep(sweep, grid, replicates=replicates), output, workers=workers, threads=threads,
+    return execute(load_sweep(sweep, grid, replicates=replicates, overrides=overrides, axes=axes), output, workers=workers, threads=threads,
                    engine=engine, scheduler=scheduler, resume=resume, progress=progress, on_point=on_point,
                    log=log or (lambda message: None))
 

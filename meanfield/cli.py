@@ -22,7 +22,7 @@ import click
 
 import meanfield as mf
 
-from .errors import RunFailed, UsageError, expect_stops, forget_stops
+from .errors import RunFailed, SweepFailed, UsageError, expect_stops, forget_stops
 
 log = logging.getLogger("meanfield")
 
@@ -178,20 +178,31 @@ def plot(ctx, file, output):
 @click.option("--scheduler", metavar="ADDRESS", help="Run on the Dask cluster of this scheduler, e.g. tcp://host:8786.")
 @click.option("--resume", is_flag=True, help="Continue a sweep: run only the points not complete.")
 @click.option("--dry-run", is_flag=True, help="Validate every point and show the grid; run nothing.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Edit the base scenario as simulate --set does, e.g. --set train.t_end=2.")
+@click.option("--grid", "grid_options", multiple=True, metavar="KEY=V1,V2,...",
+              help="Replace or add a grid axis, values read as YAML, e.g. --grid model.width=64,128; on an "
+                   "axis with labels (label: value), the labels of the points to keep.")
 @click.pass_context
-def sweep(ctx, sweep_file, directory, workers, threads, engine, scheduler, resume, dry_run):
+def sweep(ctx, sweep_file, directory, workers, threads, engine, scheduler, resume, dry_run, overrides, grid_options):
     """Run every point of the grid of SWEEP (a YAML file, or a bundled study's name), one file per point."""
+    from .sweeps import parse_grid_options
+
     quiet = ctx.obj["quiet"]
     with usage_errors():
-        the_sweep = mf.load_sweep(sweep_file)
+        the_sweep = mf.load_sweep(sweep_file, overrides=overrides, axes=parse_grid_options(grid_options))
         directory = Path(directory or the_sweep.name)
         if dry_run:
             click.echo(the_sweep.describe(directory))
             return
-        with sigterm_as_interrupt():
-            result = mf.sweep(the_sweep, output=directory, workers=workers, threads=threads, engine=engine,
-                              scheduler=scheduler, resume=resume, progress=not quiet,
-                              log=log.info)
+        try:
+            with sigterm_as_interrupt():
+                result = mf.sweep(the_sweep, output=directory, workers=workers, threads=threads, engine=engine,
+                                  scheduler=scheduler, resume=resume, progress=not quiet,
+                                  log=log.info)
+        except SweepFailed as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
     if result.interrupted:
         click.echo(f"interrupted: {directory} holds {len(result.table)} of {len(the_sweep.points)} points; "
                    f"continue with --resume", err=True)
@@ -199,6 +210,9 @@ def sweep(ctx, sweep_file, directory, workers, threads, engine, scheduler, resum
     log.info(f"{the_sweep.name}: {result.ran} point(s) run in {result.seconds:.1f} s, "
              f"{result.skipped} already complete, {result.failed} failed"
              f"{' (reasons in results.csv)' if result.failed else ''}; wrote {directory}/results.csv")
+    if result.unconverged:
+        log.info(f"{len(result.unconverged)} complete point(s) ran to t_end with the loss above train.stop_loss "
+                 f"(column ended of results.csv; meanfield analyze names them)")
 
 
 @main.command()

@@ -3,7 +3,8 @@
 `UsageError` is everything the user can fix by changing what they passed (a scenario key,
 a path, an override): the CLI prints its message and exits with status 2. `RunFailed`
 is a run that started and could not go on (it diverged): the file is left valid and
-marked failed, and the CLI exits with status 1.
+marked failed, and the CLI exits with status 1. `SweepFailed` is a sweep whose every point
+failed (exit status 1 too).
 """
 
 
@@ -19,6 +20,16 @@ class RunFailed(Exception):
     def __init__(self, message: str, trajectory=None):
         super().__init__(message)
         self.trajectory = trajectory
+
+
+class SweepFailed(Exception):
+    """Every point of a sweep that ran failed: nothing came of it. The reasons of the first
+    points are in the message; ``result`` is the :class:`meanfield.SweepResult` (its table
+    holds every point's reason). The CLI exits with status 1."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
 
 
 _STOP = {"requested": False}

@@ -1016,8 +1016,9 @@ def _user_path(loc: tuple) -> tuple:
 
 def _where(source: str, loc: tuple, lines: dict, overridden: set, how: str) -> str:
     for cut in range(len(loc), 0, -1):
-        if loc[:cut] in overridden:
-            return f"{source} ({how} {'.'.join(map(str, loc[:cut]))})"
+        if loc[:cut] in overridden:  # ``how``: one word for every key, or key path -> word
+            word = how.get(loc[:cut], "") if isinstance(how, dict) else how
+            return f"{source} ({word} {'.'.join(map(str, loc[:cut]))})"
     for cut in range(len(loc), 0, -1):
         if loc[:cut] in lines:
             return f"{source}:{lines[loc[:cut]]}"

@@ -31,12 +31,14 @@ before the numerical core is loaded.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import copy
 import itertools
 import math
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -48,7 +50,7 @@ import numpy as np
 import yaml
 
 from .bundled import SWEEP_DIR, bundled_sweeps, resolve_path, scenario_path
-from .errors import UsageError, expect_stops, stop_requested
+from .errors import SweepFailed, UsageError, expect_stops, stop_requested
 from .scenario import Scenario, read_text, read_yaml, set_key, validate_scenario
 from .storage import WriterLock, open_trajectory
 from .table import Table, cell_text, python_scalar, read_table, write_table
@@ -125,17 +127,24 @@ class Sweep:
                                "grid": grid}, sort_keys=False)
 
 
-def make_sweep(source, grid=None, *, replicates: Optional[int] = None) -> Sweep:
+def make_sweep(source, grid=None, *, replicates: Optional[int] = None, overrides=(), axes=None) -> Sweep:
     """A validated sweep: ``source`` itself (a Sweep), a sweep file or bundled sweep's name
     (``grid`` None), or a base scenario (a Scenario, a mapping, a scenario file or bundled
     name) with ``grid`` (dotted key -> list of values, or mapping label -> value) and
-    ``replicates``."""
+    ``replicates``. ``overrides`` edit the base scenario as ``--set`` does (``key=value``
+    strings, or a mapping key -> value); ``axes`` change a named sweep's grid as ``--grid``
+    does (:func:`change_axes`)."""
     if isinstance(source, Sweep):
+        if overrides or axes:
+            raise UsageError("overrides and axes change a sweep as it is read: give its file or name, not a Sweep")
         return source
     if grid is None:
         if replicates is not None:
             raise UsageError("replicates goes with a grid: give the base scenario and grid=...")
-        return load_sweep(source)
+        return load_sweep(source, overrides=overrides, axes=axes)
+    if axes:
+        raise UsageError("axes changes the grid of a sweep file or bundled sweep; with a base scenario, "
+                         "give the whole grid=...")
     base = source.model_dump(mode="json") if isinstance(source, Scenario) else source
     if isinstance(base, Path):
         base = str(base)
@@ -143,13 +152,16 @@ def make_sweep(source, grid=None, *, replicates: Optional[int] = None) -> Sweep:
     if replicates is not None:
         raw["replicates"] = replicates
     name = Path(base).stem if isinstance(base, str) else str(base.get("name", "sweep"))
-    return sweep_from_mapping(raw, source="<sweep>", lines={}, root=Path("."), default_name=name)
+    return sweep_from_mapping(raw, source="<sweep>", lines={}, root=Path("."), default_name=name,
+                              overrides=overrides)
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Read a sweep file (or a bundled sweep's name) and validate every point of its grid."""
+def load_sweep(path: str | Path, *, overrides=(), axes=None) -> Sweep:
+    """Read a sweep file (or a bundled sweep's name) and validate every point of its grid,
+    after ``overrides`` (``--set``) and ``axes`` (``--grid``) if given."""
     path = resolve_path(path, SWEEP_DIR, bundled_sweeps, what="sweep")
-    return parse_sweep(read_text(path, "sweep"), source=str(path), root=path.parent, default_name=path.stem)
+    raw, lines = read_yaml(read_text(path, "sweep"), str(path))
+    return sweep_from_mapping(raw, str(path), lines, path.parent, path.stem, overrides=overrides, axes=axes)
 
 
 def parse_sweep(text: str, source: str = "<sweep>", root: Path = Path("."), default_name: str = "sweep") -> Sweep:
@@ -158,20 +170,108 @@ def parse_sweep(text: str, source: str = "<sweep>", root: Path = Path("."), defa
     return sweep_from_mapping(raw, source, lines, root, default_name)
 
 
-def sweep_from_mapping(raw, source: str, lines: dict, root: Path, default_name: str) -> Sweep:
-    """A sweep from its parsed mapping (``lines``: the line of each key, for messages)."""
+def sweep_from_mapping(raw, source: str, lines: dict, root: Path, default_name: str, *, overrides=(),
+                       axes=None) -> Sweep:
+    """A sweep from its parsed mapping (``lines``: the line of each key, for messages), its base
+    edited by ``overrides`` and its grid by ``axes`` (what ``--set`` and ``--grid`` give)."""
     own = Path(source)
     chain = ((str(own.resolve()), source),) if own.is_file() else ()
     layers = _layers(raw, source, lines, root, chain)
-    axes = list(layers.axes)
+    how = _override_base(layers, overrides)
+    if axes:
+        change_axes(layers, axes)
+    grid_axes = list(layers.axes)
     if layers.replicates is not None:
-        axes.append(_replicate_axis(layers.replicates, layers.base, axes, *layers.replicates_at))
+        grid_axes.append(_replicate_axis(layers.replicates, layers.base, grid_axes, *layers.replicates_at))
         if layers.parents:
             layers.origins["seed"] = layers.replicates_origin
     name = raw.get("name") or default_name
-    points = list(_points(layers.base, layers.base_source, axes, source))
-    return Sweep(str(name), layers.description, layers.base, axes, points, layers.parents, layers.origins,
+    points = list(_points(layers.base, layers.base_source, grid_axes, source, how,
+                          {key: "--grid" for key in axes or {}}))
+    return Sweep(str(name), layers.description, layers.base, grid_axes, points, layers.parents, layers.origins,
                  layers.removed)
+
+
+# ------------------------------------------------------------ --set and --grid
+def _override_base(layers: _Layers, overrides) -> dict:
+    """Apply ``overrides`` (``key=value`` strings as ``--set`` takes them, or a mapping) to the
+    base; the key paths they set -> the word an error names them by ('--set', 'override')."""
+    from .scenario import _apply_overrides
+
+    if not overrides:
+        return {}
+    layers.base = copy.deepcopy(layers.base)
+    word = "override" if isinstance(overrides, dict) else "--set"
+    return {path: word for path in _apply_overrides(layers.base, overrides, layers.base_source)}
+
+
+def parse_grid_options(items) -> dict:
+    """``--grid key=v1,v2,...`` options as a mapping key -> [values] (each value read as YAML,
+    the whole as a YAML flow list: ``runs.ntk.parameterization={preset: ntk, lr: 0.1},ntk`` works)."""
+    axes = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise UsageError(f"--grid {item!r}: write it as dotted.key=value1,value2,..., e.g. "
+                             "--grid model.width=64,128,256")
+        if key in axes:
+            raise UsageError(f"--grid {key}: given twice; give every value of an axis in one --grid")
+        try:
+            values = yaml.safe_load(f"[{text}]")
+        except yaml.YAMLError as exc:
+            raise UsageError(f"--grid {key}: {text!r} is not a YAML list of values "
+                             f"({getattr(exc, 'problem', None) or 'cannot be read'}): write v1,v2,...") from None
+        axes[key] = values
+    return axes
+
+
+def change_axes(layers: _Layers, axes: dict) -> None:
+    """The grid with ``axes`` (dotted key -> values) applied as ``--grid`` does: an axis of the
+    same key is replaced where it stands, a new key appended, a key set to None removed; for an
+    axis that has labels (``label: value``), the values given are labels, and pick those points."""
+    inherited = {axis.key: axis for axis in layers.axes}
+    for key, values in axes.items():
+        old = inherited.get(key)
+        if values is None:
+            if old is None:
+                raise UsageError(f"--grid {key}: None removes an axis, and the sweep has no axis {key!r} "
+                                 f"(its axes: {', '.join(inherited) or 'none'})")
+            layers.removed[key] = "--grid"
+            del inherited[key]
+            continue
+        if old is not None and old.labels != old.values and isinstance(values, list):
+            inherited[key] = _labelled_subset(old, values)
+            layers.origins[key] = f"--grid: {len(values)} of its {len(old.labels)} labels"
+            continue
+        (axis,) = _axes({key: values}, "--grid", {})
+        layers.origins[key] = "--grid: new" if old is None else "--grid: replaced"
+        inherited[key] = axis
+    layers.axes = list(inherited.values())
+
+
+def _labelled_subset(axis: Axis, chosen: list) -> Axis:
+    """The points of a labelled axis whose labels are ``chosen`` (in that order); a value that
+    is none of its labels is an error naming them."""
+    picked = []
+    for item in chosen:
+        found = [k for k, label in enumerate(axis.labels) if _same_label(label, item)]
+        if not found:
+            raise UsageError(f"--grid {axis.key}: {cell_text(item)} is not one of its labels; the axis "
+                             f"{axis.key} takes its labels: {', '.join(map(cell_text, axis.labels))}")
+        if found[0] in picked:
+            raise UsageError(f"--grid {axis.key}: the label {cell_text(item)} is listed twice")
+        picked.append(found[0])
+    return Axis(axis.key, tuple(axis.labels[k] for k in picked), tuple(axis.values[k] for k in picked))
+
+
+def _same_label(label, item) -> bool:
+    """Whether a value given on the command line names ``label`` (0.01 and '0.01' alike)."""
+    if isinstance(label, bool) or isinstance(item, bool):
+        return label is item
+    if isinstance(label, (int, float)) and isinstance(item, (int, float)):
+        return float(label) == float(item)
+    return str(label) == str(item)
 
 
 @dataclass
@@ -357,21 +457,25 @@ def _replicate_axis(replicates, base: dict, axes: list[Axis], source: str, lines
     return Axis("seed", seeds, seeds)
 
 
-def _points(base: dict, base_source: str, axes: list[Axis], source: str):
-    """Every point of the product, validated and planned: the first bad one is reported with its values."""
+def _points(base: dict, base_source: str, axes: list[Axis], source: str, set_by: Optional[dict] = None,
+            axis_words: Optional[dict] = None):
+    """Every point of the product, validated and planned: the first bad one is reported with its
+    values (``set_by``: the base's key paths set by --set or overrides -> that word; ``axis_words``:
+    axis key -> the word for an axis not from the file, '--grid'; for messages)."""
+    axis_words = axis_words or {}
     from .simulation import plan
 
     for index, choice in enumerate(itertools.product(*(range(len(axis.values)) for axis in axes))):
         raw = copy.deepcopy(base)
         point_id = f"p{index:04d}"
-        coords, overridden = {}, set()
+        coords, how = {}, dict(set_by or {})
         for axis, k in zip(axes, choice):
             coords[axis.key] = axis.labels[k]
             where = f"{source}: grid {axis.key} = {cell_text(axis.labels[k])}"
-            overridden.add(set_key(raw, axis.key, copy.deepcopy(axis.values[k]), where=where))
+            how[set_key(raw, axis.key, copy.deepcopy(axis.values[k]), where=where)] = axis_words.get(axis.key, "grid")
         settings = ", ".join(f"{key} = {cell_text(label)}" for key, label in coords.items())
         try:
-            scenario = validate_scenario(raw, base_source, overridden=overridden, how="grid")
+            scenario = validate_scenario(raw, base_source, overridden=set(how), how=how)
             plan(scenario)  # what only a plan finds: the data file, the size budget
         except UsageError as exc:
             raise UsageError(f"{source}: point {point_id} ({settings}): {exc}") from None
@@ -492,7 +596,8 @@ def point_status(output: str | Path) -> str:
 
 def final_measures(output: str | Path) -> dict[str, Any]:
     """``<run>.<measure>``: the last value of every scalar measure of every run in the file,
-    with ``<run>.t`` (the time reached), ``<run>.status`` and the run's predicted regime numbers."""
+    with ``<run>.t`` (the time reached), ``<run>.status``, ``<run>.ended`` (how a complete run
+    ended: 't_end' or 'stop_loss') and the run's predicted regime numbers."""
     out: dict[str, Any] = {}
     try:
         trajectory = open_trajectory(output)
@@ -503,6 +608,7 @@ def final_measures(output: str | Path) -> dict[str, Any]:
             out[f"{run.name}.t"] = run.t
             out.update({f"{run.name}.{k}": v for k, v in run.final().items()})
             out[f"{run.name}.status"] = run.status.split(":")[0]
+            out[f"{run.name}.ended"] = run.ended or ""  # t_end | stop_loss; '' if not complete
             for attr in PREDICTED:
                 if attr in run.attrs:
                     out[f"{run.name}.{attr}"] = python_scalar(run.attrs[attr])
@@ -548,6 +654,13 @@ class SweepResult:
         from .analysis import to_dataset
 
         return to_dataset(self.directory)
+
+    @property
+    def unconverged(self) -> dict[str, list[str]]:
+        """point -> its runs that ran to t_end with the loss above ``train.stop_loss > 0``."""
+        from .analysis.convergence import unconverged
+
+        return unconverged(read_table(self.directory))
 
     def trajectory(self, point: str):
         """The trajectory file of one point (``"p0003"``), open for reading."""
@@ -645,8 +758,52 @@ def execute(sweep: Sweep, directory=None, *, workers: Optional[int] = None, thre
             on_point(point, row)
 
     with executor as pool, bar:
-        return run_sweep(sweep, directory, executor=pool, workers=workers,
-                         threads=threads or (1 if use_dask else None), resume=resume, on_point=after_point)
+        result = run_sweep(sweep, directory, executor=pool, workers=workers,
+                           threads=threads or (1 if use_dask else None), resume=resume, on_point=after_point)
+    return check_outcome(result)
+
+
+def check_outcome(result: SweepResult, shown: int = 3) -> SweepResult:
+    """``result``, unless every point that ran failed and none was complete before: then a
+    :class:`UsageError` if the workers died at start-up under a script without a
+    ``__main__`` guard (:func:`unguarded_script`), else :class:`SweepFailed` with the first
+    ``shown`` reasons."""
+    if result.interrupted or result.ran == 0 or result.skipped or result.failed < result.ran:
+        return result
+    failed = [row for row in read_table(result.directory).rows() if row["status"] != "complete"]
+    script = unguarded_script()
+    if script and any("BrokenProcessPool" in str(row["reason"]) for row in failed):
+        raise UsageError(
+            f"every point of the sweep failed: its worker processes died as they started (BrokenProcessPool). "
+            f"{script} has no `if __name__ == \"__main__\":` guard, and each worker (a spawned process) "
+            f"imports it and starts the sweep again. Put the lines that start the sweep under the guard: "
+            f"`if __name__ == \"__main__\":` then, indented, `res = mf.sweep(...)` and what uses it")
+    reasons = "; ".join(f"{row['point']}: {row['reason']}" for row in failed[:shown])
+    more = f" (and {len(failed) - shown} more, in {result.directory}/results.csv)" if len(failed) > shown else ""
+    raise SweepFailed(f"every point of the sweep failed ({len(failed)} of {len(failed)}): {reasons}{more}", result)
+
+
+def unguarded_script() -> Optional[str]:
+    """The path of this process's main script if it is a Python file without an
+    ``if __name__ == "__main__":`` guard (each spawned worker runs such a script's top level
+    again); None otherwise (a notebook, the console command, a guarded script)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return None
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    return None if any(_is_main_guard(node) for node in ast.walk(tree)) else str(path)
+
+
+def _is_main_guard(node) -> bool:
+    """Whether ``node`` is ``if __name__ == "__main__":`` (either side of the comparison)."""
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    sides = [node.test.left, *node.test.comparators]
+    return (any(isinstance(side, ast.Name) and side.id == "__name__" for side in sides)
+            and any(isinstance(side, ast.Constant) and side.value == "__main__" for side in sides))
 
 
 def _claim_directory(directory: Path, sweep: Sweep, resume: bool) -> None:
@@ -680,9 +837,20 @@ def _previous_rows(directory: Path) -> dict[str, dict]:
 def _row(point: Point, outcome: PointResult) -> dict:
     row = {"point": point.id, **point.coords}
     row.setdefault("seed", point.scenario.seed)
-    row.update(status=outcome.status, reason=outcome.reason, seconds=outcome.seconds, file=point.file)
+    row.update(status=outcome.status, ended=point_ended(outcome), stop_loss=point.scenario.train.stop_loss,
+               reason=outcome.reason, seconds=outcome.seconds, file=point.file)
     row.update(outcome.measures)
     return row
+
+
+def point_ended(outcome: PointResult) -> str:
+    """How a complete point ended: 'stop_loss' if every run stopped at the scenario's
+    ``stop_loss``, 't_end' if a run ran to t_end (with ``stop_loss > 0``: that run did not
+    converge); '' for a point that is not complete."""
+    ends = [value for key, value in outcome.measures.items() if key.endswith(".ended")]
+    if outcome.status != "complete" or not ends:
+        return ""
+    return "stop_loss" if all(end == "stop_loss" for end in ends) else "t_end"
 
 
 def _save(directory: Path, sweep: Sweep, done: dict[str, dict]) -> Table:

@@ -17,7 +17,7 @@ def notebook(tmp_path_factory):
 
     cwd, directory = os.getcwd(), tmp_path_factory.mktemp("readme")
     os.chdir(directory)
-    namespace = {"__name__": "__readme__", "directory": directory}
+    namespace = {"__name__": "__main__", "directory": directory}  # as in a notebook, or a script run
     try:
         for number, block in enumerate(BLOCKS, 1):
             exec(compile(block, f"README.md, Python block {number}", "exec"), namespace)
@@ -38,6 +38,11 @@ def test_every_python_block_runs_and_says_what_it_gives(notebook):
     assert 0.003 < notebook["tree"]["lazy"]["displacement_w"].isel(time=-1).item() < 0.01
     directory = notebook["directory"]
     assert all((directory / name).stat().st_size > 0 for name in ("q.h5", "q.png", "q.gif"))
-    exponents = {row.run: row.fit.exponent for row in notebook["analysis"].rows}
-    assert -0.8 < exponents["ntk"] < -0.2 and abs(exponents["mean_field"]) < 0.15
-    assert len(mf.open_sweep(directory / "wt").table) == 3
+    rows = {row.run: row for row in notebook["analysis"].rows}
+    assert -0.6 < rows["ntk"].fit.exponent < -0.4 and abs(rows["mean_field"].fit.exponent) < 0.05
+    assert rows["ntk"].fit.exponent_ci[1] < -0.1 and max(map(abs, rows["mean_field"].fit.exponent_ci)) < 0.1
+    assert (rows["ntk"].regime, rows["ntk"].words) == ("linear", "lazy")
+    assert (rows["mean_field"].regime, rows["mean_field"].words) == ("critical", "rich")
+    assert -0.6 < notebook["fit"].exponent < -0.4  # the last block's fit of the mean over seeds
+    table = mf.open_sweep(directory / "wt").table
+    assert len(table) == 12 and table.groupby("model.width")["seed"].nunique().tolist() == [4, 4, 4]

@@ -14,6 +14,7 @@ The package, by concern:
     reporting  the text and the csv files: ``analyze``, ``report``, ``format_report``,
                ``format_threshold``, ``write_analysis``, ``write_regimes``
     phase      Luo, Xu, Ma & Zhang's (gamma, gamma') plane: ``phase_points``, ``luo_phase``
+    convergence  the points that ran to t_end above stop_loss: ``unconverged``, ``format_unconverged``
     catapult   Lewkowycz et al.'s phases along the step factor c: ``catapult_phase`` (the rule
                for one run), ``phase_rows``, ``phase_edges``, ``format_phases``, ``phases_figure``
     drawing    the figures (matplotlib): ``figure``, ``phase_figure``
@@ -23,6 +24,7 @@ Everything public is importable from ``meanfield.analysis`` itself.
 
 from .catapult import (PHASES, PHASES_CSV, PhaseEdges, PhaseRow, catapult_phase, factor_key, format_phases,
                        phase_edges, phase_rows, phases_figure, write_phases)
+from .convergence import format_unconverged, unconverged
 from .dataset import to_dataset
 from .drawing import PHASE_COLORS, figure, phase_figure
 from .families import (REGIME_MEASURES, REPLICATE, ScalingRow, ThresholdRow, axes, measures, regimes, rows_within,
@@ -39,4 +41,5 @@ __all__ = [
     "analyze", "axes", "classify", "crossing", "extrapolate", "figure", "format_report", "format_threshold",
     "luo_phase", "measures", "phase_figure", "phase_points", "power_law", "regimes", "report", "rows_within",
     "scaling", "threshold_scaling", "thresholds", "to_dataset", "write_analysis", "write_regimes",
+    "format_unconverged", "unconverged",
 ]

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..table import Table, csv_cell, python_scalar, write_atomically
+from .convergence import format_unconverged, unconverged
 from .drawing import figure, phase_figure
 from .families import (REGIME_MEASURES, ScalingRow, ThresholdRow, as_table, axes, family_label, regimes, rows_within,
                        scaling, threshold_scaling, thresholds)
@@ -96,6 +97,8 @@ class Analysis:
     crossings: list[ThresholdRow]
     report: str
     files: list[Path] = field(default_factory=list)
+    unconverged: dict[str, list[str]] = field(default_factory=dict)
+    """point -> the runs that ran to t_end above stop_loss (``convergence.unconverged``)."""
 
     def __str__(self) -> str:
         return "\n".join([self.report, *(f"wrote {path}" for path in self.files)])
@@ -126,6 +129,9 @@ def analyze(directory, measure: str = "displacement_w", against: str = "model.wi
     if phase_path is not None:
         written.append(phase_figure(directory, phase_path))
     text = [format_report(rows, measure, against, confidence, tol)]
+    not_converged = unconverged(table)
+    if not_converged:
+        text.append(format_unconverged(not_converged, len(table)))
     phases = _phases(directory, runs, written, phases_path)
     if phases:
         text.append(phases)
@@ -133,7 +139,7 @@ def analyze(directory, measure: str = "displacement_w", against: str = "model.wi
     if threshold is not None:
         crossings = thresholds(table, measure, against, threshold, runs)
         text.append(format_threshold(table, measure, against, threshold, by, runs, confidence))
-    return Analysis(rows, crossings, "\n".join(text), written)
+    return Analysis(rows, crossings, "\n".join(text), written, not_converged)
 
 
 def _phases(directory, runs, written: list, phases_path) -> str:

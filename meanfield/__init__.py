@@ -40,9 +40,15 @@ from .threads import set_threads  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["RecordedRun", "RunFailed", "Scenario", "SweepResult", "Trajectory", "UsageError", "analyze",
-           "animate", "bundled_scenarios", "edge_figure", "edge_of_stability", "bundled_sweeps", "load_scenario", "load_sweep", "open", "open_sweep", "plan", "plot",
-           "set_threads", "simulate", "sweep"]
+__all__ = ["RecordedRun", "RunFailed", "Scenario", "SweepResult", "Trajectory", "UsageError", "analyze", "animate",
+           "bundled_scenarios", "bundled_sweeps", "edge_figure", "edge_of_stability", "load_scenario", "load_sweep",
+           "open", "open_sweep", "plan", "plot", "set_threads", "simulate", "sweep"]
+
+
+def __dir__() -> list[str]:
+    """The public API only (``__all__``), not the names the module imports for itself."""
+    return sorted(__all__)
+
 
 ScenarioLike = Union[Scenario, str, Path, Mapping]
 """What names a scenario: a :class:`Scenario`, a bundled scenario's name, a YAML path, or a mapping."""

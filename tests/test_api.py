@@ -141,3 +141,12 @@ def test_plan_says_what_would_run_and_builds_nothing():
     assert plan.resolved["rich"].s == pytest.approx(0.01) and plan.resolved["ntk"].s == pytest.approx(0.1)
     assert plan.resolved["rich"].regime.label == "rich" and plan.reference == "ntk"
     assert "predicted lazy" in plan.describe("x.h5") and "would write x.h5" in plan.describe("x.h5")
+
+
+# ----------------------------------------------------------------------------- what `import meanfield` shows
+def test_dir_shows_the_public_api_only():
+    assert dir(mf) == sorted(mf.__all__) == mf.__all__
+    for hidden in ("Callable", "Mapping", "Optional", "Path", "Union", "os", "annotations"):
+        assert hidden not in dir(mf)
+    for name in mf.__all__:
+        getattr(mf, name)

@@ -32,7 +32,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 from pathlib import Path  # noqa: E402
 from typing import Callable, Mapping, Optional, Sequence, Union  # noqa: E402
 
-from .errors import RunFailed, UsageError  # noqa: E402
+from .errors import RunFailed, UsageError, as_path  # noqa: E402
 from .scenario import Scenario  # noqa: E402
 from .storage import RecordedRun, Trajectory  # noqa: E402
 from .sweeps import SweepResult  # noqa: E402
@@ -63,7 +63,34 @@ def load_scenario(source: ScenarioLike, overrides: Union[Mapping, Sequence[str]]
     """
     from .scenario import load_scenario as load
 
-    return load(source, overrides)
+    return load(_scenario_source(source), _overrides(overrides))
+
+
+def _scenario_source(source):
+    """``source`` if it can name a scenario, else a UsageError saying what can."""
+    if isinstance(source, (Scenario, str, os.PathLike, Mapping)):
+        return source
+    raise UsageError("a scenario is a bundled scenario's name, a YAML file's path, a mapping of its keys or a "
+                     f"Scenario, not {type(source).__name__} {source!r}")
+
+
+def _overrides(overrides):
+    """``overrides`` if it is a mapping or a list of 'key=value' strings, else a UsageError."""
+    if isinstance(overrides, Mapping) or (isinstance(overrides, (list, tuple))
+                                          and all(isinstance(item, str) for item in overrides)):
+        return overrides
+    raise UsageError("overrides: give a mapping {'model.width': 4096} or a list of 'key=value' strings "
+                     f"['model.width=4096'], not {type(overrides).__name__} {overrides!r}")
+
+
+def _trajectory(trajectory, what: str):
+    """A Trajectory as it is, a path as a Path; anything else a UsageError naming ``what``."""
+    return trajectory if isinstance(trajectory, Trajectory) else as_path(trajectory, what)
+
+
+def _output(output, what: str) -> Optional[Path]:
+    """An optional output path as a Path (None stays None)."""
+    return None if output is None else as_path(output, what)
 
 
 def plan(scenario: ScenarioLike):
@@ -98,6 +125,7 @@ def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, r
     from .simulation import simulate as run_all
 
     bars = progress if callable(progress) else (progress_factory(True) if progress else None)
+    output = _output(output, "simulate's output")
     trajectory, _ = run_all(load_scenario(scenario), None if output is None else str(output), resume=resume,
                             overwrite=overwrite, log=log or (lambda message: None), progress=bars,
                             threads=threads)
@@ -117,8 +145,14 @@ def load_sweep(sweep, grid: Optional[Mapping] = None, *, replicates: Optional[in
     from a sweep file or a bundled study's name, or from a base scenario (anything
     :func:`load_scenario` takes) with ``grid`` and ``replicates`` as :func:`sweep` takes them.
     Every point is validated: a bad one is a :class:`UsageError` naming it and its key."""
-    from .sweeps import make_sweep
+    from .sweeps import Sweep, make_sweep
 
+    if not isinstance(sweep, (Sweep, Scenario, str, os.PathLike, Mapping)):
+        raise UsageError("a sweep is a bundled study's name, a sweep file's path or a Sweep (or, with grid=..., a base "
+                         f"scenario: a name, a path, a mapping or a Scenario), not {type(sweep).__name__} {sweep!r}")
+    if grid is not None and not isinstance(grid, Mapping):
+        raise UsageError(f"grid: give a mapping of dotted keys to lists of values, e.g. {{'model.width': [64, 128]}}, "
+                         f"not {type(grid).__name__} {grid!r}")
     return make_sweep(sweep, grid, replicates=replicates)
 
 
@@ -143,14 +177,14 @@ def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, Non
     """
     from .sweeps import execute
 
-    return execute(load_sweep(sweep, grid, replicates=replicates), output, workers=workers, threads=threads,
-                   engine=engine, scheduler=scheduler, resume=resume, progress=progress, on_point=on_point,
-                   log=log or (lambda message: None))
+    return execute(load_sweep(sweep, grid, replicates=replicates), _output(output, "sweep's output"),
+                   workers=workers, threads=threads, engine=engine, scheduler=scheduler, resume=resume,
+                   progress=progress, on_point=on_point, log=log or (lambda message: None))
 
 
 def open_sweep(directory: Union[str, Path]):
     """The :class:`SweepResult` of a sweep directory written earlier."""
-    return SweepResult.open(directory)
+    return SweepResult.open(as_path(directory, "open a sweep"))
 
 
 def analyze(results, measure: str = "displacement_w", against: str = "model.width", *,
@@ -168,7 +202,7 @@ def analyze(results, measure: str = "displacement_w", against: str = "model.widt
     phases.csv) and their edges along c in the report; ``phases_figure`` draws them."""
     from .analysis import analyze as analyze_sweep
 
-    return analyze_sweep(Path(getattr(results, "directory", results)), measure=measure, against=against,
+    return analyze_sweep(as_path(getattr(results, "directory", results), "analyze"), measure=measure, against=against,
                          runs=runs, figure_path=figure, within=within, threshold=threshold, by=by,
                          phase_path=phase_diagram, phases_path=phases_figure)
 
@@ -178,7 +212,7 @@ def plot(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, None
     the ntk run) against time into ``output`` (.png, .pdf, .svg; default FILE.png); returns it."""
     from .figures import plot as draw
 
-    return draw(trajectory, output)
+    return draw(_trajectory(trajectory, "plot"), _output(output, "plot's output"))
 
 
 def animate(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, None] = None, **options):
@@ -186,9 +220,17 @@ def animate(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, N
     written to ``output`` (.gif, or .mp4 with the ``video`` extra; default FILE.gif).
     ``options``: runs, fps, every, projection, trails, follow (see ``meanfield animate --help``).
     Returns the movie's path and frame count."""
+    import inspect
+
+    from .errors import did_you_mean
     from .movie import write_movie
 
-    return write_movie(trajectory, output, **options)
+    allowed = [name for name in inspect.signature(write_movie).parameters if name not in ("trajectory", "output")]
+    for name in options:
+        if name not in allowed:
+            raise UsageError(f"animate has no option {name!r} (options: {', '.join(allowed)})"
+                             f"{did_you_mean(name, allowed)}")
+    return write_movie(_trajectory(trajectory, "animate"), _output(output, "animate's output"), **options)
 
 
 def bundled_scenarios() -> dict[str, str]:
@@ -205,7 +247,7 @@ def edge_of_stability(trajectory: Union[Trajectory, str, Path], level: float = 0
     and ``peak`` (docs/design.md §1.9)."""
     from .stability import edge_of_stability as edges
 
-    return edges(trajectory, level)
+    return edges(_trajectory(trajectory, "edge_of_stability"), level)
 
 
 def edge_figure(trajectory: Union[Trajectory, str, Path], output: Union[str, Path]) -> Path:
@@ -213,7 +255,7 @@ def edge_figure(trajectory: Union[Trajectory, str, Path], output: Union[str, Pat
     over the training losses; returns the figure's path."""
     from .stability import edge_figure as draw
 
-    return draw(trajectory, output)
+    return draw(_trajectory(trajectory, "edge_figure"), as_path(output, "edge_figure's output"))
 
 
 def bundled_sweeps() -> dict[str, str]:

@@ -103,7 +103,7 @@ def plan(scenario: ScenarioLike):
 
 
 def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, resume: bool = False,
-             overwrite: bool = False, progress: Union[bool, Callable] = False,
+             overwrite: bool = False, progress: Union[bool, Callable, None] = None,
              log: Optional[Callable[[str], None]] = None, threads: Optional[int] = None) -> Trajectory:
     """Run every run of ``scenario`` on the same data from the same initial particles and
     return the :class:`Trajectory` (open for reading).
@@ -112,8 +112,11 @@ def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, r
     a path writes it there as the runs go. An existing file is replaced only with
     ``overwrite=True``; ``resume=True`` continues an interrupted one from its checkpoints
     (the result is the file an uninterrupted run writes). ``progress=True`` shows each run's
-    progress on stderr (model time, steps/s, ETA): a bar on a terminal, else a plain line
-    every 10 s or tenth of the run (:mod:`meanfield.progress`); ``log`` receives one line per event
+    progress (model time, steps/s, ETA, both measured after the first step, which compiles):
+    a bar in a Jupyter notebook (a widget with ipywidgets) or on a terminal, else a plain line
+    on stderr every 10 s or tenth of the run (:mod:`meanfield.progress`); by default
+    (``None``) it is shown in a notebook or at an interactive prompt, not in a script.
+    ``log`` receives one line per event
     (the plan, each run's start and end). ``threads`` fixes the thread count for this call;
     by default it is :func:`set_threads`'s or ``MEANFIELD_THREADS``'s, else chosen by
     measurement while each run steps (never changing a result).
@@ -121,10 +124,10 @@ def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, r
     Raises :class:`RunFailed` if a run diverged (``exc.trajectory`` holds the file, every
     snapshot before the failure kept) and :class:`UsageError` for bad input.
     """
-    from .progress import progress_factory
+    from .progress import progress_factory, wanted
     from .simulation import simulate as run_all
 
-    bars = progress if callable(progress) else (progress_factory(True) if progress else None)
+    bars = progress if callable(progress) else (progress_factory(True) if wanted(progress) else None)
     output = _output(output, "simulate's output")
     trajectory, _ = run_all(load_scenario(scenario), None if output is None else str(output), resume=resume,
                             overwrite=overwrite, log=log or (lambda message: None), progress=bars,
@@ -159,7 +162,7 @@ def load_sweep(sweep, grid: Optional[Mapping] = None, *, replicates: Optional[in
 def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, None] = None,
           replicates: Optional[int] = None, workers: Optional[int] = None, threads: Optional[int] = None,
           engine: str = "process", scheduler: Optional[str] = None, resume: bool = False,
-          progress: bool = False, on_point: Optional[Callable] = None,
+          progress: Optional[bool] = None, on_point: Optional[Callable] = None,
           log: Optional[Callable[[str], None]] = None) -> SweepResult:
     """Run a grid of scenarios, one trajectory file per point, and return the
     :class:`SweepResult` (``.table``: a pandas DataFrame, one row per point).
@@ -172,14 +175,16 @@ def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, Non
     sweep's directory (default: ./<name>); it must be new or empty unless ``resume``
     continues it. Points run on a local pool of ``workers`` processes (``threads`` Numba
     threads each), or on Dask (``engine="dask"`` for a local cluster, or ``scheduler`` an
-    address). ``progress`` shows the points done (a bar on a terminal, else plain lines);
+    address). ``progress`` shows the points done (a bar in a notebook or on a terminal, else
+    plain lines; by default in a notebook or at an interactive prompt, not in a script);
     ``on_point(point, row)`` and ``log`` hear of each finished point.
     """
+    from .progress import wanted
     from .sweeps import execute
 
     return execute(load_sweep(sweep, grid, replicates=replicates), _output(output, "sweep's output"),
                    workers=workers, threads=threads, engine=engine, scheduler=scheduler, resume=resume,
-                   progress=progress, on_point=on_point, log=log or (lambda message: None))
+                   progress=wanted(progress), on_point=on_point, log=log or (lambda message: None))
 
 
 def open_sweep(directory: Union[str, Path]):

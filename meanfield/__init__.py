@@ -23,6 +23,8 @@ simulation runs.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 
 # Before NumPy loads OpenBLAS (it reads this once): its idle threads spin for about 0.4 ms
@@ -88,6 +90,13 @@ def _trajectory(trajectory, what: str):
     return trajectory if isinstance(trajectory, Trajectory) else as_path(trajectory, what)
 
 
+def _log(log) -> Optional[Callable[[str], None]]:
+    """``log`` if it is None or callable (``print``, ``logging.info``), else a UsageError."""
+    if log is None or callable(log):
+        return log
+    raise UsageError(f"log: give a function that takes one line of text, e.g. print, not {type(log).__name__} {log!r}")
+
+
 def _output(output, what: str) -> Optional[Path]:
     """An optional output path as a Path (None stays None)."""
     return None if output is None else as_path(output, what)
@@ -124,15 +133,25 @@ def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, r
     Raises :class:`RunFailed` if a run diverged (``exc.trajectory`` holds the file, every
     snapshot before the failure kept) and :class:`UsageError` for bad input.
     """
-    from .progress import progress_factory, wanted
     from .simulation import simulate as run_all
 
-    bars = progress if callable(progress) else (progress_factory(True) if wanted(progress) else None)
-    output = _output(output, "simulate's output")
+    output, log, bars = _output(output, "simulate's output"), _log(log), _run_bars(progress)
     trajectory, _ = run_all(load_scenario(scenario), None if output is None else str(output), resume=resume,
                             overwrite=overwrite, log=log or (lambda message: None), progress=bars,
                             threads=threads)
     return trajectory
+
+
+def _run_bars(progress) -> Optional[Callable]:
+    """What ``simulate``'s ``progress`` asks for: a factory of run bars, or None."""
+    from .progress import progress_factory, wanted
+
+    if callable(progress):
+        return progress
+    if not (progress is None or isinstance(progress, bool)):
+        raise UsageError("progress: give True, False, None (shown in a notebook or at a prompt) or a factory, "
+                         f"not {type(progress).__name__} {progress!r}")
+    return progress_factory(True) if wanted(progress) else None
 
 
 def open(path: Union[str, Path]) -> Trajectory:  # noqa: A001 - the library's verb, as h5py.File or xarray.open_dataset
@@ -184,7 +203,7 @@ def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, Non
 
     return execute(load_sweep(sweep, grid, replicates=replicates), _output(output, "sweep's output"),
                    workers=workers, threads=threads, engine=engine, scheduler=scheduler, resume=resume,
-                   progress=wanted(progress), on_point=on_point, log=log or (lambda message: None))
+                   progress=wanted(progress), on_point=on_point, log=_log(log) or (lambda message: None))
 
 
 def open_sweep(directory: Union[str, Path]):
@@ -223,19 +242,32 @@ def plot(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, None
 def animate(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, None] = None, **options):
     """A movie of the particles of each particle run over the loss curves of every run,
     written to ``output`` (.gif, or .mp4 with the ``video`` extra; default FILE.gif).
-    ``options``: runs, fps, every, projection, trails, follow (see ``meanfield animate --help``).
+    ``options``: runs (a list of names, or 'rich,lazy' as ``--runs`` takes them), fps, every,
+    projection, trails, follow (see ``meanfield animate --help``).
     Returns the movie's path and frame count."""
+    from .movie import write_movie
+
+    return write_movie(_trajectory(trajectory, "animate"), _output(output, "animate's output"),
+                       **_movie_options(options))
+
+
+def _movie_options(options: dict) -> dict:
+    """``animate``'s options checked: known names, whole fps and every, runs as a list."""
     import inspect
 
     from .errors import did_you_mean
     from .movie import write_movie
 
     allowed = [name for name in inspect.signature(write_movie).parameters if name not in ("trajectory", "output")]
-    for name in options:
+    for name, value in options.items():
         if name not in allowed:
             raise UsageError(f"animate has no option {name!r} (options: {', '.join(allowed)})"
                              f"{did_you_mean(name, allowed)}")
-    return write_movie(_trajectory(trajectory, "animate"), _output(output, "animate's output"), **options)
+        if name in ("fps", "every") and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise UsageError(f"animate: {name} is a whole number >= 1, not {type(value).__name__} {value!r}")
+    if isinstance(options.get("runs"), str):
+        options = {**options, "runs": [name.strip() for name in options["runs"].split(",") if name.strip()]}
+    return options
 
 
 def bundled_scenarios() -> dict[str, str]:
@@ -252,6 +284,8 @@ def edge_of_stability(trajectory: Union[Trajectory, str, Path], level: float = 0
     and ``peak`` (docs/design.md §1.9)."""
     from .stability import edge_of_stability as edges
 
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < math.inf:
+        raise UsageError(f"edge_of_stability: level is a positive number (0.9: within 10% of the edge), not {level!r}")
     return edges(_trajectory(trajectory, "edge_of_stability"), level)
 
 

@@ -48,7 +48,7 @@ import numpy as np
 import yaml
 
 from .bundled import SWEEP_DIR, bundled_sweeps, resolve_path, scenario_path
-from .errors import UsageError, did_you_mean, expect_stops, stop_requested
+from .errors import UsageError, as_path, did_you_mean, expect_stops, stop_requested
 from .scenario import Scenario, read_text, read_yaml, set_key, validate_scenario
 from .storage import WriterLock, open_trajectory
 from .table import Table, cell_text, python_scalar, read_table, write_table
@@ -530,7 +530,7 @@ class SweepResult:
     @classmethod
     def open(cls, directory) -> SweepResult:
         """The result of a sweep directory written earlier (its counts unknown: zeros)."""
-        directory = Path(directory)
+        directory = as_path(directory, "open a sweep")
         read_table(directory)  # a clear error if it holds no sweep
         return cls(directory)
 

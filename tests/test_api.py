@@ -245,13 +245,24 @@ def test_the_library_functions_refuse_what_they_cannot_take(recorded, tmp_path):
                  "plot": lambda: mf.plot(3), "plot's output": lambda: mf.plot(traj, 3),
                  "animate's output": lambda: mf.animate(traj, 3), "edge_of_stability": lambda: mf.edge_of_stability(3),
                  "edge_figure's output": lambda: mf.edge_figure(traj, 3), "open a sweep": lambda: mf.open_sweep(3),
-                 "analyze": lambda: mf.analyze(3), "simulate's output": lambda: mf.simulate(TINY, 3)}
+                 "analyze": lambda: mf.analyze(3), "simulate's output": lambda: mf.simulate(TINY, 3),
+                 "open a sweep": lambda: mf.SweepResult.open(3)}
         for what, call in calls.items():
             with pytest.raises(mf.UsageError, match=f"^{re.escape(what)}: {path_expected}$"):
                 call()
         with pytest.raises(mf.UsageError, match=r"animate has no option 'evry' \(options: runs, fps, every.*\); "
                                                 r"did you mean 'every'\?"):
             mf.animate(traj, tmp_path / "m.gif", evry=2)
+        for name, value in (("fps", "a"), ("every", 1.5), ("fps", True)):
+            with pytest.raises(mf.UsageError, match=rf"^animate: {name} is a whole number >= 1, not "):
+                mf.animate(traj, tmp_path / "m.gif", **{name: value})
+        for level in ("x", 0, -1, float("nan"), None):
+            with pytest.raises(mf.UsageError, match=r"^edge_of_stability: level is a positive number"):
+                mf.edge_of_stability(traj, level)
+    with pytest.raises(mf.UsageError, match=r"^log: give a function that takes one line of text.*not int 3$"):
+        mf.simulate(TINY, log=3)
+    with pytest.raises(mf.UsageError, match=r"^progress: give True, False, None .* not str 'yes'$"):
+        mf.simulate(TINY, progress="yes")
     assert list(tmp_path.iterdir()) == []
     for call in (lambda: mf.load_scenario(3), lambda: mf.plan(3), lambda: mf.simulate(None)):
         with pytest.raises(mf.UsageError, match=r"^a scenario is a bundled scenario's name, a YAML file's path"):
@@ -278,3 +289,10 @@ def test_a_sweep_point_that_is_not_there_names_the_points(recorded, tmp_path):
         result.trajectory("p0020")
     with pytest.raises(mf.UsageError, match=r"has no point 3 \(points: p0000 .. p0003, 4 in all"):
         result.trajectory(3)
+
+
+def test_animate_takes_runs_as_the_command_line_does(recorded, tmp_path):
+    with mf.open(recorded) as traj:
+        movies = {label: mf.animate(traj, tmp_path / f"{label}.gif", runs=runs).output.read_bytes()
+                  for label, runs in (("list", ["lazy"]), ("text", "lazy"), ("both", " rich, lazy"))}
+    assert movies["text"] == movies["list"] != movies["both"]

@@ -18,7 +18,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple, Optional, Sequence
+from typing import Iterator, NamedTuple, Optional
 
 import h5py
 import numpy as np
@@ -185,14 +185,17 @@ class Trajectory:
         return runs
 
     def __getitem__(self, name: str) -> RecordedRun:
+        if not isinstance(name, str) or not isinstance(self._h5["parameters"].get(name), h5py.Group):
+            raise self._no_run(name)
+        return RecordedRun(self._h5, name)
+
+    def _no_run(self, name) -> UsageError:
         runs = self.runs
         listed = f"(runs: {', '.join(runs) or 'none'})"
         if not isinstance(name, str):
-            raise UsageError(f"{self._where}: a run is named by a str, e.g. traj[{(runs or ['rich'])[0]!r}] {listed}, "
-                             f"not {type(name).__name__} {name!r}")
-        if name not in runs:
-            raise UsageError(f"{self._where} has no run {name!r} {listed}{did_you_mean(name, runs)}")
-        return RecordedRun(self._h5, name, order=runs)
+            return UsageError(f"{self._where}: a run is named by a str, e.g. traj[{(runs or ['rich'])[0]!r}] {listed}, "
+                              f"not {type(name).__name__} {name!r}")
+        return UsageError(f"{self._where} has no run {name!r} {listed}{did_you_mean(name, runs)}")
 
     def __iter__(self) -> Iterator[RecordedRun]:
         return (self[name] for name in self.runs)
@@ -298,8 +301,8 @@ class RecordedRun:
     :meth:`final` includes.
     """
 
-    def __init__(self, h5: h5py.File, name: str, order: Sequence[str] = ()):
-        self._h5, self.name, self._order = h5, name, list(order)
+    def __init__(self, h5: h5py.File, name: str):
+        self._h5, self.name = h5, name
         params = h5[layout.parameters(name)]
         self.attrs = {key: layout.decode_attr(value) for key, value in params.attrs.items()
                       if key not in layout.PROGRESS_ATTRS}
@@ -497,7 +500,8 @@ class RecordedRun:
         group = self._h5.get("particles")
         names = ([name for name, item in group.items() if isinstance(item, h5py.Group) and "position" in item]
                  if group is not None else [])
-        return sorted(names, key=lambda name: self._order.index(name) if name in self._order else len(self._order))
+        order = Trajectory(self._h5).runs
+        return sorted(names, key=lambda name: order.index(name) if name in order else len(order))
 
     def _index(self, index) -> int:
         """``index`` (negative from the end) checked against the snapshots there are."""

@@ -24,6 +24,8 @@ simulation runs.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 
 # Before NumPy loads OpenBLAS (it reads this once): its idle threads spin for about 0.4 ms
@@ -33,7 +35,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 from pathlib import Path  # noqa: E402
 from typing import Callable, Mapping, Optional, Sequence, Union  # noqa: E402
 
-from .errors import RunFailed, SweepFailed, UsageError  # noqa: E402
+from .errors import RunFailed, SweepFailed, UsageError, as_path  # noqa: E402
 from .scenario import Scenario  # noqa: E402
 from .storage import RecordedRun, Trajectory  # noqa: E402
 from .sweeps import SweepResult  # noqa: E402
@@ -41,9 +43,15 @@ from .threads import set_threads  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["RecordedRun", "RunFailed", "Scenario", "SweepFailed", "SweepResult", "Trajectory", "UsageError", "analyze",
-           "animate", "bundled_scenarios", "edge_figure", "edge_of_stability", "bundled_sweeps", "load_scenario", "load_sweep", "open", "open_sweep", "plan", "plot",
-           "set_threads", "simulate", "sweep"]
+__all__ = ["RecordedRun", "RunFailed", "Scenario", "SweepFailed", "SweepResult", "Trajectory", "UsageError", "analyze", "animate",
+           "bundled_scenarios", "bundled_sweeps", "edge_figure", "edge_of_stability", "load_scenario", "load_sweep",
+           "open", "open_sweep", "plan", "plot", "set_threads", "simulate", "sweep"]
+
+
+def __dir__() -> list[str]:
+    """The public API only (``__all__``), not the names the module imports for itself."""
+    return sorted(__all__)
+
 
 ScenarioLike = Union[Scenario, str, Path, Mapping]
 """What names a scenario: a :class:`Scenario`, a bundled scenario's name, a YAML path, or a mapping."""
@@ -58,7 +66,41 @@ def load_scenario(source: ScenarioLike, overrides: Union[Mapping, Sequence[str]]
     """
     from .scenario import load_scenario as load
 
-    return load(source, overrides)
+    return load(_scenario_source(source), _overrides(overrides))
+
+
+def _scenario_source(source):
+    """``source`` if it can name a scenario, else a UsageError saying what can."""
+    if isinstance(source, (Scenario, str, os.PathLike, Mapping)):
+        return source
+    raise UsageError("a scenario is a bundled scenario's name, a YAML file's path, a mapping of its keys or a "
+                     f"Scenario, not {type(source).__name__} {source!r}")
+
+
+def _overrides(overrides):
+    """``overrides`` if it is a mapping or a list of 'key=value' strings, else a UsageError."""
+    if isinstance(overrides, Mapping) or (isinstance(overrides, (list, tuple))
+                                          and all(isinstance(item, str) for item in overrides)):
+        return overrides
+    raise UsageError("overrides: give a mapping {'model.width': 4096} or a list of 'key=value' strings "
+                     f"['model.width=4096'], not {type(overrides).__name__} {overrides!r}")
+
+
+def _trajectory(trajectory, what: str):
+    """A Trajectory as it is, a path as a Path; anything else a UsageError naming ``what``."""
+    return trajectory if isinstance(trajectory, Trajectory) else as_path(trajectory, what)
+
+
+def _log(log) -> Optional[Callable[[str], None]]:
+    """``log`` if it is None or callable (``print``, ``logging.info``), else a UsageError."""
+    if log is None or callable(log):
+        return log
+    raise UsageError(f"log: give a function that takes one line of text, e.g. print, not {type(log).__name__} {log!r}")
+
+
+def _output(output, what: str) -> Optional[Path]:
+    """An optional output path as a Path (None stays None)."""
+    return None if output is None else as_path(output, what)
 
 
 def plan(scenario: ScenarioLike):
@@ -71,7 +113,7 @@ def plan(scenario: ScenarioLike):
 
 
 def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, resume: bool = False,
-             overwrite: bool = False, progress: Union[bool, Callable] = False,
+             overwrite: bool = False, progress: Union[bool, Callable, None] = None,
              log: Optional[Callable[[str], None]] = None, threads: Optional[int] = None) -> Trajectory:
     """Run every run of ``scenario`` on the same data from the same initial particles and
     return the :class:`Trajectory` (open for reading).
@@ -80,8 +122,11 @@ def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, r
     a path writes it there as the runs go. An existing file is replaced only with
     ``overwrite=True``; ``resume=True`` continues an interrupted one from its checkpoints
     (the result is the file an uninterrupted run writes). ``progress=True`` shows each run's
-    progress on stderr (model time, steps/s, ETA): a bar on a terminal, else a plain line
-    every 10 s or tenth of the run (:mod:`meanfield.progress`); ``log`` receives one line per event
+    progress (model time, steps/s, ETA, both measured after the first step, which compiles):
+    a bar in a Jupyter notebook (a widget with ipywidgets) or on a terminal, else a plain line
+    on stderr every 10 s or tenth of the run (:mod:`meanfield.progress`); by default
+    (``None``) it is shown in a notebook or at an interactive prompt, not in a script.
+    ``log`` receives one line per event
     (the plan, each run's start and end). ``threads`` fixes the thread count for this call;
     by default it is :func:`set_threads`'s or ``MEANFIELD_THREADS``'s, else chosen by
     measurement while each run steps (never changing a result).
@@ -89,14 +134,25 @@ def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, r
     Raises :class:`RunFailed` if a run diverged (``exc.trajectory`` holds the file, every
     snapshot before the failure kept) and :class:`UsageError` for bad input.
     """
-    from .progress import progress_factory
     from .simulation import simulate as run_all
 
-    bars = progress if callable(progress) else (progress_factory(True) if progress else None)
+    output, log, bars = _output(output, "simulate's output"), _log(log), _run_bars(progress)
     trajectory, _ = run_all(load_scenario(scenario), None if output is None else str(output), resume=resume,
                             overwrite=overwrite, log=log or (lambda message: None), progress=bars,
                             threads=threads)
     return trajectory
+
+
+def _run_bars(progress) -> Optional[Callable]:
+    """What ``simulate``'s ``progress`` asks for: a factory of run bars, or None."""
+    from .progress import progress_factory, wanted
+
+    if callable(progress):
+        return progress
+    if not (progress is None or isinstance(progress, bool)):
+        raise UsageError("progress: give True, False, None (shown in a notebook or at a prompt) or a factory, "
+                         f"not {type(progress).__name__} {progress!r}")
+    return progress_factory(True) if wanted(progress) else None
 
 
 def open(path: Union[str, Path]) -> Trajectory:  # noqa: A001 - the library's verb, as h5py.File or xarray.open_dataset
@@ -117,15 +173,22 @@ def load_sweep(sweep, grid: Optional[Mapping] = None, *, replicates: Optional[in
     list of values: replaces that axis or adds one; on an axis with labels, the labels of the
     points to keep; None removes the axis). Every point is validated: a bad one is a
     :class:`UsageError` naming it and its key."""
-    from .sweeps import make_sweep
+    from .sweeps import Sweep, make_sweep
 
+    if not isinstance(sweep, (Sweep, Scenario, str, os.PathLike, Mapping)):
+        raise UsageError("a sweep is a bundled study's name, a sweep file's path or a Sweep (or, with grid=..., a base "
+                         f"scenario: a name, a path, a mapping or a Scenario), not {type(sweep).__name__} {sweep!r}")
+    if grid is not None and not isinstance(grid, Mapping):
+        raise UsageError(f"grid: give a mapping of dotted keys to lists of values, e.g. {{'model.width': [64, 128]}}, "
+                         f"not {type(grid).__name__} {grid!r}")
     return make_sweep(sweep, grid, replicates=replicates, overrides=overrides, axes=axes)
 
 
 def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, None] = None,
-          replicates: Optional[int] = None, overrides=(), axes: Optional[Mapping] = None, workers: Optional[int] = None, threads: Optional[int] = None,
+          replicates: Optional[int] = None, overrides=(), axes: Optional[Mapping] = None,
+          workers: Optional[int] = None, threads: Optional[int] = None,
           engine: str = "process", scheduler: Optional[str] = None, resume: bool = False,
-          progress: bool = False, on_point: Optional[Callable] = None,
+          progress: Optional[bool] = None, on_point: Optional[Callable] = None,
           log: Optional[Callable[[str], None]] = None) -> SweepResult:
     """Run a grid of scenarios, one trajectory file per point, and return the
     :class:`SweepResult` (``.table``: a pandas DataFrame, one row per point).
@@ -139,23 +202,26 @@ def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, Non
     sweep's directory (default: ./<name>); it must be new or empty unless ``resume``
     continues it. Points run on a local pool of ``workers`` processes (``threads`` Numba
     threads each), or on Dask (``engine="dask"`` for a local cluster, or ``scheduler`` an
-    address). ``progress`` shows the points done (a bar on a terminal, else plain lines);
+    address). ``progress`` shows the points done (a bar in a notebook or on a terminal, else
+    plain lines; by default in a notebook or at an interactive prompt, not in a script);
     ``on_point(point, row)`` and ``log`` hear of each finished point.
 
     Raises :class:`SweepFailed` (``.result``) when every point it ran failed, naming the
     first reasons, and :class:`UsageError` when that is because this process's main script
     has no ``if __name__ == "__main__":`` guard (the spawned workers import it and die).
     """
+    from .progress import wanted
     from .sweeps import execute
 
-    return execute(load_sweep(sweep, grid, replicates=replicates, overrides=overrides, axes=axes), output, workers=workers, threads=threads,
-                   engine=engine, scheduler=scheduler, resume=resume, progress=progress, on_point=on_point,
-                   log=log or (lambda message: None))
+    return execute(load_sweep(sweep, grid, replicates=replicates, overrides=overrides, axes=axes),
+                   _output(output, "sweep's output"),
+                   workers=workers, threads=threads, engine=engine, scheduler=scheduler, resume=resume,
+                   progress=wanted(progress), on_point=on_point, log=_log(log) or (lambda message: None))
 
 
 def open_sweep(directory: Union[str, Path]):
     """The :class:`SweepResult` of a sweep directory written earlier."""
-    return SweepResult.open(directory)
+    return SweepResult.open(as_path(directory, "open a sweep"))
 
 
 def analyze(results, measure: str = "displacement_w", against: str = "model.width", *,
@@ -173,7 +239,7 @@ def analyze(results, measure: str = "displacement_w", against: str = "model.widt
     phases.csv) and their edges along c in the report; ``phases_figure`` draws them."""
     from .analysis import analyze as analyze_sweep
 
-    return analyze_sweep(Path(getattr(results, "directory", results)), measure=measure, against=against,
+    return analyze_sweep(as_path(getattr(results, "directory", results), "analyze"), measure=measure, against=against,
                          runs=runs, figure_path=figure, within=within, threshold=threshold, by=by,
                          phase_path=phase_diagram, phases_path=phases_figure)
 
@@ -183,17 +249,38 @@ def plot(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, None
     the ntk run) against time into ``output`` (.png, .pdf, .svg; default FILE.png); returns it."""
     from .figures import plot as draw
 
-    return draw(trajectory, output)
+    return draw(_trajectory(trajectory, "plot"), _output(output, "plot's output"))
 
 
 def animate(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, None] = None, **options):
     """A movie of the particles of each particle run over the loss curves of every run,
     written to ``output`` (.gif, or .mp4 with the ``video`` extra; default FILE.gif).
-    ``options``: runs, fps, every, projection, trails, follow (see ``meanfield animate --help``).
+    ``options``: runs (a list of names, or 'rich,lazy' as ``--runs`` takes them), fps, every,
+    projection, trails, follow (see ``meanfield animate --help``).
     Returns the movie's path and frame count."""
     from .movie import write_movie
 
-    return write_movie(trajectory, output, **options)
+    return write_movie(_trajectory(trajectory, "animate"), _output(output, "animate's output"),
+                       **_movie_options(options))
+
+
+def _movie_options(options: dict) -> dict:
+    """``animate``'s options checked: known names, whole fps and every, runs as a list."""
+    import inspect
+
+    from .errors import did_you_mean
+    from .movie import write_movie
+
+    allowed = [name for name in inspect.signature(write_movie).parameters if name not in ("trajectory", "output")]
+    for name, value in options.items():
+        if name not in allowed:
+            raise UsageError(f"animate has no option {name!r} (options: {', '.join(allowed)})"
+                             f"{did_you_mean(name, allowed)}")
+        if name in ("fps", "every") and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise UsageError(f"animate: {name} is a whole number >= 1, not {type(value).__name__} {value!r}")
+    if isinstance(options.get("runs"), str):
+        options = {**options, "runs": [name.strip() for name in options["runs"].split(",") if name.strip()]}
+    return options
 
 
 def bundled_scenarios() -> dict[str, str]:
@@ -210,7 +297,9 @@ def edge_of_stability(trajectory: Union[Trajectory, str, Path], level: float = 0
     and ``peak`` (docs/design.md §1.9)."""
     from .stability import edge_of_stability as edges
 
-    return edges(trajectory, level)
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < math.inf:
+        raise UsageError(f"edge_of_stability: level is a positive number (0.9: within 10% of the edge), not {level!r}")
+    return edges(_trajectory(trajectory, "edge_of_stability"), level)
 
 
 def edge_figure(trajectory: Union[Trajectory, str, Path], output: Union[str, Path]) -> Path:
@@ -218,7 +307,7 @@ def edge_figure(trajectory: Union[Trajectory, str, Path], output: Union[str, Pat
     over the training losses; returns the figure's path."""
     from .stability import edge_figure as draw
 
-    return draw(trajectory, output)
+    return draw(_trajectory(trajectory, "edge_figure"), as_path(output, "edge_figure's output"))
 
 
 def bundled_sweeps() -> dict[str, str]:

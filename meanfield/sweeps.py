@@ -50,7 +50,7 @@ import numpy as np
 import yaml
 
 from .bundled import SWEEP_DIR, bundled_sweeps, resolve_path, scenario_path
-from .errors import SweepFailed, UsageError, expect_stops, stop_requested
+from .errors import SweepFailed, UsageError, as_path, did_you_mean, expect_stops, stop_requested
 from .scenario import Scenario, read_text, read_yaml, set_key, validate_scenario
 from .storage import WriterLock, open_trajectory
 from .table import Table, cell_text, python_scalar, read_table, write_table
@@ -636,7 +636,7 @@ class SweepResult:
     @classmethod
     def open(cls, directory) -> SweepResult:
         """The result of a sweep directory written earlier (its counts unknown: zeros)."""
-        directory = Path(directory)
+        directory = as_path(directory, "open a sweep")
         read_table(directory)  # a clear error if it holds no sweep
         return cls(directory)
 
@@ -664,6 +664,11 @@ class SweepResult:
 
     def trajectory(self, point: str):
         """The trajectory file of one point (``"p0003"``), open for reading."""
+        points = sorted(path.stem for path in (self.directory / POINTS_DIR).glob("*.h5"))
+        if not isinstance(point, str) or point not in points:
+            listed = f"{points[0]} .. {points[-1]}, {len(points)} in all" if len(points) > 2 else ", ".join(points)
+            raise UsageError(f"sweep {self.directory} has no point {point!r} (points: {listed or 'none yet'}; a point "
+                             f"is named by its id, the table's 'point' column){did_you_mean(point, points)}")
         return open_trajectory(self.directory / POINTS_DIR / f"{point}.h5")
 
     def __repr__(self) -> str:

@@ -1,6 +1,9 @@
 """The public API a notebook drives: scenarios in and edited, simulations in memory and on
 disk, trajectories read back, bad input as UsageError."""
 
+import re
+import shutil
+
 import h5py
 import numpy as np
 import pytest
@@ -141,3 +144,155 @@ def test_plan_says_what_would_run_and_builds_nothing():
     assert plan.resolved["rich"].s == pytest.approx(0.01) and plan.resolved["ntk"].s == pytest.approx(0.1)
     assert plan.resolved["rich"].regime.label == "rich" and plan.reference == "ntk"
     assert "predicted lazy" in plan.describe("x.h5") and "would write x.h5" in plan.describe("x.h5")
+
+
+# ----------------------------------------------------------------------------- what `import meanfield` shows
+def test_dir_shows_the_public_api_only():
+    assert dir(mf) == sorted(mf.__all__) == mf.__all__
+    for hidden in ("Callable", "Mapping", "Optional", "Path", "Union", "os", "annotations"):
+        assert hidden not in dir(mf)
+    for name in mf.__all__:
+        getattr(mf, name)
+
+
+# ----------------------------------------------------------------------------- wrong arguments: UsageError
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """TINY on disk: rich and lazy with particles (3 snapshots, t = 0, 0.5, 1), ntk without."""
+    path = tmp_path_factory.mktemp("recorded") / "tiny.h5"
+    mf.simulate(TINY, path).close()
+    return path
+
+
+def test_particles_of_a_kernel_run_name_the_runs_that_have_them(recorded):
+    with mf.open(recorded) as traj:
+        for read in (lambda: traj["ntk"].particles(), lambda: traj["ntk"].frame(0)):
+            with pytest.raises(mf.UsageError, match=r"^run 'ntk' records no particles \(a kernel run: it records "
+                                                    r"predictions only\); runs with particles: rich, lazy$"):
+                read()
+
+
+def test_a_frame_index_is_checked_against_the_snapshots(recorded):
+    with mf.open(recorded) as traj:
+        rich = traj["rich"]
+        np.testing.assert_array_equal(rich.frame(-3).W, rich.frame(0).W)
+        np.testing.assert_array_equal(rich.frame(np.int64(2)).a, rich.frame(-1).a)
+        for index in (3, 1000, -4):
+            with pytest.raises(mf.UsageError, match=rf"^frame {index} out of range: run 'rich' has 3 frames \(0..2\)$"):
+                rich.frame(index)
+        for index in (1.5, "0", True):
+            with pytest.raises(mf.UsageError, match=rf"^frame {re.escape(repr(index))}: give a whole snapshot index"):
+                rich.frame(index)
+
+
+def test_a_frame_at_a_time_is_the_nearest_snapshot_within_the_recorded_range(recorded):
+    with mf.open(recorded) as traj:
+        lazy = traj["lazy"]
+        np.testing.assert_array_equal(lazy.frame(time=0.5).W, lazy.frame(1).W)
+        np.testing.assert_array_equal(lazy.frame(time=0.8).W, lazy.frame(2).W)
+        np.testing.assert_array_equal(lazy.frame(time=0).a, lazy.frame(0).a)
+        for time in (1.01, -0.1, 100):
+            with pytest.raises(mf.UsageError, match=rf"^time {time:g} outside the recorded range of run 'lazy': "
+                                                    r"0 to 1 \(3 snapshots\)$"):
+                lazy.frame(time=time)
+        for time in (float("nan"), "1"):
+            with pytest.raises(mf.UsageError, match="give a model time as a finite number"):
+                lazy.frame(time=time)
+        with pytest.raises(mf.UsageError, match="a snapshot index, frame\\(-1\\), or a time.*not both"):
+            lazy.frame(1, time=0.5)
+        with pytest.raises(mf.UsageError, match="not neither"):
+            lazy.frame()
+
+
+def test_unknown_runs_and_measures_name_what_exists_and_the_closest(recorded):
+    with mf.open(recorded) as traj:
+        with pytest.raises(mf.UsageError, match=r"has no run 'rch' \(runs: rich, lazy, ntk\); did you mean 'rich'\?$"):
+            traj["rch"]
+        with pytest.raises(mf.UsageError, match=r"has no run 'xyz' \(runs: rich, lazy, ntk\)$"):
+            traj["xyz"]
+        with pytest.raises(mf.UsageError, match=r"a run is named by a str, e.g. traj\['rich'\] .*not int 0$"):
+            traj[0]
+        rich = traj["rich"]
+        with pytest.raises(mf.UsageError, match=r"^run 'rich' has no measure 'loss_tset' \(measures: .*loss_test.*\); "
+                                                r"did you mean 'loss_test'\?$"):
+            rich.measure("loss_tset")
+        for read in (rich.measure, rich.series):
+            with pytest.raises(mf.UsageError, match=r"^run 'rich': a measure is named by a str.*not NoneType None$"):
+                read(None)
+    with mf.simulate(mf.load_scenario(TINY, {"runs.ntk": None})) as in_memory:
+        with pytest.raises(mf.UsageError,
+                           match=r"^trajectory 'tiny' \(in memory\) has no run 'ntk' \(runs: rich, lazy\)$"):
+            in_memory["ntk"]
+
+
+def test_a_closed_trajectory_says_it_is_closed(recorded):
+    traj = mf.open(recorded)
+    rich = traj["rich"]
+    traj.close()
+    assert repr(traj).endswith("tiny.h5: closed>")
+    for read in (lambda: traj["rich"], lambda: traj.runs, lambda: traj.summary()):
+        with pytest.raises(mf.UsageError, match=r"tiny.h5 is closed: open it again"):
+            read()
+    for read in (lambda: rich.measure("loss_train"), lambda: rich.frame(0), lambda: rich.particles(), rich.final):
+        with pytest.raises(mf.UsageError, match=r"^run 'rich': its trajectory is closed"):
+            read()
+
+
+def test_the_library_functions_refuse_what_they_cannot_take(recorded, tmp_path):
+    path_expected = "give a file path \\(a str or pathlib.Path\\), not int 3"
+    with mf.open(recorded) as traj:
+        calls = {"open a trajectory": lambda: mf.open(3), "save a trajectory": lambda: traj.save(3),
+                 "plot": lambda: mf.plot(3), "plot's output": lambda: mf.plot(traj, 3),
+                 "animate's output": lambda: mf.animate(traj, 3), "edge_of_stability": lambda: mf.edge_of_stability(3),
+                 "edge_figure's output": lambda: mf.edge_figure(traj, 3), "open a sweep": lambda: mf.open_sweep(3),
+                 "analyze": lambda: mf.analyze(3), "simulate's output": lambda: mf.simulate(TINY, 3),
+                 "open a sweep": lambda: mf.SweepResult.open(3)}
+        for what, call in calls.items():
+            with pytest.raises(mf.UsageError, match=f"^{re.escape(what)}: {path_expected}$"):
+                call()
+        with pytest.raises(mf.UsageError, match=r"animate has no option 'evry' \(options: runs, fps, every.*\); "
+                                                r"did you mean 'every'\?"):
+            mf.animate(traj, tmp_path / "m.gif", evry=2)
+        for name, value in (("fps", "a"), ("every", 1.5), ("fps", True)):
+            with pytest.raises(mf.UsageError, match=rf"^animate: {name} is a whole number >= 1, not "):
+                mf.animate(traj, tmp_path / "m.gif", **{name: value})
+        for level in ("x", 0, -1, float("nan"), None):
+            with pytest.raises(mf.UsageError, match=r"^edge_of_stability: level is a positive number"):
+                mf.edge_of_stability(traj, level)
+    with pytest.raises(mf.UsageError, match=r"^log: give a function that takes one line of text.*not int 3$"):
+        mf.simulate(TINY, log=3)
+    with pytest.raises(mf.UsageError, match=r"^progress: give True, False, None .* not str 'yes'$"):
+        mf.simulate(TINY, progress="yes")
+    assert list(tmp_path.iterdir()) == []
+    for call in (lambda: mf.load_scenario(3), lambda: mf.plan(3), lambda: mf.simulate(None)):
+        with pytest.raises(mf.UsageError, match=r"^a scenario is a bundled scenario's name, a YAML file's path"):
+            call()
+    for overrides in (3, "model.width=64", ["model.width", 64]):
+        with pytest.raises(mf.UsageError, match=r"^overrides: give a mapping .* or a list of 'key=value' strings"):
+            mf.load_scenario(TINY, overrides)
+    with pytest.raises(mf.UsageError, match=r"^a sweep is a bundled study's name.*not int 3$"):
+        mf.load_sweep(3)
+    with pytest.raises(mf.UsageError, match=r"^grid: give a mapping of dotted keys to lists of values.*not list"):
+        mf.sweep(TINY, grid=[64, 128], output=tmp_path / "never")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_point_that_is_not_there_names_the_points(recorded, tmp_path):
+    (tmp_path / "points").mkdir()
+    for index in range(4):
+        shutil.copyfile(recorded, tmp_path / "points" / f"p{index:04d}.h5")
+    result = mf.SweepResult(tmp_path)
+    with result.trajectory("p0002") as traj:
+        assert traj.runs == ["rich", "lazy", "ntk"]
+    with pytest.raises(mf.UsageError, match=r"has no point 'p0020' \(points: p0000 .. p0003, 4 in all; .*\); "
+                                            r"did you mean 'p000\d'\?$"):
+        result.trajectory("p0020")
+    with pytest.raises(mf.UsageError, match=r"has no point 3 \(points: p0000 .. p0003, 4 in all"):
+        result.trajectory(3)
+
+
+def test_animate_takes_runs_as_the_command_line_does(recorded, tmp_path):
+    with mf.open(recorded) as traj:
+        movies = {label: mf.animate(traj, tmp_path / f"{label}.gif", runs=runs).output.read_bytes()
+                  for label, runs in (("list", ["lazy"]), ("text", "lazy"), ("both", " rich, lazy"))}
+    assert movies["text"] == movies["list"] != movies["both"]

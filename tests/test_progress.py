@@ -10,7 +10,10 @@ import textwrap
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
+import meanfield as mf
+from meanfield import progress
 from meanfield.errors import UsageError
 from meanfield.progress import INTERVAL, INTERVAL_VARIABLE, ModelTimeBar, PointsBar, duration, line_interval
 
@@ -33,13 +36,14 @@ class Terminal(io.StringIO):
         return True
 
 
-def drive_run(t_end, dt, seconds_per_step, interval):
-    """The plain lines of a run of t_end / dt steps, each taking ``seconds_per_step`` on the clock."""
+def drive_run(t_end, dt, seconds_per_step, interval, first_step=None):
+    """The plain lines of a run of t_end / dt steps, each taking ``seconds_per_step`` on the clock
+    (the first ``first_step`` seconds where given: compiling the kernels)."""
     clock, stream = FakeClock(), io.StringIO()
     steps = round(t_end / dt)
     with ModelTimeBar("rich", 0.0, t_end, stream=stream, clock=clock, interval=interval) as bar:
         for step in range(1, steps + 1):
-            clock.now += seconds_per_step
+            clock.now += first_step if step == 1 and first_step is not None else seconds_per_step
             bar.update_state(SimpleNamespace(t=min(step * dt, t_end), step=step))
     return stream.getvalue().splitlines()
 
@@ -53,9 +57,40 @@ def test_a_run_writes_a_line_at_each_tenth_of_model_time():
         t = float(m[2])
         assert m[1] == "rich" and float(m[3]) == 10.0
         assert float(m[5]) == pytest.approx(10.0)  # a step every 0.1 s
-        elapsed = t / 0.25 * 0.1
-        assert m[6] == duration(elapsed * (10.0 - t) / t)
+        since_first_step = (t - 0.25) / 0.25 * 0.1
+        assert m[6] == duration(since_first_step * (10.0 - t) / (t - 0.25))
     assert parsed[-1][6] == "0s"
+
+
+def test_the_rate_and_eta_leave_out_the_first_step_which_compiles():
+    # 30 s to compile in the first step, then 0.1 s a step: 40 steps, 3.9 s after the first
+    lines = drive_run(t_end=10.0, dt=0.25, seconds_per_step=0.1, interval=1e9, first_step=30.0)  # at tenths
+    parsed = [RUN_LINE.match(line) for line in lines]
+    assert all(parsed), lines
+    assert [int(m[4]) for m in parsed] == list(range(10, 101, 10))
+    for m in parsed:
+        t = float(m[2])
+        assert float(m[5]) == pytest.approx(10.0)
+        assert m[6] == duration((10.0 - t) / 0.25 * 0.1)  # the steps left at 0.1 s each
+    assert parsed[0][6] == "4s"  # counting the compilation would say 4m33s
+
+
+def test_until_a_second_step_has_ended_no_rate_and_eta_unknown():
+    lines = drive_run(t_end=10.0, dt=0.25, seconds_per_step=0.1, interval=0.0, first_step=30.0)
+    assert lines[0] == "rich: t = 0.25 / 10 (2%), ETA ?"
+    assert RUN_LINE.match(lines[1]).group(5, 6) == ("10", "4s")
+
+
+def test_the_bar_shows_the_rate_and_eta_after_the_first_step():
+    clock = FakeClock()
+    with ModelTimeBar("rich", 0.0, 10.0, stream=Terminal(), clock=clock) as bar:
+        clock.now += 30.0
+        bar.update_state(SimpleNamespace(t=0.25, step=1))
+        assert bar.bar.postfix == "ETA ?"
+        for step in range(2, 5):
+            clock.now += 0.1
+            bar.update_state(SimpleNamespace(t=0.25 * step, step=step))
+        assert bar.bar.postfix == "10 steps/s, ETA 4s"
 
 
 def test_a_slow_run_writes_a_line_every_interval_between_tenths():
@@ -172,3 +207,87 @@ def test_simulate_with_stderr_piped_writes_plain_progress_lines(tmp_path, quiet)
         mine = [m for m in lines if m[1] == run]
         assert [int(m[4]) for m in mine] == list(range(10, 101, 10)), done.stderr
         assert float(mine[-1][2]) == 2.0 and mine[-1][6] == "0s"
+
+
+# ----------------------------------------------------------------------------- where progress shows by default
+class ZMQInteractiveShell:
+    """What get_ipython() returns in a Jupyter kernel."""
+
+    config = {"IPKernelApp": {"connection_file": "kernel.json"}}
+
+
+class TerminalInteractiveShell:
+    """What get_ipython() returns in IPython in a terminal."""
+
+    config = {"TerminalIPythonApp": {}}
+
+
+@pytest.fixture
+def environment(monkeypatch):
+    """Set where this process seems to run: ``environment(shell, prompt)``."""
+    def set_to(shell=None, prompt=False):
+        monkeypatch.setitem(sys.modules, "IPython", SimpleNamespace(get_ipython=lambda: shell))
+        if prompt:
+            monkeypatch.setattr(sys, "ps1", ">>> ", raising=False)
+        else:
+            monkeypatch.delattr(sys, "ps1", raising=False)
+    return set_to
+
+
+def test_a_jupyter_kernel_a_prompt_and_a_script_are_told_apart(environment):
+    sessions = {}
+    for label, shell, prompt in (("jupyter", ZMQInteractiveShell(), False),
+                                 ("ipython", TerminalInteractiveShell(), False),
+                                 ("kernel of another name", SimpleNamespace(config={"IPKernelApp": {}}), False),
+                                 ("python prompt", None, True), ("script", None, False)):
+        environment(shell, prompt)
+        sessions[label] = (progress.session(), progress.wanted(None), progress.wanted(False), progress.wanted(True))
+    assert sessions == {"jupyter": ("notebook", True, False, True), "ipython": ("interactive", True, False, True),
+                        "kernel of another name": ("notebook", True, False, True),
+                        "python prompt": ("interactive", True, False, True), "script": ("script", False, False, True)}
+
+
+class NotebookBars:
+    """Stands in for progress.notebook_bar: a real tqdm bar, into a buffer, and what it was asked."""
+
+    def __init__(self):
+        self.made, self.buffer = [], io.StringIO()
+
+    def __call__(self, **options):
+        self.made.append(options)
+        return progress.tqdm(file=self.buffer, **options)
+
+
+def test_in_a_notebook_a_run_draws_a_notebook_bar_and_nothing_on_stderr(environment, monkeypatch, capsys):
+    environment(ZMQInteractiveShell())
+    bars = NotebookBars()
+    monkeypatch.setattr(progress, "notebook_bar", bars)
+    with ModelTimeBar("rich", 0.0, 1.0, interval=0.0) as bar:
+        assert bar.lines is None
+        bar.update_state(SimpleNamespace(t=1.0, step=1))
+    assert [(made["desc"], made["total"]) for made in bars.made] == [("rich", 1.0)]
+    assert "rich: t = 1 / 1 |" in bars.buffer.getvalue() and capsys.readouterr().err == ""
+    with ModelTimeBar("lazy", 0.0, 1.0, stream=io.StringIO(), interval=0.0) as bar:  # a stream given: as told
+        assert bar.lines is not None and len(bars.made) == 1
+
+
+def test_without_ipywidgets_a_notebook_bar_is_text_on_stderr(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import ipywidgets raises ImportError
+    bar = progress.notebook_bar(total=2, desc="rich")
+    bar.update(2)
+    bar.close()
+    assert type(bar) is progress.tqdm and "rich: 100%" in capsys.readouterr().err
+
+
+def test_simulate_shows_progress_by_default_where_someone_watches(environment, monkeypatch, capsys):
+    bars = NotebookBars()
+    monkeypatch.setattr(progress, "notebook_bar", bars)
+    scenario = mf.load_scenario(yaml.safe_load(TINY))
+    environment(ZMQInteractiveShell())
+    mf.simulate(scenario).close()
+    assert [made["desc"] for made in bars.made] == ["rich", "lazy"]
+    assert "rich: t = 2 / 2 |" in bars.buffer.getvalue() and "lazy: t = 2 / 2 |" in bars.buffer.getvalue()
+    mf.simulate(scenario, progress=False).close()
+    environment(None)  # a script
+    mf.simulate(scenario).close()
+    assert len(bars.made) == 2 and capsys.readouterr().err == ""

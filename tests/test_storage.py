@@ -171,7 +171,7 @@ def test_append_then_read_back(tmp_path):
         ntk = trajectory["ntk"]
         assert not ntk.has_particles and ntk.status == "running"
         assert set(ntk.measures) == set(MEASURES)
-        with pytest.raises(UsageError, match="no particle trajectory"):
+        with pytest.raises(UsageError, match="run .ntk. records no particles"):
             ntk.frame(0)
 
 

@@ -13,6 +13,7 @@ What is read is the file as it was when opened: open it again to see more.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import shutil
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import numpy as np
 import yaml
 
 from ..data import Dataset, Teacher
-from ..errors import UsageError
+from ..errors import UsageError, as_path, did_you_mean
 from . import layout
 from .layout import PARTICLE_ELEMENTS
 
@@ -50,7 +51,7 @@ VECTOR_DIMS = {"f_test": "test_point"}
 
 def open_trajectory(path) -> Trajectory:
     """Open the trajectory file at ``path`` read-only (also while a run is still writing it)."""
-    return Trajectory(layout.open_ours(path, "r", locking=False))
+    return Trajectory(layout.open_ours(as_path(path, "open a trajectory"), "r", locking=False))
 
 
 class Trajectory:
@@ -66,14 +67,27 @@ class Trajectory:
         why = layout.foreign(h5)
         if why is not None:
             raise UsageError(f"{h5.filename} is not a meanfield trajectory file ({why})")
-        self._h5 = h5
+        self._file, self._filename = h5, h5.filename
         self._in_memory = h5.driver == "core"
+
+    @property
+    def _h5(self) -> h5py.File:
+        """The open file; reading a closed trajectory is a UsageError that says so."""
+        if not self._file.id.valid:
+            raise UsageError(f"{self._where} is closed: open it again (mf.open)" if not self._in_memory else
+                             "this in-memory trajectory is closed: its runs are gone (traj.save(path) keeps them)")
+        return self._file
+
+    @property
+    def _where(self) -> str:
+        """How messages name this trajectory: its path, or 'trajectory NAME (in memory)'."""
+        return f"trajectory {self.name!r} (in memory)" if self._in_memory else self._filename
 
     # ------------------------------------------------------------------ the file
     @property
     def path(self) -> Optional[str]:
         """Where the file is on disk (None for an in-memory trajectory)."""
-        return None if self._in_memory else self._h5.filename
+        return None if self._in_memory else self._filename
 
     @property
     def h5(self) -> h5py.File:
@@ -81,8 +95,8 @@ class Trajectory:
         return self._h5
 
     def close(self) -> None:
-        if self._h5.id.valid:
-            self._h5.close()
+        if self._file.id.valid:
+            self._file.close()
 
     def __enter__(self) -> Trajectory:
         return self
@@ -96,6 +110,8 @@ class Trajectory:
         return Path(self.path).with_suffix(suffix) if self.path else Path(f"{self.name}{suffix}")
 
     def __repr__(self) -> str:
+        if not self._file.id.valid:
+            return f"<meanfield.Trajectory {'in memory' if self._in_memory else self._filename}: closed>"
         where = "in memory" if self._in_memory else self.path
         runs = ", ".join(f"{name} ({self[name].status})" for name in self.runs)
         return f"<meanfield.Trajectory {self.name!r} {where}: {runs or 'no runs'}>"
@@ -103,7 +119,7 @@ class Trajectory:
     def save(self, path, *, overwrite: bool = False) -> Path:
         """Write this trajectory to ``path`` (refusing to replace an existing file unless
         ``overwrite``); returns the path. The copy is written beside and moved into place."""
-        path = Path(path)
+        path = as_path(path, "save a trajectory")
         if path.exists() and not overwrite:
             raise UsageError(f"{path} exists: pass overwrite=True to replace it")
         partial = path.with_name(path.name + ".partial")
@@ -143,7 +159,7 @@ class Trajectory:
 
     @property
     def name(self) -> str:
-        return str(self.scenario_dict.get("name", Path(self._h5.filename).stem))
+        return str(self.scenario_dict.get("name", Path(self._filename).stem))
 
     @property
     def seed(self) -> int:
@@ -169,9 +185,17 @@ class Trajectory:
         return runs
 
     def __getitem__(self, name: str) -> RecordedRun:
-        if not isinstance(self._h5["parameters"].get(name), h5py.Group):
-            raise UsageError(f"{self._h5.filename} has no run {name!r} (runs: {', '.join(self.runs) or 'none'})")
+        if not isinstance(name, str) or not isinstance(self._h5["parameters"].get(name), h5py.Group):
+            raise self._no_run(name)
         return RecordedRun(self._h5, name)
+
+    def _no_run(self, name) -> UsageError:
+        runs = self.runs
+        listed = f"(runs: {', '.join(runs) or 'none'})"
+        if not isinstance(name, str):
+            return UsageError(f"{self._where}: a run is named by a str, e.g. traj[{(runs or ['rich'])[0]!r}] {listed}, "
+                              f"not {type(name).__name__} {name!r}")
+        return UsageError(f"{self._where} has no run {name!r} {listed}{did_you_mean(name, runs)}")
 
     def __iter__(self) -> Iterator[RecordedRun]:
         return (self[name] for name in self.runs)
@@ -347,6 +371,7 @@ class RecordedRun:
     @property
     def times(self) -> np.ndarray:
         """The snapshot times (every element of a run shares them)."""
+        self._check_open()
         return self._elements[0].time[: self.frames] if self._elements else np.empty(0)
 
     @property
@@ -371,6 +396,7 @@ class RecordedRun:
 
     def final(self) -> dict[str, float]:
         """The last value of every scalar measure, and the run's :attr:`constants`."""
+        self._check_open()
         if not self.frames:
             return dict(self.constants)
         last = {name: float(element.value[self.frames - 1]) for name, element in self._measures.items()
@@ -410,10 +436,14 @@ class RecordedRun:
     def has_particles(self) -> bool:
         return bool(self._particles)
 
-    def frame(self, index: int) -> Frame:
-        """The particles at snapshot ``index`` (negative counts from the end), float64."""
+    def frame(self, index: Optional[int] = None, *, time: Optional[float] = None) -> Frame:
+        """The particles at snapshot ``index`` (negative counts from the end), or at the snapshot
+        nearest ``time`` (which must lie within the recorded times), float64."""
         elements = self._require_particles()
-        index = range(self.frames)[index]
+        if (index is None) == (time is None):
+            raise UsageError(f"run {self.name!r}: frame takes a snapshot index, frame(-1), or a time, "
+                             f"frame(time=2.5), not {'both' if time is not None else 'neither'}")
+        index = self._index(index) if time is None else self._index_at(time)
         b = elements["bias"].value[index].astype(np.float64) if "bias" in elements else None
         return Frame(elements["amplitude"].value[index].astype(np.float64),
                      elements["position"].value[index].astype(np.float64), b)
@@ -423,14 +453,15 @@ class RecordedRun:
         (the w_i), ``amplitude`` [time, particle] (the a_i) and ``bias`` where the model has one."""
         import xarray as xr
 
-        return xr.Dataset(self._particle_variables(), coords=self._time_coords(self._require_particles()["position"]),
-                          attrs=self._xarray_attrs())
+        position = self._require_particles()["position"]
+        return xr.Dataset(self._particle_variables(), coords=self._time_coords(position), attrs=self._xarray_attrs())
 
     def to_dataset(self):
         """The run as one ``xarray.Dataset``: every measure and the particles, over time,
         and the run's constants as scalar variables."""
         import xarray as xr
 
+        self._check_open()
         variables = {name: (("time", *self._vector_dims(name, e.value.ndim)), e.value[: self.frames])
                      for name, e in self._measures.items()}
         variables.update({name: ((), value) for name, value in self.constants.items()})
@@ -440,18 +471,58 @@ class RecordedRun:
         return xr.Dataset(variables, coords=coords, attrs=self._xarray_attrs())
 
     # ------------------------------------------------------------------ helpers
+    def _check_open(self) -> None:
+        if not self._h5.id.valid:
+            raise UsageError(f"run {self.name!r}: its trajectory is closed (open the file again: mf.open)")
+
     def _element(self, measure: str) -> _Element:
+        self._check_open()
+        listed = f"(measures: {', '.join(self._measures) or 'none'})"
+        if not isinstance(measure, str):
+            raise UsageError(f"run {self.name!r}: a measure is named by a str, e.g. measure('loss_train') {listed}, "
+                             f"not {type(measure).__name__} {measure!r}")
         if measure not in self._measures:
             why = f": {layout.NO_TEST_SET}" if measure in layout.TEST_MEASURES and layout.lacks_test_set(self._h5) else ""
-            raise UsageError(f"run {self.name!r} has no measure {measure!r}{why} "
-                             f"(measures: {', '.join(self._measures) or 'none'})")
+            raise UsageError(f"run {self.name!r} has no measure {measure!r}{why} {listed}"
+                             f"{did_you_mean(measure, self._measures)}")
         return self._measures[measure]
 
     def _require_particles(self) -> dict[str, _Element]:
+        self._check_open()
         if not self._particles:
-            raise UsageError(f"run {self.name!r} ({self.solver}) has no particle trajectory "
-                             "(an ntk run records predictions only; or record.particles was false)")
+            why = "a kernel run: it records predictions only" if self.solver == "ntk" else "record.particles was false"
+            raise UsageError(f"run {self.name!r} records no particles ({why}); "
+                             f"runs with particles: {', '.join(self._particle_runs()) or 'none'}")
         return self._particles
+
+    def _particle_runs(self) -> list[str]:
+        """The runs of the file that recorded particles, in the trajectory's order."""
+        group = self._h5.get("particles")
+        names = ([name for name, item in group.items() if isinstance(item, h5py.Group) and "position" in item]
+                 if group is not None else [])
+        order = Trajectory(self._h5).runs
+        return sorted(names, key=lambda name: order.index(name) if name in order else len(order))
+
+    def _index(self, index) -> int:
+        """``index`` (negative from the end) checked against the snapshots there are."""
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+            raise UsageError(f"frame {index!r}: give a whole snapshot index, e.g. frame(0) or frame(-1), "
+                             f"or a time, frame(time=...); not {type(index).__name__}")
+        if not -self.frames <= index < self.frames:
+            span = f"{self.frames} frames (0..{self.frames - 1})" if self.frames else "no frames yet"
+            raise UsageError(f"frame {index} out of range: run {self.name!r} has {span}")
+        return int(index) % self.frames
+
+    def _index_at(self, time) -> int:
+        """The snapshot nearest ``time``, which must lie within the recorded times."""
+        if isinstance(time, bool) or not isinstance(time, numbers.Real) or not math.isfinite(time):
+            raise UsageError(f"time {time!r}: give a model time as a finite number, e.g. frame(time=2.5)")
+        times = self.times
+        slack = 1e-9 * max(1.0, float(np.max(np.abs(times)))) if self.frames else 0.0
+        if not self.frames or not times[0] - slack <= time <= times[-1] + slack:
+            span = f"{times[0]:g} to {times[-1]:g} ({self.frames} snapshots)" if self.frames else "no snapshots yet"
+            raise UsageError(f"time {time:g} outside the recorded range of run {self.name!r}: {span}")
+        return int(np.argmin(np.abs(times - time)))
 
     def _particle_variables(self) -> dict:
         elements, n = self._particles, self.frames
@@ -478,3 +549,5 @@ class RecordedRun:
 
 def _element(group: h5py.Group) -> _Element:
     return _Element(group["step"], group["time"], group["value"])
+
+

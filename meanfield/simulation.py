@@ -218,7 +218,11 @@ def plan(scenario: Scenario, *, in_memory: bool = False) -> Plan:
 
     n_train, n_test = check_source(scenario.data, scenario.loss)
     d, m = scenario.data.dim, scenario.model.width
-    resolved = {name: resolve(run.parameterization, scenario.model, d) for name, run in scenario.runs.items()}
+    stepping = stepping_runs(scenario)
+    resolved = {name: resolve(run.parameterization, scenario.model, d,
+                              scenario.integrator_of(run).dt_factor if name in stepping else None,
+                              fixed_kernel=run.solver != "particles")
+                for name, run in scenario.runs.items()}
     record, notes = scenario.record, []
     every = min(record.every, scenario.train.t_end)
     itemsize = np.dtype(record.dtype).itemsize

@@ -193,12 +193,14 @@ def _with_interval(value: float, interval: tuple[float, float], spec: str) -> st
 
 def _regime_text(row: ScalingRow, against: str = "model.width") -> str:
     """The measured regime with its rich / lazy word where that differs: 'linear (lazy)',
-    'critical (lazy)'; with the verdict at the largest x where the exponent's word differs from
-    it: 'linear (lazy; rich at model.width = 64)'; '-' if none."""
+    'critical (lazy)'; with the verdict at the largest x where it and the exponent's word
+    disagree on laziness: 'linear (lazy; rich at model.width = 64)', 'condensed (lazy at
+    model.width = 64)' (still small there); '-' if none."""
     if not row.regime:
         return "-"
     words = [] if row.words in (row.regime, "") else [row.words]
-    if row.verdict and row.words and row.verdict != row.words and row.regime != "undetermined":
+    if (row.verdict not in ("", "unknown") and row.words not in ("", "undetermined")
+            and (row.verdict == "lazy") != (row.words == "lazy")):
         words.append(f"{row.verdict} at {against} = {row.verdict_at:g}")
     return row.regime + (f" ({'; '.join(words)})" if words else "")
 

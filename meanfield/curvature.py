@@ -19,8 +19,6 @@ from solvers.catalog import SQUARED
 
 from .errors import UsageError
 
-CURVATURE_MEASURES = ("ntk_eigenvalue_max", "hessian_eigenvalue_max")
-
 
 def start_vector(seed: int, name: str, size: int) -> np.ndarray:
     """Lanczos' start vector for run ``name``: standard normal from SeedSequence([seed, 4, crc32(name)])."""
@@ -53,7 +51,7 @@ def step_of(factor: float, lambda_0: float, key: str) -> float:
 
 
 class CurvatureMeasures:
-    """The curvature measures a run records (``wanted``, a subset of CURVATURE_MEASURES) on
+    """The curvature measures a run records (``wanted``, a subset of diagnostics.CURVATURE_MEASURES) on
     its training set, with its resolved numbers ``numbers`` (s, eta_a, eta_w, loss_scale,
     eta_c). ``tangent``: the run is the tangent model at ``initial`` (its NTK is that of
     theta_0, its Hessian the Gauss-Newton matrix at theta_0 with l'' at its predictions)."""

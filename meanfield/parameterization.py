@@ -57,7 +57,7 @@ does not cover it, and gamma' = B is stored as for one rate.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 from .scenario import ModelSpec, PresetBase
@@ -127,8 +127,12 @@ class Resolved:
         return out
 
 
-def resolve(param: PresetBase, model: ModelSpec, dim: int) -> Resolved:
-    """Resolve a preset (or custom exponents) at width ``model.width`` to numbers."""
+def resolve(param: PresetBase, model: ModelSpec, dim: int, dt_factor: Optional[float] = None,
+            fixed_kernel: bool = False) -> Resolved:
+    """Resolve a preset (or custom exponents) at width ``model.width`` to numbers; ``dt_factor``:
+    the run steps at dt = dt_factor * 2 / lambda_0 (its integrator's dt_factor), which the
+    predicted regime takes into account, with ``fixed_kernel`` for a run whose kernel cannot
+    change (tangent, ntk) (:func:`predict_regime`)."""
     m = model.width
     s0, loss_scale = 1.0, 1.0
     if param.preset == "custom":
@@ -153,16 +157,64 @@ def resolve(param: PresetBase, model: ModelSpec, dim: int) -> Resolved:
         b_std=model.init.b_std,
         loss_scale=loss_scale,
         exponents={"A": A, "B": B, "C_a": C_a, "C_w": C_w},
-        regime=predict_regime(A, B, C_a, C_w, alpha=getattr(param, "alpha", None), fixed_a=lr_a == 0),
+        regime=predict_regime(A, B, C_a, C_w, alpha=getattr(param, "alpha", None), fixed_a=lr_a == 0,
+                              dt_factor=dt_factor, fixed_kernel=fixed_kernel),
         clock=CLOCKS[param.preset],
         eta_c=(param.lr if param.lr_c is None else param.lr_c) if model.output_bias else None,
         c_std=model.init.c_std if model.output_bias else None,
     )
 
 
-def predict_regime(A: float, B: float, C_a: float, C_w: float, alpha=None, fixed_a: bool = False) -> Regime:
+CATAPULT_WINDOW = 2.0
+"""The upper edge of the catapult phase along dt_factor c in Lewkowycz et al.'s uv model (eta < 4 / lambda_0)."""
+
+
+def predict_regime(A: float, B: float, C_a: float, C_w: float, alpha=None, fixed_a: bool = False,
+                   dt_factor: Optional[float] = None, fixed_kernel: bool = False) -> Regime:
     """The regime the exponents predict (Yang & Hu's r; Luo et al.'s gamma, gamma'); ``fixed_a``:
-    the output weights are not trained (lr_a = 0), so C_a plays no part."""
+    the output weights are not trained (lr_a = 0), so C_a plays no part.
+
+    ``dt_factor`` c: the run steps at dt = c * 2 / lambda_0 (docs/design.md §1.9), and lambda_0 ~
+    m^kappa, so dt ~ m^-kappa takes the kernel's growth: the prediction is that of the rates the
+    run takes per step, lr m^-(C_a + kappa) and lr m^-(C_w + kappa) (then kappa = 0; gamma and
+    gamma' do not change). A step above Euler's edge of the initial kernel (c > 1) is read as
+    Lewkowycz et al. (2020) found gradient descent: a catapult (rich) for 1 < c < 2, their uv
+    model's window, unstable from c = 2 on; unstable at any c > 1 with ``fixed_kernel`` (a
+    tangent or ntk run, whose kernel cannot soften)."""
+    kappa_w = 1 - 2 * A - 2 * B - C_w
+    tol = 1e-12
+    kappa = kappa_w if fixed_a else max(1 - 2 * A - C_a, kappa_w)
+    if dt_factor is not None:
+        stepped = _predict(A, B, C_a + kappa, C_w + kappa, alpha, fixed_a)
+        if abs(kappa) > tol:
+            stepped = replace(stepped, reason=(
+                f"the step dt = c * 2 / lambda_0 ~ m^{-kappa:g} (dt_factor) takes the kernel's growth m^{kappa:g}: "
+                f"per step the rates scale as m^-(C + {kappa:g}): {stepped.reason}"))
+        return _catapult(stepped, dt_factor, fixed_kernel)
+    return _predict(A, B, C_a, C_w, alpha, fixed_a)
+
+
+def _catapult(regime: Regime, c: float, fixed_kernel: bool) -> Regime:
+    """The regime of a run stepped at c times Euler's edge of its initial kernel (see predict_regime)."""
+    if c <= 1.0:
+        return regime
+    edge = f"dt_factor {c:g} > 1: the step is above Euler's stability edge 2 / lambda_0 of the initial kernel"
+    if fixed_kernel:
+        return replace(regime, label="unstable", reason=(
+            f"{edge}, and the kernel of this run is fixed (it cannot soften below 2 / dt): the loss grows"))
+    if c < CATAPULT_WINDOW:
+        return replace(regime, label="rich", reason=(
+            f"{edge}: a catapult (Lewkowycz et al. 2020: the loss grows until the kernel's top eigenvalue "
+            f"falls below 2 / dt, then falls; the weights move; their uv model catapults for 1 < c < "
+            f"{CATAPULT_WINDOW:g}); below the edge it would be {regime.label} (r = {regime.r:g})"))
+    return replace(regime, label="unstable", reason=(
+        f"{edge} and at or above the catapult window of Lewkowycz et al.'s uv model (1 < c < "
+        f"{CATAPULT_WINDOW:g}), where gradient descent diverges (a relu network's upper edge lies higher: "
+        f"README, bundled study 6); below the edge it would be {regime.label} (r = {regime.r:g})"))
+
+
+def _predict(A: float, B: float, C_a: float, C_w: float, alpha, fixed_a: bool) -> Regime:
+    """predict_regime at the rates given: the exponents alone, t of order 1."""
     kappa_w = 1 - 2 * A - 2 * B - C_w
     if fixed_a:
         kappa = kappa_w
@@ -181,7 +233,8 @@ def predict_regime(A: float, B: float, C_a: float, C_w: float, alpha=None, fixed
     if kappa > tol:
         label = "unstable"
         reason = (f"the tangent kernel grows like m^{kappa:g}: the flow speeds up with width "
-                  f"(gradient descent needs dt ~ m^-{kappa:g}); features move like m^{-r:g} meanwhile")
+                  f"(gradient descent needs dt ~ m^-{kappa:g}, which a dt_factor gives); features move like "
+                  f"m^{-r:g} meanwhile")
     elif kappa < -tol:
         label = "frozen"
         reason = f"the tangent kernel vanishes like m^{kappa:g}: training stalls as m grows"
@@ -194,7 +247,9 @@ def predict_regime(A: float, B: float, C_a: float, C_w: float, alpha=None, fixed
     else:
         label = "condensed"
         reason = (f"r = {r:g}: the input weights' relative change grows with m (Luo et al.'s condensed "
-                  "phase: neurons gather on a few directions)")
+                  f"phase: neurons gather on a few directions); m^{-r:g} is the first-order rate, which holds the "
+                  "t = 0 gradients through t ~ 1: the growth stops once the network fits, so the measured exponent "
+                  "can be smaller (docs/design.md §2.3)")
     if alpha is not None and label == "rich" and alpha > 1.0:
         # Chizat, Oyallon & Bach (2019): at scale alpha the relative displacement is ~ 1/alpha
         label = "lazy" if alpha >= 10 else "intermediate"

@@ -36,6 +36,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from solvers.catalog import ACTIVATIONS, ANALYTIC_ACTIVATIONS, LOSSES, POPULATION_ACTIVATIONS
 
+from . import diagnostics
 from .errors import UsageError
 
 ActivationName = Literal[tuple(ACTIVATIONS)]
@@ -495,14 +496,14 @@ class TrainSpec(Strict):
     dtype: Literal["float64", "float32"] = "float64"
 
 
-OPTIONAL_MEASURES = ("displacement_wb", "ntk_eigenvalue_max", "hessian_eigenvalue_max")
+OPTIONAL_MEASURES = diagnostics.OPTIONAL_MEASURES
 """Measures a particle or tangent run records only when record.measures names them (a bundled
 scenario's file keeps exactly its datasets): displacement_wb = ||(W, b) - (W_0, b_0)||_F /
 ||(W_0, b_0)||_F, the first layer's weights and biases together (docs/design.md §1.7);
 ntk_eigenvalue_max = lambda_max(c J P J^T / n) and hessian_eigenvalue_max = lambda_max(P^1/2 H
 P^1/2), the curvature of the training risk (docs/design.md §1.9; runs on data only)."""
 
-CURVATURE_MEASURES = OPTIONAL_MEASURES[1:]
+CURVATURE_MEASURES = diagnostics.CURVATURE_MEASURES
 
 OptionalMeasure = Literal[OPTIONAL_MEASURES]
 

@@ -84,7 +84,8 @@ class Plan:
     estimated_bytes: int
     n_train: int
     n_test: int
-    """The data's sizes (a ``file`` task's from its file)."""
+    """The data's sizes (a ``file`` task's from its file); in population mode the keys' values,
+    which no run uses (:meth:`describe` does not show them)."""
     memory: Optional[MemoryEstimate] = None
     notes: list[str] = field(default_factory=list)
     steps: dict[str, tuple[float, float, float]] = field(default_factory=dict)
@@ -98,8 +99,11 @@ class Plan:
         """What ``--dry-run`` prints: each run's resolved numbers and predicted regime, the
         snapshot schedule and the file size."""
         sc = self.scenario
-        lines = [f"scenario {sc.name}: {len(sc.runs)} run(s), width {sc.model.width}, "
-                 f"dim {sc.data.dim}, n_train {self.n_train}, n_test {self.n_test}"]
+        lines = [f"scenario {sc.name}: {len(sc.runs)} run(s), width {sc.model.width}, dim {sc.data.dim}, "
+                 + (POPULATION_DATA if sc.data.population else f"n_train {self.n_train}, n_test {self.n_test}")]
+        if sc.data.population and any("kernel_distance" in recorded_measures(sc, name, 0) for name in sc.runs):
+            lines.append(f"  kernel measures on record.probe_size = {sc.record.probe_size} Gaussian probe points "
+                         "(drawn with the data seed)")
         data = data_description(sc)
         if data:
             lines.append(f"  data: {data}")
@@ -127,6 +131,11 @@ class Plan:
         if self.memory is not None:
             lines.append(self.memory.describe())
         return "\n".join(lines)
+
+
+POPULATION_DATA = ("infinite data (data.population: the population risk in closed form, exact; "
+                   "data.n_train and data.n_test do not apply)")
+"""What --dry-run says of the data in population mode, in place of n_train and n_test."""
 
 
 def data_description(scenario: Scenario) -> Optional[str]:
@@ -209,7 +218,11 @@ def plan(scenario: Scenario, *, in_memory: bool = False) -> Plan:
 
     n_train, n_test = check_source(scenario.data, scenario.loss)
     d, m = scenario.data.dim, scenario.model.width
-    resolved = {name: resolve(run.parameterization, scenario.model, d) for name, run in scenario.runs.items()}
+    stepping = stepping_runs(scenario)
+    resolved = {name: resolve(run.parameterization, scenario.model, d,
+                              scenario.integrator_of(run).dt_factor if name in stepping else None,
+                              fixed_kernel=run.solver != "particles")
+                for name, run in scenario.runs.items()}
     record, notes = scenario.record, []
     every = min(record.every, scenario.train.t_end)
     itemsize = np.dtype(record.dtype).itemsize

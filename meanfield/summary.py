@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-MEASURE_ORDER = ("risk", "loss_train", "loss_test", "loss_train_limit", "loss_test_limit", "displacement_w",
-                 "displacement_a", "displacement_mean", "wasserstein2", "kernel_distance", "kernel_alignment",
-                 "teacher_alignment", "gap_ntk")
-"""The measures a summary shows, in this order (each where some run has it)."""
+from .diagnostics import SHOWN_MEASURES as MEASURE_ORDER
+
+# MEASURE_ORDER: the measures a summary shows, in this order (each where some run has it), read
+# off the table of measures (diagnostics.MEASURES), so one recorded on request shows like any other
 
 
 REGIME_NUMBERS = (("loss_peak_ratio", "loss peak/start"), ("lambda_ratio", "lambda_T/lambda_0"))

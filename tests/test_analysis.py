@@ -121,7 +121,9 @@ def test_extrapolate_exact_data_and_refusals():
 # ----------------------------------------------------------------------------- regimes
 def test_classify_by_exponent_and_interval():
     assert [classify(p) for p in (-0.5, 0.0, 0.4)] == ["linear", "critical", "condensed"]
-    assert [analysis.RICH_LAZY[classify(p)] for p in (-0.5, 0.0, 0.4)] == ["lazy", "rich", "condensed"]
+    # the exponent names lazy and condensed; a flat one (critical) keeps the size of its movement,
+    # rich or lazy by that size (test_a_critical_family_is_rich_or_lazy_by_the_size_of_its_movement)
+    assert [analysis.RICH_LAZY.get(classify(p)) for p in (-0.5, 0.0, 0.4)] == ["lazy", None, "condensed"]
     m = np.array(WIDTHS, float)
     wide = power_law(m[:3], np.array([1.0, 2.0, 0.9]))  # two widths of noise: no verdict
     assert wide.exponent_ci[0] < -0.1 and wide.exponent_ci[1] > 0.1
@@ -250,6 +252,88 @@ def test_report_and_analysis_csv(sweep):
     assert [(r["runs.std.parameterization"], r["run"], r["regime"]) for r in records] == [
         (row.group["runs.std.parameterization"], row.run, row.regime) for row in rows]
     assert float(records[0]["exponent"]) == rows[0].fit.exponent
+
+
+def flat_rows(rng, lazy_moves=0.005) -> list[dict]:
+    """A width sweep of three runs: lazy (alpha = 100: moves ~ 1/alpha = 0.005 at every width, its
+    kernel barely), mean_field (0.3 at every width) and ntk (~ m^-1/2)."""
+    rows = []
+    for width in WIDTHS:
+        for seed in SEEDS:
+            scatter = np.exp(NOISE * rng.standard_normal(3))
+            rows.append({"point": f"p{len(rows):04d}", "model.width": width, "seed": seed, "status": "complete",
+                         "file": f"points/p{len(rows):04d}.h5",
+                         "lazy.displacement_w": lazy_moves * scatter[0], "lazy.kernel_distance": 1e-5,
+                         "lazy.predicted_regime": "lazy",
+                         "mean_field.displacement_w": 0.3 * scatter[1], "mean_field.kernel_distance": 0.05,
+                         "mean_field.predicted_regime": "rich",
+                         "ntk.displacement_w": 8 * width ** -0.5 * scatter[2]})
+    return rows
+
+
+def test_a_critical_family_is_rich_or_lazy_by_the_size_of_its_movement(tmp_path):
+    """A lazy run at alpha = 100 moves 0.005 at every width: its exponent is flat (critical), and
+    inspect calls every point lazy, so analyze must too; mean_field, as flat at 0.3, is rich."""
+    write_table(tmp_path, flat_rows(np.random.default_rng(1)), ["model.width", "seed"])
+    rows = {row.run: row for row in scaling(tmp_path)}
+    assert rows["lazy"].regime == rows["mean_field"].regime == "critical"
+    assert (rows["lazy"].words, rows["lazy"].verdict, rows["lazy"].verdict_at) == ("lazy", "lazy", 1024)
+    assert (rows["mean_field"].words, rows["mean_field"].verdict) == ("rich", "rich")
+    # ntk's weights freeze (linear: lazy in the limit) though it still moves 0.25 at m = 1024
+    assert (rows["ntk"].regime, rows["ntk"].words, rows["ntk"].verdict) == ("linear", "lazy", "rich")
+    text = str(analysis.analyze(tmp_path))
+    assert "critical (lazy)" in text and "critical (rich)" in text
+    assert "linear (lazy; rich at model.width = 1024)" in text
+    assert "a critical family is rich or lazy by the size of its movement" in text
+    with open(tmp_path / "analysis.csv", newline="") as handle:
+        words = {r["run"]: (r["regime"], r["regime_words"], r["verdict"]) for r in csv.DictReader(handle)}
+    assert words["lazy"] == ("critical", "lazy", "lazy") and words["mean_field"] == ("critical", "rich", "rich")
+    # the rule is the one of a single run (diagnostics.verdict): the same family moving 0.3 is rich
+    (tmp_path / "moved").mkdir()
+    write_table(tmp_path / "moved", flat_rows(np.random.default_rng(1), lazy_moves=0.3), ["model.width", "seed"])
+    assert {row.run: row.words for row in scaling(tmp_path / "moved")}["lazy"] == "rich"
+
+
+def test_a_measure_recorded_on_request_names_a_phase_like_the_others(tmp_path):
+    """displacement_wb (Luo et al.'s own measure, recorded on request) is a relative displacement
+    like displacement_w: analyze names its phase from the one table of measures."""
+    from meanfield.diagnostics import MEASURES
+
+    rows = flat_rows(np.random.default_rng(2))
+    for row in rows:
+        row.update({f"{run}.displacement_wb": row[f"{run}.displacement_w"] for run in ("lazy", "mean_field", "ntk")})
+    write_table(tmp_path, rows, ["model.width", "seed"])
+    by_w = [(row.run, row.regime, row.words) for row in scaling(tmp_path)]
+    assert [(row.run, row.regime, row.words) for row in scaling(tmp_path, measure="displacement_wb")] == by_w
+    text = str(analysis.analyze(tmp_path, measure="displacement_wb"))
+    assert "critical (lazy)" in text and "regime (Luo et al. 2021)" in text and (tmp_path / "regimes.csv").exists()
+    assert set(analysis.REGIME_MEASURES) == {m.name for m in MEASURES if m.displacement} >= {"displacement_wb"}
+
+
+def test_the_verdict_of_a_point_is_the_one_inspect_reads_from_its_file(tmp_path):
+    """Where the sweep directory holds a point's file, its verdict is RecordedRun.verdict() of
+    that file (solver and loss series included), not a second reading of the table."""
+    from meanfield.analysis.families import as_table, point_verdict
+
+    scenario = {"name": "tiny", "seed": 2,
+                "data": {"task": "teacher_student", "dim": 3, "n_train": 24, "n_test": 12, "teacher": {"width": 2}},
+                "model": {"width": 10, "activation": "tanh", "init": {"symmetric": True}},
+                "runs": {"lazy": {"parameterization": {"preset": "lazy", "alpha": 100}}, "tangent": {"solver": "tangent"}},
+                "train": {"t_end": 1.0, "integrator": {"method": "rk4", "dt": 0.1}}, "record": {"every": 0.5}}
+    (tmp_path / "points").mkdir()
+    import meanfield as mf
+
+    with mf.simulate(scenario, tmp_path / "points/p0000.h5") as trajectory:
+        inspect = {name: trajectory[name].verdict()[0] for name in ("lazy", "tangent")}
+    assert inspect == {"lazy": "lazy", "tangent": "lazy"}
+    # a table whose numbers say the runs moved far: the file decides where it is there
+    row = {"point": "p0000", "model.width": 10, "status": "complete", "file": "points/p0000.h5",
+           "lazy.displacement_w": 0.5, "tangent.displacement_w": 0.5}
+    write_table(tmp_path, [row], ["model.width"])
+    table = as_table(tmp_path)
+    assert [point_verdict(table, run, 0) for run in ("lazy", "tangent")] == ["lazy", "lazy"]
+    (tmp_path / "points/p0000.h5").unlink()  # the table alone: its numbers, by the same rule
+    assert [point_verdict(table, run, 0) for run in ("lazy", "tangent")] == ["rich", "rich"]
 
 
 def test_figure_by_suffix(sweep, tmp_path):

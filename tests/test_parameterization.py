@@ -79,6 +79,49 @@ def test_standard_parameterization_at_lr_one_over_m_moves_its_features_like_m_to
     assert (regime.kappa, regime.r, regime.label) == (0.0, 1.5, "lazy")
 
 
+@pytest.mark.parametrize("A, B, C_a, C_w", [(0, 0.5, 0, 0), (1, 0, -1, -1), (0.5, 0, 0, 0), (1, 0, 0, 0),
+                                            (0, 1, 1, -1), (0.25, 0.75, 0.3, -0.6)])
+def test_a_dt_factor_predicts_for_the_step_the_run_takes(A, B, C_a, C_w):
+    """dt = c 2 / lambda_0 ~ m^-kappa: the run's rates per step are lr m^-(C + kappa), so the
+    prediction is that of those exponents (kappa 0); gamma, gamma' are the same."""
+    plain = predict_regime(A, B, C_a, C_w)
+    stepped = predict_regime(A, B, C_a, C_w, dt_factor=0.5)
+    same = predict_regime(A, B, C_a + plain.kappa, C_w + plain.kappa)
+    assert stepped.kappa == 0
+    assert (stepped.label, stepped.r, stepped.gamma, stepped.gamma_prime, stepped.luo_phase) == (
+        same.label, pytest.approx(same.r), plain.gamma, pytest.approx(plain.gamma_prime), plain.luo_phase)
+    if plain.kappa == 0:  # a step that follows an O(1) kernel changes nothing
+        assert stepped == plain
+
+
+def test_standard_at_a_dt_factor_is_lazy_below_the_edge_and_catapults_above_it():
+    """The SP rows of the regime table: a step set against the initial kernel is lr ~ 1/m (lazy,
+    r = 3/2, the row below) at c <= 1; above Euler's edge Lewkowycz et al.'s catapult (rich)
+    up to their uv model's c = 2, unstable from there."""
+    unstable = predict_regime(0.0, 0.5, 0.0, 0.0)
+    assert unstable.label == "unstable" and "which a dt_factor gives" in unstable.reason
+    for c in (0.5, 1.0):
+        moderate = predict_regime(0.0, 0.5, 0.0, 0.0, dt_factor=c)
+        assert (moderate.kappa, moderate.r, moderate.label) == (0.0, 1.5, "lazy")
+        assert "the step dt = c * 2 / lambda_0 ~ m^-1 (dt_factor) takes the kernel's growth m^1" in moderate.reason
+    large = predict_regime(0.0, 0.5, 0.0, 0.0, dt_factor=1.3)
+    assert (large.label, large.r) == ("rich", 1.5) and "catapult" in large.reason and "lazy (r = 1.5)" in large.reason
+    assert predict_regime(0.0, 0.5, 0.0, 0.0, dt_factor=2.5).label == "unstable"
+    assert predict_regime(0.5, 0.0, 0.0, 0.0, dt_factor=1.5).label == "rich"  # ntk: the catapult sweeps' preset
+    # a tangent (or ntk) run's kernel cannot soften: above the edge its loss grows (test_curvature)
+    fixed = predict_regime(0.0, 0.5, 0.0, 0.0, dt_factor=1.05, fixed_kernel=True)
+    assert fixed.label == "unstable" and "fixed" in fixed.reason
+    assert predict_regime(0.0, 0.5, 0.0, 0.0, dt_factor=0.95, fixed_kernel=True).label == "lazy"
+
+
+def test_the_prediction_of_a_condensed_run_says_what_its_rate_assumes():
+    """At H1-like exponents (gamma 1.25, gamma' 0) -r = +0.5, while the relative change measured at t = 5
+    grows like m^0.16 (docs/design.md §2.3): the reason says -r is a first-order rate."""
+    regime = predict_regime(1.25, 0.0, -1.5, -1.5)
+    assert (regime.label, regime.r, regime.luo_phase) == ("condensed", -0.5, "condensed")
+    assert "first-order rate" in regime.reason and "measured exponent can be smaller" in regime.reason
+
+
 def test_mup_resolves_to_yang_and_hus_table_for_sgd():
     # no multiplier; output weights of variance a_std^2 / m^2 at lr / m; input weights of variance w_std^2 / d at lr m
     r = resolve(MuPPreset(lr=0.5), MODEL, D)

@@ -51,3 +51,17 @@ def test_risk_fluctuations_over_seeds_shrink_like_one_over_sqrt_m():
     slope = np.polyfit(np.log(widths), np.log(spreads), 1)[0]
     print(f"std of the risk over seeds: {spreads}, fitted slope {slope:.3f}")
     assert abs(slope + 0.5) < 0.15
+
+
+def test_the_plan_of_a_population_run_says_what_data_apply():
+    """With infinite data there is no training or test set: --dry-run names the population risk
+    and the probe points the kernel measures use, not data.n_train and data.n_test."""
+    scenario = mf.load_scenario("chizat_bach", {"data.n_train": 77, "data.n_test": 99, "record.probe_size": 32})
+    first, *rest = mf.plan(scenario).describe().splitlines()
+    assert "infinite data" in first and "data.n_train and data.n_test do not apply" in first
+    assert "77" not in first and "99" not in first
+    assert "kernel measures on record.probe_size = 32 Gaussian probe points" in rest[0]
+    only_tangent = scenario.replace({"runs.rich": None, "runs.lazy": None})  # no run tracks its kernel
+    assert "probe" not in mf.plan(only_tangent).describe()
+    sampled = mf.load_scenario("chizat_bach", {"data.population": False, "data.n_train": 77, "data.n_test": 99})
+    assert mf.plan(sampled).describe().splitlines()[0].endswith("n_train 77, n_test 99")

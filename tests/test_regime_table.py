@@ -96,6 +96,8 @@ def test_the_reduced_regime_table_measures_the_four_regimes_of_the_table(tmp_pat
         assert [row for row, _ in tables.values()] == ["SP, moderate LR", "SP, large LR", "muP", "mean field"]
         for name, run in runs.items():
             assert run.verdict()[0] == tables[name][1], (name, run.verdict())
+            # the prediction takes the step each run takes (its dt_factor), as the table does
+            assert run.predicted_regime == tables[name][1], (name, run.attrs["predicted_regime_reason"])
         moderate, large = runs["sp_moderate"].regime_numbers(), runs["sp_large"].regime_numbers()
         assert "catapult" in runs["sp_large"].verdict()[1]
         assert large["loss_peak_ratio"] > 1 + RICH_THRESHOLD and large["loss_end_ratio"] < 1

@@ -208,8 +208,16 @@ def test_displacement_wb_is_recorded_on_request_by_the_runs_with_particles():
             assert got == pytest.approx(want, rel=1e-12) and got > 0
             assert got != pytest.approx(run.final()["displacement_w"], rel=1e-6)
         assert "displacement_wb" not in trajectory["kernel"].measures
+        # inspect shows it like any other measure, beside displacement_w ("-" where a run has none)
+        lines = trajectory.summary().splitlines()
+        names = [line.split()[0] for line in lines[1:] if line.strip()]
+        assert names.index("displacement_wb") == names.index("displacement_w") + 1
+        cells = next(line for line in lines if line.startswith("displacement_wb")).split()[1:]
+        assert cells == [f"{trajectory[name].final()['displacement_wb']:.4g}" if name != "kernel" else "-"
+                         for name in trajectory.runs]
     with mf.simulate(mf.load_scenario(BASE)) as trajectory:
         assert "displacement_wb" not in trajectory["condensed"].measures
+        assert "displacement_wb" not in trajectory.summary()
 
 
 def test_record_measures_are_validated():

@@ -7,18 +7,23 @@ limit (``stats``), ``regimes`` gives every point the phase of its family, ``thre
 where the measure crosses a level along the swept key.
 
 The phase is given only for the displacement measures (``REGIME_MEASURES``); the exponent
-of a loss says nothing about laziness. Note that the width exponent sees width only: a
-``lazy`` run at a fixed alpha moves ~ 1/alpha at every width, so it is ``critical``
-against m (its small limit a shows the laziness), and lazy only against alpha.
+of a loss says nothing about laziness. The width exponent sees width only: a ``lazy`` run at a
+fixed alpha moves ~ 1/alpha at every width, so it is ``critical`` against m, and lazy only
+against alpha. So a critical family's rich or lazy comes from the size of its movement, not
+from its exponent: it is the measured regime ``meanfield inspect`` gives its points at the
+largest value of the swept key (``RecordedRun.verdict``, the one rule of
+``diagnostics.verdict``), ``ScalingRow.verdict``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ..diagnostics import DISPLACEMENT_MEASURES, regime_numbers, verdict
 from ..errors import UsageError
 from ..storage.layout import NO_TEST_SET, TEST_MEASURES
 from ..table import Table, python_scalar, read_table
@@ -27,8 +32,9 @@ from .stats import Extrapolation, PowerLawFit, RICH_LAZY, classify, crossing, ex
 REPLICATE = "seed"
 """The column whose values are replicates, never a group coordinate."""
 
-REGIME_MEASURES = ("displacement_w", "displacement_a", "displacement_mean")
-"""The measures (relative displacements) whose width exponent names a regime."""
+REGIME_MEASURES = DISPLACEMENT_MEASURES
+"""The measures (relative displacements) whose width exponent names a regime, read off the table
+of measures (``diagnostics.MEASURES``): displacement_wb, recorded on request, is one of them."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,12 @@ class ScalingRow:
     regime: str  # linear | critical | condensed | undetermined; "" for a measure that names none
     predicted: str  # the run's predicted_regime where the group agrees on one, "mixed" if not
     note: str = ""  # why a fit is missing
+    verdict: str = ""
+    """What ``meanfield inspect`` measures (``RecordedRun.verdict``: rich | lazy | unstable | unknown)
+    of the family's points at its largest x, "mixed" where they differ; "" for a measure that names
+    no regime."""
+    verdict_at: float = math.nan
+    """That largest x (e.g. the largest width)."""
 
     @property
     def n(self) -> int:
@@ -50,7 +62,11 @@ class ScalingRow:
 
     @property
     def words(self) -> str:
-        """The measured regime as rich / lazy / condensed / undetermined ("" if none)."""
+        """The measured regime as rich / lazy / condensed / undetermined ("" if none): by the
+        exponent where it names one (linear: lazy, condensed, undetermined), and for a critical
+        family, whose movement keeps its size as m grows, by that size: :attr:`verdict`."""
+        if self.regime == "critical":
+            return self.verdict if self.verdict in ("rich", "lazy", "unstable", "mixed") else ""
         return RICH_LAZY.get(self.regime, "")
 
 
@@ -93,8 +109,8 @@ def scaling(table, measure: str = "displacement_w", against: str = "model.width"
     the extrapolation is NaN where it cannot be made (fewer than 3 distinct widths, no
     convergence). UsageError for an unknown measure, grid key or run.
     """
-    return [_scale(family, measure, confidence, tol)
-            for family in group_families(as_table(table), measure, against, runs)]
+    table = as_table(table)
+    return [_scale(table, family, measure, confidence, tol) for family in group_families(table, measure, against, runs)]
 
 
 def regimes(table, measure: str = "displacement_w", against: str = "model.width", runs=None,
@@ -110,15 +126,49 @@ def regimes(table, measure: str = "displacement_w", against: str = "model.width"
     return out
 
 
-def _scale(family: Family, measure: str, confidence: float, tol: float) -> ScalingRow:
-    """The family's row: its power law, its extrapolation (NaN with a note where it cannot be made) and phase."""
+def _scale(table: Table, family: Family, measure: str, confidence: float, tol: float) -> ScalingRow:
+    """The family's row: its power law, its extrapolation (NaN with a note where it cannot be made),
+    phase and, for a displacement measure, the verdict at its largest x."""
     fit, notes = fit_family(family, confidence)
     try:
         extrapolation = extrapolate(family.x, family.y, confidence)
     except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
         extrapolation, notes = Extrapolation.missing(len(family.x), confidence), notes + [f"limit: {exc}"]
+    size, at = family_verdict(table, family) if measure in REGIME_MEASURES else ("", math.nan)
     return ScalingRow(family.group, family.run, fit, extrapolation, _regime(fit, measure, tol), family.predicted,
-                      "; ".join(notes))
+                      "; ".join(notes), size, at)
+
+
+def family_verdict(table: Table, family: Family) -> tuple[str, float]:
+    """(the measured regime of the family's points at its largest x, that x): the one label of
+    :func:`point_verdict` they share, or "mixed"."""
+    at = float(family.x.max())
+    labels = distinct(point_verdict(table, family.run, i) for i in family.index[family.x == at])
+    return (labels[0] if len(labels) == 1 else "mixed"), at
+
+
+def point_verdict(table: Table, run: str, i: int) -> str:
+    """What ``meanfield inspect`` calls run ``run`` of the table's point ``i``: the
+    ``RecordedRun.verdict()`` of the point's file where the sweep directory holds it, else
+    ``diagnostics.verdict`` (the same rule) on the run's final measures in the table (the
+    relative weight change and the kernel distance; the loss series a catapult is read from,
+    and the solver, are in the file only: a run of the table alone is judged as a particle run)."""
+    from ..storage import open_trajectory
+
+    directory = table.meta.get("directory")
+    if directory is not None and "file" in table.columns:
+        path = Path(directory) / str(table["file"][i])
+        if path.is_file():
+            try:
+                with open_trajectory(path) as trajectory:
+                    if run in trajectory.runs:
+                        return trajectory[run].verdict()[0]
+            except (UsageError, OSError):
+                pass  # an unreadable file: the table's numbers
+    prefix = f"{run}."
+    final = {column[len(prefix):]: float(table[column][i]) for column in table.measure_columns()
+             if column.startswith(prefix) and not math.isnan(float(table[column][i]))}
+    return verdict("particles", regime_numbers(final))[0]
 
 
 def fit_family(family: Family, confidence: float) -> tuple[PowerLawFit, list[str]]:
@@ -198,8 +248,14 @@ def distinct(values) -> list:
 
 
 def as_table(table) -> Table:
-    """The Table itself, or the table of a sweep directory (or of its results.h5)."""
-    return table if isinstance(table, Table) else read_table(table)
+    """The Table itself, or the table of a sweep directory (or of its results.h5), which
+    remembers the directory (``meta["directory"]``: where its point files are)."""
+    if isinstance(table, Table):
+        return table
+    found = read_table(table)
+    path = Path(table)
+    found.meta.setdefault("directory", path if path.is_dir() else path.parent)
+    return found
 
 
 def rows_within(table: Table, against: str, lo=None, hi=None) -> Table:
@@ -213,7 +269,8 @@ def rows_within(table: Table, against: str, lo=None, hi=None) -> Table:
     keep = (x >= (-np.inf if lo is None else lo)) & (x <= (np.inf if hi is None else hi))
     if not keep.any():
         raise UsageError(f"no point has {against} in [{lo}, {hi}]; its values: {', '.join(map(str, distinct(x)))}")
-    return Table({k: v[keep] for k, v in table.columns.items()}, table.grid_keys, table.name, table.sweep_yaml)
+    return Table({k: v[keep] for k, v in table.columns.items()}, table.grid_keys, table.name, table.sweep_yaml,
+                 dict(table.meta))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..diagnostics import RICH_THRESHOLD
 from ..errors import UsageError
 from ..table import Table, csv_cell, python_scalar, write_atomically
 from .convergence import format_unconverged, unconverged
@@ -38,7 +39,7 @@ def format_report(rows: list[ScalingRow], measure: str, against: str, confidence
               _with_interval(row.fit.exponent, row.fit.exponent_ci, "+.3f"),
               _with_interval(row.extrapolation.limit, row.extrapolation.limit_ci, ".3g")
               + (" flat" if row.extrapolation.flat else ""),
-              _regime_text(row), row.predicted or "-"] for row in rows]
+              _regime_text(row, against), row.predicted or "-"] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(header, *lines)]
     aligned = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *lines]]
     text = [f"{measure} ~ c {against}^exponent (log-log least squares, seeds as replicates); "
@@ -49,8 +50,11 @@ def format_report(rows: list[ScalingRow], measure: str, against: str, confidence
     if any(row.extrapolation.flat for row in rows):
         text.append(f"flat: no correction b {against}^-p resolved (F-test): the limit is the mean over the points")
     if any(row.regime for row in rows):
-        text.append(f"regime (Luo et al. 2021): linear = lazy if exponent < -{tol:g}, critical = rich if "
-                    f"|exponent| <= {tol:g}, condensed if > {tol:g}; undetermined if the interval crosses the band")
+        text.append(f"regime (Luo et al. 2021): linear = lazy if exponent < -{tol:g}, critical if |exponent| <= "
+                    f"{tol:g}, condensed if > {tol:g}; undetermined if the interval crosses the band; a critical "
+                    f"family is rich or lazy by the size of its movement: what meanfield inspect measures of its "
+                    f"points at the largest {against} (relative weight change or kernel distance above "
+                    f"{RICH_THRESHOLD:g}: rich)")
     text += [f"note: {family_label(row.run, row.group)}: {row.note}" for row in rows if row.note]
     return "\n".join(text)
 
@@ -182,7 +186,8 @@ def _record(row: ScalingRow, measure: str, against: str) -> dict:
             "prefactor": fit.prefactor, "r2": fit.r2, "residual_std": fit.residual_std,
             "limit": ext.limit, "limit_lo": ext.limit_ci[0], "limit_hi": ext.limit_ci[1],
             "limit_flat": ext.flat, "b": ext.b, "p": ext.p, "p_lo": ext.p_ci[0], "p_hi": ext.p_ci[1],
-            "regime": row.regime, "regime_words": row.words, "predicted_regime": row.predicted, "note": row.note}
+            "regime": row.regime, "regime_words": row.words, "verdict": row.verdict, "verdict_at": row.verdict_at,
+            "predicted_regime": row.predicted, "note": row.note}
 
 
 def _with_interval(value: float, interval: tuple[float, float], spec: str) -> str:
@@ -192,11 +197,18 @@ def _with_interval(value: float, interval: tuple[float, float], spec: str) -> st
     return f"{value:{spec}} [{interval[0]:{spec}}, {interval[1]:{spec}}]"
 
 
-def _regime_text(row: ScalingRow) -> str:
-    """The measured regime with its rich / lazy word where that differs: 'linear (lazy)'; '-' if none."""
+def _regime_text(row: ScalingRow, against: str = "model.width") -> str:
+    """The measured regime with its rich / lazy word where that differs: 'linear (lazy)',
+    'critical (lazy)'; with the verdict at the largest x where it and the exponent's word
+    disagree on laziness: 'linear (lazy; rich at model.width = 64)', 'condensed (lazy at
+    model.width = 64)' (still small there); '-' if none."""
     if not row.regime:
         return "-"
-    return row.regime if row.words in (row.regime, "") else f"{row.regime} ({row.words})"
+    words = [] if row.words in (row.regime, "") else [row.words]
+    if (row.verdict not in ("", "unknown") and row.words not in ("", "undetermined")
+            and (row.verdict == "lazy") != (row.words == "lazy")):
+        words.append(f"{row.verdict} at {against} = {row.verdict_at:g}")
+    return row.regime + (f" ({'; '.join(words)})" if words else "")
 
 
 def _directory(path) -> Path:

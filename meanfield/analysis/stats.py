@@ -18,13 +18,16 @@ the phase of a width family (Luo, Xu, Ma & Zhang 2021, from the exponent k of th
 relative weight change ||W_t - W_0|| / ||W_0|| against m, a band |k| <= tol):
 
     linear     k < -tol     the weights freeze as m grows: kernel (lazy) regime
-    critical   |k| <= tol   O(1) relative movement: mean-field (rich) regime
+    critical   |k| <= tol   the relative movement keeps its size as m grows
     condensed  k > tol      the relative change grows with m (neurons condense)
 
 A verdict needs the data behind it: when the confidence interval of k reaches past both
 edges of the band (lo < -tol and hi > tol) the data agree with freezing and with growing
 alike, and the family is ``undetermined``; otherwise the point estimate decides. The words
-of ``parameterization.Regime`` (rich / lazy) are ``RICH_LAZY[phase]``.
+of ``parameterization.Regime`` (rich / lazy) are ``RICH_LAZY[phase]`` where the exponent names
+them; a critical family keeps the size of its movement, which is rich (mean field) or lazy
+(``lazy`` at a large alpha moves ~ 1/alpha at every width) by that size: the verdict of its
+runs (``families.ScalingRow.words``), not by its exponent.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ import numpy as np
 from scipy import optimize
 from scipy.stats import f as f_distribution, t as t_distribution
 
-RICH_LAZY = {"linear": "lazy", "critical": "rich", "condensed": "condensed", "undetermined": "undetermined"}
-"""Luo et al.'s phase of a width family in the rich / lazy words of the rest of meanfield."""
+RICH_LAZY = {"linear": "lazy", "condensed": "condensed", "undetermined": "undetermined"}
+"""Luo et al.'s phase of a width family in the rich / lazy words of the rest of meanfield, where the
+exponent alone names them; not "critical", rich or lazy by the size of the movement."""
 
 NAN_PAIR = (math.nan, math.nan)
 """The interval of a fit that could not be made."""

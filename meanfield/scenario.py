@@ -36,6 +36,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from solvers.catalog import ACTIVATIONS, ANALYTIC_ACTIVATIONS, LOSSES, POPULATION_ACTIVATIONS
 
+from . import messages
+from .bundled import display_name
 from .errors import UsageError
 
 ActivationName = Literal[tuple(ACTIVATIONS)]
@@ -75,7 +77,7 @@ def _rule_or_numbers(value, rules: tuple, depth: int, what: str):
     expected = f"one of {', '.join(rules)}, or {what}"
     if isinstance(value, str):
         if value not in rules:
-            raise ValueError(f"unknown rule {value!r}; expected {expected}")
+            raise ValueError(f"unknown rule {value!r}; expected {expected}" + messages.did_you_mean(value, rules))
         return value
     items = value if isinstance(value, list) else None
     for _ in range(depth - 1):
@@ -813,7 +815,7 @@ def load_scenario(source, overrides=()) -> Scenario:
     from .bundled import scenario_path
 
     path = scenario_path(source)
-    return parse_scenario(read_text(path, "scenario"), source=str(path), overrides=overrides)
+    return parse_scenario(read_text(path, "scenario"), source=display_name(path), overrides=overrides)
 
 
 def read_text(path, what: str) -> str:
@@ -875,6 +877,7 @@ def load_yaml(text: str):
 def read_yaml(text: str, source: str) -> tuple[Any, dict]:
     """The parsed YAML and the line of each key path; UsageError with line:column if it is
     not YAML, or gives a key twice in one mapping."""
+    source = display_name(source)
     try:
         return load_yaml(text), _key_lines(yaml.compose(text, Loader=UniqueKeyLoader))
     except yaml.reader.ReaderError as exc:  # a character YAML text cannot hold (e.g. NUL)
@@ -890,7 +893,9 @@ def read_yaml(text: str, source: str) -> tuple[Any, dict]:
 def validate_scenario(raw, source: str = "<scenario>", lines: Optional[dict] = None, overridden=(),
                       how: str = "--set") -> Scenario:
     """The scenario a raw mapping describes; errors name ``source``, the line (from ``lines``)
-    or, for a key in ``overridden``, ``how`` it was set (``--set``, a sweep's grid)."""
+    or, for a key in ``overridden``, ``how`` it was set (``--set``, a sweep's grid); a bundled
+    scenario is named, not shown as a path inside the package."""
+    source = display_name(source)
     _require_mapping(raw, source)
     try:
         return Scenario.model_validate(raw)
@@ -912,9 +917,18 @@ def apply_override(raw: dict, item: str) -> tuple:
         value = load_yaml(value_text)
     except yaml.constructor.ConstructorError as exc:  # valid YAML, but a key given twice
         raise UsageError(f"--set {item!r}: {exc.problem}") from None
-    except yaml.YAMLError:  # not YAML: the text itself
-        value = value_text
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--set {item!r}: the value is not valid YAML ({_yaml_problem(exc)}): close every "
+                         "bracket and quote, or quote a string that holds them") from None
     return set_key(raw, key.strip(), value, where=f"--set {item}")
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What a YAML parser found wrong in a one-line value, and at which column of it."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None) or "cannot be read"
+    context = getattr(exc, "context", None)
+    at = f"at column {mark.column + 1}: " if mark is not None else ""
+    return f"{at}{problem}" + (f", {context}" if context else "")
 
 
 def set_key(raw: dict, key: str, value, where: str) -> tuple:
@@ -924,7 +938,8 @@ def set_key(raw: dict, key: str, value, where: str) -> tuple:
     if len(keys) == 2 and keys[0] == "runs" and value is None:
         runs = raw.get("runs") or {}
         if keys[1] not in runs:
-            raise UsageError(f"{where}: there is no run {keys[1]!r} (runs: {', '.join(runs) or 'none'})")
+            raise UsageError(f"{where}: there is no run {keys[1]!r} (runs: {', '.join(runs) or 'none'})"
+                             + messages.did_you_mean(keys[1], runs))
         del runs[keys[1]]
         return tuple(keys)
     node = raw
@@ -972,19 +987,34 @@ def _explain(exc: ValidationError, source: str, lines: dict, overridden: set, ho
     messages = []
     for error in exc.errors():
         loc = _user_path(error["loc"])
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):  # the tag is a key of its own
+            loc += (error["ctx"]["discriminator"].strip("'"),)
         dotted = ".".join(str(part) for part in loc)
         where = _where(source, loc or _leading_key(error["msg"]), lines, overridden, how)
-        if error["type"] == "extra_forbidden":
-            allowed = ", ".join(_allowed_keys(error["loc"][:-1]))
-            messages.append(f"{where}: unknown key {dotted!r}; allowed here: {allowed}")
-        elif error["type"] == "finite_number":
-            messages.append(f"{where}: {dotted}: must be a finite number, not {error['input']}")
-        else:
-            text = _relocate(error["msg"].removeprefix("Value error, "), dotted)
-            got = error.get("input")
-            got = "" if isinstance(got, (dict, BaseModel)) or got is None else f" (got {got!r})"
-            messages.append(f"{where}: {dotted + ': ' if dotted else ''}{text}{got}")
+        messages.append(f"{where}: {_wording(error, dotted)}")
     return "\n".join(messages)
+
+
+QUOTED = r"'([^']*)'"
+"""A name in pydantic's list of what it expected ("'relu', 'tanh' or 'erf'")."""
+
+
+def _wording(error: dict, dotted: str) -> str:
+    """One validation error in the project's words (pydantic's own for what it says plainly)."""
+    kind, given = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        return messages.unknown_key(dotted, _allowed_keys(error["loc"][:-1]))
+    if kind == "finite_number":
+        return f"{dotted}: must be a finite number, not {given}"
+    if kind in ("literal_error", "union_tag_invalid"):
+        expected = error["ctx"].get("expected") or error["ctx"].get("expected_tags", "")
+        given = error["ctx"].get("tag", given)
+        return f"{dotted}: {messages.not_one_of(given, re.findall(QUOTED, expected))}"
+    if kind == "union_tag_not_found":
+        return f"{dotted}: missing; give one of {', '.join(_PRESETS if dotted.endswith('preset') else _RUNS)}"
+    text = _relocate(error["msg"].removeprefix("Value error, "), dotted)
+    got = "" if isinstance(given, (dict, BaseModel)) or given is None or repr(given) in text else f" (got {given!r})"
+    return f"{dotted + ': ' if dotted else ''}{text}{got}"
 
 
 def _leading_key(message: str) -> tuple:
@@ -1015,9 +1045,14 @@ def _user_path(loc: tuple) -> tuple:
 
 
 def _where(source: str, loc: tuple, lines: dict, overridden: set, how: str) -> str:
+    """The file and line of key path ``loc``, or the override that set it (or, for a key
+    the file does not give, the override that wrote the mapping it is missing from)."""
     for cut in range(len(loc), 0, -1):
         if loc[:cut] in overridden:
             return f"{source} ({how} {'.'.join(map(str, loc[:cut]))})"
+    inside = sorted(path for path in overridden if loc and path[:len(loc) - 1] == loc[:-1])
+    if loc and loc not in lines and inside:
+        return f"{source} ({how} {'.'.join(map(str, inside[0]))})"
     for cut in range(len(loc), 0, -1):
         if loc[:cut] in lines:
             return f"{source}:{lines[loc[:cut]]}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 import typing
 from collections import Counter
@@ -185,6 +186,7 @@ class DataSpec(Strict):
     """The data stream's seed (teacher, training and test sets): unset, the scenario's
     ``seed``. Fixed, the data stay the same while ``seed`` varies the particles."""
     dim: PositiveInt = 2
+    """The inputs' dimension d; file: read from data.path when not given (giving another is an error)."""
     n_train: PositiveInt = 256
     n_test: PositiveInt = 1024
     inputs: Literal["gaussian", "sphere", "unit_sphere"] = "gaussian"
@@ -196,7 +198,8 @@ class DataSpec(Strict):
     delta: float = Field(0.5, gt=0.0, lt=1.0)
     """gaussian_mixture: class +-1 has x ~ N(0, (1 +- delta)^2 I)."""
     path: Optional[str] = None
-    """file: an .npz or .h5 file holding X [n, d] and y [n]."""
+    """file: an .npz, .h5 or .csv file holding X [n, d] and y [n] (meanfield.data), relative to
+    the scenario file (an override's or a Python mapping's: to the working directory)."""
     test_fraction: float = Field(HELD_OUT, ge=0.0, lt=1.0)
     """file: the share of the file's samples held out at random as the test set; 0: every
     sample trains and there is no test set (nothing measured on one is recorded)."""
@@ -271,7 +274,7 @@ class DataSpec(Strict):
         if self.task in TWO_D_TASKS and self.dim != 2:
             raise ValueError(f"task {self.task!r} is two-dimensional: set data.dim: 2")
         if self.task == "file" and not self.path:
-            raise ValueError("task 'file' needs data.path (an .npz or .h5 file with X and y)")
+            raise ValueError("task 'file' needs data.path (an .npz, .h5 or .csv file with X and y)")
         if self.population and (self.task != "teacher_student" or self.inputs != "gaussian"):
             raise ValueError("data.population needs task: teacher_student with inputs: gaussian "
                              "(the closed-form Gaussian expectations)")
@@ -815,7 +818,7 @@ def load_scenario(source, overrides=()) -> Scenario:
     from .bundled import scenario_path
 
     path = scenario_path(source)
-    return parse_scenario(read_text(path, "scenario"), source=display_name(path), overrides=overrides)
+    return parse_scenario(read_text(path, "scenario"), source=str(path), overrides=overrides, directory=path.parent)
 
 
 def read_text(path, what: str) -> str:
@@ -830,13 +833,49 @@ def read_text(path, what: str) -> str:
         raise UsageError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
 
 
-def parse_scenario(text: str, source: str = "<scenario>", overrides=()) -> Scenario:
+def parse_scenario(text: str, source: str = "<scenario>", overrides=(), directory=None) -> Scenario:
     """Validate a scenario's YAML text after applying ``overrides`` (``dotted.key=value``
-    strings, as ``--set`` gives them, or a mapping of dotted keys to values)."""
+    strings, as ``--set`` gives them, or a mapping of dotted keys to values). The text's
+    relative data paths are taken from ``directory`` (the scenario file's; None: the working
+    directory), an override's from the working directory."""
     raw, lines = read_yaml(text, source)
     _require_mapping(raw, source)
+    if directory is not None:
+        raw = relative_to(raw, Path(directory))
     how = "override" if isinstance(overrides, typing.Mapping) else "--set"
     return validate_scenario(raw, source, lines, _apply_overrides(raw, overrides, source), how=how)
+
+
+DATA_PATHS = ("path", "test_path")
+"""The data keys that name a file (task file)."""
+
+
+def relative_to(raw, directory: Path):
+    """``raw`` with its relative data paths (data.path, data.test_path) made absolute, taken
+    from ``directory``: a scenario file's paths are relative to the file, as in every config
+    format (``~`` is a home directory; an absolute path stays as it is)."""
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if not isinstance(data, dict):
+        return raw
+    rebased = {key: os.path.normpath(directory.resolve() / Path(data[key]).expanduser()) for key in DATA_PATHS
+               if isinstance(data.get(key), str) and data[key]}
+    return {**raw, "data": {**data, **rebased}}
+
+
+def _with_file_dim(raw, where) -> dict:
+    """task file without data.dim: the dim of data.path's inputs, read from the file's header
+    (``where``: the file and line, or the override, that gave data.path). A resolved scenario
+    gives data.dim, so reading it back never touches the disk."""
+    data = raw.get("data")
+    if not (isinstance(data, dict) and data.get("task") == "file" and "dim" not in data
+            and isinstance(data.get("path"), str) and data["path"]):
+        return raw
+    from .data import file_dim  # it imports this module
+
+    try:
+        return {**raw, "data": {**data, "dim": file_dim(data["path"])}}
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None
 
 
 def _apply_overrides(raw, overrides, source: str) -> set:
@@ -897,6 +936,7 @@ def validate_scenario(raw, source: str = "<scenario>", lines: Optional[dict] = N
     scenario is named, not shown as a path inside the package."""
     source = display_name(source)
     _require_mapping(raw, source)
+    raw = _with_file_dim(raw, _where(source, ("data", "path"), lines or {}, set(overridden), how))
     try:
         return Scenario.model_validate(raw)
     except ValidationError as exc:

@@ -102,10 +102,10 @@ REFUSED = [
                  "loss_scale must be finite and > 0",
                  "runs: {r: {parameterization: {preset: mean_field, lr: 1.0e+300}}}\nmodel: {width: 4}",
                  id="lr-overflow"),
-    pytest.param("data: {task: file, path: d.npz, n_train: 100, noise: 0.1}",
+    pytest.param("data: {task: file, path: d.npz, dim: 2, n_train: 100, noise: 0.1}",  # dim given: d.npz unread
                  "data: n_train, noise: task 'file' takes its samples from data.path as they are "
                  "(data.test_fraction of them held out for testing): remove them",
-                 "data: {task: file, path: d.npz, test_fraction: 0.5}", id="file-n_train-noise"),
+                 "data: {task: file, path: d.npz, dim: 2, test_fraction: 0.5}", id="file-n_train-noise"),
 ]
 
 

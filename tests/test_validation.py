@@ -65,7 +65,7 @@ CASES = [
                  ["data.task=file", "data.path=<pm1>", "loss=logistic"], id="file-logistic-labels"),
     pytest.param(["data.task=file", "data.path=<absent>"], "no such file",
                  ["data.task=file", "data.path=<pm1>"], id="file-missing"),
-    pytest.param(["data.task=file", "data.path=<pm1>", "data.dim=2"], "X has 3 features but data.dim is 2",
+    pytest.param(["data.task=file", "data.path=<pm1>", "data.dim=2"], "data.dim is 2, and data.path <pm1> holds inputs of dimension 3 (X [20, 3]): remove data.dim (it is read from the file) or set data.dim: 3",
                  ["data.task=file", "data.path=<pm1>", "data.dim=3"], id="file-dim"),
     pytest.param(["data.task=file", "data.path=<short_y>"], "X has 20 samples but y has 19",
                  ["data.task=file", "data.path=<pm1>"], id="file-shapes"),

@@ -41,3 +41,38 @@ def unknown_key(dotted: str, allowed: Iterable) -> str:
     allowed = [str(name) for name in allowed]
     hint = did_you_mean(dotted.rsplit(".", 1)[-1], allowed)
     return f"unknown key {dotted!r}; allowed here: {', '.join(allowed) or 'none'}{hint}"
+
+
+PLAIN = {
+    "missing": "missing: this key is required",
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "too_short": "must not be empty",
+    "string_too_short": "must not be empty",
+}
+"""What a schema check's kind says, in our words ({...}: the check's bound)."""
+
+MAPPING_KINDS = ("dict_type", "model_type", "model_attributes_type")
+
+
+def plain(kind: str, bounds: dict, allowed: Iterable = ()) -> Optional[str]:
+    """A schema check's failure in our words (None for a kind without any): ``bounds`` the
+    check's context (e.g. {"gt": 0}), ``allowed`` the keys a mapping expected here."""
+    if kind in MAPPING_KINDS:
+        keys = ", ".join(map(str, allowed))
+        return "must be a mapping of keys" + (f" ({keys})" if keys else "")
+    if kind not in PLAIN:
+        return None
+    return PLAIN[kind].format(**{key: f"{value:g}" if isinstance(value, (int, float)) else value
+                                 for key, value in (bounds or {}).items()})

@@ -1052,8 +1052,11 @@ def _wording(error: dict, dotted: str) -> str:
         return f"{dotted}: {messages.not_one_of(given, re.findall(QUOTED, expected))}"
     if kind == "union_tag_not_found":
         return f"{dotted}: missing; give one of {', '.join(_PRESETS if dotted.endswith('preset') else _RUNS)}"
-    text = _relocate(error["msg"].removeprefix("Value error, "), dotted)
-    got = "" if isinstance(given, (dict, BaseModel)) or given is None or repr(given) in text else f" (got {given!r})"
+    allowed = _allowed_keys(error["loc"]) if kind in messages.MAPPING_KINDS else ()
+    text = messages.plain(kind, error.get("ctx"), allowed) or error["msg"]
+    text = _relocate(text.removeprefix("Value error, "), dotted)
+    quoted = isinstance(given, str) and repr(given) in text  # the message names it already
+    got = "" if isinstance(given, (dict, BaseModel)) or given is None or quoted else f" (got {given!r})"
     return f"{dotted + ': ' if dotted else ''}{text}{got}"
 
 
@@ -1115,7 +1118,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
         model = _section_type(model, part)
         if model is None:
             return []
-    return list(model.model_fields) if isinstance(model, type) else []
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
 
 def _section_type(model, part):

@@ -153,7 +153,7 @@ runs:
 @pytest.mark.parametrize("extra, message", [
     ("{method: euler}", "s.yaml:7: runs.rich.integrator: method 'euler' takes a fixed step: set runs.rich.integrator.dt"),
     ("{method: sgd, dt: 0.1}", "s.yaml:7: runs.rich.integrator: method 'sgd' needs runs.rich.integrator.batch_size"),
-    ("{method: rk4, dt: -1}", "s.yaml:7: runs.rich.integrator.dt: Input should be greater than 0"),
+    ("{method: rk4, dt: -1}", "s.yaml:7: runs.rich.integrator.dt: must be > 0"),
     ("{method: leapfrog, dt: 0.1}", "s.yaml:7: runs.rich.integrator.method: 'leapfrog' is not one of euler, heun, rk4"),
     ("{method: rk4, dt: 0.1, tol: 1}", "s.yaml:7: unknown key 'runs.rich.integrator.tol'; allowed here: method, dt"),
     ("{method: euler, dt: 0.1, rtol: 1.0e-4}", "runs.rich.integrator: rtol: only the adaptive method 'rk45'"),

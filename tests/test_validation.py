@@ -80,7 +80,7 @@ CASES = [
                  "(--set data.test_indices): data.test_indices: index 3 given more than once",
                  ["data.task=file", "data.path=<labels>", "data.test_indices=[3, 1]"], id="test_indices-repeated"),
     pytest.param(["data.task=file", "data.path=<labels>", "data.test_indices=[1.5]"],
-                 "data.test_indices.0: Input should be a valid integer",
+                 "data.test_indices.0: must be an integer",
                  ["data.task=file", "data.path=<labels>", "data.test_indices=[1]"], id="test_indices-float"),
     pytest.param(["data.task=file", "data.path=<labels>", "data.test_indices=[1]", "data.test_fraction=0.5"],
                  "data.test_fraction 0.5 and data.test_indices conflict",
@@ -108,7 +108,7 @@ CASES = [
                  "both need at least one (data.test_fraction: 0 for no test set)",
                  ["data.task=file", "data.path=<labels>", "data.test_fraction=0"], id="test_fraction-rounds-to-0"),
     pytest.param(["runs.rich.parameterization={preset: mup, lr_a: -1}"],
-                 "runs.rich.parameterization.lr_a: Input should be greater than or equal to 0",
+                 "runs.rich.parameterization.lr_a: must be >= 0",
                  ["runs.rich.parameterization={preset: mup, lr_a: 0}"], id="lr_a-negative"),
     pytest.param(["runs.rich.parameterization={preset: mup, lr_a: 0}", "train.weight_decay=0.01"],
                  "runs.rich.parameterization.lr_a: 0 keeps the output weights fixed, and train.weight_decay = 0.01 "
@@ -127,7 +127,7 @@ CASES = [
                  ["record.every=1e-3"], id="every-tiny"),
     pytest.param(["record.every=.inf"], "record.every: must be a finite number, not inf", ["record.every=1e9"],
                  id="every-inf"),
-    pytest.param(["data.seed=-1"], "data.seed: Input should be greater than or equal to 0", ["data.seed=12"],
+    pytest.param(["data.seed=-1"], "data.seed: must be >= 0", ["data.seed=12"],
                  id="data-seed-negative"),
     pytest.param(["data.inputs=unit"], "data.inputs: 'unit' is not one of gaussian, sphere, unit_sphere",
                  ["data.inputs=unit_sphere"], id="inputs-unknown"),
@@ -150,7 +150,7 @@ CASES = [
     pytest.param(["data.teacher.W=identity"], "data.teacher.W: unknown rule 'identity'; expected one of random, "
                  "orthonormal, or a list of width rows of dim numbers", ["data.teacher.W=random"],
                  id="teacher-W-rule"),
-    pytest.param(["data.teacher.norm=-1"], "data.teacher.norm: Input should be greater than 0",
+    pytest.param(["data.teacher.norm=-1"], "data.teacher.norm: must be > 0",
                  ["data.teacher.norm=3"], id="teacher-norm"),
     pytest.param(["data.task=single_index", "data.teacher.a=alternating"],
                  "data.teacher is a key of task teacher_student, not of 'single_index'",
@@ -280,7 +280,7 @@ def test_a_bad_teacher_key_in_the_file_is_named_by_its_line(tmp_path, line, key,
 
 
 @pytest.mark.parametrize("lr_a, train, words", [
-    (-1, "{t_end: 1.0}", "Input should be greater than or equal to 0"),
+    (-1, "{t_end: 1.0}", "must be >= 0"),
     (0, "{t_end: 1.0, temperature: 0.1, integrator: {method: euler_maruyama, dt: 0.1}}",
      "0 keeps the output weights fixed, and train.temperature = 0.1 moves every parameter"),
 ])
@@ -379,10 +379,10 @@ def test_dry_run_shows_how_a_file_task_is_split(files, tmp_path, overrides, spli
 
 @pytest.mark.parametrize("line, key, words", [
     ("test_indices: [2, 2]", "data.test_indices", "index 2 given more than once"),
-    ("test_indices: [0.5]", "data.test_indices.0", "Input should be a valid integer"),
+    ("test_indices: [0.5]", "data.test_indices.0", "must be an integer"),
     ("test_indices: []", "data.test_indices", "no index: give the indices of at least one sample"),
     ("test_path: t.npz\n  test_fraction: 0.5", "data.test_path", "data.test_fraction 0.5 and data.test_path conflict"),
-    ("test_fraction: 1.5", "data.test_fraction", "Input should be less than 1"),
+    ("test_fraction: 1.5", "data.test_fraction", "must be < 1"),
 ], ids=["repeated", "float", "empty", "conflict", "fraction"])
 def test_a_split_key_in_the_file_is_named_with_its_line(tmp_path, line, key, words):
     path = tmp_path / "v.yaml"
@@ -591,3 +591,23 @@ def test_a_bundled_base_of_a_sweep_is_named(tmp_path):
     path.write_text(yaml.safe_dump({"base": "quickstart", "grid": {"model.activation": ["relu", "rellu"]}}))
     error = one_error_line(CliRunner().invoke(main, ["-q", "sweep", str(path), "--dry-run"]))
     assert "): quickstart (bundled) (grid model.activation): " in error and "scenarios/" not in error
+
+
+@pytest.mark.parametrize("right, wrong, words", [
+    ("name: v\n", "", "v.yaml: name: missing: this key is required"),
+    ("runs: {rich: mean_field}", "runs: {}", "v.yaml:4: runs: must not be empty"),
+    ("model: {width: 8}", "model: 8", "v.yaml:3: model: must be a mapping of keys (width, activation, bias, "
+                                      "output_bias, init) (got 8)"),
+    ("width: 8", "width: eight", "v.yaml:3: model.width: must be an integer (got 'eight')"),
+    ("width: 8", "width: 8, bias: maybe", "v.yaml:3: model.bias: must be true or false (got 'maybe')"),
+    ("t_end: 1.0", "t_end: soon", "v.yaml:5: train.t_end: must be a number (got 'soon')"),
+    ("t_end: 1.0", "t_end: 0", "v.yaml:5: train.t_end: must be > 0 (got 0)"),
+    ("task: teacher_student", "task: gaussian_mixture, delta: 1.5", "v.yaml:2: data.delta: must be < 1 (got 1.5)"),
+])
+def test_schema_checks_are_told_in_the_projects_words(tmp_path, right, wrong, words):
+    path = tmp_path / "v.yaml"
+    path.write_text(BASE.replace(right, wrong, 1))
+    error = one_error_line(CliRunner().invoke(main, ["-q", "simulate", str(path), "--dry-run"]))
+    assert error == f"Error: {tmp_path}/{words}"
+    for pydantic_words in ("Field required", "Input should", "valid dictionary", "Dictionary should"):
+        assert pydantic_words not in error

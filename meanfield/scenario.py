@@ -1093,8 +1093,8 @@ def _where(source: str, loc: tuple, lines: dict, overridden: set, how: str) -> s
     for cut in range(len(loc), 0, -1):
         if loc[:cut] in overridden:
             return f"{source} ({how} {'.'.join(map(str, loc[:cut]))})"
-    inside = sorted(path for path in overridden if loc and path[:len(loc) - 1] == loc[:-1])
-    if loc and loc not in lines and inside:
+    inside = sorted(path for path in overridden if len(loc) > 1 and path[:len(loc) - 1] == loc[:-1])
+    if inside and loc[:-1] not in lines:
         return f"{source} ({how} {'.'.join(map(str, inside[0]))})"
     for cut in range(len(loc), 0, -1):
         if loc[:cut] in lines:

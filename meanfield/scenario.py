@@ -1024,15 +1024,15 @@ def _key_lines(node, path=()) -> dict[tuple, int]:
 
 
 def _explain(exc: ValidationError, source: str, lines: dict, overridden: set, how: str = "--set") -> str:
-    messages = []
+    told = []
     for error in exc.errors():
         loc = _user_path(error["loc"])
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):  # the tag is a key of its own
             loc += (error["ctx"]["discriminator"].strip("'"),)
         dotted = ".".join(str(part) for part in loc)
         where = _where(source, loc or _leading_key(error["msg"]), lines, overridden, how)
-        messages.append(f"{where}: {_wording(error, dotted)}")
-    return "\n".join(messages)
+        told.append(f"{where}: {_wording(error, dotted)}")
+    return "\n".join(told)
 
 
 QUOTED = r"'([^']*)'"
@@ -1051,7 +1051,7 @@ def _wording(error: dict, dotted: str) -> str:
         given = error["ctx"].get("tag", given)
         return f"{dotted}: {messages.not_one_of(given, re.findall(QUOTED, expected))}"
     if kind == "union_tag_not_found":
-        return f"{dotted}: missing; give one of {', '.join(_PRESETS if dotted.endswith('preset') else _RUNS)}"
+        return f"{dotted}: missing: give one of {', '.join(_PRESETS if dotted.endswith('preset') else _RUNS)}"
     allowed = _allowed_keys(error["loc"]) if kind in messages.MAPPING_KINDS else ()
     text = messages.plain(kind, error.get("ctx"), allowed) or error["msg"]
     text = _relocate(text.removeprefix("Value error, "), dotted)

@@ -532,7 +532,7 @@ def test_a_misspelt_name_in_the_file_gets_its_line_what_is_allowed_and_the_close
     ("model.activaton=tanh", "(--set model.activaton): unknown key 'model.activaton'; allowed here: width, "
                              "activation, bias, output_bias, init; did you mean 'activation'?"),
     ("runs.lazy.parameterization.lr=2", "(--set runs.lazy.parameterization.lr): runs.lazy.parameterization.preset: "
-                                        "missing; give one of mean_field, ntk, standard, lazy, mup, custom"),
+                                        "missing: give one of mean_field, ntk, standard, lazy, mup, custom"),
     ("runs.rihc=null", "--set runs.rihc=null: there is no run 'rihc' (runs: rich); did you mean 'rich'?"),
     ("data.inputs=Sphere", "data.inputs: 'Sphere' is not one of gaussian, sphere, unit_sphere; did you mean 'sphere'?"),
 ])

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import UsageError
+from .messages import did_you_mean
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SWEEP_DIR = SCENARIO_DIR / "sweeps"
@@ -45,8 +46,19 @@ def resolve_path(name_or_path: str | Path, directory: Path, catalogue: Callable[
     candidate = directory / f"{path.stem}.yaml"
     if path.suffix in ("", ".yaml") and path.parent == Path(".") and candidate.exists():
         return candidate
-    names = ", ".join(catalogue()) or "none"
-    raise UsageError(f"{name_or_path}: no such {what} file (bundled {what}s: {names})")
+    names = list(catalogue())
+    raise UsageError(f"{name_or_path}: no such {what} file (bundled {what}s: {', '.join(names) or 'none'})"
+                     + did_you_mean(path.stem, names))
+
+
+def display_name(path: str | Path) -> str:
+    """How messages name a scenario or sweep file: ``quickstart (bundled)`` for one shipped
+    with meanfield (not its path inside the installed package), else the path as given."""
+    path = Path(path)
+    for directory in (SCENARIO_DIR, SWEEP_DIR):
+        if path.suffix == ".yaml" and path.parent.resolve() == directory.resolve():
+            return f"{path.stem} (bundled)"
+    return str(path)
 
 
 def scenario_path(name_or_path: str | Path) -> Path:

@@ -37,14 +37,18 @@ Tasks (d = ``dim``, sigma_eps = ``noise``):
     t = sqrt(U(0, 1)) so points are spread evenly over the disc the arms cover
     (E|x|^2 = 2, as for Gaussian inputs); first arm y = +1.
 ``file``
-    ``path`` is an .npz or .h5/.hdf5 file holding X [n, d] and y [n] (finite reals,
-    d = ``dim``; the schema refuses ``n_train``, ``n_test`` and ``noise`` here). The test
+    ``path`` is an .npz or .h5/.hdf5 file holding X [n, d] and y [n], or a .csv file with a
+    header row naming the columns x0, ..., x{d-1} and y (any order) and one sample per row
+    after it (:func:`_read_csv`); finite reals, d = ``dim``, which is read from the file
+    when the scenario does not give it (the schema refuses ``n_train``, ``n_test`` and
+    ``noise`` here). The test
     set is chosen one of three ways (docs/design.md §5.2): the samples are shuffled with
     rng and round(test_fraction * n) of them are the test set (test_fraction 0: none,
     every sample trains); or ``test_indices`` name the test samples and the others train in
     file order; or ``test_path`` is a second file of the same form that is the test set and
-    every sample of ``path`` trains. A relative path is taken from the current working
-    directory.
+    every sample of ``path`` trains. A scenario file's relative paths are relative to that
+    file (:func:`meanfield.scenario.relative_to` makes them absolute when it is read); any other
+    relative path (an override, a Python mapping) is taken from the current working directory.
 
 For the classification tasks (gaussian_mixture and the pictures) ``noise`` is the standard
 deviation of Gaussian noise added to the *inputs* (labels stay +-1; for gaussian_mixture
@@ -56,6 +60,7 @@ tasks only.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -78,7 +83,7 @@ MOONS_CENTRE = (0.5, 0.25)
 XOR_CENTRES = np.array([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]])
 """xor: the four blob centres; label sign(c_1 c_2)."""
 
-FILE_SUFFIXES = (".npz", ".h5", ".hdf5")
+FILE_SUFFIXES = (".npz", ".h5", ".hdf5", ".csv")
 
 
 @dataclass(frozen=True)
@@ -380,8 +385,17 @@ class Source:
 
 def data_source(spec: DataSpec, key: str = "path") -> Source:
     """The file of ``data.<key>`` (path or test_path); a relative path is taken from the
-    current working directory."""
+    current working directory (a scenario file's were made absolute when it was read)."""
     return Source(f"data.{key}", Path(getattr(spec, key)).expanduser())
+
+
+def file_dim(path: str) -> int:
+    """The dimension d of the inputs X [n, d] of data.path ``path`` (from the file's header
+    where it has one): what data.dim is when a file task does not give it."""
+    source = Source("data.path", Path(path).expanduser())
+    X, y = _read_arrays(source, inputs=False)
+    _check_arrays(source, X, y)
+    return X.shape[1]
 
 
 @dataclass(frozen=True)
@@ -450,11 +464,11 @@ def _read_arrays(source: Source, inputs: bool = True) -> tuple[np.ndarray | _Hea
     if suffix not in FILE_SUFFIXES:
         raise UsageError(
             f"{source}: unknown file type {path.suffix or '(none)'!r}; "
-            "use an .npz or .h5/.hdf5 file holding X [n, d] and y [n]"
+            "use an .npz or .h5/.hdf5 file holding X [n, d] and y [n], or a .csv file with columns x0, ..., y"
         )
     if not path.is_file():
-        raise UsageError(f"{source}: no such file (an {suffix} file holding X and y)")
-    reader = _read_npz if suffix == ".npz" else _read_h5
+        raise UsageError(f"{source}: no such file (the {suffix} file holding X and y)")
+    reader = {".npz": _read_npz, ".csv": _read_csv}.get(suffix, _read_h5)
     return reader(source, inputs)
 
 
@@ -538,6 +552,91 @@ def _read_h5(source: Source, inputs: bool = True) -> tuple[np.ndarray | _Header,
         raise UsageError(f"{source}: not a readable HDF5 file ({exc})") from None
 
 
+CSV_LAYOUT = "a header row naming the columns x0, ..., x{d-1} and y (any order), then one sample per row"
+
+
+def _read_csv(source: Source, inputs: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """X [n, d] and y [n] from a .csv file laid out as CSV_LAYOUT (comma-separated, UTF-8;
+    blank lines skipped): X[:, i] is column x<i>, y column y. A cell that is not a finite
+    number is refused naming its row and column. Read whole (``inputs`` is ignored)."""
+    import csv
+
+    try:
+        with open(source.path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [name.strip() for name in next(reader, None) or []]
+            inputs_at, labels_at = _csv_columns(source, header)
+            rows, lines = [], []
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    raise UsageError(f"{source}: line {reader.line_num} has {len(row)} cell(s) and the header "
+                                     f"{len(header)}: give each column once per row")
+                rows.append(row)
+                lines.append(reader.line_num)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{source}: not UTF-8 text (byte {exc.start}); a .csv file is UTF-8 text") from None
+    except csv.Error as exc:
+        raise UsageError(f"{source}: not a readable .csv file ({exc})") from None
+    except OSError as exc:
+        raise UsageError(f"{source}: cannot read the file ({exc.strerror or exc})") from None
+    values = _csv_numbers(source, header, rows, lines)
+    return values[:, inputs_at], values[:, labels_at]
+
+
+def _csv_columns(source: Source, header: list[str]) -> tuple[list[int], int]:
+    """Where in the header x0, ..., x{d-1} are (in that order) and where y is."""
+    from .messages import did_you_mean
+
+    where = f"{source}: the header (line 1)"
+    if not any(header):
+        raise UsageError(f"{source}: no header row; a .csv file holds {CSV_LAYOUT}")
+    if all(_is_number(name) for name in header):
+        raise UsageError(f"{where} holds numbers, not column names; a .csv file holds {CSV_LAYOUT}")
+    numbered = {}
+    for at, name in enumerate(header):
+        match = re.fullmatch(r"x(\d+)", name)
+        if name != "y" and match is None:
+            raise UsageError(f"{where}: column {name!r} is not x<i> or y; a .csv file holds {CSV_LAYOUT}"
+                             + did_you_mean(name, ["y"] + [f"x{i}" for i in range(len(header))]))
+        if name in numbered:
+            raise UsageError(f"{where}: column {name!r} is named twice")
+        numbered[name] = at
+    count = len(numbered) - ("y" in numbered)
+    missing = [f"x{i}" for i in range(count) if f"x{i}" not in numbered]
+    if "y" not in numbered or not count or missing:
+        lacks = missing[0] if missing else ("y (the labels)" if "y" not in numbered else "x0 (an input)")
+        raise UsageError(f"{where} has no column {lacks}; a .csv file holds {CSV_LAYOUT}")
+    return [numbered[f"x{i}"] for i in range(count)], numbered["y"]
+
+
+def _csv_numbers(source: Source, header: list[str], rows: list[list[str]], lines: list[int]) -> np.ndarray:
+    """The cells as float64 [rows, columns]; the first one that is not a finite number is an error."""
+    try:
+        values = np.array(rows, dtype=np.float64).reshape(len(rows), len(header))
+    except ValueError:
+        row, column = next((r, c) for r, cells in enumerate(rows) for c, cell in enumerate(cells)
+                           if not _is_number(cell))
+        cell = rows[row][column].strip()
+        raise UsageError(f"{source}: row {row + 1} (line {lines[row]}), column {header[column]}: "
+                         + (f"{cell!r} is not a number" if cell else "empty; every cell is a number")) from None
+    bad = np.argwhere(~np.isfinite(values))
+    if bad.size:
+        row, column = bad[0]
+        raise UsageError(f"{source}: row {row + 1} (line {lines[row]}), column {header[column]}: "
+                         f"{rows[row][column].strip()} is not a finite number")
+    return values
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_keys(source: Source, keys) -> None:
     missing = [key for key in ("X", "y") if key not in keys]
     if missing:
@@ -547,8 +646,9 @@ def _check_keys(source: Source, keys) -> None:
         )
 
 
-def _check_arrays(source: Source, X, y, dim: int) -> None:
-    """X [n, dim] and y [n] of finite real numbers (X's values unchecked when it is a _Header)."""
+def _check_arrays(source: Source, X, y, dim: Optional[int] = None) -> None:
+    """X [n, dim] and y [n] of finite real numbers (X's values unchecked when it is a _Header;
+    any dim when ``dim`` is None)."""
     X = X if isinstance(X, _Header) else np.asarray(X)
     y = np.asarray(y)
     for key, value in (("X", X), ("y", y)):
@@ -568,9 +668,13 @@ def _check_arrays(source: Source, X, y, dim: int) -> None:
         bad = np.size(value) - np.count_nonzero(np.isfinite(value))
         if bad:
             raise UsageError(f"{source}: {key} has {bad} non-finite values (nan or inf)")
-    if X.shape[1] != dim:
-        fix = f"set data.dim: {X.shape[1]}" if source.key == "data.path" else "the test set needs data.path's dim"
-        raise UsageError(f"{source}: X has {X.shape[1]} features but data.dim is {dim}; {fix}")
+    if dim is None or X.shape[1] == dim:
+        return
+    if source.key != "data.path":
+        raise UsageError(f"{source}: X has {X.shape[1]} features but data.dim is {dim}; the test set needs "
+                         "data.path's dim")
+    raise UsageError(f"data.dim is {dim}, and {source} holds inputs of dimension {X.shape[1]} (X [{X.shape[0]}, "
+                     f"{X.shape[1]}]): remove data.dim (it is read from the file) or set data.dim: {X.shape[1]}")
 
 
 TASKS: dict[str, Callable[[DataSpec, np.random.Generator], Dataset]] = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 import typing
 from collections import Counter
@@ -37,6 +38,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from solvers.catalog import ACTIVATIONS, ANALYTIC_ACTIVATIONS, LOSSES, POPULATION_ACTIVATIONS
 
 from . import diagnostics
+from . import messages
+from .bundled import display_name
 from .errors import UsageError
 
 ActivationName = Literal[tuple(ACTIVATIONS)]
@@ -76,7 +79,7 @@ def _rule_or_numbers(value, rules: tuple, depth: int, what: str):
     expected = f"one of {', '.join(rules)}, or {what}"
     if isinstance(value, str):
         if value not in rules:
-            raise ValueError(f"unknown rule {value!r}; expected {expected}")
+            raise ValueError(f"unknown rule {value!r}; expected {expected}" + messages.did_you_mean(value, rules))
         return value
     items = value if isinstance(value, list) else None
     for _ in range(depth - 1):
@@ -184,6 +187,7 @@ class DataSpec(Strict):
     """The data stream's seed (teacher, training and test sets): unset, the scenario's
     ``seed``. Fixed, the data stay the same while ``seed`` varies the particles."""
     dim: PositiveInt = 2
+    """The inputs' dimension d; file: read from data.path when not given (giving another is an error)."""
     n_train: PositiveInt = 256
     n_test: PositiveInt = 1024
     inputs: Literal["gaussian", "sphere", "unit_sphere"] = "gaussian"
@@ -195,7 +199,8 @@ class DataSpec(Strict):
     delta: float = Field(0.5, gt=0.0, lt=1.0)
     """gaussian_mixture: class +-1 has x ~ N(0, (1 +- delta)^2 I)."""
     path: Optional[str] = None
-    """file: an .npz or .h5 file holding X [n, d] and y [n]."""
+    """file: an .npz, .h5 or .csv file holding X [n, d] and y [n] (meanfield.data), relative to
+    the scenario file (an override's or a Python mapping's: to the working directory)."""
     test_fraction: float = Field(HELD_OUT, ge=0.0, lt=1.0)
     """file: the share of the file's samples held out at random as the test set; 0: every
     sample trains and there is no test set (nothing measured on one is recorded)."""
@@ -270,7 +275,7 @@ class DataSpec(Strict):
         if self.task in TWO_D_TASKS and self.dim != 2:
             raise ValueError(f"task {self.task!r} is two-dimensional: set data.dim: 2")
         if self.task == "file" and not self.path:
-            raise ValueError("task 'file' needs data.path (an .npz or .h5 file with X and y)")
+            raise ValueError("task 'file' needs data.path (an .npz, .h5 or .csv file with X and y)")
         if self.population and (self.task != "teacher_student" or self.inputs != "gaussian"):
             raise ValueError("data.population needs task: teacher_student with inputs: gaussian "
                              "(the closed-form Gaussian expectations)")
@@ -814,7 +819,7 @@ def load_scenario(source, overrides=()) -> Scenario:
     from .bundled import scenario_path
 
     path = scenario_path(source)
-    return parse_scenario(read_text(path, "scenario"), source=str(path), overrides=overrides)
+    return parse_scenario(read_text(path, "scenario"), source=str(path), overrides=overrides, directory=path.parent)
 
 
 def read_text(path, what: str) -> str:
@@ -829,13 +834,49 @@ def read_text(path, what: str) -> str:
         raise UsageError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
 
 
-def parse_scenario(text: str, source: str = "<scenario>", overrides=()) -> Scenario:
+def parse_scenario(text: str, source: str = "<scenario>", overrides=(), directory=None) -> Scenario:
     """Validate a scenario's YAML text after applying ``overrides`` (``dotted.key=value``
-    strings, as ``--set`` gives them, or a mapping of dotted keys to values)."""
+    strings, as ``--set`` gives them, or a mapping of dotted keys to values). The text's
+    relative data paths are taken from ``directory`` (the scenario file's; None: the working
+    directory), an override's from the working directory."""
     raw, lines = read_yaml(text, source)
     _require_mapping(raw, source)
+    if directory is not None:
+        raw = relative_to(raw, Path(directory))
     how = "override" if isinstance(overrides, typing.Mapping) else "--set"
     return validate_scenario(raw, source, lines, _apply_overrides(raw, overrides, source), how=how)
+
+
+DATA_PATHS = ("path", "test_path")
+"""The data keys that name a file (task file)."""
+
+
+def relative_to(raw, directory: Path):
+    """``raw`` with its relative data paths (data.path, data.test_path) made absolute, taken
+    from ``directory``: a scenario file's paths are relative to the file, as in every config
+    format (``~`` is a home directory; an absolute path stays as it is)."""
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if not isinstance(data, dict):
+        return raw
+    rebased = {key: os.path.normpath(directory.resolve() / Path(data[key]).expanduser()) for key in DATA_PATHS
+               if isinstance(data.get(key), str) and data[key]}
+    return {**raw, "data": {**data, **rebased}}
+
+
+def _with_file_dim(raw, where) -> dict:
+    """task file without data.dim: the dim of data.path's inputs, read from the file's header
+    (``where``: the file and line, or the override, that gave data.path). A resolved scenario
+    gives data.dim, so reading it back never touches the disk."""
+    data = raw.get("data")
+    if not (isinstance(data, dict) and data.get("task") == "file" and "dim" not in data
+            and isinstance(data.get("path"), str) and data["path"]):
+        return raw
+    from .data import file_dim  # it imports this module
+
+    try:
+        return {**raw, "data": {**data, "dim": file_dim(data["path"])}}
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None
 
 
 def _apply_overrides(raw, overrides, source: str) -> set:
@@ -876,6 +917,7 @@ def load_yaml(text: str):
 def read_yaml(text: str, source: str) -> tuple[Any, dict]:
     """The parsed YAML and the line of each key path; UsageError with line:column if it is
     not YAML, or gives a key twice in one mapping."""
+    source = display_name(source)
     try:
         return load_yaml(text), _key_lines(yaml.compose(text, Loader=UniqueKeyLoader))
     except yaml.reader.ReaderError as exc:  # a character YAML text cannot hold (e.g. NUL)
@@ -891,8 +933,11 @@ def read_yaml(text: str, source: str) -> tuple[Any, dict]:
 def validate_scenario(raw, source: str = "<scenario>", lines: Optional[dict] = None, overridden=(),
                       how: str = "--set") -> Scenario:
     """The scenario a raw mapping describes; errors name ``source``, the line (from ``lines``)
-    or, for a key in ``overridden``, ``how`` it was set (``--set``, a sweep's grid)."""
+    or, for a key in ``overridden``, ``how`` it was set (``--set``, a sweep's grid); a bundled
+    scenario is named, not shown as a path inside the package."""
+    source = display_name(source)
     _require_mapping(raw, source)
+    raw = _with_file_dim(raw, _where(source, ("data", "path"), lines or {}, set(overridden), how))
     try:
         return Scenario.model_validate(raw)
     except ValidationError as exc:
@@ -913,9 +958,18 @@ def apply_override(raw: dict, item: str) -> tuple:
         value = load_yaml(value_text)
     except yaml.constructor.ConstructorError as exc:  # valid YAML, but a key given twice
         raise UsageError(f"--set {item!r}: {exc.problem}") from None
-    except yaml.YAMLError:  # not YAML: the text itself
-        value = value_text
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--set {item!r}: the value is not valid YAML ({_yaml_problem(exc)}): close every "
+                         "bracket and quote, or quote a string that holds them") from None
     return set_key(raw, key.strip(), value, where=f"--set {item}")
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What a YAML parser found wrong in a one-line value, and at which column of it."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None) or "cannot be read"
+    context = getattr(exc, "context", None)
+    at = f"at column {mark.column + 1}: " if mark is not None else ""
+    return f"{at}{problem}" + (f", {context}" if context else "")
 
 
 def set_key(raw: dict, key: str, value, where: str) -> tuple:
@@ -925,7 +979,8 @@ def set_key(raw: dict, key: str, value, where: str) -> tuple:
     if len(keys) == 2 and keys[0] == "runs" and value is None:
         runs = raw.get("runs") or {}
         if keys[1] not in runs:
-            raise UsageError(f"{where}: there is no run {keys[1]!r} (runs: {', '.join(runs) or 'none'})")
+            raise UsageError(f"{where}: there is no run {keys[1]!r} (runs: {', '.join(runs) or 'none'})"
+                             + messages.did_you_mean(keys[1], runs))
         del runs[keys[1]]
         return tuple(keys)
     node = raw
@@ -970,22 +1025,40 @@ def _key_lines(node, path=()) -> dict[tuple, int]:
 
 
 def _explain(exc: ValidationError, source: str, lines: dict, overridden: set, how: str = "--set") -> str:
-    messages = []
+    told = []
     for error in exc.errors():
         loc = _user_path(error["loc"])
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):  # the tag is a key of its own
+            loc += (error["ctx"]["discriminator"].strip("'"),)
         dotted = ".".join(str(part) for part in loc)
         where = _where(source, loc or _leading_key(error["msg"]), lines, overridden, how)
-        if error["type"] == "extra_forbidden":
-            allowed = ", ".join(_allowed_keys(error["loc"][:-1]))
-            messages.append(f"{where}: unknown key {dotted!r}; allowed here: {allowed}")
-        elif error["type"] == "finite_number":
-            messages.append(f"{where}: {dotted}: must be a finite number, not {error['input']}")
-        else:
-            text = _relocate(error["msg"].removeprefix("Value error, "), dotted)
-            got = error.get("input")
-            got = "" if isinstance(got, (dict, BaseModel)) or got is None else f" (got {got!r})"
-            messages.append(f"{where}: {dotted + ': ' if dotted else ''}{text}{got}")
-    return "\n".join(messages)
+        told.append(f"{where}: {_wording(error, dotted)}")
+    return "\n".join(told)
+
+
+QUOTED = r"'([^']*)'"
+"""A name in pydantic's list of what it expected ("'relu', 'tanh' or 'erf'")."""
+
+
+def _wording(error: dict, dotted: str) -> str:
+    """One validation error in the project's words (pydantic's own for what it says plainly)."""
+    kind, given = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        return messages.unknown_key(dotted, _allowed_keys(error["loc"][:-1]))
+    if kind == "finite_number":
+        return f"{dotted}: must be a finite number, not {given}"
+    if kind in ("literal_error", "union_tag_invalid"):
+        expected = error["ctx"].get("expected") or error["ctx"].get("expected_tags", "")
+        given = error["ctx"].get("tag", given)
+        return f"{dotted}: {messages.not_one_of(given, re.findall(QUOTED, expected))}"
+    if kind == "union_tag_not_found":
+        return f"{dotted}: missing: give one of {', '.join(_PRESETS if dotted.endswith('preset') else _RUNS)}"
+    allowed = _allowed_keys(error["loc"]) if kind in messages.MAPPING_KINDS else ()
+    text = messages.plain(kind, error.get("ctx"), allowed) or error["msg"]
+    text = _relocate(text.removeprefix("Value error, "), dotted)
+    quoted = isinstance(given, str) and repr(given) in text  # the message names it already
+    got = "" if isinstance(given, (dict, BaseModel)) or given is None or quoted else f" (got {given!r})"
+    return f"{dotted + ': ' if dotted else ''}{text}{got}"
 
 
 def _leading_key(message: str) -> tuple:
@@ -1015,11 +1088,20 @@ def _user_path(loc: tuple) -> tuple:
     return tuple(out)
 
 
-def _where(source: str, loc: tuple, lines: dict, overridden: set, how: str) -> str:
+def _how(how, path: tuple) -> str:
+    """The word an override's message uses: one for every key, or key path -> word."""
+    return how.get(path, "") if isinstance(how, dict) else how
+
+
+def _where(source: str, loc: tuple, lines: dict, overridden: set, how) -> str:
+    """The file and line of key path ``loc``, or the override that set it (or, for a key
+    the file does not give, the override that wrote the mapping it is missing from)."""
     for cut in range(len(loc), 0, -1):
         if loc[:cut] in overridden:  # ``how``: one word for every key, or key path -> word
-            word = how.get(loc[:cut], "") if isinstance(how, dict) else how
-            return f"{source} ({word} {'.'.join(map(str, loc[:cut]))})"
+            return f"{source} ({_how(how, loc[:cut])} {'.'.join(map(str, loc[:cut]))})"
+    inside = sorted(path for path in overridden if len(loc) > 1 and path[:len(loc) - 1] == loc[:-1])
+    if inside and loc[:-1] not in lines:
+        return f"{source} ({_how(how, inside[0])} {'.'.join(map(str, inside[0]))})"
     for cut in range(len(loc), 0, -1):
         if loc[:cut] in lines:
             return f"{source}:{lines[loc[:cut]]}"
@@ -1042,7 +1124,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
         model = _section_type(model, part)
         if model is None:
             return []
-    return list(model.model_fields) if isinstance(model, type) else []
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
 
 def _section_type(model, part):

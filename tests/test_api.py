@@ -71,7 +71,7 @@ def test_replace_edits_and_validates_like_set():
     assert wider.replace({"runs.lazy.parameterization.alpha": 100}).runs["lazy"].parameterization.alpha == 100
     with pytest.raises(mf.UsageError, match="unknown key 'model.widht'; allowed here: width"):
         sc.replace({"model.widht": 3})
-    with pytest.raises(mf.UsageError, match="model.width: Input should be greater than 0"):
+    with pytest.raises(mf.UsageError, match="model.width: must be > 0"):
         sc.replace({"model.width": -1})
     with pytest.raises(mf.UsageError, match="there is no run 'nope'"):
         sc.replace({"runs.nope": None})

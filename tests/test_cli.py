@@ -246,10 +246,10 @@ def test_scenarios_lists_the_bundled_ones():
     "override, message",
     [
         ("model.widht=3", "unknown key 'model.widht'; allowed here: width, activation, bias, output_bias, init"),
-        ("model.width=-4", "model.width: Input should be greater than 0"),
-        ("model.width=many", "model.width: Input should be a valid integer"),
+        ("model.width=-4", "model.width: must be > 0"),
+        ("model.width=many", "model.width: must be an integer"),
         ("runs.rich.parameterization.alpha=3", "unknown key 'runs.rich.parameterization.alpha'"),
-        ("train.integrator.method=leapfrog", "train.integrator.method: Input should be"),
+        ("train.integrator.method=leapfrog", "train.integrator.method: 'leapfrog' is not one of euler, heun"),
         ("model.width", "write it as dotted.key=value"),
     ],
 )

@@ -300,7 +300,7 @@ def test_labels_are_the_teachers_outputs(teacher):
     ({"W": [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0, 1.0]]}, "data.teacher.W: rows of 2 and 3 numbers, and data.dim is 2"),
     ({"W": [[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]]}, "data.teacher.W: row 1 is all zeros"),
     ({"W": "orthonormal"}, "data.teacher.W: orthonormal needs width <= dim: 3 orthonormal rows do not fit in dimension 2"),
-    ({"norm": 0.0}, "data.teacher.norm: Input should be greater than 0"),
+    ({"norm": 0.0}, "data.teacher.norm: must be > 0"),
 ])
 def test_bad_teacher_values_are_refused_naming_the_key(teacher, words):
     with pytest.raises(UsageError, match=re.escape(words)):
@@ -506,7 +506,7 @@ BAD_FILES = pytest.mark.parametrize(
     [
         (lambda p: p / "absent.npz", "no such file"),
         (lambda p: p / "absent.h5", "no such file"),
-        (lambda p: (p / "data.csv").write_text("1,2") and p / "data.csv", "unknown file type '.csv'"),
+        (lambda p: (p / "data.csv").write_text("1,2") and p / "data.csv", r"the header \(line 1\) holds numbers"),
         (lambda p: (p / "data").write_text("1,2") and p / "data", "unknown file type"),
         (lambda p: (p / "junk.npz").write_text("hello") and p / "junk.npz", "not a readable .npz"),
         (lambda p: (p / "junk.h5").write_text("hello") and p / "junk.h5", "not a readable HDF5"),

@@ -213,7 +213,7 @@ def test_dry_run_shows_the_ridge_and_the_stored_limit():
 
 
 @pytest.mark.parametrize("value, words", [
-    ("-1", "runs.ntk.ridge: Input should be greater than or equal to 0 (got -1)"),
+    ("-1", "runs.ntk.ridge: must be >= 0 (got -1)"),
     (".inf", "runs.ntk.ridge: must be a finite number, not inf"),
 ])
 def test_a_bad_ridge_is_one_clear_error(tmp_path, value, words):

@@ -242,13 +242,13 @@ def test_the_tangent_run_meets_the_empirical_kernel_flow_of_its_particles():
 
 # ----------------------------------------------------------------------------- the keys
 @pytest.mark.parametrize("changes, message", [
-    ({"model.output_bias": 3}, "model.output_bias: Input should be a valid boolean"),
-    ({"model.init.c_std": -1.0}, "model.init.c_std: Input should be greater than or equal to 0"),
+    ({"model.output_bias": 3}, "model.output_bias: must be true or false"),
+    ({"model.init.c_std": -1.0}, "model.init.c_std: must be >= 0"),
     ({"model.output_bias": False, "runs.rich.parameterization.lr_c": None},
      "init.c_std = 0.8 is the spread of the output bias c, and output_bias is false"),
     ({"model.output_bias": False, "model.init.c_std": 0.0},
      "runs.rich.parameterization.lr_c is the learning rate of the output bias c, and model.output_bias is false"),
-    ({"runs.rich.parameterization.lr_c": 0.0}, "runs.rich.parameterization.lr_c: Input should be greater than 0"),
+    ({"runs.rich.parameterization.lr_c": 0.0}, "runs.rich.parameterization.lr_c: must be > 0"),
     ({"data.population": True, "model.bias": False, "model.init.b_std": 0.0},
      "model.output_bias must be false"),
 ])

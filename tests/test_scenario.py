@@ -37,9 +37,9 @@ def test_an_override_can_add_options_to_a_shorthand():
         ("runs: {'bad name': ntk}", "run name 'bad name'"),
         ("runs: {}", "runs"),
         ("runs: {k: {solver: ntk, kernel: analytic}}\nmodel: {activation: tanh}", "use kernel: empirical"),
-        ("runs: {k: {solver: ntk, kernel: exact}}", "runs.k.kernel: Input should be 'empirical' or 'analytic'"),
+        ("runs: {k: {solver: ntk, kernel: exact}}", "runs.k.kernel: 'exact' is not one of empirical, analytic$"),
         ("runs: {k: {solver: ntk, alpha: 3}}", "unknown key 'runs.k.alpha'; allowed here: solver, kernel, parameterization"),
-        ("runs: {k: {solver: magic}}", "runs.k: Input tag 'magic'"),
+        ("runs: {k: {solver: magic}}", "runs.k.solver: 'magic' is not one of particles, tangent, ntk$"),
         ("data: {task: xor, degree: 3}", "data.degree is a key of task single_index, not of 'xor'"),
         ("data: {task: single_index, teacher: {width: 5}}", "data.teacher is a key of task teacher_student"),
         ("data: {delta: 0.3}", "data.delta is a key of task gaussian_mixture"),
@@ -102,10 +102,10 @@ REFUSED = [
                  "loss_scale must be finite and > 0",
                  "runs: {r: {parameterization: {preset: mean_field, lr: 1.0e+300}}}\nmodel: {width: 4}",
                  id="lr-overflow"),
-    pytest.param("data: {task: file, path: d.npz, n_train: 100, noise: 0.1}",
+    pytest.param("data: {task: file, path: d.npz, dim: 2, n_train: 100, noise: 0.1}",  # dim given: d.npz unread
                  "data: n_train, noise: task 'file' takes its samples from data.path as they are "
                  "(data.test_fraction of them held out for testing): remove them",
-                 "data: {task: file, path: d.npz, test_fraction: 0.5}", id="file-n_train-noise"),
+                 "data: {task: file, path: d.npz, dim: 2, test_fraction: 0.5}", id="file-n_train-noise"),
 ]
 
 

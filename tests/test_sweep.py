@@ -67,7 +67,7 @@ def test_replicates_spawn_child_seeds_of_the_base_seed():
     ({"model.widht": [8, 16]}, ["p0000", "model.widht", "unknown key", "allowed here", "width"]),
     ({"model.width": []}, ["model.width", "empty"]),
     ({"model.width": ["wide"]}, ["p0000", "model.width", "integer"]),
-    ({"model.width": [8, -4]}, ["p0001", "model.width = -4", "greater than 0"]),
+    ({"model.width": [8, -4]}, ["p0001", "model.width = -4", "model.width: must be > 0"]),
     ({"model.width": 8}, ["model.width", "list of values"]),
     ({"runs.ghost": [None]}, ["no run 'ghost'"]),
     ({}, ["grid is a mapping"]),

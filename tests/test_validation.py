@@ -65,7 +65,7 @@ CASES = [
                  ["data.task=file", "data.path=<pm1>", "loss=logistic"], id="file-logistic-labels"),
     pytest.param(["data.task=file", "data.path=<absent>"], "no such file",
                  ["data.task=file", "data.path=<pm1>"], id="file-missing"),
-    pytest.param(["data.task=file", "data.path=<pm1>", "data.dim=2"], "X has 3 features but data.dim is 2",
+    pytest.param(["data.task=file", "data.path=<pm1>", "data.dim=2"], "data.dim is 2, and data.path <pm1> holds inputs of dimension 3 (X [20, 3]): remove data.dim (it is read from the file) or set data.dim: 3",
                  ["data.task=file", "data.path=<pm1>", "data.dim=3"], id="file-dim"),
     pytest.param(["data.task=file", "data.path=<short_y>"], "X has 20 samples but y has 19",
                  ["data.task=file", "data.path=<pm1>"], id="file-shapes"),
@@ -80,7 +80,7 @@ CASES = [
                  "(--set data.test_indices): data.test_indices: index 3 given more than once",
                  ["data.task=file", "data.path=<labels>", "data.test_indices=[3, 1]"], id="test_indices-repeated"),
     pytest.param(["data.task=file", "data.path=<labels>", "data.test_indices=[1.5]"],
-                 "data.test_indices.0: Input should be a valid integer",
+                 "data.test_indices.0: must be an integer",
                  ["data.task=file", "data.path=<labels>", "data.test_indices=[1]"], id="test_indices-float"),
     pytest.param(["data.task=file", "data.path=<labels>", "data.test_indices=[1]", "data.test_fraction=0.5"],
                  "data.test_fraction 0.5 and data.test_indices conflict",
@@ -108,7 +108,7 @@ CASES = [
                  "both need at least one (data.test_fraction: 0 for no test set)",
                  ["data.task=file", "data.path=<labels>", "data.test_fraction=0"], id="test_fraction-rounds-to-0"),
     pytest.param(["runs.rich.parameterization={preset: mup, lr_a: -1}"],
-                 "runs.rich.parameterization.lr_a: Input should be greater than or equal to 0",
+                 "runs.rich.parameterization.lr_a: must be >= 0",
                  ["runs.rich.parameterization={preset: mup, lr_a: 0}"], id="lr_a-negative"),
     pytest.param(["runs.rich.parameterization={preset: mup, lr_a: 0}", "train.weight_decay=0.01"],
                  "runs.rich.parameterization.lr_a: 0 keeps the output weights fixed, and train.weight_decay = 0.01 "
@@ -117,8 +117,8 @@ CASES = [
     pytest.param(["runs.rich.parameterization={preset: mup, alpha: 2}"],
                  "unknown key 'runs.rich.parameterization.alpha'; allowed here: lr, lr_a, lr_w, lr_c, preset",
                  ["runs.rich.parameterization={preset: lazy, alpha: 2}"], id="mup-alpha"),
-    pytest.param(["runs.rich.parameterization=mu_p"], "expected tags: 'mean_field', 'ntk', 'standard', 'lazy', "
-                 "'mup', 'custom'", ["runs.rich.parameterization=mup"], id="preset-unknown"),
+    pytest.param(["runs.rich.parameterization=mu_p"], "runs.rich.parameterization.preset: 'mu_p' is not one of mean_field, ntk, "
+                 "standard, lazy, mup, custom; did you mean 'mup'?", ["runs.rich.parameterization=mup"], id="preset-unknown"),
     pytest.param(["train.t_end=.inf"], "train.t_end: must be a finite number, not inf", ["train.t_end=100"],
                  id="t_end-inf"),
     pytest.param(["train.t_end=1e300"], "= 1e+300 snapshots per run, more than the 1e+06 allowed: raise record.every",
@@ -127,9 +127,9 @@ CASES = [
                  ["record.every=1e-3"], id="every-tiny"),
     pytest.param(["record.every=.inf"], "record.every: must be a finite number, not inf", ["record.every=1e9"],
                  id="every-inf"),
-    pytest.param(["data.seed=-1"], "data.seed: Input should be greater than or equal to 0", ["data.seed=12"],
+    pytest.param(["data.seed=-1"], "data.seed: must be >= 0", ["data.seed=12"],
                  id="data-seed-negative"),
-    pytest.param(["data.inputs=unit"], "data.inputs: Input should be 'gaussian', 'sphere' or 'unit_sphere'",
+    pytest.param(["data.inputs=unit"], "data.inputs: 'unit' is not one of gaussian, sphere, unit_sphere",
                  ["data.inputs=unit_sphere"], id="inputs-unknown"),
     pytest.param(["data.population=true", "data.inputs=unit_sphere"],
                  "data.population needs task: teacher_student with inputs: gaussian",
@@ -150,7 +150,7 @@ CASES = [
     pytest.param(["data.teacher.W=identity"], "data.teacher.W: unknown rule 'identity'; expected one of random, "
                  "orthonormal, or a list of width rows of dim numbers", ["data.teacher.W=random"],
                  id="teacher-W-rule"),
-    pytest.param(["data.teacher.norm=-1"], "data.teacher.norm: Input should be greater than 0",
+    pytest.param(["data.teacher.norm=-1"], "data.teacher.norm: must be > 0",
                  ["data.teacher.norm=3"], id="teacher-norm"),
     pytest.param(["data.task=single_index", "data.teacher.a=alternating"],
                  "data.teacher is a key of task teacher_student, not of 'single_index'",
@@ -280,7 +280,7 @@ def test_a_bad_teacher_key_in_the_file_is_named_by_its_line(tmp_path, line, key,
 
 
 @pytest.mark.parametrize("lr_a, train, words", [
-    (-1, "{t_end: 1.0}", "Input should be greater than or equal to 0"),
+    (-1, "{t_end: 1.0}", "must be >= 0"),
     (0, "{t_end: 1.0, temperature: 0.1, integrator: {method: euler_maruyama, dt: 0.1}}",
      "0 keeps the output weights fixed, and train.temperature = 0.1 moves every parameter"),
 ])
@@ -379,10 +379,10 @@ def test_dry_run_shows_how_a_file_task_is_split(files, tmp_path, overrides, spli
 
 @pytest.mark.parametrize("line, key, words", [
     ("test_indices: [2, 2]", "data.test_indices", "index 2 given more than once"),
-    ("test_indices: [0.5]", "data.test_indices.0", "Input should be a valid integer"),
+    ("test_indices: [0.5]", "data.test_indices.0", "must be an integer"),
     ("test_indices: []", "data.test_indices", "no index: give the indices of at least one sample"),
     ("test_path: t.npz\n  test_fraction: 0.5", "data.test_path", "data.test_fraction 0.5 and data.test_path conflict"),
-    ("test_fraction: 1.5", "data.test_fraction", "Input should be less than 1"),
+    ("test_fraction: 1.5", "data.test_fraction", "must be < 1"),
 ], ids=["repeated", "float", "empty", "conflict", "fraction"])
 def test_a_split_key_in_the_file_is_named_with_its_line(tmp_path, line, key, words):
     path = tmp_path / "v.yaml"
@@ -474,3 +474,140 @@ def test_every_point_of_the_bundled_sweeps_validates_and_parses_back(name):
 def test_a_key_given_twice_in_an_override_is_refused():
     with pytest.raises(meanfield.UsageError, match=r"--set .model=\{width: 8, width: 16\}': the key 'width' is given twice"):
         parse_scenario("name: t\nruns: {rich: mean_field}\n", overrides=["model={width: 8, width: 16}"])
+
+
+# ------------------------------------------------------------------ names, in the project's words
+# (BASE with one name misspelled, the line it is on, the words of the one Error: line)
+MISSPELT = [
+    pytest.param("task: teacher_student", "task: teacher_studnt", 2, "data.task: 'teacher_studnt' is not one of "
+                 "teacher_student, single_index, gaussian_mixture, xor, moons, spirals, file; "
+                 "did you mean 'teacher_student'?", id="task"),
+    pytest.param("dim: 3", "dimm: 3", 2, "unknown key 'data.dimm'; allowed here: task, seed, dim, n_train, "
+                 "n_test, inputs, noise, teacher, degree, delta, path, test_fraction, test_path, test_indices, "
+                 "population; did you mean 'dim'?", id="data-key"),
+    pytest.param("width: 8}", "width: 8, activation: rellu}", 3, "model.activation: 'rellu' is not one of relu, "
+                 "tanh, erf, sigmoid, softplus, linear, quadratic; did you mean 'relu'?", id="activation"),
+    pytest.param("t_end: 1.0}", "t_end: 1.0}\nloss: sqaured", 6, "loss: 'sqaured' is not one of squared, logistic; "
+                 "did you mean 'squared'?", id="loss"),
+    pytest.param("rich: mean_field", "rich: {solver: particle}", 4, "runs.rich.solver: 'particle' is not one of "
+                 "particles, tangent, ntk; did you mean 'particles'?", id="solver"),
+    pytest.param("rich: mean_field", "rich: meanfield", 4, "runs.rich.parameterization.preset: 'meanfield' is not "
+                 "one of mean_field, ntk, standard, lazy, mup, custom; did you mean 'mean_field'?", id="preset"),
+    pytest.param("rich: mean_field", "rich: {solver: ntk, kernel: emprical}", 4, "runs.rich.kernel: 'emprical' "
+                 "is not one of empirical, analytic; did you mean 'empirical'?", id="kernel"),
+    pytest.param("t_end: 1.0}", "t_end: 1.0, integrator: {method: eulr, dt: 0.1}}", 5,
+                 "train.integrator.method: 'eulr' is not one of euler, heun, rk4, rk45, euler_maruyama, sgd; "
+                 "did you mean 'euler'?", id="method"),
+    pytest.param("t_end: 1.0}", "t_end: 1.0, integrator: {metod: rk45}}", 5, "unknown key 'train.integrator.metod';"
+                 " allowed here: method, dt, dt_factor, rtol, atol, dt_min, dt_max, batch_size; did you mean 'method'?",
+                 id="integrator-key"),
+    pytest.param("t_end: 1.0}", "t_end: 1.0}\nrecord: {measures: [displacement_w]}", 6, "record.measures.0: "
+                 "'displacement_w' is not one of displacement_wb, ntk_eigenvalue_max, hessian_eigenvalue_max; "
+                 "did you mean 'displacement_wb'?", id="measure"),
+    pytest.param("dim: 3}", "dim: 3, teacher: {a: alternate}}", 2, "data.teacher.a: unknown rule 'alternate'; "
+                 "expected one of equal, alternating, random_sign, or a list of width numbers; "
+                 "did you mean 'alternating'?", id="teacher-rule"),
+]
+
+
+def one_error_line(result) -> str:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert "Traceback" not in result.output and "Input " not in result.output, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("right, wrong, line, words", MISSPELT)
+def test_a_misspelt_name_in_the_file_gets_its_line_what_is_allowed_and_the_closest(tmp_path, right, wrong, line,
+                                                                                   words):
+    path = tmp_path / "v.yaml"
+    path.write_text(BASE.replace(right, wrong, 1))
+    error = one_error_line(CliRunner().invoke(main, ["-q", "simulate", str(path), "--dry-run"]))
+    assert error == f"Error: {path}:{line}: {words}"
+
+
+@pytest.mark.parametrize("override, words", [
+    ("runs.rich.solver=particle", "(--set runs.rich.solver): runs.rich.solver: 'particle' is not one of particles, "
+                                  "tangent, ntk; did you mean 'particles'?"),
+    ("model.activaton=tanh", "(--set model.activaton): unknown key 'model.activaton'; allowed here: width, "
+                             "activation, bias, output_bias, init; did you mean 'activation'?"),
+    ("runs.lazy.parameterization.lr=2", "(--set runs.lazy.parameterization.lr): runs.lazy.parameterization.preset: "
+                                        "missing: give one of mean_field, ntk, standard, lazy, mup, custom"),
+    ("runs.rihc=null", "--set runs.rihc=null: there is no run 'rihc' (runs: rich); did you mean 'rich'?"),
+    ("data.inputs=Sphere", "data.inputs: 'Sphere' is not one of gaussian, sphere, unit_sphere; did you mean 'sphere'?"),
+])
+def test_a_misspelt_override_gets_what_is_allowed_and_the_closest(tmp_path, override, words):
+    path = tmp_path / "v.yaml"
+    path.write_text(BASE)
+    error = one_error_line(CliRunner().invoke(main, ["-q", "simulate", str(path), "--dry-run", "--set", override]))
+    assert words in error
+
+
+@pytest.mark.parametrize("grid, words", [
+    ({"model.activation": ["relu", "rellu"]}, "point p0001 (model.activation = rellu): "
+     "<base> (grid model.activation): model.activation: 'rellu' is not one of relu, tanh, erf, sigmoid, softplus, "
+     "linear, quadratic; did you mean 'relu'?"),
+    ({"model.widht": [8]}, "(grid model.widht): unknown key 'model.widht'; allowed here: width, activation, bias, "
+     "output_bias, init; did you mean 'width'?"),
+])
+def test_a_misspelt_name_in_a_sweep_gets_the_closest(tmp_path, grid, words):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": yaml.safe_load(BASE), "grid": grid}))
+    error = one_error_line(CliRunner().invoke(main, ["-q", "sweep", str(path), "--dry-run"]))
+    assert words.replace("<base>", f"{path} (base)") in error
+
+
+@pytest.mark.parametrize("command", ["simulate", "sweep"])
+def test_a_misspelt_bundled_name_gets_the_closest(command):
+    error = one_error_line(CliRunner().invoke(main, ["-q", command, "width_theorm", "--dry-run"]))
+    assert error.endswith("; did you mean 'width_theorem'?")
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("{method: euler", "at column 15: expected ',' or '}', but got '<stream end>', while parsing a flow mapping"),
+    ("[rk4, euler", "at column 12: expected ',' or ']', but got '<stream end>', while parsing a flow sequence"),
+    ("'rk4", "at column 5: found unexpected end of stream, while scanning a quoted scalar"),
+])
+def test_an_unbalanced_override_is_invalid_yaml_naming_the_override(tmp_path, value, problem):
+    path = tmp_path / "v.yaml"
+    path.write_text(BASE)
+    item = f"train.integrator={value}"
+    error = one_error_line(CliRunner().invoke(main, ["-q", "simulate", str(path), "--dry-run", "--set", item]))
+    assert error.startswith(f"Error: --set {item!r}: the value is not valid YAML ({problem}): ")
+    assert "type" not in error and "mapping" not in error.partition("):")[2]
+
+
+def test_a_bundled_scenario_is_named_not_shown_as_a_path_in_the_package():
+    for args in (["--set", "model.widht=8"], ["--set", "model.width=3"]):
+        error = one_error_line(CliRunner().invoke(main, ["-q", "simulate", "quickstart", "--dry-run", *args]))
+        assert error.startswith("Error: quickstart (bundled)") and "scenarios" not in error, error
+    path = meanfield.bundled.SCENARIO_DIR / "quickstart.yaml"
+    with pytest.raises(meanfield.UsageError, match=r"^quickstart \(bundled\):\d+: model: init.symmetric needs an even"):
+        meanfield.load_scenario(path, {"model.width": 3})
+
+
+def test_a_bundled_base_of_a_sweep_is_named(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": "quickstart", "grid": {"model.activation": ["relu", "rellu"]}}))
+    error = one_error_line(CliRunner().invoke(main, ["-q", "sweep", str(path), "--dry-run"]))
+    assert "): quickstart (bundled) (grid model.activation): " in error and "scenarios/" not in error
+
+
+@pytest.mark.parametrize("right, wrong, words", [
+    ("name: v\n", "", "v.yaml: name: missing: this key is required"),
+    ("runs: {rich: mean_field}", "runs: {}", "v.yaml:4: runs: must not be empty"),
+    ("model: {width: 8}", "model: 8", "v.yaml:3: model: must be a mapping of keys (width, activation, bias, "
+                                      "output_bias, init) (got 8)"),
+    ("width: 8", "width: eight", "v.yaml:3: model.width: must be an integer (got 'eight')"),
+    ("width: 8", "width: 8, bias: maybe", "v.yaml:3: model.bias: must be true or false (got 'maybe')"),
+    ("t_end: 1.0", "t_end: soon", "v.yaml:5: train.t_end: must be a number (got 'soon')"),
+    ("t_end: 1.0", "t_end: 0", "v.yaml:5: train.t_end: must be > 0 (got 0)"),
+    ("task: teacher_student", "task: gaussian_mixture, delta: 1.5", "v.yaml:2: data.delta: must be < 1 (got 1.5)"),
+])
+def test_schema_checks_are_told_in_the_projects_words(tmp_path, right, wrong, words):
+    path = tmp_path / "v.yaml"
+    path.write_text(BASE.replace(right, wrong, 1))
+    error = one_error_line(CliRunner().invoke(main, ["-q", "simulate", str(path), "--dry-run"]))
+    assert error == f"Error: {tmp_path}/{words}"
+    for pydantic_words in ("Field required", "Input should", "valid dictionary", "Dictionary should"):
+        assert pydantic_words not in error

@@ -15,7 +15,7 @@ The plane (`choose_projection`): d = 1 has none to choose, so its panels show (w
 d = 2 shows the first two coordinates; with a teacher in d > 2, a plane of the teacher's
 span (`teacher_plane`): the span itself for two teacher neurons, for three or more the
 plane that puts them around a circle, one ray each, so that neurons gathering on a teacher
-neuron are seen to; with one teacher neuron, its direction and the main direction of the
+neuron fall on its ray; with one teacher neuron, its direction and the main direction of the
 final rich particles orthogonal to it. Without a teacher, the principal plane of the final
 rich particles (mass-weighted, through the origin). One plane serves every panel and frame.
 

@@ -135,7 +135,9 @@ def inspect(file):
               help="Draw every K-th snapshot (and the last).")
 @click.option("--projection", type=click.Choice(["auto", "first2", "teacher", "pca"]), default="auto",
               show_default=True, help="The plane of the input weights: auto is first2 when d = 2, else the "
-                                      "teacher's span, else the principal plane of the final rich particles.")
+                                      "teacher plane (its span; for 3+ teacher neurons the plane of it that "
+                                      "puts them on a circle), else the principal plane of the final rich "
+                                      "particles.")
 @click.option("--trails", is_flag=True, help="Draw each particle's path over the last frames.")
 @click.option("--follow", is_flag=True, help="Animate a file a simulation is still writing, until it completes.")
 @click.pass_context

@@ -6,15 +6,18 @@ where a_i < 0, its area proportional to its mass (`mass`): |a_i| ||(w_i, b_i)|| 
 positively 1-homogeneous activation (relu, linear), the weight the mean-field measure
 really carries, since a relu neuron's output depends on a_i w_i only through that product
 and its direction; |a_i| ||(w_i, b_i)||^2 for quadratic; |a_i| otherwise. Teacher neurons
-are black stars on dashed rays from the origin (for relu only their direction matters).
-Beneath the panels, the train and test loss of every run of the file (``ntk`` included),
-with a cursor at the frame's time.
+are stars on dashed rays from the origin (for relu only their direction matters), coloured
+like the particles by the sign of their output weight a*_j (red > 0, blue < 0) and drawn
+over them. Beneath the panels, the train and test loss of every run of the file (``ntk``
+included), with a cursor at the frame's time.
 
 The plane (`choose_projection`): d = 1 has none to choose, so its panels show (w_i, a_i);
-d = 2 shows the first two coordinates; with a teacher, its span (the teacher's two main
-directions; with one teacher neuron, its direction and the main direction of the final
-rich particles orthogonal to it); else the principal plane of the final rich particles
-(mass-weighted, through the origin). One plane serves every panel and frame.
+d = 2 shows the first two coordinates; with a teacher in d > 2, a plane of the teacher's
+span (`teacher_plane`): the span itself for two teacher neurons, for three or more the
+plane that puts them around a circle, one ray each, so that neurons gathering on a teacher
+neuron fall on its ray; with one teacher neuron, its direction and the main direction of the
+final rich particles orthogonal to it. Without a teacher, the principal plane of the final
+rich particles (mass-weighted, through the origin). One plane serves every panel and frame.
 
 Frames are read from the file one at a time and drawn by updating the same artists, and
 the GIF is written as it goes (`GifWriter`), so memory does not grow with the number of
@@ -74,7 +77,8 @@ class Contents:
     finished: bool
     dim: int
     activation: str
-    teacher: np.ndarray | None
+    teacher: np.ndarray | None  # the teacher's input weights, rows are neurons
+    teacher_a: np.ndarray | None  # and its output weights
     t_end: float
     title: str
 
@@ -162,11 +166,13 @@ class Projection(NamedTuple):
 
 
 def _inputs(trajectory: Trajectory) -> dict:
-    """The input dimension and the teacher's input weights (rows), which fix the plane:
-    written before any run, so reading them never meets a snapshot being written."""
+    """The input dimension and the teacher's input weights (rows) and output weights, which fix
+    the plane and the stars: written before any run, so reading them never meets a snapshot
+    being written."""
     teacher = trajectory.teacher
     return dict(dim=int((trajectory.scenario_dict.get("data") or {}).get("dim", 2)),
-                teacher=None if teacher is None else teacher.W.astype(np.float64))
+                teacher=None if teacher is None else teacher.W.astype(np.float64),
+                teacher_a=None if teacher is None else np.atleast_1d(teacher.a).astype(np.float64))
 
 
 def check_projection(kind: str, dim: int, teacher: np.ndarray | None) -> str:
@@ -195,7 +201,7 @@ def choose_projection(kind: str, contents: Contents, reference: Callable[[], Fra
     if kind == "first2":
         return Projection(np.eye(2, contents.dim), ("w_i[0]", "w_i[1]"), "first two coordinates of w_i")
     if kind == "teacher":
-        return _teacher_plane(contents.teacher, reference)
+        return teacher_plane(contents.teacher, reference)
     frame = reference()
     if frame is None:
         raise UsageError("--projection pca: no particles recorded yet to find the principal plane in")
@@ -204,10 +210,23 @@ def choose_projection(kind: str, contents: Contents, reference: Callable[[], Fra
                       "principal plane of the final rich particles")
 
 
-def _teacher_plane(teacher: np.ndarray, reference: Callable[[], Frame | None]) -> Projection:
+def teacher_plane(teacher: np.ndarray, reference: Callable[[], Frame | None]) -> Projection:
+    """The plane of the ``teacher`` projection (rows of ``teacher`` are the neurons' w*_j).
+
+    Teacher directions of rank 2: their span, where each neuron is drawn exactly. Rank 3 or
+    more: `_polygon_plane`. Rank 1: the teacher direction and the main direction, orthogonal
+    to it, of ``reference()`` (the final rich particles).
+    """
     _, singular, vt = np.linalg.svd(teacher, full_matrices=False)
-    if len(singular) >= 2 and singular[1] > 1e-8 * singular[0]:
+    rank = int(np.sum(singular > 1e-8 * singular[0]))
+    if rank == 2:
         return Projection(vt[:2], ("teacher direction 1", "teacher direction 2"), "span of the teacher neurons")
+    if rank >= 3:
+        polygon = _polygon_plane(teacher)
+        if polygon is not None:
+            return polygon
+        return Projection(vt[:2], ("teacher direction 1", "teacher direction 2"),
+                          "main plane of the teacher neurons")
     u = vt[0]
     frame = reference()
     d = teacher.shape[1]
@@ -221,6 +240,26 @@ def _teacher_plane(teacher: np.ndarray, reference: Callable[[], Frame | None]) -
     v = v - (v @ u) * u
     return Projection(np.stack([u, v / np.linalg.norm(v)]), ("teacher direction", "main other direction"),
                       "teacher direction and the main orthogonal direction of the final rich particles")
+
+
+def _polygon_plane(teacher: np.ndarray) -> Projection | None:
+    """A plane in which the k >= 3 teacher neurons are spread around a circle.
+
+    With D the teacher's unit directions (rows) and P the k vertices of a regular polygon,
+    p_j = (cos 2 pi j / k, sin 2 pi j / k), the least-squares map B = pinv(D) P (d x 2, so
+    that D B ~ P) made orthonormal by its polar factor. For orthonormal rows this is exact:
+    neuron j projects to sqrt(2 / k) |w*_j| p_j, and a particle along w*_j falls on its ray.
+    None if B has rank below 2 (then the caller uses the teacher's main plane).
+    """
+    k = len(teacher)
+    directions = teacher / np.linalg.norm(teacher, axis=1, keepdims=True)
+    angles = 2 * np.pi * np.arange(k) / k
+    B = np.linalg.pinv(directions) @ np.column_stack([np.cos(angles), np.sin(angles)])
+    u, singular, vt = np.linalg.svd(B, full_matrices=False)
+    if singular[1] <= 1e-8 * singular[0]:
+        return None
+    return Projection((u @ vt).T, ("teacher plane 1", "teacher plane 2"),
+                      f"teacher plane: its {k} neurons on a circle")
 
 
 def _principal_directions(W: np.ndarray, weights: np.ndarray, count: int) -> np.ndarray:
@@ -248,6 +287,7 @@ class PanelArtists:
     ax: object
     dots: object
     trails: object | None
+    stars: object | None  # the teacher neurons, drawn over the dots
     history: deque = field(default_factory=lambda: deque(maxlen=TRAIL_FRAMES))
 
 
@@ -282,7 +322,8 @@ class MovieFigure:
         self.fig.set_layout_engine("none")
         self.moving = [self.cursor]
         for artists in self.panels.values():
-            self.moving += [a for a in (artists.trails, artists.dots, artists.ax.title) if a is not None]
+            self.moving += [a for a in (artists.trails, artists.dots, artists.stars, artists.ax.title)
+                            if a is not None]
         for artist in self.moving:
             artist.set_animated(True)  # left out of the background
         self._save_background()
@@ -316,22 +357,27 @@ class MovieFigure:
         if lines is not None:
             ax.add_collection(lines)
         dots = ax.scatter(np.zeros(0), np.zeros(0), s=np.zeros(0), linewidths=0, alpha=0.8, zorder=2)
-        self._teacher(ax, contents, limits)
-        return PanelArtists(ax, dots, lines)
+        stars = self._teacher(ax, contents, limits)
+        return PanelArtists(ax, dots, lines, stars)
 
     def _teacher(self, ax, contents, limits):
+        """The teacher neurons in the colour of their a*_j's sign: a line at w*_j for d = 1, else a
+        dashed ray from the origin and a star at w*_j (returned: it is drawn over the particles)."""
         if contents.teacher is None:
-            return
+            return None
+        colors = sign_colors(contents.teacher_a)
         if self.projection.basis is None:  # d = 1: the teacher's input weights on the w axis
-            for w in contents.teacher[:, 0]:
-                ax.axvline(w, color="k", ls="--", lw=0.8, zorder=3)
-            return
+            for w, color in zip(contents.teacher[:, 0], colors):
+                ax.axvline(w, color=color, ls="--", lw=0.9, zorder=3)
+            return None
         points = contents.teacher @ self.projection.basis.T
         reach = 2 * max(abs(v) for pair in limits for v in pair)
-        for x, y in points:
+        for (x, y), color in zip(points, colors):
             norm = np.hypot(x, y) or 1.0
-            ax.plot([0, reach * x / norm], [0, reach * y / norm], color="0.4", ls="--", lw=0.7, zorder=1)
-        ax.plot(points[:, 0], points[:, 1], "*", color="k", mec="w", mew=0.6, ms=13, zorder=3)
+            ax.plot([0, reach * x / norm], [0, reach * y / norm], color=color, ls="--", lw=0.8, alpha=0.6,
+                    zorder=1)
+        return ax.scatter(points[:, 0], points[:, 1], s=180, marker="*", c=colors, edgecolors="k",
+                          linewidths=0.8, zorder=3)
 
     def _loss_axes(self, trajectory, contents):
         ax = self.loss_ax
@@ -350,10 +396,17 @@ class MovieFigure:
 
         handles = [Line2D([], [], ls="", marker="o", color=POSITIVE, label="$a_i > 0$"),
                    Line2D([], [], ls="", marker="o", color=NEGATIVE, label="$a_i < 0$")]
-        if contents.teacher is not None and projection.basis is None:
-            handles.append(Line2D([], [], ls="--", color="k", lw=0.8, label="teacher neuron's $w^*$"))
-        elif contents.teacher is not None:
-            handles.append(Line2D([], [], ls="", marker="*", color="k", ms=11, label="teacher neuron"))
+        if contents.teacher is not None:
+            signs = {"$a^*_j > 0$": POSITIVE, "$a^*_j < 0$": NEGATIVE}
+            present = set(sign_colors(contents.teacher_a))
+            for label, color in signs.items():
+                if color not in present:
+                    continue
+                if projection.basis is None:
+                    handles.append(Line2D([], [], ls="--", color=color, lw=0.9, label=f"teacher's $w^*_j$, {label}"))
+                else:
+                    handles.append(Line2D([], [], ls="", marker="*", color=color, mec="k", mew=0.8, ms=12,
+                                          label=f"teacher neuron, {label}"))
         k = HOMOGENEITY.get(self.activation, 0)
         area = "$|a_i|$" if k == 0 else "$|a_i|\\,|w_i|$" if k == 1 else f"$|a_i|\\,|w_i|^{k}$"
         self.fig.suptitle(f"{contents.title}: each neuron at its input weights ({projection.description}); "
@@ -390,7 +443,7 @@ class MovieFigure:
             return
         frame = trajectory[run.name].frame(index)
         points = self.projection.points(frame)
-        colors = np.where(frame.a >= 0, POSITIVE, NEGATIVE)
+        colors = sign_colors(frame.a)
         artists.dots.set_offsets(points)
         artists.dots.set_sizes(self.area(frame))
         artists.dots.set_facecolors(colors)
@@ -406,6 +459,11 @@ class MovieFigure:
         """Dot areas: proportional to mass, the first frame's mean mass drawn at `base_area`."""
         relative = mass(frame, self.activation) / self.size_reference
         return self.base_area * np.clip(relative, 0.0, 8.0)
+
+
+def sign_colors(a: np.ndarray) -> np.ndarray:
+    """The colour of each output weight's sign: `POSITIVE` (red) where a >= 0, else `NEGATIVE` (blue)."""
+    return np.where(np.asarray(a) >= 0, POSITIVE, NEGATIVE)
 
 
 FIT_WORDS = {"loss_train": "train loss", "risk": "risk"}
@@ -625,7 +683,8 @@ def write_movie(trajectory, output=None, *, runs: list[str] | None = None, fps: 
         raise UsageError(f"{output}: no such directory {output.parent}")
     with _opened(trajectory) as opened:  # fails early on a file that is not ours, or a bad choice
         panels = choose_panels(opened, runs)
-        check_projection(projection, **_inputs(opened))
+        inputs = _inputs(opened)
+        check_projection(projection, inputs["dim"], inputs["teacher"])
     with ExitStack() as stack:
         movie = Movie(writer, lambda size: stack.enter_context(writer.saving(output, size)),
                       every=every, projection=projection, trails=trails, dpi=dpi, follow=follow)

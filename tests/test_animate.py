@@ -219,3 +219,42 @@ def test_the_population_risk_is_drawn_as_the_loss_curve(tmp_path):
         assert panel.fit[0] == "risk" and len(panel.times) == 3
         frames = gif_frames(write_movie(trajectory, tmp_path / "pop.gif", dpi=40).output)
         assert len(frames) == 3
+
+
+def test_a_teacher_in_d_above_2_is_drawn_in_its_plane_with_stars_of_its_signs(tmp_path):
+    """auto picks the teacher plane; an orthonormal teacher of 5 neurons lands on a regular
+    pentagon of radius sqrt(2/5); each star's face is the colour of its a*_j's sign."""
+    from matplotlib.colors import to_rgba
+
+    from meanfield.movie import NEGATIVE, POSITIVE, Movie, check_projection, read_contents
+
+    signs = [1.0, -1.0, -1.0, 1.0, -1.0]
+    path = simulate(tmp_path / "d7.h5", "data.dim=7", "model.width=8",
+                    f"data.teacher={{width: 5, W: orthonormal, a: {signs}}}")
+    movie = Movie(None, None, every=1, projection="auto", trails=False, dpi=40, follow=False)
+    with mf.open(path) as trajectory:
+        contents = read_contents(trajectory, ["rich", "lazy"])
+        assert check_projection("auto", contents.dim, contents.teacher) == "teacher"
+        figure = movie._figure(trajectory, contents)
+    basis = figure.projection.basis
+    np.testing.assert_allclose(basis @ basis.T, np.eye(2), atol=1e-12)  # an orthogonal projection
+    stars = contents.teacher @ basis.T
+    np.testing.assert_allclose(np.hypot(*stars.T), np.sqrt(2 / 5), rtol=1e-10)
+    turns = np.diff(np.unwrap(np.arctan2(stars[:, 1], stars[:, 0])))
+    np.testing.assert_allclose(np.abs(turns), 2 * np.pi / 5, rtol=1e-10)
+    expected = [to_rgba(POSITIVE if a > 0 else NEGATIVE) for a in signs]
+    for name in ("rich", "lazy"):
+        artists = figure.panels[name].stars
+        np.testing.assert_allclose(artists.get_offsets(), stars)
+        np.testing.assert_allclose(artists.get_facecolors(), expected)
+        assert artists in figure.moving[figure.moving.index(figure.panels[name].dots):]  # over the particles
+    labels = [text.get_text() for text in figure.fig.legends[0].get_texts()]
+    assert "teacher neuron, $a^*_j > 0$" in labels and "teacher neuron, $a^*_j < 0$" in labels
+
+
+def test_a_teacher_of_two_neurons_is_drawn_in_its_span():
+    from meanfield.movie import teacher_plane
+
+    teacher = np.array([[1.0, 2.0, 0.0, 0.0], [0.0, 1.0, 0.0, 3.0]])
+    projection = teacher_plane(teacher, lambda: None)
+    np.testing.assert_allclose(np.linalg.norm(teacher @ projection.basis.T, axis=1), np.linalg.norm(teacher, axis=1))

@@ -52,7 +52,7 @@ def test_the_readme_api_table_names_every_public_attribute_of_a_recorded_run():
 
 def test_load_scenario_takes_a_name_a_path_a_mapping_or_a_scenario(tmp_path):
     bundled = mf.load_scenario("quickstart")
-    assert bundled.name == "quickstart" and bundled.model.width == 256
+    assert bundled.name == "quickstart" and bundled.model.width == 512
     path = tmp_path / "s.yaml"
     path.write_text(bundled.resolved_yaml())
     assert mf.load_scenario(path) == bundled

@@ -49,9 +49,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 import yaml
 
-from .bundled import SWEEP_DIR, bundled_sweeps, resolve_path, scenario_path
+from .bundled import SWEEP_DIR, bundled_sweeps, display_name, resolve_path, scenario_path
 from .errors import SweepFailed, UsageError, as_path, did_you_mean, expect_stops, stop_requested
-from .scenario import Scenario, read_text, read_yaml, set_key, validate_scenario
+from .scenario import Scenario, read_text, read_yaml, relative_to, set_key, validate_scenario
 from .storage import WriterLock, open_trajectory
 from .table import Table, cell_text, python_scalar, read_table, write_table
 from .threads import THREAD_VARIABLES, apply, using
@@ -160,8 +160,9 @@ def load_sweep(path: str | Path, *, overrides=(), axes=None) -> Sweep:
     """Read a sweep file (or a bundled sweep's name) and validate every point of its grid,
     after ``overrides`` (``--set``) and ``axes`` (``--grid``) if given."""
     path = resolve_path(path, SWEEP_DIR, bundled_sweeps, what="sweep")
-    raw, lines = read_yaml(read_text(path, "sweep"), str(path))
-    return sweep_from_mapping(raw, str(path), lines, path.parent, path.stem, overrides=overrides, axes=axes)
+    raw, lines = read_yaml(read_text(path, "sweep"), display_name(path))
+    return sweep_from_mapping(raw, display_name(path), lines, path.parent, path.stem, overrides=overrides, axes=axes,
+                              file=path)
 
 
 def parse_sweep(text: str, source: str = "<sweep>", root: Path = Path("."), default_name: str = "sweep") -> Sweep:
@@ -171,10 +172,11 @@ def parse_sweep(text: str, source: str = "<sweep>", root: Path = Path("."), defa
 
 
 def sweep_from_mapping(raw, source: str, lines: dict, root: Path, default_name: str, *, overrides=(),
-                       axes=None) -> Sweep:
+                       axes=None, file: Path | None = None) -> Sweep:
     """A sweep from its parsed mapping (``lines``: the line of each key, for messages), its base
-    edited by ``overrides`` and its grid by ``axes`` (what ``--set`` and ``--grid`` give)."""
-    own = Path(source)
+    edited by ``overrides`` and its grid by ``axes`` (what ``--set`` and ``--grid`` give);
+    ``file``: the sweep file it was read from, when ``source`` is a display name."""
+    own = Path(file or source)
     chain = ((str(own.resolve()), source),) if own.is_file() else ()
     layers = _layers(raw, source, lines, root, chain)
     how = _override_base(layers, overrides)
@@ -301,7 +303,7 @@ def _layers(raw, source: str, lines: dict, root: Path, chain: tuple) -> _Layers:
     unknown = [key for key in raw if key not in SWEEP_KEYS]
     if unknown:
         raise UsageError(f"{_at(source, lines, unknown[0])}: unknown key {unknown[0]!r}; "
-                         f"a sweep has: {', '.join(SWEEP_KEYS)}")
+                         f"a sweep has: {', '.join(SWEEP_KEYS)}{did_you_mean(unknown[0], SWEEP_KEYS)}")
     if raw.get("extends") is None:
         for key in ("base", "grid"):
             if raw.get(key) is None:
@@ -354,10 +356,10 @@ def _parent(extends, source: str, lines: dict, root: Path, chain: tuple) -> tupl
         path = bundled_path
     resolved = str(path.resolve())
     if any(seen == resolved for seen, _ in chain):
-        names = [name for _, name in chain] + [str(path)]
+        names = [name for _, name in chain] + [display_name(path)]
         raise UsageError(f"{where}: extends {extends!r} makes a cycle: {' -> '.join(names)}")
-    raw, parent_lines = read_yaml(read_text(path, "sweep"), str(path))
-    return _layers(raw, str(path), parent_lines, path.parent, (*chain, (resolved, str(path)))), path
+    raw, parent_lines = read_yaml(read_text(path, "sweep"), display_name(path))
+    return _layers(raw, display_name(path), parent_lines, path.parent, (*chain, (resolved, display_name(path)))), path
 
 
 def _merge_grid(layers: _Layers, grid, source: str, lines: dict, parent: str) -> None:
@@ -403,16 +405,16 @@ def _at(source: str, lines: dict, *path) -> str:
 
 def _base_scenario(base, source: str, lines: dict, root: Path) -> tuple[dict, str]:
     """The base scenario as a raw mapping, and the name its errors are reported under."""
-    if isinstance(base, dict):
-        return base, f"{source} (base)"
+    if isinstance(base, dict):  # written in the sweep file: its data paths are relative to that file
+        return relative_to(base, root), f"{source} (base)"
     if not isinstance(base, str):
         raise UsageError(f"{_at(source, lines, 'base')}: base is a scenario: a mapping, a path or a bundled name")
     candidate = root / base
     path = candidate if candidate.exists() else scenario_path(base)
-    raw, _ = read_yaml(read_text(path, "scenario"), str(path))
+    raw, _ = read_yaml(read_text(path, "scenario"), display_name(path))
     if not isinstance(raw, dict):
-        raise UsageError(f"{path}: a scenario is a mapping of keys (name, data, model, runs, ...)")
-    return raw, str(path)
+        raise UsageError(f"{display_name(path)}: a scenario is a mapping of keys (name, data, model, runs, ...)")
+    return relative_to(raw, path.parent), display_name(path)
 
 
 def _axes(grid, source: str, lines: dict) -> list[Axis]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -122,7 +124,7 @@ def test_an_inherited_labelled_axis_is_subset_by_its_labels():
     (["--grid", "model.width"], ["--grid 'model.width'", "dotted.key=value1,value2"]),
     (["--grid", "model.width=abc"], ["(--grid model.width)", "integer"]),
     (["--grid", "model.widht=8"], ["model.widht", "width"]),
-    (["--set", "train.t_end=-1"], ["--set train.t_end", "greater than 0"]),
+    (["--set", "train.t_end=-1"], ["--set train.t_end", "must be > 0"]),
     (["--grid", "seed=0", "--grid", "seed=1"], ["--grid seed", "given twice"]),
 ])
 def test_bad_set_and_grid_values_are_one_error_line_naming_the_key(options, words):
@@ -158,3 +160,27 @@ def test_analyze_says_nothing_of_convergence_where_no_stop_loss_was_asked(tmp_pa
     assert list(result.table["ended"]) == ["t_end", "t_end"] and list(result.table["stop_loss"]) == [0.0, 0.0]
     analysis = mf.analyze(result, "displacement_w", against="model.width")
     assert analysis.unconverged == {} and "converge" not in str(analysis)
+
+
+def test_a_sweep_files_own_mistakes_suggest_and_its_base_reads_paths_from_it(tmp_path):
+    """An unknown sweep key gets a close match; a base scenario file's data.path is read
+    relative to that file, as a scenario's own is (not from the working directory)."""
+    with pytest.raises(mf.UsageError, match=r"unknown key 'grids'; a sweep has: .*; did you mean 'grid'\?"):
+        mf.load_sweep(_sweep_file(tmp_path, {"base": BASE, "grids": {"seed": [0]}}))
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(data / "train.npz", X=rng.standard_normal((12, 3)), y=rng.standard_normal(12))
+    scenario = {**BASE, "data": {"task": "file", "path": "train.npz"}}
+    (data / "base.yaml").write_text(yaml.safe_dump(scenario))
+    sweep = mf.load_sweep(_sweep_file(tmp_path, {"base": "data/base.yaml", "grid": {"seed": [0, 1]}}))
+    assert {Path(p.scenario.data.path) for p in sweep.points} == {data / "train.npz"}
+    inline = {**BASE, "data": {"task": "file", "path": "data/train.npz"}}
+    sweep = mf.load_sweep(_sweep_file(tmp_path, {"base": inline, "grid": {"seed": [0]}}))
+    assert Path(sweep.points[0].scenario.data.path) == data / "train.npz"
+
+
+def _sweep_file(directory, content) -> Path:
+    path = directory / "sweep.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return path

@@ -172,6 +172,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_follow_draws_a_live_file_until_its_runs_complete(tmp_path):
     path, out = tmp_path / "live.h5", tmp_path / "live.gif"
     simulate(tmp_path / "warm.h5")  # compile the kernels first, so the writer below is slow only by its sleeps

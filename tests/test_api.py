@@ -307,6 +307,7 @@ def test_a_sweep_point_that_is_not_there_names_the_points(recorded, tmp_path):
         result.trajectory(3)
 
 
+@pytest.mark.slow
 def test_animate_takes_runs_as_the_command_line_does(recorded, tmp_path):
     with mf.open(recorded) as traj:
         movies = {label: mf.animate(traj, tmp_path / f"{label}.gif", runs=runs).output.read_bytes()

@@ -94,6 +94,7 @@ def test_edges_bracket_the_last_all_lazy_and_the_first_all_diverged_c():
 
 
 # ------------------------------------------------------------------ the bundled sweeps
+@pytest.mark.slow
 def test_the_catapult_sweeps_are_the_uv_model_and_a_relu_network_along_c():
     sweep = load_sweep("catapult")
     assert sweep.grid_keys == ["model.width", "train.integrator.dt_factor", "seed"]
@@ -128,6 +129,7 @@ def reduced(tmp_path_factory):
     return directory
 
 
+@pytest.mark.slow
 def test_a_point_is_gradient_descent_on_the_uv_model_with_the_exact_step(reduced):
     with mf.open(reduced / "points" / "p0007.h5") as trajectory:  # m = 512, c = 1.5
         run = trajectory["uv"]
@@ -150,6 +152,7 @@ def test_a_point_is_gradient_descent_on_the_uv_model_with_the_exact_step(reduced
     np.testing.assert_allclose(loss, want, rtol=1e-9, atol=1e-12 * want.max())
 
 
+@pytest.mark.slow
 def test_reduced_grid_is_lazy_below_one_and_a_catapult_between_one_and_two(reduced):
     rows = {(r.group["model.width"], r.c): r for r in phase_rows(reduced)}
     assert len(rows) == 10
@@ -163,6 +166,7 @@ def test_reduced_grid_is_lazy_below_one_and_a_catapult_between_one_and_two(reduc
     assert edges[512].lower == (0.9, 1.5) and edges[512].upper == (1.9, 2.5)
 
 
+@pytest.mark.slow
 def test_analyze_reports_the_edges_writes_phases_csv_and_draws_them(reduced, tmp_path):
     figure = tmp_path / "phases.png"
     result = CliRunner().invoke(main, ["analyze", str(reduced), "--phases-figure", str(figure)])

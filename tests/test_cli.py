@@ -292,6 +292,7 @@ def test_resume_refuses_a_file_of_another_scenario(tiny, tmp_path):
     assert file_contents(out) == before
 
 
+@pytest.mark.slow
 def test_a_diverging_run_fails_cleanly(tiny, tmp_path):
     out = tmp_path / "tiny.h5"
     result = invoke("simulate", tiny, "-o", out, "--set", "runs.noisy.parameterization.lr=1e6",
@@ -306,6 +307,7 @@ def test_a_diverging_run_fails_cleanly(tiny, tmp_path):
         assert trajectory["rich"].status == "complete"
 
 
+@pytest.mark.slow
 def test_sigterm_leaves_a_valid_resumable_file(tiny, tmp_path):
     out = tmp_path / "tiny.h5"
     # a long run, stopped by SIGTERM once its first snapshots are written
@@ -375,6 +377,7 @@ def test_population_rejects_a_teacher_without_closed_form(tmp_path):
     assert not (tmp_path / "p.h5").exists()
 
 
+@pytest.mark.slow
 def test_snapshots_are_thinned_to_fit_the_size_budget(tiny, tmp_path):
     overrides = ["model.width=2000", "runs.noisy=null", "runs.lazy=null", "record.every=0.01",
                  "record.max_file_mb=2", "train.integrator={method: euler, dt: 0.01}"]

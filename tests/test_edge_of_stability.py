@@ -81,6 +81,7 @@ def reduced():
     return mf.simulate(scenario)
 
 
+@pytest.mark.slow
 def test_reduced_scenario_sharpens_the_rich_run_and_keeps_the_lazy_one(reduced, tmp_path):
     rich, lazy = reduced["rich_dt020"], reduced["lazy"]
     assert rich.status == lazy.status == "complete"
@@ -105,6 +106,7 @@ def test_reduced_scenario_sharpens_the_rich_run_and_keeps_the_lazy_one(reduced, 
     assert mf.edge_of_stability(tmp_path / "eos.h5") == edges
 
 
+@pytest.mark.slow
 def test_the_script_prints_the_table_and_draws(reduced, tmp_path, capsys):
     import importlib.util
     from pathlib import Path

@@ -82,6 +82,7 @@ def cli(*args):
     return CliRunner().invoke(main, ["-q", *map(str, args)])
 
 
+@pytest.mark.slow
 def test_the_command_line_reads_a_file_without_a_test_set(data_file, tmp_path):
     """simulate, then inspect, plot and animate, with no traceback; the API's accessors name
     the missing test set."""
@@ -106,6 +107,7 @@ def test_the_command_line_reads_a_file_without_a_test_set(data_file, tmp_path):
         assert traj.to_xarray()["data"].sizes["sample_test"] == 0
 
 
+@pytest.mark.slow
 def test_analyze_names_the_missing_test_set(data_file, tmp_path):
     base = scenario(data_file, test_fraction=0).replace({"runs": {"rich": "mean_field"}})
     directory = tmp_path / "widths"

@@ -1,5 +1,6 @@
 """Population mode end to end: Chizat & Bach's teacher recovery, and the CLT over seeds."""
 
+import pytest
 import numpy as np
 
 from recorded import measures
@@ -10,6 +11,7 @@ from solvers.integrate import Euler, LoopState, integrate
 from solvers.population import PopulationField, population_risk
 
 
+@pytest.mark.slow
 def test_chizat_bach_rich_finds_the_teacher_lazy_stays(tmp_path):
     scenario = mf.load_scenario("chizat_bach", {"record.every": 50})
     out = tmp_path / "cb.h5"
@@ -27,6 +29,7 @@ def test_chizat_bach_rich_finds_the_teacher_lazy_stays(tmp_path):
     assert np.allclose(lazy["risk"].value, tangent["risk"].value, rtol=0.05)
 
 
+@pytest.mark.slow
 def test_risk_fluctuations_over_seeds_shrink_like_one_over_sqrt_m():
     # Rotskoff & Vanden-Eijnden: at fixed t the particle system fluctuates around its
     # mean-field limit by O(m^-1/2), so the std over seeds of the risk scales like m^-1/2

@@ -191,6 +191,7 @@ TINY = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quiet", [False, True])
 def test_simulate_with_stderr_piped_writes_plain_progress_lines(tmp_path, quiet):
     (tmp_path / "tiny.yaml").write_text(TINY)

@@ -31,6 +31,7 @@ def test_the_readme_has_its_walk_through():
     assert "mf.simulate(sc)" in BLOCKS[0] and "mf.sweep(" in "".join(BLOCKS)
 
 
+@pytest.mark.slow
 def test_every_python_block_runs_and_says_what_it_gives(notebook):
     mf, rich = notebook["mf"], notebook["rich"]
     assert (rich.status, rich.predicted_regime, rich.attrs["eta_w"]) == ("complete", "rich", 256.0)

@@ -88,6 +88,7 @@ def reduced():
                                              "runs.sp_large.parameterization.lr": 1 / m})
 
 
+@pytest.mark.slow
 def test_the_reduced_regime_table_measures_the_four_regimes_of_the_table(tmp_path):
     scenario = reduced()
     with mf.simulate(scenario, tmp_path / "regime.h5") as trajectory:

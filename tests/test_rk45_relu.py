@@ -8,6 +8,7 @@ test inputs, against rk4 at dt = T / 2048. Cost: evaluations of the vector field
 of the same accuracy is the cheapest of dt = T / 4, T / 8, ..., T / 1024 at least as accurate.
 """
 
+import pytest
 import numpy as np
 
 from meanfield.data import make_dataset
@@ -70,6 +71,7 @@ def test_the_schema_and_the_stepper_share_rk45s_defaults():
     assert make_stepper("rk45") == stepper
 
 
+@pytest.mark.slow
 def test_rk45_on_relu_costs_a_few_times_rk4_of_the_same_accuracy():
     costs = np.array([costs_at_equal_accuracy(seed) for seed in SEEDS])
     ratio = costs[:, 0].sum() / costs[:, 1].sum()

@@ -77,6 +77,7 @@ def one_error_line(stderr: str) -> str:
 
 
 # ----------------------------------------------------------------------------- one writer
+@pytest.mark.slow
 def test_a_second_writer_is_refused_and_the_first_file_survives(scenario_file, tmp_path):
     out = tmp_path / "out.h5"
     first = subprocess.Popen(
@@ -102,6 +103,7 @@ def test_a_second_writer_is_refused_and_the_first_file_survives(scenario_file, t
     assert not storage.ownership.lock_path(out).exists()
 
 
+@pytest.mark.slow
 def test_a_held_lock_names_its_holder_and_a_dead_holder_leaves_no_lock(scenario_file, tmp_path):
     out = tmp_path / "out.h5"
     assert meanfield("-q", "simulate", scenario_file, "-o", out).returncode == 0
@@ -118,6 +120,7 @@ def test_a_held_lock_names_its_holder_and_a_dead_holder_leaves_no_lock(scenario_
     assert file_contents(out) == before
 
 
+@pytest.mark.slow
 def test_a_reader_holding_an_hdf5_lock_does_not_stop_a_rerun(scenario_file, tmp_path):
     out = tmp_path / "out.h5"
     assert meanfield("-q", "simulate", scenario_file, "-o", out).returncode == 0
@@ -133,6 +136,7 @@ def test_a_reader_holding_an_hdf5_lock_does_not_stop_a_rerun(scenario_file, tmp_
         assert trajectory.seed == 6 and trajectory.complete
 
 
+@pytest.mark.slow
 def test_continuing_a_file_another_process_holds_open_says_so(scenario_file, tmp_path):
     out = tmp_path / "out.h5"
     assert meanfield("-q", "simulate", scenario_file, "-o", out, action="raise KeyboardInterrupt").returncode == 130
@@ -142,6 +146,7 @@ def test_continuing_a_file_another_process_holds_open_says_so(scenario_file, tmp
     assert meanfield("-q", "simulate", scenario_file, "-o", out, "--resume").returncode == 0
 
 
+@pytest.mark.slow
 def test_an_existing_output_names_the_flag_that_fits(scenario_file, tmp_path):
     out = tmp_path / "out.h5"
     assert meanfield("-q", "simulate", scenario_file, "-o", out, action="raise KeyboardInterrupt").returncode == 130
@@ -161,6 +166,7 @@ def limit_file_size(nbytes):
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, resource.RLIM_INFINITY))
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_is_checked_before_starting(scenario_file, tmp_path):
     out = tmp_path / "out.h5"
     estimate = mf.plan(mf.load_scenario(scenario_file)).estimated_bytes
@@ -234,6 +240,7 @@ def on_a_disk_that_fills_up(scenario_file, tmp_path, guarded=True) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_full_disk_mid_run_leaves_a_resumable_file(scenario_file, tmp_path):
     whole = tmp_path / "whole.h5"
     mf.simulate(mf.load_scenario(scenario_file), whole).close()
@@ -245,6 +252,7 @@ def test_a_full_disk_mid_run_leaves_a_resumable_file(scenario_file, tmp_path):
     assert file_contents(tmp_path / "resumed.h5") == file_contents(whole)
 
 
+@pytest.mark.slow
 def test_a_write_error_the_run_could_not_foresee_is_one_error_line(scenario_file, tmp_path):
     """A quota or a race with another writer: the HDF5 library's own write fails. No
     traceback, no crash on exit; --resume continues the file or says to start again."""
@@ -255,6 +263,7 @@ def test_a_write_error_the_run_could_not_foresee_is_one_error_line(scenario_file
 
 
 # ----------------------------------------------------------------------------- damaged files
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["inspect"], ["plot"], ["animate"], ["simulate", "SCENARIO", "--resume"]])
 def test_a_damaged_file_is_one_error_line(scenario_file, tmp_path, command):
     out = tmp_path / "out.h5"

@@ -11,6 +11,7 @@ the headline of each (a few seconds):
 
 from __future__ import annotations
 
+import pytest
 import math
 from concurrent.futures import ThreadPoolExecutor
 
@@ -97,6 +98,7 @@ def their_gd(X, y, X_test, y_test, A, b, step, steps):
     return 0.5 * np.mean((f_test - y_test) ** 2), np.linalg.norm(A - A0) / np.linalg.norm(A0)
 
 
+@pytest.mark.slow
 def test_reduced_chizat_oyallon_bach_is_their_gd_and_shows_their_figure(tmp_path):
     # their setup at d = 20, n = 100, 200 test points: their 10^4 steps, six of their scales (6 s)
     taus = [0.01, 0.1, 0.3162, 1, 3.162, 10]
@@ -131,6 +133,7 @@ def test_reduced_chizat_oyallon_bach_is_their_gd_and_shows_their_figure(tmp_path
     assert disp[0.01] > 1.0  # the rich run moves its neurons by O(1) (5.6)
 
 
+@pytest.mark.slow
 def test_reduced_single_index_rich_needs_fewer_samples_than_ntk(tmp_path):
     sweep = _reduced("single_index_samples", {"data.dim": [16], "data.n_train": [1024, 256]})
     result = run_sweep(sweep, tmp_path / "si", executor=ThreadPoolExecutor(1), threads=1)

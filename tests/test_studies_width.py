@@ -89,6 +89,7 @@ def luo_reduced(tmp_path_factory):
     return read_table(result.directory)
 
 
+@pytest.mark.slow
 def test_reduced_luo_grid_finds_the_three_phases(luo_reduced):
     points = {p.run: p for p in phase_points(luo_reduced)}
     assert points["g05_gp05"].exponent < -1.0
@@ -99,6 +100,7 @@ def test_reduced_luo_grid_finds_the_three_phases(luo_reduced):
         == ["linear", "critical", "condensed"]
 
 
+@pytest.mark.slow
 def test_reduced_width_theorem_signs_and_the_fixed_lr_divergence(tmp_path):
     sweep = _reduced("width_theorem", {"model.width": [64, 256, 1024], "seed": [0]}, family=("stable_lr",))
     table = read_table(run_sweep(sweep, tmp_path / "flow", executor=ThreadPoolExecutor(1), threads=1).directory)

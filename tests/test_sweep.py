@@ -133,6 +133,7 @@ def test_a_directory_is_not_reused_without_resume_and_resume_refuses_another_swe
     assert (again.ran, again.skipped) == (0, 1)
 
 
+@pytest.mark.slow
 def test_a_second_process_on_a_sweep_directory_is_refused_naming_the_first(tmp_path):
     from meanfield.storage import WriterLock
 
@@ -146,6 +147,7 @@ def test_a_second_process_on_a_sweep_directory_is_refused_naming_the_first(tmp_p
     assert not (tmp_path / "out" / "sweep.lock").exists()
 
 
+@pytest.mark.slow
 def test_the_process_pool_and_a_dask_local_cluster_give_identical_results(tmp_path):
     pytest.importorskip("distributed")
     from meanfield.sweeps import dask_executor
@@ -203,6 +205,7 @@ def _fingerprints(out: Path) -> dict[str, tuple]:
             for p in sorted((out / "points").glob("*.h5")) if point_status(p) == "complete"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM to the sweep", "SIGKILL to every process"])
 def test_resume_after_a_kill_runs_only_the_points_not_complete(tmp_path, how):
     process, out = _start_sweep(tmp_path, points=4)
@@ -251,6 +254,7 @@ def test_a_resume_that_cannot_read_its_file_starts_the_point_again(tmp_path, mon
     assert np.isfinite(table["lazy.loss_test"][0])
 
 
+@pytest.mark.slow
 def test_analyze_fits_the_sweep_and_names_what_is_allowed(tmp_path):
     sweep = parse_sweep(sweep_text({"model.width": [8, 16, 32], "seed": [0, 1]}))
     run_sweep(sweep, tmp_path / "out", executor=serial())
@@ -268,6 +272,7 @@ def test_analyze_fits_the_sweep_and_names_what_is_allowed(tmp_path):
     assert result.exit_code == 2 and "displacement_w" in result.output
 
 
+@pytest.mark.slow
 def test_pool_workers_run_blas_and_numba_on_the_threads_they_are_given(tmp_path):
     pytest.importorskip("threadpoolctl")
     from meanfield.sweeps import THREAD_VARIABLES, _default_executor
@@ -287,6 +292,7 @@ def _threads_in_worker():
 
 
 # ------------------------------------------------------------------ the public API
+@pytest.mark.slow
 def test_a_sweep_from_python_a_base_scenario_and_a_grid(tmp_path):
     base = mf.load_scenario(BASE)
     sweep = mf.load_sweep(base, {"model.width": [8, 12]}, replicates=2)

@@ -44,6 +44,7 @@ def _run_script(tmp_path, guarded: bool) -> subprocess.CompletedProcess:
 
 
 # ------------------------------------------------------------------ item: scripts and failed sweeps
+@pytest.mark.slow
 def test_a_script_without_a_main_guard_stops_with_how_to_fix_it(tmp_path):
     done = _run_script(tmp_path, guarded=False)
     assert done.returncode != 0
@@ -52,12 +53,14 @@ def test_a_script_without_a_main_guard_stops_with_how_to_fix_it(tmp_path):
     assert "BrokenProcessPool" in last and 'if __name__ == "__main__":' in last and "sweep_script.py" in last
 
 
+@pytest.mark.slow
 def test_the_same_script_with_the_guard_runs_its_sweep(tmp_path):
     done = _run_script(tmp_path, guarded=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rows: 2 complete: 2" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_every_point_fails_raises_with_the_first_reasons(tmp_path):
     with pytest.raises(SweepFailed, match=r"every point of the sweep failed \(2 of 2\): p0000: ") as caught:
         mf.sweep(BASE, grid={"runs.rich.parameterization.lr": [1e9, 1e10]}, output=tmp_path / "out", workers=1,
@@ -136,6 +139,7 @@ def test_bad_set_and_grid_values_are_one_error_line_naming_the_key(options, word
 
 
 # ------------------------------------------------------------------ item: how each point ended
+@pytest.mark.slow
 def test_the_table_says_how_each_point_ended_and_analyze_counts_the_unconverged(tmp_path):
     stop = {"reached": 10.0, "none": 0.0, "unreached": 1e-30}  # 10: below at once; 1e-30: never
     path = _sweep_file(tmp_path, {"model.width": [8, 16, 32], "train.stop_loss": stop})
@@ -155,6 +159,7 @@ def test_the_table_says_how_each_point_ended_and_analyze_counts_the_unconverged(
     assert cli.exit_code == 0 and "did not converge: 3 of 9 points" in cli.output
 
 
+@pytest.mark.slow
 def test_analyze_says_nothing_of_convergence_where_no_stop_loss_was_asked(tmp_path):
     result = mf.sweep(BASE, grid={"model.width": [8, 16]}, output=tmp_path / "out", workers=1, threads=1)
     assert list(result.table["ended"]) == ["t_end", "t_end"] and list(result.table["stop_loss"]) == [0.0, 0.0]
@@ -166,21 +171,21 @@ def test_a_sweep_files_own_mistakes_suggest_and_its_base_reads_paths_from_it(tmp
     """An unknown sweep key gets a close match; a base scenario file's data.path is read
     relative to that file, as a scenario's own is (not from the working directory)."""
     with pytest.raises(mf.UsageError, match=r"unknown key 'grids'; a sweep has: .*; did you mean 'grid'\?"):
-        mf.load_sweep(_sweep_file(tmp_path, {"base": BASE, "grids": {"seed": [0]}}))
+        mf.load_sweep(_write_sweep(tmp_path, {"base": BASE, "grids": {"seed": [0]}}))
     data = tmp_path / "data"
     data.mkdir()
     rng = np.random.default_rng(0)
     np.savez(data / "train.npz", X=rng.standard_normal((12, 3)), y=rng.standard_normal(12))
     scenario = {**BASE, "data": {"task": "file", "path": "train.npz"}}
     (data / "base.yaml").write_text(yaml.safe_dump(scenario))
-    sweep = mf.load_sweep(_sweep_file(tmp_path, {"base": "data/base.yaml", "grid": {"seed": [0, 1]}}))
+    sweep = mf.load_sweep(_write_sweep(tmp_path, {"base": "data/base.yaml", "grid": {"seed": [0, 1]}}))
     assert {Path(p.scenario.data.path) for p in sweep.points} == {data / "train.npz"}
     inline = {**BASE, "data": {"task": "file", "path": "data/train.npz"}}
-    sweep = mf.load_sweep(_sweep_file(tmp_path, {"base": inline, "grid": {"seed": [0]}}))
+    sweep = mf.load_sweep(_write_sweep(tmp_path, {"base": inline, "grid": {"seed": [0]}}))
     assert Path(sweep.points[0].scenario.data.path) == data / "train.npz"
 
 
-def _sweep_file(directory, content) -> Path:
+def _write_sweep(directory, content) -> Path:
     path = directory / "sweep.yaml"
     path.write_text(yaml.safe_dump(content))
     return path

@@ -79,6 +79,7 @@ def test_the_governor_costs_a_quiet_run_little():
     assert machine.now / ideal - 1 < 0.01
 
 
+@pytest.mark.slow
 def test_switching_threads_during_a_run_changes_no_bit(tmp_path):
     """A run whose Numba thread count flips at every step writes the file a one-thread run writes."""
     code = textwrap.dedent(f"""\

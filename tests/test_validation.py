@@ -408,6 +408,7 @@ def test_dry_run_shows_the_peak_memory_and_refuses_what_cannot_fit(files, tmp_pa
     assert f"{size_text(available)} are available: lower {estimate.dominant.lower}" in lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [
     pytest.param({"runs": {"k": {"solver": "ntk"}}, "data.n_train": 1200, "data.n_test": 400, "model.width": 32},
                  id="kernel-closed-form"),
@@ -465,6 +466,7 @@ def test_bundled_scenarios_validate_and_their_resolved_text_parses_back(name):
     assert parse_scenario(scenario.resolved_yaml()) == scenario
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(bundled_sweeps()))
 def test_every_point_of_the_bundled_sweeps_validates_and_parses_back(name):
     for point in meanfield.load_sweep(name).points:

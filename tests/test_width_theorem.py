@@ -36,6 +36,7 @@ def displacement(preset, width, seed):
     return relative_change(layout.split(out.state.y)[1], W0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset, slope", [(NTKPreset(), -0.5), (MeanFieldPreset(), 0.0)])
 def test_relative_weight_change_scales_with_width(preset, slope):
     logs = [np.mean([np.log(displacement(preset, m, s)) for s in SEEDS]) for m in WIDTHS]

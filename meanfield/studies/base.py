@@ -122,7 +122,7 @@ class Study:
 
         rows = []
         for ref in self.references:
-            if ref.quantity not in measured:
+            if ref.quantity not in measured or (quick and not ref.quick):
                 continue
             value = measured[ref.quantity]
             rows.append({"quantity": ref.label, "published": ref.published, "measured": value,

@@ -44,8 +44,8 @@ from .threads import set_threads  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = ["RecordedRun", "RunFailed", "Scenario", "SweepFailed", "SweepResult", "Trajectory", "UsageError", "analyze", "animate",
-           "bundled_scenarios", "bundled_sweeps", "edge_figure", "edge_of_stability", "load_scenario", "load_sweep",
-           "open", "open_sweep", "plan", "plot", "set_threads", "simulate", "sweep"]
+           "bundled_scenarios", "bundled_studies", "bundled_sweeps", "edge_figure", "edge_of_stability", "load_scenario", "load_sweep",
+           "open", "open_sweep", "plan", "plot", "set_threads", "simulate", "study", "sweep"]
 
 
 def __dir__() -> list[str]:
@@ -308,6 +308,27 @@ def edge_figure(trajectory: Union[Trajectory, str, Path], output: Union[str, Pat
     from .stability import edge_figure as draw
 
     return draw(_trajectory(trajectory, "edge_figure"), as_path(output, "edge_figure's output"))
+
+
+def study(name: str, quick: bool = False, output: Union[str, Path, None] = None, *,
+          workers: Optional[int] = None):
+    """Run the bundled study ``name`` (``quick``: its reduced check, seconds to a minute) into
+    ``output`` (a directory; None: a new temporary one) and measure it beside its published
+    values. Returns a ``StudyResult``: ``.table`` (a pandas DataFrame with the columns
+    quantity, published, measured, tolerance, agrees, one row per published quantity, the
+    same for every study), ``.figure(path)``, ``.agrees``; ``str()`` prints the table with
+    the citation. :func:`bundled_studies` lists them; a full study runs its sweep on ``workers``
+    processes (in a script, under ``if __name__ == "__main__":``)."""
+    from .studies import study as run_study
+
+    return run_study(name, quick=quick, output=_output(output, "study's output"), workers=workers)
+
+
+def bundled_studies() -> dict[str, str]:
+    """The bundled studies (known results of the literature, reproduced): name -> title."""
+    from .studies import studies as registry
+
+    return {name: entry.title for name, entry in registry().items()}
 
 
 def bundled_sweeps() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The command line: ``meanfield simulate | inspect | animate | plot | sweep | analyze | scenarios``.
+"""The command line: ``meanfield simulate | inspect | animate | plot | sweep | analyze | study | scenarios``.
 
 A thin layer over the public API of :mod:`meanfield`: each command parses its arguments,
 calls the API and prints what it returns (the README's "The command line" documents them).
@@ -246,6 +246,33 @@ def analyze(directory, measure, against, runs, figure_path, phase_path, phases_p
         click.echo(str(mf.analyze(directory, measure=measure, against=against, runs=selected, within=(low, high),
                                   threshold=threshold, by=by, figure=figure_path, phase_diagram=phase_path,
                                   phases_figure=phases_path)))
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--list", "listing", is_flag=True, help="List the bundled studies and what each reproduces.")
+@click.option("--quick", is_flag=True, help="Run the study's reduced check (seconds to a minute) instead of the full study.")
+@click.option("-o", "--output", "directory", type=click.Path(file_okay=False),
+              help="The study's directory (default: ./NAME, or ./NAME_quick with --quick); its figure is DIR/NAME.png.")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes of a full study's sweep (default: the CPU count).")
+def study(name, listing, quick, directory, workers):
+    """Run the bundled study NAME, print its table beside the published values and draw its figure."""
+    from .studies import get, studies
+
+    with usage_errors():
+        if listing or name is None:
+            if name is not None:
+                raise UsageError("--list lists every study: give it no NAME")
+            if not listing:
+                raise UsageError("give a study's NAME, or --list to see them")
+            for entry in studies().values():
+                click.echo(f"{entry.name:<22} {entry.kind:<8} {entry.full_time:<18} {entry.title}")
+            return
+        entry = get(name)
+        directory = Path(directory or (f"{name}_quick" if quick else name))
+        result = entry.run(quick=quick, output=directory, workers=workers)
+        click.echo(str(result))
+        click.echo(f"figure: {result.figure(directory / f'{name}.png')}")
 
 
 @main.command()

@@ -1,0 +1,100 @@
+"""The studies contract (meanfield/studies/, docs/design.md §6): every bundled study is one
+module with its published values and citation, run the same way (``mf.study(NAME, quick=...)``,
+``meanfield study NAME [--quick]``) into a table of the same columns; each study's reduced
+check, on the reduced grid of its older test (test_studies_width.py, test_studies_scale.py,
+test_edge_of_stability.py, test_catapult.py), agrees with every published value it measures."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from click.testing import CliRunner
+
+import meanfield as mf
+from meanfield.cli import main
+from meanfield.studies import COLUMNS, Reference, agrees, get, studies
+
+NAMES = ["catapult", "catapult_relu", "chizat_oyallon_bach", "edge_of_stability", "luo_phase_diagram",
+         "single_index_samples", "width_theorem"]
+
+
+def test_the_registry_holds_the_six_studies_each_with_its_citation_and_references():
+    registry = studies()
+    assert sorted(registry) == NAMES and sorted(mf.bundled_studies()) == NAMES
+    for name, entry in registry.items():
+        assert entry.name == name and entry.kind in ("sweep", "scenario") and len(entry.citation) > 20
+        assert entry.references and len({ref.quantity for ref in entry.references}) == len(entry.references)
+        assert any(ref.quick for ref in entry.references), name
+        if entry.kind == "sweep":
+            assert entry.source in mf.bundled_sweeps()
+        else:
+            assert entry.source in mf.bundled_scenarios()
+    # a value the project could not check against the paper says so
+    unchecked = [ref.label for entry in registry.values() for ref in entry.references if not ref.checked]
+    assert unchecked and all(label.endswith("(unchecked)") for label in unchecked)
+
+
+@pytest.mark.parametrize("published, measured, tolerance, expected", [
+    (-0.5, -0.55, 0.1, True), (-0.5, -0.65, 0.1, False), (1.0, 1.0, None, True), (1.0, 1.01, None, False),
+    ("< 1", 0.9, None, True), ("< 1", 1.0, None, False), ("> 2", 2.5, None, True), ("> 2", 1.9, None, False),
+    ("linear", "linear", None, True), ("linear", "critical", None, False), (1.0, "linear", 0.1, False),
+    (1.0, math.nan, 0.1, False), ("> 2", math.nan, None, False), ("rises", None, None, False),
+])
+def test_one_agreement_rule_for_every_study(published, measured, tolerance, expected):
+    assert agrees(published, measured, tolerance) is expected
+
+
+def test_a_table_has_the_contracts_columns_and_the_quick_tolerance():
+    entry = get("width_theorem")
+    quantity = entry.references[0].quantity
+    assert list(entry.table({quantity: -0.3}, quick=True).columns) == list(COLUMNS)
+    assert entry.table({quantity: -0.3}, quick=True)["agrees"].tolist() == [True]   # -0.5 +- 0.4
+    assert entry.table({quantity: -0.3}, quick=False)["agrees"].tolist() == [False]  # -0.5 +- 0.1
+    assert entry.table({}).empty and list(entry.table({}).columns) == list(COLUMNS)
+    assert Reference("x", 1.0, checked=False).label == "x (unchecked)"
+
+
+def test_an_unknown_study_is_one_error_line_with_a_close_match():
+    result = CliRunner().invoke(main, ["study", "catapul", "--quick"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: 'catapul' is not a bundled study")
+    assert "did you mean 'catapult'?" in lines[0]
+    with pytest.raises(mf.UsageError, match="did you mean 'width_theorem'"):
+        mf.study("width_theorm", quick=True)
+    for args in (["study"], ["study", "catapult", "--list"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and result.output.startswith("Error: "), args
+
+
+def test_study_list_shows_every_study():
+    result = CliRunner().invoke(main, ["study", "--list"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert [line.split()[0] for line in lines] == NAMES
+    assert "edge_of_stability      scenario" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_the_quick_check_of_every_study_agrees_with_the_published_values(name, tmp_path):
+    result = mf.study(name, quick=True, output=tmp_path / name)
+    table = result.table
+    assert list(table.columns) == list(COLUMNS)
+    assert len(table) >= 3, table
+    assert table["agrees"].all(), str(result)
+    assert result.agrees and name in str(result) and "agree with the published values" in str(result)
+    quick = [ref.label for ref in get(name).references if ref.quick]
+    assert table["quantity"].tolist() == quick  # every quantity the reduced check measures, in order
+    assert result.figure(tmp_path / f"{name}.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_study_command_runs_the_quick_check_prints_the_table_and_draws(tmp_path):
+    result = CliRunner().invoke(main, ["study", "luo_phase_diagram", "--quick", "-o", str(tmp_path / "luo")])
+    assert result.exit_code == 0, result.output
+    assert "quantity" in result.output and "published" in result.output and "Luo, Xu, Ma & Zhang" in result.output
+    assert "3 of 3 agree with the published values" in result.output
+    assert (tmp_path / "luo" / "luo_phase_diagram.png").stat().st_size > 10_000
+    assert (tmp_path / "luo" / "results.csv").exists()

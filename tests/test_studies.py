@@ -98,3 +98,21 @@ def test_study_command_runs_the_quick_check_prints_the_table_and_draws(tmp_path)
     assert "3 of 3 agree with the published values" in result.output
     assert (tmp_path / "luo" / "luo_phase_diagram.png").stat().st_size > 10_000
     assert (tmp_path / "luo" / "results.csv").exists()
+
+
+@pytest.mark.slow
+def test_a_full_layout_sweep_is_measured_as_the_full_study(tmp_path):
+    """The full study's measurement on a results directory as `meanfield sweep width_theorem`
+    writes it (both families in one sweep), at three widths: the fixed-lr row reads the
+    fixed-lr points only (at m = 512 they diverge) and the tolerances are the full study's."""
+    from meanfield.studies.base import reduced_sweep, run_sweep_into
+
+    def grid(raw):
+        raw["grid"] = {"runs": raw["grid"]["runs"], "model.width": [64, 128, 512], "seed": [0]}
+
+    directory = run_sweep_into(reduced_sweep("width_theorem", grid), tmp_path / "wt", quick=True)
+    result = get("width_theorem").result(directory)
+    table = result.table
+    assert list(table.columns) == list(COLUMNS) and len(table) == 4
+    assert table["tolerance"].tolist()[:3] == [0.1, 0.1, 0.1]
+    assert table["measured"].tolist()[3] == "diverges" and table["agrees"].all(), str(result)

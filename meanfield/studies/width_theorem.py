@@ -60,10 +60,11 @@ def measure(path: Path, quick: bool = False) -> dict:
     for row in scaling(tables[0], runs=list(STABLE)):
         out[labels[row.run].quantity] = row.fit.exponent
     fixed = tables[-1]
-    if "standard.displacement_w" in fixed.columns:
-        width = fixed["model.width"]
-        largest = width == width.max()
-        failed = [str(s) == "failed" for s, keep in zip(fixed["status"], largest) if keep]
+    family = [str(f) for f in fixed["runs"]] if "runs" in fixed.columns else ["fixed_lr"] * len(fixed["status"])
+    widths = [int(w) for w, f in zip(fixed["model.width"], family) if f == "fixed_lr"]
+    if widths:
+        failed = [str(s) == "failed" for s, w, f in zip(fixed["status"], fixed["model.width"], family)
+                  if f == "fixed_lr" and int(w) == max(widths)]
         out[REFERENCES[3].quantity] = "diverges" if all(failed) else "converges"
     return out
 

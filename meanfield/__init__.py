@@ -311,17 +311,18 @@ def edge_figure(trajectory: Union[Trajectory, str, Path], output: Union[str, Pat
 
 
 def study(name: str, quick: bool = False, output: Union[str, Path, None] = None, *,
-          workers: Optional[int] = None):
+          workers: Optional[int] = None, resume: bool = False):
     """Run the bundled study ``name`` (``quick``: its reduced check, seconds to a minute) into
     ``output`` (a directory; None: a new temporary one) and measure it beside its published
     values. Returns a ``StudyResult``: ``.table`` (a pandas DataFrame with the columns
     quantity, published, measured, tolerance, agrees, one row per published quantity, the
     same for every study), ``.figure(path)``, ``.agrees``; ``str()`` prints the table with
     the citation. :func:`bundled_studies` lists them; a full study runs its sweep on ``workers``
-    processes (in a script, under ``if __name__ == "__main__":``)."""
+    processes (in a script, under ``if __name__ == "__main__":``); ``resume`` continues a
+    study run into ``output`` before (only what is not complete runs again)."""
     from .studies import study as run_study
 
-    return run_study(name, quick=quick, output=_output(output, "study's output"), workers=workers)
+    return run_study(name, quick=quick, output=_output(output, "study's output"), workers=workers, resume=resume)
 
 
 def bundled_studies() -> dict[str, str]:

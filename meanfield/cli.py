@@ -251,11 +251,14 @@ def analyze(directory, measure, against, runs, figure_path, phase_path, phases_p
 @main.command()
 @click.argument("name", required=False)
 @click.option("--list", "listing", is_flag=True, help="List the bundled studies and what each reproduces.")
-@click.option("--quick", is_flag=True, help="Run the study's reduced check (seconds to a minute) instead of the full study.")
+@click.option("--quick", is_flag=True,
+              help="Run the study's reduced check (seconds to a minute) instead of the full study.")
 @click.option("-o", "--output", "directory", type=click.Path(file_okay=False),
               help="The study's directory (default: ./NAME, or ./NAME_quick with --quick); its figure is DIR/NAME.png.")
-@click.option("--workers", type=click.IntRange(min=1), help="Worker processes of a full study's sweep (default: the CPU count).")
-def study(name, listing, quick, directory, workers):
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Worker processes of a full study's sweep (default: the CPU count).")
+@click.option("--resume", is_flag=True, help="Continue the study in DIR: run only what is not complete, then report.")
+def study(name, listing, quick, directory, workers, resume):
     """Run the bundled study NAME, print its table beside the published values and draw its figure."""
     from .studies import get, studies
 
@@ -270,7 +273,7 @@ def study(name, listing, quick, directory, workers):
             return
         entry = get(name)
         directory = Path(directory or (f"{name}_quick" if quick else name))
-        result = entry.run(quick=quick, output=directory, workers=workers)
+        result = entry.run(quick=quick, output=directory, workers=workers, resume=resume)
         click.echo(str(result))
         click.echo(f"figure: {result.figure(directory / f'{name}.png')}")
 

@@ -98,6 +98,13 @@ def test_study_command_runs_the_quick_check_prints_the_table_and_draws(tmp_path)
     assert "3 of 3 agree with the published values" in result.output
     assert (tmp_path / "luo" / "luo_phase_diagram.png").stat().st_size > 10_000
     assert (tmp_path / "luo" / "results.csv").exists()
+    # the directory holds the study now: again only with --resume, which runs nothing more
+    again = CliRunner().invoke(main, ["study", "luo_phase_diagram", "--quick", "-o", str(tmp_path / "luo")])
+    assert again.exit_code == 2 and again.output.startswith("Error: ") and "--resume" in again.output
+    resumed = CliRunner().invoke(main, ["study", "luo_phase_diagram", "--quick", "-o", str(tmp_path / "luo"),
+                                        "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "3 of 3 agree with the published values" in resumed.output
 
 
 @pytest.mark.slow

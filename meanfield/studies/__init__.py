@@ -52,7 +52,7 @@ def get(name: str) -> Study:
 
 
 def study(name: str, quick: bool = False, output: Union[str, Path, None] = None,
-          workers: Optional[int] = None) -> StudyResult:
+          workers: Optional[int] = None, resume: bool = False) -> StudyResult:
     """Run the study ``name`` (its reduced grid with ``quick``) into ``output`` and return its
-    :class:`StudyResult`."""
-    return get(name).run(quick=quick, output=output, workers=workers)
+    :class:`StudyResult`; ``resume`` continues a study run there before."""
+    return get(name).run(quick=quick, output=output, workers=workers, resume=resume)

@@ -100,14 +100,15 @@ class Study:
     full_time: str = ""
 
     def run(self, quick: bool = False, output: Union[str, Path, None] = None,
-            workers: Optional[int] = None) -> StudyResult:
+            workers: Optional[int] = None, resume: bool = False) -> StudyResult:
         """Run the study (its reduced grid with ``quick``) into ``output`` (a directory; None: a
-        new temporary one) and measure it: a :class:`StudyResult`."""
+        new temporary one; ``resume`` continues one run there before, running only what is
+        not complete) and measure it: a :class:`StudyResult`."""
         import tempfile
 
         directory = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix=f"meanfield-{self.name}-"))
         directory.mkdir(parents=True, exist_ok=True)
-        path = self.run_study(quick, directory, workers)
+        path = self.run_study(quick, directory, workers, resume)
         return self.result(path, quick)
 
     def result(self, path: Union[str, Path], quick: bool = False) -> StudyResult:
@@ -193,16 +194,17 @@ def reduced_sweep(name: str, edit: Callable[[dict], None]):
     return parse_sweep(yaml.safe_dump(raw, sort_keys=False), root=SWEEP_DIR, default_name=name)
 
 
-def run_sweep_into(sweep, directory: Path, quick: bool, workers: Optional[int] = None) -> Path:
+def run_sweep_into(sweep, directory: Path, quick: bool, workers: Optional[int] = None, resume: bool = False) -> Path:
     """Run ``sweep`` (a bundled name or a Sweep) into ``directory``: a reduced grid in this
-    process on one thread (seconds, nothing to spawn), the full study on ``workers`` processes."""
+    process on one thread (seconds, nothing to spawn), the full study on ``workers`` processes;
+    ``resume`` runs only the points not complete."""
     if quick:
         from concurrent.futures import ThreadPoolExecutor
 
         from ..sweeps import run_sweep
 
         with ThreadPoolExecutor(1) as pool:
-            return Path(run_sweep(sweep, directory, executor=pool, threads=1).directory)
+            return Path(run_sweep(sweep, directory, executor=pool, threads=1, resume=resume).directory)
     import meanfield as mf
 
-    return Path(mf.sweep(sweep, output=directory, workers=workers).directory)
+    return Path(mf.sweep(sweep, output=directory, workers=workers, resume=resume).directory)

@@ -49,7 +49,10 @@ def _measure(path: Path, refs: tuple) -> dict:
     largest = edges[max(edges)]
     out = {refs[0].quantity: PhaseEdges.middle(largest.lower)}
     uppers = [PhaseEdges.middle(e.upper) for e in edges.values()]
-    out[refs[1].quantity] = PhaseEdges.middle(largest.upper) if refs is UV else float(np.nanmin(uppers)) if not all(map(math.isnan, uppers)) else math.nan
+    if refs is UV:
+        out[refs[1].quantity] = PhaseEdges.middle(largest.upper)
+    else:  # the smallest upper edge over the widths that bracket one
+        out[refs[1].quantity] = math.nan if all(map(math.isnan, uppers)) else float(np.nanmin(uppers))
     catapults = [r for r in rows if r.phase == "catapult"]
     if catapults:
         out[refs[2].quantity] = float(max(r.c * r.kernel_ratio for r in catapults))
@@ -89,20 +92,22 @@ def _quick_relu(raw: dict) -> None:
     raw["grid"] = {"model.width": [1024], FACTOR: [0.9, 1.5, 2.0, 3.0], "seed": [0]}
 
 
-def run_uv(quick: bool, directory: Path, workers=None) -> Path:
-    return run_sweep_into(reduced_sweep("catapult", _quick_uv) if quick else "catapult", directory, quick, workers)
+def run_uv(quick: bool, directory: Path, workers=None, resume: bool = False) -> Path:
+    sweep = reduced_sweep("catapult", _quick_uv) if quick else "catapult"
+    return run_sweep_into(sweep, directory, quick, workers, resume)
 
 
-def run_relu(quick: bool, directory: Path, workers=None) -> Path:
-    return run_sweep_into(reduced_sweep("catapult_relu", _quick_relu) if quick else "catapult_relu", directory,
-                          quick, workers)
+def run_relu(quick: bool, directory: Path, workers=None, resume: bool = False) -> Path:
+    sweep = reduced_sweep("catapult_relu", _quick_relu) if quick else "catapult_relu"
+    return run_sweep_into(sweep, directory, quick, workers, resume)
 
 
 CITATION = ("Lewkowycz, Bahri, Dyer, Sohl-Dickstein & Gur-Ari (2020), The large learning rate phase of deep "
             "learning: the catapult mechanism")
 
 STUDIES = (
-    Study(name="catapult", title="the catapult phase of the uv model: lazy below c = 1, catapult to c = 2, then divergence",
+    Study(name="catapult",
+          title="the catapult phase of the uv model: lazy below c = 1, catapult to c = 2, then divergence",
           citation=CITATION, kind="sweep", source="catapult", references=UV, run_study=run_uv, measure=measure_uv,
           draw=draw, full_time="108 points, 113 s"),
     Study(name="catapult_relu", title="the catapult phase of a relu network on a teacher-student task",

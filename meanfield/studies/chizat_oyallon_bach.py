@@ -108,7 +108,8 @@ def draw_scales(table: dict, path) -> Path:
     fig = Figure(figsize=(9, 3.6), layout="constrained")
     left, right = fig.subplots(1, 2)
     left.semilogx(taus, [1e3 * table[t]["loss_test"] for t in taus], "k", lw=2.5, label="end of training")
-    left.semilogx(taus, [1e3 * table[t]["best_loss_test"] for t in taus], ":k", lw=2.5, label="best throughout training")
+    left.semilogx(taus, [1e3 * table[t]["best_loss_test"] for t in taus], ":k", lw=2.5,
+                  label="best throughout training")
     left.axhline(1e3 * table[taus[-1]]["ntk_loss_test"], color="tab:orange", lw=1, label="ntk run (tau -> inf)")
     left.set(xlabel="tau", ylabel="test loss x 1000", title="test loss (their figure's axes)")
     left.legend(fontsize=8)
@@ -134,8 +135,8 @@ def _quick(raw: dict) -> None:
     raw["grid"] = {AXIS: {tau: axis[tau] for tau in QUICK_TAUS}, "seed": [0]}
 
 
-def run(quick: bool, directory: Path, workers=None) -> Path:
-    return run_sweep_into(reduced_sweep(NAME, _quick) if quick else NAME, directory, quick, workers)
+def run(quick: bool, directory: Path, workers=None, resume: bool = False) -> Path:
+    return run_sweep_into(reduced_sweep(NAME, _quick) if quick else NAME, directory, quick, workers, resume)
 
 
 STUDIES = (Study(

@@ -35,12 +35,12 @@ REFERENCES = (
 HOVER = {"rich_dt020": REFERENCES[2], "rich_dt024": REFERENCES[3], "rich_dt030": REFERENCES[4]}
 
 
-def run(quick: bool, directory: Path, workers=None) -> Path:
+def run(quick: bool, directory: Path, workers=None, resume: bool = False) -> Path:
     import meanfield as mf
 
     scenario = mf.load_scenario(NAME, QUICK if quick else {})
     path = directory / FILE
-    mf.simulate(scenario, path, overwrite=True).close()
+    mf.simulate(scenario, path, resume=resume, overwrite=not resume).close()
     return path
 
 

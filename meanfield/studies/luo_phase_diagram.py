@@ -48,8 +48,8 @@ def _quick(raw: dict) -> None:
     raw["grid"] = {"model.width": [64, 256, 1024], "seed": [0]}
 
 
-def run(quick: bool, directory: Path, workers=None) -> Path:
-    return run_sweep_into(reduced_sweep(NAME, _quick) if quick else NAME, directory, quick, workers)
+def run(quick: bool, directory: Path, workers=None, resume: bool = False) -> Path:
+    return run_sweep_into(reduced_sweep(NAME, _quick) if quick else NAME, directory, quick, workers, resume)
 
 
 def measure(path: Path, quick: bool = False) -> dict:

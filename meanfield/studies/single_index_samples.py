@@ -65,8 +65,8 @@ def _quick(raw: dict) -> None:
     raw["grid"] = {"data.dim": [16], "data.n_train": [1024, 256]}
 
 
-def run(quick: bool, directory: Path, workers=None) -> Path:
-    return run_sweep_into(reduced_sweep(NAME, _quick) if quick else NAME, directory, quick, workers)
+def run(quick: bool, directory: Path, workers=None, resume: bool = False) -> Path:
+    return run_sweep_into(reduced_sweep(NAME, _quick) if quick else NAME, directory, quick, workers, resume)
 
 
 STUDIES = (Study(

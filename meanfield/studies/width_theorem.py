@@ -36,11 +36,11 @@ def _quick_fixed(raw: dict) -> None:
     raw["grid"] = {"runs": {"fixed_lr": raw["grid"]["runs"]["fixed_lr"]}, "model.width": [64, 512], "seed": [0]}
 
 
-def run(quick: bool, directory: Path, workers=None) -> Path:
+def run(quick: bool, directory: Path, workers=None, resume: bool = False) -> Path:
     if not quick:
-        return run_sweep_into(NAME, directory, quick, workers)
-    run_sweep_into(reduced_sweep(NAME, _quick_flow), directory / "flow", quick)
-    run_sweep_into(reduced_sweep(NAME, _quick_fixed), directory / "fixed", quick)
+        return run_sweep_into(NAME, directory, quick, workers, resume)
+    run_sweep_into(reduced_sweep(NAME, _quick_flow), directory / "flow", quick, resume=resume)
+    run_sweep_into(reduced_sweep(NAME, _quick_fixed), directory / "fixed", quick, resume=resume)
     return directory
 
 

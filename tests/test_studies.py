@@ -17,11 +17,14 @@ from meanfield.studies import COLUMNS, Reference, agrees, get, studies
 
 NAMES = ["catapult", "catapult_relu", "chizat_oyallon_bach", "edge_of_stability", "luo_phase_diagram",
          "single_index_samples", "width_theorem"]
+"""The studies moved onto the contract; a new study's module joins the registry, and so the
+tests below that run over every study, with no list to edit."""
+REGISTERED = sorted(studies())
 
 
 def test_the_registry_holds_the_six_studies_each_with_its_citation_and_references():
     registry = studies()
-    assert sorted(registry) == NAMES and sorted(mf.bundled_studies()) == NAMES
+    assert set(NAMES) <= set(registry) and sorted(mf.bundled_studies()) == sorted(registry) == REGISTERED
     for name, entry in registry.items():
         assert entry.name == name and entry.kind in ("sweep", "scenario") and len(entry.citation) > 20
         assert entry.references and len({ref.quantity for ref in entry.references}) == len(entry.references)
@@ -72,12 +75,12 @@ def test_study_list_shows_every_study():
     result = CliRunner().invoke(main, ["study", "--list"])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
-    assert [line.split()[0] for line in lines] == NAMES
+    assert [line.split()[0] for line in lines] == REGISTERED
     assert "edge_of_stability      scenario" in result.output
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REGISTERED)
 def test_the_quick_check_of_every_study_agrees_with_the_published_values(name, tmp_path):
     result = mf.study(name, quick=True, output=tmp_path / name)
     table = result.table

@@ -280,7 +280,7 @@ def study(name, listing, quick, directory, workers, resume):
 
 @main.command()
 def scenarios():
-    """The bundled scenarios and sweeps (studies), one line each."""
+    """The bundled scenarios and sweeps, one line each (the studies: meanfield study --list)."""
     for name, summary in mf.bundled_scenarios().items():
         click.echo(f"{name:<24} {summary}")
     studies = mf.bundled_sweeps()
@@ -288,6 +288,7 @@ def scenarios():
         click.echo("\nsweeps (meanfield sweep NAME):")
         for name, summary in studies.items():
             click.echo(f"{name:<24} {summary}")
+    click.echo("\nstudies, each beside its published values: meanfield study --list")
 
 
 if __name__ == "__main__":  # pragma: no cover

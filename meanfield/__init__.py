@@ -15,6 +15,7 @@ The library a notebook drives; the ``meanfield`` command line is a thin layer ov
         res = mf.sweep("width_theorem", grid={"model.width": [64, 256, 1024]}, replicates=4, output="wt")
         res.table                                        # a pandas DataFrame, one row per point
         mf.analyze(res, measure="displacement_w", against="model.width")
+        mf.study("catapult", quick=True).table           # a bundled study beside its published values
 
 What each function returns is in its docstring; the design (equations, parameterizations,
 the file layout, the run contract) is in docs/design.md. The numerical core is the

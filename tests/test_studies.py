@@ -126,3 +126,13 @@ def test_a_full_layout_sweep_is_measured_as_the_full_study(tmp_path):
     assert list(table.columns) == list(COLUMNS) and len(table) == 4
     assert table["tolerance"].tolist()[:3] == [0.1, 0.1, 0.1]
     assert table["measured"].tolist()[3] == "diverges" and table["agrees"].all(), str(result)
+
+
+def test_listing_the_studies_loads_no_numba_nor_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import sys; from meanfield.studies import studies; studies(); "
+            "print('numba' in sys.modules, 'matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -15,6 +15,7 @@ The library a notebook drives; the ``meanfield`` command line is a thin layer ov
         res = mf.sweep("width_theorem", grid={"model.width": [64, 256, 1024]}, replicates=4, output="wt")
         res.table                                        # a pandas DataFrame, one row per point
         mf.analyze(res, measure="displacement_w", against="model.width")
+        mf.study("catapult", quick=True).table           # a bundled study beside its published values
 
 What each function returns is in its docstring; the design (equations, parameterizations,
 the file layout, the run contract) is in docs/design.md. The numerical core is the
@@ -44,8 +45,8 @@ from .threads import set_threads  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = ["RecordedRun", "RunFailed", "Scenario", "SweepFailed", "SweepResult", "Trajectory", "UsageError", "analyze", "animate",
-           "bundled_scenarios", "bundled_sweeps", "edge_figure", "edge_of_stability", "load_scenario", "load_sweep",
-           "open", "open_sweep", "plan", "plot", "set_threads", "simulate", "sweep"]
+           "bundled_scenarios", "bundled_studies", "bundled_sweeps", "edge_figure", "edge_of_stability", "load_scenario", "load_sweep",
+           "open", "open_sweep", "plan", "plot", "set_threads", "simulate", "study", "sweep"]
 
 
 def __dir__() -> list[str]:
@@ -308,6 +309,28 @@ def edge_figure(trajectory: Union[Trajectory, str, Path], output: Union[str, Pat
     from .stability import edge_figure as draw
 
     return draw(_trajectory(trajectory, "edge_figure"), as_path(output, "edge_figure's output"))
+
+
+def study(name: str, quick: bool = False, output: Union[str, Path, None] = None, *,
+          workers: Optional[int] = None, resume: bool = False):
+    """Run the bundled study ``name`` (``quick``: its reduced check, seconds to a minute) into
+    ``output`` (a directory; None: a new temporary one) and measure it beside its published
+    values. Returns a ``StudyResult``: ``.table`` (a pandas DataFrame with the columns
+    quantity, published, measured, tolerance, agrees, one row per published quantity, the
+    same for every study), ``.figure(path)``, ``.agrees``; ``str()`` prints the table with
+    the citation. :func:`bundled_studies` lists them; a full study runs its sweep on ``workers``
+    processes (in a script, under ``if __name__ == "__main__":``); ``resume`` continues a
+    study run into ``output`` before (only what is not complete runs again)."""
+    from .studies import study as run_study
+
+    return run_study(name, quick=quick, output=_output(output, "study's output"), workers=workers, resume=resume)
+
+
+def bundled_studies() -> dict[str, str]:
+    """The bundled studies (known results of the literature, reproduced): name -> title."""
+    from .studies import studies as registry
+
+    return {name: entry.title for name, entry in registry().items()}
 
 
 def bundled_sweeps() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The command line: ``meanfield simulate | inspect | animate | plot | sweep | analyze | scenarios``.
+"""The command line: ``meanfield simulate | inspect | animate | plot | sweep | analyze | study | scenarios``.
 
 A thin layer over the public API of :mod:`meanfield`: each command parses its arguments,
 calls the API and prints what it returns (the README's "The command line" documents them).
@@ -249,8 +249,38 @@ def analyze(directory, measure, against, runs, figure_path, phase_path, phases_p
 
 
 @main.command()
+@click.argument("name", required=False)
+@click.option("--list", "listing", is_flag=True, help="List the bundled studies and what each reproduces.")
+@click.option("--quick", is_flag=True,
+              help="Run the study's reduced check (seconds to a minute) instead of the full study.")
+@click.option("-o", "--output", "directory", type=click.Path(file_okay=False),
+              help="The study's directory (default: ./NAME, or ./NAME_quick with --quick); its figure is DIR/NAME.png.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Worker processes of a full study's sweep (default: the CPU count).")
+@click.option("--resume", is_flag=True, help="Continue the study in DIR: run only what is not complete, then report.")
+def study(name, listing, quick, directory, workers, resume):
+    """Run the bundled study NAME, print its table beside the published values and draw its figure."""
+    from .studies import get, studies
+
+    with usage_errors():
+        if listing or name is None:
+            if name is not None:
+                raise UsageError("--list lists every study: give it no NAME")
+            if not listing:
+                raise UsageError("give a study's NAME, or --list to see them")
+            for entry in studies().values():
+                click.echo(f"{entry.name:<22} {entry.kind:<8} {entry.full_time:<18} {entry.title}")
+            return
+        entry = get(name)
+        directory = Path(directory or (f"{name}_quick" if quick else name))
+        result = entry.run(quick=quick, output=directory, workers=workers, resume=resume)
+        click.echo(str(result))
+        click.echo(f"figure: {result.figure(directory / f'{name}.png')}")
+
+
+@main.command()
 def scenarios():
-    """The bundled scenarios and sweeps (studies), one line each."""
+    """The bundled scenarios and sweeps, one line each (the studies: meanfield study --list)."""
     for name, summary in mf.bundled_scenarios().items():
         click.echo(f"{name:<24} {summary}")
     studies = mf.bundled_sweeps()
@@ -258,6 +288,7 @@ def scenarios():
         click.echo("\nsweeps (meanfield sweep NAME):")
         for name, summary in studies.items():
             click.echo(f"{name:<24} {summary}")
+    click.echo("\nstudies, each beside its published values: meanfield study --list")
 
 
 if __name__ == "__main__":  # pragma: no cover

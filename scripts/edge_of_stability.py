@@ -3,11 +3,13 @@
     meanfield simulate edge_of_stability -o eos.h5
     python scripts/edge_of_stability.py eos.h5 [--figure docs/studies/edge_of_stability.png] [--level 0.9]
 
-Prints, for each fixed-step run that recorded hessian_eigenvalue_max (the sharpness S, learning
-rates included: docs/design.md §1.9), its step dt, 2/dt, q = S dt / 2 at t = 0, the first
-snapshot time at which q >= level (the run reaches the edge), the median q from then on (where
-it hovers) and the largest q; and, for each run, the relative change of S over the run. The
-figure draws q against time, one curve per run, over the training losses.
+A thin wrapper around the study (meanfield/studies/edge_of_stability.py; ``meanfield study
+edge_of_stability`` runs it and prints it beside the published values): prints, for each
+fixed-step run that recorded hessian_eigenvalue_max (the sharpness S, learning rates included:
+docs/design.md §1.9), its step dt, 2/dt, q = S dt / 2 at t = 0, the first snapshot time at
+which q >= level (the run reaches the edge), the median q from then on (where it hovers) and
+the largest q; and, for each run, the relative change of S over the run. The figure draws q
+against time, one curve per run, over the training losses.
 """
 
 from __future__ import annotations
@@ -15,10 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
 import meanfield as mf
-from meanfield.stability import SHARPNESS, format_edges
+from meanfield.studies.edge_of_stability import report
 
 
 def main(argv=None) -> int:
@@ -29,15 +29,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         with mf.open(args.file) as trajectory:
-            edges = mf.edge_of_stability(trajectory, args.level)
-            print(format_edges(edges))
-            for name in edges:
-                run = trajectory[name]
-                values = run.series(SHARPNESS).value
-                loss = run.series(run.fit_measure).value
-                print(f"{name}: sharpness {values[0]:.4g} -> max {np.nanmax(values):.4g}, last {values[-1]:.4g} "
-                      f"(max |S/S0 - 1| = {np.nanmax(np.abs(values / values[0] - 1)):.2g}); "
-                      f"loss {loss[0]:.3g} -> min {np.nanmin(loss):.3g}, last {loss[-1]:.3g}")
+            print(report(trajectory, args.level))
             if args.figure:
                 print(f"figure: {mf.edge_figure(trajectory, args.figure)}")
     except mf.UsageError as exc:

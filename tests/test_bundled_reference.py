@@ -136,9 +136,9 @@ def test_a_last_bit_difference_is_within_the_tolerance_but_not_bitwise(tmp_path,
 
 def test_a_difference_beyond_the_tolerance_is_named(tmp_path, recorded):
     base, manifest, values = recorded
-    moved = _write(tmp_path / "moved.h5", base + np.array([0.0, 0.0, 1e-7, 0.0]))
+    moved = _write(tmp_path / "moved.h5", base + np.array([0.0, 0.0, 1e-7, 0.0]))  # 1e-7 of the scale 1
     (line,) = ref.differences(moved, manifest, values, bitwise=False)
-    assert line.startswith("observables/rich/risk/value: differs by 1e-07, beyond 1e-09")
+    assert line.startswith("observables/rich/risk/value: differs by 1e-07, beyond 1e-08")
     shorter = _write(tmp_path / "shorter.h5", base[:3])
     assert any("<f8[3] where <f8[4] was recorded" in line
                for line in ref.differences(shorter, manifest, values, bitwise=False))

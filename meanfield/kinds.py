@@ -60,12 +60,15 @@ class Solver(NamedTuple):
     name: str
     what: str
     """What its runs are, in a sentence's words."""
+    label: str
+    """What a file's reader calls a run of it after its name ("{kernel}": the run's kernel); ""
+    its parameterization."""
 
 
 SOLVER_TABLE = (
-    Solver("particles", "the network"),
-    Solver("tangent", "linearized network"),
-    Solver("ntk", "kernel gradient flow"),
+    Solver("particles", "the network",          ""),
+    Solver("tangent",   "linearized network",   "tangent"),
+    Solver("ntk",       "kernel gradient flow", "kernel flow, {kernel}"),
 )
 
 SOLVERS = {row.name: row for row in SOLVER_TABLE}

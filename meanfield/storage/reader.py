@@ -346,10 +346,9 @@ class RecordedRun:
     @property
     def label(self) -> str:
         """The name with what the run is: 'rich (mean_field)', 'ntk (kernel flow, empirical)'."""
-        if self.solver == "ntk":
-            return f"{self.name} (kernel flow, {self.attrs.get('kernel', '?')})"
-        if self.solver == "tangent":
-            return f"{self.name} (tangent)"
+        solver = SOLVERS.get(self.solver)
+        if solver is not None and solver.label:
+            return f"{self.name} ({solver.label.format(kernel=self.attrs.get('kernel', '?'))})"
         if self.preset == "lazy":  # its loss is scaled by 1/alpha^2
             return f"{self.name} (lazy, alpha = {float(self.attrs['loss_scale']) ** -0.5:.4g})"
         return f"{self.name} ({self.preset})"

@@ -52,22 +52,23 @@ def mean_particle_displacement(a, W, b, a0, W0, b0) -> float:
     return float(np.mean(np.sqrt(sq)))
 
 
-def displacement_measures(a, W, b, initial) -> dict[str, float]:
-    """The three displacements of the particles (a, W, b) from ``initial`` = (a0, W0, b0)."""
-    a0, W0, b0 = initial
-    return {
-        "displacement_w": relative_change(W, W0),
-        "displacement_a": relative_change(a, a0),
-        "displacement_mean": mean_particle_displacement(a, W, b, a0, W0, b0),
-    }
-
-
 def displacement_wb(W, b, W0, b0) -> float:
     """||(W, b) - (W0, b0)||_F / ||(W0, b0)||_F: the first layer's weights and biases together
     (Luo et al.'s relative change); displacement_w for a model without bias (b None)."""
     if b is None:
         return relative_change(W, W0)
     return relative_change(np.column_stack([W, b]), np.column_stack([W0, b0]))
+
+
+OF_PARTICLES = {
+    "displacement_w": lambda a, W, b, a0, W0, b0: relative_change(W, W0),
+    "displacement_wb": lambda a, W, b, a0, W0, b0: displacement_wb(W, b, W0, b0),
+    "displacement_a": lambda a, W, b, a0, W0, b0: relative_change(a, a0),
+    "displacement_mean": mean_particle_displacement,
+}
+"""The measures of the particles (a, W, b) against where they started, (a0, W0, b0), alone:
+name -> f(a, W, b, a0, W0, b0). A particle run records each that the table of measures says it
+records (meanfield.measures); a new one is a row there and an entry here."""
 
 
 # ---------------------------------------------------------------- regime measures

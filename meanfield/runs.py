@@ -307,7 +307,7 @@ class ParticleMeasures:
     def __init__(self, run: ParticleRun, kernel: bool):
         inputs = run.inputs
         self.initial, self.resolved, self.activation = run.initial, run.resolved, inputs.activation
-        self.wb = "displacement_wb" in run.measures
+        self.alone = [(name, function) for name, function in dg.OF_PARTICLES.items() if name in run.measures]
         self.teacher = inputs.data.teacher if "teacher_alignment" in run.measures else None
         self.subset = _w2_subset(inputs.scenario)
         self.cloud0 = dg.particle_cloud(*self._take(*self.initial))
@@ -315,10 +315,8 @@ class ParticleMeasures:
         self.K0 = self._probe_kernel(*self.initial) if kernel else None
 
     def __call__(self, a, W, b) -> dict:
-        out = {**dg.displacement_measures(a, W, b, self.initial),
-               "wasserstein2": dg.wasserstein2(self.cloud0, dg.particle_cloud(*self._take(a, W, b)))}
-        if self.wb:
-            out["displacement_wb"] = dg.displacement_wb(W, b, self.initial[1], self.initial[2])
+        out = {name: function(a, W, b, *self.initial) for name, function in self.alone}
+        out["wasserstein2"] = dg.wasserstein2(self.cloud0, dg.particle_cloud(*self._take(a, W, b)))
         if self.teacher is not None:
             signed = not self.teacher.activation.startswith("hermite")
             out["teacher_alignment"] = dg.teacher_alignment(a, W, self.teacher.W, signed=signed)

@@ -100,6 +100,9 @@ def test_each_measure_once_and_every_list_read_off_the_table():
     from meanfield.figures import PANELS
 
     assert [name for name, _ in PANELS] == ["fit", "displacement_w", "kernel_distance", "gap_ntk"]
+    from meanfield.diagnostics import OF_PARTICLES
+
+    assert all(measures.MEASURES[name].by == "particles" for name in OF_PARTICLES)
 
 
 def test_every_measure_per_snapshot_is_recorded_by_some_kind():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .kinds import Kind
+from .kinds import KIND_TABLE, Kind
 
 
 class Measure(NamedTuple):
@@ -93,6 +93,14 @@ PANELS = tuple((m.name, m.panel) for m in MEASURE_TABLE if m.panel)
 """(measure, title) of each panel of ``plot`` after the loss curves, in order."""
 VECTOR_DIMS = {m.name: m.shape[0] for m in MEASURE_TABLE if m.shape}
 """The name of the second axis of each vector measure (the first is time)."""
+
+
+def kinds_recording(name: str) -> tuple[str, ...]:
+    """The kinds (rows of :data:`meanfield.kinds.KIND_TABLE`) that record the measure ``name``,
+    given what it needs of the scenario."""
+    m = MEASURES[name]
+    return tuple(kind.name for kind in KIND_TABLE if (not m.by or getattr(kind, m.by))
+                 and m.data in ("", "population" if kind.population else "samples"))
 
 
 def recorded(kind: Kind, scenario, n_test: int, *, reference: bool = False) -> dict[str, tuple]:

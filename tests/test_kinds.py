@@ -100,6 +100,9 @@ def test_each_measure_once_and_every_list_read_off_the_table():
     from meanfield.figures import PANELS
 
     assert [name for name, _ in PANELS] == ["fit", "displacement_w", "kernel_distance", "gap_ntk"]
+    assert measures.kinds_recording("kernel_distance") == ("particles_on_data", "particles_on_population")
+    assert measures.kinds_recording("risk") == ("particles_on_population", "tangent_on_population")
+    assert measures.kinds_recording("loss_train_limit") == ("kernel_flow_closed_form",)
     from meanfield.diagnostics import OF_PARTICLES
 
     assert all(measures.MEASURES[name].by == "particles" for name in OF_PARTICLES)

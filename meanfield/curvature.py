@@ -51,7 +51,7 @@ def step_of(factor: float, lambda_0: float, key: str) -> float:
 
 
 class CurvatureMeasures:
-    """The curvature measures a run records (``wanted``, a subset of diagnostics.CURVATURE_MEASURES) on
+    """The curvature measures a run records (``wanted``, a subset of measures.CURVATURE_MEASURES) on
     its training set, with its resolved numbers ``numbers`` (s, eta_a, eta_w, loss_scale,
     eta_c). ``tangent``: the run is the tangent model at ``initial`` (its NTK is that of
     theta_0, its Hessian the Gauss-Newton matrix at theta_0 with l'' at its predictions)."""

@@ -18,59 +18,13 @@ Every function here is a plain function of arrays; ``meanfield.run`` decides whi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Measure:
-    """One row of the table of measures (:data:`MEASURES`): what every other place asks about a
-    measure instead of keeping its own list."""
-
-    name: str
-    shown: bool = True
-    """``meanfield inspect`` shows its final value (where a run recorded it)."""
-    displacement: bool = False
-    """A relative displacement: its exponent against the width names Luo et al.'s phase (``meanfield analyze``)."""
-    optional: bool = False
-    """Recorded only when ``record.measures`` names it."""
-    curvature: bool = False
-    """An eigenvalue of the curvature of the training risk (docs/design.md §1.9), optional."""
+from .kinds import SOLVERS, can
 
 
-MEASURES = (
-    Measure("risk"),
-    Measure("loss_train"),
-    Measure("loss_test"),
-    Measure("loss_train_limit"),
-    Measure("loss_test_limit"),
-    Measure("f_test", shown=False),
-    Measure("displacement_w", displacement=True),
-    Measure("displacement_wb", displacement=True, optional=True),
-    Measure("displacement_a", displacement=True),
-    Measure("displacement_mean", displacement=True),
-    Measure("output_bias", shown=False),
-    Measure("wasserstein2"),
-    Measure("kernel_distance"),
-    Measure("kernel_alignment"),
-    Measure("teacher_alignment"),
-    Measure("gap_ntk"),
-    Measure("ntk_eigenvalue_max", shown=False, optional=True, curvature=True),
-    Measure("hessian_eigenvalue_max", shown=False, optional=True, curvature=True),
-)
-"""Every measure a run can record (docs/design.md §1.7), in the order ``meanfield inspect`` shows
-them. A measure recorded on request is a row like any other: the lists below are read off here."""
-
-SHOWN_MEASURES = tuple(m.name for m in MEASURES if m.shown)
-"""The measures ``meanfield inspect`` shows, in this order (each where some run has it); the
-curvature measures appear as the ratio lambda_T / lambda_0 instead."""
-DISPLACEMENT_MEASURES = tuple(m.name for m in MEASURES if m.displacement)
-"""The relative displacements: the measures whose width exponent names a regime."""
-OPTIONAL_MEASURES = tuple(m.name for m in MEASURES if m.optional)
-"""The measures recorded only on request (record.measures)."""
-CURVATURE_MEASURES = tuple(m.name for m in MEASURES if m.curvature)
-"""The optional measures of the curvature of the training risk (docs/design.md §1.9)."""
+# The table of measures (every measure once: its shape, the kinds that record it, whether it is
+# optional or needs a test set, its panel) is meanfield.measures; its lists are read off there.
 
 
 def mean_loss(f, y, loss) -> float:
@@ -98,22 +52,23 @@ def mean_particle_displacement(a, W, b, a0, W0, b0) -> float:
     return float(np.mean(np.sqrt(sq)))
 
 
-def displacement_measures(a, W, b, initial) -> dict[str, float]:
-    """The three displacements of the particles (a, W, b) from ``initial`` = (a0, W0, b0)."""
-    a0, W0, b0 = initial
-    return {
-        "displacement_w": relative_change(W, W0),
-        "displacement_a": relative_change(a, a0),
-        "displacement_mean": mean_particle_displacement(a, W, b, a0, W0, b0),
-    }
-
-
 def displacement_wb(W, b, W0, b0) -> float:
     """||(W, b) - (W0, b0)||_F / ||(W0, b0)||_F: the first layer's weights and biases together
     (Luo et al.'s relative change); displacement_w for a model without bias (b None)."""
     if b is None:
         return relative_change(W, W0)
     return relative_change(np.column_stack([W, b]), np.column_stack([W0, b0]))
+
+
+OF_PARTICLES = {
+    "displacement_w": lambda a, W, b, a0, W0, b0: relative_change(W, W0),
+    "displacement_wb": lambda a, W, b, a0, W0, b0: displacement_wb(W, b, W0, b0),
+    "displacement_a": lambda a, W, b, a0, W0, b0: relative_change(a, a0),
+    "displacement_mean": mean_particle_displacement,
+}
+"""The measures of the particles (a, W, b) against where they started, (a0, W0, b0), alone:
+name -> f(a, W, b, a0, W0, b0). A particle run records each that the table of measures says it
+records (meanfield.measures); a new one is a row there and an entry here."""
 
 
 # ---------------------------------------------------------------- regime measures
@@ -217,10 +172,8 @@ def verdict(solver: str, numbers: dict) -> tuple[str, str]:
     start. A loss without lambda_T recorded, or whose weights did not move, falls back to the
     threshold rule.
     """
-    if solver == "ntk":
-        return "lazy", "kernel gradient flow: the kernel is fixed by construction"
-    if solver == "tangent":
-        return "lazy", "linearized network: the kernel is fixed by construction"
+    if solver in SOLVERS and not can(solver, "tracks_kernel"):
+        return "lazy", f"{SOLVERS[solver].what}: the kernel is fixed by construction"
     moved = numbers.get("displacement_w", float("nan"))
     distance = numbers.get("kernel_distance", float("nan"))
     if np.isnan(moved):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import measures
 from .errors import UsageError
 from .storage import Series, Trajectory, open_trajectory
 from .storage.layout import lacks_test_set
@@ -62,14 +63,10 @@ FIT_TITLE = "loss (train solid, test dashed) or population risk"
 
 FIT_TITLE_NO_TEST = "training loss (no test set)"
 
-PANELS = (
-    ("fit", FIT_TITLE),
-    ("displacement_w", "relative displacement |W(t) - W(0)| / |W(0)|"),
-    ("kernel_distance", "kernel distance 1 - cos(K(0), K(t))"),
-    ("gap_ntk", "gap to the ntk run (rms over the test set)"),
-)
-"""(measure, title) of each panel of ``plot``, in order; "fit" stands for each run's
-loss_train and loss_test, or its risk."""
+PANELS = (("fit", FIT_TITLE), *measures.PANELS)
+"""(measure, title) of each panel of ``plot``, in order: the loss curves ("fit": each run's
+loss_train and loss_test, or its risk), then each measure with a ``panel`` in the table of
+measures (:mod:`meanfield.measures`)."""
 
 FIT_STYLES = {"loss_train": "-", "loss_test": "--", "risk": "-"}
 """How each fit measure is drawn: train and risk solid, test dashed."""

@@ -43,10 +43,12 @@ from solvers.catalog import HOMOGENEITY
 
 from .errors import UsageError
 from .figures import FIT_TITLE_NO_TEST, draw_losses, run_colors
+from .kinds import particle_solvers
 from .storage import Frame, Series, Trajectory, open_trajectory
 from .storage.layout import lacks_test_set
 
-PARTICLE_SOLVERS = ("particles", "tangent")
+PARTICLE_SOLVERS = particle_solvers()
+"""The solvers whose runs have particles (the table of run kinds, meanfield.kinds)."""
 PROJECTIONS = ("auto", "first2", "teacher", "pca")
 POSITIVE, NEGATIVE = "#d62728", "#1f77b4"
 TRAIL_FRAMES = 12

@@ -34,9 +34,11 @@ What a run is never asked: where the file is, or another run's results. ``gap_nt
 distance to the reference run, is added by :mod:`meanfield.simulation`, which passes the
 reference's predictions explicitly.
 
-The kinds (:func:`make_run` picks one): :class:`ParticlesOnData`,
+The kinds (:func:`make_run` picks one), each a row of the table of run kinds
+(:mod:`meanfield.kinds`; :data:`RUN_CLASSES` maps a row to its class): :class:`ParticlesOnData`,
 :class:`ParticlesOnPopulation`, :class:`TangentOnData`, :class:`TangentOnPopulation`,
-:class:`KernelFlowClosedForm`, :class:`KernelFlowIntegrated`.
+:class:`KernelFlowClosedForm`, :class:`KernelFlowIntegrated`. What a run records is read off
+the table of measures (:mod:`meanfield.measures`).
 
 Random streams (all from ``numpy.random.SeedSequence``): the data from
 ``SeedSequence([data.seed, 0])`` (:func:`data_rng`; ``data.seed`` unset: the scenario's
@@ -65,16 +67,15 @@ from solvers.integrate import make_stepper
 from solvers.particles import predict
 
 from . import diagnostics as dg
+from . import kinds
 from .curvature import CurvatureMeasures, ntk_eigenvalue_max, start_vector, step_of
 from .data import Dataset
 from .errors import UsageError
+from .measures import CURVATURE_MEASURES, recorded
 from .memory import FLOAT, Need, kernel_build, stepping
 from .parameterization import Resolved
-from .scenario import CURVATURE_MEASURES, RunSpec, Scenario
+from .scenario import RunSpec, Scenario
 from .state import RunState
-
-PARTICLE_MEASURES = ("displacement_w", "displacement_a", "displacement_mean", "wasserstein2")
-TEACHER_TASKS = ("teacher_student", "single_index")
 
 
 # ----------------------------------------------------------------------------- shared inputs
@@ -164,17 +165,23 @@ class RunInputs:
 class Run(ABC):
     """One run of a scenario (see the module docstring for the contract)."""
 
-    solver: ClassVar[str]
-    """The scenario's name for this family of runs: particles, tangent or ntk."""
+    kind: ClassVar[kinds.Kind]
+    """Its row of the table of run kinds (:mod:`meanfield.kinds`): what it needs and can do."""
 
     def __init__(self, name: str, spec: RunSpec, resolved: Resolved, inputs: RunInputs):
         self.name, self.spec, self.resolved, self.inputs = name, spec, resolved, inputs
         self.measures = self.measure_shapes(inputs.scenario, inputs.data.n_test)
 
     @classmethod
-    @abstractmethod
     def measure_shapes(cls, scenario: Scenario, n_test: int) -> dict[str, tuple]:
-        """The measures a run of this kind records and their per-snapshot shapes."""
+        """The measures a run of this kind records and their per-snapshot shapes, read off the
+        table of measures (gap_ntk, which compares two runs, aside: the plan adds it)."""
+        return recorded(cls.kind, scenario, n_test)
+
+    @property
+    def solver(self) -> str:
+        """The scenario's name for this family of runs: particles, tangent or ntk."""
+        return self.kind.solver
 
     @classmethod
     def memory(cls, scenario: Scenario, spec: RunSpec, n_train: int, n_test: int, frames: int) -> list[Need]:
@@ -291,16 +298,6 @@ def fit_on_data(f_train, f_test, data: Dataset, loss: int) -> dict:
     return fit
 
 
-def fit_shapes(scenario: Scenario, n_test: int) -> dict[str, tuple]:
-    """The fit measures: the population risk with infinite data, else the losses and f_test
-    on n_test test points (loss_train alone without a test set: data.test_fraction 0)."""
-    if scenario.data.population:
-        return {"risk": ()}
-    if not scenario.data.has_test_set:
-        return {"loss_train": ()}
-    return {"loss_train": (), "loss_test": (), "f_test": (n_test,)}
-
-
 class ParticleMeasures:
     """What is measured of the particles themselves, against where they started: the three
     displacements, W2 between the particle measures at 0 and t, the alignment with the
@@ -310,29 +307,16 @@ class ParticleMeasures:
     def __init__(self, run: ParticleRun, kernel: bool):
         inputs = run.inputs
         self.initial, self.resolved, self.activation = run.initial, run.resolved, inputs.activation
-        self.wb = "displacement_wb" in run.measures
+        self.alone = [(name, function) for name, function in dg.OF_PARTICLES.items() if name in run.measures]
         self.teacher = inputs.data.teacher if "teacher_alignment" in run.measures else None
         self.subset = _w2_subset(inputs.scenario)
         self.cloud0 = dg.particle_cloud(*self._take(*self.initial))
         self.probe = inputs.probe if kernel else None
         self.K0 = self._probe_kernel(*self.initial) if kernel else None
 
-    @staticmethod
-    def shapes(scenario: Scenario, kernel: bool) -> dict[str, tuple]:
-        shapes = dict.fromkeys(PARTICLE_MEASURES, ())
-        if "displacement_wb" in scenario.record.measures:
-            shapes["displacement_wb"] = ()
-        if scenario.data.task in TEACHER_TASKS:
-            shapes["teacher_alignment"] = ()
-        if kernel:
-            shapes.update(kernel_distance=(), kernel_alignment=())
-        return shapes
-
     def __call__(self, a, W, b) -> dict:
-        out = {**dg.displacement_measures(a, W, b, self.initial),
-               "wasserstein2": dg.wasserstein2(self.cloud0, dg.particle_cloud(*self._take(a, W, b)))}
-        if self.wb:
-            out["displacement_wb"] = dg.displacement_wb(W, b, self.initial[1], self.initial[2])
+        out = {name: function(a, W, b, *self.initial) for name, function in self.alone}
+        out["wasserstein2"] = dg.wasserstein2(self.cloud0, dg.particle_cloud(*self._take(a, W, b)))
         if self.teacher is not None:
             signed = not self.teacher.activation.startswith("hermite")
             out["teacher_alignment"] = dg.teacher_alignment(a, W, self.teacher.W, signed=signed)
@@ -367,11 +351,6 @@ class ParticleRun(Run):
     """A run whose state is the particles y = [a, W, b] (and the output bias c, last): the
     network or its tangent model."""
 
-    tracks_kernel: ClassVar[bool] = False
-    """Whether the run's own tangent kernel moves (so kernel_distance means something)."""
-    curvature: ClassVar[bool] = False
-    """Whether the run records the curvature measures record.measures names (a run on data)."""
-
     def __init__(self, name, spec, resolved, inputs):
         super().__init__(name, spec, resolved, inputs)
         scenario = inputs.scenario
@@ -383,15 +362,6 @@ class ParticleRun(Run):
         self._measure_particles = self._measure_curvature = None
 
     @classmethod
-    def measure_shapes(cls, scenario, n_test):
-        shapes = {**fit_shapes(scenario, n_test), **ParticleMeasures.shapes(scenario, cls.tracks_kernel)}
-        if cls.curvature:
-            shapes.update({name: () for name in scenario.record.measures if name in CURVATURE_MEASURES})
-        if scenario.model.output_bias:
-            shapes["output_bias"] = ()
-        return shapes
-
-    @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
         """The initial particles (float64), the Wasserstein-2 transport between k = min(m,
         w2_particles) particles (its k x k costs and POT's network of k^2 arcs), and the
@@ -401,7 +371,7 @@ class ParticleRun(Run):
         needs = [*super().memory(scenario, spec, n_train, n_test, frames),
                  Need("the initial particles", FLOAT * cls.particle_values(scenario), "model.width"),
                  Need(f"the Wasserstein-2 transport of {k} particles", 6 * FLOAT * k * k, "record.w2_particles")]
-        if cls.tracks_kernel and not scenario.data.population:
+        if cls.kind.tracks_kernel and not scenario.data.population:
             p = min(scenario.record.probe_size, n_test or n_train)
             needs.append(Need("the probe-set kernel", kernel_build(p, p, m) + FLOAT * p * p, "record.probe_size"))
         return needs
@@ -430,7 +400,7 @@ class ParticleRun(Run):
         return {**settings, **self.numbers} if numbers else settings
 
     def start(self, checkpoint=None) -> RunState:
-        self._measure_particles = ParticleMeasures(self, kernel=self.tracks_kernel)
+        self._measure_particles = ParticleMeasures(self, kernel=self.kind.tracks_kernel)
         self._build()
         wanted = [name for name in self.measures if name in CURVATURE_MEASURES]
         self._measure_curvature = self._curvature_measures(wanted) if wanted else None
@@ -442,7 +412,8 @@ class ParticleRun(Run):
 
     @abstractmethod
     def _fit(self, state: RunState) -> dict:
-        """The fit measures at ``state`` (see :func:`fit_shapes`)."""
+        """The fit measures at ``state`` (those of :attr:`measures` with ``fit`` or a test set in
+        the table of measures: loss_train, loss_test and f_test, or risk)."""
 
     def _curvature_measures(self, wanted) -> CurvatureMeasures:
         """The curvature measures ``wanted`` on the training set (a run on data, §1.9)."""
@@ -496,7 +467,7 @@ class ParticleFlow(ParticleRun, FlowRun):
 
     def initial_ntk_eigenvalue(self) -> float:
         """ntk_eigenvalue_max of the initial particles on the training set (a run on data)."""
-        if not self.curvature:
+        if not self.kind.curvature:
             return super().initial_ntk_eigenvalue()
         X, (a0, W0, b0), r = self.inputs.data.X_train, self.initial, self.resolved
         net = TwoLayerNet(a0, W0, b0, X, r.s, self.inputs.activation, c_out=self.c0)
@@ -508,9 +479,7 @@ class ParticlesOnData(ParticleFlow):
     """The network itself on a data set: f(x) = s sum_i a_i sigma(w_i . x + b_i), trained by
     gradient flow (or SGD, Langevin) in ``train.dtype`` arithmetic."""
 
-    solver = "particles"
-    tracks_kernel = True
-    curvature = True
+    kind = kinds.KINDS["particles_on_data"]
 
     def __init__(self, name, spec, resolved, inputs):
         super().__init__(name, spec, resolved, inputs)
@@ -546,8 +515,7 @@ class ParticlesOnPopulation(ParticleFlow):
     """The network on the population risk (infinite Gaussian data, a teacher): the N-body
     flow of the closed-form energy, in float64."""
 
-    solver = "particles"
-    tracks_kernel = True
+    kind = kinds.KINDS["particles_on_population"]
 
     @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
@@ -572,8 +540,7 @@ class TangentOnData(ParticleFlow):
     """The finite-width linearized network f_0 + grad f(theta_0) . (theta - theta_0) on a data
     set, trained in parameter space (float64)."""
 
-    solver = "tangent"
-    curvature = True
+    kind = kinds.KINDS["tangent_on_data"]
 
     @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
@@ -610,7 +577,7 @@ class TangentOnPopulation(ParticleRun, ExactRun):
     """The linearized network on the population risk: a quadratic risk with the closed-form
     Gram matrix E[grad f grad f^T], solved exactly at any time (float64)."""
 
-    solver = "tangent"
+    kind = kinds.KINDS["tangent_on_population"]
 
     @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
@@ -645,12 +612,6 @@ class KernelFlow(Run):
     at once: the state is y = [f(X_train), f(X_test)] (f(X_train) alone without a test set),
     df/dt = -(1/n) K(., X_train) l'(f(X_train), y) - lambda (f - f_0), with the
     learning-rate weighted NTK K and the run's ``ridge`` lambda (docs/design.md §1.6)."""
-
-    solver = "ntk"
-
-    @classmethod
-    def measure_shapes(cls, scenario, n_test):
-        return fit_shapes(scenario, n_test)
 
     @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
@@ -704,6 +665,8 @@ class KernelFlowClosedForm(KernelFlow, ExactRun):
     f_0 + K (K + n lambda I)^-1 (y - f_0), or for lambda = 0 the projection onto the range
     of K (kernel interpolation where K is invertible), whose losses are its constants."""
 
+    kind = kinds.KINDS["kernel_flow_closed_form"]
+
     @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
         """With the eigendecomposition of the n x n training kernel (the reduction, its
@@ -751,6 +714,7 @@ class KernelFlowIntegrated(KernelFlow, FlowRun):
     with the run's integrator (SGD and Euler-Maruyama become Euler with the same dt:
     the kernel flow is deterministic). No closed-form limit: no constants."""
 
+    kind = kinds.KINDS["kernel_flow_integrated"]
     method_of = {"sgd": "euler", "euler_maruyama": "euler"}
 
     @classmethod
@@ -782,13 +746,14 @@ class KernelFlowIntegrated(KernelFlow, FlowRun):
         return float(scipy.linalg.eigh(K_train, eigvals_only=True, subset_by_index=[n - 1, n - 1])[0]) / n
 
 
+RUN_CLASSES = {cls.kind.name: cls for cls in (ParticlesOnData, ParticlesOnPopulation, TangentOnData,
+                                               TangentOnPopulation, KernelFlowClosedForm, KernelFlowIntegrated)}
+"""Kind name (a row of :data:`meanfield.kinds.KIND_TABLE`) -> the class of its runs."""
+
+
 def run_class(scenario: Scenario, spec: RunSpec) -> type[Run]:
-    """The kind of run a scenario's entry ``spec`` is."""
-    if spec.solver == "ntk":
-        return KernelFlowClosedForm if scenario.loss == "squared" else KernelFlowIntegrated
-    if scenario.data.population:
-        return ParticlesOnPopulation if spec.solver == "particles" else TangentOnPopulation
-    return ParticlesOnData if spec.solver == "particles" else TangentOnData
+    """The kind of run a scenario's entry ``spec`` is (:func:`meanfield.kinds.kind_of`)."""
+    return RUN_CLASSES[kinds.kind_of(spec.solver, scenario.data.population, scenario.loss).name]
 
 
 def make_run(name: str, spec: RunSpec, resolved: Resolved, inputs: RunInputs,

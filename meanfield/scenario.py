@@ -37,8 +37,9 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from solvers.catalog import ACTIVATIONS, ANALYTIC_ACTIVATIONS, LOSSES, POPULATION_ACTIVATIONS
 
-from . import diagnostics
 from . import messages
+from .kinds import DEFAULT_SOLVER, can, kind_of
+from .measures import CURVATURE_MEASURES, OPTIONAL_MEASURES
 from .bundled import display_name
 from .errors import UsageError
 
@@ -501,16 +502,13 @@ class TrainSpec(Strict):
     dtype: Literal["float64", "float32"] = "float64"
 
 
-OPTIONAL_MEASURES = diagnostics.OPTIONAL_MEASURES
-"""Measures a particle or tangent run records only when record.measures names them (a bundled
-scenario's file keeps exactly its datasets): displacement_wb = ||(W, b) - (W_0, b_0)||_F /
-||(W_0, b_0)||_F, the first layer's weights and biases together (docs/design.md §1.7);
-ntk_eigenvalue_max = lambda_max(c J P J^T / n) and hessian_eigenvalue_max = lambda_max(P^1/2 H
-P^1/2), the curvature of the training risk (docs/design.md §1.9; runs on data only)."""
-
-CURVATURE_MEASURES = diagnostics.CURVATURE_MEASURES
-
 OptionalMeasure = Literal[OPTIONAL_MEASURES]
+"""A measure a particle or tangent run records only when record.measures names it (a bundled
+scenario's file keeps exactly its datasets), a row of the table of measures with ``optional``
+(:mod:`meanfield.measures`): displacement_wb = ||(W, b) - (W_0, b_0)||_F / ||(W_0, b_0)||_F, the
+first layer's weights and biases together (docs/design.md §1.7); ntk_eigenvalue_max =
+lambda_max(c J P J^T / n) and hessian_eigenvalue_max = lambda_max(P^1/2 H P^1/2), the curvature
+of the training risk (docs/design.md §1.9; runs on data only)."""
 
 
 class RecordSpec(Strict):
@@ -578,7 +576,7 @@ class Scenario(Strict):
         """``rich: mean_field`` is short for ``rich: {solver: particles, parameterization: mean_field}``."""
         if isinstance(runs, dict):
             runs = {k: _expand_shorthand(("runs", k), v) for k, v in runs.items()}
-            return {k: {"solver": "particles", **v} if isinstance(v, dict) and "solver" not in v else v
+            return {k: {"solver": DEFAULT_SOLVER, **v} if isinstance(v, dict) and "solver" not in v else v
                     for k, v in runs.items()}
         return runs
 
@@ -658,12 +656,12 @@ class Scenario(Strict):
     @field_validator("train")
     @classmethod
     def _noise_needs_sde_method(cls, train, info: ValidationInfo):
-        """temperature > 0 needs euler_maruyama in every run that steps with noise (not ntk, which
-        refuses a temperature): train.integrator where a run has none of its own (checked with
-        train, which comes after runs)."""
+        """temperature > 0 needs euler_maruyama in every run that steps with noise (a solver some
+        kind of which takes noise: not ntk, which refuses a temperature): train.integrator where a
+        run has none of its own (checked with train, which comes after runs)."""
         if not train.temperature:
             return train
-        noisy = {name: run for name, run in (info.data.get("runs") or {}).items() if run.solver != "ntk"}
+        noisy = {name: run for name, run in (info.data.get("runs") or {}).items() if can(run.solver, "noise")}
         own = [(name, run.integrator) for name, run in noisy.items() if run.integrator is not None]
         if len(own) < len(noisy) and train.integrator.method != "euler_maruyama":
             raise ValueError("temperature > 0 is Langevin dynamics: set train.integrator.method: euler_maruyama")
@@ -678,7 +676,7 @@ class Scenario(Strict):
         """The curvature measures are recorded by particle and tangent runs (docs/design.md §1.9):
         refused where no run would record them (population mode refuses them on its own)."""
         curvature = [name for name in self.record.measures if name in CURVATURE_MEASURES]
-        if curvature and not self.data.population and all(run.solver == "ntk" for run in self.runs.values()):
+        if curvature and not self.data.population and not any(self.kind(run).curvature for run in self.runs.values()):
             raise ValueError(f"record.measures: {', '.join(curvature)} are recorded by particle and tangent runs, "
                              "and every run here is an ntk run (its kernel is fixed): add such a run or remove them")
         return self
@@ -686,13 +684,16 @@ class Scenario(Strict):
     @model_validator(mode="after")
     def _run_integrators_step(self):
         """A run's own integrator only where the run takes steps (one known in closed form takes none)."""
-        from .runs import FlowRun, run_class  # it imports this module
-
         for name, run in self.runs.items():
-            if run.integrator is not None and not issubclass(run_class(self, run), FlowRun):
+            if run.integrator is not None and not self.kind(run).steps:
                 raise ValueError(f"runs.{name}.integrator: run {name!r} ({run.solver}) is solved in closed form "
                                  "here and takes no steps: remove its integrator")
         return self
+
+    def kind(self, run: RunSpec):
+        """The kind of run ``run`` (an entry of ``runs``) is here: a row of the table of run
+        kinds (:func:`meanfield.kinds.kind_of`), what it needs and can do."""
+        return kind_of(run.solver, self.data.population, self.loss)
 
     def integrator_of(self, run: RunSpec) -> IntegratorSpec:
         """The integrator that steps ``run`` (an entry of ``runs``): its own, else train.integrator."""
@@ -716,7 +717,7 @@ class Scenario(Strict):
 
     @model_validator(mode="after")
     def _kernel_runs_have_no_parameters(self):
-        kernel_runs = [name for name, run in self.runs.items() if run.solver == "ntk"]
+        kernel_runs = [name for name, run in self.runs.items() if not can(run.solver, "particles")]
         if kernel_runs and (self.train.weight_decay or self.train.temperature):
             raise ValueError(
                 f"run {kernel_runs[0]!r} (solver ntk) evolves the function, not parameters: "
@@ -741,14 +742,14 @@ class Scenario(Strict):
         if self.data.teacher.activation not in pairs:
             problems.append(f"data.teacher.activation must be one of {', '.join(pairs)}")
         if (self.train.weight_decay or self.train.temperature) and any(
-                run.solver == "tangent" for run in self.runs.values()):
+                self.kind(run).particles and not self.kind(run).noise for run in self.runs.values()):
             problems.append("the tangent run is solved exactly: train.weight_decay and "
                             "train.temperature must be 0 with it")
         for key, integrator in self._integrators().items():
             if integrator.method == "sgd":
                 problems.append(f"there are no samples to draw minibatches from: {key}.method not sgd")
         for name, run in self.runs.items():
-            if run.solver == "ntk":
+            if not self.kind(run).population:
                 problems.append(f"run {name!r}: with infinite data the kernel flow is the tangent "
                                 "model: use solver: tangent (solved exactly)")
         problems += [f"{key}.dt_factor scales the step to the training set's NTK, and infinite data has none: "

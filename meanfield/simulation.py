@@ -20,11 +20,12 @@ from . import memory, storage
 from .diagnostics import rms_gap
 from .data import split_of
 from .errors import RunFailed, UsageError, stop_requested
+from .measures import FIT_MEASURES
+from .measures import recorded as recorded_by_kind
 from .memory import FLOAT, Need, size_text
 from .parameterization import Resolved, resolve
 from .scenario import FIXED_STEP_METHODS, REGRESSION_TASKS, Scenario
 from .storage import layout
-from .storage.layout import FIT_MEASURES
 from .state import RunState
 from .threads import governor as thread_governor
 from .threads import using as using_threads
@@ -116,7 +117,7 @@ class Plan:
             bias = "" if r.eta_c is None else f", eta_c = {r.eta_c:.4g}, c_std = {r.c_std:.4g}"
             lines.append(f"  {name}: {r.preset}: s = {r.s:.4g}, eta_a = {r.eta_a:.4g}, eta_w = {r.eta_w:.4g}, "
                          f"a_std = {r.a_std:.4g}{bias}; predicted {r.regime.label}: {r.regime.reason}")
-            if sc.runs[name].solver == "ntk":
+            if not sc.kind(sc.runs[name]).particles:
                 lines.append(f"    {kernel_flow_text(sc, sc.runs[name])}")
             if len(set(integrators.values())) > 1 and name in integrators:
                 lines.append(f"    integrator ({sc.integrator_key(name)}): {integrators[name]}")
@@ -163,9 +164,9 @@ def lacks_test_set(scenario: Scenario) -> bool:
 
 def kernel_flow_text(scenario: Scenario, spec) -> str:
     """What an ntk run solves, for --dry-run: its kernel, its ridge and whether its
-    t -> infinity limit is stored (squared loss only: docs/design.md §1.6)."""
+    t -> infinity limit is stored (its kind's ``limits``: squared loss only, docs/design.md §1.6)."""
     ridge = f"ridge {spec.ridge:g}" if spec.ridge else "ridgeless"
-    if scenario.loss == "squared":
+    if scenario.kind(spec).limits:
         how = "closed form; its t -> infinity limit stored as loss_train_limit, loss_test_limit"
     else:
         how = f"integrated ({scenario.loss} loss: no closed-form limit)"
@@ -185,8 +186,9 @@ def run_integrators(scenario: Scenario) -> dict[str, str]:
 
 
 def reference_run(scenario: Scenario) -> Optional[str]:
-    """The first ``ntk`` run: what every other run's predictions are compared with."""
-    return next((name for name, run in scenario.runs.items() if run.solver == "ntk"), None)
+    """The first run of a kind with ``reference`` (an ``ntk`` run): what every other run's
+    predictions are compared with."""
+    return next((name for name, run in scenario.runs.items() if scenario.kind(run).reference), None)
 
 
 def records_gap(scenario: Scenario, name: str) -> bool:
@@ -199,12 +201,7 @@ def records_gap(scenario: Scenario, name: str) -> bool:
 def recorded_measures(scenario: Scenario, name: str, n_test: int) -> dict[str, tuple]:
     """The measures run ``name`` records (gap_ntk included) and their per-snapshot shapes,
     with ``n_test`` test points."""
-    from .runs import run_class
-
-    shapes = run_class(scenario, scenario.runs[name]).measure_shapes(scenario, n_test)
-    if records_gap(scenario, name):
-        shapes["gap_ntk"] = ()
-    return shapes
+    return recorded_by_kind(scenario.kind(scenario.runs[name]), scenario, n_test, reference=records_gap(scenario, name))
 
 
 def plan(scenario: Scenario, *, in_memory: bool = False) -> Plan:
@@ -221,7 +218,7 @@ def plan(scenario: Scenario, *, in_memory: bool = False) -> Plan:
     stepping = stepping_runs(scenario)
     resolved = {name: resolve(run.parameterization, scenario.model, d,
                               scenario.integrator_of(run).dt_factor if name in stepping else None,
-                              fixed_kernel=run.solver != "particles")
+                              fixed_kernel=not scenario.kind(run).tracks_kernel)
                 for name, run in scenario.runs.items()}
     record, notes = scenario.record, []
     every = min(record.every, scenario.train.t_end)
@@ -234,7 +231,7 @@ def plan(scenario: Scenario, *, in_memory: bool = False) -> Plan:
         return sum(
             storage.estimate_bytes(
                 frames=frames, m=m, d=d, bias=scenario.model.bias,
-                particles=record.particles and run.solver != "ntk", n_measures=n_measures[name],
+                particles=record.particles and scenario.kind(run).particles, n_measures=n_measures[name],
                 itemsize=itemsize, n_data_values=data_values if index == 0 else 0,
             )
             for index, (name, run) in enumerate(scenario.runs.items())
@@ -299,9 +296,7 @@ def curvature_steps(scenario: Scenario, resolved: dict[str, Resolved]) -> dict[s
 
 def stepping_runs(scenario: Scenario) -> list[str]:
     """The runs the integrator steps (a run known in closed form takes no steps)."""
-    from .runs import FlowRun, run_class
-
-    return [name for name, spec in scenario.runs.items() if issubclass(run_class(scenario, spec), FlowRun)]
+    return [name for name, spec in scenario.runs.items() if scenario.kind(spec).steps]
 
 
 def check_steps(scenario: Scenario, every: float, notes: list[str], steps: Optional[dict] = None) -> None:

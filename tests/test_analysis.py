@@ -297,7 +297,7 @@ def test_a_critical_family_is_rich_or_lazy_by_the_size_of_its_movement(tmp_path)
 def test_a_measure_recorded_on_request_names_a_phase_like_the_others(tmp_path):
     """displacement_wb (Luo et al.'s own measure, recorded on request) is a relative displacement
     like displacement_w: analyze names its phase from the one table of measures."""
-    from meanfield.diagnostics import MEASURES
+    from meanfield.measures import MEASURE_TABLE
 
     rows = flat_rows(np.random.default_rng(2))
     for row in rows:
@@ -307,7 +307,7 @@ def test_a_measure_recorded_on_request_names_a_phase_like_the_others(tmp_path):
     assert [(row.run, row.regime, row.words) for row in scaling(tmp_path, measure="displacement_wb")] == by_w
     text = str(analysis.analyze(tmp_path, measure="displacement_wb"))
     assert "critical (lazy)" in text and "regime (Luo et al. 2021)" in text and (tmp_path / "regimes.csv").exists()
-    assert set(analysis.REGIME_MEASURES) == {m.name for m in MEASURES if m.displacement} >= {"displacement_wb"}
+    assert set(analysis.REGIME_MEASURES) == {m.name for m in MEASURE_TABLE if m.displacement} >= {"displacement_wb"}
 
 
 def test_the_verdict_of_a_point_is_the_one_inspect_reads_from_its_file(tmp_path):

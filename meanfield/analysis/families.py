@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..diagnostics import DISPLACEMENT_MEASURES, regime_numbers, verdict
+from ..diagnostics import regime_numbers, verdict
 from ..errors import UsageError
-from ..storage.layout import NO_TEST_SET, TEST_MEASURES
+from ..measures import DISPLACEMENT_MEASURES, TEST_MEASURES
+from ..storage.layout import NO_TEST_SET
 from ..table import Table, python_scalar, read_table
 from .stats import Extrapolation, PowerLawFit, RICH_LAZY, classify, crossing, extrapolate, power_law
 
@@ -34,7 +35,7 @@ REPLICATE = "seed"
 
 REGIME_MEASURES = DISPLACEMENT_MEASURES
 """The measures (relative displacements) whose width exponent names a regime, read off the table
-of measures (``diagnostics.MEASURES``): displacement_wb, recorded on request, is one of them."""
+of measures (``meanfield.measures``): displacement_wb, recorded on request, is one of them."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from ..errors import UsageError
+from ..measures import TEST_MEASURES
 
 FORMAT = "meanfield"
 FORMAT_VERSION = 1
@@ -44,15 +45,8 @@ below train.stop_loss; its attr ``t_stop`` is the time it ended at."""
 PROGRESS_ATTRS = ("status", "ended", "t_stop")
 """The attributes of /parameters/<run> that say how the run went, not how it was set up."""
 
-FIT_MEASURES = ("loss_train", "risk")
-"""The measure that says how well a run fits, in order of preference: the training loss on
-data, the population risk with infinite data."""
-
-
-TEST_MEASURES = ("loss_test", "f_test", "gap_ntk")
-"""The measures taken on the test set: not recorded where the data have none."""
-
-NO_TEST_SET = "no test set (data.test_fraction 0): loss_test, f_test and gap_ntk are not recorded"
+NO_TEST_SET = (f"no test set (data.test_fraction 0): {', '.join(TEST_MEASURES[:-1])} and {TEST_MEASURES[-1]} "
+               "are not recorded")
 """What every reader says of data without a test set."""
 
 

@@ -26,6 +26,8 @@ import yaml
 
 from ..data import Dataset, Teacher
 from ..errors import UsageError, as_path, did_you_mean
+from ..kinds import DEFAULT_SOLVER, SOLVERS, can
+from ..measures import FIT_MEASURES, TEST_MEASURES, VECTOR_DIMS
 from . import layout
 from .layout import PARTICLE_ELEMENTS
 
@@ -45,8 +47,8 @@ class Frame(NamedTuple):
     b: Optional[np.ndarray]
 
 
-VECTOR_DIMS = {"f_test": "test_point"}
-"""The name of the second axis of a vector measure (others get '<measure>_index')."""
+# VECTOR_DIMS (meanfield.measures): the name of the second axis of a vector measure, read off
+# the table of measures (others get '<measure>_index').
 
 
 def open_trajectory(path) -> Trajectory:
@@ -177,11 +179,11 @@ class Trajectory:
     def planned_runs(self) -> dict[str, str]:
         """Run name -> solver for every run of the scenario, also those not in the file yet;
         the file's own record wins where a run is there."""
-        runs = {name: spec.get("solver", "particles") if isinstance(spec, dict) else "particles"
+        runs = {name: spec.get("solver", DEFAULT_SOLVER) if isinstance(spec, dict) else DEFAULT_SOLVER
                 for name, spec in (self.scenario_dict.get("runs") or {}).items()}
         for name, item in self._h5["parameters"].items():
             if isinstance(item, h5py.Group):
-                runs[name] = str(layout.decode_attr(item.attrs.get("solver", "particles")))
+                runs[name] = str(layout.decode_attr(item.attrs.get("solver", DEFAULT_SOLVER)))
         return runs
 
     def __getitem__(self, name: str) -> RecordedRun:
@@ -331,7 +333,7 @@ class RecordedRun:
     # ------------------------------------------------------------------ settings
     @property
     def solver(self) -> str:
-        return str(self.attrs.get("solver", "particles"))
+        return str(self.attrs.get("solver", DEFAULT_SOLVER))
 
     @property
     def preset(self) -> str:
@@ -344,10 +346,9 @@ class RecordedRun:
     @property
     def label(self) -> str:
         """The name with what the run is: 'rich (mean_field)', 'ntk (kernel flow, empirical)'."""
-        if self.solver == "ntk":
-            return f"{self.name} (kernel flow, {self.attrs.get('kernel', '?')})"
-        if self.solver == "tangent":
-            return f"{self.name} (tangent)"
+        solver = SOLVERS.get(self.solver)
+        if solver is not None and solver.label:
+            return f"{self.name} ({solver.label.format(kernel=self.attrs.get('kernel', '?'))})"
         if self.preset == "lazy":  # its loss is scaled by 1/alpha^2
             return f"{self.name} (lazy, alpha = {float(self.attrs['loss_scale']) ** -0.5:.4g})"
         return f"{self.name} ({self.preset})"
@@ -366,7 +367,7 @@ class RecordedRun:
     @property
     def fit_measure(self) -> Optional[str]:
         """The measure of how well the run fits: ``loss_train`` on data, ``risk`` with infinite data."""
-        return next((name for name in layout.FIT_MEASURES if name in self._measures), None)
+        return next((name for name in FIT_MEASURES if name in self._measures), None)
 
     @property
     def times(self) -> np.ndarray:
@@ -427,7 +428,7 @@ class RecordedRun:
         ('SP, large LR', 'rich'), or None (docs/design.md §1.8: preset and dt_factor decide)."""
         from ..diagnostics import table_regime
 
-        if self.solver != "particles":
+        if not can(self.solver, "tracks_kernel"):  # the table is of networks whose kernel can move
             return None
         return table_regime(self.preset, (self.attrs.get("integrator") or {}).get("dt_factor"))
 
@@ -482,7 +483,7 @@ class RecordedRun:
             raise UsageError(f"run {self.name!r}: a measure is named by a str, e.g. measure('loss_train') {listed}, "
                              f"not {type(measure).__name__} {measure!r}")
         if measure not in self._measures:
-            why = f": {layout.NO_TEST_SET}" if measure in layout.TEST_MEASURES and layout.lacks_test_set(self._h5) else ""
+            why = f": {layout.NO_TEST_SET}" if measure in TEST_MEASURES and layout.lacks_test_set(self._h5) else ""
             raise UsageError(f"run {self.name!r} has no measure {measure!r}{why} {listed}"
                              f"{did_you_mean(measure, self._measures)}")
         return self._measures[measure]
@@ -490,7 +491,8 @@ class RecordedRun:
     def _require_particles(self) -> dict[str, _Element]:
         self._check_open()
         if not self._particles:
-            why = "a kernel run: it records predictions only" if self.solver == "ntk" else "record.particles was false"
+            kernel = self.solver in SOLVERS and not can(self.solver, "particles")
+            why = "a kernel run: it records predictions only" if kernel else "record.particles was false"
             raise UsageError(f"run {self.name!r} records no particles ({why}); "
                              f"runs with particles: {', '.join(self._particle_runs()) or 'none'}")
         return self._particles

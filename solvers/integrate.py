@@ -226,15 +226,19 @@ def _rms(v):
 
 @dataclass(frozen=True)
 class LoopState:
-    """Where the loop is: what a snapshot callback receives and a checkpoint stores.
+    """Where the loop is: what a snapshot callback receives and a checkpoint stores
+    (``meanfield.state.RunState`` is this type).
 
     Frozen, as jax-md keeps state: the loop never changes a state, it makes the next one, so
-    a callback may keep what it is handed and the caller's starting state stays as it was."""
+    a callback may keep what it is handed and the caller's starting state stays as it was.
+    ``rng`` is the state of the run's random stream (``bit_generator.state``) at a snapshot
+    the loop hands out, when it was given an RNG (None between snapshots: the stream moves on)."""
 
     t: float
     step: int
     y: np.ndarray
     h: Optional[float] = None  # rk45's current step size (its only state)
+    rng: Optional[dict] = None
     n_rejected: int = 0
     loss: float = math.nan  # the field's loss at y when known
 
@@ -300,7 +304,7 @@ def integrate(
             h = stepper.dt if exact_steps else _next_h(stepper, state, t_save)
             out = stepper.step(counted, state.t, state.y, h, rng, k_start)
             if stop_loss > 0 and out.loss < stop_loss:
-                state = replace(state, loss=out.loss)
+                state = _snapshot(replace(state, loss=out.loss), rng)
                 on_snapshot(state)
                 return _done("stop_loss", state, evaluations)
             if not out.accepted:
@@ -314,15 +318,21 @@ def integrate(
             landed = not exact_steps and t_save - (state.t + h) <= _SLACK * max(1.0, abs(t_save))
             # a step cut short to land on t_save keeps rk45's old proposal
             h_next = out.h_next if stepper.adaptive and h >= state.h else state.h
-            state = LoopState(t_save if landed else state.t + h, state.step + 1, out.y, h_next,
-                              state.n_rejected, out.loss)
+            state = LoopState(t_save if landed else state.t + h, state.step + 1, out.y, h=h_next,
+                              n_rejected=state.n_rejected, loss=out.loss)
             k_start = out.k_end
             if on_step is not None:
                 on_step(state)
         if state.step != snapped or not exact_steps:
+            state = _snapshot(state, rng)
             on_snapshot(state)
             snapped = state.step
     return _done("complete", state, evaluations)
+
+
+def _snapshot(state: LoopState, rng) -> LoopState:
+    """``state`` as a snapshot hands it out: with its random stream's state, when there is one."""
+    return state if rng is None else replace(state, rng=rng.bit_generator.state)
 
 
 _SLACK = 1e-12

@@ -111,7 +111,7 @@ def test_the_loop_makes_new_states_and_leaves_the_start_as_it_was():
     assert (start.t, start.step, start.h, start.n_rejected) == (0.0, 0, None, 0)
     assert np.array_equal(start.y, Y0)
     assert [s.t for s in seen] == [0.5, 1.0] and seen[-1] is out.state
-    assert seen[0].step < seen[1].step and seen[0].h is not None
+    assert seen[0].step < seen[1].step and seen[0].h is not None and seen[0].rng is None  # no RNG given
     with pytest.raises(AttributeError):
         out.state.t = 2.0
 
@@ -219,12 +219,13 @@ def test_resume_from_a_snapshot_retraces_the_run(method):
     saved = {}
 
     def keep(state):
-        saved[state.t] = (state, rng.bit_generator.state)  # frozen: kept as handed
+        assert state.rng == rng.bit_generator.state  # the snapshot carries the stream's state
+        saved[state.t] = state  # frozen: kept as handed
 
     full = integrate(field, LoopState(0.0, 0, np.zeros(3)), stepper, times, on_snapshot=keep, rng=rng)
-    state, rng_state = saved[1.0]
+    state = saved[1.0]
     rng2 = np.random.default_rng()
-    rng2.bit_generator.state = rng_state
+    rng2.bit_generator.state = state.rng
     rest = integrate(field, state, stepper, times[times > 1.0], rng=rng2)
     assert np.array_equal(rest.state.y, full.state.y)
     assert rest.state.step == full.state.step

@@ -231,8 +231,9 @@ class LoopState:
 
     Frozen, as jax-md keeps state: the loop never changes a state, it makes the next one, so
     a callback may keep what it is handed and the caller's starting state stays as it was.
-    ``rng`` is the state of the run's random stream (``bit_generator.state``) at a snapshot
-    the loop hands out, when it was given an RNG (None between snapshots: the stream moves on)."""
+    ``rng`` is the state of the run's random stream (``bit_generator.state``) on the snapshots
+    the loop hands out, when it was given an RNG, and None on its other states (the stream
+    moves on with every step)."""
 
     t: float
     step: int
@@ -308,13 +309,13 @@ def integrate(
                 on_snapshot(state)
                 return _done("stop_loss", state, evaluations)
             if not out.accepted:
-                state = replace(state, h=out.h_next, n_rejected=state.n_rejected + 1, loss=out.loss)
+                state = replace(state, h=out.h_next, rng=None, n_rejected=state.n_rejected + 1, loss=out.loss)
                 if state.h <= stepper.dt_min * (1 + 1e-12) and out.error > 1:
                     return _diverged(state, stepper, evaluations, "the step size fell to dt_min")
                 continue
             if not np.all(np.abs(out.y) < max_abs):  # False for NaN and inf too
                 what = "the state became non-finite" + (f" or exceeded {max_abs:.3g}" if max_abs < math.inf else "")
-                return _diverged(replace(state, loss=out.loss), stepper, evaluations, what)
+                return _diverged(replace(state, rng=None, loss=out.loss), stepper, evaluations, what)
             landed = not exact_steps and t_save - (state.t + h) <= _SLACK * max(1.0, abs(t_save))
             # a step cut short to land on t_save keeps rk45's old proposal
             h_next = out.h_next if stepper.adaptive and h >= state.h else state.h

@@ -38,20 +38,32 @@ from typing import Callable, Mapping, Optional, Sequence, Union  # noqa: E402
 
 from .errors import RunFailed, SweepFailed, UsageError, as_path  # noqa: E402
 from .scenario import Scenario  # noqa: E402
+from .simulation import Plan  # noqa: E402
 from .storage import RecordedRun, Trajectory  # noqa: E402
-from .sweeps import SweepResult  # noqa: E402
+from .sweeps import Sweep, SweepResult  # noqa: E402
 from .threads import set_threads  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["RecordedRun", "RunFailed", "Scenario", "SweepFailed", "SweepResult", "Trajectory", "UsageError", "analyze", "animate",
-           "bundled_scenarios", "bundled_studies", "bundled_sweeps", "edge_figure", "edge_of_stability", "load_scenario", "load_sweep",
-           "open", "open_sweep", "plan", "plot", "set_threads", "simulate", "study", "sweep"]
+__all__ = ["Analysis", "Plan", "RecordedRun", "RunFailed", "Scenario", "Sweep", "SweepFailed", "SweepResult",
+           "Trajectory", "UsageError", "analyze", "animate", "bundled_scenarios", "bundled_studies", "bundled_sweeps",
+           "edge_figure", "edge_of_stability", "load_scenario", "load_sweep", "open", "open_sweep", "plan", "plot",
+           "set_threads", "simulate", "study", "sweep"]
 
 
 def __dir__() -> list[str]:
     """The public API only (``__all__``), not the names the module imports for itself."""
     return sorted(__all__)
+
+
+def __getattr__(name: str):
+    """``Analysis`` (what :func:`analyze` returns), imported on first use: its module loads
+    SciPy, which ``import meanfield`` does not."""
+    if name == "Analysis":
+        from .analysis import Analysis
+
+        return Analysis
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 ScenarioLike = Union[Scenario, str, Path, Mapping]

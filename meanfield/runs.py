@@ -6,7 +6,8 @@ style of scipy's ``OdeSolver``:
 
 ``__init__(name, spec, resolved, inputs)``
     Cheap. Fixes what the run records: ``measures`` (name -> per-snapshot shape),
-    ``records_particles``, ``attrs`` (what the file stores of the run's settings).
+    ``records_particles``, ``attrs`` (what the file stores of the run's settings). A
+    :class:`FlowRun` also takes ``lambda_0`` (keyword), when a plan has already measured it.
 ``start(checkpoint=None) -> RunState``
     The heavy construction (an n x n kernel and its eigendecomposition, the probe kernel,
     the vector field), when the run starts rather than when the scenario is planned, so the
@@ -50,7 +51,6 @@ Langevin) from ``[seed, 2, crc32(name)]``, so adding or removing a run changes n
 from __future__ import annotations
 
 import dataclasses
-import functools
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -235,6 +235,10 @@ class FlowRun(Run):
     method_of: ClassVar[dict] = {}
     """Methods the run takes in place of the scenario's (a kernel flow has no noise)."""
 
+    def __init__(self, name, spec, resolved, inputs, *, lambda_0: Optional[float] = None):
+        super().__init__(name, spec, resolved, inputs)
+        self._lambda_0 = lambda_0
+
     @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
         method = scenario.integrator_of(spec).method
@@ -257,11 +261,14 @@ class FlowRun(Run):
         return integrator.model_copy(update={"dt": step_of(integrator.dt_factor, self.lambda_0,
                                                            self.inputs.scenario.integrator_key(self.name))})
 
-    @functools.cached_property
+    @property
     def lambda_0(self) -> float:
         """ntk_eigenvalue_max at t = 0: the top eigenvalue of the run's kernel on the training
-        set over n (what a dt_factor scales the step to)."""
-        return self.initial_ntk_eigenvalue()
+        set over n (what a dt_factor scales the step to); measured once, or given to
+        ``__init__`` by a plan that measured it."""
+        if self._lambda_0 is None:
+            self._lambda_0 = self.initial_ntk_eigenvalue()
+        return self._lambda_0
 
     def initial_ntk_eigenvalue(self) -> float:
         raise UsageError(f"run {self.name!r} has no training set to take lambda_0 on: give its integrator a dt")
@@ -351,8 +358,8 @@ class ParticleRun(Run):
     """A run whose state is the particles y = [a, W, b] (and the output bias c, last): the
     network or its tangent model."""
 
-    def __init__(self, name, spec, resolved, inputs):
-        super().__init__(name, spec, resolved, inputs)
+    def __init__(self, name, spec, resolved, inputs, **options):
+        super().__init__(name, spec, resolved, inputs, **options)
         scenario = inputs.scenario
         self.layout = ParticleLayout(scenario.model.width, scenario.data.dim, scenario.model.bias,
                                      scenario.model.output_bias)
@@ -481,8 +488,8 @@ class ParticlesOnData(ParticleFlow):
 
     kind = kinds.KINDS["particles_on_data"]
 
-    def __init__(self, name, spec, resolved, inputs):
-        super().__init__(name, spec, resolved, inputs)
+    def __init__(self, name, spec, resolved, inputs, **options):
+        super().__init__(name, spec, resolved, inputs, **options)
         self.dtype = np.dtype(inputs.scenario.train.dtype)
 
     @classmethod
@@ -760,7 +767,7 @@ def make_run(name: str, spec: RunSpec, resolved: Resolved, inputs: RunInputs,
              lambda_0: Optional[float] = None) -> Run:
     """The run for the scenario's entry ``name``; ``lambda_0``, when the plan measured it
     (a dt_factor's, ``Plan.steps``), is the run's :attr:`FlowRun.lambda_0` as is."""
-    run = run_class(inputs.scenario, spec)(name, spec, resolved, inputs)
-    if lambda_0 is not None:
-        run.__dict__["lambda_0"] = lambda_0  # the cached property's value: no second eigensolve
-    return run
+    kind = run_class(inputs.scenario, spec)
+    if lambda_0 is None:
+        return kind(name, spec, resolved, inputs)
+    return kind(name, spec, resolved, inputs, lambda_0=lambda_0)  # a FlowRun's: no second eigensolve

@@ -8,6 +8,7 @@ with (``gap_ntk``); its predictions are collected as it runs and passed to the o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
@@ -632,8 +633,9 @@ class Recorder:
 
 
 def _flow(run, recorder: Recorder, checkpoint: Optional[RunState], progress) -> RunReport:
-    """Step a flow run from its start (or checkpoint) to the end, writing every snapshot."""
-    from solvers.integrate import LoopState, integrate
+    """Step a flow run from its start (or checkpoint) to the end, writing every snapshot; the
+    loop hands each snapshot's state, its random stream's state included, as the checkpoint."""
+    from solvers.integrate import integrate
 
     from .runs import run_rng
 
@@ -641,7 +643,7 @@ def _flow(run, recorder: Recorder, checkpoint: Optional[RunState], progress) -> 
     state = run.start(checkpoint)
     rng = run_rng(scenario.seed, run.name)
     if checkpoint is None:
-        state = RunState(state.t, state.step, state.y, state.h, rng.bit_generator.state)
+        state = dataclasses.replace(state, rng=rng.bit_generator.state)
         recorder.snapshot(state)
         recorder.checkpoint(state)
     else:
@@ -649,8 +651,7 @@ def _flow(run, recorder: Recorder, checkpoint: Optional[RunState], progress) -> 
 
     governor = thread_governor()
 
-    def on_snapshot(loop: LoopState) -> None:
-        now = RunState(loop.t, loop.step, loop.y, loop.h, rng.bit_generator.state)
+    def on_snapshot(now: RunState) -> None:
         with governor.paused() if governor else nullcontext():
             recorder.snapshot(now)
             recorder.checkpoint(now)
@@ -660,14 +661,14 @@ def _flow(run, recorder: Recorder, checkpoint: Optional[RunState], progress) -> 
     on_step = _each_step(getattr(bar, "update_state", None), governor.step if governor else None)
     # overflow on the way to a blow-up is expected: the loop checks finiteness itself
     with bar, np.errstate(over="ignore", invalid="ignore"):
-        outcome = integrate(run.field, LoopState(state.t, state.step, state.y, h=state.h), run.stepper,
+        outcome = integrate(run.field, state, run.stepper,
                             times[times > state.t + 1e-12], on_snapshot=on_snapshot,
                             stop_loss=scenario.train.stop_loss, rng=rng, on_step=on_step,
                             max_abs=float(np.finfo(scenario.record.dtype).max),
                             exact_steps=run.integrator.dt_factor is not None)
     end, writer = outcome.state, recorder.writer
     with np.errstate(over="ignore", invalid="ignore"):
-        final = recorder.measures(RunState(end.t, end.step, end.y))
+        final = recorder.measures(end)
     if outcome.status == "diverged":
         writer.status = f"failed: {outcome.message}"
         return RunReport(run.name, writer.status, end.t, end.step, final)

@@ -21,7 +21,7 @@ is taken at the first step at or after each snapshot time instead.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -224,19 +224,27 @@ def _rms(v):
 # --------------------------------------------------------------------------- the loop
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoopState:
-    """Where the loop is: what a snapshot callback receives and a checkpoint stores."""
+    """Where the loop is: what a snapshot callback receives and a checkpoint stores
+    (``meanfield.state.RunState`` is this type).
+
+    Frozen, as jax-md keeps state: the loop never changes a state, it makes the next one, so
+    a callback may keep what it is handed and the caller's starting state stays as it was.
+    ``rng`` is the state of the run's random stream (``bit_generator.state``) on the snapshots
+    the loop hands out, when it was given an RNG, and None on its other states (the stream
+    moves on with every step)."""
 
     t: float
     step: int
     y: np.ndarray
     h: Optional[float] = None  # rk45's current step size (its only state)
+    rng: Optional[dict] = None
     n_rejected: int = 0
     loss: float = math.nan  # the field's loss at y when known
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
     """How ``integrate`` ended: ``status`` is 'complete', 'stop_loss' or 'diverged'."""
 
@@ -286,43 +294,46 @@ def integrate(
 
     if hasattr(field, "n_samples"):
         counted.n_samples = field.n_samples
-    state = LoopState(**vars(state))
     k_start = None
     if stepper.adaptive:
         k_start = counted(state.t, state.y)
         if state.h is None:
-            state.h = stepper.initial_step(counted, state.t, state.y, k_start)
+            state = replace(state, h=stepper.initial_step(counted, state.t, state.y, k_start))
     snapped = state.step  # the caller records the start
     for t_save in save_times:
         while state.t < t_save - (_SLACK * max(1.0, abs(t_save)) if exact_steps else 0.0):
             h = stepper.dt if exact_steps else _next_h(stepper, state, t_save)
             out = stepper.step(counted, state.t, state.y, h, rng, k_start)
-            state.loss = out.loss
             if stop_loss > 0 and out.loss < stop_loss:
+                state = _snapshot(replace(state, loss=out.loss), rng)
                 on_snapshot(state)
                 return _done("stop_loss", state, evaluations)
             if not out.accepted:
-                state.n_rejected += 1
-                state.h = out.h_next
+                state = replace(state, h=out.h_next, rng=None, n_rejected=state.n_rejected + 1, loss=out.loss)
                 if state.h <= stepper.dt_min * (1 + 1e-12) and out.error > 1:
                     return _diverged(state, stepper, evaluations, "the step size fell to dt_min")
                 continue
             if not np.all(np.abs(out.y) < max_abs):  # False for NaN and inf too
                 what = "the state became non-finite" + (f" or exceeded {max_abs:.3g}" if max_abs < math.inf else "")
-                return _diverged(state, stepper, evaluations, what)
+                return _diverged(replace(state, rng=None, loss=out.loss), stepper, evaluations, what)
             landed = not exact_steps and t_save - (state.t + h) <= _SLACK * max(1.0, abs(t_save))
-            state.t = t_save if landed else state.t + h
-            state.y = out.y
-            state.step += 1
+            # a step cut short to land on t_save keeps rk45's old proposal
+            h_next = out.h_next if stepper.adaptive and h >= state.h else state.h
+            state = LoopState(t_save if landed else state.t + h, state.step + 1, out.y, h=h_next,
+                              n_rejected=state.n_rejected, loss=out.loss)
             k_start = out.k_end
-            if stepper.adaptive and h >= state.h:
-                state.h = out.h_next  # a step cut short to land on t_save keeps the old proposal
             if on_step is not None:
                 on_step(state)
         if state.step != snapped or not exact_steps:
+            state = _snapshot(state, rng)
             on_snapshot(state)
             snapped = state.step
     return _done("complete", state, evaluations)
+
+
+def _snapshot(state: LoopState, rng) -> LoopState:
+    """``state`` as a snapshot hands it out: with its random stream's state, when there is one."""
+    return state if rng is None else replace(state, rng=rng.bit_generator.state)
 
 
 _SLACK = 1e-12

@@ -147,13 +147,13 @@ def _particle_tiled(D, T, code, Xp, lp, w, bi, accw, z, sv, dv, g, one):
 
 
 @jit(inline="always")
-def _quad_z(D, T, x, wl, bl, z):
-    """z[p, t] = w_{i0+p} . x_t + b_{i0+p} for the four particles of a quad; each load of
-    x serves four fused multiply-adds (register blocking over particles)."""
-    b0 = bl[0]
-    b1 = bl[1]
-    b2 = bl[2]
-    b3 = bl[3]
+def quad_dots(D, T, x, wl, b0, b1, b2, b3, z):
+    """z[p, t] = b_p + wl[p] . x[:, t] for the four rows p of ``wl`` and the T columns of the
+    tile ``x`` (D, T): register blocking over particles, each load of x serves four fused
+    multiply-adds. The one copy of this loop, inlined into every kernel that takes
+    particles four at a time (the fused kernels here, the N-body kernel of
+    :mod:`solvers.population`, which starts from b_p = 0); D and T are constants at each
+    call site, so the coordinate loop unrolls."""
     for t in range(T):
         z0 = b0
         z1 = b1
@@ -206,7 +206,7 @@ def _quad_backward(D, T, code, a, W, b, Xp, lp, ga, gW, gb, i0):
     for tt in range(Xp.shape[0]):
         t0 = tt * T
         x = Xp[tt]
-        _quad_z(D, T, x, wl, bl, z)
+        quad_dots(D, T, x, wl, bl[0], bl[1], bl[2], bl[3], z)
         if relu:
             for t in range(T):
                 l = lp[t0 + t]
@@ -342,7 +342,7 @@ def _forward_job(D, T, a, W, b, Xp, code, n_chunks, out, job):
             for j in range(D):
                 wl[p, j] = W[i0 + p, j]
             bl[p] = b[i0 + p]
-        _quad_z(D, T, x, wl, bl, z)
+        quad_dots(D, T, x, wl, bl[0], bl[1], bl[2], bl[3], z)
         q0 = a[i0]
         q1 = a[i0 + 1]
         q2 = a[i0 + 2]

@@ -84,7 +84,7 @@ from .gaussian import (
     relu_moments,
 )
 from .linear_flow import as_times, phi, psd_eigh
-from .particles import pack_tiles
+from .particles import pack_tiles, quad_dots
 
 _TWO_PI = 2.0 * math.pi
 _K = 2.0 / math.sqrt(math.pi)  # erf'(0)
@@ -334,21 +334,7 @@ def _relu_quad(D, T, x, wl, fq, f1, cn, cc, j0, iself, z, g, red):
     j = i, when iself = i0; iself < 0: no self pairs) and t = arccos cos (by
     :func:`solvers.gaussian.acos_poly`), adds sum_j cn_j (sin t + (pi - t) cos) to red[p]
     and sum_j cn_j sin t to red[4 + p] (cn_j = c_j |v_j|) and writes g[p, jj] = c_j (pi - t)."""
-    for jj in range(T):
-        z0 = 0.0
-        z1 = 0.0
-        z2 = 0.0
-        z3 = 0.0
-        for k in range(D):
-            xv = x[k, jj]
-            z0 += wl[0, k] * xv
-            z1 += wl[1, k] * xv
-            z2 += wl[2, k] * xv
-            z3 += wl[3, k] * xv
-        z[0, jj] = z0
-        z[1, jj] = z1
-        z[2, jj] = z2
-        z[3, jj] = z3
+    quad_dots(D, T, x, wl, 0.0, 0.0, 0.0, 0.0, z)
     for p in range(4):
         fi = fq[p]
         su = 0.0
@@ -373,21 +359,7 @@ def _erf_quad(D, T, x, wl, fq, f1, cc, j0, z, g, red):
     with z = w.v_j, r = 2 z fq_p f1_j (fq = A^-1/2, f1 = B^-1/2), adds sum_j c_j asin r
     (by :func:`solvers.gaussian.asin_poly`) to red[p] and sum_j c_j f1_j z / sqrt(1 - r^2)
     to red[4 + p], writes g[p, jj] = c_j f1_j / sqrt(1 - r^2)."""
-    for jj in range(T):
-        z0 = 0.0
-        z1 = 0.0
-        z2 = 0.0
-        z3 = 0.0
-        for k in range(D):
-            xv = x[k, jj]
-            z0 += wl[0, k] * xv
-            z1 += wl[1, k] * xv
-            z2 += wl[2, k] * xv
-            z3 += wl[3, k] * xv
-        z[0, jj] = z0
-        z[1, jj] = z1
-        z[2, jj] = z2
-        z[3, jj] = z3
+    quad_dots(D, T, x, wl, 0.0, 0.0, 0.0, 0.0, z)
     for p in range(4):
         fi = fq[p]
         su = 0.0

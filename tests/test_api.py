@@ -171,6 +171,25 @@ def test_dir_shows_the_public_api_only():
         getattr(mf, name)
 
 
+def test_the_result_types_are_public_and_analysis_loads_scipy_only_when_asked_for():
+    """Plan, Sweep and Analysis, what plan, load_sweep and analyze return, are names of the
+    package; Analysis is imported on first use (its module loads SciPy, import meanfield does not)."""
+    import subprocess
+    import sys
+
+    from meanfield.analysis import Analysis
+
+    assert isinstance(mf.plan(TINY), mf.Plan)
+    assert isinstance(mf.load_sweep(TINY, {"model.width": [8, 16]}), mf.Sweep)
+    assert mf.Analysis is Analysis
+    code = ("import sys, meanfield as mf\n"
+            "assert 'scipy' not in sys.modules, 'scipy at import'\n"
+            "from meanfield import Analysis\n"
+            "assert 'scipy' in sys.modules and Analysis.__name__ == 'Analysis'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 # ----------------------------------------------------------------------------- wrong arguments: UsageError
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):

@@ -91,7 +91,7 @@ def test_exact_steps_take_dt_itself_and_snapshot_at_the_first_step_at_or_after_e
     dt, times = 0.3, [0.25, 1.0, 2.0, 2.05, 3.0]
     seen = []
     out = integrate(linear_field, LoopState(0.0, 0, Y0.copy()), Euler(dt), times, exact_steps=True,
-                    on_snapshot=lambda s: seen.append(LoopState(**vars(s))))
+                    on_snapshot=seen.append)
     steps = [1, 4, 7, 10]  # 2.0 and 2.05 share step 7 (t = 2.1); 3.0 is reached at step 10 within rounding
     assert [s.step for s in seen] == steps
     for state, k in zip(seen, steps):
@@ -100,6 +100,20 @@ def test_exact_steps_take_dt_itself_and_snapshot_at_the_first_step_at_or_after_e
     assert out.state.step == 10
     rest = integrate(linear_field, seen[1], Euler(dt), [t for t in times if t > seen[1].t], exact_steps=True)
     assert np.array_equal(rest.state.y, out.state.y) and rest.state.step == out.state.step
+
+
+def test_the_loop_makes_new_states_and_leaves_the_start_as_it_was():
+    """LoopState is frozen: integrate returns new states, every snapshot handed out stays as it
+    was handed, and the caller's starting state (rk45's h included) is unchanged."""
+    start = LoopState(0.0, 0, Y0.copy())
+    seen = []
+    out = integrate(linear_field, start, RK45(rtol=1e-6, atol=1e-9), [0.5, 1.0], on_snapshot=seen.append)
+    assert (start.t, start.step, start.h, start.n_rejected) == (0.0, 0, None, 0)
+    assert np.array_equal(start.y, Y0)
+    assert [s.t for s in seen] == [0.5, 1.0] and seen[-1] is out.state
+    assert seen[0].step < seen[1].step and seen[0].h is not None and seen[0].rng is None  # no RNG given
+    with pytest.raises(AttributeError):
+        out.state.t = 2.0
 
 
 def test_stop_loss_stops_early_with_a_snapshot():
@@ -205,12 +219,13 @@ def test_resume_from_a_snapshot_retraces_the_run(method):
     saved = {}
 
     def keep(state):
-        saved[state.t] = (LoopState(**vars(state)), rng.bit_generator.state)
+        assert state.rng == rng.bit_generator.state  # the snapshot carries the stream's state
+        saved[state.t] = state  # frozen: kept as handed
 
     full = integrate(field, LoopState(0.0, 0, np.zeros(3)), stepper, times, on_snapshot=keep, rng=rng)
-    state, rng_state = saved[1.0]
+    state = saved[1.0]
     rng2 = np.random.default_rng()
-    rng2.bit_generator.state = rng_state
+    rng2.bit_generator.state = state.rng
     rest = integrate(field, state, stepper, times[times > 1.0], rng=rng2)
     assert np.array_equal(rest.state.y, full.state.y)
     assert rest.state.step == full.state.step

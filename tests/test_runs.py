@@ -35,6 +35,22 @@ def built(overrides):
     return {name: runs.make_run(name, spec, the_plan.resolved[name], inputs) for name, spec in scenario.runs.items()}
 
 
+def test_a_flow_run_takes_the_plans_lambda_0_as_is_and_measures_its_own_otherwise():
+    """make_run hands a measured lambda_0 to the run's constructor (every flow kind keeps it,
+    no second eigensolve); without one the run measures it once, from its own kernel."""
+    scenario = mf.load_scenario(BASE, LOGISTIC)
+    the_plan = plan(scenario)
+    data = make_dataset(scenario.data, runs.rng_for(scenario.seed, 0))
+    inputs = runs.RunInputs(scenario, data, runs.initial_draws(scenario, runs.rng_for(scenario.seed, 1)),
+                            the_plan.times, activation_code(scenario.model.activation), loss_code(scenario.loss))
+    for name, spec in scenario.runs.items():
+        run = runs.make_run(name, spec, the_plan.resolved[name], inputs, 123.5)
+        assert isinstance(run, runs.FlowRun) and run.lambda_0 == 123.5 and "lambda_0" not in vars(run)
+    rich = built(LOGISTIC)["rich"]
+    rich.start()
+    assert rich.lambda_0 == rich.initial_ntk_eigenvalue() > 0
+
+
 @pytest.mark.parametrize("overrides, kinds", [
     ({}, {"rich": runs.ParticlesOnData, "tangent": runs.TangentOnData, "ntk": runs.KernelFlowClosedForm}),
     (POPULATION, {"rich": runs.ParticlesOnPopulation, "tangent": runs.TangentOnPopulation}),

@@ -38,7 +38,6 @@ from typing import Callable, Mapping, Optional, Sequence, Union  # noqa: E402
 
 from .errors import RunFailed, SweepFailed, UsageError, as_path  # noqa: E402
 from .scenario import Scenario  # noqa: E402
-from .simulation import Plan  # noqa: E402
 from .storage import RecordedRun, Trajectory  # noqa: E402
 from .sweeps import Sweep, SweepResult  # noqa: E402
 from .threads import set_threads  # noqa: E402
@@ -56,13 +55,16 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-def __getattr__(name: str):
-    """``Analysis`` (what :func:`analyze` returns), imported on first use: its module loads
-    SciPy, which ``import meanfield`` does not."""
-    if name == "Analysis":
-        from .analysis import Analysis
+_LAZY = {"Analysis": "analysis", "Plan": "simulation"}
+"""Public types imported on first use: ``Analysis``'s module loads SciPy, and ``Plan``'s the
+run layer, neither of which ``import meanfield`` (nor reading a scenario) needs."""
 
-        return Analysis
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

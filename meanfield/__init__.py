@@ -37,10 +37,10 @@ from pathlib import Path  # noqa: E402
 from typing import Callable, Mapping, Optional, Sequence, Union  # noqa: E402
 
 from .errors import RunFailed, SweepFailed, UsageError, as_path  # noqa: E402
-from .scenario import Scenario  # noqa: E402
+from .config.scenario import Scenario  # noqa: E402
 from .storage import RecordedRun, Trajectory  # noqa: E402
-from .sweeps import Sweep, SweepResult  # noqa: E402
-from .threads import set_threads  # noqa: E402
+from .sweeps.sweep import Sweep, SweepResult  # noqa: E402
+from .engine.threads import set_threads  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -55,7 +55,7 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-_LAZY = {"Analysis": "analysis", "Plan": "simulation"}
+_LAZY = {"Analysis": "analysis", "Plan": "engine.simulation"}
 """Public types imported on first use: ``Analysis``'s module loads SciPy, and ``Plan``'s the
 run layer, neither of which ``import meanfield`` (nor reading a scenario) needs."""
 
@@ -79,7 +79,7 @@ def load_scenario(source: ScenarioLike, overrides: Union[Mapping, Sequence[str]]
 
     Raises :class:`UsageError` naming the file, the line and the key of anything invalid.
     """
-    from .scenario import load_scenario as load
+    from .config.scenario import load_scenario as load
 
     return load(_scenario_source(source), _overrides(overrides))
 
@@ -122,7 +122,7 @@ def plan(scenario: ScenarioLike):
     """What ``simulate`` would do, without doing it: a ``Plan`` with each run's resolved
     parameterization (``plan.resolved[name].s``, ``.eta_a``, ``.regime``), the snapshot
     times and the estimated file size; ``plan.describe()`` is what ``--dry-run`` prints."""
-    from .simulation import plan as make_plan
+    from .engine.simulation import plan as make_plan
 
     return make_plan(load_scenario(scenario))
 
@@ -139,7 +139,7 @@ def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, r
     (the result is the file an uninterrupted run writes). ``progress=True`` shows each run's
     progress (model time, steps/s, ETA, both measured after the first step, which compiles):
     a bar in a Jupyter notebook (a widget with ipywidgets) or on a terminal, else a plain line
-    on stderr every 10 s or tenth of the run (:mod:`meanfield.progress`); by default
+    on stderr every 10 s or tenth of the run (:mod:`meanfield.engine.progress`); by default
     (``None``) it is shown in a notebook or at an interactive prompt, not in a script.
     ``log`` receives one line per event
     (the plan, each run's start and end). ``threads`` fixes the thread count for this call;
@@ -149,7 +149,7 @@ def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, r
     Raises :class:`RunFailed` if a run diverged (``exc.trajectory`` holds the file, every
     snapshot before the failure kept) and :class:`UsageError` for bad input.
     """
-    from .simulation import simulate as run_all
+    from .engine.simulation import simulate as run_all
 
     output, log, bars = _output(output, "simulate's output"), _log(log), _run_bars(progress)
     trajectory, _ = run_all(load_scenario(scenario), None if output is None else str(output), resume=resume,
@@ -160,7 +160,7 @@ def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, r
 
 def _run_bars(progress) -> Optional[Callable]:
     """What ``simulate``'s ``progress`` asks for: a factory of run bars, or None."""
-    from .progress import progress_factory, wanted
+    from .engine.progress import progress_factory, wanted
 
     if callable(progress):
         return progress
@@ -188,7 +188,7 @@ def load_sweep(sweep, grid: Optional[Mapping] = None, *, replicates: Optional[in
     list of values: replaces that axis or adds one; on an axis with labels, the labels of the
     points to keep; None removes the axis). Every point is validated: a bad one is a
     :class:`UsageError` naming it and its key."""
-    from .sweeps import Sweep, make_sweep
+    from .sweeps.sweep import Sweep, make_sweep
 
     if not isinstance(sweep, (Sweep, Scenario, str, os.PathLike, Mapping)):
         raise UsageError("a sweep is a bundled study's name, a sweep file's path or a Sweep (or, with grid=..., a base "
@@ -225,8 +225,8 @@ def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, Non
     first reasons, and :class:`UsageError` when that is because this process's main script
     has no ``if __name__ == "__main__":`` guard (the spawned workers import it and die).
     """
-    from .progress import wanted
-    from .sweeps import execute
+    from .engine.progress import wanted
+    from .sweeps.sweep import execute
 
     return execute(load_sweep(sweep, grid, replicates=replicates, overrides=overrides, axes=axes),
                    _output(output, "sweep's output"),
@@ -262,7 +262,7 @@ def analyze(results, measure: str = "displacement_w", against: str = "model.widt
 def plot(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, None] = None) -> Path:
     """Draw the measures of every run (loss or risk, displacement, kernel distance, gap to
     the ntk run) against time into ``output`` (.png, .pdf, .svg; default FILE.png); returns it."""
-    from .figures import plot as draw
+    from .pictures.figures import plot as draw
 
     return draw(_trajectory(trajectory, "plot"), _output(output, "plot's output"))
 
@@ -273,7 +273,7 @@ def animate(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, N
     ``options``: runs (a list of names, or 'rich,lazy' as ``--runs`` takes them), fps, every,
     projection, trails, follow (see ``meanfield animate --help``).
     Returns the movie's path and frame count."""
-    from .movie import write_movie
+    from .pictures.movie import write_movie
 
     return write_movie(_trajectory(trajectory, "animate"), _output(output, "animate's output"),
                        **_movie_options(options))
@@ -284,7 +284,7 @@ def _movie_options(options: dict) -> dict:
     import inspect
 
     from .errors import did_you_mean
-    from .movie import write_movie
+    from .pictures.movie import write_movie
 
     allowed = [name for name in inspect.signature(write_movie).parameters if name not in ("trajectory", "output")]
     for name, value in options.items():
@@ -300,17 +300,17 @@ def _movie_options(options: dict) -> dict:
 
 def bundled_scenarios() -> dict[str, str]:
     """The scenarios shipped with meanfield: name -> the first line of its description."""
-    from .bundled import bundled
+    from .config.bundled import bundled
 
     return bundled()
 
 
 def edge_of_stability(trajectory: Union[Trajectory, str, Path], level: float = 0.9) -> dict:
-    """Run name -> ``EdgeCrossing`` (meanfield.stability) for every fixed-step run that
+    """Run name -> ``EdgeCrossing`` (meanfield.analysis.stability) for every fixed-step run that
     recorded ``hessian_eigenvalue_max``: with q = sharpness * dt / 2, ``t_edge`` the first
     snapshot time with q >= ``level``, ``hover`` the median of q from there on, ``initial``
     and ``peak`` (docs/design.md §1.9)."""
-    from .stability import edge_of_stability as edges
+    from .analysis.stability import edge_of_stability as edges
 
     if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < math.inf:
         raise UsageError(f"edge_of_stability: level is a positive number (0.9: within 10% of the edge), not {level!r}")
@@ -320,7 +320,7 @@ def edge_of_stability(trajectory: Union[Trajectory, str, Path], level: float = 0
 def edge_figure(trajectory: Union[Trajectory, str, Path], output: Union[str, Path]) -> Path:
     """Draw sharpness * dt / 2 against time, one curve per run of :func:`edge_of_stability`,
     over the training losses; returns the figure's path."""
-    from .stability import edge_figure as draw
+    from .analysis.stability import edge_figure as draw
 
     return draw(_trajectory(trajectory, "edge_figure"), as_path(output, "edge_figure's output"))
 
@@ -349,6 +349,6 @@ def bundled_studies() -> dict[str, str]:
 
 def bundled_sweeps() -> dict[str, str]:
     """The sweeps (studies of the literature) shipped with meanfield: name -> summary."""
-    from .bundled import bundled_sweeps as studies
+    from .config.bundled import bundled_sweeps as studies
 
     return studies()

@@ -420,7 +420,7 @@ def bench_curvature(sizes, threads, repeats):
     and each measure whole, in ms and as multiples of the step; with the products Lanczos took."""
     from scipy.sparse.linalg import LinearOperator
 
-    from meanfield.curvature import hessian_eigenvalue_max, ntk_eigenvalue_max
+    from meanfield.model.curvature import hessian_eigenvalue_max, ntk_eigenvalue_max
     from solvers import curvature as cv
 
     head = (f"{'m':>6} {'n':>5} {'d':>4} | {'step ms':>8} | {'Ju':>5} {'J^Tv':>5} {'Hv':>5} | "

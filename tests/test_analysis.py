@@ -12,7 +12,7 @@ from scipy import stats
 from meanfield import analysis
 from meanfield.analysis import classify, extrapolate, power_law, scaling
 from meanfield.errors import UsageError
-from meanfield.table import read_table, write_table
+from meanfield.sweeps.table import read_table, write_table
 
 WIDTHS = [64, 128, 256, 512, 1024]
 SEEDS = [0, 1, 2]
@@ -297,7 +297,7 @@ def test_a_critical_family_is_rich_or_lazy_by_the_size_of_its_movement(tmp_path)
 def test_a_measure_recorded_on_request_names_a_phase_like_the_others(tmp_path):
     """displacement_wb (Luo et al.'s own measure, recorded on request) is a relative displacement
     like displacement_w: analyze names its phase from the one table of measures."""
-    from meanfield.measures import MEASURE_TABLE
+    from meanfield.model.measures import MEASURE_TABLE
 
     rows = flat_rows(np.random.default_rng(2))
     for row in rows:

@@ -15,8 +15,8 @@ from recorded import statuses
 
 import meanfield as mf
 from meanfield.cli import main
-from meanfield.movie import movie_size, write_movie
-from meanfield.scenario import parse_scenario
+from meanfield.pictures.movie import movie_size, write_movie
+from meanfield.config.scenario import parse_scenario
 
 TINY = textwrap.dedent(
     """\
@@ -159,7 +159,7 @@ WRITER = textwrap.dedent(
     """\
     import sys, time
     import meanfield as mf
-    from meanfield.scenario import parse_scenario
+    from meanfield.config.scenario import parse_scenario
 
     class Slow:  # a progress bar that makes the simulation take a few seconds
         def __init__(self, *args): pass
@@ -203,8 +203,8 @@ def _has_runs(path):
 
 
 def test_the_population_risk_is_drawn_as_the_loss_curve(tmp_path):
-    from meanfield.figures import figure_of_measures
-    from meanfield.movie import read_contents
+    from meanfield.pictures.figures import figure_of_measures
+    from meanfield.pictures.movie import read_contents
 
     scenario = mf.load_scenario({
         "name": "pop", "data": {"dim": 3, "population": True, "teacher": {"width": 2}}, "model": {"width": 8},
@@ -227,7 +227,7 @@ def test_a_teacher_in_d_above_2_is_drawn_in_its_plane_with_stars_of_its_signs(tm
     pentagon of radius sqrt(2/5); each star's face is the colour of its a*_j's sign."""
     from matplotlib.colors import to_rgba
 
-    from meanfield.movie import NEGATIVE, POSITIVE, Movie, check_projection, read_contents
+    from meanfield.pictures.movie import NEGATIVE, POSITIVE, Movie, check_projection, read_contents
 
     signs = [1.0, -1.0, -1.0, 1.0, -1.0]
     path = simulate(tmp_path / "d7.h5", "data.dim=7", "model.width=8",
@@ -254,7 +254,7 @@ def test_a_teacher_in_d_above_2_is_drawn_in_its_plane_with_stars_of_its_signs(tm
 
 
 def test_a_teacher_of_two_neurons_is_drawn_in_its_span():
-    from meanfield.movie import teacher_plane
+    from meanfield.pictures.movie import teacher_plane
 
     teacher = np.array([[1.0, 2.0, 0.0, 0.0], [0.0, 1.0, 0.0, 3.0]])
     projection = teacher_plane(teacher, lambda: None)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield.scenario import parse_scenario
+from meanfield.config.scenario import parse_scenario
 
 TINY = {
     "name": "tiny",

@@ -14,13 +14,13 @@ import yaml
 from click.testing import CliRunner
 
 import meanfield as mf
-from meanfield import simulation
+from meanfield.engine import simulation
 from meanfield.cli import main
-from meanfield.data import make_dataset
-from meanfield.parameterization import resolve
-from meanfield.progress import ModelTimeBar
-from meanfield.runs import initial_draws, initial_particles, rng_for
-from meanfield.scenario import parse_scenario
+from meanfield.model.data import make_dataset
+from meanfield.model.parameterization import resolve
+from meanfield.engine.progress import ModelTimeBar
+from meanfield.engine.runs import initial_draws, initial_particles, rng_for
+from meanfield.config.scenario import parse_scenario
 from solvers.activations import activation_code
 from solvers.particles import predict
 
@@ -313,7 +313,7 @@ def test_sigterm_leaves_a_valid_resumable_file(tiny, tmp_path):
     # a long run, stopped by SIGTERM once its first snapshots are written
     code = textwrap.dedent(f"""
         import os, signal
-        from meanfield import simulation
+        from meanfield.engine import simulation
         from meanfield.cli import main
         snapshot = simulation.Recorder.snapshot
         def snapshot_then_stop(self, state):

@@ -1,4 +1,4 @@
-"""Tests of meanfield.data: shapes, determinism, the distributions each task promises, files."""
+"""Tests of meanfield.model.data: shapes, determinism, the distributions each task promises, files."""
 
 import math
 import pickle
@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 from scipy.special import erf
 
-from meanfield.data import TASKS, Dataset, check_source, make_dataset
+from meanfield.model.data import TASKS, Dataset, check_source, make_dataset
 from meanfield.errors import UsageError
-from meanfield.scenario import DataSpec, load_scenario
+from meanfield.config.scenario import DataSpec, load_scenario
 
 SYNTHETIC = ["teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals"]
 CLASSIFICATION = ["gaussian_mixture", "xor", "moons", "spirals"]
@@ -374,7 +374,7 @@ def test_population_risk_uses_the_scenarios_teacher():
     from reference_population import mc_risk
 
     import meanfield as mf
-    from meanfield.parameterization import resolve
+    from meanfield.model.parameterization import resolve
 
     rows, norm, a_star = np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 2.0]]), 1.5, np.array([1.5, -0.5])
     scenario = mf.load_scenario(SMALL, {"data.population": True, "data.teacher": {

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from meanfield.diagnostics import (
+from meanfield.model.diagnostics import (
     kernel_distance,
     kernel_target_alignment,
     mean_particle_displacement,

@@ -1,4 +1,4 @@
-"""The edge of stability (meanfield.stability, docs/design.md §1.9): the crossing time and the
+"""The edge of stability (meanfield.analysis.stability, docs/design.md §1.9): the crossing time and the
 hover ratio read from constructed sharpness series against plain loops written here, the step
 a run took, and a reduced edge_of_stability scenario in which the ntk run's sharpness stays put
 while a rich run's rises up to 2/dt."""
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield.stability import edge_crossing, format_edges, run_step
+from meanfield.analysis.stability import edge_crossing, format_edges, run_step
 
 
 def _reference(times, sharpness, dt, level):

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from meanfield.errors import UsageError
-from meanfield.figures import FORMATS, check_figure_path, save_figure
+from meanfield.pictures.figures import FORMATS, check_figure_path, save_figure
 
 
 def test_check_figure_path_takes_the_formats_and_names_the_file_otherwise(tmp_path):

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import meanfield as mf
 from meanfield.cli import main
-from meanfield.measures import TEST_MEASURES
+from meanfield.model.measures import TEST_MEASURES
 
 N, D = 24, 3
 RUNS = {"rich": "mean_field", "tangent": {"solver": "tangent"}, "ntk": {"solver": "ntk", "kernel": "empirical"},

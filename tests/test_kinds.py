@@ -1,5 +1,5 @@
-"""The table of run kinds and the table of measures (meanfield.kinds, meanfield.measures): every
-class of meanfield.runs agrees with its row, every list of measures is read off the one table,
+"""The table of run kinds and the table of measures (meanfield.model.kinds, meanfield.model.measures): every
+class of meanfield.engine.runs agrees with its row, every list of measures is read off the one table,
 and validating a scenario loads no Numba."""
 
 import subprocess
@@ -8,7 +8,8 @@ import sys
 import pytest
 
 import meanfield as mf
-from meanfield import kinds, measures, runs, simulation
+from meanfield.model import kinds, measures
+from meanfield.engine import runs, simulation
 
 SAMPLES = {
     "name": "kinds",
@@ -79,8 +80,8 @@ def test_validation_loads_no_numba():
 
 
 def test_the_schema_does_not_import_the_run_layer():
-    code = ("import sys; import meanfield.scenario; "
-            "assert 'meanfield.runs' not in sys.modules and 'meanfield.simulation' not in sys.modules")
+    code = ("import sys; import meanfield.config.scenario; "
+            "assert 'meanfield.engine.runs' not in sys.modules and 'meanfield.engine.simulation' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -93,17 +94,18 @@ def test_each_measure_once_and_every_list_read_off_the_table():
         assert m.data in ("", "samples", "population") and m.needs in ("", "test_set", "teacher", "output_bias",
                                                                         "reference"), m
     assert set(measures.CURVATURE_MEASURES) <= set(measures.OPTIONAL_MEASURES)
-    from meanfield import scenario, storage
+    from meanfield.config import scenario
+    from meanfield import storage
 
     assert scenario.CURVATURE_MEASURES is measures.CURVATURE_MEASURES
     assert storage.layout.NO_TEST_SET.endswith("loss_test, f_test and gap_ntk are not recorded")
-    from meanfield.figures import PANELS
+    from meanfield.pictures.figures import PANELS
 
     assert [name for name, _ in PANELS] == ["fit", "displacement_w", "kernel_distance", "gap_ntk"]
     assert measures.kinds_recording("kernel_distance") == ("particles_on_data", "particles_on_population")
     assert measures.kinds_recording("risk") == ("particles_on_population", "tangent_on_population")
     assert measures.kinds_recording("loss_train_limit") == ("kernel_flow_closed_form",)
-    from meanfield.diagnostics import OF_PARTICLES
+    from meanfield.model.diagnostics import OF_PARTICLES
 
     assert all(measures.MEASURES[name].by == "particles" for name in OF_PARTICLES)
 

@@ -12,9 +12,9 @@ from reference import dsigma, sigma
 from reference_ntk import per_particle_ntk
 
 import meanfield as mf
-from meanfield import runs
-from meanfield.data import make_dataset
-from meanfield.simulation import plan
+from meanfield.engine import runs
+from meanfield.model.data import make_dataset
+from meanfield.engine.simulation import plan
 from solvers.activations import activation_code
 from solvers.losses import loss_code
 from solvers.ntk import analytic_kernels, empirical_ntk

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield import runs
-from meanfield.data import make_dataset
+from meanfield.engine import runs
+from meanfield.model.data import make_dataset
 from meanfield.errors import UsageError
-from meanfield.simulation import plan
+from meanfield.config.scenario import parse_scenario
+from meanfield.engine.simulation import plan
 from reference import dloss, dsigma, loss, sigma
 from solvers.activations import activation_code
 from solvers.fields import ParticleField, ParticleLayout
@@ -261,7 +262,7 @@ def test_an_output_bias_key_is_named_with_its_line():
     text = ("name: s\ndata: {task: teacher_student, dim: 2, n_train: 8, n_test: 8}\n"
             "model:\n  width: 4\n  init: {c_std: 0.5}\nruns: {rich: mean_field}\n")
     with pytest.raises(UsageError, match="^s.yaml:3: model: init.c_std = 0.5 is the spread of the output bias"):
-        mf.scenario.parse_scenario(text, source="s.yaml")
+        parse_scenario(text, source="s.yaml")
 
 
 def test_dry_run_shows_eta_c():

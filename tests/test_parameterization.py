@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from meanfield.parameterization import predict_regime, resolve
-from meanfield.scenario import (CustomPreset, LazyPreset, MeanFieldPreset, ModelSpec, MuPPreset, NTKPreset,
+from meanfield.model.parameterization import predict_regime, resolve
+from meanfield.config.scenario import (CustomPreset, LazyPreset, MeanFieldPreset, ModelSpec, MuPPreset, NTKPreset,
                                 StandardPreset)
 
 M, D = 400, 5

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 import meanfield as mf
-from meanfield import progress
+from meanfield.engine import progress
 from meanfield.errors import UsageError
-from meanfield.progress import INTERVAL, INTERVAL_VARIABLE, ModelTimeBar, PointsBar, duration, line_interval
+from meanfield.engine.progress import INTERVAL, INTERVAL_VARIABLE, ModelTimeBar, PointsBar, duration, line_interval
 
 RUN_LINE = re.compile(r"^(\w+): t = ([\d.e+-]+) / ([\d.e+-]+) \((\d+)%\), ([\d.e+-]+) steps/s, ETA (\S+)$")
 POINTS_LINE = re.compile(r"^points: (\d+) / (\d+) \((\d+)%\), (\d+) failed, ETA (\S+)$")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield.movie import check_projection
+from meanfield.pictures.movie import check_projection
 
 
 def own_sign_mass(frame, teacher, cosine=0.9) -> float:

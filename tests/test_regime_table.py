@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 import meanfield as mf
 from meanfield.cli import main
-from meanfield.diagnostics import RICH_THRESHOLD, regime_numbers, table_regime, verdict
+from meanfield.model.diagnostics import RICH_THRESHOLD, regime_numbers, table_regime, verdict
 
 # a catapult written by hand: the loss rises 300-fold, then falls below its start, while the
 # kernel's top eigenvalue first grows, then ends below its start

@@ -11,9 +11,9 @@ of the same accuracy is the cheapest of dt = T / 4, T / 8, ..., T / 1024 at leas
 import pytest
 import numpy as np
 
-from meanfield.data import make_dataset
-from meanfield.parameterization import resolve
-from meanfield.scenario import DataSpec, IntegratorSpec, MeanFieldPreset, ModelSpec
+from meanfield.model.data import make_dataset
+from meanfield.model.parameterization import resolve
+from meanfield.config.scenario import DataSpec, IntegratorSpec, MeanFieldPreset, ModelSpec
 from solvers.activations import activation_code
 from solvers.fields import ParticleField, ParticleLayout
 from solvers.integrate import RK4, RK45, LoopState, integrate, make_stepper

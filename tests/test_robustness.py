@@ -34,7 +34,7 @@ SCENARIO = textwrap.dedent(
 HOOK = textwrap.dedent(
     """\
     import os, sys
-    from meanfield import simulation
+    from meanfield.engine import simulation
     from meanfield.cli import main
     def fill(directory):  # write zeros until the disk is full
         with open(os.path.join(directory, "filler"), "wb", buffering=0) as f:

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield import runs
+from meanfield.engine import runs
+from meanfield.model import diagnostics
 from meanfield.errors import UsageError
-from meanfield.scenario import parse_scenario
-from meanfield.simulation import plan
+from meanfield.config.scenario import parse_scenario
+from meanfield.engine.simulation import plan
 
 BASE = {
     "name": "steps",
@@ -191,8 +192,8 @@ def test_displacement_wb_is_the_relative_change_of_weights_and_biases_together()
     W0, b0 = rng.standard_normal((5, 3)), rng.standard_normal(5)
     W, b = W0 + 0.1 * rng.standard_normal((5, 3)), b0 + 0.3 * rng.standard_normal(5)
     want = np.sqrt(np.sum((W - W0) ** 2) + np.sum((b - b0) ** 2)) / np.sqrt(np.sum(W0**2) + np.sum(b0**2))
-    assert mf.diagnostics.displacement_wb(W, b, W0, b0) == pytest.approx(want, rel=1e-14)
-    assert mf.diagnostics.displacement_wb(W, None, W0, None) == mf.diagnostics.relative_change(W, W0)
+    assert diagnostics.displacement_wb(W, b, W0, b0) == pytest.approx(want, rel=1e-14)
+    assert diagnostics.displacement_wb(W, None, W0, None) == diagnostics.relative_change(W, W0)
 
 
 def test_displacement_wb_is_recorded_on_request_by_the_runs_with_particles():
@@ -237,7 +238,7 @@ def test_a_run_integrator_on_a_closed_form_run_is_named_with_its_line():
 
 
 def test_resume_continues_each_run_with_its_own_integrator(tmp_path):
-    from meanfield.progress import ModelTimeBar
+    from meanfield.engine.progress import ModelTimeBar
 
     class InterruptAt(ModelTimeBar):
         def update_state(self, state):

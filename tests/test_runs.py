@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield import runs
-from meanfield.data import make_dataset
-from meanfield.simulation import plan
-from meanfield.state import RunState
+from meanfield.engine import runs
+from meanfield.model.data import make_dataset
+from meanfield.engine.simulation import plan
+from meanfield.model.state import RunState
 from solvers.activations import activation_code
 from solvers.losses import loss_code
 

@@ -17,7 +17,7 @@ import pytest
 import meanfield as mf
 from meanfield import storage
 from meanfield.errors import UsageError
-from meanfield.state import RunState
+from meanfield.model.state import RunState
 
 SCENARIO = "name: test\nseed: 3\nmodel: {width: 8}\n"
 M, D, K = 8, 3, 5  # particles, input dimension, length of the vector measure

@@ -20,10 +20,10 @@ import yaml
 
 import meanfield as mf
 
-from meanfield.bundled import SWEEP_DIR
-from meanfield.parameterization import resolve
-from meanfield.sweeps import load_sweep, parse_sweep, run_sweep
-from meanfield.table import read_table
+from meanfield.config.bundled import SWEEP_DIR
+from meanfield.model.parameterization import resolve
+from meanfield.sweeps.sweep import load_sweep, parse_sweep, run_sweep
+from meanfield.sweeps.table import read_table
 
 DIMS = [16, 32, 64]
 N_TRAIN = [8192, 4096, 2048, 1024, 512, 256, 128]

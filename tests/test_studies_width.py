@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from meanfield.analysis import classify, luo_phase, phase_points, scaling
-from meanfield.bundled import SWEEP_DIR, bundled_sweeps
-from meanfield.parameterization import resolve
-from meanfield.sweeps import load_sweep, parse_sweep, run_sweep
-from meanfield.table import read_table
+from meanfield.config.bundled import SWEEP_DIR, bundled_sweeps
+from meanfield.model.parameterization import resolve
+from meanfield.sweeps.sweep import load_sweep, parse_sweep, run_sweep
+from meanfield.sweeps.table import read_table
 
 WIDTHS = [64, 128, 256, 512, 1024, 2048, 4096]
 

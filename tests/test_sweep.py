@@ -20,9 +20,9 @@ from click.testing import CliRunner
 import meanfield as mf
 from meanfield.cli import main
 from meanfield.errors import UsageError
-from meanfield.scenario import parse_scenario
-from meanfield.sweeps import load_sweep, parse_sweep, point_status, run_sweep
-from meanfield.table import read_table
+from meanfield.config.scenario import parse_scenario
+from meanfield.sweeps.sweep import load_sweep, parse_sweep, point_status, run_sweep
+from meanfield.sweeps.table import read_table
 
 BASE = {
     "name": "tiny",
@@ -150,7 +150,7 @@ def test_a_second_process_on_a_sweep_directory_is_refused_naming_the_first(tmp_p
 @pytest.mark.slow
 def test_the_process_pool_and_a_dask_local_cluster_give_identical_results(tmp_path):
     pytest.importorskip("distributed")
-    from meanfield.sweeps import dask_executor
+    from meanfield.sweeps.sweep import dask_executor
 
     sweep = parse_sweep(sweep_text({"model.width": [8, 16], "seed": [0, 1]}))
     run_sweep(sweep, tmp_path / "pool", workers=2, threads=1)
@@ -232,7 +232,7 @@ def test_resume_after_a_kill_runs_only_the_points_not_complete(tmp_path, how):
 def test_a_resume_that_cannot_read_its_file_starts_the_point_again(tmp_path, monkeypatch):
     """A SIGKILLed worker can leave a file whose header reads but whose last chunks do not
     (HDF5: "filter returned failure during read"): the resume's OSError restarts the point."""
-    from meanfield import simulation
+    from meanfield.engine import simulation
 
     sweep = parse_sweep(sweep_text({"seed": [0]}))
     run_sweep(sweep, tmp_path / "out", executor=serial())
@@ -275,7 +275,7 @@ def test_analyze_fits_the_sweep_and_names_what_is_allowed(tmp_path):
 @pytest.mark.slow
 def test_pool_workers_run_blas_and_numba_on_the_threads_they_are_given(tmp_path):
     pytest.importorskip("threadpoolctl")
-    from meanfield.sweeps import THREAD_VARIABLES, _default_executor
+    from meanfield.sweeps.sweep import THREAD_VARIABLES, _default_executor
 
     before = {name: os.environ.get(name) for name in THREAD_VARIABLES}
     with _default_executor(None, workers=1, threads=1) as pool:

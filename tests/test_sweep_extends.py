@@ -14,12 +14,12 @@ import yaml
 from click.testing import CliRunner
 
 import meanfield as mf
-from meanfield.bundled import SWEEP_DIR
+from meanfield.config.bundled import SWEEP_DIR
 from meanfield.cli import main
 from meanfield.errors import UsageError
-from meanfield.scenario import parse_scenario
-from meanfield.sweeps import deep_merge, load_sweep, parse_sweep, run_sweep
-from meanfield.table import read_table
+from meanfield.config.scenario import parse_scenario
+from meanfield.sweeps.sweep import deep_merge, load_sweep, parse_sweep, run_sweep
+from meanfield.sweeps.table import read_table
 
 TINY = {
     "name": "tiny",

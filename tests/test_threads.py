@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from test_cli import file_contents
 
 import meanfield as mf
-from meanfield import threads
+from meanfield.engine import threads
 from meanfield.cli import main
-from meanfield.threads import ThreadGovernor
+from meanfield.engine.threads import ThreadGovernor
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", 0])
@@ -84,7 +84,7 @@ def test_switching_threads_during_a_run_changes_no_bit(tmp_path):
     """A run whose Numba thread count flips at every step writes the file a one-thread run writes."""
     code = textwrap.dedent(f"""\
         import contextlib, numba, meanfield as mf
-        from meanfield import simulation
+        from meanfield.engine import simulation
         class Flip:
             def __init__(self): self.n = 0
             def paused(self): return contextlib.nullcontext()

@@ -18,11 +18,11 @@ from click.testing import CliRunner
 from pydantic import BaseModel
 
 import meanfield
-from meanfield import memory
-from meanfield.bundled import bundled, bundled_sweeps
+from meanfield.engine import memory
+from meanfield.config.bundled import bundled, bundled_sweeps
 from meanfield.cli import main
-from meanfield.memory import size_text
-from meanfield.scenario import _PRESETS, Scenario, _strip, parse_scenario, read_yaml
+from meanfield.engine.memory import size_text
+from meanfield.config.scenario import _PRESETS, Scenario, _strip, parse_scenario, read_yaml
 
 BASE = textwrap.dedent(
     """\
@@ -583,7 +583,7 @@ def test_a_bundled_scenario_is_named_not_shown_as_a_path_in_the_package():
     for args in (["--set", "model.widht=8"], ["--set", "model.width=3"]):
         error = one_error_line(CliRunner().invoke(main, ["-q", "simulate", "quickstart", "--dry-run", *args]))
         assert error.startswith("Error: quickstart (bundled)") and "scenarios" not in error, error
-    path = meanfield.bundled.SCENARIO_DIR / "quickstart.yaml"
+    path = meanfield.config.bundled.SCENARIO_DIR / "quickstart.yaml"
     with pytest.raises(meanfield.UsageError, match=r"^quickstart \(bundled\):\d+: model: init.symmetric needs an even"):
         meanfield.load_scenario(path, {"model.width": 3})
 

@@ -7,7 +7,7 @@ The package, by concern:
                Student-t interval), ``extrapolate`` (a + b m^-p, with an F-test against a
                constant), ``crossing`` (where a measure falls below a level), ``classify``
                (Luo et al.'s phase of an exponent)
-    families   a results table (``meanfield.table``) grouped into families (one group of the
+    families   a results table (``meanfield.sweeps.table``) grouped into families (one group of the
                other grid keys and one run): ``scaling``, ``regimes``, ``thresholds``,
                ``threshold_scaling``, ``axes``, ``measures``
     dataset    the table as an ``xarray.Dataset`` on its grid: ``to_dataset``

@@ -33,9 +33,9 @@ from typing import Optional
 
 import numpy as np
 
-from ..diagnostics import regime_numbers
+from ..model.diagnostics import regime_numbers
 from ..errors import UsageError
-from ..table import python_scalar, write_atomically
+from ..sweeps.table import python_scalar, write_atomically
 from .families import REPLICATE, as_table
 
 PHASES = ("lazy", "catapult", "diverged", "undetermined")
@@ -220,7 +220,7 @@ def phases_figure(rows: list[PhaseRow], path, key: str = "dt_factor") -> Path:
     the phase of every point, one row per width (seeds side by side). Returns the path written."""
     from matplotlib.figure import Figure
 
-    from ..figures import check_figure_path, save_figure
+    from ..pictures.figures import check_figure_path, save_figure
 
     path = check_figure_path(path)
     if not rows:

@@ -4,7 +4,7 @@ them, not converged values; ``meanfield analyze`` counts and names them."""
 
 from __future__ import annotations
 
-from ..table import Table
+from ..sweeps.table import Table
 
 ENDED, STOP_LOSS = "ended", "stop_loss"
 

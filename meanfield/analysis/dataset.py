@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..table import Table, python_scalar
+from ..sweeps.table import Table, python_scalar
 from .families import as_table, axes, distinct
 
 

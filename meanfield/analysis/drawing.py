@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from ..figures import check_figure_path, save_figure
+from ..pictures.figures import check_figure_path, save_figure
 from .families import Family, as_table, family_label, fit_family, group_families
 from .phase import phase_points
 from .stats import PowerLawFit

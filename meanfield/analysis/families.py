@@ -1,4 +1,4 @@
-"""A sweep's results table (``meanfield.table``) as families, and what is fitted on them.
+"""A sweep's results table (``meanfield.sweeps.table``) as families, and what is fitted on them.
 
 Rows are grouped by every grid key except the one swept against and ``seed`` (seeds are
 replicates, each an observation of its own); only complete points enter. A family is one
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..diagnostics import regime_numbers, verdict
+from ..model.diagnostics import regime_numbers, verdict
 from ..errors import UsageError
-from ..measures import DISPLACEMENT_MEASURES, TEST_MEASURES
+from ..model.measures import DISPLACEMENT_MEASURES, TEST_MEASURES
 from ..storage.layout import NO_TEST_SET
-from ..table import Table, python_scalar, read_table
+from ..sweeps.table import Table, python_scalar, read_table
 from .stats import Extrapolation, PowerLawFit, RICH_LAZY, classify, crossing, extrapolate, power_law
 
 REPLICATE = "seed"
@@ -35,7 +35,7 @@ REPLICATE = "seed"
 
 REGIME_MEASURES = DISPLACEMENT_MEASURES
 """The measures (relative displacements) whose width exponent names a regime, read off the table
-of measures (``meanfield.measures``): displacement_wb, recorded on request, is one of them."""
+of measures (``meanfield.model.measures``): displacement_wb, recorded on request, is one of them."""
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
-from ..parameterization import predict_regime
-from ..table import Table
+from ..model.parameterization import predict_regime
+from ..sweeps.table import Table
 from .families import as_table, fit_family, group_families
 from .stats import classify
 

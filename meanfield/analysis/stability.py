@@ -81,10 +81,10 @@ def edge_of_stability(trajectory, level: float = 0.9) -> dict[str, EdgeCrossing]
     """Run name -> :class:`EdgeCrossing` for every fixed-step run of ``trajectory`` (a
     Trajectory or a file's path) that recorded ``hessian_eigenvalue_max``."""
 
-    from .storage import Trajectory
+    from ..storage import Trajectory
 
     if isinstance(trajectory, (str, Path)):
-        from . import open as open_file
+        from ..storage import open_trajectory as open_file
 
         with open_file(trajectory) as opened:
             return edge_of_stability(opened, level)
@@ -120,16 +120,16 @@ def edge_figure(trajectory, output) -> Path:
 
     from matplotlib.figure import Figure
 
-    from .figures import run_colors, save_figure
+    from ..pictures.figures import run_colors, save_figure
 
     if isinstance(trajectory, (str, Path)):
-        from . import open as open_file
+        from ..storage import open_trajectory as open_file
 
         with open_file(trajectory) as opened:
             return edge_figure(opened, output)
     edges = edge_of_stability(trajectory)
     if not edges:
-        from .errors import UsageError
+        from ..errors import UsageError
 
         raise UsageError(f"{trajectory.path or trajectory.name}: no fixed-step run recorded {SHARPNESS} "
                          "(record.measures)")

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .errors import UsageError
-from .messages import did_you_mean
+from ..errors import UsageError
+from ..messages import did_you_mean
 
-SCENARIO_DIR = Path(__file__).parent / "scenarios"
+SCENARIO_DIR = Path(__file__).parent.parent / "scenarios"
 SWEEP_DIR = SCENARIO_DIR / "sweeps"
 
 

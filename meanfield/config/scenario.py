@@ -37,11 +37,11 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from solvers.catalog import ACTIVATIONS, ANALYTIC_ACTIVATIONS, LOSSES, POPULATION_ACTIVATIONS
 
-from . import messages
-from .kinds import DEFAULT_SOLVER, can, kind_of
-from .measures import CURVATURE_MEASURES, OPTIONAL_MEASURES
+from .. import messages
+from ..model.kinds import DEFAULT_SOLVER, can, kind_of
+from ..model.measures import CURVATURE_MEASURES, OPTIONAL_MEASURES
 from .bundled import display_name
-from .errors import UsageError
+from ..errors import UsageError
 
 ActivationName = Literal[tuple(ACTIVATIONS)]
 LossName = Literal[tuple(LOSSES)]
@@ -94,7 +94,7 @@ def _rule_or_numbers(value, rules: tuple, depth: int, what: str):
 
 class TeacherSpec(Strict):
     """Teacher network f*(x) = sum_j a*_j sigma(w*_j . x) of ``width`` neurons
-    (meanfield.data.make_teacher; docs/design.md §5.1).
+    (meanfield.model.data.make_teacher; docs/design.md §5.1).
 
     The defaults are the teacher of every earlier version: a*_j = 1/width, w*_j uniform on
     the unit sphere. The rules that draw (W random or orthonormal, a random_sign) draw from
@@ -200,7 +200,7 @@ class DataSpec(Strict):
     delta: float = Field(0.5, gt=0.0, lt=1.0)
     """gaussian_mixture: class +-1 has x ~ N(0, (1 +- delta)^2 I)."""
     path: Optional[str] = None
-    """file: an .npz, .h5 or .csv file holding X [n, d] and y [n] (meanfield.data), relative to
+    """file: an .npz, .h5 or .csv file holding X [n, d] and y [n] (meanfield.model.data), relative to
     the scenario file (an override's or a Python mapping's: to the working directory)."""
     test_fraction: float = Field(HELD_OUT, ge=0.0, lt=1.0)
     """file: the share of the file's samples held out at random as the test set; 0: every
@@ -357,7 +357,7 @@ class LazyPreset(PresetBase):
 
 class MuPPreset(PresetBase):
     """Yang & Hu's muP for SGD: s = 1, a_i(0) ~ N(0, a_std^2 / m^2), eta_a = lr / m, w_i(0) ~
-    N(0, w_std^2 I / d), eta_w = lr m; mean_field with a = a_mf / m (meanfield.parameterization)."""
+    N(0, w_std^2 I / d), eta_w = lr m; mean_field with a = a_mf / m (meanfield.model.parameterization)."""
 
     preset: Literal["mup"] = "mup"
 
@@ -483,7 +483,7 @@ RunSpec = Annotated[Union[ParticleRunSpec, TangentRunSpec, KernelRunSpec], Field
 
 
 RESOLVED_NUMBERS = ("s", "eta_a", "eta_w", "a_std", "loss_scale")
-"""What a parameterization resolves to at a width (meanfield.parameterization.Resolved): each > 0 and
+"""What a parameterization resolves to at a width (meanfield.model.parameterization.Resolved): each > 0 and
 finite (eta_a = 0 where lr_a is 0: a fixed output layer)."""
 
 MAX_SNAPSHOTS = 10**6
@@ -505,7 +505,7 @@ class TrainSpec(Strict):
 OptionalMeasure = Literal[OPTIONAL_MEASURES]
 """A measure a particle or tangent run records only when record.measures names it (a bundled
 scenario's file keeps exactly its datasets), a row of the table of measures with ``optional``
-(:mod:`meanfield.measures`): displacement_wb = ||(W, b) - (W_0, b_0)||_F / ||(W_0, b_0)||_F, the
+(:mod:`meanfield.model.measures`): displacement_wb = ||(W, b) - (W_0, b_0)||_F / ||(W_0, b_0)||_F, the
 first layer's weights and biases together (docs/design.md §1.7); ntk_eigenvalue_max =
 lambda_max(c J P J^T / n) and hessian_eigenvalue_max = lambda_max(P^1/2 H P^1/2), the curvature
 of the training risk (docs/design.md §1.9; runs on data only)."""
@@ -604,7 +604,7 @@ class Scenario(Strict):
     @classmethod
     def _parameterizations_in_floating_point_range(cls, runs, info: ValidationInfo):
         """Checked with the runs (model and data come first), so the error names their line."""
-        from .parameterization import resolve  # it imports this module
+        from ..model.parameterization import resolve
 
         model, data = info.data.get("model"), info.data.get("data")
         if model is None or data is None:  # already an error of their own
@@ -692,7 +692,7 @@ class Scenario(Strict):
 
     def kind(self, run: RunSpec):
         """The kind of run ``run`` (an entry of ``runs``) is here: a row of the table of run
-        kinds (:func:`meanfield.kinds.kind_of`), what it needs and can do."""
+        kinds (:func:`meanfield.model.kinds.kind_of`), what it needs and can do."""
         return kind_of(run.solver, self.data.population, self.loss)
 
     def integrator_of(self, run: RunSpec) -> IntegratorSpec:
@@ -872,7 +872,7 @@ def _with_file_dim(raw, where) -> dict:
     if not (isinstance(data, dict) and data.get("task") == "file" and "dim" not in data
             and isinstance(data.get("path"), str) and data["path"]):
         return raw
-    from .data import file_dim  # it imports this module
+    from ..model.data import file_dim  # loads NumPy: only a file task without data.dim needs it
 
     try:
         return {**raw, "data": {**data, "dim": file_dim(data["path"])}}

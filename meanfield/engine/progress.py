@@ -28,7 +28,7 @@ from typing import Callable, Optional, Sequence
 
 from tqdm import tqdm
 
-from .errors import UsageError
+from ..errors import UsageError
 
 INTERVAL = 10.0
 INTERVAL_VARIABLE = "MEANFIELD_PROGRESS_INTERVAL"

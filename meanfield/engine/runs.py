@@ -19,7 +19,7 @@ advancing, one of two ways
     yields its state at each of the given times.
 ``memory(scenario, spec, n_train, n_test, frames) -> list[Need]``
     A class method: the run's dominant allocations at its peak, each with the key that
-    sizes it (:mod:`meanfield.memory`), for the plan to check before anything is built.
+    sizes it (:mod:`meanfield.engine.memory`), for the plan to check before anything is built.
 ``measure(state) -> dict``
     Every measure of ``measures`` at a state.
 ``constants() -> dict``
@@ -32,14 +32,14 @@ advancing, one of two ways
     Drops what ``start`` built.
 
 What a run is never asked: where the file is, or another run's results. ``gap_ntk``, the
-distance to the reference run, is added by :mod:`meanfield.simulation`, which passes the
+distance to the reference run, is added by :mod:`meanfield.engine.simulation`, which passes the
 reference's predictions explicitly.
 
 The kinds (:func:`make_run` picks one), each a row of the table of run kinds
-(:mod:`meanfield.kinds`; :data:`RUN_CLASSES` maps a row to its class): :class:`ParticlesOnData`,
+(:mod:`meanfield.model.kinds`; :data:`RUN_CLASSES` maps a row to its class): :class:`ParticlesOnData`,
 :class:`ParticlesOnPopulation`, :class:`TangentOnData`, :class:`TangentOnPopulation`,
 :class:`KernelFlowClosedForm`, :class:`KernelFlowIntegrated`. What a run records is read off
-the table of measures (:mod:`meanfield.measures`).
+the table of measures (:mod:`meanfield.model.measures`).
 
 Random streams (all from ``numpy.random.SeedSequence``): the data from
 ``SeedSequence([data.seed, 0])`` (:func:`data_rng`; ``data.seed`` unset: the scenario's
@@ -66,16 +66,16 @@ from solvers.fields import ParticleField, ParticleLayout, WeightDecay
 from solvers.integrate import make_stepper
 from solvers.particles import predict
 
-from . import diagnostics as dg
-from . import kinds
-from .curvature import CurvatureMeasures, ntk_eigenvalue_max, start_vector, step_of
-from .data import Dataset
-from .errors import UsageError
-from .measures import CURVATURE_MEASURES, recorded
+from ..model import diagnostics as dg
+from ..model import kinds
+from ..model.curvature import CurvatureMeasures, ntk_eigenvalue_max, start_vector, step_of
+from ..model.data import Dataset
+from ..errors import UsageError
+from ..model.measures import CURVATURE_MEASURES, recorded
 from .memory import FLOAT, Need, kernel_build, stepping
-from .parameterization import Resolved
-from .scenario import RunSpec, Scenario
-from .state import RunState
+from ..model.parameterization import Resolved
+from ..config.scenario import RunSpec, Scenario
+from ..model.state import RunState
 
 
 # ----------------------------------------------------------------------------- shared inputs
@@ -166,7 +166,7 @@ class Run(ABC):
     """One run of a scenario (see the module docstring for the contract)."""
 
     kind: ClassVar[kinds.Kind]
-    """Its row of the table of run kinds (:mod:`meanfield.kinds`): what it needs and can do."""
+    """Its row of the table of run kinds (:mod:`meanfield.model.kinds`): what it needs and can do."""
 
     def __init__(self, name: str, spec: RunSpec, resolved: Resolved, inputs: RunInputs):
         self.name, self.spec, self.resolved, self.inputs = name, spec, resolved, inputs
@@ -755,11 +755,11 @@ class KernelFlowIntegrated(KernelFlow, FlowRun):
 
 RUN_CLASSES = {cls.kind.name: cls for cls in (ParticlesOnData, ParticlesOnPopulation, TangentOnData,
                                                TangentOnPopulation, KernelFlowClosedForm, KernelFlowIntegrated)}
-"""Kind name (a row of :data:`meanfield.kinds.KIND_TABLE`) -> the class of its runs."""
+"""Kind name (a row of :data:`meanfield.model.kinds.KIND_TABLE`) -> the class of its runs."""
 
 
 def run_class(scenario: Scenario, spec: RunSpec) -> type[Run]:
-    """The kind of run a scenario's entry ``spec`` is (:func:`meanfield.kinds.kind_of`)."""
+    """The kind of run a scenario's entry ``spec`` is (:func:`meanfield.model.kinds.kind_of`)."""
     return RUN_CLASSES[kinds.kind_of(spec.solver, scenario.data.population, scenario.loss).name]
 
 

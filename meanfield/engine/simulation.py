@@ -1,5 +1,5 @@
 """One scenario, start to end: plan it, build the data and the initial particles once, take
-every run through its life (:mod:`meanfield.runs`) and write them into one trajectory file.
+every run through its life (:mod:`meanfield.engine.runs`) and write them into one trajectory file.
 
 The runs share the data, the initial draws and the snapshot times. Kernel (``ntk``) runs go
 first: the first of them is the reference every other run's test predictions are compared
@@ -17,17 +17,18 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import memory, storage
-from .diagnostics import rms_gap
-from .data import split_of
-from .errors import RunFailed, UsageError, stop_requested
-from .measures import FIT_MEASURES
-from .measures import recorded as recorded_by_kind
+from . import memory
+from .. import storage
+from ..model.diagnostics import rms_gap
+from ..model.data import split_of
+from ..errors import RunFailed, UsageError, stop_requested
+from ..model.measures import FIT_MEASURES
+from ..model.measures import recorded as recorded_by_kind
 from .memory import FLOAT, Need, size_text
-from .parameterization import Resolved, resolve
-from .scenario import FIXED_STEP_METHODS, REGRESSION_TASKS, Scenario
-from .storage import layout
-from .state import RunState
+from ..model.parameterization import Resolved, resolve
+from ..config.scenario import FIXED_STEP_METHODS, REGRESSION_TASKS, Scenario
+from ..storage import layout
+from ..model.state import RunState
 from .threads import governor as thread_governor
 from .threads import using as using_threads
 
@@ -212,7 +213,7 @@ def plan(scenario: Scenario, *, in_memory: bool = False) -> Plan:
     memory available (:func:`estimate_memory`; ``in_memory``: the trajectory file too)."""
     from solvers.integrate import snapshot_times
 
-    from .data import check_source
+    from ..model.data import check_source
 
     n_train, n_test = check_source(scenario.data, scenario.loss)
     d, m = scenario.data.dim, scenario.model.width
@@ -269,7 +270,7 @@ def run_inputs(scenario: Scenario, times: np.ndarray):
     from solvers.activations import activation_code
     from solvers.losses import loss_code
 
-    from .data import make_dataset
+    from ..model.data import make_dataset
     from .runs import RunInputs, data_rng, initial_draws, rng_for
 
     data = make_dataset(scenario.data, data_rng(scenario))
@@ -407,7 +408,7 @@ class RunReport:
     def line(self) -> str:
         """'rich: complete: reached stop_loss 0.0001 at t = 12.3, loss_train 9.8e-05 (250 steps)',
         or for a run that did not complete 'rich: failed: ...; t = 3.1 (62 steps), loss_train nan'."""
-        from .summary import ending
+        from ..storage.summary import ending
 
         fit = next((name for name in FIT_MEASURES if name in self.measures), None)
         loss = self.measures.get(fit, math.nan)
@@ -738,7 +739,7 @@ def _open_run(trajectory, run, resume: bool):
 
 def _report_from_file(run, trajectory) -> RunReport:
     """The report of a run the file already holds complete (a resume had nothing to do)."""
-    from .storage.reader import RecordedRun
+    from ..storage.reader import RecordedRun
 
     recorded = RecordedRun(trajectory.h5, run.name)
     return RunReport(run.name, "complete (already in the file)", recorded.t, 0, recorded.final(), recorded.ended,

@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Optional
 
-from .errors import UsageError
+from ..errors import UsageError
 
 ENV = "MEANFIELD_THREADS"
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

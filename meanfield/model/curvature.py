@@ -17,7 +17,7 @@ import numpy as np
 from solvers import curvature as cv
 from solvers.catalog import SQUARED
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 def start_vector(seed: int, name: str, size: int) -> np.ndarray:

@@ -1,14 +1,14 @@
 """The data of a scenario: one function per task, all drawing from the scenario's data stream.
 
 ``make_dataset(spec, rng)`` builds the training and test sets of ``spec.task`` (the ``data``
-section of a scenario, :class:`meanfield.scenario.DataSpec`). Everything random is drawn
+section of a scenario, :class:`meanfield.config.scenario.DataSpec`). Everything random is drawn
 from ``rng``, in this order: the teacher (if any; its W, then its a), then the training set, then the test set;
 within a set, inputs (and labels) come before noise, and the noise is drawn even when
 ``noise`` is 0. So a given rng state always gives the same arrays, changing ``n_test`` or
 ``noise`` leaves the training inputs unchanged, and changing ``n_train`` leaves the teacher
 unchanged. The test set is drawn from the same distribution as the training set (label
 noise included). All arrays are float64 and shared by every run of a scenario: do not write into them.
-A simulation passes the data stream :func:`meanfield.runs.data_rng` (``data.seed``, else ``seed``).
+A simulation passes the data stream :func:`meanfield.engine.runs.data_rng` (``data.seed``, else ``seed``).
 
 ``check_source(spec, loss)`` checks before a run, without building the data, what the schema
 cannot (it never touches the disk): the ``file`` task's file, its shapes and, for logistic
@@ -47,7 +47,7 @@ Tasks (d = ``dim``, sigma_eps = ``noise``):
     every sample trains); or ``test_indices`` name the test samples and the others train in
     file order; or ``test_path`` is a second file of the same form that is the test set and
     every sample of ``path`` trains. A scenario file's relative paths are relative to that
-    file (:func:`meanfield.scenario.relative_to` makes them absolute when it is read); any other
+    file (:func:`meanfield.config.scenario.relative_to` makes them absolute when it is read); any other
     relative path (an override, a Python mapping) is taken from the current working directory.
 
 For the classification tasks (gaussian_mixture and the pictures) ``noise`` is the standard
@@ -63,13 +63,15 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, TYPE_CHECKING
 
 import numpy as np
 from numpy.polynomial import hermite_e
 
-from .errors import UsageError
-from .scenario import DataSpec
+from ..errors import UsageError
+
+if TYPE_CHECKING:  # the scenario's section types, for annotations only: the schema asks this layer
+    from ..config.scenario import DataSpec
 
 TURNS = 1.5
 """spirals: turns of each arm."""
@@ -174,7 +176,7 @@ def orthonormal_rows(rng: np.random.Generator, k: int, d: int) -> np.ndarray:
 
 
 def make_teacher(spec: DataSpec, rng: np.random.Generator) -> Teacher:
-    """The teacher_student teacher of ``spec.teacher`` (:class:`meanfield.scenario.TeacherSpec`),
+    """The teacher_student teacher of ``spec.teacher`` (:class:`meanfield.config.scenario.TeacherSpec`),
     W drawn before a from ``rng``:
 
     W: ``random`` rows uniform on the unit sphere (k d normals); ``orthonormal`` rows from
@@ -587,7 +589,7 @@ def _read_csv(source: Source, inputs: bool = True) -> tuple[np.ndarray, np.ndarr
 
 def _csv_columns(source: Source, header: list[str]) -> tuple[list[int], int]:
     """Where in the header x0, ..., x{d-1} are (in that order) and where y is."""
-    from .messages import did_you_mean
+    from ..messages import did_you_mean
 
     where = f"{source}: the header (line 1)"
     if not any(header):

@@ -24,7 +24,7 @@ from .kinds import SOLVERS, can
 
 
 # The table of measures (every measure once: its shape, the kinds that record it, whether it is
-# optional or needs a test set, its panel) is meanfield.measures; its lists are read off there.
+# optional or needs a test set, its panel) is meanfield.model.measures; its lists are read off there.
 
 
 def mean_loss(f, y, loss) -> float:
@@ -68,7 +68,7 @@ OF_PARTICLES = {
 }
 """The measures of the particles (a, W, b) against where they started, (a0, W0, b0), alone:
 name -> f(a, W, b, a0, W0, b0). A particle run records each that the table of measures says it
-records (meanfield.measures); a new one is a row there and an entry here."""
+records (meanfield.model.measures); a new one is a row there and an entry here."""
 
 
 # ---------------------------------------------------------------- regime measures

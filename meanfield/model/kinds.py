@@ -2,7 +2,7 @@
 
 Pure Python (no NumPy, no Numba), in the style of ``solvers/catalog.py``, so that the scenario
 schema, the plan, the file reader and the diagnostics ask one place what a run of a solver does,
-without loading the numerical core. :mod:`meanfield.runs` maps each kind to its class
+without loading the numerical core. :mod:`meanfield.engine.runs` maps each kind to its class
 (``runs.RUN_CLASSES``), and a test checks that every class agrees with its row.
 
 A scenario names a run's ``solver`` (particles, tangent or ntk); the data (samples or the

@@ -3,8 +3,8 @@
 Pure Python (no NumPy, no Numba), in the style of ``solvers/catalog.py``: the schema (which
 measures ``record.measures`` may name), the runs (which measures each kind records, and their
 shapes), the plan, the file reader, ``inspect``, ``plot`` and ``analyze`` read their lists off
-it. Adding a measure is a row here and its function (in :mod:`meanfield.diagnostics`, or the
-run that takes it). The equations are in :mod:`meanfield.diagnostics`.
+it. Adding a measure is a row here and its function (in :mod:`meanfield.model.diagnostics`, or the
+run that takes it). The equations are in :mod:`meanfield.model.diagnostics`.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ class Measure(NamedTuple):
     shape: tuple = ()
     """Its axes at one snapshot, by name: () a scalar, ("test_point",) one value per test point."""
     by: str = ""
-    """The column of the table of run kinds (:class:`meanfield.kinds.Kind`) a kind needs to record
+    """The column of the table of run kinds (:class:`meanfield.model.kinds.Kind`) a kind needs to record
     it; "" every kind."""
     data: str = ""
     """"samples" or "population": recorded only on that data; "" on both."""
     needs: str = ""
     """What else the scenario needs for a run to record it: "test_set" (a test set), "teacher" (a
     task with a teacher), "output_bias" (model.output_bias), "reference" (a run other than the
-    reference of gap_ntk, and a test set: :func:`meanfield.simulation.records_gap`)."""
+    reference of gap_ntk, and a test set: :func:`meanfield.engine.simulation.records_gap`)."""
     optional: bool = False
     """Recorded only when ``record.measures`` names it."""
     constant: bool = False
@@ -96,7 +96,7 @@ VECTOR_DIMS = {m.name: m.shape[0] for m in MEASURE_TABLE if m.shape}
 
 
 def kinds_recording(name: str) -> tuple[str, ...]:
-    """The kinds (rows of :data:`meanfield.kinds.KIND_TABLE`) that record the measure ``name``,
+    """The kinds (rows of :data:`meanfield.model.kinds.KIND_TABLE`) that record the measure ``name``,
     given what it needs of the scenario."""
     m = MEASURES[name]
     return tuple(kind.name for kind in KIND_TABLE if (not m.by or getattr(kind, m.by))
@@ -104,7 +104,7 @@ def kinds_recording(name: str) -> tuple[str, ...]:
 
 
 def recorded(kind: Kind, scenario, n_test: int, *, reference: bool = False) -> dict[str, tuple]:
-    """The measures a run of ``kind`` in ``scenario`` (a :class:`meanfield.scenario.Scenario`)
+    """The measures a run of ``kind`` in ``scenario`` (a :class:`meanfield.config.scenario.Scenario`)
     records at every snapshot, in the table's order, with their shapes (``n_test`` test points):
     those of its kind on its data (the population risk or samples), whose needs the scenario
     meets, the optional ones if record.measures names them. ``reference``: the run is compared

@@ -58,9 +58,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Optional
+from typing import Optional, TYPE_CHECKING
 
-from .scenario import ModelSpec, PresetBase
+
+if TYPE_CHECKING:  # the scenario's section types, for annotations only: the schema asks this layer
+    from ..config.scenario import ModelSpec, PresetBase
 
 # preset -> (A, B, C_a, C_w) exponents; lazy also scales s and the loss with alpha
 EXPONENTS = {

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import measures
-from .errors import UsageError
-from .storage import Series, Trajectory, open_trajectory
-from .storage.layout import lacks_test_set
+from ..model import measures
+from ..errors import UsageError
+from ..storage import Series, Trajectory, open_trajectory
+from ..storage.layout import lacks_test_set
 
 FORMATS = (".png", ".pdf", ".svg")
 """The suffixes of the figure files we write; matplotlib picks the format from the suffix."""
@@ -66,7 +66,7 @@ FIT_TITLE_NO_TEST = "training loss (no test set)"
 PANELS = (("fit", FIT_TITLE), *measures.PANELS)
 """(measure, title) of each panel of ``plot``, in order: the loss curves ("fit": each run's
 loss_train and loss_test, or its risk), then each measure with a ``panel`` in the table of
-measures (:mod:`meanfield.measures`)."""
+measures (:mod:`meanfield.model.measures`)."""
 
 FIT_STYLES = {"loss_train": "-", "loss_test": "--", "risk": "-"}
 """How each fit measure is drawn: train and risk solid, test dashed."""

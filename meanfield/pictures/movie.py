@@ -41,14 +41,14 @@ import numpy as np
 
 from solvers.catalog import HOMOGENEITY
 
-from .errors import UsageError
+from ..errors import UsageError
 from .figures import FIT_TITLE_NO_TEST, draw_losses, run_colors
-from .kinds import particle_solvers
-from .storage import Frame, Series, Trajectory, open_trajectory
-from .storage.layout import lacks_test_set
+from ..model.kinds import particle_solvers
+from ..storage import Frame, Series, Trajectory, open_trajectory
+from ..storage.layout import lacks_test_set
 
 PARTICLE_SOLVERS = particle_solvers()
-"""The solvers whose runs have particles (the table of run kinds, meanfield.kinds)."""
+"""The solvers whose runs have particles (the table of run kinds, meanfield.model.kinds)."""
 PROJECTIONS = ("auto", "first2", "teacher", "pca")
 POSITIVE, NEGATIVE = "#d62728", "#1f77b4"
 TRAIL_FRAMES = 12

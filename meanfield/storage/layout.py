@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 from ..errors import UsageError
-from ..measures import TEST_MEASURES
+from ..model.measures import TEST_MEASURES
 
 FORMAT = "meanfield"
 FORMAT_VERSION = 1

@@ -24,10 +24,10 @@ import h5py
 import numpy as np
 import yaml
 
-from ..data import Dataset, Teacher
+from ..model.data import Dataset, Teacher
 from ..errors import UsageError, as_path, did_you_mean
-from ..kinds import DEFAULT_SOLVER, SOLVERS, can
-from ..measures import FIT_MEASURES, TEST_MEASURES, VECTOR_DIMS
+from ..model.kinds import DEFAULT_SOLVER, SOLVERS, can
+from ..model.measures import FIT_MEASURES, TEST_MEASURES, VECTOR_DIMS
 from . import layout
 from .layout import PARTICLE_ELEMENTS
 
@@ -47,7 +47,7 @@ class Frame(NamedTuple):
     b: Optional[np.ndarray]
 
 
-# VECTOR_DIMS (meanfield.measures): the name of the second axis of a vector measure, read off
+# VECTOR_DIMS (meanfield.model.measures): the name of the second axis of a vector measure, read off
 # the table of measures (others get '<measure>_index').
 
 
@@ -155,7 +155,7 @@ class Trajectory:
     @property
     def scenario(self):
         """The stored scenario, validated (a :class:`meanfield.Scenario`)."""
-        from ..scenario import parse_scenario
+        from ..config.scenario import parse_scenario
 
         return parse_scenario(self.scenario_yaml, source=f"{self._h5.filename}:/parameters/scenario")
 
@@ -246,7 +246,7 @@ class Trajectory:
     # ------------------------------------------------------------------ views
     def summary(self) -> str:
         """The runs side by side: set-up, final measures, the regime predicted and measured."""
-        from ..summary import describe_runs
+        from .summary import describe_runs
 
         runs = list(self)
         title = f"{self.path or self.name + ' (in memory)'}: {len(runs)} run(s)"
@@ -409,7 +409,7 @@ class RecordedRun:
         and kernel_distance, loss_peak_ratio and loss_end_ratio (the fit measure's peak and
         end over its start) and, where ntk_eigenvalue_max is recorded, lambda_ratio =
         lambda_T / lambda_0."""
-        from ..diagnostics import regime_numbers
+        from ..model.diagnostics import regime_numbers
 
         fit = self.fit_measure
         return regime_numbers(self.final(), self.series(fit).value if fit and self.frames else None,
@@ -419,14 +419,14 @@ class RecordedRun:
     def verdict(self) -> tuple[str, str]:
         """The regime measured from :meth:`regime_numbers`: (rich | lazy | unstable | unknown,
         the numbers behind it)."""
-        from ..diagnostics import verdict
+        from ..model.diagnostics import verdict
 
         return verdict(self.solver, self.regime_numbers())
 
     def table_regime(self) -> Optional[tuple[str, str]]:
         """The row of the textbook regime table the run falls in and its regime, e.g.
         ('SP, large LR', 'rich'), or None (docs/design.md §1.8: preset and dt_factor decide)."""
-        from ..diagnostics import table_regime
+        from ..model.diagnostics import table_regime
 
         if not can(self.solver, "tracks_kernel"):  # the table is of networks whose kernel can move
             return None

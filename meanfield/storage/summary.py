@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from .measures import SHOWN_MEASURES as MEASURE_ORDER
+from ..model.measures import SHOWN_MEASURES as MEASURE_ORDER
 
 # MEASURE_ORDER: the measures a summary shows, in this order (each where some run has it), read
-# off the table of measures (meanfield.measures), so one recorded on request shows like any other
+# off the table of measures (meanfield.model.measures), so one recorded on request shows like any other
 
 
 REGIME_NUMBERS = (("loss_peak_ratio", "loss peak/start"), ("lambda_ratio", "lambda_T/lambda_0"))

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from ..errors import UsageError
-from ..state import RunState
+from ..model.state import RunState
 from . import layout
 from .layout import (CHECKPOINT_CHUNK, COMPRESSION, ENDINGS, H5MD_VERSION, MEASURE_DTYPE, PARTICLE_ELEMENTS,
                      PROGRESS_ATTRS, STATUSES)

@@ -102,7 +102,7 @@ def draw_scales(table: dict, path) -> Path:
     first layer against tau with the tau^-2 guide."""
     from matplotlib.figure import Figure
 
-    from ..figures import save_figure
+    from ..pictures.figures import save_figure
 
     taus = list(table)
     fig = Figure(figsize=(9, 3.6), layout="constrained")

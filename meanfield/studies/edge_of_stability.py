@@ -3,7 +3,7 @@ gradient descent the sharpness rises until it reaches 2/dt, then hovers just abo
 bundled scenario ``scenarios/edge_of_stability.yaml``, one scenario, not a sweep).
 
 Each fixed-step run's sharpness S = ``hessian_eigenvalue_max`` read as q = S dt / 2 (1 at the
-edge) by :mod:`meanfield.stability` (``mf.edge_of_stability``, ``mf.edge_figure``): the first
+edge) by :mod:`meanfield.analysis.stability` (``mf.edge_of_stability``, ``mf.edge_figure``): the first
 snapshot with q >= 0.9 (``t_edge``) and the median q from then on (``hover``). The reduced
 check is the scenario of tests/test_edge_of_stability.py: width 1024, t = 12, the rich run at
 dt = 0.2 and the ntk run.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..stability import SHARPNESS, format_edges
+from ..analysis.stability import SHARPNESS, format_edges
 from .base import Reference, Study
 
 NAME = "edge_of_stability"

@@ -61,7 +61,7 @@ def measure(path: Path, quick: bool = False) -> dict:
 
 def draw(path: Path, figure: Path) -> Path:
     from ..analysis import phase_figure
-    from ..table import read_table
+    from ..sweeps.table import read_table
 
     return phase_figure(read_table(path), figure)
 

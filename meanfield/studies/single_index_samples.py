@@ -35,7 +35,7 @@ def _loss(table, run: str, dim: int, n: int) -> float:
 
 def measure(path: Path, quick: bool = False) -> dict:
     from ..analysis import threshold_scaling, thresholds
-    from ..table import read_table
+    from ..sweeps.table import read_table
 
     table = read_table(path)
     out = {}

@@ -45,7 +45,7 @@ def run(quick: bool, directory: Path, workers=None, resume: bool = False) -> Pat
 
 
 def _tables(path: Path) -> list:
-    from ..table import read_table
+    from ..sweeps.table import read_table
 
     parts = [path / "flow", path / "fixed"]
     return [read_table(p) for p in parts] if parts[0].is_dir() else [read_table(path)]

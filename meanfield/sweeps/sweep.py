@@ -21,7 +21,7 @@ Dask distributed (``Client(address).get_executor()``, or a ``LocalCluster``) for
 clusters. The worker that runs a point is the only writer of its file
 ``DIR/points/<id>.h5``; each worker sets its Numba (and BLAS) thread count before it
 computes. The main process writes ``DIR/results.csv`` and ``DIR/results.h5`` (see
-:mod:`meanfield.table`) after every finished point. A point that fails is recorded with
+:mod:`meanfield.sweeps.table`) after every finished point. A point that fails is recorded with
 its reason and the others go on; ``resume`` re-runs only the points whose file is not
 complete (an interrupted point continues from its checkpoint).
 
@@ -49,12 +49,12 @@ from typing import Any, Callable, Optional
 import numpy as np
 import yaml
 
-from .bundled import SWEEP_DIR, bundled_sweeps, display_name, resolve_path, scenario_path
-from .errors import SweepFailed, UsageError, as_path, did_you_mean, expect_stops, stop_requested
-from .scenario import Scenario, read_text, read_yaml, relative_to, set_key, validate_scenario
-from .storage import WriterLock, open_trajectory
+from ..config.bundled import SWEEP_DIR, bundled_sweeps, display_name, resolve_path, scenario_path
+from ..errors import SweepFailed, UsageError, as_path, did_you_mean, expect_stops, stop_requested
+from ..config.scenario import Scenario, read_text, read_yaml, relative_to, set_key, validate_scenario
+from ..storage import WriterLock, open_trajectory
 from .table import Table, cell_text, python_scalar, read_table, write_table
-from .threads import THREAD_VARIABLES, apply, using
+from ..engine.threads import THREAD_VARIABLES, apply, using
 
 SWEEP_KEYS = ("name", "description", "extends", "base", "grid", "replicates")
 POINTS_DIR = "points"
@@ -198,7 +198,7 @@ def sweep_from_mapping(raw, source: str, lines: dict, root: Path, default_name: 
 def _override_base(layers: _Layers, overrides) -> dict:
     """Apply ``overrides`` (``key=value`` strings as ``--set`` takes them, or a mapping) to the
     base; the key paths they set -> the word an error names them by ('--set', 'override')."""
-    from .scenario import _apply_overrides
+    from ..config.scenario import _apply_overrides
 
     if not overrides:
         return {}
@@ -465,7 +465,7 @@ def _points(base: dict, base_source: str, axes: list[Axis], source: str, set_by:
     values (``set_by``: the base's key paths set by --set or overrides -> that word; ``axis_words``:
     axis key -> the word for an axis not from the file, '--grid'; for messages)."""
     axis_words = axis_words or {}
-    from .simulation import plan
+    from ..engine.simulation import plan
 
     for index, choice in enumerate(itertools.product(*(range(len(axis.values)) for axis in axes))):
         raw = copy.deepcopy(base)
@@ -517,13 +517,13 @@ def run_point(task: Task) -> PointResult:
 
 
 def _run_point(task: Task) -> PointResult:
-    from .errors import RunFailed
+    from ..errors import RunFailed
 
     start = time.perf_counter()
     status, reason = "complete", ""
     try:
-        from .scenario import parse_scenario
-        from .simulation import simulate  # the numerical core: a stop may come while it loads
+        from ..config.scenario import parse_scenario
+        from ..engine.simulation import simulate  # the numerical core: a stop may come while it loads
 
         scenario = parse_scenario(task.scenario_yaml, source=task.point)
         resume = _resumable(task.output)
@@ -653,14 +653,14 @@ class SweepResult:
     def to_xarray(self):
         """The sweep as an ``xarray.Dataset`` with one dimension per grid axis (see
         :func:`meanfield.analysis.to_dataset`)."""
-        from .analysis import to_dataset
+        from ..analysis import to_dataset
 
         return to_dataset(self.directory)
 
     @property
     def unconverged(self) -> dict[str, list[str]]:
         """point -> its runs that ran to t_end with the loss above ``train.stop_loss > 0``."""
-        from .analysis.convergence import unconverged
+        from ..analysis.convergence import unconverged
 
         return unconverged(read_table(self.directory))
 
@@ -745,9 +745,9 @@ def execute(sweep: Sweep, directory=None, *, workers: Optional[int] = None, thre
             ) -> SweepResult:
     """Run ``sweep`` into ``directory`` (default ./<name>) on a local process pool or on Dask
     (``engine="dask"``: a local cluster of ``workers``; ``scheduler``: that cluster's), with
-    progress over the points to run (``progress``: :class:`meanfield.progress.PointsBar`) or a
+    progress over the points to run (``progress``: :class:`meanfield.engine.progress.PointsBar`) or a
     ``log`` line per point."""
-    from .progress import PointsBar
+    from ..engine.progress import PointsBar
 
     if engine not in ("process", "dask"):
         raise UsageError(f"engine {engine!r}: use 'process' or 'dask'")

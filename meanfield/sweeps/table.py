@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 import yaml
 
-from .errors import UsageError
+from ..errors import UsageError
 
 FORMAT = "meanfield-sweep"
 FORMAT_VERSION = 1

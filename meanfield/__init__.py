@@ -55,7 +55,7 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-_LAZY = {"Analysis": "analysis", "Plan": "engine.simulation"}
+_LAZY = {"Analysis": "analysis", "Plan": "engine.plan"}
 """Public types imported on first use: ``Analysis``'s module loads SciPy, and ``Plan``'s the
 run layer, neither of which ``import meanfield`` (nor reading a scenario) needs."""
 
@@ -122,7 +122,7 @@ def plan(scenario: ScenarioLike):
     """What ``simulate`` would do, without doing it: a ``Plan`` with each run's resolved
     parameterization (``plan.resolved[name].s``, ``.eta_a``, ``.regime``), the snapshot
     times and the estimated file size; ``plan.describe()`` is what ``--dry-run`` prints."""
-    from .engine.simulation import plan as make_plan
+    from .engine.plan import plan as make_plan
 
     return make_plan(load_scenario(scenario))
 
@@ -149,7 +149,7 @@ def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, r
     Raises :class:`RunFailed` if a run diverged (``exc.trajectory`` holds the file, every
     snapshot before the failure kept) and :class:`UsageError` for bad input.
     """
-    from .engine.simulation import simulate as run_all
+    from .engine.driver import simulate as run_all
 
     output, log, bars = _output(output, "simulate's output"), _log(log), _run_bars(progress)
     trajectory, _ = run_all(load_scenario(scenario), None if output is None else str(output), resume=resume,

@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 import meanfield as mf
-from meanfield.engine import simulation
+from meanfield.engine import driver
 from meanfield.cli import main
 from meanfield.model.data import make_dataset
 from meanfield.model.parameterization import resolve
@@ -153,7 +153,7 @@ def test_resume_after_interruption_equals_the_uninterrupted_run(tmp_path, method
         assert h5["parameters/lazy"].attrs["status"] == "interrupted"
         assert h5["parameters/rich"].attrs["status"] == "complete"
         assert h5["observables/lazy/loss_train/value"].shape[0] == 3
-    trajectory, reports = simulation.simulate(scenario, str(parts), resume=True)
+    trajectory, reports = driver.simulate(scenario, str(parts), resume=True)
     trajectory.close()
     assert file_contents(parts) == file_contents(whole)
     rich = next(report for report in reports if report.name == "rich")
@@ -202,7 +202,7 @@ def test_how_a_run_ended_is_recorded_reported_and_inspected(tmp_path):
     and a run whose loss did not move is warned about."""
     scenario = parse_scenario(ENDINGS)
     out = tmp_path / "endings.h5"
-    trajectory, reports = simulation.simulate(scenario, str(out))
+    trajectory, reports = driver.simulate(scenario, str(out))
     trajectory.close()
     lines = {report.name: report.line() for report in reports}
     summary = invoke("inspect", out).output
@@ -313,15 +313,15 @@ def test_sigterm_leaves_a_valid_resumable_file(tiny, tmp_path):
     # a long run, stopped by SIGTERM once its first snapshots are written
     code = textwrap.dedent(f"""
         import os, signal
-        from meanfield.engine import simulation
+        from meanfield.engine import driver
         from meanfield.cli import main
-        snapshot = simulation.Recorder.snapshot
+        snapshot = driver.Recorder.snapshot
         def snapshot_then_stop(self, state):
             out = snapshot(self, state)
             if state.t > 0.6:
                 os.kill(os.getpid(), signal.SIGTERM)
             return out
-        simulation.Recorder.snapshot = snapshot_then_stop
+        driver.Recorder.snapshot = snapshot_then_stop
         main(["-q", "simulate", {str(tiny)!r}, "-o", {str(out)!r}, "--set", "train.t_end=100"])
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -447,7 +447,7 @@ def test_a_stop_that_surfaces_as_another_error_leaves_the_run_interrupted(tmp_pa
         mf.simulate(scenario, parts, progress=StopCutIntoAnImport)
     with h5py.File(parts, "r") as h5:  # interrupted, resumable: not failed
         assert h5["parameters/lazy"].attrs["status"] == "interrupted"
-    simulation.simulate(scenario, str(parts), resume=True)[0].close()
+    driver.simulate(scenario, str(parts), resume=True)[0].close()
     assert file_contents(parts) == file_contents(whole)
     from meanfield.errors import stop_requested
 

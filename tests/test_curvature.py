@@ -9,7 +9,7 @@ import pytest
 import meanfield as mf
 from meanfield.model import curvature as mc
 from meanfield.errors import UsageError
-from meanfield.engine.simulation import plan
+from meanfield.engine.plan import plan
 from solvers import curvature as cv
 from solvers.activations import ACTIVATIONS, activation_code, d2sigma, dsigma
 from solvers.ntk import empirical_ntk

@@ -9,7 +9,7 @@ import pytest
 
 import meanfield as mf
 from meanfield.model import kinds, measures
-from meanfield.engine import runs, simulation
+from meanfield.engine import plan, runs
 
 SAMPLES = {
     "name": "kinds",
@@ -81,7 +81,7 @@ def test_validation_loads_no_numba():
 
 def test_the_schema_does_not_import_the_run_layer():
     code = ("import sys; import meanfield.config.scenario; "
-            "assert 'meanfield.engine.runs' not in sys.modules and 'meanfield.engine.simulation' not in sys.modules")
+            "assert not {'meanfield.engine.runs', 'meanfield.engine.plan', 'meanfield.engine.driver'} & set(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -114,7 +114,7 @@ def test_every_measure_per_snapshot_is_recorded_by_some_kind():
     """A row nothing records is a measure no one can read."""
     seen = set()
     for scenario, spec in scenarios():
-        seen |= set(simulation.recorded_measures(scenario, next(k for k, v in scenario.runs.items() if v is spec),
+        seen |= set(plan.recorded_measures(scenario, next(k for k, v in scenario.runs.items() if v is spec),
                                                     10))
     seen |= {"output_bias"}  # needs model.output_bias, not set above
     assert seen == {m.name for m in measures.MEASURE_TABLE if not m.constant}

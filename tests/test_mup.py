@@ -14,7 +14,7 @@ from reference_ntk import per_particle_ntk
 import meanfield as mf
 from meanfield.engine import runs
 from meanfield.model.data import make_dataset
-from meanfield.engine.simulation import plan
+from meanfield.engine.plan import plan
 from solvers.activations import activation_code
 from solvers.losses import loss_code
 from solvers.ntk import analytic_kernels, empirical_ntk

@@ -34,7 +34,7 @@ SCENARIO = textwrap.dedent(
 HOOK = textwrap.dedent(
     """\
     import os, sys
-    from meanfield.engine import simulation
+    from meanfield.engine import driver
     from meanfield.cli import main
     def fill(directory):  # write zeros until the disk is full
         with open(os.path.join(directory, "filler"), "wb", buffering=0) as f:
@@ -43,13 +43,13 @@ HOOK = textwrap.dedent(
                     f.write(bytes(4096))
             except OSError:
                 pass
-    snapshot = simulation.Recorder.snapshot
+    snapshot = driver.Recorder.snapshot
     def snapshot_then(self, state):
         out = snapshot(self, state)
         if self.run.name == "rich" and abs(state.t - 0.5) < 1e-9:
             {action}
         return out
-    simulation.Recorder.snapshot = snapshot_then
+    driver.Recorder.snapshot = snapshot_then
     sys.exit(main(sys.argv[1:]))
     """
 )

@@ -9,7 +9,7 @@ from meanfield.engine import runs
 from meanfield.model import diagnostics
 from meanfield.errors import UsageError
 from meanfield.config.scenario import parse_scenario
-from meanfield.engine.simulation import plan
+from meanfield.engine.plan import plan
 
 BASE = {
     "name": "steps",

@@ -232,7 +232,7 @@ def test_resume_after_a_kill_runs_only_the_points_not_complete(tmp_path, how):
 def test_a_resume_that_cannot_read_its_file_starts_the_point_again(tmp_path, monkeypatch):
     """A SIGKILLed worker can leave a file whose header reads but whose last chunks do not
     (HDF5: "filter returned failure during read"): the resume's OSError restarts the point."""
-    from meanfield.engine import simulation
+    from meanfield.engine import driver
 
     sweep = parse_sweep(sweep_text({"seed": [0]}))
     run_sweep(sweep, tmp_path / "out", executor=serial())
@@ -240,14 +240,14 @@ def test_a_resume_that_cannot_read_its_file_starts_the_point_again(tmp_path, mon
     with h5py.File(path, "r+") as h5:
         h5["parameters/lazy"].attrs["status"] = "interrupted"
     assert point_status(path) == "unfinished"
-    simulate = simulation.simulate
+    simulate = driver.simulate
 
     def unreadable_on_resume(scenario, output, resume=False, **options):
         if resume:
             raise OSError("Can't synchronously read data (filter returned failure during read)")
         return simulate(scenario, output, resume=resume, **options)
 
-    monkeypatch.setattr(simulation, "simulate", unreadable_on_resume)
+    monkeypatch.setattr(driver, "simulate", unreadable_on_resume)
     run_sweep(sweep, tmp_path / "out", executor=serial(), resume=True)
     table = read_table(tmp_path / "out")
     assert list(table["status"]) == ["complete"] and point_status(path) == "complete"

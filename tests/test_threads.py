@@ -84,7 +84,7 @@ def test_switching_threads_during_a_run_changes_no_bit(tmp_path):
     """A run whose Numba thread count flips at every step writes the file a one-thread run writes."""
     code = textwrap.dedent(f"""\
         import contextlib, numba, meanfield as mf
-        from meanfield.engine import simulation
+        from meanfield.engine import driver
         class Flip:
             def __init__(self): self.n = 0
             def paused(self): return contextlib.nullcontext()
@@ -93,9 +93,9 @@ def test_switching_threads_during_a_run_changes_no_bit(tmp_path):
                 numba.set_num_threads(1 + self.n % 2)
         scenario = mf.load_scenario("quickstart", {{"runs": {{"rich": "mean_field", "lazy": {{"parameterization":
             {{"preset": "lazy", "alpha": 10}}}}}}, "train.t_end": 2.0, "model.width": 512}})
-        simulation.thread_governor = lambda: Flip()
+        driver.thread_governor = lambda: Flip()
         mf.simulate(scenario, {str(tmp_path / "flipping.h5")!r}).close()
-        simulation.thread_governor = lambda: None
+        driver.thread_governor = lambda: None
         numba.set_num_threads(1)
         mf.simulate(scenario, {str(tmp_path / "one.h5")!r}).close()
     """)

@@ -3,7 +3,7 @@
 Each kind of run lists its dominant allocations (``Run.memory`` in :mod:`meanfield.engine.runs`):
 the particles and the integrator's stages, the n x n kernel and its eigendecomposition, the
 predictions at every snapshot, ... each a :class:`Need` naming the key that sizes it. A plan
-(:func:`meanfield.engine.simulation.plan`) adds what every run shares and refuses a scenario whose
+(:func:`meanfield.engine.plan.plan`) adds what every run shares and refuses a scenario whose
 largest run would not fit in :func:`available_bytes`, before anything is allocated.
 The figures are upper estimates of the arrays' bytes, not a measurement: they leave out the
 interpreter and its libraries (already loaded when the estimate is compared).

@@ -32,7 +32,7 @@ advancing, one of two ways
     Drops what ``start`` built.
 
 What a run is never asked: where the file is, or another run's results. ``gap_ntk``, the
-distance to the reference run, is added by :mod:`meanfield.engine.simulation`, which passes the
+distance to the reference run, is added by :mod:`meanfield.engine.driver`, which passes the
 reference's predictions explicitly.
 
 The kinds (:func:`make_run` picks one), each a row of the table of run kinds

@@ -28,7 +28,7 @@ class Measure(NamedTuple):
     needs: str = ""
     """What else the scenario needs for a run to record it: "test_set" (a test set), "teacher" (a
     task with a teacher), "output_bias" (model.output_bias), "reference" (a run other than the
-    reference of gap_ntk, and a test set: :func:`meanfield.engine.simulation.records_gap`)."""
+    reference of gap_ntk, and a test set: :func:`meanfield.engine.plan.records_gap`)."""
     optional: bool = False
     """Recorded only when ``record.measures`` names it."""
     constant: bool = False

@@ -465,7 +465,7 @@ def _points(base: dict, base_source: str, axes: list[Axis], source: str, set_by:
     values (``set_by``: the base's key paths set by --set or overrides -> that word; ``axis_words``:
     axis key -> the word for an axis not from the file, '--grid'; for messages)."""
     axis_words = axis_words or {}
-    from ..engine.simulation import plan
+    from ..engine.plan import plan
 
     for index, choice in enumerate(itertools.product(*(range(len(axis.values)) for axis in axes))):
         raw = copy.deepcopy(base)
@@ -523,7 +523,7 @@ def _run_point(task: Task) -> PointResult:
     status, reason = "complete", ""
     try:
         from ..config.scenario import parse_scenario
-        from ..engine.simulation import simulate  # the numerical core: a stop may come while it loads
+        from ..engine.driver import simulate  # the numerical core: a stop may come while it loads
 
         scenario = parse_scenario(task.scenario_yaml, source=task.point)
         resume = _resumable(task.output)

@@ -79,7 +79,7 @@ def load_scenario(source: ScenarioLike, overrides: Union[Mapping, Sequence[str]]
 
     Raises :class:`UsageError` naming the file, the line and the key of anything invalid.
     """
-    from .config.scenario import load_scenario as load
+    from .config.loading import load_scenario as load
 
     return load(_scenario_source(source), _overrides(overrides))
 

@@ -16,7 +16,7 @@ from recorded import statuses
 import meanfield as mf
 from meanfield.cli import main
 from meanfield.pictures.movie import movie_size, write_movie
-from meanfield.config.scenario import parse_scenario
+from meanfield.config.loading import parse_scenario
 
 TINY = textwrap.dedent(
     """\
@@ -159,7 +159,7 @@ WRITER = textwrap.dedent(
     """\
     import sys, time
     import meanfield as mf
-    from meanfield.config.scenario import parse_scenario
+    from meanfield.config.loading import parse_scenario
 
     class Slow:  # a progress bar that makes the simulation take a few seconds
         def __init__(self, *args): pass

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield.config.scenario import parse_scenario
+from meanfield.config.loading import parse_scenario
 
 TINY = {
     "name": "tiny",

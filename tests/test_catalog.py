@@ -55,8 +55,9 @@ def test_the_scenario_schema_reads_the_table_without_loading_numba():
     # a sweep worker sets its thread count before the numerical core loads; and
     # `import meanfield` (the CLI's start-up, a notebook reading files) needs no Numba
     code = ("import sys, typing; import meanfield, meanfield.config.scenario as s, meanfield.sweeps.sweep, meanfield.cli\n"
+            "import meanfield.config.sections as sections\n"
             "assert 'numba' not in sys.modules, 'numba imported'\n"
-            "print(repr((typing.get_args(s.ActivationName), typing.get_args(s.LossName),\n"
+            "print(repr((typing.get_args(sections.ActivationName), typing.get_args(sections.LossName),\n"
             "            s.ANALYTIC_ACTIVATIONS, s.POPULATION_ACTIVATIONS)))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     want = (tuple(ACTIVATIONS), tuple(LOSSES), tuple(r.name for r in ACTIVATION_TABLE if r.analytic_ntk),

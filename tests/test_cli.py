@@ -20,7 +20,7 @@ from meanfield.model.data import make_dataset
 from meanfield.model.parameterization import resolve
 from meanfield.engine.progress import ModelTimeBar
 from meanfield.engine.runs import initial_draws, initial_particles, rng_for
-from meanfield.config.scenario import parse_scenario
+from meanfield.config.loading import parse_scenario
 from solvers.activations import activation_code
 from solvers.particles import predict
 

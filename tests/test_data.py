@@ -12,7 +12,8 @@ from scipy.special import erf
 
 from meanfield.model.data import TASKS, Dataset, check_source, make_dataset
 from meanfield.errors import UsageError
-from meanfield.config.scenario import DataSpec, load_scenario
+from meanfield.config.sections import DataSpec
+from meanfield.config.loading import load_scenario
 
 SYNTHETIC = ["teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals"]
 CLASSIFICATION = ["gaussian_mixture", "xor", "moons", "spirals"]

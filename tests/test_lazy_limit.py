@@ -13,7 +13,7 @@ import pytest
 from recorded import measures
 
 import meanfield as mf
-from meanfield.config.scenario import parse_scenario
+from meanfield.config.loading import parse_scenario
 
 ALPHAS = (10, 100, 1000)
 SCENARIO = """

@@ -10,7 +10,7 @@ import meanfield as mf
 from meanfield.engine import runs
 from meanfield.model.data import make_dataset
 from meanfield.errors import UsageError
-from meanfield.config.scenario import parse_scenario
+from meanfield.config.loading import parse_scenario
 from meanfield.engine.plan import plan
 from reference import dloss, dsigma, loss, sigma
 from solvers.activations import activation_code

@@ -13,7 +13,7 @@ import numpy as np
 
 from meanfield.model.data import make_dataset
 from meanfield.model.parameterization import resolve
-from meanfield.config.scenario import DataSpec, IntegratorSpec, MeanFieldPreset, ModelSpec
+from meanfield.config.sections import DataSpec, IntegratorSpec, MeanFieldPreset, ModelSpec
 from solvers.activations import activation_code
 from solvers.fields import ParticleField, ParticleLayout
 from solvers.integrate import RK4, RK45, LoopState, integrate, make_stepper

@@ -8,7 +8,7 @@ import meanfield as mf
 from meanfield.engine import runs
 from meanfield.model import diagnostics
 from meanfield.errors import UsageError
-from meanfield.config.scenario import parse_scenario
+from meanfield.config.loading import parse_scenario
 from meanfield.engine.plan import plan
 
 BASE = {

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from meanfield.errors import UsageError
-from meanfield.config.scenario import apply_override, parse_scenario
+from meanfield.config.loading import apply_override, parse_scenario
 
 BASE = "name: s\nruns: {rich: mean_field}\n"
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 import meanfield as mf
 from meanfield.cli import main
 from meanfield.errors import UsageError
-from meanfield.config.scenario import parse_scenario
+from meanfield.config.loading import parse_scenario
 from meanfield.sweeps.sweep import load_sweep, parse_sweep, point_status, run_sweep
 from meanfield.sweeps.table import read_table
 

@@ -22,7 +22,9 @@ from meanfield.engine import memory
 from meanfield.config.bundled import bundled, bundled_sweeps
 from meanfield.cli import main
 from meanfield.engine.memory import size_text
-from meanfield.config.scenario import _PRESETS, Scenario, _strip, parse_scenario, read_yaml
+from meanfield.config.wording import _PRESETS, _strip
+from meanfield.config.scenario import Scenario
+from meanfield.config.loading import parse_scenario, read_yaml
 
 BASE = textwrap.dedent(
     """\

@@ -11,7 +11,7 @@ import pytest
 from meanfield.model.data import make_dataset
 from meanfield.model.diagnostics import relative_change
 from meanfield.model.parameterization import resolve
-from meanfield.config.scenario import DataSpec, MeanFieldPreset, ModelSpec, NTKPreset
+from meanfield.config.sections import DataSpec, MeanFieldPreset, ModelSpec, NTKPreset
 from solvers.activations import activation_code
 from solvers.fields import ParticleField, ParticleLayout
 from solvers.integrate import Euler, LoopState, integrate

@@ -19,7 +19,8 @@ from ..errors import UsageError
 from ..model.measures import recorded as recorded_by_kind
 from .memory import FLOAT, Need, size_text
 from ..model.parameterization import Resolved, resolve
-from ..config.scenario import FIXED_STEP_METHODS, REGRESSION_TASKS, Scenario
+from ..config.sections import FIXED_STEP_METHODS, REGRESSION_TASKS
+from ..config.scenario import Scenario
 from ..storage import layout
 
 MAX_STEPS = 10**9

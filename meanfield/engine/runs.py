@@ -74,7 +74,8 @@ from ..errors import UsageError
 from ..model.measures import CURVATURE_MEASURES, recorded
 from .memory import FLOAT, Need, kernel_build, stepping
 from ..model.parameterization import Resolved
-from ..config.scenario import RunSpec, Scenario
+from ..config.sections import RunSpec
+from ..config.scenario import Scenario
 from ..model.state import RunState
 
 

@@ -1,7 +1,7 @@
 """The data of a scenario: one function per task, all drawing from the scenario's data stream.
 
 ``make_dataset(spec, rng)`` builds the training and test sets of ``spec.task`` (the ``data``
-section of a scenario, :class:`meanfield.config.scenario.DataSpec`). Everything random is drawn
+section of a scenario, :class:`meanfield.config.sections.DataSpec`). Everything random is drawn
 from ``rng``, in this order: the teacher (if any; its W, then its a), then the training set, then the test set;
 within a set, inputs (and labels) come before noise, and the noise is drawn even when
 ``noise`` is 0. So a given rng state always gives the same arrays, changing ``n_test`` or
@@ -47,7 +47,7 @@ Tasks (d = ``dim``, sigma_eps = ``noise``):
     every sample trains); or ``test_indices`` name the test samples and the others train in
     file order; or ``test_path`` is a second file of the same form that is the test set and
     every sample of ``path`` trains. A scenario file's relative paths are relative to that
-    file (:func:`meanfield.config.scenario.relative_to` makes them absolute when it is read); any other
+    file (:func:`meanfield.config.loading.relative_to` makes them absolute when it is read); any other
     relative path (an override, a Python mapping) is taken from the current working directory.
 
 For the classification tasks (gaussian_mixture and the pictures) ``noise`` is the standard
@@ -71,7 +71,7 @@ from numpy.polynomial import hermite_e
 from ..errors import UsageError
 
 if TYPE_CHECKING:  # the scenario's section types, for annotations only: the schema asks this layer
-    from ..config.scenario import DataSpec
+    from ..config.sections import DataSpec
 
 TURNS = 1.5
 """spirals: turns of each arm."""
@@ -176,7 +176,7 @@ def orthonormal_rows(rng: np.random.Generator, k: int, d: int) -> np.ndarray:
 
 
 def make_teacher(spec: DataSpec, rng: np.random.Generator) -> Teacher:
-    """The teacher_student teacher of ``spec.teacher`` (:class:`meanfield.config.scenario.TeacherSpec`),
+    """The teacher_student teacher of ``spec.teacher`` (:class:`meanfield.config.sections.TeacherSpec`),
     W drawn before a from ``rng``:
 
     W: ``random`` rows uniform on the unit sphere (k d normals); ``orthonormal`` rows from

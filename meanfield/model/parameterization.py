@@ -62,7 +62,7 @@ from typing import Optional, TYPE_CHECKING
 
 
 if TYPE_CHECKING:  # the scenario's section types, for annotations only: the schema asks this layer
-    from ..config.scenario import ModelSpec, PresetBase
+    from ..config.sections import ModelSpec, PresetBase
 
 # preset -> (A, B, C_a, C_w) exponents; lazy also scales s and the loss with alpha
 EXPONENTS = {

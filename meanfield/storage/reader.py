@@ -155,7 +155,7 @@ class Trajectory:
     @property
     def scenario(self):
         """The stored scenario, validated (a :class:`meanfield.Scenario`)."""
-        from ..config.scenario import parse_scenario
+        from ..config.loading import parse_scenario
 
         return parse_scenario(self.scenario_yaml, source=f"{self._h5.filename}:/parameters/scenario")
 

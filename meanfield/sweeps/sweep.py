@@ -51,7 +51,8 @@ import yaml
 
 from ..config.bundled import SWEEP_DIR, bundled_sweeps, display_name, resolve_path, scenario_path
 from ..errors import SweepFailed, UsageError, as_path, did_you_mean, expect_stops, stop_requested
-from ..config.scenario import Scenario, read_text, read_yaml, relative_to, set_key, validate_scenario
+from ..config.scenario import Scenario
+from ..config.loading import read_text, read_yaml, relative_to, set_key, validate_scenario
 from ..storage import WriterLock, open_trajectory
 from .table import Table, cell_text, python_scalar, read_table, write_table
 from ..engine.threads import THREAD_VARIABLES, apply, using
@@ -198,7 +199,7 @@ def sweep_from_mapping(raw, source: str, lines: dict, root: Path, default_name: 
 def _override_base(layers: _Layers, overrides) -> dict:
     """Apply ``overrides`` (``key=value`` strings as ``--set`` takes them, or a mapping) to the
     base; the key paths they set -> the word an error names them by ('--set', 'override')."""
-    from ..config.scenario import _apply_overrides
+    from ..config.loading import _apply_overrides
 
     if not overrides:
         return {}
@@ -522,7 +523,7 @@ def _run_point(task: Task) -> PointResult:
     start = time.perf_counter()
     status, reason = "complete", ""
     try:
-        from ..config.scenario import parse_scenario
+        from ..config.loading import parse_scenario
         from ..engine.driver import simulate  # the numerical core: a stop may come while it loads
 
         scenario = parse_scenario(task.scenario_yaml, source=task.point)

@@ -36,11 +36,11 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 from pathlib import Path  # noqa: E402
 from typing import Callable, Mapping, Optional, Sequence, Union  # noqa: E402
 
-from .errors import RunFailed, SweepFailed, UsageError, as_path  # noqa: E402
 from .config.scenario import Scenario  # noqa: E402
+from .engine.threads import set_threads  # noqa: E402
+from .errors import RunFailed, SweepFailed, UsageError, as_path  # noqa: E402
 from .storage import RecordedRun, Trajectory  # noqa: E402
 from .sweeps.sweep import Sweep, SweepResult  # noqa: E402
-from .engine.threads import set_threads  # noqa: E402
 
 __version__ = "0.1.0"
 

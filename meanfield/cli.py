@@ -83,7 +83,8 @@ def main(ctx, verbose, quiet):
 
 @main.command()
 @click.argument("scenario")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Trajectory file (default: the scenario's output).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Trajectory file (default: the scenario's output).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a scenario key before validation, e.g. --set model.width=4096.")
 @click.option("--resume", is_flag=True, help="Continue the runs of an interrupted file.")

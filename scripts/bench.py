@@ -39,11 +39,11 @@ if any(k in os.environ for k in _BLAS_ENV) and "_BENCH_REEXEC" not in os.environ
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import meanfield  # noqa: E402,F401  (first: the OpenBLAS thread timeout it sets, as for the command line)
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
 
+import meanfield  # noqa: E402,F401  (first: the OpenBLAS thread timeout it sets, as for the command line)
 from solvers.ntk import LinearizedSquared, empirical_ntk, train_test_ntk  # noqa: E402
 from solvers.particles import risk_and_gradient  # noqa: E402
 
@@ -243,7 +243,8 @@ def main():
     parser.add_argument("--sizes", help="comma-separated MxNxD list")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     parser.add_argument("--parts", default="particles,linearized,population,api,threads,curvature",
-                        help="which benchmarks: particles, linearized, population, api, threads, curvature (comma-separated)")
+                        help="which benchmarks: particles, linearized, population, api, threads, curvature "
+                             "(comma-separated)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     sizes = DEFAULT_SIZES

@@ -99,7 +99,8 @@ def main(argv=None):
     print(f"relu N-body population gradient, d = {args.d}, k = {args.teacher} teacher particles; "
           f"pairs = m^2 per evaluation; medians; load average before/after "
           f"{load_before:.1f}/{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    header = f"{'m':>7} {'thr':>4} {'numba ms':>10} {'Mpairs/s':>10} {'numpy ms':>10} {'Mpairs/s':>10} {'ratio':>7} {'rel. diff':>10}"
+    header = (f"{'m':>7} {'thr':>4} {'numba ms':>10} {'Mpairs/s':>10} {'numpy ms':>10} {'Mpairs/s':>10} "
+              f"{'ratio':>7} {'rel. diff':>10}")
     print(header)
     print("-" * len(header))
     for r in rows:

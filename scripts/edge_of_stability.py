@@ -23,7 +23,8 @@ from meanfield.studies.edge_of_stability import report
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("file", help="the trajectory file of edge_of_stability (or any scenario recording the sharpness)")
+    parser.add_argument("file",
+                        help="the trajectory file of edge_of_stability (or any scenario recording the sharpness)")
     parser.add_argument("--figure", default=None, help="write the figure here (.png, .pdf, .svg)")
     parser.add_argument("--level", type=float, default=0.9, help="q at which a run has reached the edge (default 0.9)")
     args = parser.parse_args(argv)

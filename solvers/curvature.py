@@ -29,10 +29,9 @@ Everything is float64.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
-
-import functools
 
 import numba
 import numpy as np

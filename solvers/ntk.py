@@ -323,8 +323,8 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
     W_std^2 x . x' / d + b_std^2, so W_std = w_std (w_var = w_std^2 / d), b_std = b_std,
     and our output layer is W_std2 = a_std, b_std2 = 0 (or b_std2 = c_std with an output bias
     c ~ N(0, c_std^2) trained at eta_c = c_std^2: NT's readout bias is b_std2 times a
-    standard-normal parameter, so its NTK term is b_std2^2 and its NNGP term b_std2^2). Its kernels are those of gradient
-    flow on its standard-normal parameters (a = a_std omega, w = (w_std / sqrt d) v,
+    standard-normal parameter, so its NTK term is b_std2^2 and its NNGP term b_std2^2). Its kernels are those of
+    gradient flow on its standard-normal parameters (a = a_std omega, w = (w_std / sqrt d) v,
     b = b_std beta), i.e. of ours with per-parameter learning rates equal to the variances:
 
         nt nngp = a_var * nngp

@@ -46,7 +46,8 @@ sum_j c_j h(v_j) v_j and sum_j c_j h(v_j) v_j v_j^T: O((m + k) d^2). The N-body 
 Numba kernel, parallel over particles i (each writes only its own slots: the result does not
 depend on the number of threads), tiled over j, with memory O(m d). For relu it evaluates
 arccos by a branch-free polynomial (:func:`solvers.gaussian.acos_poly`, max error 4.4e-16 on
-[-1, 1]; erf: arcsin by :func:`solvers.gaussian.asin_poly`): libm's acos does not vectorise here. t = arccos(w.v / (|w||v|)) is accurate to about 1e-8 when w
+[-1, 1]; erf: arcsin by :func:`solvers.gaussian.asin_poly`): libm's acos does not vectorise here.
+t = arccos(w.v / (|w||v|)) is accurate to about 1e-8 when w
 and v are within 1e-8 rad (the cosine's rounding); the self term j = i is exact (t = 0).
 
 The lazy side: :func:`tangent_gram` (the Gram matrix of the tangent features) and

@@ -3,9 +3,8 @@
 import math
 
 import numpy as np
-from scipy import integrate
-
 from reference import dsigma, sigma
+from scipy import integrate
 
 
 def jacobian(a, W, b, X, s, act):

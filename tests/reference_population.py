@@ -3,11 +3,10 @@ row-blocked NumPy (the twin of the N-body kernel), and Monte Carlo estimates (sa
 their standard errors)."""
 
 import numpy as np
-
 from reference import dsigma, sigma
+
 from solvers import population as P
 from solvers.catalog import RELU
-
 
 # ------------------------------------------------------------------ the population gradient, NumPy
 

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-
 from recorded import statuses
 
 import meanfield as mf
 from meanfield.cli import main
-from meanfield.pictures.movie import movie_size, write_movie
 from meanfield.config.loading import parse_scenario
+from meanfield.pictures.movie import movie_size, write_movie
 
 TINY = textwrap.dedent(
     """\

@@ -18,11 +18,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bundled_reference as ref
 import h5py
 import numpy as np
 import pytest
-
-import bundled_reference as ref
 
 REFERENCE = Path(__file__).parent / "data" / "bundled"
 MANIFEST, VALUES = ref.load(REFERENCE)
@@ -85,8 +84,8 @@ def _second_target() -> dict:
 
     ``NUMBA_CPU_FEATURES`` empty: the named CPU's own features (unset, Numba would add the
     host's, AVX-512 included, to any CPU name)."""
-    from numba.core import config
     import llvmlite.binding as llvm
+    from numba.core import config
 
     host = config.CPU_NAME or llvm.get_host_cpu_name()
     return {"NUMBA_CPU_NAME": "haswell" if host != "haswell" else "x86-64", "NUMBA_CPU_FEATURES": "",

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 import meanfield as mf
 from meanfield.analysis import PhaseRow, catapult_phase, factor_key, phase_edges, phase_rows
-from meanfield.config.bundled import SWEEP_DIR
 from meanfield.cli import main
+from meanfield.config.bundled import SWEEP_DIR
 from meanfield.sweeps.sweep import load_sweep, parse_sweep, run_sweep
 
 

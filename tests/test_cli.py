@@ -14,13 +14,13 @@ import yaml
 from click.testing import CliRunner
 
 import meanfield as mf
-from meanfield.engine import driver
 from meanfield.cli import main
-from meanfield.model.data import make_dataset
-from meanfield.model.parameterization import resolve
+from meanfield.config.loading import parse_scenario
+from meanfield.engine import driver
 from meanfield.engine.progress import ModelTimeBar
 from meanfield.engine.runs import initial_draws, initial_particles, rng_for
-from meanfield.config.loading import parse_scenario
+from meanfield.model.data import make_dataset
+from meanfield.model.parameterization import resolve
 from solvers.activations import activation_code
 from solvers.particles import predict
 

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield.model import curvature as mc
-from meanfield.errors import UsageError
 from meanfield.engine.plan import plan
+from meanfield.errors import UsageError
+from meanfield.model import curvature as mc
 from solvers import curvature as cv
 from solvers.activations import ACTIVATIONS, activation_code, d2sigma, dsigma
+from solvers.losses import loss_code, loss_derivative, loss_second_derivative
 from solvers.ntk import empirical_ntk
 from solvers.particles import BLAS_MIN_D
-from solvers.losses import loss_code, loss_derivative, loss_second_derivative
 
 NP_ACT = {"tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
           "relu": (lambda z: np.maximum(z, 0), lambda z: (z > 0).astype(float))}

@@ -10,10 +10,10 @@ import pytest
 from pydantic import ValidationError
 from scipy.special import erf
 
-from meanfield.model.data import TASKS, Dataset, check_source, make_dataset
-from meanfield.errors import UsageError
-from meanfield.config.sections import DataSpec
 from meanfield.config.loading import load_scenario
+from meanfield.config.sections import DataSpec
+from meanfield.errors import UsageError
+from meanfield.model.data import TASKS, Dataset, check_source, make_dataset
 
 SYNTHETIC = ["teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals"]
 CLASSIFICATION = ["gaussian_mixture", "xor", "moons", "spirals"]

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 import meanfield as mf
 from meanfield.cli import main
-from meanfield.model.data import make_dataset
 from meanfield.engine.runs import data_rng
+from meanfield.model.data import make_dataset
 
 N, D = 20, 3
 SCENARIO = textwrap.dedent(

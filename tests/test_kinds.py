@@ -8,8 +8,8 @@ import sys
 import pytest
 
 import meanfield as mf
-from meanfield.model import kinds, measures
 from meanfield.engine import plan, runs
+from meanfield.model import kinds, measures
 
 SAMPLES = {
     "name": "kinds",
@@ -94,8 +94,8 @@ def test_each_measure_once_and_every_list_read_off_the_table():
         assert m.data in ("", "samples", "population") and m.needs in ("", "test_set", "teacher", "output_bias",
                                                                         "reference"), m
     assert set(measures.CURVATURE_MEASURES) <= set(measures.OPTIONAL_MEASURES)
-    from meanfield.config import scenario
     from meanfield import storage
+    from meanfield.config import scenario
 
     assert scenario.CURVATURE_MEASURES is measures.CURVATURE_MEASURES
     assert storage.layout.NO_TEST_SET.endswith("loss_test, f_test and gap_ntk are not recorded")

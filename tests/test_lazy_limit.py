@@ -9,7 +9,6 @@ data point) and the gap shrinks more slowly; the test prints what it measured.
 
 import numpy as np
 import pytest
-
 from recorded import measures
 
 import meanfield as mf

@@ -6,15 +6,14 @@ import math
 
 import numpy as np
 import pytest
-
 from recorded import measures
 from reference import dsigma, sigma
 from reference_ntk import per_particle_ntk
 
 import meanfield as mf
 from meanfield.engine import runs
-from meanfield.model.data import make_dataset
 from meanfield.engine.plan import plan
+from meanfield.model.data import make_dataset
 from solvers.activations import activation_code
 from solvers.losses import loss_code
 from solvers.ntk import analytic_kernels, empirical_ntk

@@ -5,14 +5,14 @@ import math
 
 import numpy as np
 import pytest
+from reference import dloss, dsigma, loss, sigma
 
 import meanfield as mf
-from meanfield.engine import runs
-from meanfield.model.data import make_dataset
-from meanfield.errors import UsageError
 from meanfield.config.loading import parse_scenario
+from meanfield.engine import runs
 from meanfield.engine.plan import plan
-from reference import dloss, dsigma, loss, sigma
+from meanfield.errors import UsageError
+from meanfield.model.data import make_dataset
 from solvers.activations import activation_code
 from solvers.fields import ParticleField, ParticleLayout
 from solvers.losses import loss_code

@@ -4,8 +4,16 @@ import math
 
 import pytest
 
+from meanfield.config.sections import (
+    CustomPreset,
+    LazyPreset,
+    MeanFieldPreset,
+    ModelSpec,
+    MuPPreset,
+    NTKPreset,
+    StandardPreset,
+)
 from meanfield.model.parameterization import predict_regime, resolve
-from meanfield.config.sections import CustomPreset, LazyPreset, MeanFieldPreset, ModelSpec, MuPPreset, NTKPreset, StandardPreset
 
 M, D = 400, 5
 MODEL = ModelSpec(width=M, init={"a_std": 2.0, "w_std": 3.0})

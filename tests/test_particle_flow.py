@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from reference import risk_and_gradient as risk_and_gradient_np
 
 from solvers.activations import activation_code
 from solvers.fields import ParticleField, ParticleLayout, WeightDecay
 from solvers.integrate import RK4, RK45, LoopState, integrate
 from solvers.losses import loss_code
-from reference import risk_and_gradient as risk_and_gradient_np
 
 M, D, N = 12, 3, 30
 

@@ -1,8 +1,7 @@
 """Population mode end to end: Chizat & Bach's teacher recovery, and the CLT over seeds."""
 
-import pytest
 import numpy as np
-
+import pytest
 from recorded import measures
 
 import meanfield as mf

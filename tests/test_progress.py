@@ -14,8 +14,8 @@ import yaml
 
 import meanfield as mf
 from meanfield.engine import progress
-from meanfield.errors import UsageError
 from meanfield.engine.progress import INTERVAL, INTERVAL_VARIABLE, ModelTimeBar, PointsBar, duration, line_interval
+from meanfield.errors import UsageError
 
 RUN_LINE = re.compile(r"^(\w+): t = ([\d.e+-]+) / ([\d.e+-]+) \((\d+)%\), ([\d.e+-]+) steps/s, ETA (\S+)$")
 POINTS_LINE = re.compile(r"^points: (\d+) / (\d+) \((\d+)%\), (\d+) failed, ETA (\S+)$")

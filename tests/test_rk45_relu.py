@@ -8,12 +8,12 @@ test inputs, against rk4 at dt = T / 2048. Cost: evaluations of the vector field
 of the same accuracy is the cheapest of dt = T / 4, T / 8, ..., T / 1024 at least as accurate.
 """
 
-import pytest
 import numpy as np
+import pytest
 
+from meanfield.config.sections import DataSpec, IntegratorSpec, MeanFieldPreset, ModelSpec
 from meanfield.model.data import make_dataset
 from meanfield.model.parameterization import resolve
-from meanfield.config.sections import DataSpec, IntegratorSpec, MeanFieldPreset, ModelSpec
 from solvers.activations import activation_code
 from solvers.fields import ParticleField, ParticleLayout
 from solvers.integrate import RK4, RK45, LoopState, integrate, make_stepper

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield.engine import runs
-from meanfield.model import diagnostics
-from meanfield.errors import UsageError
 from meanfield.config.loading import parse_scenario
+from meanfield.engine import runs
 from meanfield.engine.plan import plan
+from meanfield.errors import UsageError
+from meanfield.model import diagnostics
 
 BASE = {
     "name": "steps",

@@ -6,8 +6,8 @@ import pytest
 
 import meanfield as mf
 from meanfield.engine import runs
-from meanfield.model.data import make_dataset
 from meanfield.engine.plan import plan
+from meanfield.model.data import make_dataset
 from meanfield.model.state import RunState
 from solvers.activations import activation_code
 from solvers.losses import loss_code

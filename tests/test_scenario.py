@@ -3,8 +3,8 @@
 import pytest
 import yaml
 
-from meanfield.errors import UsageError
 from meanfield.config.loading import apply_override, parse_scenario
+from meanfield.errors import UsageError
 
 BASE = "name: s\nruns: {rich: mean_field}\n"
 

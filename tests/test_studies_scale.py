@@ -11,15 +11,14 @@ the headline of each (a few seconds):
 
 from __future__ import annotations
 
-import pytest
 import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 import yaml
 
 import meanfield as mf
-
 from meanfield.config.bundled import SWEEP_DIR
 from meanfield.model.parameterization import resolve
 from meanfield.sweeps.sweep import load_sweep, parse_sweep, run_sweep

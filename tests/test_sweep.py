@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 import meanfield as mf
 from meanfield.cli import main
-from meanfield.errors import UsageError
 from meanfield.config.loading import parse_scenario
+from meanfield.errors import UsageError
 from meanfield.sweeps.sweep import load_sweep, parse_sweep, point_status, run_sweep
 from meanfield.sweeps.table import read_table
 

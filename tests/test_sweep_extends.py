@@ -14,10 +14,10 @@ import yaml
 from click.testing import CliRunner
 
 import meanfield as mf
-from meanfield.config.bundled import SWEEP_DIR
 from meanfield.cli import main
-from meanfield.errors import UsageError
+from meanfield.config.bundled import SWEEP_DIR
 from meanfield.config.loading import parse_scenario
+from meanfield.errors import UsageError
 from meanfield.sweeps.sweep import deep_merge, load_sweep, parse_sweep, run_sweep
 from meanfield.sweeps.table import read_table
 

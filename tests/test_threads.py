@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from test_cli import file_contents
 
 import meanfield as mf
-from meanfield.engine import threads
 from meanfield.cli import main
+from meanfield.engine import threads
 from meanfield.engine.threads import ThreadGovernor
 
 

@@ -18,13 +18,13 @@ from click.testing import CliRunner
 from pydantic import BaseModel
 
 import meanfield
-from meanfield.engine import memory
-from meanfield.config.bundled import bundled, bundled_sweeps
 from meanfield.cli import main
-from meanfield.engine.memory import size_text
-from meanfield.config.wording import _PRESETS, _strip
-from meanfield.config.scenario import Scenario
+from meanfield.config.bundled import bundled, bundled_sweeps
 from meanfield.config.loading import parse_scenario, read_yaml
+from meanfield.config.scenario import Scenario
+from meanfield.config.wording import _PRESETS, _strip
+from meanfield.engine import memory
+from meanfield.engine.memory import size_text
 
 BASE = textwrap.dedent(
     """\

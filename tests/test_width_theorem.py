@@ -8,10 +8,10 @@ over 4 seeds per width before the fit (then a +-0.1 band fails ~0.1% of the time
 import numpy as np
 import pytest
 
+from meanfield.config.sections import DataSpec, MeanFieldPreset, ModelSpec, NTKPreset
 from meanfield.model.data import make_dataset
 from meanfield.model.diagnostics import relative_change
 from meanfield.model.parameterization import resolve
-from meanfield.config.sections import DataSpec, MeanFieldPreset, ModelSpec, NTKPreset
 from solvers.activations import activation_code
 from solvers.fields import ParticleField, ParticleLayout
 from solvers.integrate import Euler, LoopState, integrate

@@ -22,21 +22,53 @@ The package, by concern:
 Everything public is importable from ``meanfield.analysis`` itself.
 """
 
-from .catapult import (PHASES, PHASES_CSV, PhaseEdges, PhaseRow, catapult_phase, factor_key, format_phases,
-                       phase_edges, phase_rows, phases_figure, write_phases)
+from .catapult import (
+    PHASES,
+    PHASES_CSV,
+    PhaseEdges,
+    PhaseRow,
+    catapult_phase,
+    factor_key,
+    format_phases,
+    phase_edges,
+    phase_rows,
+    phases_figure,
+    write_phases,
+)
 from .convergence import format_unconverged, unconverged
 from .dataset import to_dataset
 from .drawing import PHASE_COLORS, figure, phase_figure
-from .families import (REGIME_MEASURES, REPLICATE, ScalingRow, ThresholdRow, axes, measures, regimes, rows_within,
-                       scaling, threshold_scaling, thresholds)
+from .families import (
+    REGIME_MEASURES,
+    REPLICATE,
+    ScalingRow,
+    ThresholdRow,
+    axes,
+    measures,
+    regimes,
+    rows_within,
+    scaling,
+    threshold_scaling,
+    thresholds,
+)
 from .phase import PhasePoint, luo_phase, phase_points
-from .reporting import (ANALYSIS_CSV, REGIMES_CSV, Analysis, analyze, format_report, format_threshold, report, write_analysis,
-                        write_regimes)
+from .reporting import (
+    ANALYSIS_CSV,
+    REGIMES_CSV,
+    Analysis,
+    analyze,
+    format_report,
+    format_threshold,
+    report,
+    write_analysis,
+    write_regimes,
+)
 from .stats import P_BOUNDS, RICH_LAZY, Extrapolation, PowerLawFit, classify, crossing, extrapolate, power_law
 
 __all__ = [
     "ANALYSIS_CSV", "PHASES", "PHASES_CSV", "PHASE_COLORS", "PhaseEdges", "PhaseRow", "catapult_phase",
-    "factor_key", "format_phases", "phase_edges", "phase_rows", "phases_figure", "write_phases", "P_BOUNDS", "REGIMES_CSV", "REGIME_MEASURES", "REPLICATE", "RICH_LAZY",
+    "factor_key", "format_phases", "phase_edges", "phase_rows", "phases_figure", "write_phases", "P_BOUNDS",
+    "REGIMES_CSV", "REGIME_MEASURES", "REPLICATE", "RICH_LAZY",
     "Analysis", "Extrapolation", "PhasePoint", "PowerLawFit", "ScalingRow", "ThresholdRow",
     "analyze", "axes", "classify", "crossing", "extrapolate", "figure", "format_report", "format_threshold",
     "luo_phase", "measures", "phase_figure", "phase_points", "power_law", "regimes", "report", "rows_within",

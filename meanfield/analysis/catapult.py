@@ -33,8 +33,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..model.diagnostics import regime_numbers
 from ..errors import UsageError
+from ..model.diagnostics import regime_numbers
 from ..sweeps.table import python_scalar, write_atomically
 from .families import REPLICATE, as_table
 

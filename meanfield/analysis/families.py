@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.diagnostics import regime_numbers, verdict
 from ..errors import UsageError
+from ..model.diagnostics import regime_numbers, verdict
 from ..model.measures import DISPLACEMENT_MEASURES, TEST_MEASURES
 from ..storage.layout import NO_TEST_SET
 from ..sweeps.table import Table, python_scalar, read_table
-from .stats import Extrapolation, PowerLawFit, RICH_LAZY, classify, crossing, extrapolate, power_law
+from .stats import RICH_LAZY, Extrapolation, PowerLawFit, classify, crossing, extrapolate, power_law
 
 REPLICATE = "seed"
 """The column whose values are replicates, never a group coordinate."""
@@ -298,7 +298,8 @@ def thresholds(table, measure: str, against: str, level: float, runs=None) -> li
     return rows
 
 
-def threshold_scaling(rows: list[ThresholdRow], by: str, confidence: float = 0.95) -> list[tuple[dict, str, PowerLawFit]]:
+def threshold_scaling(rows: list[ThresholdRow], by: str,
+                      confidence: float = 0.95) -> list[tuple[dict, str, PowerLawFit]]:
     """The power law x* = c by^k of the crossings against the group key ``by`` (e.g. the
     sample complexity n* ~ d^k), fitted by ``power_law`` (log x* on log by, Student-t
     interval on k), per run and per group of the other keys: a list of (the other keys'

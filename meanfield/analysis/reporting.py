@@ -10,13 +10,24 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.diagnostics import RICH_THRESHOLD
 from ..errors import UsageError
+from ..model.diagnostics import RICH_THRESHOLD
 from ..sweeps.table import Table, csv_cell, python_scalar, write_atomically
 from .convergence import format_unconverged, unconverged
 from .drawing import figure, phase_figure
-from .families import (REGIME_MEASURES, ScalingRow, ThresholdRow, as_table, axes, family_label, regimes, rows_within,
-                       scaling, threshold_scaling, thresholds)
+from .families import (
+    REGIME_MEASURES,
+    ScalingRow,
+    ThresholdRow,
+    as_table,
+    axes,
+    family_label,
+    regimes,
+    rows_within,
+    scaling,
+    threshold_scaling,
+    thresholds,
+)
 
 ANALYSIS_CSV, REGIMES_CSV = "analysis.csv", "regimes.csv"
 

@@ -107,9 +107,11 @@ def format_edges(edges: dict[str, EdgeCrossing]) -> str:
     for name, e in edges.items():
         t_edge = "never" if e.t_edge is None else f"{e.t_edge:g}"
         hover = "-" if e.hover is None else f"{e.hover:.3g}"
-        lines.append(f"{name:<12} {e.dt:>6.3g} {2 / e.dt:>6.3g} {e.initial:>6.3g} {t_edge:>7} {hover:>6} {e.peak:>6.3g}")
+        lines.append(f"{name:<12} {e.dt:>6.3g} {2 / e.dt:>6.3g} {e.initial:>6.3g} {t_edge:>7} {hover:>6} "
+                     f"{e.peak:>6.3g}")
     lines.append(f"q = hessian_eigenvalue_max * dt / 2; t_edge: first q >= {next(iter(edges.values())).level:g}; "
-                 "hover: median q from t_edge on" if edges else "no run recorded hessian_eigenvalue_max at a fixed step")
+                 "hover: median q from t_edge on" if edges
+                 else "no run recorded hessian_eigenvalue_max at a fixed step")
     return "\n".join(lines)
 
 

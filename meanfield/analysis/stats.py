@@ -38,7 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import optimize
-from scipy.stats import f as f_distribution, t as t_distribution
+from scipy.stats import f as f_distribution
+from scipy.stats import t as t_distribution
 
 RICH_LAZY = {"linear": "lazy", "condensed": "condensed", "undetermined": "undetermined"}
 """Luo et al.'s phase of a width family in the rich / lazy words of the rest of meanfield, where the

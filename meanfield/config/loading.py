@@ -21,10 +21,9 @@ from pydantic import (
     ValidationError,
 )
 
-
 from .. import messages
-from .bundled import display_name
 from ..errors import UsageError
+from .bundled import display_name
 from .scenario import Scenario
 from .sections import _expand_shorthand
 from .wording import _explain, _where

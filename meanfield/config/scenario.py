@@ -1,5 +1,6 @@
 """A whole scenario: :class:`Scenario`, its sections (:mod:`meanfield.config.sections`) and the
-rules across them (a run's own integrator, noise, curvature, the population mode), and what it says of itself (``describe``, ``resolved_yaml``, ``replace``).
+rules across them (a run's own integrator, noise, curvature, the population mode), and what it
+says of itself (``describe``, ``resolved_yaml``, ``replace``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,21 @@ from solvers.catalog import ANALYTIC_ACTIVATIONS, POPULATION_ACTIVATIONS
 
 from ..model.kinds import DEFAULT_SOLVER, can, kind_of
 from ..model.measures import CURVATURE_MEASURES
-from .sections import (MAX_SNAPSHOTS, REGRESSION_TASKS, RESOLVED_NUMBERS, RUN_NAME, DataSpec, IntegratorSpec,
-                       LossName, ModelSpec, RecordSpec, RunSpec, Strict, TrainSpec, _expand_shorthand)
+from .sections import (
+    MAX_SNAPSHOTS,
+    REGRESSION_TASKS,
+    RESOLVED_NUMBERS,
+    RUN_NAME,
+    DataSpec,
+    IntegratorSpec,
+    LossName,
+    ModelSpec,
+    RecordSpec,
+    RunSpec,
+    Strict,
+    TrainSpec,
+    _expand_shorthand,
+)
 
 
 class Scenario(Strict):

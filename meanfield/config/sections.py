@@ -30,7 +30,6 @@ from solvers.catalog import ACTIVATIONS, LOSSES
 from .. import messages
 from ..model.measures import OPTIONAL_MEASURES
 
-
 ActivationName = Literal[tuple(ACTIVATIONS)]
 LossName = Literal[tuple(LOSSES)]
 TaskName = Literal[
@@ -228,7 +227,8 @@ class DataSpec(Strict):
         if indices is None:
             return indices
         if not indices:
-            raise ValueError("no index: give the indices of at least one sample (for no test set, data.test_fraction: 0)")
+            raise ValueError("no index: give the indices of at least one sample "
+                             "(for no test set, data.test_fraction: 0)")
         if info.data.get("test_path") is not None:
             raise ValueError("data.test_path and data.test_indices both choose the test set: give one of them")
         fraction = info.data.get("test_fraction", HELD_OUT)

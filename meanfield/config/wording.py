@@ -12,11 +12,19 @@ from pydantic import (
     ValidationError,
 )
 
-
 from .. import messages
 from .scenario import Scenario
-from .sections import (CustomPreset, KernelRunSpec, LazyPreset, MeanFieldPreset, MuPPreset, NTKPreset, ParticleRunSpec,
-                       StandardPreset, TangentRunSpec)
+from .sections import (
+    CustomPreset,
+    KernelRunSpec,
+    LazyPreset,
+    MeanFieldPreset,
+    MuPPreset,
+    NTKPreset,
+    ParticleRunSpec,
+    StandardPreset,
+    TangentRunSpec,
+)
 
 
 def _explain(exc: ValidationError, source: str, lines: dict, overridden: set, how: str = "--set") -> str:

@@ -1,5 +1,6 @@
 """One scenario, start to end: plan it (:mod:`meanfield.engine.plan`), build the data and the
-initial particles once, take every run through its life (:mod:`meanfield.engine.runs`) and write them into one trajectory file.
+initial particles once, take every run through its life (:mod:`meanfield.engine.runs`) and write
+them into one trajectory file.
 
 The runs share the data, the initial draws and the snapshot times. Kernel (``ntk``) runs go
 first: the first of them is the reference every other run's test predictions are compared
@@ -18,15 +19,14 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import storage
-from ..model.diagnostics import rms_gap
-from ..errors import RunFailed, UsageError, stop_requested
-from ..model.measures import FIT_MEASURES
 from ..config.scenario import Scenario
+from ..errors import RunFailed, UsageError, stop_requested
+from ..model.diagnostics import rms_gap
+from ..model.measures import FIT_MEASURES
 from ..model.state import RunState
+from .plan import NO_TEST_SET, lacks_test_set, plan, recorded_measures, records_gap, run_inputs
 from .threads import governor as thread_governor
 from .threads import using as using_threads
-
-from .plan import NO_TEST_SET, lacks_test_set, plan, recorded_measures, records_gap, run_inputs
 
 Log = Callable[[str], None]
 

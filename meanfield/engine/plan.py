@@ -12,16 +12,16 @@ from typing import Optional
 
 import numpy as np
 
-from . import memory
 from .. import storage
-from ..model.data import split_of
-from ..errors import UsageError
-from ..model.measures import recorded as recorded_by_kind
-from .memory import FLOAT, Need, size_text
-from ..model.parameterization import Resolved, resolve
-from ..config.sections import FIXED_STEP_METHODS, REGRESSION_TASKS
 from ..config.scenario import Scenario
+from ..config.sections import FIXED_STEP_METHODS, REGRESSION_TASKS
+from ..errors import UsageError
+from ..model.data import split_of
+from ..model.measures import recorded as recorded_by_kind
+from ..model.parameterization import Resolved, resolve
 from ..storage import layout
+from . import memory
+from .memory import FLOAT, Need, size_text
 
 MAX_STEPS = 10**9
 """The most steps a fixed-step run may take, about train.t_end / its integrator's dt (hours
@@ -138,7 +138,8 @@ def data_description(scenario: Scenario) -> Optional[str]:
     return "; ".join(parts) or None
 
 
-NO_TEST_SET = f"{layout.NO_TEST_SET}; the particle runs track their kernel on the first record.probe_size training points"
+NO_TEST_SET = (f"{layout.NO_TEST_SET}; the particle runs track their kernel on the first record.probe_size "
+               "training points")
 """What a plan and a simulation say of data without a test set."""
 
 

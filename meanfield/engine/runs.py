@@ -66,17 +66,17 @@ from solvers.fields import ParticleField, ParticleLayout, WeightDecay
 from solvers.integrate import make_stepper
 from solvers.particles import predict
 
+from ..config.scenario import Scenario
+from ..config.sections import RunSpec
+from ..errors import UsageError
 from ..model import diagnostics as dg
 from ..model import kinds
 from ..model.curvature import CurvatureMeasures, ntk_eigenvalue_max, start_vector, step_of
 from ..model.data import Dataset
-from ..errors import UsageError
 from ..model.measures import CURVATURE_MEASURES, recorded
-from .memory import FLOAT, Need, kernel_build, stepping
 from ..model.parameterization import Resolved
-from ..config.sections import RunSpec
-from ..config.scenario import Scenario
 from ..model.state import RunState
+from .memory import FLOAT, Need, kernel_build, stepping
 
 
 # ----------------------------------------------------------------------------- shared inputs

@@ -22,7 +22,6 @@ import numpy as np
 
 from .kinds import SOLVERS, can
 
-
 # The table of measures (every measure once: its shape, the kinds that record it, whether it is
 # optional or needs a test set, its panel) is meanfield.model.measures; its lists are read off there.
 

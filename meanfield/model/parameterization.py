@@ -58,8 +58,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Optional, TYPE_CHECKING
-
+from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:  # the scenario's section types, for annotations only: the schema asks this layer
     from ..config.sections import ModelSpec, PresetBase

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import measures
 from ..errors import UsageError
+from ..model import measures
 from ..storage import Series, Trajectory, open_trajectory
 from ..storage.layout import lacks_test_set
 

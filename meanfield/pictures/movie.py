@@ -42,10 +42,10 @@ import numpy as np
 from solvers.catalog import HOMOGENEITY
 
 from ..errors import UsageError
-from .figures import FIT_TITLE_NO_TEST, draw_losses, run_colors
 from ..model.kinds import particle_solvers
 from ..storage import Frame, Series, Trajectory, open_trajectory
 from ..storage.layout import lacks_test_set
+from .figures import FIT_TITLE_NO_TEST, draw_losses, run_colors
 
 PARTICLE_SOLVERS = particle_solvers()
 """The solvers whose runs have particles (the table of run kinds, meanfield.model.kinds)."""

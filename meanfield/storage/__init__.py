@@ -35,6 +35,6 @@ from .ownership import NoRoom, WriterLock, check_room, is_out_of_room, write_err
 from .reader import Frame, RecordedRun, Series, Trajectory, open_trajectory
 from .writer import RunWriter, TrajectoryWriter, create, open_for_resume
 
-__all__ = ["CHUNK_BYTES", "FORMAT", "FORMAT_VERSION", "PARTICLE_ELEMENTS", "Frame", "NoRoom", "RecordedRun", "RunWriter",
-           "Series", "Trajectory", "TrajectoryWriter", "WriterLock", "check_room", "create", "estimate_bytes", "is_out_of_room",
-           "open_for_resume", "open_trajectory", "write_error_reason"]
+__all__ = ["CHUNK_BYTES", "FORMAT", "FORMAT_VERSION", "PARTICLE_ELEMENTS", "Frame", "NoRoom", "RecordedRun",
+           "RunWriter", "Series", "Trajectory", "TrajectoryWriter", "WriterLock", "check_room", "create",
+           "estimate_bytes", "is_out_of_room", "open_for_resume", "open_trajectory", "write_error_reason"]

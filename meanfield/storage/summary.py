@@ -61,7 +61,8 @@ def ending(ended: str, t_stop: float, stop_loss: float, fit: Optional[str] = Non
     'reached stop_loss 0.0001 at t = 12.3, loss_train 9.8e-05', 't_end 100 reached,
     loss_train 0.03 above stop_loss 0.0001' or, without a stop_loss, 't_end 100 reached,
     loss_train 0.03'."""
-    text = f"reached stop_loss {stop_loss:g} at t = {t_stop:.4g}" if ended == "stop_loss" else f"t_end {t_stop:g} reached"
+    text = (f"reached stop_loss {stop_loss:g} at t = {t_stop:.4g}" if ended == "stop_loss"
+            else f"t_end {t_stop:g} reached")
     if fit is not None:
         text += f", {fit} {loss:.4g}"
         if ended == "t_end" and stop_loss > 0:

@@ -14,8 +14,16 @@ import numpy as np
 from ..errors import UsageError
 from ..model.state import RunState
 from . import layout
-from .layout import (CHECKPOINT_CHUNK, COMPRESSION, ENDINGS, H5MD_VERSION, MEASURE_DTYPE, PARTICLE_ELEMENTS,
-                     PROGRESS_ATTRS, STATUSES)
+from .layout import (
+    CHECKPOINT_CHUNK,
+    COMPRESSION,
+    ENDINGS,
+    H5MD_VERSION,
+    MEASURE_DTYPE,
+    PARTICLE_ELEMENTS,
+    PROGRESS_ATTRS,
+    STATUSES,
+)
 from .ownership import check_room
 
 _memory_files = itertools.count()

@@ -76,7 +76,7 @@ def measure_relu(path: Path, quick: bool = False) -> dict:
 
 
 def draw(path: Path, figure: Path) -> Path:
-    from ..analysis import phases_figure, phase_rows
+    from ..analysis import phase_rows, phases_figure
 
     return phases_figure(phase_rows(path), figure)
 

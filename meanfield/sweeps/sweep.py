@@ -50,12 +50,12 @@ import numpy as np
 import yaml
 
 from ..config.bundled import SWEEP_DIR, bundled_sweeps, display_name, resolve_path, scenario_path
-from ..errors import SweepFailed, UsageError, as_path, did_you_mean, expect_stops, stop_requested
-from ..config.scenario import Scenario
 from ..config.loading import read_text, read_yaml, relative_to, set_key, validate_scenario
+from ..config.scenario import Scenario
+from ..engine.threads import THREAD_VARIABLES, apply, using
+from ..errors import SweepFailed, UsageError, as_path, did_you_mean, expect_stops, stop_requested
 from ..storage import WriterLock, open_trajectory
 from .table import Table, cell_text, python_scalar, read_table, write_table
-from ..engine.threads import THREAD_VARIABLES, apply, using
 
 SWEEP_KEYS = ("name", "description", "extends", "base", "grid", "replicates")
 POINTS_DIR = "points"

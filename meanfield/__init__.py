@@ -40,7 +40,8 @@ from .config.scenario import Scenario  # noqa: E402
 from .engine.threads import set_threads  # noqa: E402
 from .errors import RunFailed, SweepFailed, UsageError, as_path  # noqa: E402
 from .storage import RecordedRun, Trajectory  # noqa: E402
-from .sweeps.sweep import Sweep, SweepResult  # noqa: E402
+from .sweeps.execution import SweepResult  # noqa: E402
+from .sweeps.grid import Sweep  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -188,7 +189,7 @@ def load_sweep(sweep, grid: Optional[Mapping] = None, *, replicates: Optional[in
     list of values: replaces that axis or adds one; on an axis with labels, the labels of the
     points to keep; None removes the axis). Every point is validated: a bad one is a
     :class:`UsageError` naming it and its key."""
-    from .sweeps.sweep import Sweep, make_sweep
+    from .sweeps.grid import Sweep, make_sweep
 
     if not isinstance(sweep, (Sweep, Scenario, str, os.PathLike, Mapping)):
         raise UsageError("a sweep is a bundled study's name, a sweep file's path or a Sweep (or, with grid=..., a base "
@@ -226,7 +227,7 @@ def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, Non
     has no ``if __name__ == "__main__":`` guard (the spawned workers import it and die).
     """
     from .engine.progress import wanted
-    from .sweeps.sweep import execute
+    from .sweeps.execution import execute
 
     return execute(load_sweep(sweep, grid, replicates=replicates, overrides=overrides, axes=axes),
                    _output(output, "sweep's output"),

@@ -189,7 +189,7 @@ def plot(ctx, file, output):
 @click.pass_context
 def sweep(ctx, sweep_file, directory, workers, threads, engine, scheduler, resume, dry_run, overrides, grid_options):
     """Run every point of the grid of SWEEP (a YAML file, or a bundled study's name), one file per point."""
-    from .sweeps.sweep import parse_grid_options
+    from .sweeps.grid import parse_grid_options
 
     quiet = ctx.obj["quiet"]
     with usage_errors():

@@ -54,7 +54,7 @@ def test_each_column_says_what_the_solvers_do(row):
 def test_the_scenario_schema_reads_the_table_without_loading_numba():
     # a sweep worker sets its thread count before the numerical core loads; and
     # `import meanfield` (the CLI's start-up, a notebook reading files) needs no Numba
-    code = ("import sys, typing; import meanfield, meanfield.config.scenario as s, meanfield.sweeps.sweep, meanfield.cli\n"
+    code = ("import sys, typing; import meanfield, meanfield.config.scenario as s, meanfield.sweeps.execution, meanfield.cli\n"
             "import meanfield.config.sections as sections\n"
             "assert 'numba' not in sys.modules, 'numba imported'\n"
             "print(repr((typing.get_args(sections.ActivationName), typing.get_args(sections.LossName),\n"

@@ -17,7 +17,8 @@ import meanfield as mf
 from meanfield.analysis import PhaseRow, catapult_phase, factor_key, phase_edges, phase_rows
 from meanfield.cli import main
 from meanfield.config.bundled import SWEEP_DIR
-from meanfield.sweeps.sweep import load_sweep, parse_sweep, run_sweep
+from meanfield.sweeps.execution import run_sweep
+from meanfield.sweeps.grid import load_sweep, parse_sweep
 
 
 # ------------------------------------------------------------------ the rule, constructed

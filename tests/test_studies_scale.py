@@ -21,7 +21,8 @@ import yaml
 import meanfield as mf
 from meanfield.config.bundled import SWEEP_DIR
 from meanfield.model.parameterization import resolve
-from meanfield.sweeps.sweep import load_sweep, parse_sweep, run_sweep
+from meanfield.sweeps.execution import run_sweep
+from meanfield.sweeps.grid import load_sweep, parse_sweep
 from meanfield.sweeps.table import read_table
 
 DIMS = [16, 32, 64]

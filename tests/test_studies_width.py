@@ -16,7 +16,8 @@ import yaml
 from meanfield.analysis import classify, luo_phase, phase_points, scaling
 from meanfield.config.bundled import SWEEP_DIR, bundled_sweeps
 from meanfield.model.parameterization import resolve
-from meanfield.sweeps.sweep import load_sweep, parse_sweep, run_sweep
+from meanfield.sweeps.execution import run_sweep
+from meanfield.sweeps.grid import load_sweep, parse_sweep
 from meanfield.sweeps.table import read_table
 
 WIDTHS = [64, 128, 256, 512, 1024, 2048, 4096]

@@ -21,7 +21,8 @@ import meanfield as mf
 from meanfield.cli import main
 from meanfield.config.loading import parse_scenario
 from meanfield.errors import UsageError
-from meanfield.sweeps.sweep import load_sweep, parse_sweep, point_status, run_sweep
+from meanfield.sweeps.execution import point_status, run_sweep
+from meanfield.sweeps.grid import load_sweep, parse_sweep
 from meanfield.sweeps.table import read_table
 
 BASE = {
@@ -150,7 +151,7 @@ def test_a_second_process_on_a_sweep_directory_is_refused_naming_the_first(tmp_p
 @pytest.mark.slow
 def test_the_process_pool_and_a_dask_local_cluster_give_identical_results(tmp_path):
     pytest.importorskip("distributed")
-    from meanfield.sweeps.sweep import dask_executor
+    from meanfield.sweeps.execution import dask_executor
 
     sweep = parse_sweep(sweep_text({"model.width": [8, 16], "seed": [0, 1]}))
     run_sweep(sweep, tmp_path / "pool", workers=2, threads=1)
@@ -275,7 +276,7 @@ def test_analyze_fits_the_sweep_and_names_what_is_allowed(tmp_path):
 @pytest.mark.slow
 def test_pool_workers_run_blas_and_numba_on_the_threads_they_are_given(tmp_path):
     pytest.importorskip("threadpoolctl")
-    from meanfield.sweeps.sweep import THREAD_VARIABLES, _default_executor
+    from meanfield.sweeps.execution import THREAD_VARIABLES, _default_executor
 
     before = {name: os.environ.get(name) for name in THREAD_VARIABLES}
     with _default_executor(None, workers=1, threads=1) as pool:

@@ -18,7 +18,8 @@ from meanfield.cli import main
 from meanfield.config.bundled import SWEEP_DIR
 from meanfield.config.loading import parse_scenario
 from meanfield.errors import UsageError
-from meanfield.sweeps.sweep import deep_merge, load_sweep, parse_sweep, run_sweep
+from meanfield.sweeps.execution import run_sweep
+from meanfield.sweeps.grid import deep_merge, load_sweep, parse_sweep
 from meanfield.sweeps.table import read_table
 
 TINY = {

@@ -97,7 +97,7 @@ def test_grid_adds_an_axis_with_values_read_as_yaml_and_the_api_takes_the_same(t
     assert sweep.grid_keys == ["model.width", "runs.lazy.parameterization"] and len(sweep.points) == 6
     assert sweep.points[1].scenario.runs["lazy"].parameterization.preset == "ntk"
     assert sweep.points[0].scenario.runs["lazy"].parameterization.alpha == 2 and sweep.points[0].scenario.seed == 5
-    from meanfield.sweeps.sweep import parse_grid_options
+    from meanfield.sweeps.grid import parse_grid_options
 
     assert parse_grid_options(["runs.lazy.parameterization={preset: lazy, alpha: 2},ntk"]) == {
         "runs.lazy.parameterization": [{"preset": "lazy", "alpha": 2}, "ntk"]}

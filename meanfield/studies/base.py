@@ -187,7 +187,7 @@ def reduced_sweep(name: str, edit: Callable[[dict], None]):
     import yaml
 
     from ..config.bundled import SWEEP_DIR
-    from ..sweeps.sweep import parse_sweep
+    from ..sweeps.grid import parse_sweep
 
     raw = yaml.safe_load((SWEEP_DIR / f"{name}.yaml").read_text())
     edit(raw)
@@ -201,7 +201,7 @@ def run_sweep_into(sweep, directory: Path, quick: bool, workers: Optional[int] =
     if quick:
         from concurrent.futures import ThreadPoolExecutor
 
-        from ..sweeps.sweep import run_sweep
+        from ..sweeps.execution import run_sweep
 
         with ThreadPoolExecutor(1) as pool:
             return Path(run_sweep(sweep, directory, executor=pool, threads=1, resume=resume).directory)

@@ -1,0 +1,478 @@
+"""Running a sweep's points, and what they leave: the results table.
+
+Points run through any ``concurrent.futures.Executor``: a local process pool by default,
+Dask distributed (``Client(address).get_executor()``, or a ``LocalCluster``) for
+clusters. The worker that runs a point is the only writer of its file
+``DIR/points/<id>.h5``; each worker sets its Numba (and BLAS) thread count before it
+computes. The main process writes ``DIR/results.csv`` and ``DIR/results.h5`` (see
+:mod:`meanfield.sweeps.table`) after every finished point. A point that fails is recorded with
+its reason and the others go on; ``resume`` re-runs only the points whose file is not
+complete (an interrupted point continues from its checkpoint).
+
+This module imports no Numba at import time: a worker process sets its thread count
+before the numerical core is loaded.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import math
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..engine.threads import THREAD_VARIABLES, apply, using
+from ..errors import SweepFailed, UsageError, as_path, did_you_mean, expect_stops, stop_requested
+from ..storage import WriterLock, open_trajectory
+from .grid import POINTS_DIR, SWEEP_COPY, Point, Sweep
+from .table import Table, python_scalar, read_table, write_table
+
+
+# ---------------------------------------------------------------------- one point
+@dataclass(frozen=True)
+class Task:
+    """What a worker needs for one point (plain data: it travels to other processes)."""
+
+    point: str
+    scenario_yaml: str
+    output: str
+    threads: int
+
+
+@dataclass
+class PointResult:
+    """What a worker sends back: the point's status, why it failed, its wall time and final measures."""
+
+    point: str
+    status: str
+    reason: str = ""
+    seconds: float = math.nan
+    measures: dict = field(default_factory=dict)
+
+
+def run_point(task: Task) -> PointResult:
+    """Run one point into its own file (continuing it when the file holds an unfinished run),
+    on the point's threads.
+
+    Never raises for a point that fails: the failure is the outcome, so the sweep goes on.
+    """
+    with using(task.threads):
+        return _run_point(task)
+
+
+def _run_point(task: Task) -> PointResult:
+    from ..errors import RunFailed
+
+    start = time.perf_counter()
+    status, reason = "complete", ""
+    try:
+        from ..config.loading import parse_scenario
+        from ..engine.driver import simulate  # the numerical core: a stop may come while it loads
+
+        scenario = parse_scenario(task.scenario_yaml, source=task.point)
+        resume = _resumable(task.output)
+        if not resume and Path(task.output).exists():
+            os.remove(task.output)  # an unreadable remnant of a killed worker
+        try:
+            simulate(scenario, task.output, resume=resume)[0].close()
+        except OSError:
+            if not resume:
+                raise
+            # a killed worker's file whose header reads but whose last chunks do not
+            # (HDF5 "filter returned failure during read"): start the point again
+            os.remove(task.output)
+            simulate(scenario, task.output)[0].close()
+        measures = final_measures(task.output)
+    except KeyboardInterrupt:
+        if _POOL_WORKER:  # the sweep is stopping: the file is closed and marked interrupted
+            os._exit(130)
+        raise
+    except RunFailed as exc:
+        status, reason = "failed", str(exc)
+    except Exception as exc:  # noqa: BLE001 - any error of one point is that point's outcome
+        if _POOL_WORKER and stop_requested():  # the stop, cut into an import (ImportError): not the point's fault
+            os._exit(130)
+        status, reason = "failed", f"{type(exc).__name__}: {exc}"
+    if status != "complete":
+        try:
+            measures = final_measures(task.output)
+        except Exception:  # noqa: BLE001 - a failed point's file may hold nothing readable
+            measures = {}
+    return PointResult(task.point, status, reason, time.perf_counter() - start, measures)
+
+
+_POOL_WORKER = False
+
+
+def _init_pool_worker(threads: int) -> None:
+    """A local pool worker: its thread counts, and SIGTERM stops it the way Ctrl-C does."""
+    global _POOL_WORKER
+    _POOL_WORKER = True
+    apply(threads)
+    expect_stops()
+
+
+def _resumable(output: str) -> bool:
+    """True if ``output`` is a trajectory file of ours that a resume can continue."""
+    if not Path(output).exists():
+        return False
+    try:
+        with open_trajectory(output) as trajectory:
+            trajectory.runs
+        return True
+    except (UsageError, OSError, KeyError):
+        return False
+
+
+def _done_before(directory: Path, point: Point, resume: bool) -> bool:
+    """A point that ``resume`` skips: its file is complete."""
+    return resume and point_status(directory / point.file) == "complete"
+
+
+def point_status(output: str | Path) -> str:
+    """``complete`` if every run of the file is complete, else ``missing`` or ``unfinished``."""
+    if not Path(output).exists():
+        return "missing"
+    try:
+        with open_trajectory(output) as trajectory:
+            return "complete" if trajectory.complete else "unfinished"
+    except (UsageError, OSError, KeyError):
+        return "unfinished"
+
+
+def final_measures(output: str | Path) -> dict[str, Any]:
+    """``<run>.<measure>``: the last value of every scalar measure of every run in the file,
+    with ``<run>.t`` (the time reached), ``<run>.status``, ``<run>.ended`` (how a complete run
+    ended: 't_end' or 'stop_loss') and the run's predicted regime numbers."""
+    out: dict[str, Any] = {}
+    try:
+        trajectory = open_trajectory(output)
+    except (UsageError, OSError):
+        return out
+    with trajectory:
+        for run in trajectory:
+            out[f"{run.name}.t"] = run.t
+            out.update({f"{run.name}.{k}": v for k, v in run.final().items()})
+            out[f"{run.name}.status"] = run.status.split(":")[0]
+            out[f"{run.name}.ended"] = run.ended or ""  # t_end | stop_loss; '' if not complete
+            for attr in PREDICTED:
+                if attr in run.attrs:
+                    out[f"{run.name}.{attr}"] = python_scalar(run.attrs[attr])
+    return out
+
+
+PREDICTED = ("predicted_regime", "predicted_r", "predicted_kappa", "predicted_gamma", "predicted_gamma_prime",
+             "predicted_luo_phase")
+
+
+# ------------------------------------------------------------------------- the engine
+@dataclass
+class SweepResult:
+    """A sweep directory and how its last run went: ``ran`` points run now, ``skipped``
+    already complete, ``failed``, ``seconds`` of wall time, ``interrupted``. The results
+    are read from the directory: ``table`` (pandas), :meth:`to_xarray`, :meth:`trajectory`."""
+
+    directory: Path
+    ran: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = math.nan
+    interrupted: bool = False
+
+    @classmethod
+    def open(cls, directory) -> SweepResult:
+        """The result of a sweep directory written earlier (its counts unknown: zeros)."""
+        directory = as_path(directory, "open a sweep")
+        read_table(directory)  # a clear error if it holds no sweep
+        return cls(directory)
+
+    @property
+    def table(self):
+        """The results table as a ``pandas.DataFrame``: one row per point, its grid
+        coordinates, seed, status, and every run's final measures as ``<run>.<measure>``."""
+        import pandas as pd
+
+        return pd.DataFrame(read_table(self.directory).columns)
+
+    def to_xarray(self):
+        """The sweep as an ``xarray.Dataset`` with one dimension per grid axis (see
+        :func:`meanfield.analysis.to_dataset`)."""
+        from ..analysis import to_dataset
+
+        return to_dataset(self.directory)
+
+    @property
+    def unconverged(self) -> dict[str, list[str]]:
+        """point -> its runs that ran to t_end with the loss above ``train.stop_loss > 0``."""
+        from ..analysis.convergence import unconverged
+
+        return unconverged(read_table(self.directory))
+
+    def trajectory(self, point: str):
+        """The trajectory file of one point (``"p0003"``), open for reading."""
+        points = sorted(path.stem for path in (self.directory / POINTS_DIR).glob("*.h5"))
+        if not isinstance(point, str) or point not in points:
+            listed = f"{points[0]} .. {points[-1]}, {len(points)} in all" if len(points) > 2 else ", ".join(points)
+            raise UsageError(f"sweep {self.directory} has no point {point!r} (points: {listed or 'none yet'}; a point "
+                             f"is named by its id, the table's 'point' column){did_you_mean(point, points)}")
+        return open_trajectory(self.directory / POINTS_DIR / f"{point}.h5")
+
+    def __repr__(self) -> str:
+        return (f"<meanfield.SweepResult {self.directory}: {self.ran} run, {self.skipped} already complete, "
+                f"{self.failed} failed{', interrupted' if self.interrupted else ''}>")
+
+
+def run_sweep(
+    sweep: Sweep,
+    directory: str | Path,
+    *,
+    executor: Optional[Executor] = None,
+    workers: Optional[int] = None,
+    threads: Optional[int] = None,
+    resume: bool = False,
+    on_point: Callable[[Point, dict], None] = lambda point, row: None,
+) -> SweepResult:
+    """Run every point of ``sweep`` into ``directory`` and return the results table.
+
+    ``executor``: any ``concurrent.futures.Executor`` (e.g. a Dask client's); by default a
+    local process pool of ``workers`` processes (default: the CPU count), each with
+    ``threads`` Numba threads (default: CPUs / workers). ``on_point`` is called in this
+    process after each point with the point and its table row.
+    """
+    directory = Path(directory)
+    _claim_directory(directory, sweep, resume)
+    with WriterLock(directory / "sweep"):  # one sweep process per directory
+        (directory / POINTS_DIR).mkdir(exist_ok=True)
+        rows = _previous_rows(directory) if resume else {}
+        todo, done = [], {}
+        for point in sweep.points:
+            output = directory / point.file
+            if _done_before(directory, point, resume):
+                previous = rows.get(point.id, {})
+                done[point.id] = _row(point, PointResult(point.id, "complete", "", previous.get("seconds", math.nan),
+                                                         final_measures(output)))
+            else:
+                todo.append(point)
+        cpus = os.cpu_count() or 1
+        workers = workers or min(cpus, max(1, len(todo)))
+        threads = threads or max(1, cpus // workers)
+        start, failed, interrupted = time.perf_counter(), 0, False
+        with _default_executor(executor, workers, threads) as pool:
+            futures = {pool.submit(run_point, Task(p.id, p.scenario.resolved_yaml(),
+                                                   str((directory / p.file).resolve()), threads)): p
+                       for p in todo}
+            _save(directory, sweep, done)
+            try:
+                for future in as_completed(futures):
+                    point = futures[future]
+                    try:
+                        outcome = future.result()
+                    except Exception as exc:  # noqa: BLE001 - a worker that died takes only its point
+                        outcome = PointResult(point.id, "failed", f"worker lost: {type(exc).__name__}: {exc}")
+                    done[point.id] = _row(point, outcome)
+                    failed += outcome.status != "complete"
+                    _save(directory, sweep, done)
+                    on_point(point, done[point.id])
+            except KeyboardInterrupt:
+                interrupted = True
+                for future in futures:
+                    future.cancel()
+                _stop_workers()
+        _save(directory, sweep, done)
+        return SweepResult(directory, len(todo), len(sweep.points) - len(todo), failed,
+                           time.perf_counter() - start, interrupted)
+
+
+def execute(sweep: Sweep, directory=None, *, workers: Optional[int] = None, threads: Optional[int] = None,
+            engine: str = "process", scheduler: Optional[str] = None, resume: bool = False, progress: bool = False,
+            on_point: Optional[Callable[[Point, dict], None]] = None, log: Callable[[str], None] = lambda m: None,
+            ) -> SweepResult:
+    """Run ``sweep`` into ``directory`` (default ./<name>) on a local process pool or on Dask
+    (``engine="dask"``: a local cluster of ``workers``; ``scheduler``: that cluster's), with
+    progress over the points to run (``progress``: :class:`meanfield.engine.progress.PointsBar`) or a
+    ``log`` line per point."""
+    from ..engine.progress import PointsBar
+
+    if engine not in ("process", "dask"):
+        raise UsageError(f"engine {engine!r}: use 'process' or 'dask'")
+    if scheduler and workers:
+        raise UsageError("--workers is for local runs; with --scheduler the cluster has its own workers")
+    directory = Path(directory or sweep.name)
+    use_dask = engine == "dask" or scheduler is not None
+    executor = dask_executor(scheduler, workers, threads or 1) if use_dask else contextlib.nullcontext()
+    to_run = sum(not _done_before(directory, point, resume) for point in sweep.points)
+    bar = PointsBar(to_run, enabled=progress, log=log)
+
+    def after_point(point, row):
+        bar.update(point, row)
+        if on_point is not None:
+            on_point(point, row)
+
+    with executor as pool, bar:
+        result = run_sweep(sweep, directory, executor=pool, workers=workers,
+                           threads=threads or (1 if use_dask else None), resume=resume, on_point=after_point)
+    return check_outcome(result)
+
+
+def check_outcome(result: SweepResult, shown: int = 3) -> SweepResult:
+    """``result``, unless every point that ran failed and none was complete before: then a
+    :class:`UsageError` if the workers died at start-up under a script without a
+    ``__main__`` guard (:func:`unguarded_script`), else :class:`SweepFailed` with the first
+    ``shown`` reasons."""
+    if result.interrupted or result.ran == 0 or result.skipped or result.failed < result.ran:
+        return result
+    failed = [row for row in read_table(result.directory).rows() if row["status"] != "complete"]
+    script = unguarded_script()
+    if script and any("BrokenProcessPool" in str(row["reason"]) for row in failed):
+        raise UsageError(
+            f"every point of the sweep failed: its worker processes died as they started (BrokenProcessPool). "
+            f"{script} has no `if __name__ == \"__main__\":` guard, and each worker (a spawned process) "
+            f"imports it and starts the sweep again. Put the lines that start the sweep under the guard: "
+            f"`if __name__ == \"__main__\":` then, indented, `res = mf.sweep(...)` and what uses it")
+    reasons = "; ".join(f"{row['point']}: {row['reason']}" for row in failed[:shown])
+    more = f" (and {len(failed) - shown} more, in {result.directory}/results.csv)" if len(failed) > shown else ""
+    raise SweepFailed(f"every point of the sweep failed ({len(failed)} of {len(failed)}): {reasons}{more}", result)
+
+
+def unguarded_script() -> Optional[str]:
+    """The path of this process's main script if it is a Python file without an
+    ``if __name__ == "__main__":`` guard (each spawned worker runs such a script's top level
+    again); None otherwise (a notebook, the console command, a guarded script)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return None
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    return None if any(_is_main_guard(node) for node in ast.walk(tree)) else str(path)
+
+
+def _is_main_guard(node) -> bool:
+    """Whether ``node`` is ``if __name__ == "__main__":`` (either side of the comparison)."""
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    sides = [node.test.left, *node.test.comparators]
+    return (any(isinstance(side, ast.Name) and side.id == "__name__" for side in sides)
+            and any(isinstance(side, ast.Constant) and side.value == "__main__" for side in sides))
+
+
+def _claim_directory(directory: Path, sweep: Sweep, resume: bool) -> None:
+    """Create the sweep directory; refuse to mix two sweeps, or to start over on a finished one."""
+    stored = directory / SWEEP_COPY
+    if stored.exists():
+        if not resume:
+            raise UsageError(f"{directory} already holds a sweep: continue it with --resume, "
+                             "or choose another directory with -o")
+        if stored.read_text() != sweep.as_yaml():
+            raise UsageError(f"{directory} holds a different sweep ({stored} differs from this one): "
+                             "--resume continues the same sweep only; choose another directory with -o")
+        return
+    if resume:
+        raise UsageError(f"--resume: {directory} holds no sweep (run without --resume first)")
+    if directory.exists() and any(directory.iterdir()):
+        raise UsageError(f"{directory} exists and is not empty: choose a new directory with -o")
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = stored.with_name(SWEEP_COPY + ".partial")
+    partial.write_text(sweep.as_yaml())
+    os.replace(partial, stored)
+
+
+def _previous_rows(directory: Path) -> dict[str, dict]:
+    try:
+        return {row["point"]: row for row in read_table(directory).rows()}
+    except UsageError:
+        return {}
+
+
+def _row(point: Point, outcome: PointResult) -> dict:
+    row = {"point": point.id, **point.coords}
+    row.setdefault("seed", point.scenario.seed)
+    row.update(status=outcome.status, ended=point_ended(outcome), stop_loss=point.scenario.train.stop_loss,
+               reason=outcome.reason, seconds=outcome.seconds, file=point.file)
+    row.update(outcome.measures)
+    return row
+
+
+def point_ended(outcome: PointResult) -> str:
+    """How a complete point ended: 'stop_loss' if every run stopped at the scenario's
+    ``stop_loss``, 't_end' if a run ran to t_end (with ``stop_loss > 0``: that run did not
+    converge); '' for a point that is not complete."""
+    ends = [value for key, value in outcome.measures.items() if key.endswith(".ended")]
+    if outcome.status != "complete" or not ends:
+        return ""
+    return "stop_loss" if all(end == "stop_loss" for end in ends) else "t_end"
+
+
+def _save(directory: Path, sweep: Sweep, done: dict[str, dict]) -> Table:
+    rows = [done[p.id] for p in sweep.points if p.id in done]
+    return write_table(directory, rows, sweep.grid_keys, name=sweep.name, sweep_yaml=sweep.as_yaml())
+
+
+@contextmanager
+def _default_executor(executor: Optional[Executor], workers: int, threads: int):
+    """The given executor as is, or a local process pool (spawned: no forked OpenMP state)."""
+    if executor is not None:
+        yield executor
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_pool_worker, initargs=(threads,))
+    try:
+        with _thread_environment(threads):  # spawned workers load BLAS before their initializer runs
+            yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+
+
+@contextmanager
+def _thread_environment(threads: int):
+    """The thread-count variables set to ``threads`` in this process's environment (which
+    the workers it spawns inherit), restored afterwards."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _stop_workers() -> None:
+    """Ask this process's worker processes to stop: each marks its run interrupted and exits."""
+    for child in multiprocessing.active_children():
+        child.terminate()
+
+
+# ---------------------------------------------------------------------------- dask
+@contextmanager
+def dask_executor(scheduler: Optional[str] = None, workers: Optional[int] = None, threads: int = 1):
+    """A Dask distributed executor: a client of the scheduler at ``scheduler``, or of a local
+    cluster of ``workers`` single-threaded worker processes. Needs the ``dask`` extra."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise UsageError("the Dask engine needs dask.distributed: pip install 'meanfield[dask]'") from None
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise UsageError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
+        with client:
+            yield client.get_executor()
+        return
+    cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=40)
+    with cluster, Client(cluster) as client:
+        yield client.get_executor()

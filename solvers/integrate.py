@@ -227,7 +227,7 @@ def _rms(v):
 @dataclass(frozen=True)
 class LoopState:
     """Where the loop is: what a snapshot callback receives and a checkpoint stores
-    (``meanfield.state.RunState`` is this type).
+    (``meanfield.model.state.RunState`` is this type).
 
     Frozen, as jax-md keeps state: the loop never changes a state, it makes the next one, so
     a callback may keep what it is handed and the caller's starting state stays as it was.

@@ -284,7 +284,7 @@ def _movie_options(options: dict) -> dict:
     """``animate``'s options checked: known names, whole fps and every, runs as a list."""
     import inspect
 
-    from .errors import did_you_mean
+    from .messages import did_you_mean
     from .pictures.movie import write_movie
 
     allowed = [name for name in inspect.signature(write_movie).parameters if name not in ("trajectory", "output")]

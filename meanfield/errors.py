@@ -7,19 +7,12 @@ marked failed, and the CLI exits with status 1. `SweepFailed` is a sweep whose e
 failed (exit status 1 too).
 """
 
-import difflib
 import os
 from pathlib import Path
 
 
 class UsageError(Exception):
     """Bad input: a scenario key, a value, a file. Exit status 2, no traceback."""
-
-
-def did_you_mean(name, options) -> str:
-    """'; did you mean 'rich'?' when ``name`` is close to one of ``options`` (difflib), else ''."""
-    close = difflib.get_close_matches(str(name), [str(option) for option in options], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def as_path(value, what: str) -> Path:

@@ -13,7 +13,9 @@ from typing import Any, Iterable, Optional
 
 
 def closest(given: Any, allowed: Iterable) -> Optional[str]:
-    """The allowed name closest to ``given`` (a string), or None when none is close."""
+    """The allowed name closest to ``given`` (a name, or a number's text), or None when none is close."""
+    if isinstance(given, (int, float)) and not isinstance(given, bool):
+        given = str(given)
     if not isinstance(given, str) or not given:
         return None
     names = [str(name) for name in allowed]

@@ -24,7 +24,8 @@ import h5py
 import numpy as np
 import yaml
 
-from ..errors import UsageError, as_path, did_you_mean
+from ..errors import UsageError, as_path
+from ..messages import did_you_mean
 from ..model.data import Dataset, Teacher
 from ..model.kinds import DEFAULT_SOLVER, SOLVERS, can
 from ..model.measures import FIT_MEASURES, TEST_MEASURES, VECTOR_DIMS

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..engine.threads import THREAD_VARIABLES, apply, using
-from ..errors import SweepFailed, UsageError, as_path, did_you_mean, expect_stops, stop_requested
+from ..errors import SweepFailed, UsageError, as_path, expect_stops, stop_requested
+from ..messages import did_you_mean
 from ..storage import WriterLock, open_trajectory
 from .grid import POINTS_DIR, SWEEP_COPY, Point, Sweep
 from .table import Table, python_scalar, read_table, write_table

@@ -33,7 +33,8 @@ import yaml
 from ..config.bundled import SWEEP_DIR, bundled_sweeps, display_name, resolve_path, scenario_path
 from ..config.loading import read_text, read_yaml, relative_to, set_key, validate_scenario
 from ..config.scenario import Scenario
-from ..errors import UsageError, did_you_mean
+from ..errors import UsageError
+from ..messages import did_you_mean
 from .table import cell_text
 
 SWEEP_KEYS = ("name", "description", "extends", "base", "grid", "replicates")

@@ -11,20 +11,11 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from test_sweep import BASE  # the same tiny scenario
 
 import meanfield as mf
 from meanfield.cli import main
 from meanfield.errors import SweepFailed
-
-BASE = {
-    "name": "tiny",
-    "seed": 3,
-    "data": {"task": "teacher_student", "dim": 2, "n_train": 16, "n_test": 16},
-    "model": {"width": 8, "activation": "relu"},
-    "runs": {"rich": "mean_field", "lazy": {"parameterization": {"preset": "lazy", "alpha": 10}}},
-    "train": {"t_end": 0.4, "integrator": {"method": "euler", "dt": 0.05}},
-    "record": {"every": 0.2},
-}
 
 SCRIPT = """\
 import meanfield as mf

@@ -12,7 +12,6 @@ marking its entry in the file as failed; Ctrl-C and SIGTERM leave a valid file t
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 from contextlib import contextmanager
@@ -22,7 +21,16 @@ import click
 
 import meanfield as mf
 
-from .errors import RunFailed, SweepFailed, UsageError, expect_stops, forget_stops
+from .errors import (
+    RunFailed,
+    SweepFailed,
+    UsageError,
+    defer_stops,
+    expect_stops,
+    forget_stops,
+    restore_handlers,
+    stop_requested,
+)
 
 log = logging.getLogger("meanfield")
 
@@ -42,18 +50,23 @@ def usage_errors(file=None):
     except UsageError as exc:
         raise CommandError(str(exc)) from None
     except (OSError, RuntimeError) as exc:
-        if not _raised_in_h5py(exc):
+        if not mf.storage.raised_in_h5py(exc):
             raise
         raise CommandError(f"{file or 'the file'}: the HDF5 library cannot read or write it: "
                            f"{str(exc).splitlines()[0]} (a damaged or half-written file?)") from None
 
 
-def _raised_in_h5py(exc: BaseException) -> bool:
-    """Whether an error comes from the HDF5 library (a damaged file), not from our code."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and "h5py" in tb.tb_frame.f_code.co_filename.split(os.sep)
+@contextmanager
+def stops_at_safe_points():
+    """SIGINT and SIGTERM only ask for a stop; the run honours it at its next safe point (between
+    steps, between runs, at start-up) as an :class:`~meanfield.errors.Interrupted`: never lost
+    inside a finaliser, and the file is closed valid and resumable."""
+    previous = defer_stops()
+    try:
+        yield
+    finally:
+        restore_handlers(previous)
+        forget_stops()
 
 
 @contextmanager
@@ -97,7 +110,7 @@ def main(ctx, verbose, quiet):
 def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run, threads):
     """Run every run of SCENARIO (a YAML file, or a bundled scenario's name) into one HDF5 file."""
     quiet = ctx.obj["quiet"]
-    with usage_errors():
+    with usage_errors(), stops_at_safe_points():
         if resume and overwrite:
             raise UsageError("--resume continues the file and --overwrite replaces it: give one of them")
         spec = mf.load_scenario(scenario, overrides)
@@ -106,16 +119,27 @@ def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run, threa
             click.echo(mf.plan(spec).describe(output))
             return
         try:
-            with sigterm_as_interrupt():
-                mf.simulate(spec, output, resume=resume, overwrite=overwrite, log=log.info, threads=threads,
-                            progress=not quiet).close()
-        except KeyboardInterrupt:
-            click.echo(f"interrupted: {output} is valid; continue with --resume", err=True)
+            mf.simulate(spec, output, resume=resume, overwrite=overwrite, log=log.info, threads=threads,
+                        progress=not quiet).close()
+            late = stop_requested()
+        except KeyboardInterrupt as exc:
+            click.echo(_interrupted(output, resume, getattr(exc, "wrote", True)), err=True)
             sys.exit(130)
         except RunFailed as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
+    if late:  # the stop came once the last run was complete: there was nothing left to stop
+        click.echo(f"stop received after the last run completed: {output} is complete", err=True)
     log.info(f"wrote {output}")
+
+
+def _interrupted(output, resume: bool, wrote: bool) -> str:
+    """What a stop left: the file to continue, or (stopped before writing it) nothing to continue."""
+    if wrote:
+        return f"interrupted: {output} is valid; continue with --resume"
+    if resume:
+        return f"interrupted before continuing {output}: it is as it was; continue with --resume"
+    return f"interrupted before writing {output}: no file was written; run the command again"
 
 
 @main.command()

@@ -42,6 +42,16 @@ class SweepFailed(Exception):
         self.result = result
 
 
+class Interrupted(KeyboardInterrupt):
+    """A stop (SIGINT, SIGTERM) honoured at a safe point of a run. ``wrote`` says whether
+    the run had its output file open by then (marked 'interrupted', resumable) or had not
+    yet written it (nothing to resume: run the command again)."""
+
+    def __init__(self, wrote: bool = True):
+        super().__init__()
+        self.wrote = wrote
+
+
 _STOP = {"requested": False}
 
 
@@ -54,9 +64,22 @@ def stop_on_sigterm(signum=None, frame=None):
     raise KeyboardInterrupt
 
 
+def note_stop(signum=None, frame=None):
+    """A SIGINT and SIGTERM handler that only remembers the stop: nothing is raised where the
+    interpreter happens to be (a weakref finaliser would swallow it); the run honours it at
+    its next safe point (:func:`honour_stop`)."""
+    _STOP["requested"] = True
+
+
 def stop_requested() -> bool:
-    """Whether :func:`stop_on_sigterm` has stopped this process since :func:`expect_stops`."""
+    """Whether a stop was asked for since :func:`expect_stops` (or :func:`defer_stops`)."""
     return _STOP["requested"]
+
+
+def honour_stop(wrote: bool = True) -> None:
+    """At a safe point: raise :class:`Interrupted` if a stop was asked for."""
+    if _STOP["requested"]:
+        raise Interrupted(wrote)
 
 
 def expect_stops():
@@ -65,6 +88,24 @@ def expect_stops():
 
     forget_stops()
     return signal.signal(signal.SIGTERM, stop_on_sigterm)
+
+
+def defer_stops() -> dict:
+    """Install :func:`note_stop` for SIGINT and SIGTERM (those not ignored), no stop requested
+    yet; return the previous handlers (for :func:`restore_handlers`)."""
+    import signal
+
+    forget_stops()
+    return {signum: signal.signal(signum, note_stop) for signum in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(signum) is not signal.SIG_IGN}  # an ignored signal (nohup, a shell's `&`) stays so
+
+
+def restore_handlers(previous: dict) -> None:
+    """Put back the handlers :func:`defer_stops` replaced."""
+    import signal
+
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def forget_stops() -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import storage
 from ..config.scenario import Scenario
-from ..errors import RunFailed, UsageError, stop_requested
+from ..errors import RunFailed, UsageError, honour_stop, stop_requested
 from ..model.diagnostics import rms_gap
 from ..model.measures import FIT_MEASURES
 from ..model.state import RunState
@@ -156,12 +156,14 @@ def _simulate(scenario: Scenario, output, *, resume: bool, overwrite: bool, log:
     measured = {name: lambda_0 for name, (_, lambda_0, _) in the_plan.steps.items()}
     runs = {name: make_run(name, scenario.runs[name], the_plan.resolved[name], inputs, measured.get(name))
             for name in order}  # built before the file: what fails here writes nothing
+    honour_stop(wrote=False)  # a stop during start-up: nothing written yet
     with storage.WriterLock(output) if output is not None else nullcontext():
         trajectory = _open_output(scenario, output, data, the_plan.estimated_bytes, resume=resume,
                                   overwrite=overwrite)
         reports, predictions = {}, None
         try:
             for name, run in runs.items():
+                honour_stop()
                 r = run.resolved
                 log(f"{name}: {run.solver}, {r.preset}, predicted {r.regime.label} ({r.regime.reason})")
                 collect = Reference(data.n_test) if name == reference and scenario.data.has_test_set else None
@@ -254,7 +256,20 @@ def _check_room(output, needed: float) -> None:
 def _execute(run, trajectory, resume: bool, progress, collect: Optional[Reference],
              gap: Optional[Reference]) -> RunReport:
     """Take one run into its entry of the file (continuing it with ``resume``). ``collect``
-    gathers the predictions of the reference run; ``gap`` is the reference of the others."""
+    gathers the predictions of the reference run; ``gap`` is the reference of the others. A
+    resume that finds the file damaged leaves it as it is and says to start again."""
+    try:
+        return _execute_run(run, trajectory, resume, progress, collect, gap)
+    except (OSError, RuntimeError) as exc:
+        if not resume or storage.is_out_of_room(exc) or not storage.raised_in_h5py(exc):
+            raise
+        raise UsageError(f"{trajectory.path}: cannot continue run {run.name!r}: the HDF5 library cannot read or "
+                         f"write what an earlier process left ({str(exc).splitlines()[0]}; a damaged or "
+                         "half-written file?); start it again with --overwrite (overwrite=True)") from None
+
+
+def _execute_run(run, trajectory, resume: bool, progress, collect: Optional[Reference],
+                 gap: Optional[Reference]) -> RunReport:
     from .runs import ExactRun
 
     writer, checkpoint = _open_run(trajectory, run, resume)
@@ -278,6 +293,10 @@ def _execute(run, trajectory, resume: bool, progress, collect: Optional[Referenc
             raise
         except Exception as exc:
             if storage.is_out_of_room(exc):  # the file may not take another write: leave it as it is
+                raise
+            if resume and storage.raised_in_h5py(exc):  # a damaged file: left as it was (_execute says so)
+                with suppress(Exception):
+                    writer.status = writer.resumed_status
                 raise
             if stop_requested():  # SIGTERM cut into an import (an ImportError): the stop, not a failure
                 writer.status = "interrupted"
@@ -342,7 +361,8 @@ def _flow(run, recorder: Recorder, checkpoint: Optional[RunState], progress) -> 
 
     times = run.inputs.times
     bar = progress(run.name, state.t, scenario.train.t_end) if progress else nullcontext()
-    on_step = _each_step(getattr(bar, "update_state", None), governor.step if governor else None)
+    on_step = _each_step(getattr(bar, "update_state", None), governor.step if governor else None,
+                         lambda _: honour_stop())  # a stop (SIGINT, SIGTERM) ends the run between steps
     # overflow on the way to a blow-up is expected: the loop checks finiteness itself
     with bar, np.errstate(over="ignore", invalid="ignore"):
         outcome = integrate(run.field, state, run.stepper,
@@ -388,6 +408,7 @@ def _exact(run, recorder: Recorder) -> RunReport:
     recorder.writer.set_constants(constants)
     stop_loss, ended = run.inputs.scenario.train.stop_loss, "t_end"
     for state in run.states(np.concatenate([[0.0], run.inputs.times])):
+        honour_stop()
         measures = recorder.snapshot(state)
         if measures.get("loss_train", measures.get("risk", np.inf)) < stop_loss:
             ended = "stop_loss"
@@ -411,6 +432,7 @@ def _open_run(trajectory, run, resume: bool):
         except (OSError, RuntimeError) as exc:  # what HDF5 says of chunks a failed write left half-written
             raise UsageError(f"{trajectory.path}: cannot continue run {run.name!r}: its snapshots after the last "
                              f"checkpoint are unreadable ({exc}); start it again with --overwrite") from None
+        writer.resumed_status = writer.status  # put back if the file turns out damaged
         writer.status = "running"
         return writer, checkpoint
     measures = recorded_measures(scenario, run.name, run.inputs.data.n_test)

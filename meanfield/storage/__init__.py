@@ -31,10 +31,11 @@ locking, so a file can be read while a run is still writing it (best effort: not
 """
 
 from .layout import CHUNK_BYTES, FORMAT, FORMAT_VERSION, PARTICLE_ELEMENTS, estimate_bytes
-from .ownership import NoRoom, WriterLock, check_room, is_out_of_room, write_error_reason
+from .ownership import NoRoom, WriterLock, check_room, is_out_of_room, raised_in_h5py, write_error_reason
 from .reader import Frame, RecordedRun, Series, Trajectory, open_trajectory
 from .writer import RunWriter, TrajectoryWriter, create, open_for_resume
 
 __all__ = ["CHUNK_BYTES", "FORMAT", "FORMAT_VERSION", "PARTICLE_ELEMENTS", "Frame", "NoRoom", "RecordedRun",
            "RunWriter", "Series", "Trajectory", "TrajectoryWriter", "WriterLock", "check_room", "create",
-           "estimate_bytes", "is_out_of_room", "open_for_resume", "open_trajectory", "write_error_reason"]
+           "estimate_bytes", "is_out_of_room", "open_for_resume", "open_trajectory", "raised_in_h5py",
+           "write_error_reason"]

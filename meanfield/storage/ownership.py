@@ -163,6 +163,16 @@ def is_out_of_room(exc: BaseException) -> bool:
     return any(f"errno = {code}," in text for code in _ROOM_ERRNOS)
 
 
+def raised_in_h5py(exc: BaseException) -> bool:
+    """Whether an error comes from the HDF5 library (a damaged file), not from our code."""
+    import os
+
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "h5py" in tb.tb_frame.f_code.co_filename.split(os.sep)
+
+
 def write_error_reason(exc: BaseException) -> str:
     """The system's words for a failed write ('No space left on device'), without the HDF5
     library's report around them."""

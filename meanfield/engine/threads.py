@@ -65,9 +65,12 @@ def set_threads(threads: Optional[int]) -> None:
 
 @contextmanager
 def using(threads: Optional[int]):
-    """``threads`` fixed for the duration, then the process's setting back (nothing changes
-    when ``threads`` is None)."""
-    fixed_count()  # a bad MEANFIELD_THREADS is refused before anything starts
+    """``threads`` fixed for the duration, then the process's setting back. ``None`` is the
+    process's fixed count (:func:`set_threads`'s, else ``MEANFIELD_THREADS``'s) applied the
+    same way, Numba's threads and the BLAS's, so ``MEANFIELD_THREADS=1`` and ``threads=1``
+    are one setting; without one, nothing changes (each run chooses by measurement)."""
+    if threads is None:
+        threads = fixed_count()  # a bad MEANFIELD_THREADS is refused before anything starts
     if threads is None:
         yield
         return

@@ -1,0 +1,208 @@
+"""Every stop is honoured and every stop message is true (issue 26): a SIGINT or SIGTERM
+only sets a flag, honoured at the run's next safe point, so no finaliser can swallow it; a
+stop before the file exists says that nothing was written; a resume of a damaged file
+leaves it as it was. The slow stress test sends 100 signals at random moments."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import h5py
+import numpy as np
+import pytest
+from test_cli import TINY
+
+SMALL = textwrap.dedent(
+    """\
+    name: small
+    seed: 3
+    data: {task: teacher_student, dim: 3, n_train: 100, n_test: 30, teacher: {width: 2}}
+    model: {width: 128, activation: tanh, bias: true, init: {b_std: 0.5, symmetric: true}}
+    runs:
+      rich: mean_field
+      lazy: {parameterization: {preset: lazy, alpha: 10}}
+    train:
+      t_end: 10.0
+      integrator: {method: rk45, rtol: 1.0e-7, atol: 1.0e-10}
+    record: {every: 1.0}
+    """
+)
+STRESS = int(os.environ.get("MEANFIELD_STRESS_SIGNALS", "50"))  # of each kind
+
+HOOK = textwrap.dedent(
+    """\
+    import os, signal, sys, time, weakref
+    from meanfield.engine import driver, runs
+    from meanfield.cli import main
+    def stop(signum):  # from inside a weakref finaliser, where a raised KeyboardInterrupt is lost
+        class Thing: pass
+        thing = Thing()
+        def finalise():
+            os.kill(os.getpid(), signum)
+            time.sleep(0.2)  # the handler runs here, inside the finaliser
+        weakref.finalize(thing, finalise)
+        del thing
+    {patch}
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+MID_RUN = """
+snapshot = driver.Recorder.snapshot
+def snapshot_then_stop(self, state):
+    out = snapshot(self, state)
+    if self.run.name == "rich" and abs(state.t - 0.5) < 1e-9:
+        stop(signal.{signal})
+    return out
+driver.Recorder.snapshot = snapshot_then_stop
+"""
+
+AT_START = """
+make_run = runs.make_run
+def make_run_then_stop(*args, **kwargs):
+    stop(signal.{signal})
+    return make_run(*args, **kwargs)
+runs.make_run = make_run_then_stop
+"""
+
+
+def meanfield(*args, patch=""):
+    code = HOOK.format(patch=patch)
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def exactly(value):
+    """A value's dtype, shape and bytes (strings as themselves), for bit-for-bit comparisons."""
+    value = np.asarray(value)
+    return (value.dtype.str, value.shape, value.tolist() if value.dtype.hasobject else value.tobytes())
+
+
+def dataset_bytes(path) -> dict:
+    """Every dataset's bytes and every attribute of a file."""
+    out = {}
+    with h5py.File(path, "r") as h5:
+        def visit(name, obj):
+            out.update({f"{name}@{k}": exactly(v) for k, v in obj.attrs.items()})
+            if isinstance(obj, h5py.Dataset):
+                out[name] = exactly(obj[()])
+        h5.visititems(visit)
+    return out
+
+
+def status(path, run="rich"):
+    with h5py.File(path, "r") as h5:
+        return h5[f"parameters/{run}"].attrs["status"]
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_stop_raised_inside_a_finaliser_still_ends_the_run(tiny, tmp_path, signum):
+    out = tmp_path / "tiny.h5"
+    done = meanfield("-q", "simulate", tiny, "-o", out, patch=MID_RUN.format(signal=signum))
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == f"interrupted: {out} is valid; continue with --resume"
+    assert status(out) == "interrupted"
+    whole = tmp_path / "whole.h5"
+    assert meanfield("-q", "simulate", tiny, "-o", whole).returncode == 0
+    resumed = meanfield("-q", "simulate", tiny, "-o", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert dataset_bytes(out) == dataset_bytes(whole)
+
+
+def test_a_stop_before_the_file_exists_says_that_nothing_was_written(tiny, tmp_path):
+    out = tmp_path / "tiny.h5"
+    done = meanfield("-q", "simulate", tiny, "-o", out, patch=AT_START.format(signal="SIGINT"))
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == f"interrupted before writing {out}: no file was written; run the command again"
+    assert not out.exists()
+
+
+def test_a_resume_of_a_damaged_file_leaves_it_as_it_was_and_says_to_start_again(tiny, tmp_path):
+    out = tmp_path / "tiny.h5"
+    assert meanfield("-q", "simulate", tiny, "-o", out, patch=MID_RUN.format(signal="SIGTERM")).returncode == 130
+    with h5py.File(out, "r") as h5:  # damage a chunk the resume reads back
+        chunk = h5["observables/rich/f_test/value"].id.get_chunk_info(0)
+    with open(out, "r+b") as f:
+        f.seek(chunk.byte_offset + 2)
+        f.write(b"\xff" * (chunk.size - 4))
+    done = meanfield("-q", "simulate", tiny, "-o", out, "--resume")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"Error: {out}: cannot continue run 'rich'") and "--overwrite" in lines[0]
+    assert status(out) == "interrupted"  # not 'failed: OSError ...' (nor 'running')
+
+
+# ----------------------------------------------------------------------------- the stress test
+def cli(*args) -> list:
+    return [sys.executable, "-c", "import sys; from meanfield.cli import main; sys.exit(main(sys.argv[1:]))",
+            "-q", "simulate", *map(str, args)]
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM: the command line is up (its stops deferred)."""
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
+    return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def started(command) -> tuple:
+    """The process of ``command`` once its command line is up, and that moment."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while process.poll() is None and not catches_sigterm(process.pid):
+        time.sleep(0.002)
+    return process, time.perf_counter()
+
+
+def stopped_once(scenario, out, signum, delay: float, whole: dict) -> str:
+    """Start the run, send ``signum`` ``delay`` s after its command line is up, check what the
+    stop left and continue it; returns the outcome: interrupted | before the file | after the end."""
+    process, ready = started(cli(scenario, "-o", out))
+    assert process.returncode is None, process.stderr.read()
+    time.sleep(max(0.0, ready + delay - time.perf_counter()))
+    process.send_signal(signum)
+    stderr = process.communicate(timeout=120)[1].strip()
+    if process.returncode == 0:  # the stop came once the last run was complete
+        assert stderr in ("", f"stop received after the last run completed: {out} is complete"), stderr
+        assert dataset_bytes(out) == whole
+        return "after the end"
+    assert process.returncode == 130, (signum, delay, stderr)
+    if stderr == f"interrupted before writing {out}: no file was written; run the command again":
+        assert not out.exists()
+        return "before the file"
+    assert stderr == f"interrupted: {out} is valid; continue with --resume", stderr
+    resumed = subprocess.run(cli(scenario, "-o", out, "--resume"), capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0 and resumed.stderr == "", resumed.stderr
+    assert dataset_bytes(out) == whole, (signum, delay)
+    return "interrupted"
+
+
+@pytest.mark.slow
+def test_every_stop_at_a_random_moment_ends_the_run_truthfully_and_resumes_bit_for_bit(tmp_path):
+    """STRESS SIGINTs and STRESS SIGTERMs (50 each by default), each at a random moment
+    between the moment the command line is up and the end of an uninterrupted run, two runs at a time."""
+    scenario = tmp_path / "small.yaml"
+    scenario.write_text(SMALL)
+    whole_path = tmp_path / "whole.h5"
+    process, ready = started(cli(scenario, "-o", whole_path))
+    assert process.wait(timeout=120) == 0, process.stderr.read()
+    span = time.perf_counter() - ready  # start-up to the end: the last snapshot lies just before it
+    whole = dataset_bytes(whole_path)
+    moments = random.Random(26)
+    trials = [(signum, moments.uniform(0, span)) for signum in [signal.SIGINT, signal.SIGTERM] * STRESS]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(lambda item: stopped_once(scenario, tmp_path / f"run{item[0]}.h5", *item[1], whole),
+                                 enumerate(trials)))
+    counts = {outcome: outcomes.count(outcome) for outcome in set(outcomes)}
+    print(f"{len(trials)} stops over {span:.2f} s: {counts}")
+    assert counts.get("interrupted", 0) >= len(trials) // 10  # start-up is most of the span; runs are cut too

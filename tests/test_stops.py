@@ -172,7 +172,9 @@ def stopped_once(scenario, out, signum, delay: float, whole: dict) -> str:
     time.sleep(max(0.0, ready + delay - time.perf_counter()))
     process.send_signal(signum)
     stderr = process.communicate(timeout=120)[1].strip()
-    if process.returncode == 0:  # the stop came once the last run was complete
+    if process.returncode in (0, -signum):  # the stop came once the last run was complete
+        # exit 0: the command saw it; -signum: it came as the process was tearing down, after the
+        # command had given the signal its default action back (the CI run met one): nothing lost
         assert stderr in ("", f"stop received after the last run completed: {out} is complete"), stderr
         assert dataset_bytes(out) == whole
         return "after the end"

@@ -26,7 +26,7 @@ from ..model.measures import FIT_MEASURES
 from ..model.state import RunState
 from .plan import NO_TEST_SET, lacks_test_set, plan, recorded_measures, records_gap, run_inputs
 from .threads import governor as thread_governor
-from .threads import using as using_threads
+from .threads import for_a_run
 
 Log = Callable[[str], None]
 
@@ -132,7 +132,7 @@ def simulate(scenario: Scenario, output=None, *, resume: bool = False, overwrite
     measurement while each run steps: docs/design.md §6.4).
     ``KeyboardInterrupt`` leaves the file valid with the run marked 'interrupted', resumable.
     """
-    with using_threads(threads):
+    with for_a_run(threads):
         return _simulate(scenario, output, resume=resume, overwrite=overwrite, log=log, progress=progress)
 
 

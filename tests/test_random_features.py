@@ -1,149 +1,177 @@
-"""Mei & Montanari's asymptotic random-features test error (meanfield/analysis/random_features.py,
-docs/design.md §7.6) against a brute-force NumPy random-features regression written here (inputs
-and features uniform on the sphere of radius sqrt(d), the paper's model), a brute-force kernel
-ridge regression with the arc-cosine kernel (its psi1 -> infinity limit), the activation
-constants in closed form, and the formula's own limits."""
-
-from __future__ import annotations
+"""A fixed first layer (``lr_w: 0``, random features) and the biases' own learning rate
+(``lr_b``, eta_b = lr_b m^-C_w) in every run kind that trains biases (docs/design.md §2.2)."""
 
 import math
 
 import numpy as np
 import pytest
-from scipy import integrate, special
+from recorded import measures
+from reference import dsigma, sigma
+from reference_ntk import jacobian
 
-from meanfield.analysis.random_features import (
-    RELU_CONSTANTS,
-    activation_constants,
-    bias_variance,
-    chi_ridge,
-    chi_ridgeless,
-    rf_ridge_from_kernel_ridge,
-    rf_test_error,
-)
+import meanfield as mf
+from meanfield.engine import runs
+from meanfield.engine.plan import plan
+from meanfield.model.data import make_dataset
+from meanfield.model.parameterization import resolve
+from solvers.activations import activation_code
+from solvers.losses import loss_code
+from solvers.ntk import analytic_kernels, empirical_ntk
 
-
-def _sphere(rng, n, d):
-    g = rng.standard_normal((n, d))
-    return math.sqrt(d) * g / np.linalg.norm(g, axis=1, keepdims=True)
-
-
-def _target(rng, d, F1, F_star):
-    """<beta, x> with |beta| = F1, plus F_star times a unit-variance degree-2 polynomial of u.x
-    (E ((u.x)^2 - 1)^2 = 2 (d - 1) / (d + 2) on the sphere of radius sqrt(d))."""
-    beta = rng.standard_normal(d)
-    beta *= F1 / np.linalg.norm(beta)
-    u = rng.standard_normal(d)
-    u /= np.linalg.norm(u)
-    c = math.sqrt((d + 2) / (2 * (d - 1)))
-    return lambda X: X @ beta + F_star * c * ((X @ u) ** 2 - 1)
+M = 40
+SCENARIO = {
+    "name": "random-features",
+    "seed": 4,
+    "data": {"dim": 3, "n_train": 24, "n_test": 10, "teacher": {"activation": "tanh"}},
+    "model": {"width": M, "activation": "tanh", "bias": True, "init": {"a_std": 1.3, "w_std": 1.1, "b_std": 0.6}},
+    "runs": {"rf": {"parameterization": {"preset": "mean_field", "lr": 0.8, "lr_w": 0}}},
+    "train": {"t_end": 0.5, "integrator": {"method": "euler", "dt": 0.1}},
+    "record": {"every": 0.5, "dtype": "float64"},
+}
 
 
-def _brute_force_rf(rng, d, N, n, lam, F1, F_star, tau, n_test=1000):
-    """One draw of ridge (lam > 0: penalty N lam / d |a|^2) or min-norm (lam = 0) regression on N
-    relu features sigma(<theta, x> / sqrt(d)); the test error E (f_d - f_hat)^2 without noise."""
-    f = _target(rng, d, F1, F_star)
-    X, X_test, theta = _sphere(rng, n, d), _sphere(rng, n_test, d), _sphere(rng, N, d)
-    y = f(X) + tau * rng.standard_normal(n)
-    Z = np.maximum(X @ theta.T / math.sqrt(d), 0.0)
-    Z_test = np.maximum(X_test @ theta.T / math.sqrt(d), 0.0)
-    if lam > 0:
-        a = np.linalg.solve(Z.T @ Z + n * N * lam / d * np.eye(N), Z.T @ y)
-    else:
-        a = np.linalg.lstsq(Z, y, rcond=None)[0]
-    return float(np.mean((f(X_test) - Z_test @ a) ** 2))
+def started(overrides=()):
+    """Every run of the scenario, started, on its data (and the data)."""
+    scenario = mf.load_scenario(SCENARIO, overrides)
+    the_plan = plan(scenario)
+    data = make_dataset(scenario.data, runs.data_rng(scenario))
+    inputs = runs.RunInputs(scenario, data, runs.initial_draws(scenario, runs.rng_for(scenario.seed, 1)),
+                            the_plan.times, activation_code(scenario.model.activation), loss_code(scenario.loss))
+    made = {name: runs.make_run(name, spec, the_plan.resolved[name], inputs) for name, spec in scenario.runs.items()}
+    return {name: (run, run.start()) for name, run in made.items()}, data
 
 
-# d = 80, n = 240 (psi2 = 3), 8 draws per point: measured deviations from the formula within 7%
-# (finite d and the spread of 8 draws), away from the peak; the tolerance is 15%.
-@pytest.mark.parametrize("lam", [0.0, 1e-2])
-@pytest.mark.parametrize("N", [24, 120, 160, 480, 720])
-def test_the_formula_agrees_with_brute_force_random_features(N, lam):
-    rng = np.random.default_rng(1000 * N + int(lam * 1e4))
-    d, n = 80, 240
-    F1, F_star, tau = 1.0, 0.3, 0.5
-    measured = np.mean([_brute_force_rf(rng, d, N, n, lam, F1, F_star, tau) for _ in range(8)])
-    theory = rf_test_error(N / d, n / d, lam=lam, F1=F1, F_star=F_star, tau=tau)
-    assert measured == pytest.approx(theory, rel=0.15), (measured, theory)
+def test_lr_w_zero_keeps_the_first_layer_and_trains_a_as_numpy_does(tmp_path):
+    made, data = started()
+    run, state = made["rf"]
+    a, W0, b0 = (np.array(v) for v in run.particles(state))
+    out = tmp_path / "rf.h5"
+    mf.simulate(SCENARIO, out).close()
+    X, y, n = data.X_train, data.y_train, len(data.y_train)
+    S = sigma("tanh", X @ W0.T + b0)
+    for _ in range(5):  # plain gradient descent on a alone: s = 1/m, eta_a = m lr
+        residual = S @ a / M - y
+        a = a - 0.1 * 0.8 * M * S.T @ residual / (M * n)
+    with mf.open(out) as trajectory:
+        P = trajectory["rf"].particles()
+        assert np.array_equal(P.position.values, np.broadcast_to(W0, P.position.shape))
+        assert np.array_equal(P.bias.values, np.broadcast_to(b0, P.bias.shape))
+        assert np.allclose(P.amplitude.values[-1], a, rtol=1e-12, atol=1e-14)
+        assert np.abs(P.amplitude.values[-1] - P.amplitude.values[0]).max() > 1e-2
+        attrs = trajectory["rf"].attrs
+        assert attrs["eta_w"] == 0.0 and attrs["predicted_regime"] == "lazy"
+        assert "random features" in attrs["predicted_regime_reason"]
+    assert measures(out, "rf")["displacement_w"].value.max() == 0.0
 
 
-def test_psi1_to_infinity_is_kernel_ridge_regression_with_the_arc_cosine_kernel():
-    """N -> inf: the random-features kernel (1/N) sum sigma sigma' -> E sigma(g.x/sqrt d) sigma(g.x'/sqrt d)
-    = (sin t + (pi - t) cos t) / (2 pi), cos t = x.x'/d (Cho & Saul), and the ridge n lam / d."""
-    rng = np.random.default_rng(7)
-    d, n, lam, tau = 80, 240, 0.05, 0.5
-    errors = []
-    for _ in range(40):  # one draw's error scatters by about 20%: 40 draws, a standard error near 3%
-        f = _target(rng, d, 1.0, 0.0)
-        X, X_test = _sphere(rng, n, d), _sphere(rng, 1000, d)
-        y = f(X) + tau * rng.standard_normal(n)
+def test_the_particle_field_with_lr_b_is_the_numpy_gradient_and_its_finite_differences():
+    made, data = started({"runs": {"b": {"parameterization": {"preset": "ntk", "lr": 0.8, "lr_b": 2.5}}}})
+    run, state = made["b"]
+    a, W, b = (np.array(v) for v in run.particles(state))
+    X, y, n, s = data.X_train, data.y_train, len(data.y_train), M**-0.5
 
-        def kernel(A, B):
-            c = np.clip(A @ B.T / d, -1.0, 1.0)
-            t = np.arccos(c)
-            return (np.sin(t) + (math.pi - t) * c) / (2 * math.pi)
+    def risk(bias):
+        return 0.5 * np.mean((s * sigma("tanh", X @ W.T + bias) @ a - y) ** 2)
 
-        alpha = np.linalg.solve(kernel(X, X) + n * lam / d * np.eye(n), y)
-        errors.append(np.mean((f(X_test) - kernel(X_test, X) @ alpha) ** 2))
-    theory = rf_test_error(1e7, n / d, lam=lam, F1=1.0, tau=tau)
-    assert np.mean(errors) == pytest.approx(theory, rel=0.1)
+    residual = s * sigma("tanh", X @ W.T + b) @ a - y
+    G = residual[:, None] * dsigma("tanh", X @ W.T + b) * a * s / n  # dR/dz_ki
+    dy, _ = run.field(0.0, state.y)
+    vb = dy[M + M * 3:]
+    assert np.allclose(vb, -2.5 * G.sum(axis=0), rtol=1e-12, atol=1e-15)
+    assert np.allclose(dy[M:M + M * 3], -0.8 * (G.T @ X).ravel(), rtol=1e-12, atol=1e-15)
+    h = 1e-6
+    fd = np.array([(risk(b + h * e) - risk(b - h * e)) / (2 * h) for e in np.eye(M)])
+    assert np.allclose(vb, -2.5 * fd, rtol=1e-6, atol=1e-10)
 
 
-def test_relu_constants_in_closed_form_and_by_quadrature():
-    c = RELU_CONSTANTS
-    assert c.mu1 == 0.5 and c.mu_star == pytest.approx(0.3014, abs=1e-4)
-    phi = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
-    mu0 = integrate.quad(lambda z: z * phi(z), 0, np.inf)[0]
-    mu1 = integrate.quad(lambda z: z * z * phi(z), 0, np.inf)[0]
-    second = integrate.quad(lambda z: z * z * phi(z), 0, np.inf)[0]
-    assert c.mu0 == pytest.approx(mu0, rel=1e-10) and c.mu1 == pytest.approx(mu1, rel=1e-10)
-    assert c.mu_star == pytest.approx(math.sqrt(second - mu0 ** 2 - mu1 ** 2), rel=1e-10)
-    # erf: mu_0 = 0, mu_1 = E erf'(G) = 2 / sqrt(3 pi), E erf(G)^2 = (2/pi) arcsin(2/3) (Williams 1997)
-    erf = activation_constants("erf")
-    assert erf.mu0 == pytest.approx(0.0, abs=1e-12)
-    assert erf.mu1 == pytest.approx(2 / math.sqrt(3 * math.pi), rel=1e-10)
-    assert erf.mu_star ** 2 == pytest.approx(2 / math.pi * math.asin(2 / 3) - 4 / (3 * math.pi), rel=1e-8)
-    assert activation_constants("relu").mu1 == pytest.approx(0.5, abs=1e-6)
-    assert special.erf(0.0) == 0.0
+def test_lr_b_equal_to_lr_w_gives_the_same_arrays_bit_for_bit(tmp_path):
+    kinds = {"particles": {}, "tangent": {"solver": "tangent"}, "ntk": {"solver": "ntk"},
+             "analytic": {"solver": "ntk", "kernel": "analytic"}}
+    files = {}
+    for name, extra in (("plain", {}), ("with_b", {"lr_b": 1.3})):
+        runs_ = {kind: {**spec, "parameterization": {"preset": "ntk", "lr": 0.7, "lr_w": 1.3, **extra}}
+                 for kind, spec in kinds.items()}
+        files[name] = tmp_path / f"{name}.h5"
+        overrides = {"runs": runs_, "record.measures": ["ntk_eigenvalue_max"], "model.activation": "erf"}
+        mf.simulate(mf.load_scenario(SCENARIO, overrides), files[name]).close()
+    for kind in kinds:
+        plain, with_b = measures(files["plain"], kind), measures(files["with_b"], kind)
+        assert set(plain) == set(with_b) and len(plain) >= 3
+        for name in plain:
+            assert np.array_equal(plain[name].value, with_b[name].value, equal_nan=True), (kind, name)
+    with mf.open(files["plain"]) as one, mf.open(files["with_b"]) as other:
+        for kind in ("particles", "tangent"):
+            P, Q = one[kind].particles(), other[kind].particles()
+            for field in ("amplitude", "position", "bias"):
+                assert np.array_equal(getattr(P, field).values, getattr(Q, field).values), (kind, field)
+        assert other["particles"].attrs["eta_b"] == other["particles"].attrs["eta_w"] == 1.3
 
 
-def test_the_ridgeless_limit_is_the_limit_of_the_ridge_fixed_point():
-    z = RELU_CONSTANTS.zeta
-    for psi1, psi2 in [(0.5, 3.0), (3.0, 0.5), (10.0, 3.0), (2.0, 2.0)]:
-        assert chi_ridge(psi1, psi2, z, 1e-12) == pytest.approx(chi_ridgeless(psi1, psi2, z), rel=1e-5)
-        # the fixed point itself: nu_1 = i a, nu_2 = i b solve the two equations
-        lam_bar = 0.3
-        y = math.sqrt(psi1 * psi2 * lam_bar)
-        p = -chi_ridge(psi1, psi2, z, lam_bar)
-        g = p + z * z * p / (1 + z * z * p)
-        nu1, nu2, xi = 1j * (psi1 - g) / y, 1j * (psi2 - g) / y, 1j * y
-        q = 1 - z * z * nu1 * nu2
-        assert nu1 == pytest.approx(psi1 / (-xi - nu2 - z * z * nu2 / q), rel=1e-10)
-        assert nu2 == pytest.approx(psi2 / (-xi - nu1 - z * z * nu1 / q), rel=1e-10)
-    assert rf_test_error(8.0, 3.0, lam=1e-9, tau=0.5) == pytest.approx(rf_test_error(8.0, 3.0, tau=0.5), rel=1e-5)
+def test_the_tangent_run_and_the_kernels_take_eta_b(tmp_path):
+    lr_b = 3.0
+    made, data = started({"runs": {"t": {"solver": "tangent", "parameterization": {"preset": "ntk", "lr_b": lr_b}},
+                                   "k": {"solver": "ntk", "parameterization": {"preset": "ntk", "lr_b": lr_b}},
+                                   "rfb": {"solver": "ntk", "parameterization": {"preset": "ntk", "lr_w": 0,
+                                                                                   "lr_b": lr_b}}}})
+    run, state = made["t"]
+    a, W, b = (np.array(v) for v in run.particles(state))
+    X, s = data.X_train, M**-0.5
+    J = jacobian(a, W, b, X, s, "tanh")
+    for name, eta_w in (("k", 1.0), ("rfb", 0.0)):
+        eta = np.concatenate([np.ones(M), np.full(M * 3, eta_w), np.full(M, lr_b)])
+        K = (J * eta) @ J.T  # the explicit Jacobian's c J P J^T
+        assert np.allclose(made[name][0].kernels()[0], K, rtol=1e-12, atol=1e-13), name
+        assert np.allclose(empirical_ntk(a, W, b, X, s=s, eta_a=1.0, eta_w=eta_w, act="tanh", eta_b=lr_b), K,
+                           rtol=1e-12, atol=1e-13)
+    # the tangent field's bias velocity: -eta_b dR/db at theta_0 (f_lin = f_0 there)
+    residual = s * sigma("tanh", X @ W.T + b) @ a - data.y_train
+    dy, _ = run.field(0.0, state.y)
+    assert np.allclose(dy[M + 3 * M:], -lr_b * J[:, M + 3 * M:].T @ residual / len(X), rtol=1e-12, atol=1e-15)
+    # the analytic kernel with eta_b: a_var E[s' s'] (eta_w x.x' + eta_b) + eta_a E[s s], from the
+    # kernels with eta_b = eta_w and with the dot product switched off (eta_w = 0)
+    args = dict(act="erf", w_var=0.4, b_var=0.3, a_var=1.7)
+    _, K_w = analytic_kernels(X, **args, eta_a=0.0, eta_w=1.0, eta_b=0.0)
+    _, K_b = analytic_kernels(X, **args, eta_a=0.0, eta_w=0.0, eta_b=1.0)
+    _, K = analytic_kernels(X, **args, eta_a=0.0, eta_w=2.0, eta_b=5.0)
+    assert np.allclose(K, 2.0 * K_w + 5.0 * K_b, rtol=1e-13, atol=1e-15)
 
 
-def test_the_ridgeless_error_diverges_at_psi1_equal_psi2_and_a_ridge_removes_the_peak():
-    assert math.isinf(rf_test_error(3.0, 3.0, tau=0.5)) and math.isinf(rf_test_error(3.0, 3.0, F_star=0.5))
-    near = [rf_test_error(3.0 + e, 3.0, tau=0.5) for e in (0.1, 0.01, 0.001)]
-    assert near[0] < near[1] < near[2] and near[2] > 100 * near[0] / 10  # ~ 1 / |psi1 - psi2|
-    ridge = [rf_test_error(p, 3.0, lam=0.05, tau=0.5) for p in np.linspace(0.5, 30, 60)]
-    assert max(ridge) < 1.0 and all(np.diff(ridge) < 1e-9)  # monotone: the peak is gone
+def test_lr_w_zero_in_the_population_flow_keeps_w(tmp_path):
+    scenario = mf.load_scenario({
+        "name": "rf-population", "data": {"dim": 3, "population": True},
+        "model": {"width": 20, "activation": "erf"},
+        "runs": {"rf": {"parameterization": {"preset": "mup", "lr_w": 0}}},
+        "train": {"t_end": 1.0, "integrator": {"method": "rk4", "dt": 0.05}}, "record": {"every": 0.5}})
+    out = tmp_path / "population.h5"
+    mf.simulate(scenario, out).close()
+    with mf.open(out) as trajectory:
+        P = trajectory["rf"].particles()
+        assert np.array_equal(P.position.values, np.broadcast_to(P.position.values[0], P.position.shape))
+        assert np.abs(P.amplitude.values[-1] - P.amplitude.values[0]).max() > 1e-4
+        risk = trajectory["rf"].series("risk").value
+        assert risk[-1] < risk[0]
 
 
-def test_an_infinite_ridge_predicts_zero_and_the_underparameterised_variance_is_psi1_over_psi2_minus_psi1():
-    assert rf_test_error(2.0, 3.0, lam=1e9, F1=1.3, F_star=0.4, tau=2.0) == pytest.approx(1.3 ** 2 + 0.4 ** 2,
-                                                                                           rel=1e-6)
-    # least squares with fewer features than samples: variance psi1 / (psi2 - psi1), the classical count
-    for psi1 in (0.3, 1.0, 2.0):
-        assert bias_variance(psi1, 3.0, RELU_CONSTANTS.zeta)[1] == pytest.approx(psi1 / (3.0 - psi1), rel=1e-9)
+@pytest.mark.parametrize("preset, label, kappa", [
+    ("mean_field", "lazy", 0.0), ("ntk", "lazy", 0.0), ("mup", "lazy", 0.0), ("standard", "unstable", 1.0)])
+def test_a_fixed_first_layer_is_predicted_a_random_features_kernel_regime(preset, label, kappa):
+    scenario = mf.load_scenario(SCENARIO, {"runs": {"rf": {"parameterization": {"preset": preset, "lr_w": 0}}}})
+    regime = resolve(scenario.runs["rf"].parameterization, scenario.model, 3).regime
+    assert (regime.label, regime.kappa, regime.r) == (label, kappa, math.inf)
+    assert "random features" in regime.reason
+    # trained biases (lr_b > 0) are first-layer parameters that move: the ordinary prediction
+    trained = mf.load_scenario(SCENARIO, {"runs": {"rf": {"parameterization": {"preset": preset, "lr_w": 0,
+                                                                                "lr_b": 1}}}})
+    assert "random features" not in resolve(trained.runs["rf"].parameterization, trained.model, 3).regime.reason
 
 
-def test_ridge_conversion_from_the_ntk_runs_ridge():
-    # K = (lr/N) Z Z^T, limit K (K + n r I)^-1 = Z Z^T (Z Z^T + n N r / lr I)^-1; MM: n N lam / d
-    assert rf_ridge_from_kernel_ridge(1e-3, d=100, lr=2.0) == pytest.approx(0.05)
+def test_dry_run_shows_eta_b():
+    from click.testing import CliRunner
 
+    from meanfield.cli import main
 
-def test_bad_arguments_are_refused():
-    with pytest.raises(ValueError, match="psi1 > 0"):
-        rf_test_error(0.0, 1.0)
+    result = CliRunner().invoke(main, ["simulate", "quickstart", "--dry-run", "--set", "model.width=100", "--set",
+                                       "model.bias=true", "--set",
+                                       "runs={b: {parameterization: {preset: mean_field, lr_b: 0.5}}}"])
+    assert result.exit_code == 0, result.output
+    assert "b: mean_field: s = 0.01, eta_a = 100, eta_w = 100, a_std = 1, eta_b = 50; predicted rich" in result.output

@@ -147,3 +147,46 @@ def test_ridge_conversion_from_the_ntk_runs_ridge():
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="psi1 > 0"):
         rf_test_error(0.0, 1.0)
+
+
+def test_an_ntk_run_with_a_fixed_first_layer_is_random_features_ridge_regression():
+    """The study's learner (random_features_double_descent): an ``ntk`` run on the empirical kernel
+    with lr_w 0 and symmetric init is ridge(less) regression on the N = m/2 distinct features
+    relu(w_j . x), with Mei & Montanari's penalty (N lambda / d)|a|^2 at lambda = d ridge / lr; checked
+    against a NumPy solve on the scenario's initial w_j, drawn here from its documented stream
+    (docs/design.md §1.3, §3.5: SeedSequence([seed, 1]), z_a [m/2] then Z_w [m/2, d], w = Z_w / sqrt(d))."""
+    import meanfield as mf
+
+    d, n, N, lr, ridge = 10, 40, 25, 2.0, 3e-3
+    scenario = {
+        "name": "rf-exact", "seed": 3,
+        "data": {"task": "teacher_student", "dim": d, "inputs": "sphere", "n_train": n, "n_test": 30,
+                 "noise": 0.5, "teacher": {"width": 1, "activation": "linear", "norm": 1.0}},
+        "model": {"width": 2 * N, "activation": "relu", "bias": False, "init": {"symmetric": True}},
+        "runs": {
+            "ridgeless": {"solver": "ntk", "kernel": "empirical", "parameterization": {"preset": "ntk", "lr_w": 0}},
+            "ridge": {"solver": "ntk", "kernel": "empirical", "ridge": ridge,
+                      "parameterization": {"preset": "ntk", "lr": lr, "lr_w": 0}},
+        },
+        "train": {"t_end": 1e4},
+        "record": {"every": 1e4, "dtype": "float64"},
+    }
+    draws = np.random.default_rng(np.random.SeedSequence([3, 1]))
+    draws.standard_normal(N)  # z_a
+    W = draws.standard_normal((N, d)) / math.sqrt(d)
+    with mf.simulate(scenario) as traj:
+        data = traj.data
+        Z, Z_test = np.maximum(data.X_train @ W.T, 0), np.maximum(data.X_test @ W.T, 0)
+        y = data.y_train
+        lam = rf_ridge_from_kernel_ridge(ridge, d, lr)
+        a_ridge = np.linalg.solve(Z.T @ Z + n * N * lam / d * np.eye(N), Z.T @ y)
+        a_min_norm = np.linalg.lstsq(Z, y, rcond=None)[0]  # N < n: least squares
+        for run, a in (("ridge", a_ridge), ("ridgeless", a_min_norm)):
+            final = traj[run].final()
+            expected_test = 0.5 * np.mean((Z_test @ a - data.y_test) ** 2)
+            expected_train = 0.5 * np.mean((Z @ a - y) ** 2)
+            assert final["loss_test_limit"] == pytest.approx(expected_test, rel=1e-8), run
+            assert final["loss_train_limit"] == pytest.approx(expected_train, rel=1e-8), run
+        # the ridge flow itself reaches the limit by t = 1e4 (every mode relaxes at >= ridge)
+        f_test = traj["ridge"].series("f_test").value[-1]
+        assert f_test == pytest.approx(Z_test @ a_ridge, rel=1e-8, abs=1e-10)

@@ -47,10 +47,10 @@ def _brute_force_rf(rng, d, N, n, lam, F1, F_star, tau, n_test=1000):
     y = f(X) + tau * rng.standard_normal(n)
     Z = np.maximum(X @ theta.T / math.sqrt(d), 0.0)
     Z_test = np.maximum(X_test @ theta.T / math.sqrt(d), 0.0)
-    if lam > 0:
+    if N <= n:  # ridge, or least squares (lam = 0)
         a = np.linalg.solve(Z.T @ Z + n * N * lam / d * np.eye(N), Z.T @ y)
-    else:
-        a = np.linalg.lstsq(Z, y, rcond=None)[0]
+    else:  # the same in the dual; lam = 0: the minimum-norm interpolant Z^T (Z Z^T)^-1 y
+        a = Z.T @ np.linalg.solve(Z @ Z.T + n * N * lam / d * np.eye(n), y)
     return float(np.mean((f(X_test) - Z_test @ a) ** 2))
 
 

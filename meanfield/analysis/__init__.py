@@ -18,6 +18,8 @@ The package, by concern:
     catapult   Lewkowycz et al.'s phases along the step factor c: ``catapult_phase`` (the rule
                for one run), ``phase_rows``, ``phase_edges``, ``format_phases``, ``phases_figure``
     drawing    the figures (matplotlib): ``figure``, ``phase_figure``
+    random_features  Mei & Montanari's asymptotic test error of random-features regression:
+               ``rf_test_error``, ``activation_constants``, ``RELU_CONSTANTS``
 
 Everything public is importable from ``meanfield.analysis`` itself.
 """
@@ -52,6 +54,7 @@ from .families import (
     thresholds,
 )
 from .phase import PhasePoint, luo_phase, phase_points
+from .random_features import RELU_CONSTANTS, ActivationConstants, activation_constants, rf_test_error
 from .reporting import (
     ANALYSIS_CSV,
     REGIMES_CSV,
@@ -75,3 +78,4 @@ __all__ = [
     "scaling", "threshold_scaling", "thresholds", "to_dataset", "write_analysis", "write_regimes",
     "format_unconverged", "unconverged",
 ]
+__all__ += ["RELU_CONSTANTS", "ActivationConstants", "activation_constants", "rf_test_error"]

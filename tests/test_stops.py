@@ -129,17 +129,22 @@ def test_a_stop_before_the_file_exists_says_that_nothing_was_written(tiny, tmp_p
 
 
 def test_a_resume_of_a_damaged_file_leaves_it_as_it_was_and_says_to_start_again(tiny, tmp_path):
+    # a kernel run, the reference whose f_test a resume reads back; 512 test points: an f_test frame
+    # fills a compressed chunk of its own, whose damage the library sees
+    tiny.write_text(TINY.replace("n_test: 30", "n_test: 512").replace(
+        "runs:\n", "runs:\n  kernel: {solver: ntk, kernel: empirical, parameterization: ntk}\n"))
     out = tmp_path / "tiny.h5"
     assert meanfield("-q", "simulate", tiny, "-o", out, patch=MID_RUN.format(signal="SIGTERM")).returncode == 130
-    with h5py.File(out, "r") as h5:  # damage a chunk the resume reads back
-        chunk = h5["observables/rich/f_test/value"].id.get_chunk_info(0)
+    with h5py.File(out, "r") as h5:  # damage a chunk the resume reads back (the reference run's f_test)
+        chunks = [h5["observables/kernel/f_test/value"].id.get_chunk_info(frame) for frame in range(5)]
     with open(out, "r+b") as f:
-        f.seek(chunk.byte_offset + 2)
-        f.write(b"\xff" * (chunk.size - 4))
+        for chunk in chunks:
+            f.seek(chunk.byte_offset + 2)
+            f.write(b"\xff" * (chunk.size - 4))
     done = meanfield("-q", "simulate", tiny, "-o", out, "--resume")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
-    assert lines[0].startswith(f"Error: {out}: cannot continue run 'rich'") and "--overwrite" in lines[0]
+    assert lines[0].startswith(f"Error: {out}: cannot continue run 'kernel'") and "--overwrite" in lines[0]
     assert status(out) == "interrupted"  # not 'failed: OSError ...' (nor 'running')
 
 

@@ -25,8 +25,8 @@ from ..model.diagnostics import rms_gap
 from ..model.measures import FIT_MEASURES
 from ..model.state import RunState
 from .plan import NO_TEST_SET, lacks_test_set, plan, recorded_measures, records_gap, run_inputs
-from .threads import governor as thread_governor
 from .threads import for_a_run
+from .threads import governor as thread_governor
 
 Log = Callable[[str], None]
 

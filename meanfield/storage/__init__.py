@@ -17,11 +17,13 @@ writes through :mod:`~meanfield.storage.writer`, everything else reads through
 
 A run writes its particles and all its measures at the same snapshots, so every element of
 a run shares one ``step`` and one ``time`` dataset (HDF5 hard links: one object, many names).
-Every dataset that grows along time is extendable (maxshape None on the time axis),
-compressed (gzip + shuffle) and chunked so that one frame lies in exactly one chunk: one
-frame per chunk once a frame is at least ``CHUNK_BYTES``, and small frames (step, time,
-scalar measures, a few particles) grouped into chunks of about ``CHUNK_BYTES``, since
-thousands of 8-byte chunks make a file large and slow to read. No dataset carries
+Every dataset that grows along time is extendable (maxshape None on the time axis) and
+chunked so that one frame lies in exactly one chunk: one frame per chunk once a frame is at
+least ``CHUNK_BYTES``, compressed (gzip + shuffle), and small frames (step, time, scalar
+measures, a few particles) grouped into uncompressed chunks of about ``CHUNK_BYTES``, since
+thousands of 8-byte chunks make a file large and slow to read, and a shared chunk written
+again at every snapshot must keep its place for a kill to leave earlier frames readable
+(:func:`layout.series_storage`). No dataset carries
 dimension scales (h5netcdf refuses a file where only some axes do), so xarray reads
 every group with ``phony_dims="sort"``.
 

@@ -33,21 +33,32 @@ def create(path, *, scenario_yaml: str, seed: int, author: Optional[str] = None)
     """Start a new trajectory file at ``path``, or in memory when ``path`` is None (h5py's
     core driver without a backing store: the same file, never on disk).
 
-    A file already at ``path`` is unlinked, never truncated: a process that has it open
-    (a notebook, ``animate --follow``) keeps reading the old file undisturbed. The caller
-    holds the path's :class:`~meanfield.storage.WriterLock` and has decided to replace it.
+    The file is written as ``path.partial`` until its header is complete, then renamed to
+    ``path`` in one step: a process killed meanwhile leaves no half-made file at ``path``
+    (HDF5 cannot open one cut before its superblock's end of file: "truncated file"), and a
+    file already there stays as it was until then. That file is replaced, never truncated:
+    a process that has it open (a notebook, ``animate --follow``) keeps reading it
+    undisturbed. The caller holds the path's :class:`~meanfield.storage.WriterLock` and has
+    decided to replace it.
     """
     if path is None:
         name = f"meanfield-memory-{os.getpid()}-{next(_memory_files)}.h5"
-        h5 = h5py.File(name, "w", driver="core", backing_store=False)
-    else:
-        path = os.fspath(path)
-        try:
-            if os.path.lexists(path):
-                os.unlink(path)
-            h5 = h5py.File(path, "x")
-        except OSError as e:
-            raise UsageError(f"{path}: cannot create the trajectory file ({e})") from e
+        h5 = _write_header(h5py.File(name, "w", driver="core", backing_store=False), scenario_yaml, seed, author)
+        return TrajectoryWriter(h5, in_memory=True)
+    path = os.fspath(path)
+    partial = path + ".partial"
+    try:
+        if os.path.lexists(partial):
+            os.unlink(partial)  # a killed creation's
+        _write_header(h5py.File(partial, "x"), scenario_yaml, seed, author).close()
+        os.replace(partial, path)
+        return TrajectoryWriter(h5py.File(path, "r+"))
+    except OSError as e:
+        raise UsageError(f"{path}: cannot create the trajectory file ({e})") from e
+
+
+def _write_header(h5: h5py.File, scenario_yaml: str, seed: int, author: Optional[str]) -> h5py.File:
+    """The H5MD header and the parameters group of a new trajectory file, flushed."""
     h5md = h5.create_group("h5md")
     h5md.attrs["version"] = np.array(H5MD_VERSION, dtype=np.int32)
     h5md.create_group("author").attrs["name"] = author or _user_name()
@@ -60,7 +71,7 @@ def create(path, *, scenario_yaml: str, seed: int, author: Optional[str] = None)
     params.attrs["seed"] = int(seed)
     params.attrs["scenario"] = scenario_yaml
     h5.flush()
-    return TrajectoryWriter(h5, in_memory=path is None)
+    return h5
 
 
 def open_for_resume(path, *, same_scenario: Callable[[str], bool]) -> TrajectoryWriter:
@@ -365,11 +376,12 @@ def _create_element(group: h5py.Group, frame_shape: tuple, dtype, shared: list) 
 
 
 def _create_series(group: h5py.Group, name: str, frame_shape: tuple, dtype) -> h5py.Dataset:
-    """An empty dataset growing along its first (time) axis; one frame lies in one chunk."""
+    """An empty dataset growing along its first (time) axis; one frame lies in one chunk,
+    compressed where the chunk holds that frame alone (:func:`layout.series_storage`)."""
     if any(n < 1 for n in frame_shape):
         raise ValueError(f"{group.name}/{name}: every axis of a frame needs a positive length, got {frame_shape}")
-    return group.create_dataset(name, shape=(0, *frame_shape), maxshape=(None, *frame_shape),
-                                chunks=layout.frame_chunks(frame_shape, dtype), dtype=dtype, **COMPRESSION)
+    return group.create_dataset(name, shape=(0, *frame_shape), maxshape=(None, *frame_shape), dtype=dtype,
+                                **layout.series_storage(frame_shape, dtype))
 
 
 def _write_frame(ds: h5py.Dataset, index: int, value) -> None:

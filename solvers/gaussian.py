@@ -240,21 +240,26 @@ def quadrature_kernel_moments(q11, q12, q22, act, symmetric=False):
     return e_ss, e_dd
 
 
+@jit_parallel
+def _listed_moments(code, q11, q12, q22, steps, cutoff, e_ss, e_dd):
+    """e_ss[k], e_dd[k] for the covariances (q11[k], q12[k], q22[k]) at the steps steps[k], in parallel."""
+    for k in numba.prange(q12.size):
+        e_ss[k], e_dd[k] = _pair_moments(code, q11[k], q12[k], q22[k], steps[k], cutoff)
+
+
 def quadrature_moments(q11, q12, q22, act):
     """(E[sigma(u) sigma(v)], E[sigma'(u) sigma'(v)]) element-wise over broadcast arrays of
-    covariances, by the rule of :func:`quadrature_kernel_moments` (a column of pairs)."""
-    q11, q12, q22 = np.broadcast_arrays(*(np.asarray(q, dtype=np.float64) for q in (q11, q12, q22)))
-    shape, n = q12.shape, q12.size
-    e_ss, e_dd = np.empty((n, 1)), np.empty((n, 1))
-    flat = [np.ascontiguousarray(np.ravel(q)) for q in (q11, q12, q22)]
+    covariances, by the rule of :func:`quadrature_kernel_moments`."""
     code = activation_code(act)
-    steps = quadrature_steps(code, np.maximum(flat[0], flat[2]))[:, None]
-    if n:
-        # each row k is its own pair (q11[k], q12[k], q22[k]): a (1, 1) problem per row
-        for k in range(n):
-            _kernel_moments(code, flat[0][k:k + 1], flat[1][k:k + 1, None], flat[2][k:k + 1],
-                            steps[k:k + 1], QUADRATURE_CUTOFF, False, e_ss[k:k + 1], e_dd[k:k + 1])
-    return e_ss.reshape(shape), e_dd.reshape(shape)
+    q11, q12, q22 = np.broadcast_arrays(*(np.asarray(q, dtype=np.float64) for q in (q11, q12, q22)))
+    flat = [np.ascontiguousarray(q).reshape(-1) for q in (q11, q12, q22)]
+    if np.any(flat[0] < 0) or np.any(flat[2] < 0):
+        raise ValueError("the variances q11 and q22 must be >= 0")
+    e_ss, e_dd = np.empty(q12.size), np.empty(q12.size)
+    if q12.size:
+        steps = np.ascontiguousarray(quadrature_steps(code, np.maximum(flat[0], flat[2])))
+        _listed_moments(code, *flat, steps, QUADRATURE_CUTOFF, e_ss, e_dd)
+    return e_ss.reshape(q12.shape), e_dd.reshape(q12.shape)
 
 
 # ------------------------------------------------------------------ arccos, branch-free (Numba)

@@ -45,7 +45,7 @@ from ._jit import jit
 from .activations import activate_tile
 from .catalog import ACTIVATION_TABLE, RELU, activation_code, loss_code
 from .fields import ParticleLayout
-from .gaussian import angles, gaussian_moments, quadrature_kernel_moments, relu_moments
+from .gaussian import angles, gaussian_moments, quadrature_kernel_moments, quadrature_moments, relu_moments
 from .linear_flow import FactoredEigh, as_times, phi
 from .losses import loss_and_derivative
 
@@ -390,6 +390,17 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
     if eta_c:
         ntk += eta_c
     return e_ss, ntk
+
+
+def analytic_kernel_diagonal(X, *, act, w_var, b_var):
+    """E[sigma(u)^2] at each row x of X, u ~ N(0, q), q = w_var |x|^2 + b_var: the diagonal of
+    :func:`analytic_kernels`' nngp (closed form, or the quadrature rule), without the n x n matrix."""
+    X = _as_2d(X, "X")
+    code = activation_code(act)
+    q = w_var * np.einsum("kj,kj->k", X, X) + b_var
+    if ACTIVATION_TABLE[code].kernel == "closed form":
+        return gaussian_moments(q, q, q, code)[0]
+    return quadrature_moments(q, q, q, code)[0]
 
 
 # ------------------------------------------------------------------ squared loss, exactly

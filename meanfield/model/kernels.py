@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, NamedTuple, Optional
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from solvers.ntk import LinearizedSquared, analytic_kernels
+from solvers.ntk import LinearizedSquared, analytic_kernel_diagonal, analytic_kernels
 
 from ..errors import UsageError
 from .parameterization import resolve
@@ -210,8 +210,10 @@ def nngp_posterior(x_train, y_train, x_test, *, noise: float, model: ModelSpec, 
         raise UsageError("the NNGP kernel on x_train (plus noise) is not positive definite (duplicate points?): "
                          "give noise > 0") from None
     mean = K_star @ cho_solve(factor, y, check_finite=False)
-    prior = np.array([infinite_width_kernels(x_test[k:k + 1], model=model, param=param).nngp[0, 0]
-                      for k in range(x_test.shape[0])])
+    init = model.init
+    w_var, b_var = init.w_std**2 / x_test.shape[1], init.b_std**2 if model.bias else 0.0
+    prior = init.a_std**2 * analytic_kernel_diagonal(x_test, act=model.activation, w_var=w_var, b_var=b_var)
+    prior += init.c_std**2 if model.output_bias else 0.0
     explained = np.einsum("kj,jk->k", K_star, cho_solve(factor, K_star.T, check_finite=False))
     return Posterior(mean, prior - explained)
 

@@ -208,8 +208,12 @@ def test_the_sections_of_a_scenario_serve_as_they_are():
     assert np.array_equal(from_objects.ntk, from_dicts.ntk)
     # every preset with a limit has the same kernel at lr = 1: the clocks agree
     ntk = mf.kernels(X, model=sc.model, parameterization="ntk").ntk
-    for preset in ("mean_field", "mup", {"preset": "lazy", "alpha": 30}):
+    custom = {"preset": "custom", "output_exponent": 0.5, "init_exponent": 0.0, "lr_exponent": 0.0}
+    for preset in ("mean_field", "mup", {"preset": "lazy", "alpha": 30}, custom):
         np.testing.assert_allclose(mf.kernels(X, model=sc.model, parameterization=preset).ntk, ntk, rtol=1e-13)
+    # random features (lr_w: 0, biases fixed too): the kernel is lr_a E[ss], the NNGP over a_std^2
+    rf = mf.kernels(X, model=sc.model, parameterization={"preset": "ntk", "lr_a": 0.7, "lr_w": 0})
+    np.testing.assert_allclose(rf.ntk, 0.7 * rf.nngp / sc.model.init.a_std**2, rtol=1e-14)
 
 
 # ------------------------------------------------------------------ the NNGP posterior
@@ -238,7 +242,9 @@ SCENARIO = {
     "data": {"dim": 3, "n_train": 20, "n_test": 9, "teacher": {"activation": "tanh"}},
     "model": {"width": 64, "activation": "tanh", "bias": True, "init": {"w_std": 1.3, "b_std": 0.4, "a_std": 0.9}},
     "runs": {"ntk": {"solver": "ntk", "kernel": "analytic",
-                     "parameterization": {"preset": "ntk", "lr": 0.8, "lr_b": 2.0}}},
+                     "parameterization": {"preset": "ntk", "lr": 0.8, "lr_b": 2.0}},
+             "ridge": {"solver": "ntk", "kernel": "analytic", "ridge": 0.05,
+                       "parameterization": {"preset": "mean_field", "lr": 0.8, "lr_b": 2.0}}},
     "train": {"t_end": 4.0},
     "record": {"every": 1.0, "dtype": "float64"},
 }
@@ -251,15 +257,21 @@ def test_ntk_predict_is_the_analytic_ntk_runs_stored_predictions(tmp_path, act):
     traj = mf.simulate(sc, out)
     data = traj.data
     traj.close()
-    stored = measures(out, "ntk")["f_test"]
+    for name, ridge in (("ntk", 0.0), ("ridge", 0.05)):
+        stored = measures(out, name)["f_test"]
+        got = mf.ntk_predict(data.X_train, data.y_train, data.X_test, t=stored.time, ridge=ridge, model=sc.model,
+                             parameterization=sc.runs[name].parameterization)
+        scale = np.abs(stored.value).max()
+        assert scale > 0.05 and np.abs(got.test - stored.value).max() < 1e-10 * scale, name
     param = sc.runs["ntk"].parameterization
-    got = mf.ntk_predict(data.X_train, data.y_train, data.X_test, t=stored.time, model=sc.model,
-                         parameterization=param)
-    scale = np.abs(stored.value).max()
-    assert scale > 0.05 and np.abs(got.test - stored.value).max() < 1e-10 * scale
     # the limit: kernel regression with the NTK, against numpy.linalg.solve
     k_train = mf.kernels(data.X_train, model=sc.model, parameterization=param).ntk
     k_test = mf.kernels(data.X_test, data.X_train, model=sc.model, parameterization=param).ntk
     limit = mf.ntk_predict(data.X_train, data.y_train, data.X_test, model=sc.model, parameterization=param)
     np.testing.assert_allclose(limit.test, k_test @ np.linalg.solve(k_train, data.y_train), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(limit.train, data.y_train, atol=1e-8)
+    n, ridge = len(data.y_train), 0.05
+    with_ridge = mf.ntk_predict(data.X_train, data.y_train, data.X_test, ridge=ridge, model=sc.model,
+                                parameterization=param)
+    alpha = np.linalg.solve(k_train + n * ridge * np.eye(n), data.y_train)
+    np.testing.assert_allclose(with_ridge.test, k_test @ alpha, rtol=1e-10, atol=1e-12)

@@ -22,9 +22,9 @@ What is here:
 - :func:`empirical_ntk`: K of the given particles, by BLAS over blocks of particles
   (scipy's BLAS, the library the closed form's LAPACK work runs in: see
   :class:`solvers.linear_flow.FactoredEigh`);
-- :func:`analytic_kernels`: the m -> infinity NNGP and NTK in closed form for the
-  activations the table of :mod:`solvers.catalog` marks (relu, erf, linear), from the
-  Gaussian moments of :mod:`solvers.gaussian`;
+- :func:`analytic_kernels`: the m -> infinity NNGP and NTK for every activation, from the
+  Gaussian moments of :mod:`solvers.gaussian`: in closed form for relu, erf, linear and
+  quadratic, by quadrature for tanh, sigmoid and softplus (the table of :mod:`solvers.catalog`);
 - :class:`LinearizedSquared`: (*) for squared loss, solved exactly at any t by one
   eigendecomposition (its eigenvectors kept in factored form);
 - :class:`FunctionSpaceField`: (*) for any loss as a vector field for ``solvers.integrate``;
@@ -43,9 +43,9 @@ from scipy.linalg import blas
 
 from ._jit import jit
 from .activations import activate_tile
-from .catalog import ACTIVATION_TABLE, ANALYTIC_ACTIVATIONS, RELU, activation_code, loss_code
+from .catalog import ACTIVATION_TABLE, RELU, activation_code, loss_code
 from .fields import ParticleLayout
-from .gaussian import angles, gaussian_moments, relu_moments
+from .gaussian import angles, gaussian_moments, quadrature_kernel_moments, quadrature_moments, relu_moments
 from .linear_flow import FactoredEigh, as_times, phi
 from .losses import loss_and_derivative
 
@@ -314,7 +314,7 @@ def _lifted_angles(X1, X2, w_var, b_var):
 
 
 def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=1.0,
-                     bias=True, eta_b=None, eta_c=0.0):
+                     bias=True, eta_b=None, eta_c=0.0, products=None):
     """The infinite-width NNGP and NTK of f(x) = s sum_i a_i sigma(w_i . x + b_i) with
     w_i ~ N(0, w_var I_d), b_i ~ N(0, b_var), a_i ~ N(0, a_var), s = 1/sqrt(m), c = 1
     (the ``ntk`` scaling), as m -> infinity. Returns ``(nngp, ntk)``, each (n1, n2):
@@ -330,7 +330,10 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
     1_bias = 1 when ``bias`` (the model has a bias parameter, so its gradient contributes,
     even with b_var = 0); ``bias=False`` requires b_var = 0. ``eta_b`` is the learning
     rate of the biases (default ``eta_w``, the convention of the particle solvers).
-    Closed forms in :func:`solvers.gaussian.gaussian_moments` (relu, erf, linear); for relu
+    Closed forms in :func:`solvers.gaussian.gaussian_moments` (relu, erf, linear, quadratic);
+    tanh, sigmoid and softplus by the trapezoidal rule of
+    :func:`solvers.gaussian.quadrature_kernel_moments` (1e-12; the catalog's ``kernel`` column says
+    which); for relu
     the angle t = arccos(q12 / sqrt(q11 q22)) is taken between the vectors
     (sqrt(w_var) x, sqrt(b_var)) by Kahan's stable formula (:func:`solvers.gaussian.angles`),
     so duplicate points get t = 0 exactly. Any parameterization
@@ -351,13 +354,14 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
         nt ntk  = analytic_kernels(..., eta_a=a_var, eta_w=w_var, eta_b=b_var)[1]
                 = a_var E[sigma sigma] + a_var E[sigma' sigma'] q(x, x')
 
+    ``products``: X1 X2^T, when the caller has computed it (so that its rounding does not depend
+    on how the caller splits X1 into blocks); default X1 @ X2.T here.
+
     which is our eta_a = eta_w = 1 kernel only when a_var = w_var = 1 (and b_var = 1 or no
     bias). Its ``predict.gradient_descent_mse`` integrates df/dt = -(lr / N) K (f - y) with
     N = n training points: the same clock as (*) with K -> lr K.
     """
     code = activation_code(act)
-    if not ACTIVATION_TABLE[code].analytic_ntk:
-        raise ValueError(f"analytic kernels exist for {', '.join(ANALYTIC_ACTIVATIONS)} only")
     if not bias and b_var != 0:
         raise ValueError("bias=False with b_var > 0: a model without bias has b = 0")
     eta_b = eta_w if eta_b is None else eta_b
@@ -366,7 +370,9 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
     X2 = X1 if same else _as_2d(X2, "X2")
     if X1.shape[1] != X2.shape[1]:
         raise ValueError(f"X1 {X1.shape} and X2 {X2.shape} differ in dimension")
-    G = X1 @ X2.T
+    G = X1 @ X2.T if products is None else np.asarray(products, dtype=np.float64)
+    if G.shape != (X1.shape[0], X2.shape[0]):
+        raise ValueError(f"products {G.shape} do not match X1 {X1.shape} and X2 {X2.shape}")
     if same:
         G = 0.5 * (G + G.T)
     q11 = w_var * np.einsum("kj,kj->k", X1, X1) + b_var
@@ -374,14 +380,27 @@ def analytic_kernels(X1, X2=None, *, act, w_var, b_var, a_var, eta_a=1.0, eta_w=
     q12 = w_var * G + b_var
     if code == RELU:
         e_ss, e_dd = relu_moments(np.sqrt(q11[:, None] * q22[None, :]), _lifted_angles(X1, X2, w_var, b_var))
-    else:
+    elif ACTIVATION_TABLE[code].kernel == "closed form":
         e_ss, e_dd = gaussian_moments(q11[:, None], q12, q22[None, :], code)
-    if same:
+    else:  # exactly symmetric already on a Gram matrix
+        e_ss, e_dd = quadrature_kernel_moments(q11, q12, q22, code, symmetric=same)
+    if same and ACTIVATION_TABLE[code].kernel == "closed form":
         e_ss, e_dd = 0.5 * (e_ss + e_ss.T), 0.5 * (e_dd + e_dd.T)
     ntk = eta_a * e_ss + a_var * e_dd * (eta_w * G + (eta_b if bias else 0.0))
     if eta_c:
         ntk += eta_c
     return e_ss, ntk
+
+
+def analytic_kernel_diagonal(X, *, act, w_var, b_var):
+    """E[sigma(u)^2] at each row x of X, u ~ N(0, q), q = w_var |x|^2 + b_var: the diagonal of
+    :func:`analytic_kernels`' nngp (closed form, or the quadrature rule), without the n x n matrix."""
+    X = _as_2d(X, "X")
+    code = activation_code(act)
+    q = w_var * np.einsum("kj,kj->k", X, X) + b_var
+    if ACTIVATION_TABLE[code].kernel == "closed form":
+        return gaussian_moments(q, q, q, code)[0]
+    return quadrature_moments(q, q, q, code)[0]
 
 
 # ------------------------------------------------------------------ squared loss, exactly

@@ -36,7 +36,6 @@ def test_an_override_can_add_options_to_a_shorthand():
         ("data: {task: file}", "needs data.path"),
         ("runs: {'bad name': ntk}", "run name 'bad name'"),
         ("runs: {}", "runs"),
-        ("runs: {k: {solver: ntk, kernel: analytic}}\nmodel: {activation: tanh}", "use kernel: empirical"),
         ("runs: {k: {solver: ntk, kernel: exact}}", "runs.k.kernel: 'exact' is not one of empirical, analytic$"),
         ("runs: {k: {solver: ntk, alpha: 3}}", "unknown key 'runs.k.alpha'; allowed here: solver, kernel, parameterization"),
         ("runs: {k: {solver: magic}}", "runs.k.solver: 'magic' is not one of particles, tangent, ntk$"),

@@ -499,8 +499,8 @@ class KernelRunSpec(RunSpecBase):
     """Kernel gradient flow in function space with the (learning-rate weighted) NTK.
 
     ``empirical``: the kernel of the scenario's own initial particles, from their f_0;
-    ``analytic``: its expectation over the initialization (the m -> infinity kernel for
-    relu, erf, linear), from f_0 = 0.
+    ``analytic``: its expectation over the initialization (the m -> infinity kernel: closed
+    forms for relu, erf, linear, quadratic; quadrature for tanh, sigmoid, softplus), from f_0 = 0.
     """
 
     solver: Literal["ntk"] = "ntk"

@@ -491,7 +491,7 @@ MISSPELT = [
                  "population; did you mean 'dim'?", id="data-key"),
     pytest.param("width: 8}", "width: 8, activation: rellu}", 3, "model.activation: 'rellu' is not one of relu, "
                  "tanh, erf, sigmoid, softplus, linear, quadratic; did you mean 'relu'?", id="activation"),
-    pytest.param("t_end: 1.0}", "t_end: 1.0}\nloss: sqaured", 6, "loss: 'sqaured' is not one of squared, logistic; "
+    pytest.param("t_end: 1.0}", "t_end: 1.0}\nloss: sqaured", 6, "loss: 'sqaured' is not one of squared, logistic, hinge; "
                  "did you mean 'squared'?", id="loss"),
     pytest.param("rich: mean_field", "rich: {solver: particle}", 4, "runs.rich.solver: 'particle' is not one of "
                  "particles, tangent, ntk; did you mean 'particles'?", id="solver"),

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from solvers.catalog import ANALYTIC_ACTIVATIONS, POPULATION_ACTIVATIONS
+from solvers.catalog import ANALYTIC_ACTIVATIONS, CLASSIFICATION_LOSSES, POPULATION_ACTIVATIONS
 
 from ..model.kinds import DEFAULT_SOLVER, can, kind_of
 from ..model.measures import CURVATURE_MEASURES
@@ -271,9 +271,9 @@ class Scenario(Strict):
 
     @model_validator(mode="after")
     def _loss_fits_task(self):
-        if self.loss == "logistic" and self.data.task in REGRESSION_TASKS:
+        if self.loss in CLASSIFICATION_LOSSES and self.data.task in REGRESSION_TASKS:
             raise ValueError(
-                f"loss 'logistic' needs labels +-1; task {self.data.task!r} is a regression: "
+                f"loss {self.loss!r} needs labels +-1; task {self.data.task!r} is a regression: "
                 "use loss: squared"
             )
         return self

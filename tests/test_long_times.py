@@ -1,6 +1,7 @@
 """Long runs of a classification loss (docs/design.md §3.4, §3.2): snapshots on a logarithmic
 clock (record.clock: log) and a stepping that follows the loss's decay (the loss clock)."""
 
+import math
 import os
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 import meanfield as mf
 from meanfield.errors import UsageError
-from solvers.integrate import log_snapshot_times
+from solvers.integrate import LoopState, LossClock, integrate, log_snapshot_times
 
 LONG = {
     "name": "long", "loss": "logistic",
@@ -52,3 +53,70 @@ def test_a_long_run_on_the_log_clock_has_logarithmic_snapshot_times_and_a_small_
         loss = run.series("loss_train").value
         assert loss[-1] < 0.5 * loss[0]
     assert os.path.getsize(output) < 100_000
+
+
+# ----------------------------------------------------------------------------- the loss clock
+
+
+def _exponential_margin(t, y):
+    """theta' = e^-theta: gradient flow of the exponential loss L = e^-theta of one sample of
+    margin theta, whose solution from theta(0) = 0 is log(1 + t) (L falls like 1/t)."""
+    loss = math.exp(-y[0])
+    return np.array([loss]), loss
+
+
+def test_the_loss_clock_has_order_4_in_ds():
+    """|theta(T) - log(1 + T)| at T = 1e4 falls like ds^4 (fitted slope within 0.1 of 4), in a
+    few dozen steps where a fixed step would need T / dt."""
+    errors, steps = [], []
+    for ds in (0.4, 0.2, 0.1, 0.05):
+        out = integrate(_exponential_margin, LoopState(0.0, 0, np.array([0.0])), LossClock(ds), [1e4])
+        errors.append(abs(out.state.y[0] - math.log1p(1e4)))
+        steps.append(out.state.step)
+    slope = np.polyfit(np.log([0.4, 0.2, 0.1, 0.05]), np.log(errors), 1)[0]
+    assert abs(slope - 4) < 0.1 and steps[0] < 40
+
+
+def test_each_step_of_the_loss_clock_is_ds_over_the_loss_at_its_start():
+    states = []
+    integrate(_exponential_margin, LoopState(0.0, 0, np.array([0.0])), LossClock(0.1), [1e3],
+              on_step=states.append)
+    uncut = states[:-2]  # the last step is cut short to land on t = 1e3
+    for before, after in zip(uncut, uncut[1:]):
+        assert after.t - before.t == pytest.approx(0.1 / math.exp(-before.y[0]), rel=1e-12)
+    # the step grows as the loss falls: h = 0.1 (1 + t) here
+    assert states[-3].h > 10 * states[1].h
+    # dt_max caps it, and a field whose loss is 0 takes dt_max
+    assert LossClock(0.1, dt_max=2.0).step_for(1e-3) == 2.0 and LossClock(0.1, 3.0).step_for(0.0) == 3.0
+    with pytest.raises(ValueError, match="needs the field's loss"):
+        LossClock(0.1).step_for(math.nan)
+
+
+SMOOTH = {**LONG, "model": {"width": 8, "activation": "softplus"}, "train": {"t_end": 30.0},
+          "record": {"every": 1.0, "clock": "log", "per_decade": 2, "particles": False}}
+
+
+def test_a_particle_run_on_the_loss_clock_converges_at_order_4():
+    """The network (softplus, smooth) on the loss clock at ds and ds / 2 against ds / 8: the test
+    predictions at t = 30 err about 16 times less at half the step (ratio above 8)."""
+    def final(ds):
+        scenario = mf.load_scenario({**SMOOTH, "train": {"t_end": 30.0, "integrator": {"method": "loss_clock",
+                                                                                       "ds": ds}}})
+        with mf.simulate(scenario) as trajectory:
+            return trajectory["rich"].series("f_test").value[-1]
+
+    reference = final(0.2 / 8)
+    coarse, fine = (np.max(np.abs(final(ds) - reference)) for ds in (0.2, 0.1))
+    assert coarse / fine > 8 and fine < 1e-4
+
+
+@pytest.mark.parametrize("integrator, message", [
+    ({"method": "loss_clock"}, "method 'loss_clock' steps by ds on the loss's clock"),
+    ({"method": "loss_clock", "ds": 0.1, "dt": 0.1}, "set train.integrator.ds and remove dt"),
+    ({"method": "rk4", "dt": 0.1, "ds": 0.1}, "ds is only used by method 'loss_clock'"),
+    ({"method": "loss_clock", "ds": 0.1, "rtol": 0.1}, "rtol: only the adaptive method 'rk45' uses them"),
+])
+def test_the_loss_clocks_keys_are_checked(integrator, message):
+    with pytest.raises(UsageError, match=message):
+        mf.load_scenario({**LONG, "train": {"t_end": 10.0, "integrator": integrator}})
+    assert mf.load_scenario({**LONG, "train": {"integrator": {"method": "loss_clock", "ds": 0.1, "dt_max": 5}}})

@@ -500,10 +500,12 @@ MISSPELT = [
     pytest.param("rich: mean_field", "rich: {solver: ntk, kernel: emprical}", 4, "runs.rich.kernel: 'emprical' "
                  "is not one of empirical, analytic; did you mean 'empirical'?", id="kernel"),
     pytest.param("t_end: 1.0}", "t_end: 1.0, integrator: {method: eulr, dt: 0.1}}", 5,
-                 "train.integrator.method: 'eulr' is not one of euler, heun, rk4, rk45, euler_maruyama, sgd; "
+                 "train.integrator.method: 'eulr' is not one of euler, heun, rk4, rk45, euler_maruyama, sgd, "
+                 "loss_clock; "
                  "did you mean 'euler'?", id="method"),
     pytest.param("t_end: 1.0}", "t_end: 1.0, integrator: {metod: rk45}}", 5, "unknown key 'train.integrator.metod';"
-                 " allowed here: method, dt, dt_factor, rtol, atol, dt_min, dt_max, batch_size; did you mean 'method'?",
+                 " allowed here: method, dt, dt_factor, rtol, atol, dt_min, dt_max, batch_size, ds; did you mean "
+                 "'method'?",
                  id="integrator-key"),
     pytest.param("t_end: 1.0}", "t_end: 1.0}\nrecord: {measures: [displacement_w]}", 6, "record.measures.0: "
                  "'displacement_w' is not one of displacement_wb, margin, normalized_margin, ntk_eigenvalue_max, "

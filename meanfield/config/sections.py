@@ -375,7 +375,7 @@ every method, so a fixed-step method takes them as unset too (the file still rea
 
 
 class IntegratorSpec(Strict):
-    method: Literal["euler", "heun", "rk4", "rk45", "euler_maruyama", "sgd"] = "rk4"
+    method: Literal["euler", "heun", "rk4", "rk45", "euler_maruyama", "sgd", "loss_clock"] = "rk4"
     dt: Optional[PositiveFloat] = None
     """Step size (fixed-step methods); the first trial step for rk45."""
     dt_factor: Optional[PositiveFloat] = None
@@ -390,6 +390,9 @@ class IntegratorSpec(Strict):
     dt_max: Optional[PositiveFloat] = None
     batch_size: Optional[PositiveInt] = None
     """sgd: minibatch size (drawn without replacement each step)."""
+    ds: Optional[PositiveFloat] = None
+    """loss_clock: the fixed step on the loss's clock, dt/ds = 1 / L: each step is an rk4 step of
+    dt = ds / L(y_n) (at most dt_max), which grows as the loss decays (solvers.integrate.LossClock)."""
 
     @model_validator(mode="after")
     def _method_requirements(self):
@@ -403,14 +406,22 @@ class IntegratorSpec(Strict):
         if self.dt_factor is not None and self.method not in FIXED_STEP_METHODS:
             raise ValueError(f"dt_factor sets a fixed step, and {self.method!r} chooses its own: use a fixed-step "
                              f"method ({', '.join(FIXED_STEP_METHODS)}) or give dt (the first trial step)")
+        if self.method == "loss_clock" and (self.ds is None or self.dt is not None):
+            raise ValueError("method 'loss_clock' steps by ds on the loss's clock (dt = ds / L): set "
+                             "train.integrator.ds" + (" and remove dt" if self.dt is not None else ""))
+        if self.method != "loss_clock" and self.ds is not None:
+            raise ValueError("ds is only used by method 'loss_clock'")
         if self.method == "sgd" and self.batch_size is None:
             raise ValueError("method 'sgd' needs train.integrator.batch_size")
         if self.method != "sgd" and self.batch_size is not None:
             raise ValueError("batch_size is only used by method 'sgd'")
         adaptive = [key for key in ("rtol", "atol", "dt_min", "dt_max")
                     if _differs_from_default(self, key) and getattr(self, key) != FORMER_DEFAULTS.get(key)]
+        if self.method == "loss_clock":
+            adaptive = [key for key in adaptive if key != "dt_max"]
         if self.method != "rk45" and adaptive:
-            raise ValueError(f"{', '.join(sorted(adaptive))}: only the adaptive method 'rk45' uses them")
+            raise ValueError(f"{', '.join(sorted(adaptive))}: only the adaptive method 'rk45' uses them"
+                             + (" (loss_clock takes dt_max)" if self.method == "loss_clock" else ""))
         if self.dt_max is not None and self.dt_max < self.dt_min:
             raise ValueError(f"dt_max = {self.dt_max:g} is below dt_min = {self.dt_min:g}: "
                              "rk45 keeps its step within [dt_min, dt_max]; give dt_max >= dt_min")

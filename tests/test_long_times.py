@@ -120,3 +120,40 @@ def test_the_loss_clocks_keys_are_checked(integrator, message):
     with pytest.raises(UsageError, match=message):
         mf.load_scenario({**LONG, "train": {"t_end": 10.0, "integrator": integrator}})
     assert mf.load_scenario({**LONG, "train": {"integrator": {"method": "loss_clock", "ds": 0.1, "dt_max": 5}}})
+
+
+def test_a_long_run_resumed_on_the_loss_clock_is_the_uninterrupted_run(tmp_path):
+    """The loss clock's next step is checkpointed (as rk45's h): interrupted mid-decade and
+    resumed, the file's datasets are those of the uninterrupted run, bit for bit."""
+    import h5py
+
+    from meanfield.engine.progress import ModelTimeBar
+
+    class InterruptAt(ModelTimeBar):
+        def update_state(self, state):
+            if state.t > 40:
+                raise KeyboardInterrupt
+
+    scenario = mf.load_scenario({**LONG, "train": {"t_end": 300.0, "integrator": {"method": "loss_clock",
+                                                                                  "ds": 0.05}}})
+    whole, parts = tmp_path / "whole.h5", tmp_path / "parts.h5"
+    mf.simulate(scenario, whole).close()
+    with pytest.raises(KeyboardInterrupt):
+        mf.simulate(scenario, parts, progress=lambda *a: InterruptAt(*a, enabled=False))
+    mf.simulate(scenario, parts, resume=True).close()
+
+    def datasets(path):
+        out = {}
+        with h5py.File(path, "r") as h5:
+            h5["observables/rich"].visititems(lambda name, obj: out.update(
+                {name: obj[()]} if isinstance(obj, h5py.Dataset) else {}))
+            h5["particles/rich"].visititems(lambda name, obj: out.update(
+                {"p/" + name: obj[()]} if isinstance(obj, h5py.Dataset) else {}))
+        return out
+
+    got, want = datasets(parts), datasets(whole)
+    assert got.keys() == want.keys() and len(want) > 10
+    with mf.open(whole) as trajectory:  # t = 0 and 1, 10^(1/4), ..., 10^(9/4), 300
+        assert len(trajectory["rich"].times) == 12
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)

@@ -17,6 +17,8 @@ The library a notebook drives; the ``meanfield`` command line is a thin layer ov
         mf.analyze(res, measure="displacement_w", against="model.width")
         mf.study("catapult", quick=True).table           # a bundled study beside its published values
 
+    k = mf.kernels(X, model={"activation": "tanh"})      # the infinite-width NNGP and NTK: k.nngp, k.ntk
+
 What each function returns is in its docstring; the design (equations, parameterizations,
 the file layout, the run contract) is in docs/design.md. The numerical core is the
 ``solvers`` package; importing ``meanfield`` does not load it (nor Numba) until a
@@ -47,8 +49,8 @@ __version__ = "0.1.0"
 
 __all__ = ["Analysis", "Plan", "RecordedRun", "RunFailed", "Scenario", "Sweep", "SweepFailed", "SweepResult",
            "Trajectory", "UsageError", "analyze", "animate", "bundled_scenarios", "bundled_studies", "bundled_sweeps",
-           "edge_figure", "edge_of_stability", "load_scenario", "load_sweep", "open", "open_sweep", "plan", "plot",
-           "set_threads", "simulate", "study", "sweep"]
+           "edge_figure", "edge_of_stability", "kernels", "load_scenario", "load_sweep", "nngp_posterior",
+           "ntk_predict", "open", "open_sweep", "plan", "plot", "set_threads", "simulate", "study", "sweep"]
 
 
 def __dir__() -> list[str]:
@@ -353,3 +355,75 @@ def bundled_sweeps() -> dict[str, str]:
     from .config.bundled import bundled_sweeps as studies
 
     return studies()
+
+
+KernelSection = Union[Mapping, str, None, object]
+"""A scenario section for the kernel functions: a mapping as in YAML, the pydantic section
+object (``sc.model``, ``sc.runs["ntk"].parameterization``), a preset's name, or None (defaults)."""
+
+
+def _kernel_sections(model, parameterization, what: str):
+    """(ModelSpec, preset) validated as a scenario's ``model`` and an ``ntk`` run's
+    ``parameterization`` (default: the ``ntk`` preset); errors name ``what``'s argument."""
+    from .config.loading import validate_scenario
+
+    def raw(section):
+        return section.model_dump() if hasattr(section, "model_dump") else section
+
+    model_raw, param_raw = raw(model), raw(parameterization)
+    if model_raw is not None and not isinstance(model_raw, Mapping):
+        raise UsageError(f"{what}: model is a mapping of the scenario's model keys (activation, bias, init, ...), "
+                         f"not {type(model_raw).__name__}")
+    run = {"solver": "ntk", "kernel": "analytic"}
+    if param_raw is not None:
+        run["parameterization"] = param_raw
+    scenario = {"name": what, "model": dict(model_raw or {}), "runs": {"kernel": run}}
+    try:
+        sc = validate_scenario(scenario, source=what)
+    except UsageError as exc:
+        text = str(exc).replace("runs.kernel.parameterization", "parameterization").replace("run 'kernel': ", "")
+        raise UsageError(text) from None
+    return sc.model, sc.runs["kernel"].parameterization
+
+
+def kernels(x1, x2=None, *, model: KernelSection = None, parameterization: KernelSection = None,
+            batch: Optional[int] = None):
+    """The infinite-width NNGP and NTK of the scenario's two-layer network on the rows of ``x1``
+    and ``x2`` (None: x1 with itself, exactly symmetric): a named pair ``(nngp, ntk)`` of
+    float64 arrays (n1, n2). ``model``: the scenario's ``model`` keys (activation, bias,
+    output_bias, init: w_std (per coordinate w_std / sqrt d), b_std, a_std, c_std; the width is
+    infinite); ``parameterization``: a preset and its lr, lr_a, lr_w, lr_b, lr_c (default ntk).
+    nngp = a_std^2 E[sigma(u) sigma(v)] (+ c_std^2), the covariance of f_0; ntk the
+    learning-rate-weighted NTK in the preset's clock (df/dt = -(1/n) ntk (f - y) on squared loss):
+    for ntk, mean_field, lazy and mup, lr_a E[ss] + a_std^2 E[s's'] (lr_w x.x' + lr_b) (+ lr_c);
+    standard has no limit (its kernel grows like m). Closed forms for relu, erf, linear and
+    quadratic, quadrature (1e-12) for tanh, sigmoid, softplus; ``batch`` rows of x1 at a time
+    (default: about 2^20 entries), the same numbers at any batch (docs/design.md §1.6)."""
+    from .model.kernels import infinite_width_kernels
+
+    spec, preset = _kernel_sections(model, parameterization, "mf.kernels")
+    return infinite_width_kernels(x1, x2, model=spec, param=preset, batch=batch)
+
+
+def nngp_posterior(x_train, y_train, x_test, *, noise: float, model: KernelSection = None,
+                   parameterization: KernelSection = None, batch: Optional[int] = None):
+    """Gaussian-process regression with the NNGP of :func:`kernels` as the prior covariance and
+    label noise of variance ``noise`` (>= 0): a named pair ``(mean, variance)`` at the rows of
+    ``x_test``, mean = k*^T (K + noise I)^-1 y and variance = k** - k*^T (K + noise I)^-1 k*
+    (of f, without the noise), by a Cholesky solve."""
+    from .model.kernels import nngp_posterior as posterior
+
+    spec, preset = _kernel_sections(model, parameterization, "mf.nngp_posterior")
+    return posterior(x_train, y_train, x_test, noise=noise, model=spec, param=preset, batch=batch)
+
+
+def ntk_predict(x_train, y_train, x_test, *, t: float = math.inf, ridge: float = 0.0, model: KernelSection = None,
+                parameterization: KernelSection = None, batch: Optional[int] = None):
+    """The mean prediction of the infinite-width network trained by gradient flow on the squared
+    loss, the NTK flow of :func:`kernels` from f_0 = 0 at time ``t`` in the preset's clock (inf:
+    its limit, kernel (ridge) regression): a named pair ``(train, test)``; ``t`` may be an array
+    of times. What an ``ntk`` run with ``kernel: analytic`` computes (without an output bias)."""
+    from .model.kernels import ntk_prediction
+
+    spec, preset = _kernel_sections(model, parameterization, "mf.ntk_predict")
+    return ntk_prediction(x_train, y_train, x_test, t=t, ridge=ridge, model=spec, param=preset, batch=batch)

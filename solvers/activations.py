@@ -226,3 +226,20 @@ def sigma_pair(code, z, one):
     elif code == QUADRATIC:
         return z * z, (one + one) * z
     return z * math.nan, z * math.nan
+
+
+@jit(inline="always")
+def sigma_pair_reflected(code, z, s, d):
+    """(sigma(-z), sigma'(-z)) from z and (s, d) = (sigma(z), sigma'(z)), by the activation's
+    symmetry where it has one: tanh, erf and linear are odd (-s, d); sigmoid(-z) = 1 - s with
+    d even; softplus(-z) = s - z with sigmoid'(-z) = 1 - d; quadratic (s, -d). Any other
+    (relu, whose derivative at 0 breaks the symmetry) is evaluated at -z."""
+    if code == TANH or code == ERF or code == LINEAR:
+        return -s, d
+    elif code == SIGMOID:
+        return 1.0 - s, d
+    elif code == SOFTPLUS:
+        return s - z, 1.0 - d
+    elif code == QUADRATIC:
+        return s, -d
+    return sigma_pair(code, -z, 1.0)

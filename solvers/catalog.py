@@ -17,8 +17,10 @@ class Activation(NamedTuple):
 
     name: str
     code: int
-    analytic_ntk: bool
-    """The m -> infinity NNGP and NTK are in closed form (:func:`solvers.ntk.analytic_kernels`)."""
+    kernel: str
+    """How :func:`solvers.ntk.analytic_kernels` takes the Gaussian expectations of the m -> infinity
+    NNGP and NTK: "closed form" (:func:`solvers.gaussian.gaussian_moments`) or "quadrature" (the
+    trapezoidal rule of :func:`solvers.gaussian.quadrature_kernel_moments`, 1e-12)."""
     population: bool
     """The population kernel U(w, v) = E[sigma1(w.x) sigma2(v.x)], x ~ N(0, I), is in closed form
     with every other activation that has it (:mod:`solvers.population`)."""
@@ -28,14 +30,14 @@ class Activation(NamedTuple):
 
 
 ACTIVATION_TABLE = (
-    #          name         code  analytic_ntk  population  homogeneity
-    Activation("relu",      0,    True,         True,       1),
-    Activation("tanh",      1,    False,        False,      0),
-    Activation("erf",       2,    True,         True,       0),
-    Activation("sigmoid",   3,    False,        False,      0),
-    Activation("softplus",  4,    False,        False,      0),
-    Activation("linear",    5,    True,         True,       1),
-    Activation("quadratic", 6,    False,        True,       2),
+    #          name         code  kernel         population  homogeneity
+    Activation("relu",      0,    "closed form", True,       1),
+    Activation("tanh",      1,    "quadrature",  False,      0),
+    Activation("erf",       2,    "closed form", True,       0),
+    Activation("sigmoid",   3,    "quadrature",  False,      0),
+    Activation("softplus",  4,    "quadrature",  False,      0),
+    Activation("linear",    5,    "closed form", True,       1),
+    Activation("quadratic", 6,    "closed form", True,       2),
 )
 assert [row.code for row in ACTIVATION_TABLE] == list(range(len(ACTIVATION_TABLE)))
 
@@ -44,7 +46,11 @@ RELU, TANH, ERF, SIGMOID, SOFTPLUS, LINEAR, QUADRATIC = (row.code for row in ACT
 ACTIVATIONS = {row.name: row.code for row in ACTIVATION_TABLE}
 """Activation name -> code."""
 
-ANALYTIC_ACTIVATIONS = tuple(row.name for row in ACTIVATION_TABLE if row.analytic_ntk)
+assert all(row.kernel in ("closed form", "quadrature") for row in ACTIVATION_TABLE)
+
+ANALYTIC_ACTIVATIONS = tuple(row.name for row in ACTIVATION_TABLE)
+"""The activations whose m -> infinity kernels :func:`solvers.ntk.analytic_kernels` computes: all."""
+CLOSED_FORM_KERNELS = tuple(row.name for row in ACTIVATION_TABLE if row.kernel == "closed form")
 POPULATION_ACTIVATIONS = tuple(row.name for row in ACTIVATION_TABLE if row.population)
 HOMOGENEITY = {row.name: row.homogeneity for row in ACTIVATION_TABLE if row.homogeneity}
 """Degree k of positive homogeneity, sigma(lambda z) = lambda^k sigma(z) for lambda > 0, of the

@@ -110,6 +110,10 @@ def test_the_kernel_flows_margins_match_its_closed_form_in_numpy():
     ({"runs": {"ntk": {"solver": "ntk", "kernel": "empirical"}}}, "run 'ntk' flows from its particles' f_0 != 0"),
     ({"runs": {"fixed_a": {"parameterization": {"preset": "mean_field", "lr_a": 0}}}},
      "run 'fixed_a' trains the input layer alone"),
+    ({"runs": {"half": {"parameterization": {"preset": "mean_field", "lr_w": 0, "lr_b": 1.0}}}},
+     "run 'half' trains the biases b of the first layer and not w"),
+    ({"runs": {"half": {"parameterization": {"preset": "mean_field", "lr_b": 0}}}},
+     "run 'half' trains w of the first layer and not the biases b"),
 ])
 def test_normalized_margin_is_refused_where_it_does_not_apply(changes, message):
     with pytest.raises(UsageError, match=message):
@@ -153,3 +157,20 @@ def test_a_run_whose_input_layer_is_fixed_normalises_by_the_output_layer_alone()
     assert got["margin"] == pytest.approx(want, rel=1e-12)
     assert got["normalized_margin"] == pytest.approx(want / (resolved.s * np.sqrt(a.size) * np.linalg.norm(a)),
                                                      rel=1e-12)
+
+
+def test_the_output_layer_alone_lr_w_0_is_normalised_by_its_f2_norm_in_a_whole_run():
+    """lr_w: 0 (and the biases fixed with it): the recorded normalised margin is min y f over
+    s sqrt(m) |a|, in NumPy from the stored particles, whose first layer never moved."""
+    scenario = mf.load_scenario({**SCENARIO, "runs": {"output": {"parameterization": {"preset": "mean_field",
+                                                                                     "lr_w": 0}}}})
+    with mf.simulate(scenario) as trajectory:
+        data, run = trajectory.data, trajectory["output"]
+        s, first = run.attrs["s"], run.frame(0)
+        for index in range(1, run.frames):
+            frame = run.frame(index)
+            np.testing.assert_array_equal(frame.W, first.W)
+            np.testing.assert_array_equal(frame.b, first.b)
+            f = s * (frame.a @ np.maximum(frame.W @ data.X_train.T + frame.b[:, None], 0.0))
+            want = np.min(data.y_train * f) / (s * np.sqrt(frame.a.size) * np.linalg.norm(frame.a))
+            assert run.series("normalized_margin").value[index] == pytest.approx(want, rel=1e-10)

@@ -229,6 +229,14 @@ class Scenario(Strict):
                 raise ValueError(f"{where}: run {name!r} flows from its particles' f_0 != 0, and the kernel norm "
                                  "is that of a predictor from f_0 = 0: use kernel: analytic, or "
                                  "model.init.symmetric: true")
+            if kind.solver == "particles" and self.model.bias:
+                lr_w = rates.lr if rates.lr_w is None else rates.lr_w
+                lr_b = lr_w if rates.lr_b is None else rates.lr_b
+                if (lr_w == 0) != (lr_b == 0):
+                    raise ValueError(f"{where}: run {name!r} trains {'the biases b' if lr_w == 0 else 'w'} of the "
+                                     f"first layer and not {'w' if lr_w == 0 else 'the biases b'} (lr_w {lr_w:g}, "
+                                     f"lr_b {lr_b:g}): the network is homogeneous in neither; give lr_b and lr_w "
+                                     "both 0 or both > 0, or remove the measure")
             if kind.solver == "particles" and rates.lr_a == 0:
                 raise ValueError(f"{where}: run {name!r} trains the input layer alone (lr_a: 0), where the "
                                  "margin has no normalisation here: train both layers or the output layer "

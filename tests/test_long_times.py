@@ -115,6 +115,7 @@ def test_a_particle_run_on_the_loss_clock_converges_at_order_4():
     ({"method": "loss_clock", "ds": 0.1, "dt": 0.1}, "set train.integrator.ds and remove dt"),
     ({"method": "rk4", "dt": 0.1, "ds": 0.1}, "ds is only used by method 'loss_clock'"),
     ({"method": "loss_clock", "ds": 0.1, "rtol": 0.1}, "rtol: only the adaptive method 'rk45' uses them"),
+    ({"method": "loss_clock", "dt_factor": 0.5}, "'loss_clock' chooses its own: .* or give ds"),
 ])
 def test_the_loss_clocks_keys_are_checked(integrator, message):
     with pytest.raises(UsageError, match=message):

@@ -409,8 +409,9 @@ class IntegratorSpec(Strict):
             raise ValueError(f"dt = {self.dt:g} and dt_factor = {self.dt_factor:g} both set the step "
                              "(dt_factor: dt = dt_factor * 2 / lambda_0): give one of them")
         if self.dt_factor is not None and self.method not in FIXED_STEP_METHODS:
+            own = "ds (its step on the loss's clock)" if self.method == "loss_clock" else "dt (the first trial step)"
             raise ValueError(f"dt_factor sets a fixed step, and {self.method!r} chooses its own: use a fixed-step "
-                             f"method ({', '.join(FIXED_STEP_METHODS)}) or give dt (the first trial step)")
+                             f"method ({', '.join(FIXED_STEP_METHODS)}) or give {own}")
         if self.method == "loss_clock" and (self.ds is None or self.dt is not None):
             raise ValueError("method 'loss_clock' steps by ds on the loss's clock (dt = ds / L): set "
                              "train.integrator.ds" + (" and remove dt" if self.dt is not None else ""))

@@ -61,6 +61,8 @@ def test_lr_w_zero_keeps_the_first_layer_and_trains_a_as_numpy_does(tmp_path):
         attrs = trajectory["rf"].attrs
         assert attrs["eta_w"] == 0.0 and attrs["predicted_regime"] == "lazy"
         assert "random features" in attrs["predicted_regime_reason"]
+        # measured lazy, and the textbook table (of networks whose kernel can move) has no row for it
+        assert trajectory["rf"].verdict()[0] == "lazy" and trajectory["rf"].table_regime() is None
     assert measures(out, "rf")["displacement_w"].value.max() == 0.0
 
 

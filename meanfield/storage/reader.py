@@ -431,6 +431,8 @@ class RecordedRun:
 
         if not can(self.solver, "tracks_kernel"):  # the table is of networks whose kernel can move
             return None
+        if self.attrs.get("eta_w") == 0 and not self.attrs.get("eta_b"):  # random features (lr_w: 0): it cannot
+            return None
         return table_regime(self.preset, (self.attrs.get("integrator") or {}).get("dt_factor"))
 
     # ------------------------------------------------------------------ particles

@@ -217,6 +217,49 @@ class RK45:
         return Step(y_new, loss, accepted=True, h_next=h_next, k_end=k7, error=err)
 
 
+@dataclass(frozen=True)
+class LossClock:
+    """RK4 on the loss's clock, for the late phase of a classification loss (docs/design.md §3.2).
+
+    The time change dt/ds = 1 / L(y(t)), L the field's loss (> 0), turns the flow into
+    dy/ds = f(y) / L(y): for the logistic loss, whose gradient and value fall together like 1/t
+    once the data are separated, a flow of speed O(1) in s, with t growing exponentially in s.
+    A fixed step ds in s is, to first order, the step h_n = ds / L(y_n) in t: each step is a
+    classical RK4 step of h_n, with L(y_n) the loss at its start (from the first stage, which is
+    the previous step's last evaluation, so a step costs 4 evaluations and 1 more at the start).
+    The steps are a smooth function of the state, so the method keeps RK4's order 4 in ds
+    (tests/test_long_times.py measures it). A step cut short to land on a snapshot time keeps
+    the previous proposal (as rk45's). Where L = 0 (the hinge loss past every margin, where the
+    field vanishes) or ds / L > dt_max the step is dt_max (infinite: one step to the next
+    snapshot). Recorded times are t.
+    """
+
+    ds: float
+    dt_max: float = math.inf
+    order = 4
+    adaptive = True
+    dt_min = 0.0  # never rejects
+
+    def step_for(self, loss: float) -> float:
+        """h = ds / L, at most dt_max (dt_max where L = 0); a field that does not know its loss
+        (NaN) cannot be stepped on its clock."""
+        if not loss >= 0.0:
+            raise ValueError(f"the loss clock needs the field's loss, and it is {loss!r}")
+        return min(self.ds / loss, self.dt_max) if loss > 0.0 else self.dt_max
+
+    def initial_step(self, field, t, y, k_start):
+        return self.step_for(k_start[1])
+
+    def step(self, field, t, y, h, rng, k_start=None):
+        k1, loss = _start(field, t, y, k_start)
+        k2, _ = field(t + 0.5 * h, y + 0.5 * h * k1)
+        k3, _ = field(t + 0.5 * h, y + 0.5 * h * k2)
+        k4, _ = field(t + h, y + h * k3)
+        y_new = y + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        k_end = field(t + h, y_new)
+        return Step(y_new, loss, h_next=self.step_for(k_end[1]) if np.isfinite(k_end[1]) else h, k_end=k_end)
+
+
 def _rms(v):
     return float(np.sqrt(np.mean(np.square(v)))) if v.size else 0.0
 
@@ -258,6 +301,16 @@ def snapshot_times(t0: float, t_end: float, every: float) -> np.ndarray:
     """t0 + k * every for k = 1, 2, ... up to t_end, and t_end itself (the snapshots after t0)."""
     count = int(math.floor((t_end - t0) / every * (1 + 1e-12)))
     times = t0 + every * np.arange(1, count + 1)
+    times = times[times < t_end - 1e-12 * max(1.0, abs(t_end))]
+    return np.append(times, t_end)
+
+
+def log_snapshot_times(first: float, t_end: float, per_decade: int) -> np.ndarray:
+    """first * 10^(k / per_decade) for k = 0, 1, ... below t_end, and t_end itself: snapshots
+    on a logarithmic clock, per_decade in each decade of t (the snapshots after t = 0).
+    first >= t_end gives t_end alone."""
+    count = int(math.floor(per_decade * math.log10(t_end / first) * (1 + 1e-12))) + 1 if first < t_end else 0
+    times = first * 10.0 ** (np.arange(count) / per_decade)
     times = times[times < t_end - 1e-12 * max(1.0, abs(t_end))]
     return np.append(times, t_end)
 
@@ -360,7 +413,9 @@ def _done(status, state, evaluations):
 
 
 def _diverged(state, stepper, evaluations, what):
-    if stepper.adaptive:
+    if isinstance(stepper, LossClock):
+        advice = f"use a smaller ds than {stepper.ds:g} (or a dt_max) or a lower learning rate"
+    elif stepper.adaptive:
         advice = f"tighten rtol/atol (now {stepper.rtol:g}/{stepper.atol:g}) or lower the learning rate"
     else:
         advice = f"use a smaller dt than {stepper.dt:g} or a lower learning rate"
@@ -369,7 +424,7 @@ def _diverged(state, stepper, evaluations, what):
 
 
 def make_stepper(method: str, *, dt=None, rtol=RK45.rtol, atol=RK45.atol, dt_min=RK45.dt_min, dt_max=None,
-                 temperature=0.0, batch_size=None):
+                 temperature=0.0, batch_size=None, ds=None):
     """Build a stepper from the names a scenario uses (rk45's tolerances default to RK45's)."""
     if method == "euler":
         return Euler(dt)
@@ -383,4 +438,6 @@ def make_stepper(method: str, *, dt=None, rtol=RK45.rtol, atol=RK45.atol, dt_min
         return SGD(dt, batch_size)
     if method == "rk45":
         return RK45(rtol, atol, dt, dt_min, math.inf if dt_max is None else dt_max)
+    if method == "loss_clock":
+        return LossClock(ds, math.inf if dt_max is None else dt_max)
     raise ValueError(f"unknown integrator {method!r}")

@@ -508,7 +508,7 @@ MISSPELT = [
                  "population; did you mean 'dim'?", id="data-key"),
     pytest.param("width: 8}", "width: 8, activation: rellu}", 3, "model.activation: 'rellu' is not one of relu, "
                  "tanh, erf, sigmoid, softplus, linear, quadratic; did you mean 'relu'?", id="activation"),
-    pytest.param("t_end: 1.0}", "t_end: 1.0}\nloss: sqaured", 6, "loss: 'sqaured' is not one of squared, logistic; "
+    pytest.param("t_end: 1.0}", "t_end: 1.0}\nloss: sqaured", 6, "loss: 'sqaured' is not one of squared, logistic, hinge; "
                  "did you mean 'squared'?", id="loss"),
     pytest.param("rich: mean_field", "rich: {solver: particle}", 4, "runs.rich.solver: 'particle' is not one of "
                  "particles, tangent, ntk; did you mean 'particles'?", id="solver"),
@@ -517,13 +517,16 @@ MISSPELT = [
     pytest.param("rich: mean_field", "rich: {solver: ntk, kernel: emprical}", 4, "runs.rich.kernel: 'emprical' "
                  "is not one of empirical, analytic; did you mean 'empirical'?", id="kernel"),
     pytest.param("t_end: 1.0}", "t_end: 1.0, integrator: {method: eulr, dt: 0.1}}", 5,
-                 "train.integrator.method: 'eulr' is not one of euler, heun, rk4, rk45, euler_maruyama, sgd; "
+                 "train.integrator.method: 'eulr' is not one of euler, heun, rk4, rk45, euler_maruyama, sgd, "
+                 "loss_clock; "
                  "did you mean 'euler'?", id="method"),
     pytest.param("t_end: 1.0}", "t_end: 1.0, integrator: {metod: rk45}}", 5, "unknown key 'train.integrator.metod';"
-                 " allowed here: method, dt, dt_factor, rtol, atol, dt_min, dt_max, batch_size; did you mean 'method'?",
+                 " allowed here: method, dt, dt_factor, rtol, atol, dt_min, dt_max, batch_size, ds; did you mean "
+                 "'method'?",
                  id="integrator-key"),
     pytest.param("t_end: 1.0}", "t_end: 1.0}\nrecord: {measures: [displacement_w]}", 6, "record.measures.0: "
-                 "'displacement_w' is not one of displacement_wb, ntk_eigenvalue_max, hessian_eigenvalue_max; "
+                 "'displacement_w' is not one of displacement_wb, margin, normalized_margin, ntk_eigenvalue_max, "
+                 "hessian_eigenvalue_max; "
                  "did you mean 'displacement_wb'?", id="measure"),
     pytest.param("dim: 3}", "dim: 3, teacher: {a: alternate}}", 2, "data.teacher.a: unknown rule 'alternate'; "
                  "expected one of equal, alternating, random_sign, or a list of width numbers; "

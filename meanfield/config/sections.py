@@ -422,7 +422,7 @@ every method, so a fixed-step method takes them as unset too (the file still rea
 
 
 class IntegratorSpec(Strict):
-    method: Literal["euler", "heun", "rk4", "rk45", "euler_maruyama", "sgd"] = "rk4"
+    method: Literal["euler", "heun", "rk4", "rk45", "euler_maruyama", "sgd", "loss_clock"] = "rk4"
     dt: Optional[PositiveFloat] = None
     """Step size (fixed-step methods); the first trial step for rk45."""
     dt_factor: Optional[PositiveFloat] = None
@@ -437,6 +437,9 @@ class IntegratorSpec(Strict):
     dt_max: Optional[PositiveFloat] = None
     batch_size: Optional[PositiveInt] = None
     """sgd: minibatch size (drawn without replacement each step)."""
+    ds: Optional[PositiveFloat] = None
+    """loss_clock: the fixed step on the loss's clock, dt/ds = 1 / L: each step is an rk4 step of
+    dt = ds / L(y_n) (at most dt_max), which grows as the loss decays (solvers.integrate.LossClock)."""
 
     @model_validator(mode="after")
     def _method_requirements(self):
@@ -448,16 +451,25 @@ class IntegratorSpec(Strict):
             raise ValueError(f"dt = {self.dt:g} and dt_factor = {self.dt_factor:g} both set the step "
                              "(dt_factor: dt = dt_factor * 2 / lambda_0): give one of them")
         if self.dt_factor is not None and self.method not in FIXED_STEP_METHODS:
+            own = "ds (its step on the loss's clock)" if self.method == "loss_clock" else "dt (the first trial step)"
             raise ValueError(f"dt_factor sets a fixed step, and {self.method!r} chooses its own: use a fixed-step "
-                             f"method ({', '.join(FIXED_STEP_METHODS)}) or give dt (the first trial step)")
+                             f"method ({', '.join(FIXED_STEP_METHODS)}) or give {own}")
+        if self.method == "loss_clock" and (self.ds is None or self.dt is not None):
+            raise ValueError("method 'loss_clock' steps by ds on the loss's clock (dt = ds / L): set "
+                             "train.integrator.ds" + (" and remove dt" if self.dt is not None else ""))
+        if self.method != "loss_clock" and self.ds is not None:
+            raise ValueError("ds is only used by method 'loss_clock'")
         if self.method == "sgd" and self.batch_size is None:
             raise ValueError("method 'sgd' needs train.integrator.batch_size")
         if self.method != "sgd" and self.batch_size is not None:
             raise ValueError("batch_size is only used by method 'sgd'")
         adaptive = [key for key in ("rtol", "atol", "dt_min", "dt_max")
                     if _differs_from_default(self, key) and getattr(self, key) != FORMER_DEFAULTS.get(key)]
+        if self.method == "loss_clock":
+            adaptive = [key for key in adaptive if key != "dt_max"]
         if self.method != "rk45" and adaptive:
-            raise ValueError(f"{', '.join(sorted(adaptive))}: only the adaptive method 'rk45' uses them")
+            raise ValueError(f"{', '.join(sorted(adaptive))}: only the adaptive method 'rk45' uses them"
+                             + (" (loss_clock takes dt_max)" if self.method == "loss_clock" else ""))
         if self.dt_max is not None and self.dt_max < self.dt_min:
             raise ValueError(f"dt_max = {self.dt_max:g} is below dt_min = {self.dt_min:g}: "
                              "rk45 keeps its step within [dt_min, dt_max]; give dt_max >= dt_min")
@@ -548,7 +560,13 @@ of the training risk (docs/design.md §1.9; runs on data only)."""
 
 class RecordSpec(Strict):
     every: PositiveFloat = 1.0
-    """Snapshot interval in model time."""
+    """Snapshot interval in model time (clock: log, the first snapshot time)."""
+    clock: Literal["linear", "log"] = "linear"
+    """linear: a snapshot at every multiple of ``every``; log: ``per_decade`` snapshots in each
+    decade of t, at every * 10^(k / per_decade), k = 0, 1, ..., for long runs (t_end 1e4-1e6)
+    whose file stays small (docs/design.md §3.4). t_end is always a snapshot."""
+    per_decade: PositiveInt = 10
+    """clock: log: the snapshots per decade of t."""
     particles: bool = True
     dtype: Literal["float32", "float64"] = "float32"
     max_file_mb: PositiveFloat = 500.0
@@ -558,6 +576,28 @@ class RecordSpec(Strict):
     """Particles (a fixed random subset when m is larger) in the Wasserstein-2 measure."""
     measures: list[OptionalMeasure] = []
     """Measures recorded beyond every run's own (OPTIONAL_MEASURES), by the runs with particles."""
+
+    @model_validator(mode="after")
+    def _per_decade_needs_the_log_clock(self):
+        if self.clock == "linear" and _differs_from_default(self, "per_decade"):
+            raise _key_error("per_decade", f"record.per_decade = {self.per_decade} counts the snapshots per decade "
+                                           "of the logarithmic clock, and record.clock is linear: set "
+                                           "record.clock: log, or remove record.per_decade")
+        return self
+
+    def snapshot_times(self, t_end: float):
+        """The snapshot times after t = 0 up to ``t_end`` (itself included), on the record's clock."""
+        from solvers.integrate import log_snapshot_times, snapshot_times
+
+        if self.clock == "log":
+            return log_snapshot_times(self.every, t_end, self.per_decade)
+        return snapshot_times(0.0, t_end, min(self.every, t_end))
+
+    def snapshot_count(self, t_end: float) -> float:
+        """How many snapshots after t = 0 the clock takes up to ``t_end`` (without building them)."""
+        if self.clock == "log":
+            return self.per_decade * math.log10(max(t_end / self.every, 1.0)) + 1
+        return t_end / min(self.every, t_end)
 
     @field_validator("measures")
     @classmethod

@@ -18,7 +18,7 @@ from typing import Optional
 FLOAT = 8
 """Bytes of a float64."""
 
-STAGE_ARRAYS = {"euler": 3, "sgd": 3, "euler_maruyama": 4, "heun": 5, "rk4": 7, "rk45": 11}
+STAGE_ARRAYS = {"euler": 3, "sgd": 3, "euler_maruyama": 4, "heun": 5, "rk4": 7, "rk45": 11, "loss_clock": 8}
 """Arrays of the state's size an integrator holds at once during a step: the state, its
 stages and the temporaries of their sums (numpy evaluates y + h/6 (k1 + 2 k2 + ...) one
 operation at a time)."""

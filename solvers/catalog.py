@@ -50,10 +50,33 @@ HOMOGENEITY = {row.name: row.homogeneity for row in ACTIVATION_TABLE if row.homo
 """Degree k of positive homogeneity, sigma(lambda z) = lambda^k sigma(z) for lambda > 0, of the
 homogeneous activations (by name)."""
 
-LOSSES = {"squared": 0, "logistic": 1}
+class Loss(NamedTuple):
+    """One loss l(f, y) on the network output f (the equations are in :mod:`solvers.losses`)."""
+
+    name: str
+    code: int
+    labels: bool
+    """It reads y as a class, +1 or -1 (a classification loss: regression targets are refused)."""
+    smooth: bool
+    """l is twice differentiable everywhere; False: l' jumps at a kink (hinge at y f = 1), where
+    the kernels take the convention stated in :mod:`solvers.losses`."""
+
+
+LOSS_TABLE = (
+    #    name         code  labels  smooth
+    Loss("squared",   0,    False,  True),
+    Loss("logistic",  1,    True,   True),
+    Loss("hinge",     2,    True,   False),
+)
+assert [row.code for row in LOSS_TABLE] == list(range(len(LOSS_TABLE)))
+
+LOSSES = {row.name: row.code for row in LOSS_TABLE}
 """Loss name -> code (the equations are in :mod:`solvers.losses`)."""
 
-SQUARED, LOGISTIC = LOSSES.values()
+SQUARED, LOGISTIC, HINGE = LOSSES.values()
+
+CLASSIFICATION_LOSSES = tuple(row.name for row in LOSS_TABLE if row.labels)
+"""The losses that read y as a class, +1 or -1."""
 
 
 def _lookup(value, codes, what):

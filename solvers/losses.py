@@ -3,6 +3,10 @@
 squared: loss(f, y) = (f - y)^2 / 2, loss' = f - y.
 logistic (labels y in {-1, +1}): loss(f, y) = log(1 + e^{-y f}), loss' = -y sigmoid(-y f),
 both evaluated without overflow.
+hinge (labels y in {-1, +1}): loss(f, y) = max(0, 1 - y f), loss' = -y if y f < 1 else 0,
+loss'' = 0. At the kink y f = 1 loss' is 0, the one-sided derivative from the side where the
+loss is 0 (an element of the subdifferential [-y, 0] when y = +-1): a sample fitted with margin
+exactly 1 exerts no pull, as in a subgradient method that stops on the flat side.
 
 A loss is passed to kernels as its integer code (the table of :mod:`solvers.catalog`,
 re-exported here as :data:`LOSSES` and :func:`loss_code`).
@@ -11,7 +15,7 @@ re-exported here as :data:`LOSSES` and :func:`loss_code`).
 import math
 
 from ._jit import jit
-from .catalog import LOGISTIC, LOSSES, SQUARED, loss_code  # noqa: F401  (LOSSES, loss_code: re-exported)
+from .catalog import HINGE, LOGISTIC, LOSSES, SQUARED, loss_code  # noqa: F401  (LOSSES, loss_code: re-exported)
 
 
 @jit(inline="always")
@@ -23,6 +27,9 @@ def loss_value(code, f, y):
     elif code == LOGISTIC:
         u = -y * f  # log(1 + e^u) = log1p(e^-|u|) + max(u, 0)
         return math.log1p(math.exp(-abs(u))) + (u if u > 0.0 else 0.0)
+    elif code == HINGE:
+        u = 1.0 - y * f
+        return u if u > 0.0 else 0.0
     return math.nan
 
 
@@ -36,13 +43,16 @@ def loss_derivative(code, f, y):
         e = math.exp(-abs(u))
         s = 1.0 / (1.0 + e) if u >= 0.0 else e / (1.0 + e)
         return -y * s
+    elif code == HINGE:
+        return -y if y * f < 1.0 else 0.0  # 0 at the kink y f = 1 (module docstring)
     return math.nan
 
 
 @jit(inline="always")
 def loss_second_derivative(code, f, y):
     """d^2 loss / d f^2 at (f, y) for scalars, in float64: squared 1; logistic
-    sigmoid(y f) sigmoid(-y f) (labels +-1)."""
+    sigmoid(y f) sigmoid(-y f) (labels +-1); hinge 0 (l' is piecewise constant: 0 away from
+    the kink y f = 1, where l'' is a Dirac mass the curvature measures leave out)."""
     if code == SQUARED:
         return 1.0
     elif code == LOGISTIC:
@@ -50,6 +60,8 @@ def loss_second_derivative(code, f, y):
         e = math.exp(-abs(u))
         s = 1.0 / (1.0 + e) if u >= 0.0 else e / (1.0 + e)
         return s * (1.0 - s)
+    elif code == HINGE:
+        return 0.0
     return math.nan
 
 

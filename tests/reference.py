@@ -52,6 +52,8 @@ def loss(name, f, y):
         return 0.5 * (f - y) ** 2
     if name == "logistic":
         return np.logaddexp(0.0, -y * f)
+    if name == "hinge":
+        return np.maximum(0.0, 1.0 - y * f)
     raise ValueError(name)
 
 
@@ -62,6 +64,8 @@ def dloss(name, f, y):
         return f - y
     if name == "logistic":
         return -y * special.expit(-y * f)
+    if name == "hinge":  # 0 at the kink y f = 1 (solvers.losses)
+        return np.where(y * f < 1.0, -y, 0.0)
     raise ValueError(name)
 
 

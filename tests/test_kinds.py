@@ -17,14 +17,17 @@ SAMPLES = {
     "model": {"width": 6, "activation": "relu"},
     "runs": {"particles": "mean_field", "tangent": {"solver": "tangent"}, "ntk": {"solver": "ntk"}},
     "train": {"t_end": 0.2, "integrator": {"method": "euler", "dt": 0.1}},
-    "record": {"every": 0.1, "measures": list(measures.OPTIONAL_MEASURES)},
+    "record": {"every": 0.1, "measures": [name for name in measures.OPTIONAL_MEASURES
+                                          if name not in measures.MARGIN_MEASURES]},  # a regression task
 }
 MODES = {
     "samples": {},
     "population": {"data": {"task": "teacher_student", "dim": 3, "population": True, "teacher": {"width": 2}},
                    "runs": {"particles": "mean_field", "tangent": {"solver": "tangent"}},
                    "record": {"every": 0.1, "measures": ["displacement_wb"]}},
-    "logistic": {"data": {"task": "gaussian_mixture", "dim": 3, "n_train": 20, "n_test": 10}, "loss": "logistic"},
+    "logistic": {"data": {"task": "gaussian_mixture", "dim": 3, "n_train": 20, "n_test": 10}, "loss": "logistic",
+                 "record": {"every": 0.1, "measures": list(measures.OPTIONAL_MEASURES)},
+                 "runs": {"particles": "mean_field", "ntk": {"solver": "ntk", "kernel": "analytic"}}},
 }
 
 

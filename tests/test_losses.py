@@ -7,11 +7,13 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import reference as ref  # noqa: E402
 
+from solvers.catalog import CLASSIFICATION_LOSSES, LOSS_TABLE  # noqa: E402
 from solvers.losses import (  # noqa: E402
     LOSSES,
     loss_and_derivative,
     loss_code,
     loss_derivative,
+    loss_second_derivative,
     loss_value,
 )
 
@@ -19,10 +21,25 @@ F = np.concatenate([np.linspace(-5.0, 5.0, 41), [-900.0, 900.0]])
 
 
 def test_codes():
-    assert LOSSES == {"squared": 0, "logistic": 1}
-    assert loss_code("logistic") == 1
-    with pytest.raises(ValueError, match="squared.*logistic"):
-        loss_code("hinge")
+    assert LOSSES == {"squared": 0, "logistic": 1, "hinge": 2}
+    assert loss_code("logistic") == 1 and loss_code("hinge") == 2
+    with pytest.raises(ValueError, match="squared, logistic, hinge"):
+        loss_code("exponential")
+    assert CLASSIFICATION_LOSSES == ("logistic", "hinge")
+
+
+def test_hinge_against_numpy_and_at_its_kink():
+    """max(0, 1 - y f) and its derivative -y [y f < 1], written out in plain NumPy, on a grid
+    that holds the kink y f = 1, where the derivative is 0 (the flat side's, solvers.losses)."""
+    code = loss_code("hinge")
+    for y in (-1.0, 1.0):
+        f = np.concatenate([F, [y, y * (1 - 1e-12), y * (1 + 1e-12)]])  # y f = 1, just below, just above
+        value = np.array([loss_value(code, float(v), y) for v in f])
+        slope = np.array([loss_derivative(code, float(v), y) for v in f])
+        np.testing.assert_array_equal(value, np.maximum(0.0, 1.0 - y * f))
+        np.testing.assert_array_equal(slope, np.where(y * f < 1.0, -y, 0.0))
+        assert slope[-3] == 0.0 and slope[-2] == -y and slope[-1] == 0.0
+        assert all(loss_second_derivative(code, float(v), y) == 0.0 for v in f)
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
@@ -38,10 +55,15 @@ def test_scalar_loss_matches_numpy(name, y):
 
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_derivative_matches_finite_differences(name):
+    """Central differences, away from a kink (hinge: y f = 1, within 2h of which the difference
+    straddles the jump of l')."""
     code = loss_code(name)
     h = 1e-6
+    smooth = LOSS_TABLE[code].smooth
     for y in (-1.0, 1.0):
-        for f in np.linspace(-4, 4, 17):
+        for f in np.linspace(-4, 4, 17) + (0.0 if smooth else 0.123):
+            if not smooth:
+                assert abs(y * f - 1.0) > 2 * h
             fd = (loss_value(code, f + h, y) - loss_value(code, f - h, y)) / (2 * h)
             assert abs(loss_derivative(code, f, y) - fd) < 1e-7
 

@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import reference_ntk as ref  # noqa: E402
 
 from solvers.activations import ACTIVATIONS  # noqa: E402
+from solvers.catalog import CLASSIFICATION_LOSSES  # noqa: E402
 from solvers.fields import ParticleField, ParticleLayout  # noqa: E402
 from solvers.integrate import RK4, RK45, SGD, LoopState, integrate  # noqa: E402
 from solvers.losses import LOSSES  # noqa: E402
@@ -225,7 +226,7 @@ def setup(loss="squared", act="tanh", bias=True):
     a, W, b = particles(M, D, bias, seed=20)
     X, Xt = points(N, D, 21), points(N_TEST, D, 22)
     rng = np.random.default_rng(23)
-    y = np.sign(rng.normal(size=N)) if loss == "logistic" else rng.normal(size=N)
+    y = np.sign(rng.normal(size=N)) if loss in CLASSIFICATION_LOSSES else rng.normal(size=N)
     kw = dict(s=S, eta_a=ETA_A, eta_w=ETA_W, act=act, loss_scale=C)
     K, Kt = empirical_ntk(a, W, b, X, **kw), empirical_ntk(a, W, b, Xt, X, **kw)
     f0, f0t = predict(a, W, b, X, S, ACTIVATIONS[act]), predict(a, W, b, Xt, S, ACTIVATIONS[act])

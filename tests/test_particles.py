@@ -13,6 +13,7 @@ import reference as ref  # noqa: E402
 
 from solvers import particles  # noqa: E402
 from solvers.activations import ACTIVATIONS  # noqa: E402
+from solvers.catalog import CLASSIFICATION_LOSSES  # noqa: E402
 from solvers.losses import LOSSES  # noqa: E402
 from solvers.particles import predict, risk_and_gradient  # noqa: E402
 
@@ -27,7 +28,7 @@ def problem(m, n, d, loss="squared", bias=True, dtype=np.float64, seed=0):
     W = rng.normal(size=(m, d)) / np.sqrt(d)
     b = 0.5 * rng.normal(size=m) if bias else None
     X = rng.normal(size=(n, d))
-    y = np.sign(rng.normal(size=n)) if loss == "logistic" else rng.normal(size=n)
+    y = np.sign(rng.normal(size=n)) if loss in CLASSIFICATION_LOSSES else rng.normal(size=n)
     cast = lambda v: None if v is None else v.astype(dtype)  # noqa: E731
     return cast(a), cast(W), cast(b), cast(X), cast(y)
 

@@ -222,7 +222,8 @@ def test_displacement_wb_is_recorded_on_request_by_the_runs_with_particles():
 
 
 def test_record_measures_are_validated():
-    with pytest.raises(UsageError, match=r"record.measures.0: 'wb' is not one of displacement_wb, ntk_eigenvalue_max, "
+    with pytest.raises(UsageError, match=r"record.measures.0: 'wb' is not one of displacement_wb, margin, normalized_margin, "
+                                          r"ntk_eigenvalue_max, "
                                           r"hessian_eigenvalue_max$"):
         mf.load_scenario(BASE, {"record.measures": ["wb"]})
     with pytest.raises(UsageError, match="record.measures: displacement_wb given twice"):

@@ -491,7 +491,7 @@ MISSPELT = [
                  "population; did you mean 'dim'?", id="data-key"),
     pytest.param("width: 8}", "width: 8, activation: rellu}", 3, "model.activation: 'rellu' is not one of relu, "
                  "tanh, erf, sigmoid, softplus, linear, quadratic; did you mean 'relu'?", id="activation"),
-    pytest.param("t_end: 1.0}", "t_end: 1.0}\nloss: sqaured", 6, "loss: 'sqaured' is not one of squared, logistic; "
+    pytest.param("t_end: 1.0}", "t_end: 1.0}\nloss: sqaured", 6, "loss: 'sqaured' is not one of squared, logistic, hinge; "
                  "did you mean 'squared'?", id="loss"),
     pytest.param("rich: mean_field", "rich: {solver: particle}", 4, "runs.rich.solver: 'particle' is not one of "
                  "particles, tangent, ntk; did you mean 'particles'?", id="solver"),
@@ -506,7 +506,8 @@ MISSPELT = [
                  " allowed here: method, dt, dt_factor, rtol, atol, dt_min, dt_max, batch_size; did you mean 'method'?",
                  id="integrator-key"),
     pytest.param("t_end: 1.0}", "t_end: 1.0}\nrecord: {measures: [displacement_w]}", 6, "record.measures.0: "
-                 "'displacement_w' is not one of displacement_wb, ntk_eigenvalue_max, hessian_eigenvalue_max; "
+                 "'displacement_w' is not one of displacement_wb, margin, normalized_margin, ntk_eigenvalue_max, "
+                 "hessian_eigenvalue_max; "
                  "did you mean 'displacement_wb'?", id="measure"),
     pytest.param("dim: 3}", "dim: 3, teacher: {a: alternate}}", 2, "data.teacher.a: unknown rule 'alternate'; "
                  "expected one of equal, alternating, random_sign, or a list of width numbers; "

@@ -19,10 +19,10 @@ from pydantic import (
     model_validator,
 )
 
-from solvers.catalog import ANALYTIC_ACTIVATIONS, POPULATION_ACTIVATIONS
+from solvers.catalog import ANALYTIC_ACTIVATIONS, CLASSIFICATION_LOSSES, HOMOGENEITY, POPULATION_ACTIVATIONS
 
 from ..model.kinds import DEFAULT_SOLVER, can, kind_of
-from ..model.measures import CURVATURE_MEASURES
+from ..model.measures import CURVATURE_MEASURES, MARGIN_MEASURES
 from .sections import (
     MAX_SNAPSHOTS,
     REGRESSION_TASKS,
@@ -189,6 +189,47 @@ class Scenario(Strict):
         return self
 
     @model_validator(mode="after")
+    def _margins_apply(self):
+        """margin = min_k y_k f(x_k) needs samples with labels +-1; normalized_margin a network
+        positively homogeneous in its trained parameters (a homogeneous activation, no output
+        bias; both layers trained, or the output layer alone with lr_w: 0), or a kernel flow from
+        f_0 = 0, whose RKHS norm is its predictor's (docs/design.md §1.7)."""
+        wanted = [name for name in self.record.measures if name in MARGIN_MEASURES]
+        if not wanted:
+            return self
+        where = f"record.measures: {', '.join(wanted)}"
+        if self.data.population:
+            raise ValueError(f"{where}: a margin is taken on the training set, and infinite data has none: "
+                             "remove it")
+        if self.data.task in REGRESSION_TASKS:
+            raise ValueError(f"{where}: a margin min y f needs labels +-1, and task {self.data.task!r} is a "
+                             "regression: use a classification task or remove it")
+        if "normalized_margin" not in wanted:
+            return self
+        where = "record.measures: normalized_margin"
+        if self.model.activation not in HOMOGENEITY:
+            raise ValueError(f"{where} divides by a norm of the parameters and needs a positively homogeneous "
+                             f"network: activation {self.model.activation!r} is not homogeneous (use one of "
+                             f"{', '.join(HOMOGENEITY)}) or remove it")
+        if self.model.output_bias:
+            raise ValueError(f"{where} needs a positively homogeneous network, and the output bias c is not: "
+                             "set model.output_bias: false or remove it")
+        for name, run in self.runs.items():
+            kind, rates = self.kind(run), run.parameterization
+            if kind.solver == "tangent":
+                raise ValueError(f"{where}: run {name!r} is the tangent model f_0 + J (theta - theta_0), affine and "
+                                 "not homogeneous in theta: remove the run or the measure")
+            if kind.solver == "ntk" and run.kernel != "analytic" and not self.model.init.symmetric:
+                raise ValueError(f"{where}: run {name!r} flows from its particles' f_0 != 0, and the kernel norm "
+                                 "is that of a predictor from f_0 = 0: use kernel: analytic, or "
+                                 "model.init.symmetric: true")
+            if kind.solver == "particles" and rates.lr_a == 0:
+                raise ValueError(f"{where}: run {name!r} trains the input layer alone (lr_a: 0), where the "
+                                 "margin has no normalisation here: train both layers or the output layer "
+                                 "alone (lr_w: 0), or remove the measure")
+        return self
+
+    @model_validator(mode="after")
     def _run_integrators_step(self):
         """A run's own integrator only where the run takes steps (one known in closed form takes none)."""
         for name, run in self.runs.items():
@@ -271,9 +312,9 @@ class Scenario(Strict):
 
     @model_validator(mode="after")
     def _loss_fits_task(self):
-        if self.loss == "logistic" and self.data.task in REGRESSION_TASKS:
+        if self.loss in CLASSIFICATION_LOSSES and self.data.task in REGRESSION_TASKS:
             raise ValueError(
-                f"loss 'logistic' needs labels +-1; task {self.data.task!r} is a regression: "
+                f"loss {self.loss!r} needs labels +-1; task {self.data.task!r} is a regression: "
                 "use loss: squared"
             )
         return self

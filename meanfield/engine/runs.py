@@ -61,6 +61,7 @@ import scipy.linalg
 
 from solvers import ntk as kernels
 from solvers import population
+from solvers.catalog import HOMOGENEITY
 from solvers.curvature import TwoLayerNet
 from solvers.fields import ParticleField, ParticleLayout, WeightDecay
 from solvers.integrate import make_stepper
@@ -297,12 +298,20 @@ class ExactRun(Run):
 
 
 # ----------------------------------------------------------------------------- measures shared by kinds
-def fit_on_data(f_train, f_test, data: Dataset, loss: int) -> dict:
+def fit_on_data(f_train, f_test, data: Dataset, loss: int, measures=(), norm: Optional[float] = None) -> dict:
     """loss_train and loss_test, (1/n) sum_k loss(f_k, y_k) on each set, and f_test
-    (loss_train alone without a test set)."""
+    (loss_train alone without a test set); the margins ``measures`` names: margin = min_k y_k
+    f(x_k) on the training set, and normalized_margin = margin / ``norm`` (NaN where the norm is 0:
+    a kernel flow's f_0 = 0), docs/design.md §1.7."""
     fit = {"loss_train": dg.mean_loss(f_train, data.y_train, loss)}
     if data.n_test:
         fit.update(loss_test=dg.mean_loss(f_test, data.y_test, loss), f_test=f_test)
+    if "margin" in measures or "normalized_margin" in measures:
+        margin = dg.margin(f_train, data.y_train)
+        if "margin" in measures:
+            fit["margin"] = margin
+        if "normalized_margin" in measures:
+            fit["normalized_margin"] = margin / norm if norm > 0 else float("nan")  # f = 0 (a flow at t = 0)
     return fit
 
 
@@ -515,8 +524,16 @@ class ParticlesOnData(ParticleFlow):
         c = self.layout.c_of(state.y)
         c = None if c is None else c[0]
         data, act, s = self.inputs.data, self.inputs.activation, self.resolved.s
+        norm = self._norm(a, W, b) if "normalized_margin" in self.measures else None
         return fit_on_data(predict(a, W, b, data.X_train, s, act, c), predict(a, W, b, data.X_test, s, act, c),
-                           data, self.inputs.loss)
+                           data, self.inputs.loss, self.measures, norm)
+
+    def _norm(self, a, W, b) -> float:
+        """N(theta) of the normalised margin (diagnostics.particle_norm): of the output layer
+        alone where the input layer is fixed (eta_w = 0), else of both layers; the schema has
+        checked that the network is homogeneous (Scenario._margins_apply)."""
+        degree = HOMOGENEITY[self.inputs.scenario.model.activation]
+        return dg.particle_norm(a, W, b, self.resolved.s, degree, output_only=self.resolved.eta_w == 0)
 
 
 class ParticlesOnPopulation(ParticleFlow):
@@ -567,7 +584,7 @@ class TangentOnData(ParticleFlow):
     def _fit(self, state):
         data = self.inputs.data
         return fit_on_data(self.tangent.predict(state.y, data.X_train), self.tangent.predict(state.y, data.X_test),
-                           data, self.inputs.loss)
+                           data, self.inputs.loss, self.measures)
 
     def _tangent_point(self):
         return (*self.initial, self.c0)
@@ -663,7 +680,19 @@ class KernelFlow(Run):
 
     def measure(self, state):
         n = self.inputs.data.n_train
-        return fit_on_data(state.y[:n], state.y[n:], self.inputs.data, self.inputs.loss)
+        norm = None
+        if "normalized_margin" in self.measures:  # from f_0 = 0 (Scenario._margins_apply)
+            norm = dg.kernel_norm(state.y[:n], *self._training_eigh)
+        return fit_on_data(state.y[:n], state.y[n:], self.inputs.data, self.inputs.loss, self.measures, norm)
+
+    def _kernel_eigh(self, K_train) -> None:
+        """Keep K_train's eigendecomposition where normalized_margin is recorded (its RKHS norm)."""
+        if "normalized_margin" in self.measures:
+            self._training_eigh = scipy.linalg.eigh(K_train)
+
+    def close(self) -> None:
+        super().close()
+        self._training_eigh = None
 
 
 class KernelFlowClosedForm(KernelFlow, ExactRun):
@@ -691,6 +720,7 @@ class KernelFlowClosedForm(KernelFlow, ExactRun):
     def start(self, checkpoint=None):
         data = self.inputs.data
         K_train, K_test, f0 = self.kernels()
+        self._kernel_eigh(K_train)
         n = data.n_train
         self.solution = kernels.LinearizedSquared(K_train, data.y_train, f0[:n], K_test, f0[n:],
                                                   ridge=self.spec.ridge)
@@ -714,6 +744,7 @@ class KernelFlowClosedForm(KernelFlow, ExactRun):
         return self.solution.predict(t)[1]
 
     def close(self):
+        super().close()
         self.solution = None
 
 
@@ -739,6 +770,7 @@ class KernelFlowIntegrated(KernelFlow, FlowRun):
     def start(self, checkpoint=None):
         data = self.inputs.data
         K_train, K_test, f0 = self.kernels()
+        self._kernel_eigh(K_train)
         self.field = kernels.FunctionSpaceField(K_train, data.y_train, self.inputs.loss, K_test_train=K_test,
                                                 ridge=self.spec.ridge, f0=f0)
         method = self.stepper_settings()

@@ -11,8 +11,8 @@ noise included). All arrays are float64 and shared by every run of a scenario: d
 A simulation passes the data stream :func:`meanfield.engine.runs.data_rng` (``data.seed``, else ``seed``).
 
 ``check_source(spec, loss)`` checks before a run, without building the data, what the schema
-cannot (it never touches the disk): the ``file`` task's file, its shapes and, for logistic
-loss, its labels. It returns the sizes (n_train, n_test) the data will have.
+cannot (it never touches the disk): the ``file`` task's file, its shapes and, for a
+classification loss (logistic, hinge), its labels. It returns the sizes (n_train, n_test) the data will have.
 
 Tasks (d = ``dim``, sigma_eps = ``noise``):
 
@@ -75,6 +75,8 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 from numpy.polynomial import hermite_e
+
+from solvers.catalog import CLASSIFICATION_LOSSES
 
 from ..errors import UsageError
 
@@ -374,12 +376,13 @@ def from_file(spec: DataSpec, rng: np.random.Generator) -> Dataset:
 def check_source(spec: DataSpec, loss: str = "squared") -> tuple[int, int]:
     """(n_train, n_test) of the data ``spec`` describes, after checking what only the disk
     knows: for the ``file`` task, that ``spec.path`` (and ``spec.test_path``, if given)
-    exists and holds X [n, dim] and y [n] of real numbers, y finite, and, for ``loss``
-    'logistic', labels y = +-1; that the split leaves a training set (and a test set, unless
-    test_fraction is 0): data.test_fraction's share rounds to at least one sample and leaves
-    one, data.test_indices are in range and not every sample. The inputs X are not loaded
-    (their shape and dtype come from the file's header; their finiteness is checked when
-    the data are built). Raises UsageError naming the key (data.path, data.test_path,
+    exists and holds X [n, dim] and y [n] of real numbers, y finite, and, for a classification
+    ``loss`` (logistic, hinge: ``solvers.catalog.CLASSIFICATION_LOSSES``), labels y = +-1;
+    that the split leaves a training set (and a test set, unless test_fraction is 0):
+    data.test_fraction's share rounds to at least one sample and leaves one, data.test_indices
+    are in range and not every sample. The inputs X are not loaded (their shape and dtype come
+    from the file's header; their finiteness is checked when the data are built). Raises
+    UsageError naming the key (data.path, data.test_path,
     data.test_indices), like :func:`make_dataset`.
 
     Every other task is checked by the schema alone: its sizes are returned without
@@ -393,8 +396,8 @@ def check_source(spec: DataSpec, loss: str = "squared") -> tuple[int, int]:
         source = data_source(spec, key)
         X, y = _read_arrays(source, inputs=False)
         _check_arrays(source, X, y, spec.dim)
-        if loss == "logistic":
-            _check_labels(source, y)
+        if loss in CLASSIFICATION_LOSSES:
+            _check_labels(source, y, loss)
         sizes.append(y.shape[0])
     return _split_sizes(spec, *sizes)
 
@@ -485,13 +488,13 @@ def _indices_sizes(indices: list[int], source: Source, n: int) -> tuple[int, int
     return n - len(indices), len(indices)
 
 
-def _check_labels(source: Source, y) -> None:
-    """Logistic loss reads y as a class, +1 or -1."""
+def _check_labels(source: Source, y, loss: str) -> None:
+    """A classification loss (logistic, hinge) reads y as a class, +1 or -1."""
     other = np.unique(y[np.abs(np.asarray(y, dtype=np.float64)) != 1])
     if other.size:
         shown = ", ".join(f"{value:g}" for value in other[:3]) + (", ..." if other.size > 3 else "")
         raise UsageError(
-            f"{source}: loss 'logistic' needs labels y = +1 or -1; y also holds {shown}: "
+            f"{source}: loss {loss!r} needs labels y = +1 or -1; y also holds {shown}: "
             "relabel the file or use loss: squared"
         )
 

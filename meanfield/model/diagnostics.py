@@ -12,6 +12,10 @@
     kernel_alignment        y^T K_t y / (||K_t|| |y|^2) on the probe set
     teacher_alignment       output-mass-weighted cosine of the neurons to the teacher
     gap_ntk                 rms of f_test - f_test of the scenario's ntk run at the same time
+    margin                  min_k y_k f(x_k) on the training set (record.measures)
+    normalized_margin       margin / N(theta), N of degree L in theta (record.measures):
+                            both layers s sum_i |theta_i|^L, output layer alone s m rms(a);
+                            a kernel flow from f_0 = 0: its RKHS norm sqrt(f^T K^+ f)
 
 Every function here is a plain function of arrays; ``meanfield.run`` decides which apply.
 """
@@ -68,6 +72,47 @@ OF_PARTICLES = {
 """The measures of the particles (a, W, b) against where they started, (a0, W0, b0), alone:
 name -> f(a, W, b, a0, W0, b0). A particle run records each that the table of measures says it
 records (meanfield.model.measures); a new one is a row there and an entry here."""
+
+
+# ---------------------------------------------------------------- margins (docs/design.md §1.7)
+
+
+def margin(f, y) -> float:
+    """min_k y_k f_k: the smallest signed margin over the training set (> 0: every sample classified)."""
+    return float(np.min(np.asarray(y, np.float64) * np.asarray(f, np.float64)))
+
+
+def particle_norm(a, W, b, s: float, degree: int, output_only: bool) -> float:
+    """N(theta) of the network f = s sum_i a_i sigma(w_i . x + b_i), sigma positively homogeneous
+    of degree k, so that min y f / N does not change when the trained parameters are scaled.
+
+    Both layers trained: f is homogeneous of degree L = 1 + k in theta_i = (a_i, w_i[, b_i]), and
+    N = s sum_i |theta_i|^L; for relu and s = 1/m, (1/m) sum_i (a_i^2 + |w_i|^2), the mean of
+    |theta_i|^2 by which Chizat & Bach (2020, COLT, 'Implicit bias of gradient descent for wide
+    two-layer neural networks trained with the logistic loss') divide the margin.
+    Output layer alone (w, b fixed): f = sum_i (s sqrt(m) a_i) phi_i(x) / sqrt(m) is linear in a,
+    phi_i = sigma(w_i . x + b_i), and N = s sqrt(m) |a| = s m sqrt((1/m) sum_i a_i^2), the norm of
+    f's coefficients in the random features phi_i / sqrt(m) (kernel (1/m) sum_i phi_i(x) phi_i(x')):
+    an upper bound of f's norm in that RKHS, equal where a lies in the span of the features on the
+    data. For s = 1/m it is sqrt((1/m) sum_i a_i^2), Chizat & Bach's F2 normalisation (their
+    blog's code; their paper's divides by |a| / m, sqrt(m) times smaller).
+    """
+    a = np.asarray(a, np.float64)
+    if output_only:
+        return float(s * np.sqrt(a.size) * np.linalg.norm(a))
+    squared = a**2 + np.sum(np.asarray(W, np.float64) ** 2, axis=1)
+    if b is not None:
+        squared = squared + np.asarray(b, np.float64) ** 2
+    return float(s * np.sum(squared ** ((1 + degree) / 2)))
+
+
+def kernel_norm(f, eigenvalues, eigenvectors, rcond: float = 1e-12) -> float:
+    """||f||_K = sqrt(f^T K^+ f) for K = V diag(lambda) V^T on the training set: the RKHS norm of
+    the kernel predictor f = K alpha (f - f_0 of a kernel flow from f_0 = 0 lies in the range of
+    K), the pseudo-inverse leaving out eigenvalues below rcond lambda_max."""
+    keep = eigenvalues > rcond * max(float(eigenvalues.max()), 0.0)
+    coefficients = eigenvectors[:, keep].T @ np.asarray(f, np.float64)
+    return float(np.sqrt(np.sum(coefficients**2 / eigenvalues[keep])))
 
 
 # ---------------------------------------------------------------- regime measures

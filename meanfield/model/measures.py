@@ -63,6 +63,8 @@ MEASURE_TABLE = (
     Measure("teacher_alignment",    (),              "particles",      needs="teacher"),
     Measure("gap_ntk",              (),              "",               "samples",    "reference",
             panel="gap to the ntk run (rms over the test set)"),
+    Measure("margin",               (),              "",               "samples",    optional=True),
+    Measure("normalized_margin",    (),              "",               "samples",    optional=True),
     Measure("ntk_eigenvalue_max",   (),              "curvature",      "samples",    optional=True, shown=False),
     Measure("hessian_eigenvalue_max", (),            "curvature",      "samples",    optional=True, shown=False),
 )
@@ -82,6 +84,9 @@ DISPLACEMENT_MEASURES = tuple(m.name for m in MEASURE_TABLE if m.displacement)
 """The relative displacements: the measures whose width exponent names a regime."""
 OPTIONAL_MEASURES = tuple(m.name for m in MEASURE_TABLE if m.optional)
 """The measures recorded only on request (record.measures)."""
+MARGIN_MEASURES = ("margin", "normalized_margin")
+"""min_k y_k f(x_k) on the training set, and the same over the norm of a homogeneous network or of
+a kernel predictor (docs/design.md §1.7; which runs may take the second: Scenario._margins_apply)."""
 CURVATURE_MEASURES = tuple(m.name for m in MEASURE_TABLE if m.by == "curvature")
 """The measures of the curvature of the training risk (docs/design.md §1.9), optional."""
 FIT_MEASURES = tuple(m.name for m in MEASURE_TABLE if m.fit)

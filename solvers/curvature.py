@@ -3,7 +3,7 @@ eigenvalues of the learning-rate weighted NTK over n and of the preconditioned H
 
 Network f(x) = s sum_i a_i sigma(z_i) (+ c_out), z_i = w_i . x + b_i; parameters
 theta = [a (m), W (m d), b (m, with a bias), c_out (1, with an output bias)], learning rates
-P = diag(eta) (eta_a on a, eta_w on W and b, eta_c on c_out); risk
+P = diag(eta) (eta_a on a, eta_w on W, eta_b on b (default eta_w), eta_c on c_out); risk
 R = c (1/n) sum_k loss(f(x_k), y_k), c = loss_scale; J = d f(X) / d theta (n x p).
 
     ntk_eigenvalue_max     = lambda_max(c J P J^T / n)          (= K(X, X) / n, §1.6)
@@ -145,12 +145,12 @@ class TwoLayerNet:
         uc = u[-1] if self.c_out is not None else 0.0
         return np.ascontiguousarray(ua), np.ascontiguousarray(uW), np.ascontiguousarray(ub), uc
 
-    def rates(self, eta_a, eta_w, eta_c=None) -> np.ndarray:
-        """diag(P) in the parameter layout."""
+    def rates(self, eta_a, eta_w, eta_c=None, eta_b=None) -> np.ndarray:
+        """diag(P) in the parameter layout (the biases at eta_b, default eta_w)."""
         m, d = self.W.shape
         parts = [np.full(m, eta_a), np.full(m * d, eta_w)]
         if self.bias:
-            parts.append(np.full(m, eta_w))
+            parts.append(np.full(m, eta_w if eta_b is None else eta_b))
         if self.c_out is not None:
             parts.append(np.array([eta_c]))
         return np.concatenate(parts)

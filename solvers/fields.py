@@ -5,9 +5,10 @@ y = [a (m), W (m*d, row-major), b (m, with a bias), c (1, with an output bias)] 
 every integrator works on a plain array. The field is the per-layer preconditioned
 gradient flow
 
-    da_i/dt = -eta_a dR/da_i,   dw_i/dt = -eta_w dR/dw_i,   db_i/dt = -eta_w dR/db_i,
+    da_i/dt = -eta_a dR/da_i,   dw_i/dt = -eta_w dR/dw_i,   db_i/dt = -eta_b dR/db_i,
     dc/dt = -eta_c dR/dc
 
+(eta_b = eta_w unless given)
 with R = loss_scale * (1/n) sum_k loss(f(x_k), y_k) (see ``solvers.particles``), and
 ``WeightDecay`` adds -lambda y to any such field.
 """
@@ -58,11 +59,12 @@ class ParticleField:
 
     ``loss`` is the unscaled training loss (1/n) sum_k loss(f(x_k), y_k) at ``y``; with
     ``batch`` (an index array) both the field and the loss are those of that minibatch.
-    With ``layout.output_bias``, ``eta_c`` is the output bias's learning rate.
+    With ``layout.output_bias``, ``eta_c`` is the output bias's learning rate; ``eta_b`` the
+    biases' (default ``eta_w``).
     """
 
     def __init__(self, layout: ParticleLayout, X, y, *, s, eta_a, eta_w, activation, loss, loss_scale=1.0,
-                 eta_c=None):
+                 eta_c=None, eta_b=None):
         if layout.output_bias and eta_c is None:
             raise ValueError("a layout with an output bias needs its learning rate eta_c")
         self.layout = layout
@@ -70,6 +72,7 @@ class ParticleField:
         self.X, self.y = X, y
         self.n_samples = X.shape[0]
         self.s, self.eta_a, self.eta_w = s, eta_a, eta_w
+        self.eta_b = eta_w if eta_b is None else eta_b
         self.activation, self.loss = activation, loss
         self.loss_scale = loss_scale
 
@@ -87,7 +90,7 @@ class ParticleField:
         np.multiply(ga, -self.eta_a, out=va)
         np.multiply(gW, -self.eta_w, out=vW)
         if vb is not None:
-            np.multiply(gb, -self.eta_w, out=vb)
+            np.multiply(gb, -self.eta_b, out=vb)
         if c is not None:
             self.layout.c_of(velocity)[0] = -self.eta_c * gc
         return velocity, risk / self.loss_scale

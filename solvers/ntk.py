@@ -2,14 +2,15 @@
 
 Network f(x) = s sum_i a_i sigma(z_i), z_i = w_i . x + b_i, risk
 R = c (1/n) sum_k loss(f(x_k), y_k) (c = loss_scale), gradient flow
-da_i/dt = -eta_a dR/da_i, dw_i/dt = -eta_w dR/dw_i, db_i/dt = -eta_w dR/db_i.
+da_i/dt = -eta_a dR/da_i, dw_i/dt = -eta_w dR/dw_i, db_i/dt = -eta_b dR/db_i (eta_b = eta_w
+unless given).
 
 Linearized at theta_0, f_lin(x) = f_0(x) + grad_theta f(x; theta_0) . (theta - theta_0),
 the flow moves f_lin in function space by kernel gradient flow with the
 learning-rate-weighted neural tangent kernel
 
     K(x, x') = c s^2 sum_i [ eta_a sigma(z_i) sigma(z_i')
-                             + eta_w a_i^2 sigma'(z_i) sigma'(z_i') (x . x' + 1_bias) ]
+                             + a_i^2 sigma'(z_i) sigma'(z_i') (eta_w x . x' + eta_b 1_bias) ]
     df_t(x)/dt = -(1/n) sum_k K(x, x_k) l'(f_t(x_k), y_k)                        (*)
 
 (1_bias = 1 when the model has a bias, whatever its initial spread), i.e.
@@ -170,8 +171,9 @@ def _weigh_and_add(K_a, K_w, X1, X2_t, weight_a, weight_w, bias, n_sym):
                     K_a[j, i] = K_a[i, j]
 
 
-def _kernel(a, W, b, X1, X2, shared, code, weight_a, weight_w, block):
-    """(K(X1, X2), S1 a): K = weight_a S1 S2^T + weight_w (D1 D2^T) o (X1 X2^T + 1_bias),
+def _kernel(a, W, b, X1, X2, shared, code, weight_a, weight_w, block, weight_b=None):
+    """(K(X1, X2), S1 a): K = weight_a S1 S2^T + (D1 D2^T) o (weight_w X1 X2^T + weight_b 1_bias)
+    (``weight_b`` default ``weight_w``: then computed as weight_w (D1 D2^T) o (X1 X2^T + 1_bias)),
     summed over blocks of particles, D scaled by |a|, and sum_i a_i sigma(z_i) on X1 from
     the same features. ``shared``: X2 is X1[:n2], so the features of X1 serve both sides
     and K[:n2] is a Gram matrix, computed by symmetric rank-B updates (BLAS syrk, half the
@@ -206,12 +208,28 @@ def _kernel(a, W, b, X1, X2, shared, code, weight_a, weight_w, block):
                     _cross(F1[n2:], F2, K[n2:], beta)
             else:
                 _cross(F1, F2, K, beta)
-    _weigh_and_add(K_a, K_w, X1, np.ascontiguousarray(X2.T), weight_a, weight_w,
-                   0.0 if b is None else 1.0, n2 if shared else 0)
+    weight, bias, dots = _bias_weights(weight_w, weight_b, b is not None)
+    X1, X2_t = (X1, np.ascontiguousarray(X2.T)) if dots else (np.empty((n1, 0)), np.empty((0, n2)))
+    _weigh_and_add(K_a, K_w, X1, X2_t, weight_a, weight, bias, n2 if shared else 0)
     return K_a, f
 
 
-def _empirical(a, W, b, X1, X2, shared, *, s, eta_a, eta_w, act, loss_scale=1.0, block=None, eta_c=0.0):
+def _bias_weights(weight_w, weight_b, has_bias):
+    """(weight, bias, dots) with weight (dots X1 X2^T + bias) = weight_w X1 X2^T + weight_b 1_bias:
+    (weight_w, 1, True) when weight_b is weight_w or None (today's arithmetic, bit for bit),
+    (weight_w, weight_b / weight_w, True) otherwise, and (weight_b, 1, False) when weight_w = 0
+    (random features with trained biases: the dot product drops out)."""
+    if not has_bias:
+        return weight_w, 0.0, True
+    if weight_b is None or weight_b == weight_w:
+        return weight_w, 1.0, True
+    if weight_w == 0:
+        return weight_b, 1.0, False
+    return weight_w, weight_b / weight_w, True
+
+
+def _empirical(a, W, b, X1, X2, shared, *, s, eta_a, eta_w, act, loss_scale=1.0, block=None, eta_c=0.0,
+               eta_b=None):
     """(K(X1, X2), f_0(X1)) by :func:`_kernel`, the arguments of :func:`empirical_ntk` checked;
     f_0(x) = s sum_i a_i sigma(w_i . x + b_i), the network at the particles (without an
     output bias, which the caller adds)."""
@@ -228,22 +246,24 @@ def _empirical(a, W, b, X1, X2, shared, *, s, eta_a, eta_w, act, loss_scale=1.0,
         raise ValueError(f"X1 {X1.shape} / X2 {X2.shape} do not match W {W.shape}")
     weight = loss_scale * s * s
     K, f = _kernel(a, W, b, X1, X2, shared, activation_code(act), weight * eta_a,
-                   weight * eta_w, block)
+                   weight * eta_w, block, None if eta_b is None else weight * eta_b)
     if eta_c:
         K += loss_scale * eta_c
     f *= s
     return K, f
 
 
-def empirical_ntk(a, W, b, X1, X2=None, *, s, eta_a, eta_w, act, loss_scale=1.0, block=None, eta_c=0.0):
+def empirical_ntk(a, W, b, X1, X2=None, *, s, eta_a, eta_w, act, loss_scale=1.0, block=None, eta_c=0.0,
+                  eta_b=None):
     """The learning-rate-weighted empirical NTK of the particles (a, W, b) between X1 and X2:
 
         K[k, l] = c s^2 sum_i [ eta_a sigma(z_ik) sigma(z_il)
-                                + eta_w a_i^2 sigma'(z_ik) sigma'(z_il) (x_k . x_l + 1_bias) ]
+                                + a_i^2 sigma'(z_ik) sigma'(z_il) (eta_w x_k . x_l + eta_b 1_bias) ]
                   + c eta_c
 
     with z_ik = w_i . x_k + b_i, c = ``loss_scale`` and 1_bias = 1 unless ``b`` is None;
-    ``eta_c`` is the learning rate of an output bias (0: none).
+    ``eta_c`` is the learning rate of an output bias (0: none), ``eta_b`` the biases' (default
+    ``eta_w``).
 
     a (m,), W (m, d), b (m,) or None (a model without bias), X1 (n1, d), X2 (n2, d) or
     None (or X1 itself): then K is the Gram matrix of X1, exactly symmetric.
@@ -260,7 +280,7 @@ def empirical_ntk(a, W, b, X1, X2=None, *, s, eta_a, eta_w, act, loss_scale=1.0,
     X1 = _as_2d(X1, "X1")
     X2 = X1 if same else _as_2d(X2, "X2")
     return _empirical(a, W, b, X1, X2, same, s=s, eta_a=eta_a, eta_w=eta_w, act=act,
-                      loss_scale=loss_scale, block=block, eta_c=eta_c)[0]
+                      loss_scale=loss_scale, block=block, eta_c=eta_c, eta_b=eta_b)[0]
 
 
 def train_test_ntk(a, W, b, X_train, X_test, *, return_f0=False, **numbers):
@@ -567,7 +587,7 @@ class TangentField:
 
         da_i/dt = -eta_a c s/n sum_k l'_k sigma(z0_ik)
         dw_i/dt = -eta_w c s/n sum_k l'_k a0_i sigma'(z0_ik) x_k
-        db_i/dt = -eta_w c s/n sum_k l'_k a0_i sigma'(z0_ik)
+        db_i/dt = -eta_b c s/n sum_k l'_k a0_i sigma'(z0_ik)        (eta_b: default eta_w)
         dc_out/dt = -eta_c c/n sum_k l'_k            (an output bias c_out from ``c0``: f is linear in it)
 
     so f_lin(X) follows (*) with the empirical NTK at theta_0 exactly. The state is the
@@ -582,7 +602,7 @@ class TangentField:
     """
 
     def __init__(self, a0, W0, b0, X, y, *, s, eta_a, eta_w, act, loss, loss_scale=1.0,
-                 block_elements=BLOCK_ELEMENTS, c0=None, eta_c=None):
+                 block_elements=BLOCK_ELEMENTS, c0=None, eta_c=None, eta_b=None):
         self.W0 = _as_2d(W0, "W0").copy()
         m, d = self.W0.shape
         self.a0 = np.array(a0, dtype=np.float64).reshape(-1)
@@ -599,6 +619,7 @@ class TangentField:
             raise ValueError(f"X {self.X.shape} / y {self.y.shape} do not match W0 {self.W0.shape}")
         self.n_samples = self.X.shape[0]
         self.s, self.eta_a, self.eta_w, self.loss_scale = s, eta_a, eta_w, loss_scale
+        self.eta_b = eta_w if eta_b is None else eta_b
         self.act = activation_code(act)
         self.loss = loss_code(loss)
         self.block_elements = int(block_elements)
@@ -683,5 +704,5 @@ class TangentField:
         va *= -self.eta_a
         vW *= -self.eta_w
         if vb is not None:
-            vb *= -self.eta_w
+            vb *= -self.eta_b
         return velocity, float(loss)

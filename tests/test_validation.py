@@ -116,8 +116,25 @@ CASES = [
                  "runs.rich.parameterization.lr_a: 0 keeps the output weights fixed, and train.weight_decay = 0.01 "
                  "moves every parameter, a included", ["runs.rich.parameterization={preset: mup, lr_a: 0.5}",
                                                        "train.weight_decay=0.01"], id="lr_a-zero-weight-decay"),
+    pytest.param(["runs.rich.parameterization={preset: mup, lr_w: -1}"],
+                 "runs.rich.parameterization.lr_w: must be >= 0",
+                 ["runs.rich.parameterization={preset: mup, lr_w: 0}"], id="lr_w-negative"),
+    pytest.param(["runs.rich.parameterization={preset: mup, lr_w: 0}", "train.weight_decay=0.01"],
+                 "runs.rich.parameterization.lr_w: 0 keeps the input weights fixed, and train.weight_decay = 0.01 "
+                 "moves every parameter, w included", ["runs.rich.parameterization={preset: mup, lr_w: 0.5}",
+                                                       "train.weight_decay=0.01"], id="lr_w-zero-weight-decay"),
+    pytest.param(["runs.rich.parameterization={preset: mup, lr_a: 0, lr_w: 0}"],
+                 "runs.rich.parameterization: lr_a: 0 and lr_w: 0 train neither layer",
+                 ["runs.rich.parameterization={preset: mup, lr_a: 0, lr_w: 1}"], id="lr_a-and-lr_w-zero"),
+    pytest.param(["model.bias=true", "runs.rich.parameterization={preset: mup, lr_b: -1}"],
+                 "runs.rich.parameterization.lr_b: must be >= 0",
+                 ["model.bias=true", "runs.rich.parameterization={preset: mup, lr_b: 0}"], id="lr_b-negative"),
+    pytest.param(["runs.rich.parameterization={preset: mup, lr_b: 2}"],
+                 "runs.rich.parameterization.lr_b = 2 is the learning rate of the biases b_i, and model.bias is false "
+                 "(b = 0): set model.bias: true, or remove lr_b",
+                 ["model.bias=true", "runs.rich.parameterization={preset: mup, lr_b: 2}"], id="lr_b-without-bias"),
     pytest.param(["runs.rich.parameterization={preset: mup, alpha: 2}"],
-                 "unknown key 'runs.rich.parameterization.alpha'; allowed here: lr, lr_a, lr_w, lr_c, preset",
+                 "unknown key 'runs.rich.parameterization.alpha'; allowed here: lr, lr_a, lr_w, lr_b, lr_c, preset",
                  ["runs.rich.parameterization={preset: lazy, alpha: 2}"], id="mup-alpha"),
     pytest.param(["runs.rich.parameterization=mu_p"], "runs.rich.parameterization.preset: 'mu_p' is not one of mean_field, ntk, "
                  "standard, lazy, mup, custom; did you mean 'mup'?", ["runs.rich.parameterization=mup"], id="preset-unknown"),

@@ -119,7 +119,8 @@ class Scenario(Strict):
         for name, run in runs.items():
             try:
                 resolved = resolve(run.parameterization, model, data.dim)
-                fixed = {"eta_a"} if run.parameterization.lr_a == 0 else set()
+                fixed = {key for key, lr in (("eta_a", run.parameterization.lr_a), ("eta_w", run.parameterization.lr_w))
+                         if lr == 0}
                 bad = [key for key in RESOLVED_NUMBERS
                        if not (0 < getattr(resolved, key) < math.inf or key in fixed and getattr(resolved, key) == 0)]
             except OverflowError:
@@ -253,14 +254,31 @@ class Scenario(Strict):
 
     @model_validator(mode="after")
     def _fixed_output_layer_stays_fixed(self):
-        """lr_a: 0 keeps a_i at a_i(0); weight decay and Langevin noise act on every parameter, a included."""
+        """lr_a: 0 keeps a_i at a_i(0) (lr_w: 0 keeps w_i at w_i(0)); weight decay and Langevin noise act
+        on every parameter, a and w included."""
         moving = [f"train.{key} = {getattr(self.train, key):g}" for key in ("weight_decay", "temperature")
                   if getattr(self.train, key)]
+        layers = (("lr_a", "output weights", "a"), ("lr_w", "input weights", "w"))
         for name, run in self.runs.items():
-            if run.parameterization.lr_a == 0 and moving:
-                raise ValueError(f"runs.{name}.parameterization.lr_a: 0 keeps the output weights fixed, and "
-                                 f"{' and '.join(moving)} moves every parameter, a included: give lr_a > 0, "
-                                 f"or set train.weight_decay and train.temperature to 0")
+            for key, what, letter in layers:
+                if getattr(run.parameterization, key) == 0 and moving:
+                    raise ValueError(f"runs.{name}.parameterization.{key}: 0 keeps the {what} fixed, and "
+                                     f"{' and '.join(moving)} moves every parameter, {letter} included: give "
+                                     f"{key} > 0, or set train.weight_decay and train.temperature to 0")
+        return self
+
+    @model_validator(mode="after")
+    def _bias_rate_needs_a_bias(self):
+        """lr_b is the rate of the biases b_i: only with model.bias; and some parameter must train."""
+        for name, run in self.runs.items():
+            param = run.parameterization
+            if param.lr_b is not None and not self.model.bias:
+                raise ValueError(f"runs.{name}.parameterization.lr_b = {param.lr_b:g} is the learning rate of the "
+                                 "biases b_i, and model.bias is false (b = 0): set model.bias: true, or remove lr_b")
+            lr_b = param.lr_w if param.lr_b is None else param.lr_b
+            if param.lr_a == 0 and param.lr_w == 0 and not (self.model.bias and lr_b):
+                raise ValueError(f"runs.{name}.parameterization: lr_a: 0 and lr_w: 0 train neither layer: "
+                                 "give lr_a > 0 (random features) or lr_w > 0 (a fixed output layer)")
         return self
 
     @model_validator(mode="after")

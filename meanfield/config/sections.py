@@ -325,7 +325,12 @@ class PresetBase(Strict):
     """The output layer's base rate (default lr). 0: the output weights are not trained, a_i(t) =
     a_i(0) (no weight decay or temperature then, which would move them): e.g. ntk with lr_a 0 and
     an analytic kernel is the lazy limit of a net whose input layer alone trains."""
-    lr_w: Optional[PositiveFloat] = None
+    lr_w: Optional[NonNegativeFloat] = None
+    """The input layer's base rate (default lr). 0: random features, the first layer is not trained,
+    w_i(t) = w_i(0) (and b_i(t) = b_i(0) unless lr_b > 0): only a (and an output bias) moves."""
+    lr_b: Optional[NonNegativeFloat] = None
+    """The first-layer biases' base rate (model.bias; default lr_w), scaled with the width like lr_w:
+    eta_b = lr_b m^-C_w."""
     lr_c: Optional[PositiveFloat] = None
     """eta_c, the output bias's learning rate (model.output_bias; default lr), never scaled by the
     width: c enters f without the multiplier s, so its kernel term loss_scale * eta_c is O(1)."""
@@ -478,7 +483,7 @@ RunSpec = Annotated[Union[ParticleRunSpec, TangentRunSpec, KernelRunSpec], Field
 
 RESOLVED_NUMBERS = ("s", "eta_a", "eta_w", "a_std", "loss_scale")
 """What a parameterization resolves to at a width (meanfield.model.parameterization.Resolved): each > 0 and
-finite (eta_a = 0 where lr_a is 0: a fixed output layer)."""
+finite (eta_a = 0 where lr_a is 0: a fixed output layer; eta_w = 0 where lr_w is 0: random features)."""
 
 MAX_SNAPSHOTS = 10**6
 """The most snapshots a run may take, train.t_end / record.every (each is a write, and the

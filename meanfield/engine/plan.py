@@ -100,6 +100,7 @@ class Plan:
         integrators = run_integrators(sc)
         for name, r in self.resolved.items():
             bias = "" if r.eta_c is None else f", eta_c = {r.eta_c:.4g}, c_std = {r.c_std:.4g}"
+            bias = bias if r.eta_b is None else f", eta_b = {r.eta_b:.4g}{bias}"
             lines.append(f"  {name}: {r.preset}: s = {r.s:.4g}, eta_a = {r.eta_a:.4g}, eta_w = {r.eta_w:.4g}, "
                          f"a_std = {r.a_std:.4g}{bias}; predicted {r.regime.label}: {r.regime.reason}")
             if not sc.kind(sc.runs[name]).particles:

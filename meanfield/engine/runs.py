@@ -353,7 +353,7 @@ class ParticleMeasures:
         return kernels.empirical_ntk(
             np.asarray(a, np.float64), np.asarray(W, np.float64), None if b is None else np.asarray(b, np.float64),
             X_probe, X_probe, s=r.s, eta_a=r.eta_a, eta_w=r.eta_w, act=self.activation, loss_scale=r.loss_scale,
-            eta_c=r.eta_c or 0.0)
+            eta_c=r.eta_c or 0.0, eta_b=r.eta_b)
 
 
 def _w2_subset(scenario: Scenario):
@@ -405,10 +405,11 @@ class ParticleRun(Run):
 
     @property
     def numbers(self) -> dict:
-        """The resolved numbers the solvers take (eta_c with an output bias)."""
+        """The resolved numbers the solvers take (eta_b with an lr_b, eta_c with an output bias)."""
         r = self.resolved
         numbers = dict(s=r.s, eta_a=r.eta_a, eta_w=r.eta_w, loss_scale=r.loss_scale)
-        return numbers if r.eta_c is None else {**numbers, "eta_c": r.eta_c}
+        extra = {key: getattr(r, key) for key in ("eta_b", "eta_c") if getattr(r, key) is not None}
+        return {**numbers, **extra}
 
     def population_settings(self, numbers: bool = True) -> dict:
         """The student's and the teacher's activations (and the resolved numbers) that the
@@ -489,7 +490,7 @@ class ParticleFlow(ParticleRun, FlowRun):
         X, (a0, W0, b0), r = self.inputs.data.X_train, self.initial, self.resolved
         net = TwoLayerNet(a0, W0, b0, X, r.s, self.inputs.activation, c_out=self.c0)
         v0 = start_vector(self.inputs.scenario.seed, self.name, max(len(X), self.layout.size))
-        return ntk_eigenvalue_max(net, net.rates(r.eta_a, r.eta_w, r.eta_c), r.loss_scale, v0)
+        return ntk_eigenvalue_max(net, net.rates(r.eta_a, r.eta_w, r.eta_c, r.eta_b), r.loss_scale, v0)
 
 
 class ParticlesOnData(ParticleFlow):
@@ -665,7 +666,7 @@ class KernelFlow(Run):
             a0, W0, b0 = initial_particles(inputs.draws, r, scenario.model.bias)
             K_train, K_test, f0_train, f0_test = kernels.train_test_ntk(
                 a0, W0, b0, data.X_train, data.X_test, return_f0=True, s=r.s, eta_a=r.eta_a, eta_w=r.eta_w,
-                act=act, loss_scale=r.loss_scale, eta_c=eta_c)
+                act=act, loss_scale=r.loss_scale, eta_c=eta_c, eta_b=r.eta_b)
             f0 = np.concatenate([f0_train, f0_test])
             return K_train, K_test, f0 if c0 is None else f0 + c0
         # E over the initialization of the empirical kernel at this width: the weights
@@ -674,7 +675,8 @@ class KernelFlow(Run):
         weight = r.loss_scale * r.s**2 * r.width
         _, K = kernels.analytic_kernels(X, data.X_train, act=act, w_var=r.w_std**2, b_var=r.b_std**2,
                                         a_var=r.a_std**2, eta_a=weight * r.eta_a, eta_w=weight * r.eta_w,
-                                        bias=scenario.model.bias, eta_c=r.loss_scale * eta_c)
+                                        bias=scenario.model.bias, eta_c=r.loss_scale * eta_c,
+                                        eta_b=None if r.eta_b is None else weight * r.eta_b)
         n = data.n_train
         return K[:n], K[n:], np.full(len(X), 0.0 if c0 is None else c0)
 

@@ -53,13 +53,13 @@ def step_of(factor: float, lambda_0: float, key: str) -> float:
 class CurvatureMeasures:
     """The curvature measures a run records (``wanted``, a subset of measures.CURVATURE_MEASURES) on
     its training set, with its resolved numbers ``numbers`` (s, eta_a, eta_w, loss_scale,
-    eta_c). ``tangent``: the run is the tangent model at ``initial`` (its NTK is that of
+    eta_c, eta_b). ``tangent``: the run is the tangent model at ``initial`` (its NTK is that of
     theta_0, its Hessian the Gauss-Newton matrix at theta_0 with l'' at its predictions)."""
 
     def __init__(self, wanted, X, y, act: int, loss: int, numbers: dict, v0: np.ndarray, tangent=None):
         self.wanted, self.X, self.y, self.act, self.loss = tuple(wanted), X, y, act, loss
         self.s, self.loss_scale = numbers["s"], numbers["loss_scale"]
-        self.eta = (numbers["eta_a"], numbers["eta_w"], numbers.get("eta_c"))
+        self.eta = (numbers["eta_a"], numbers["eta_w"], numbers.get("eta_c"), numbers.get("eta_b"))
         self.v0 = v0
         self.tangent, self._fixed = tangent, {}
         if tangent is not None:

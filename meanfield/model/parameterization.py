@@ -35,7 +35,11 @@ maps mup (0, 1, 1, -1) to mean_field (1, 0, -1, -1): from the same draws z,
     a_mf(t) = m a_mup(t),   w_i and b_i the same,   f(x, t) the same,   eta_a,mf = m^2 eta_a,mup = m lr.
 
 A run's lr_a may be 0: the output weights stay at a_i(0) (only w_i and b_i train); the predicted
-regime then drops the a-terms (``fixed_a``).
+regime then drops the a-terms (``fixed_a``). The biases b_i train at eta_b = lr_b m^-C_w (lr_b
+defaults to lr_w: eta_b = eta_w, the rate of w; ``Resolved.eta_b`` is None then). A run's lr_w may
+be 0 too: random features, the first layer stays at (w_i(0), b_i(0)) (b_i as well unless lr_b > 0)
+and only a (and an output bias) moves; the predicted regime is then that of a model linear in a
+(``fixed_w``, below).
 
 Predicted regime, from the exponents alone (fixed d, m -> infinity, t of order 1):
 the tangent kernel scales as K ~ m^kappa with kappa = max(1 - 2A - C_a, 1 - 2A - 2B - C_w)
@@ -52,6 +56,11 @@ are all invariant under the symmetry; mup and mean_field both have (1, 0)).
 With the output layer fixed (lr_a = 0) the a-terms drop: kappa = 1 - 2A - 2B - C_w and
 r = A + B + C_w + kappa (a_i stays at its start m^-B); Luo et al.'s diagram (both layers trained)
 does not cover it, and gamma' = B is stored as for one rate.
+With the first layer fixed (lr_w = 0 and no lr_b > 0: random features) nothing but a moves: f is
+linear in a, so the flow is kernel gradient flow with the fixed random-features kernel
+s^2 eta_a sum_i sigma(z_i) sigma(z_i') whatever the exponents: a kernel regime (lazy-like, with the
+random-features kernel, not the NTK): kappa = 1 - 2A - C_a, r = inf (the features never move), and
+the label is lazy where kappa = 0 (unstable or frozen as kappa says otherwise).
 """
 
 from __future__ import annotations
@@ -112,13 +121,21 @@ class Resolved:
     exponents: dict
     regime: Regime
     clock: str
+    eta_b: Optional[float] = None
+    """The first-layer biases' learning rate lr_b m^-C_w when lr_b is given; None: eta_w (the default)."""
     eta_c: Optional[float] = None
     """The output bias's learning rate (lr_c, default lr; model.output_bias), None without one."""
     c_std: Optional[float] = None
     """The spread of the output bias at t = 0 (init.c_std), None without one."""
 
+    @property
+    def rate_b(self) -> float:
+        """The rate the biases b_i train at: eta_b, or eta_w without an lr_b."""
+        return self.eta_w if self.eta_b is None else self.eta_b
+
     def as_attrs(self) -> dict:
-        """Flat attributes for the trajectory file (eta_c and c_std only with an output bias)."""
+        """Flat attributes for the trajectory file (eta_b only with an lr_b; eta_c and c_std only
+        with an output bias)."""
         out = {k: v for k, v in asdict(self).items() if k not in ("regime", "exponents") and v is not None}
         out["exponents"] = dict(self.exponents)
         out["predicted_regime"] = self.regime.label
@@ -147,6 +164,8 @@ def resolve(param: PresetBase, model: ModelSpec, dim: int, dt_factor: Optional[f
         s0, loss_scale = param.alpha, param.alpha ** -2
     lr_a = param.lr if param.lr_a is None else param.lr_a
     lr_w = param.lr if param.lr_w is None else param.lr_w
+    lr_b = getattr(param, "lr_b", None)
+    fixed_w = lr_w == 0 and not (model.bias and lr_b)
     return Resolved(
         preset=param.preset,
         width=m,
@@ -159,8 +178,9 @@ def resolve(param: PresetBase, model: ModelSpec, dim: int, dt_factor: Optional[f
         loss_scale=loss_scale,
         exponents={"A": A, "B": B, "C_a": C_a, "C_w": C_w},
         regime=predict_regime(A, B, C_a, C_w, alpha=getattr(param, "alpha", None), fixed_a=lr_a == 0,
-                              dt_factor=dt_factor, fixed_kernel=fixed_kernel),
+                              dt_factor=dt_factor, fixed_kernel=fixed_kernel, fixed_w=fixed_w),
         clock=CLOCKS[param.preset],
+        eta_b=None if lr_b is None else lr_b * m ** -C_w,
         eta_c=(param.lr if param.lr_c is None else param.lr_c) if model.output_bias else None,
         c_std=model.init.c_std if model.output_bias else None,
     )
@@ -171,9 +191,11 @@ CATAPULT_WINDOW = 2.0
 
 
 def predict_regime(A: float, B: float, C_a: float, C_w: float, alpha=None, fixed_a: bool = False,
-                   dt_factor: Optional[float] = None, fixed_kernel: bool = False) -> Regime:
+                   dt_factor: Optional[float] = None, fixed_kernel: bool = False, fixed_w: bool = False) -> Regime:
     """The regime the exponents predict (Yang & Hu's r; Luo et al.'s gamma, gamma'); ``fixed_a``:
-    the output weights are not trained (lr_a = 0), so C_a plays no part.
+    the output weights are not trained (lr_a = 0), so C_a plays no part; ``fixed_w``: the first
+    layer is not trained (lr_w = 0, biases fixed too: random features), so only a moves and f is
+    linear in it: a kernel regime with kappa = 1 - 2A - C_a and r = inf.
 
     ``dt_factor`` c: the run steps at dt = c * 2 / lambda_0 (docs/design.md §1.9), and lambda_0 ~
     m^kappa, so dt ~ m^-kappa takes the kernel's growth: the prediction is that of the rates the
@@ -182,6 +204,8 @@ def predict_regime(A: float, B: float, C_a: float, C_w: float, alpha=None, fixed
     Lewkowycz et al. (2020) found gradient descent: a catapult (rich) for 1 < c < 2, their uv
     model's window, unstable from c = 2 on; unstable at any c > 1 with ``fixed_kernel`` (a
     tangent or ntk run, whose kernel cannot soften)."""
+    if fixed_w:
+        return _random_features(A, B, C_a, dt_factor)
     kappa_w = 1 - 2 * A - 2 * B - C_w
     tol = 1e-12
     kappa = kappa_w if fixed_a else max(1 - 2 * A - C_a, kappa_w)
@@ -193,6 +217,27 @@ def predict_regime(A: float, B: float, C_a: float, C_w: float, alpha=None, fixed
                 f"per step the rates scale as m^-(C + {kappa:g}): {stepped.reason}"))
         return _catapult(stepped, dt_factor, fixed_kernel)
     return _predict(A, B, C_a, C_w, alpha, fixed_a)
+
+
+def _random_features(A: float, B: float, C_a: float, dt_factor) -> Regime:
+    """predict_regime with the first layer fixed (lr_w = 0, random features): f is linear in a,
+    K = c s^2 eta_a sum_i sigma(z_i) sigma(z_i') ~ m^kappa, kappa = 1 - 2A - C_a; a step
+    dt ~ 1 / lambda_0 (dt_factor) takes that growth (then kappa = 0). The kernel cannot change."""
+    kappa = 0.0 if dt_factor is not None else 1 - 2 * A - C_a
+    gamma = A + B
+    phase = "linear" if gamma < 1 or B > gamma - 1 else ("condensed" if gamma > 1 and B < gamma - 1 else "critical")
+    fixed = ("the first layer is fixed (lr_w = 0: random features): only the output weights move and f is "
+             "linear in them: kernel gradient flow with the fixed random-features kernel")
+    if kappa > 1e-12:
+        regime = Regime("unstable", kappa, math.inf, gamma, B, phase,
+                        f"{fixed}, which grows like m^{kappa:g}: the flow speeds up with width")
+    elif kappa < -1e-12:
+        regime = Regime("frozen", kappa, math.inf, gamma, B, phase,
+                        f"{fixed}, which vanishes like m^{kappa:g}: training stalls as m grows")
+    else:
+        regime = Regime("lazy", kappa, math.inf, gamma, B, phase,
+                        f"{fixed} (a kernel regime, lazy-like; the features never move: r = inf)")
+    return regime if dt_factor is None else _catapult(regime, dt_factor, True)
 
 
 def _catapult(regime: Regime, c: float, fixed_kernel: bool) -> Regime:

@@ -262,6 +262,16 @@ def snapshot_times(t0: float, t_end: float, every: float) -> np.ndarray:
     return np.append(times, t_end)
 
 
+def log_snapshot_times(first: float, t_end: float, per_decade: int) -> np.ndarray:
+    """first * 10^(k / per_decade) for k = 0, 1, ... below t_end, and t_end itself: snapshots
+    on a logarithmic clock, per_decade in each decade of t (the snapshots after t = 0).
+    first >= t_end gives t_end alone."""
+    count = int(math.floor(per_decade * math.log10(t_end / first) * (1 + 1e-12))) + 1 if first < t_end else 0
+    times = first * 10.0 ** (np.arange(count) / per_decade)
+    times = times[times < t_end - 1e-12 * max(1.0, abs(t_end))]
+    return np.append(times, t_end)
+
+
 def integrate(
     field: Callable,
     state: LoopState,

@@ -141,7 +141,10 @@ class Scenario(Strict):
         train = info.data.get("train")
         if train is None:  # already an error of its own
             return record
-        count = train.t_end / min(record.every, train.t_end)
+        count = record.snapshot_count(train.t_end)
+        if count > MAX_SNAPSHOTS and record.clock == "log":
+            raise ValueError(f"record.per_decade = {record.per_decade} gives {count:.3g} snapshots per run, more "
+                             f"than the {MAX_SNAPSHOTS:.0e} allowed: lower record.per_decade")
         if count > MAX_SNAPSHOTS:
             raise ValueError(
                 f"train.t_end / record.every = {train.t_end:g} / {record.every:g} = {count:.3g} snapshots per run, "

@@ -512,7 +512,13 @@ of the training risk (docs/design.md §1.9; runs on data only)."""
 
 class RecordSpec(Strict):
     every: PositiveFloat = 1.0
-    """Snapshot interval in model time."""
+    """Snapshot interval in model time (clock: log, the first snapshot time)."""
+    clock: Literal["linear", "log"] = "linear"
+    """linear: a snapshot at every multiple of ``every``; log: ``per_decade`` snapshots in each
+    decade of t, at every * 10^(k / per_decade), k = 0, 1, ..., for long runs (t_end 1e4-1e6)
+    whose file stays small (docs/design.md §3.4). t_end is always a snapshot."""
+    per_decade: PositiveInt = 10
+    """clock: log: the snapshots per decade of t."""
     particles: bool = True
     dtype: Literal["float32", "float64"] = "float32"
     max_file_mb: PositiveFloat = 500.0
@@ -522,6 +528,28 @@ class RecordSpec(Strict):
     """Particles (a fixed random subset when m is larger) in the Wasserstein-2 measure."""
     measures: list[OptionalMeasure] = []
     """Measures recorded beyond every run's own (OPTIONAL_MEASURES), by the runs with particles."""
+
+    @model_validator(mode="after")
+    def _per_decade_needs_the_log_clock(self):
+        if self.clock == "linear" and _differs_from_default(self, "per_decade"):
+            raise _key_error("per_decade", f"record.per_decade = {self.per_decade} counts the snapshots per decade "
+                                           "of the logarithmic clock, and record.clock is linear: set "
+                                           "record.clock: log, or remove record.per_decade")
+        return self
+
+    def snapshot_times(self, t_end: float):
+        """The snapshot times after t = 0 up to ``t_end`` (itself included), on the record's clock."""
+        from solvers.integrate import log_snapshot_times, snapshot_times
+
+        if self.clock == "log":
+            return log_snapshot_times(self.every, t_end, self.per_decade)
+        return snapshot_times(0.0, t_end, min(self.every, t_end))
+
+    def snapshot_count(self, t_end: float) -> float:
+        """How many snapshots after t = 0 the clock takes up to ``t_end`` (without building them)."""
+        if self.clock == "log":
+            return self.per_decade * math.log10(max(t_end / self.every, 1.0)) + 1
+        return t_end / min(self.every, t_end)
 
     @field_validator("measures")
     @classmethod

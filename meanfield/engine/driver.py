@@ -148,7 +148,7 @@ def _simulate(scenario: Scenario, output, *, resume: bool, overwrite: bool, log:
         log(NO_TEST_SET)
     where = output or "memory"
     log(f"{where}: about {the_plan.estimated_bytes / 1e6:.3g} MB, {len(the_plan.times) + 1} snapshots per run "
-        f"(every {the_plan.every:g})")
+        f"({the_plan.clock})")
     inputs = run_inputs(scenario, the_plan.times)  # the plan checked the labels a loss needs
     data = inputs.data
     reference = the_plan.reference

@@ -77,6 +77,17 @@ class Plan:
     steps: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     """(dt_factor c, lambda_0, dt) of each stepping run whose integrator has a dt_factor."""
 
+    per_decade: Optional[int] = None
+    """The log clock's snapshots per decade (record.per_decade, or fewer to fit the file); None
+    on the linear clock, a snapshot every ``every``."""
+
+    @property
+    def clock(self) -> str:
+        """The snapshot clock in words: 'every 0.5', or 'log clock from t = 1, 10 per decade'."""
+        if self.per_decade is None:
+            return f"every {self.every:g}"
+        return f"log clock from t = {self.every:g}, {self.per_decade} per decade"
+
     @property
     def reference(self) -> Optional[str]:
         return reference_run(self.scenario)
@@ -196,7 +207,7 @@ def plan(scenario: Scenario, *, in_memory: bool = False) -> Plan:
     knows), choose the snapshot times so the file fits ``record.max_file_mb``, check the
     steps a fixed-step run takes (:func:`check_steps`) and that the largest run fits in the
     memory available (:func:`estimate_memory`; ``in_memory``: the trajectory file too)."""
-    from solvers.integrate import snapshot_times
+    from solvers.integrate import log_snapshot_times, snapshot_times
 
     from ..model.data import check_source
 
@@ -224,7 +235,9 @@ def plan(scenario: Scenario, *, in_memory: bool = False) -> Plan:
             for index, (name, run) in enumerate(scenario.runs.items())
         )
 
-    frames = len(snapshot_times(0.0, scenario.train.t_end, every)) + 1
+    times = record.snapshot_times(scenario.train.t_end)
+    per_decade = record.per_decade if record.clock == "log" else None
+    frames = len(times) + 1
     budget = record.max_file_mb * 1e6
     if size(2) > budget:
         raise UsageError(f"record.max_file_mb = {record.max_file_mb:g} cannot hold even the first and last "
@@ -233,20 +246,29 @@ def plan(scenario: Scenario, *, in_memory: bool = False) -> Plan:
         per_frame = max(size(3) - size(2), 1)
         allowed = max(2, int((budget - size(0)) // per_frame))
         factor = math.ceil(frames / allowed)
-        notes.append(f"record.every raised from {every:g} to {every * factor:g} to keep the file under "
-                     f"{record.max_file_mb:g} MB (record.max_file_mb)")
-        every *= factor
-        frames = len(snapshot_times(0.0, scenario.train.t_end, every)) + 1
-    times = snapshot_times(0.0, scenario.train.t_end, every)
+        if record.clock == "log":
+            per_decade = max(1, record.per_decade // factor)
+            notes.append(f"record.per_decade lowered from {record.per_decade} to {per_decade} to keep the file under "
+                         f"{record.max_file_mb:g} MB (record.max_file_mb)")
+            times = log_snapshot_times(every, scenario.train.t_end, per_decade)
+        else:
+            notes.append(f"record.every raised from {every:g} to {every * factor:g} to keep the file under "
+                         f"{record.max_file_mb:g} MB (record.max_file_mb)")
+            every *= factor
+            times = snapshot_times(0.0, scenario.train.t_end, every)
+        frames = len(times) + 1
     steps = curvature_steps(scenario, resolved)
-    check_steps(scenario, every, notes, steps)
+    # a fixed step longer than the interval between snapshots (the log clock's shortest, its first
+    # two) is shortened to land on them
+    shortest = every if record.clock == "linear" else float(np.min(np.diff(times, prepend=0.0)[:2]))
+    check_steps(scenario, shortest, notes, steps)
     estimate = estimate_memory(scenario, n_train, n_test, frames, size(frames) if in_memory else 0)
     if not estimate.fits:
         what = estimate.dominant
         raise UsageError(f"run {estimate.run!r} needs about {size_text(estimate.peak)} of memory at its peak "
                          f"({what.what}: {size_text(what.bytes)}), and {size_text(estimate.available)} are "
                          f"available: lower {what.lower}")
-    return Plan(scenario, resolved, every, times, size(frames), n_train, n_test, estimate, notes, steps)
+    return Plan(scenario, resolved, every, times, size(frames), n_train, n_test, estimate, notes, steps, per_decade)
 
 
 def run_inputs(scenario: Scenario, times: np.ndarray):

@@ -82,7 +82,8 @@ def point_results(trajectory, f1: bool) -> dict:
     out["f2_features"] = _svm_margin(features @ features.T / m, y)
     out["f2_kernel"] = _svm_margin(w_var * relu_feature_kernel(X), y)
     if f1:
-        out["f1_half"] = chizat_bach_f1_margin(f1_max_margin(X, y, count=4000, refine=3))
+        f1 = f1_max_margin(X, y, count=4000, refine=3)
+        out["f1_half"], out["f1_atoms"] = chizat_bach_f1_margin(f1), f1.directions
     return out
 
 
@@ -197,7 +198,8 @@ def draw(path: Path, figure: Path) -> Path:
                           label=f"{name}: / {reference}")
         left.axhline(1, color="gray", lw=1)
         left.axhspan(1 - CLOSE, 1 + CLOSE, color="gray", alpha=0.15)
-    left.set(xlabel="t", ylabel="normalised margin / reference", title="margins at d = 3")
+    left.set(xlabel="t", ylabel="normalised margin / reference", title="margins at d = 3 (5% band grey)",
+             ylim=(0, 1.1))
     left.legend(fontsize=7)
     dims = list(table)
     for name in RUNS:
@@ -207,21 +209,27 @@ def draw(path: Path, figure: Path) -> Path:
     middle.legend(fontsize=8)
     if point is not None:
         with mf.open(Path(path) / MARGINS) as trajectory:
-            _draw_neurons(right, trajectory)
+            _draw_neurons(right, trajectory, point["f1_atoms"])
     return save_figure(fig, Path(path) / figure if not Path(figure).is_absolute() else Path(figure))
 
 
-def _draw_neurons(ax, trajectory) -> None:
-    """The both-layers run's neurons at t = 0 and at the end: w_j / |w_j| drawn as the line
-    w . (1, z) = 0 of the plane z is one end; here, simply, the angle of (w_1, w_2) against
-    the weight |a_j| |w_j| (the mass the F1 norm counts)."""
+def _angles(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The direction of each w = (w_0, w_1, w_2) in degrees: the angle of (w_1, w_2) and the
+    elevation of w_0 (the bias coordinate, x_0 = 1)."""
+    return (np.degrees(np.arctan2(W[:, 2], W[:, 1])),
+            np.degrees(np.arctan2(W[:, 0], np.linalg.norm(W[:, 1:3], axis=1))))
+
+
+def _draw_neurons(ax, trajectory, atoms: np.ndarray) -> None:
+    """The both-layers run's neurons at t = 0 and at the end, each at its direction (the angle
+    of (w_1, w_2), the elevation of the bias w_0), its area the mass |a_j| |w_j| the F1 norm
+    counts; crosses: the directions of the LP's F1 max-margin solution, found independently."""
     for index, style in ((0, "C7"), (-1, "C3")):
         frame = trajectory["both"].frame(index)
         mass = np.abs(frame.a) * np.linalg.norm(frame.W, axis=1)
-        angle = np.arctan2(frame.W[:, 2], frame.W[:, 1])
-        elevation = np.arctan2(frame.W[:, 0], np.linalg.norm(frame.W[:, 1:3], axis=1))
-        ax.scatter(np.degrees(angle), np.degrees(elevation), s=400 * mass / mass.max(), c=style, alpha=0.6,
+        ax.scatter(*_angles(frame.W), s=400 * mass / mass.max(), c=style, alpha=0.6,
                    label="t = 0" if index == 0 else f"t = {trajectory['both'].t:.3g}")
+    ax.scatter(*_angles(atoms), marker="x", s=60, c="k", label="the LP's F1 atoms")
     ax.set(xlabel="angle of (w_1, w_2), degrees", ylabel="elevation of w_0 (the bias), degrees",
            title="neurons (size: |a_j| |w_j|), both layers, d = 3")
     ax.legend(fontsize=8)

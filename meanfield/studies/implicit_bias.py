@@ -210,7 +210,7 @@ def draw(path: Path, figure: Path) -> Path:
     if point is not None:
         with mf.open(Path(path) / MARGINS) as trajectory:
             _draw_neurons(right, trajectory, point["f1_atoms"])
-    return save_figure(fig, Path(path) / figure if not Path(figure).is_absolute() else Path(figure))
+    return save_figure(fig, Path(figure))
 
 
 def _angles(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -126,3 +126,14 @@ def test_f1_margin_bounds_the_sphere_kernels_f2_margin():
     f1 = f1_max_margin(X, y, count=1500, refine=2).margin
     f2 = f2_max_margin(relu_feature_kernel(X, first_layer="sphere"), y).margin
     assert f1 >= f2 > 0
+
+
+def test_f2_of_many_random_features_tends_to_the_arc_cosine_kernels():
+    """The output layer's reference at width m, the SVM of (1/m) sum_j relu(w_j.x) relu(w_j.x') with
+    w_j ~ N(0, I/d) (the study's init), tends to that of (1/d) x the arc-cosine kernel as m grows."""
+    X, y = clusters(30, seed=2)
+    d = X.shape[1]
+    W = np.random.default_rng(5).standard_normal((200_000, d)) / math.sqrt(d)
+    features = np.maximum(X @ W.T, 0)
+    sampled = f2_max_margin(features @ features.T / W.shape[0], y).margin
+    assert sampled == pytest.approx(f2_max_margin(relu_feature_kernel(X) / d, y).margin, rel=0.02)

@@ -80,7 +80,36 @@ def sigterm_as_interrupt():
         forget_stops()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineUsageErrors(click.Group):
+    """The command group whose own usage errors (an unknown option or command, a value out of
+    an option's range) are one ``Error:`` line with exit status 2, like every other usage
+    error of meanfield, not click's three lines of usage."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _one_line():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        with _one_line():
+            return super().invoke(ctx)
+
+
+_HELP_ON_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+@contextmanager
+def _one_line():
+    """click's UsageError as a :class:`CommandError` naming the command's help."""
+    try:
+        yield
+    except _HELP_ON_NO_ARGS:  # a bare ``meanfield``: its help, as a usage error's exit status
+        raise
+    except click.UsageError as exc:
+        where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        raise CommandError(exc.format_message() + where) from None
+
+
+@click.group(cls=OneLineUsageErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(mf.__version__, prog_name="meanfield")
 @click.option("-v", "--verbose", count=True, help="More messages (debug level).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no announcements.")

@@ -76,5 +76,12 @@ def plain(kind: str, bounds: dict, allowed: Iterable = ()) -> Optional[str]:
         return "must be a mapping of keys" + (f" ({keys})" if keys else "")
     if kind not in PLAIN:
         return None
-    return PLAIN[kind].format(**{key: f"{value:g}" if isinstance(value, (int, float)) else value
-                                 for key, value in (bounds or {}).items()})
+    return PLAIN[kind].format(**{key: _number(value) for key, value in (bounds or {}).items()})
+
+
+def _number(value):
+    """A bound as a user wrote it: an integer in full (a seed's 9223372036854775807, not
+    9.22337e+18), a float in its shortest form."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return f"{value:g}" if isinstance(value, float) else value

@@ -7,8 +7,8 @@ tolerance holds between CPUs.
 Every run goes through ``meanfield simulate`` in fresh processes whose Numba kernels come
 from the on-disk cache: a kernel compiled in the running process and the same kernel loaded
 from the cache can differ in the last bit (seen at d = 20), so the first process only fills
-the cache. Numba and OpenBLAS get two threads, as when the references were recorded: the
-BLAS products of the kernel runs round differently on one thread.
+the cache. Numba gets two threads, as when the references were recorded (the count changes
+no bit, and a run holds the BLAS at one thread whatever the count: docs/design.md §6.4).
 """
 
 import json

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -178,12 +179,13 @@ def _particles_digest(path: Path) -> str:
 SLOW_BASE = {**BASE, "train": {"t_end": 6.0, "integrator": {"method": "euler", "dt": 0.002}}, "record": {"every": 0.5}}
 
 
-def _start_sweep(tmp_path: Path, points: int) -> tuple[subprocess.Popen, Path]:
+def _start_sweep(tmp_path: Path, points: int, workers: int = 1) -> tuple[subprocess.Popen, Path]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "slow.yaml"
     path.write_text(yaml.safe_dump({"base": SLOW_BASE, "grid": {"seed": list(range(points))}}))
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "meanfield.cli", "sweep", str(path), "-o", str(out),
-                                "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                "--workers", str(workers)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
     return process, out
 
@@ -228,6 +230,54 @@ def test_resume_after_a_kill_runs_only_the_points_not_complete(tmp_path, how):
     table = read_table(out)
     assert list(table["status"]) == ["complete"] * 4, list(table["reason"])
     assert list(table["point"]) == [f"p000{i}" for i in range(4)]
+
+
+def _kill_holder(out: Path, point: str, process: subprocess.Popen, limit: float = 240) -> int:
+    """SIGKILL the worker that writes ``point`` (the pid in its file's lock) once it has written
+    a snapshot or two; its pid."""
+    lock = out / "points" / f"{point}.h5.lock"
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read().decode()
+        try:
+            pid = json.loads(lock.read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.05)
+            continue
+        time.sleep(0.5)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue  # it finished meanwhile
+        return pid
+    raise AssertionError(f"no worker took {point}")
+
+
+@pytest.mark.slow
+def test_a_killed_worker_loses_no_point_and_one_that_always_dies_fails_alone(tmp_path):
+    """A worker SIGKILLed mid-point breaks the local pool (BrokenProcessPool for every point in
+    flight or queued): the pool starts again and runs them, the killed point from its
+    checkpoint (or from the start, where the kill left its file unreadable), to the same
+    numbers as a run never killed. A point whose worker dies every time fails after
+    MAX_LOSSES tries; the other points complete."""
+    from meanfield.sweeps.execution import MAX_LOSSES
+
+    process, out = _start_sweep(tmp_path, points=4, workers=2)
+    _kill_holder(out, "p0001", process)
+    assert process.wait(timeout=600) == 0, process.stdout.read().decode()
+    table = read_table(out)
+    assert list(table["status"]) == ["complete"] * 4, list(table["reason"])
+    point = load_sweep(tmp_path / "slow.yaml").points[1]
+    mf.simulate(point.scenario, tmp_path / "clean.h5").close()
+    assert _particles_digest(out / "points/p0001.h5") == _particles_digest(tmp_path / "clean.h5")
+
+    process, out = _start_sweep(tmp_path / "poison", points=4, workers=2)
+    for _ in range(MAX_LOSSES):
+        _kill_holder(out, "p0002", process)
+    assert process.wait(timeout=600) == 0, process.stdout.read().decode()
+    table = read_table(out)
+    assert list(table["status"]) == ["complete", "complete", "failed", "complete"], list(table["reason"])
+    assert table["reason"][2].startswith(f"worker lost {MAX_LOSSES} time(s) while running this point")
 
 
 def test_a_resume_that_cannot_read_its_file_starts_the_point_again(tmp_path, monkeypatch):

@@ -21,6 +21,8 @@ The package, by concern:
     catapult   Lewkowycz et al.'s phases along the step factor c: ``catapult_phase`` (the rule
                for one run), ``phase_rows``, ``phase_edges``, ``format_phases``, ``phases_figure``
     drawing    the figures (matplotlib): ``figure``, ``phase_figure``
+    random_features  Mei & Montanari's asymptotic test error of random-features regression:
+               ``rf_test_error``, ``activation_constants``, ``RELU_CONSTANTS``
 
 Everything public is importable from ``meanfield.analysis`` itself.
 """
@@ -64,6 +66,7 @@ from .max_margin import (
     sphere_directions,
 )
 from .phase import PhasePoint, luo_phase, phase_points
+from .random_features import RELU_CONSTANTS, ActivationConstants, activation_constants, rf_test_error
 from .reporting import (
     ANALYSIS_CSV,
     REGIMES_CSV,
@@ -89,3 +92,4 @@ __all__ = [
     "F1Margin", "F2Margin", "chizat_bach_f1_margin", "f1_max_margin", "f2_max_margin", "relu_feature_kernel",
     "sphere_directions",
 ]
+__all__ += ["RELU_CONSTANTS", "ActivationConstants", "activation_constants", "rf_test_error"]

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import math
 import typing
+from pathlib import PurePath
 from typing import Any, Optional
 
 import yaml
 from pydantic import (
     Field,
-    NonNegativeInt,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -34,9 +34,11 @@ from .sections import (
     ModelSpec,
     RecordSpec,
     RunSpec,
+    Seed,
     Strict,
     TrainSpec,
     _expand_shorthand,
+    plain_name,
 )
 
 
@@ -47,7 +49,7 @@ class Scenario(Strict):
 
     name: str = Field(min_length=1)
     description: str = ""
-    seed: NonNegativeInt = 0
+    seed: Seed = 0
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     loss: LossName = "squared"
@@ -55,6 +57,24 @@ class Scenario(Strict):
     train: TrainSpec = TrainSpec()
     record: RecordSpec = Field(RecordSpec(), validate_default=True)
     output: Optional[str] = None
+    """The trajectory file (default ``NAME.h5``): a relative path below the working directory
+    (the command line's ``-o`` and the API's ``output=`` may name any path; a scenario file,
+    maybe someone else's, may not decide where a file lands outside it)."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_plain_name(cls, name: str) -> str:
+        return plain_name(name)
+
+    @field_validator("output")
+    @classmethod
+    def _output_stays_below_the_working_directory(cls, output: Optional[str]) -> Optional[str]:
+        if output is not None and (not output or "\x00" in output or PurePath(output).is_absolute()
+                                   or ".." in PurePath(output).parts or output.startswith("~")):
+            raise ValueError(f"output {output!r}: a scenario's output is a relative path below the working "
+                             "directory (no '..', '/' at the start or '~'); to write elsewhere, give "
+                             "-o PATH (mf.simulate(..., output=PATH))")
+        return output
 
     @model_validator(mode="before")
     @classmethod

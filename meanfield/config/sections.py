@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from collections import Counter
 from typing import Annotated, Literal, Optional, Union
 
@@ -15,7 +16,6 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
-    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -40,10 +40,52 @@ TWO_D_TASKS = ("xor", "moons", "spirals")
 
 
 class Strict(BaseModel):
-    """A schema section: unknown keys are errors, values are validated on assignment, and
-    every number is finite (.inf and .nan are refused wherever a number is asked for)."""
+    """A schema section: unknown keys are errors, values are validated on assignment, every
+    number is finite (.inf and .nan are refused wherever a number is asked for), and a
+    boolean is never a number (YAML reads ``yes``, ``no``, ``on``, ``off`` as booleans, and
+    pydantic would take True for 1)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_boolean_is_not_a_number(cls, raw):
+        if isinstance(raw, dict):
+            for key, value in raw.items():
+                field = cls.model_fields.get(key) if isinstance(value, bool) else None
+                if field is not None and _asks_for_a_number(field.annotation):
+                    raise _key_error(key, f"a number is asked for, not {str(value).lower()} (YAML reads yes, no, "
+                                          "on, off, true and false as booleans)")
+        return raw
+
+
+def _asks_for_a_number(annotation) -> bool:
+    """Whether a field of this type takes an int or a float, and never a boolean."""
+    args = typing.get_args(annotation)
+    if bool in (annotation, *args):
+        return False
+    if annotation in (int, float):
+        return True
+    return any(_asks_for_a_number(arg) for arg in args if arg is not type(None))
+
+
+MAX_SEED = 2**63 - 1
+"""The largest seed: a seed is stored as a 64-bit signed integer attribute of the file."""
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+"""A random seed: 0 to :data:`MAX_SEED`."""
+
+_NOT_A_PLAIN_NAME = re.compile(r"[/\\\x00-\x1f]")
+
+
+def plain_name(value: str) -> str:
+    """``value`` if it is a plain name (no directory: a scenario's or a sweep's outputs are
+    named after it, and a file from someone else must not decide where they land), else
+    ValueError."""
+    if _NOT_A_PLAIN_NAME.search(value) or value in (".", "..") or len(value) > 200:
+        raise ValueError(f"{value!r} is not a plain name: no '/', '\\', control characters, '.' or '..', "
+                         "at most 200 characters (it names the output files, in the working directory)")
+    return value
 
 
 # ----------------------------------------------------------------------------- data
@@ -172,7 +214,7 @@ FILE_IGNORES = ("n_train", "n_test", "noise")
 
 class DataSpec(Strict):
     task: TaskName = "teacher_student"
-    seed: Optional[NonNegativeInt] = None
+    seed: Optional[Seed] = None
     """The data stream's seed (teacher, training and test sets): unset, the scenario's
     ``seed``. Fixed, the data stay the same while ``seed`` varies the particles."""
     dim: PositiveInt = 2

@@ -26,16 +26,23 @@ from .sections import (
     TangentRunSpec,
 )
 
+MAX_TOLD = 10
+"""The most validation errors a message words, one line each; the rest are counted."""
+
 
 def _explain(exc: ValidationError, source: str, lines: dict, overridden: set, how: str = "--set") -> str:
+    """One line per validation error, the first :data:`MAX_TOLD` of them, then how many more."""
     told = []
-    for error in exc.errors():
+    errors = exc.errors()
+    for error in errors[:MAX_TOLD]:
         loc = _user_path(error["loc"])
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):  # the tag is a key of its own
             loc += (error["ctx"]["discriminator"].strip("'"),)
         dotted = ".".join(str(part) for part in loc)
         where = _where(source, loc or _leading_key(error["msg"]), lines, overridden, how)
         told.append(f"{where}: {_wording(error, dotted)}")
+    if len(errors) > MAX_TOLD:
+        told.append(f"{source}: ... and {len(errors) - MAX_TOLD:,} more errors like these (fix the ones above first)")
     return "\n".join(told)
 
 

@@ -25,8 +25,8 @@ from ..model.diagnostics import rms_gap
 from ..model.measures import FIT_MEASURES
 from ..model.state import RunState
 from .plan import NO_TEST_SET, lacks_test_set, plan, recorded_measures, records_gap, run_inputs
+from .threads import for_a_run
 from .threads import governor as thread_governor
-from .threads import using as using_threads
 
 Log = Callable[[str], None]
 
@@ -132,7 +132,7 @@ def simulate(scenario: Scenario, output=None, *, resume: bool = False, overwrite
     measurement while each run steps: docs/design.md §6.4).
     ``KeyboardInterrupt`` leaves the file valid with the run marked 'interrupted', resumable.
     """
-    with using_threads(threads):
+    with for_a_run(threads):
         return _simulate(scenario, output, resume=resume, overwrite=overwrite, log=log, progress=progress)
 
 
@@ -211,12 +211,12 @@ def _open_output(scenario: Scenario, output, data, estimated_bytes: float, *, re
         if existing is None:
             raise UsageError(f"--resume: {output} does not exist (run without --resume first)")
         trajectory = storage.open_for_resume(output, same_scenario=scenario.describes_stored)
-        _check_room(output, estimated_bytes - existing)
+        _check_room(output, estimated_bytes - existing, scenario.record.particles)
         return trajectory
     if existing is not None:
         _refuse_to_replace(output, overwrite, scenario)
-    if output is not None:
-        _check_room(output, estimated_bytes - (existing or 0))  # a replaced file's space comes back
+    if output is not None:  # a replaced file's space comes back
+        _check_room(output, estimated_bytes - (existing or 0), scenario.record.particles)
     trajectory = storage.create(output, scenario_yaml=yaml_text, seed=scenario.seed)
     if scenario.data.population:
         trajectory.write_data(teacher=data.teacher)
@@ -244,13 +244,15 @@ def _refuse_to_replace(output, overwrite: bool, scenario: Scenario) -> None:
     raise UsageError(f"{output} exists and holds {what}: {replace}, or write elsewhere with --output")
 
 
-def _check_room(output, needed: float) -> None:
-    """Refuse to start when the disk (or ``ulimit -f``) has no room for the plan's estimate."""
+def _check_room(output, needed: float, particles: bool) -> None:
+    """Refuse to start when the disk (or ``ulimit -f``) has no room for the plan's estimate;
+    ``particles``: whether the scenario records them (then not recording them is advice)."""
     try:
         storage.check_room(output, max(needed, 0.0), "the plan's estimate of the file")
     except storage.NoRoom as exc:
+        less = "a larger record.every, record.particles: false" if particles else "a larger record.every"
         raise UsageError(f"{output}: {exc.strerror}; free some space, write elsewhere with --output, or "
-                         "record less (a larger record.every, record.particles: false)") from None
+                         f"record less ({less})") from None
 
 
 def _execute(run, trajectory, resume: bool, progress, collect: Optional[Reference],

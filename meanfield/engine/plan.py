@@ -240,8 +240,9 @@ def plan(scenario: Scenario, *, in_memory: bool = False) -> Plan:
     frames = len(times) + 1
     budget = record.max_file_mb * 1e6
     if size(2) > budget:
+        less = " or set record.particles: false" if record.particles else ""
         raise UsageError(f"record.max_file_mb = {record.max_file_mb:g} cannot hold even the first and last "
-                         f"snapshots (about {size(2) / 1e6:.3g} MB): raise it or set record.particles: false")
+                         f"snapshots (about {size(2) / 1e6:.3g} MB): raise it{less}")
     if size(frames) > budget:
         per_frame = max(size(3) - size(2), 1)
         allowed = max(2, int((budget - size(0)) // per_frame))

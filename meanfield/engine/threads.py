@@ -101,12 +101,32 @@ def apply(threads: int) -> None:
 
 def _blas_limits(threads: int):
     """The BLAS's thread count set to ``threads`` (a context manager that restores it; in
-    effect until then), where threadpoolctl is installed."""
+    effect until then), where threadpoolctl is installed: NumPy's BLAS and SciPy's, which is
+    another library (loaded here first, since a limit reaches only the libraries loaded)."""
     try:
         import threadpoolctl
     except ImportError:  # pragma: no cover - the BLAS keeps its own count
         return contextlib.nullcontext()
+    import scipy.linalg  # noqa: F401  (SciPy's own OpenBLAS, which the solvers use: a limit reaches loaded libraries only)
+
     return threadpoolctl.threadpool_limits(threads, user_api="blas")
+
+
+RUN_BLAS_THREADS = 1
+"""The BLAS's (and LAPACK's) thread count while a run computes, whatever the run's own count:
+OpenBLAS's LAPACK (the kernel runs' eigendecomposition and solves) and some of its products
+(A^T A) reduce in an order that depends on its thread count, so a kernel run's datasets and
+every run's gap_ntk changed in the last bits between thread counts. One fixed count makes
+every dataset independent of the thread settings (docs/design.md §6.4); the parallel work of
+a run is Numba's, which splits by the problem's size, not by the count."""
+
+
+@contextmanager
+def for_a_run(threads: Optional[int]):
+    """The thread settings of a run: ``threads`` as :func:`using` takes it for Numba, and the
+    BLAS on :data:`RUN_BLAS_THREADS` for the duration (then the process's settings back)."""
+    with using(threads), _blas_limits(RUN_BLAS_THREADS):
+        yield
 
 
 def governor() -> Optional[ThreadGovernor]:

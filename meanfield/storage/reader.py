@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 import yaml
 
+from ..config.loading import load_yaml
 from ..errors import UsageError, as_path
 from ..messages import did_you_mean
 from ..model.data import Dataset, Teacher
@@ -148,8 +149,8 @@ class Trajectory:
     def scenario_dict(self) -> dict:
         """The stored scenario as a plain mapping (empty if it cannot be read)."""
         try:
-            scenario = yaml.safe_load(self.scenario_yaml) or {}
-        except yaml.YAMLError:
+            scenario = load_yaml(self.scenario_yaml) or {}
+        except yaml.YAMLError:  # a file that is not ours, or damaged: within the parser's bounds all the same
             return {}
         return scenario if isinstance(scenario, dict) else {}
 

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import json
 import math
 import multiprocessing
 import os
 import sys
 import time
+from collections import Counter
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,7 @@ from ..engine.threads import THREAD_VARIABLES, apply, using
 from ..errors import SweepFailed, UsageError, as_path, expect_stops, stop_requested
 from ..messages import did_you_mean
 from ..storage import WriterLock, open_trajectory
+from ..storage.ownership import lock_path
 from .grid import POINTS_DIR, SWEEP_COPY, Point, Sweep
 from .table import Table, python_scalar, read_table, write_table
 
@@ -265,30 +269,87 @@ def run_sweep(
         workers = workers or min(cpus, max(1, len(todo)))
         threads = threads or max(1, cpus // workers)
         start, failed, interrupted = time.perf_counter(), 0, False
-        with _default_executor(executor, workers, threads) as pool:
-            futures = {pool.submit(run_point, Task(p.id, p.scenario.resolved_yaml(),
-                                                   str((directory / p.file).resolve()), threads)): p
-                       for p in todo}
-            _save(directory, sweep, done)
-            try:
-                for future in as_completed(futures):
-                    point = futures[future]
-                    try:
-                        outcome = future.result()
-                    except Exception as exc:  # noqa: BLE001 - a worker that died takes only its point
-                        outcome = PointResult(point.id, "failed", f"worker lost: {type(exc).__name__}: {exc}")
-                    done[point.id] = _row(point, outcome)
-                    failed += outcome.status != "complete"
-                    _save(directory, sweep, done)
-                    on_point(point, done[point.id])
-            except KeyboardInterrupt:
-                interrupted = True
-                for future in futures:
-                    future.cancel()
-                _stop_workers()
+        losses: Counter = Counter()
+        queue = list(todo)
+        _save(directory, sweep, done)
+        while queue and not interrupted:  # a local pool that lost a worker starts again for the points it took
+            lost, since = [], time.time()
+            with _default_executor(executor, workers, threads) as pool:
+                futures = {pool.submit(run_point, Task(p.id, p.scenario.resolved_yaml(),
+                                                       str((directory / p.file).resolve()), threads)): p
+                           for p in queue}
+                try:
+                    for future in as_completed(futures):
+                        point = futures[future]
+                        outcome = _outcome(future, point)
+                        if outcome is None and executor is None:
+                            lost.append(point)
+                            continue
+                        outcome = outcome or PointResult(point.id, "failed", "worker lost: BrokenProcessPool")
+                        failed += _record(point, outcome, directory, sweep, done, on_point)
+                except KeyboardInterrupt:
+                    interrupted = True
+                    for future in futures:
+                        future.cancel()
+                    _stop_workers()
+            queue, gone = _requeue(sorted(lost, key=todo.index), directory, since, losses)
+            for point in gone:
+                failed += _record(point, _lost_result(point, losses), directory, sweep, done, on_point)
         _save(directory, sweep, done)
         return SweepResult(directory, len(todo), len(sweep.points) - len(todo), failed,
                            time.perf_counter() - start, interrupted)
+
+
+MAX_LOSSES = 2
+"""How many times a point may lose its worker (killed, out of memory) before it is recorded as
+failed: a point that kills its worker every time fails after this many tries, one killed once
+by accident runs again."""
+
+
+def _outcome(future, point: Point) -> Optional[PointResult]:
+    """What a finished future says of ``point``; None when its worker, or another worker of
+    the local pool, died and took it along (BrokenProcessPool)."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        return None
+    except Exception as exc:  # noqa: BLE001 - a worker that died takes only its point
+        return PointResult(point.id, "failed", f"worker lost: {type(exc).__name__}: {exc}")
+
+
+def _killed(lost: list, directory: Path, since: float) -> list:
+    """Of the points a broken pool took along, those whose worker died: the holder of the
+    point file's lock, taken since the pool started (``since``), is gone (SIGKILL leaves the
+    lock file; a worker the broken pool terminates closes its file and removes it). All of
+    them where none can be told (a worker that died before it took the lock)."""
+    killed = []
+    for point in lost:
+        lock = lock_path(directory / point.file)
+        try:
+            if lock.stat().st_mtime < since:
+                continue
+            os.kill(json.loads(lock.read_text())["pid"], 0)
+        except ProcessLookupError:
+            killed.append(point)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return killed or list(lost)
+
+
+def _requeue(lost: list, directory: Path, since: float, losses: Counter) -> tuple[list, list]:
+    """The points to run again and those that failed: a point whose worker died
+    :data:`MAX_LOSSES` times fails; the others, bystanders included, go back to the queue.
+    A requeued point's file continues from its checkpoint, or starts again where the kill
+    left it unreadable (:func:`run_point`)."""
+    for point in _killed(lost, directory, since):
+        losses[point.id] += 1
+    failed = [point for point in lost if losses[point.id] >= MAX_LOSSES]
+    return [point for point in lost if point not in failed], failed
+
+
+def _lost_result(point: Point, losses: Counter) -> PointResult:
+    return PointResult(point.id, "failed", f"worker lost {losses[point.id]} time(s) while running this point "
+                                           "(killed, or out of memory?): BrokenProcessPool")
 
 
 def execute(sweep: Sweep, directory=None, *, workers: Optional[int] = None, threads: Optional[int] = None,
@@ -391,6 +452,14 @@ def _previous_rows(directory: Path) -> dict[str, dict]:
         return {row["point"]: row for row in read_table(directory).rows()}
     except UsageError:
         return {}
+
+
+def _record(point: Point, outcome: PointResult, directory: Path, sweep: Sweep, done: dict, on_point) -> bool:
+    """Put a point's outcome in the table (saved at once) and tell ``on_point``; whether it failed."""
+    done[point.id] = _row(point, outcome)
+    _save(directory, sweep, done)
+    on_point(point, done[point.id])
+    return outcome.status != "complete"
 
 
 def _row(point: Point, outcome: PointResult) -> dict:

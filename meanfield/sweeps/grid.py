@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -31,8 +32,9 @@ import numpy as np
 import yaml
 
 from ..config.bundled import SWEEP_DIR, bundled_sweeps, display_name, resolve_path, scenario_path
-from ..config.loading import read_text, read_yaml, relative_to, set_key, validate_scenario
+from ..config.loading import load_yaml, read_text, read_yaml, relative_to, set_key, validate_scenario
 from ..config.scenario import Scenario
+from ..config.sections import plain_name
 from ..errors import UsageError
 from ..messages import did_you_mean
 from .table import cell_text
@@ -122,6 +124,9 @@ def make_sweep(source, grid=None, *, replicates: Optional[int] = None, overrides
     if grid is None:
         if replicates is not None:
             raise UsageError("replicates goes with a grid: give the base scenario and grid=...")
+        if not isinstance(source, (str, os.PathLike)):
+            raise UsageError(f"a sweep is a sweep file's path or a bundled sweep's name, or a base scenario with "
+                             f"grid=...: not {type(source).__name__} {source!r:.80}")
         return load_sweep(source, overrides=overrides, axes=axes)
     if axes:
         raise UsageError("axes changes the grid of a sweep file or bundled sweep; with a base scenario, "
@@ -168,11 +173,23 @@ def sweep_from_mapping(raw, source: str, lines: dict, root: Path, default_name: 
         grid_axes.append(_replicate_axis(layers.replicates, layers.base, grid_axes, *layers.replicates_at))
         if layers.parents:
             layers.origins["seed"] = layers.replicates_origin
-    name = raw.get("name") or default_name
+    name = _plain_sweep_name(raw.get("name") or default_name, source, lines)
     points = list(_points(layers.base, layers.base_source, grid_axes, source, how,
                           {key: "--grid" for key in axes or {}}))
     return Sweep(str(name), layers.description, layers.base, grid_axes, points, layers.parents, layers.origins,
                  layers.removed)
+
+
+def _plain_sweep_name(name, source: str, lines: dict) -> str:
+    """The sweep's name, which names its directory: a plain name (a sweep file from someone
+    else does not decide where its results land), else a UsageError at its line."""
+    where = f"{source}:{lines[('name',)]}" if ("name",) in lines else source
+    if not isinstance(name, (str, int)) or isinstance(name, bool):
+        raise UsageError(f"{where}: name: a sweep's name is a plain name (it names its directory), not {name!r}")
+    try:
+        return plain_name(str(name))
+    except ValueError as exc:
+        raise UsageError(f"{where}: name: {exc}") from None
 
 
 # ------------------------------------------------------------ --set and --grid
@@ -201,7 +218,7 @@ def parse_grid_options(items) -> dict:
         if key in axes:
             raise UsageError(f"--grid {key}: given twice; give every value of an axis in one --grid")
         try:
-            values = yaml.safe_load(f"[{text}]")
+            values = load_yaml(f"[{text}]")
         except yaml.YAMLError as exc:
             raise UsageError(f"--grid {key}: {text!r} is not a YAML list of values "
                              f"({getattr(exc, 'problem', None) or 'cannot be read'}): write v1,v2,...") from None

@@ -15,7 +15,7 @@ from meanfield.config.sections import DataSpec
 from meanfield.errors import UsageError
 from meanfield.model.data import TASKS, Dataset, check_source, make_dataset
 
-SYNTHETIC = ["teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals"]
+SYNTHETIC = ["teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals", "clusters"]
 CLASSIFICATION = ["gaussian_mixture", "xor", "moons", "spirals"]
 
 # Plain NumPy activations: the independent reference for the teacher's targets.
@@ -453,6 +453,53 @@ def test_moons_and_spirals_are_centred():
     for task in ("moons", "spirals"):
         X = make_dataset(spec(task, n_train=n, n_test=1), rng()).X_train
         assert np.all(np.abs(X.mean(axis=0)) < 5 * X.std(axis=0) / math.sqrt(n)), task
+
+
+def _nearest_centre(points, k):
+    """Index p + k q of the nearest centre of Chizat & Bach's grid, from its formula written out."""
+    delta = 1 / (3 * k - 1)
+    centres = [(delta * (1 + 3 * p) - 0.5, delta * (1 + 3 * q) - 0.5) for q in range(k) for p in range(k)]
+    return np.argmin(((points[:, None, :] - np.array(centres)[None]) ** 2).sum(-1), axis=1), np.array(centres)
+
+
+@pytest.mark.parametrize("k, d", [(3, 3), (4, 7)])
+def test_clusters_are_chizat_and_bachs_distribution(k, d):
+    """x = (1, centre + R (cos T, sin T), d - 3 spurious U(-1/2, 1/2)); R = Delta U(0, 1); every
+    point of one cluster has that cluster's label, floor(k^2/2) clusters are -1."""
+    n, delta = 6000, 1 / (3 * k - 1)
+    ds = make_dataset(spec("clusters", dim=d, clusters_per_side=k, n_train=n, n_test=500), rng())
+    assert ds.X_train.shape == (n, d) and ds.X_test.shape == (500, d) and ds.teacher is None
+    assert np.all(ds.X_train[:, 0] == 1) and set(np.unique(ds.y_train)) == {-1.0, 1.0}
+    which, centres = _nearest_centre(ds.X_train[:, 1:3], k)
+    radius = np.linalg.norm(ds.X_train[:, 1:3] - centres[which], axis=1)
+    assert radius.max() <= delta and abs(radius.mean() / delta - 0.5) < 5 * math.sqrt(1 / 12 / n)
+    labels = {}
+    for X, y in ((ds.X_train, ds.y_train), (ds.X_test, ds.y_test)):
+        for cluster, label in zip(_nearest_centre(X[:, 1:3], k)[0], y):
+            assert labels.setdefault(cluster, label) == label
+    assert len(labels) == k * k and sum(label < 0 for label in labels.values()) == (k * k) // 2
+    counts = np.bincount(which, minlength=k * k)
+    assert np.all(np.abs(counts - n / k**2) < 5 * math.sqrt(n / k**2))
+    spurious = ds.X_train[:, 3:]
+    assert spurious.shape == (n, d - 3) and np.all(np.abs(spurious) <= 0.5)
+    if d > 3:
+        assert np.all(np.abs(spurious.var(axis=0) - 1 / 12) < 5 * math.sqrt(1 / 180 / n))
+
+
+def test_clusters_are_determined_by_the_seed_and_refuse_a_small_dim():
+    one, again = (make_dataset(spec("clusters", dim=5), rng(3)) for _ in range(2))
+    other = make_dataset(spec("clusters", dim=5), rng(4))
+    np.testing.assert_array_equal(one.X_train, again.X_train)
+    np.testing.assert_array_equal(one.y_test, again.y_test)
+    assert not np.array_equal(one.X_train, other.X_train)
+    noisy = make_dataset(spec("clusters", dim=5, noise=0.3), rng(3))
+    np.testing.assert_array_equal(noisy.y_train, one.y_train)
+    moved = noisy.X_train - one.X_train
+    assert np.all(moved[:, [0, 3, 4]] == 0) and np.any(moved[:, 1:3] != 0)  # input noise in the plane only
+    with pytest.raises(ValidationError, match="data.dim is at least 3"):
+        spec("clusters", dim=2)
+    with pytest.raises(ValidationError, match="clusters_per_side is a key of task clusters"):
+        spec("xor", clusters_per_side=4)
 
 
 # ------------------------------------------------------------------------ files

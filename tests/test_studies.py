@@ -15,7 +15,7 @@ import meanfield as mf
 from meanfield.cli import main
 from meanfield.studies import COLUMNS, Reference, agrees, get, studies
 
-NAMES = ["catapult", "catapult_relu", "chizat_oyallon_bach", "edge_of_stability", "luo_phase_diagram",
+NAMES = ["catapult", "catapult_relu", "chizat_oyallon_bach", "edge_of_stability", "implicit_bias", "luo_phase_diagram",
          "single_index_samples", "width_theorem"]
 """The studies moved onto the contract; a new study's module joins the registry, and so the
 tests below that run over every study, with no list to edit."""

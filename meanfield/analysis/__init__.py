@@ -15,6 +15,9 @@ The package, by concern:
                ``format_threshold``, ``write_analysis``, ``write_regimes``
     phase      Luo, Xu, Ma & Zhang's (gamma, gamma') plane: ``phase_points``, ``luo_phase``
     convergence  the points that ran to t_end above stop_loss: ``unconverged``, ``format_unconverged``
+    max_margin the max-margin references of a classification: ``f1_max_margin`` (a linear
+               program over neuron directions), ``f2_max_margin`` (a hard-margin SVM on a Gram
+               matrix), ``relu_feature_kernel``, ``chizat_bach_f1_margin``, ``sphere_directions``
     catapult   Lewkowycz et al.'s phases along the step factor c: ``catapult_phase`` (the rule
                for one run), ``phase_rows``, ``phase_edges``, ``format_phases``, ``phases_figure``
     drawing    the figures (matplotlib): ``figure``, ``phase_figure``
@@ -53,6 +56,15 @@ from .families import (
     threshold_scaling,
     thresholds,
 )
+from .max_margin import (
+    F1Margin,
+    F2Margin,
+    chizat_bach_f1_margin,
+    f1_max_margin,
+    f2_max_margin,
+    relu_feature_kernel,
+    sphere_directions,
+)
 from .phase import PhasePoint, luo_phase, phase_points
 from .random_features import RELU_CONSTANTS, ActivationConstants, activation_constants, rf_test_error
 from .reporting import (
@@ -77,5 +89,7 @@ __all__ = [
     "luo_phase", "measures", "phase_figure", "phase_points", "power_law", "regimes", "report", "rows_within",
     "scaling", "threshold_scaling", "thresholds", "to_dataset", "write_analysis", "write_regimes",
     "format_unconverged", "unconverged",
+    "F1Margin", "F2Margin", "chizat_bach_f1_margin", "f1_max_margin", "f2_max_margin", "relu_feature_kernel",
+    "sphere_directions",
 ]
 __all__ += ["RELU_CONSTANTS", "ActivationConstants", "activation_constants", "rf_test_error"]

@@ -33,7 +33,7 @@ from ..model.measures import OPTIONAL_MEASURES
 ActivationName = Literal[tuple(ACTIVATIONS)]
 LossName = Literal[tuple(LOSSES)]
 TaskName = Literal[
-    "teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals", "file"
+    "teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals", "clusters", "file"
 ]
 FIXED_STEP_METHODS = ("euler", "heun", "rk4", "euler_maruyama", "sgd")
 TWO_D_TASKS = ("xor", "moons", "spirals")
@@ -200,7 +200,8 @@ def _differs_from_default(model: BaseModel, key: str) -> bool:
 REGRESSION_TASKS = ("teacher_student", "single_index")
 
 TASK_KEYS = {"teacher": ("teacher_student",), "population": ("teacher_student",), "degree": ("single_index",),
-             "delta": ("gaussian_mixture",), "path": ("file",), "test_fraction": ("file",),
+             "delta": ("gaussian_mixture",), "clusters_per_side": ("clusters",), "path": ("file",),
+             "test_fraction": ("file",),
              "test_path": ("file",), "test_indices": ("file",), "inputs": REGRESSION_TASKS}
 """The data keys that only some tasks read (the classification tasks draw their own inputs)."""
 
@@ -228,6 +229,8 @@ class DataSpec(Strict):
     """single_index: the target is He_degree(<u, x>) / sqrt(degree!)."""
     delta: float = Field(0.5, gt=0.0, lt=1.0)
     """gaussian_mixture: class +-1 has x ~ N(0, (1 +- delta)^2 I)."""
+    clusters_per_side: int = Field(3, ge=2)
+    """clusters: the k x k grid of clusters in the plane (Chizat & Bach 2020), each labelled +-1 at random."""
     path: Optional[str] = None
     """file: an .npz, .h5 or .csv file holding X [n, d] and y [n] (meanfield.model.data), relative to
     the scenario file (an override's or a Python mapping's: to the working directory)."""
@@ -305,6 +308,9 @@ class DataSpec(Strict):
                              f"{'it' if len(given) == 1 else 'them'}")
         if self.task in TWO_D_TASKS and self.dim != 2:
             raise ValueError(f"task {self.task!r} is two-dimensional: set data.dim: 2")
+        if self.task == "clusters" and self.dim < 3:
+            raise ValueError(f"task 'clusters' has inputs (1, a point of the plane, dim - 3 spurious coordinates): "
+                             f"data.dim is at least 3, not {self.dim}")
         if self.task == "file" and not self.path:
             raise ValueError("task 'file' needs data.path (an .npz, .h5 or .csv file with X and y)")
         if self.population and (self.task != "teacher_student" or self.inputs != "gaussian"):

@@ -36,6 +36,14 @@ Tasks (d = ``dim``, sigma_eps = ``noise``):
     y = +1. spirals: two arms r = R_SPIRAL t, angle 2 pi TURNS t (+ pi for the second arm),
     t = sqrt(U(0, 1)) so points are spread evenly over the disc the arms cover
     (E|x|^2 = 2, as for Gaussian inputs); first arm y = +1.
+``clusters`` (Chizat & Bach 2020, their code's distribution)
+    k = ``clusters_per_side``, Delta = 1/(3k - 1): k^2 clusters in the plane centred at
+    (c_p, c_q), c_p = Delta (1 + 3 p) - 1/2 (p, q = 0..k-1), labelled +-1 once for the data
+    stream (floor(k^2/2) clusters, chosen at random, are -1). A sample picks a cluster
+    uniformly, moves from its centre by R (cos T, sin T), T ~ U(0, 2 pi), R = Delta U(0, 1)
+    (clusters at least Delta apart), and is x = (1, the point, d - 3 coordinates
+    U(-1/2, 1/2)): the constant 1 lets a bias-free relu network have biases, the last
+    d - 3 coordinates carry nothing about y. ``noise`` adds N(0, noise^2) to the point.
 ``file``
     ``path`` is an .npz or .h5/.hdf5 file holding X [n, d] and y [n], or a .csv file with a
     header row naming the columns x0, ..., x{d-1} and y (any order) and one sample per row
@@ -50,7 +58,7 @@ Tasks (d = ``dim``, sigma_eps = ``noise``):
     file (:func:`meanfield.config.loading.relative_to` makes them absolute when it is read); any other
     relative path (an override, a Python mapping) is taken from the current working directory.
 
-For the classification tasks (gaussian_mixture and the pictures) ``noise`` is the standard
+For the classification tasks (gaussian_mixture, the pictures and clusters) ``noise`` is the standard
 deviation of Gaussian noise added to the *inputs* (labels stay +-1; for gaussian_mixture
 the class covariances become ((1 +- delta)^2 + noise^2) I). For the regression tasks
 (teacher_student, single_index) it is label noise. ``inputs`` applies to the regression
@@ -305,6 +313,35 @@ def spirals(spec: DataSpec, rng: np.random.Generator) -> Dataset:
         angle = 2.0 * math.pi * TURNS * t + math.pi * arm
         X = (R_SPIRAL * t)[:, None] * np.column_stack([np.cos(angle), np.sin(angle)])
         return X + spec.noise * rng.standard_normal((n, 2)), 1.0 - 2.0 * arm
+
+    return _split(spec, sample)
+
+
+def cluster_centres(k: int) -> np.ndarray:
+    """The k^2 centres of the ``clusters`` task, [k^2, 2]: (c_p, c_q) with c_p = Delta (1 + 3 p)
+    - 1/2, Delta = 1/(3k - 1), p the fast index (cluster j = p + k q)."""
+    delta = 1.0 / (3 * k - 1)
+    c = delta * (1 + 3 * np.arange(k)) - 0.5
+    return np.column_stack([np.tile(c, k), np.repeat(c, k)])
+
+
+def clusters(spec: DataSpec, rng: np.random.Generator) -> Dataset:
+    """Chizat & Bach's clusters: the labels of the k^2 clusters (a permutation), then per set
+    the clusters, angles, radii, spurious coordinates and noise (see the module docstring)."""
+    k, d = spec.clusters_per_side, spec.dim
+    delta = 1.0 / (3 * k - 1)
+    centres = cluster_centres(k)
+    labels = np.ones(k * k)
+    labels[rng.permutation(k * k)[: (k * k) // 2]] = -1.0
+
+    def sample(n):
+        which = rng.integers(0, k * k, size=n)
+        angle = rng.uniform(0.0, 2 * math.pi, size=n)
+        radius = delta * rng.uniform(0.0, 1.0, size=n)
+        spurious = rng.uniform(-0.5, 0.5, size=(n, d - 3))
+        point = centres[which] + radius[:, None] * np.column_stack([np.cos(angle), np.sin(angle)])
+        point += spec.noise * rng.standard_normal((n, 2))
+        return np.column_stack([np.ones(n), point, spurious]), labels[which]
 
     return _split(spec, sample)
 
@@ -689,6 +726,7 @@ TASKS: dict[str, Callable[[DataSpec, np.random.Generator], Dataset]] = {
     "xor": xor,
     "moons": moons,
     "spirals": spirals,
+    "clusters": clusters,
     "file": from_file,
 }
 """Task name (``data.task``) -> the function that builds its Dataset."""

@@ -45,10 +45,11 @@ from .sweeps.grid import Sweep  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Analysis", "Plan", "RecordedRun", "RunFailed", "Scenario", "Sweep", "SweepFailed", "SweepResult",
-           "Trajectory", "UsageError", "analyze", "animate", "bundled_scenarios", "bundled_studies", "bundled_sweeps",
-           "edge_figure", "edge_of_stability", "load_scenario", "load_sweep", "open", "open_sweep", "plan", "plot",
-           "set_threads", "simulate", "study", "sweep"]
+__all__ = ["Analysis", "LearningCurve", "Plan", "RecordedRun", "RunFailed", "Scenario", "Spectrum", "Sweep",
+           "SweepFailed", "SweepResult", "Trajectory", "UsageError", "analyze", "animate", "bundled_scenarios",
+           "bundled_studies", "bundled_sweeps", "edge_figure", "edge_of_stability", "kernel_spectrum",
+           "learning_curve", "load_scenario", "load_sweep", "open", "open_sweep", "plan", "plot",
+           "sample_coefficients", "set_threads", "simulate", "study", "sweep", "teacher_coefficients"]
 
 
 def __dir__() -> list[str]:
@@ -56,9 +57,13 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-_LAZY = {"Analysis": "analysis", "Plan": "engine.plan"}
+_LAZY = {"Analysis": "analysis", "Plan": "engine.plan",
+         "LearningCurve": "analysis.learning_curve", "learning_curve": "analysis.learning_curve",
+         "Spectrum": "analysis.spectrum", "kernel_spectrum": "analysis.spectrum",
+         "sample_coefficients": "analysis.spectrum", "teacher_coefficients": "analysis.spectrum"}
 """Public types imported on first use: ``Analysis``'s module loads SciPy, and ``Plan``'s the
-run layer, neither of which ``import meanfield`` (nor reading a scenario) needs."""
+run layer, neither of which ``import meanfield`` (nor reading a scenario) needs; so do the
+kernel's spectrum on the sphere and the learning-curve theory (docs/design.md §1.10)."""
 
 
 def __getattr__(name: str):

@@ -18,6 +18,11 @@ The package, by concern:
     catapult   Lewkowycz et al.'s phases along the step factor c: ``catapult_phase`` (the rule
                for one run), ``phase_rows``, ``phase_edges``, ``format_phases``, ``phases_figure``
     drawing    the figures (matplotlib): ``figure``, ``phase_figure``
+    spectrum   a dot-product kernel's spectrum on the sphere S^(d-1) and a target's energy per
+               degree: ``kernel_spectrum`` (``Spectrum``), ``degeneracy``, ``legendre``,
+               ``funk_hecke``, ``teacher_coefficients``, ``sample_coefficients``
+    learning_curve  kernel regression's test error against n from that spectrum (Bordelon,
+               Canatar & Pehlevan 2020): ``learning_curve`` (``LearningCurve``), ``solve_kappa``
 
 Everything public is importable from ``meanfield.analysis`` itself.
 """
@@ -51,6 +56,7 @@ from .families import (
     threshold_scaling,
     thresholds,
 )
+from .learning_curve import LearningCurve, learning_curve, solve_kappa
 from .phase import PhasePoint, luo_phase, phase_points
 from .reporting import (
     ANALYSIS_CSV,
@@ -63,6 +69,15 @@ from .reporting import (
     write_analysis,
     write_regimes,
 )
+from .spectrum import (
+    Spectrum,
+    degeneracy,
+    funk_hecke,
+    kernel_spectrum,
+    legendre,
+    sample_coefficients,
+    teacher_coefficients,
+)
 from .stats import P_BOUNDS, RICH_LAZY, Extrapolation, PowerLawFit, classify, crossing, extrapolate, power_law
 
 __all__ = [
@@ -74,4 +89,6 @@ __all__ = [
     "luo_phase", "measures", "phase_figure", "phase_points", "power_law", "regimes", "report", "rows_within",
     "scaling", "threshold_scaling", "thresholds", "to_dataset", "write_analysis", "write_regimes",
     "format_unconverged", "unconverged",
+    "LearningCurve", "Spectrum", "degeneracy", "funk_hecke", "kernel_spectrum", "learning_curve", "legendre",
+    "sample_coefficients", "solve_kappa", "teacher_coefficients",
 ]

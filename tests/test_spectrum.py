@@ -60,10 +60,10 @@ def test_legendre_polynomials_of_dimension_d():
     P2 = legendre(2, 7, t)
     P3 = legendre(3, 7, t)
     P5 = legendre(5, 7, t)
-    for l in range(8):
-        assert np.allclose(P2[l], np.cos(l * theta), atol=1e-13)
-        assert np.allclose(P3[l], eval_legendre(l, t), atol=1e-13)
-        assert np.allclose(P5[l], eval_gegenbauer(l, 1.5, t) / eval_gegenbauer(l, 1.5, 1.0), atol=1e-13)
+    for deg in range(8):
+        assert np.allclose(P2[deg], np.cos(deg * theta), atol=1e-13)
+        assert np.allclose(P3[deg], eval_legendre(deg, t), atol=1e-13)
+        assert np.allclose(P5[deg], eval_gegenbauer(deg, 1.5, t) / eval_gegenbauer(deg, 1.5, 1.0), atol=1e-13)
 
 
 @pytest.mark.parametrize("d", [2, 3, 5, 7])
@@ -96,7 +96,7 @@ def test_relu_ntk_on_the_circle_against_its_fourier_series():
     spectrum = kernel_spectrum(relu_ntk, 2, 16)
     theta = 2 * np.pi * np.arange(1 << 16) / (1 << 16)
     values = relu_ntk(np.cos(theta))
-    fourier = np.array([np.mean(values * np.cos(l * theta)) for l in range(17)])
+    fourier = np.array([np.mean(values * np.cos(deg * theta)) for deg in range(17)])
     assert np.max(np.abs(spectrum.eigenvalues - fourier)) < 1e-8
     assert spectrum.error < 1e-14
 
@@ -112,10 +112,10 @@ def test_relu_ntk_on_s2_against_the_gram_matrix_of_random_points():
     lam = spectrum.eigenvalues
     order = np.argsort(-lam)[:4]
     start = 0
-    for l in order:
-        block = gram[start:start + 2 * l + 1]
-        assert np.mean(block) == pytest.approx(lam[l], rel=0.05), l
-        start += 2 * l + 1
+    for deg in order:
+        block = gram[start:start + 2 * deg + 1]
+        assert np.mean(block) == pytest.approx(lam[deg], rel=0.05), deg
+        start += 2 * deg + 1
     assert spectrum.trace == pytest.approx(np.trace(relu_ntk(np.ones((1, 1)))), rel=1e-15)
 
 
@@ -135,10 +135,10 @@ def test_teacher_energies_on_s2_against_real_spherical_harmonics():
     f = np.maximum(X @ W.T, 0) @ a
     weights = (w / 2)[:, None] / len(phi)
     direct = []
-    for l in range(L + 1):
+    for deg in range(L + 1):
         total = 0.0
-        for m in range(-l, l + 1):
-            Y = sph_harm_y(l, abs(m), T, P)
+        for m in range(-deg, deg + 1):
+            Y = sph_harm_y(deg, abs(m), T, P)
             real = Y.real if m == 0 else math.sqrt(2) * (Y.real if m > 0 else Y.imag)
             total += np.sum(weights * f * real * math.sqrt(4 * np.pi)) ** 2
         direct.append(total)

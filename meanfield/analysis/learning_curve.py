@@ -24,7 +24,8 @@ so its ``loss_test`` (0.5 (f - y)^2) is 0.5 (E_g + sigma^2).
 
 kappa solves 1 - lambda/kappa - g(kappa) = 0, g(kappa) = sum_l N_l eta_l / (n eta_l + kappa),
 increasing in log kappa: a bracketing root finder on log kappa, between kappa = lambda (or,
-ridgeless, the kappa where g = 1, found by halving) and lambda + sum N_l eta_l. Ridgeless
+ridgeless, the kappa where g = 1, found by halving) and 2 (lambda + sum N_l eta_l), where
+the excess is at least 1/2 whatever the size of lambda. Ridgeless
 with at most n modes of nonzero eigenvalue (M <= n), kappa = 0: every such mode is learnt
 exactly, gamma = M/n and E_g = sigma^2 M/(n - M) (diverging at M = n with noise), the modes
 of eigenvalue 0 stay unlearnt at any n, and like noise their energy is amplified by
@@ -99,7 +100,7 @@ def solve_kappa(n: float, eigenvalues, degeneracies=None, ridge: float = 0.0, ta
         kappa = math.exp(log_kappa)
         return 1.0 - lam / kappa - float(np.sum(N * eta / (n * eta + kappa)))
 
-    high = math.log(lam + total)
+    high = math.log(2 * (lam + total))  # excess >= 1/2 there, robustly (lambda >> total included)
     if lam > 0:
         low = math.log(lam)
     else:

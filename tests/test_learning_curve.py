@@ -136,3 +136,31 @@ def test_bad_input_is_refused():
         learning_curve(10, [1.0, 0.5], [1, 3], [1.0])
     with pytest.raises(ValueError, match="n must be > 0"):
         solve_kappa(0, [1.0])
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_studys_kernel_and_ridge_are_those_of_the_ntk_run(bias):
+    """learning_curves evaluates the NTK a run used from the run's attributes
+    (``ntk_function``) and maps the run's ridge r to lambda = n r on the Gram matrix: the run's
+    loss_test_limit is 0.5 mean (k(X*, X)(K + n r I)^-1 y - y*)^2 with that kernel, by NumPy (to
+    1e-7: the run takes angles between the inputs by Kahan's formula, the function from the
+    cosine, which loses digits near t = +-1)."""
+    import meanfield as mf
+    from meanfield.studies.learning_curves import ntk_function
+
+    n, ridge = 40, 0.01
+    model = {"width": 64, "activation": "relu", "bias": bias}
+    if bias:
+        model["init"] = {"b_std": 0.5}
+    traj = mf.simulate(mf.load_scenario({
+        "name": "lc", "seed": 3,
+        "data": {"task": "teacher_student", "dim": 3, "n_train": n, "n_test": 100, "inputs": "unit_sphere",
+                 "noise": 0.1},
+        "model": model, "runs": {"ntk": {"solver": "ntk", "kernel": "analytic", "ridge": ridge}},
+        "train": {"t_end": 1.0}, "record": {"every": 1.0, "particles": False}}), progress=False)
+    data, run = traj.data, traj["ntk"]
+    k = ntk_function(run.attrs, bias, "relu")
+    K = k(np.clip(data.X_train @ data.X_train.T, -1, 1).ravel()).reshape(n, n)
+    K_test = k(np.clip(data.X_test @ data.X_train.T, -1, 1).ravel()).reshape(len(data.X_test), n)
+    f = K_test @ np.linalg.solve(K + n * ridge * np.eye(n), data.y_train)
+    assert run.constants["loss_test_limit"] == pytest.approx(0.5 * np.mean((f - data.y_test) ** 2), rel=1e-7)

@@ -21,8 +21,9 @@ E_t[g] = c_d int_0^pi g(cos theta) sin^(d-2) theta d theta, by composite Gauss-L
 half though not in t at t = +-1 (sqrt(1 - t) terms, where Gauss-Jacobi in t converges only
 algebraically), and relu(|w| t) has its kink at t = 0, theta = pi/2. The panels per half start
 at ``ceil((L + d) / 16)`` and double until two successive rules agree to ``tol`` times
-max |coefficient| (or stop converging at the rounding level, below 1e-11 of it); that
-difference is the stated accuracy (``Spectrum.error``), an absolute error per degree.
+max |coefficient| (or stop converging at the rounding level, below 1e-11 of it); twice that
+difference is the stated accuracy (``Spectrum.error``), an absolute error per degree (at the
+rounding level the difference alone is about the error itself: e^t, d = 2, 3.0e-15 against 3.0e-15).
 
 A target f on the sphere has the squared norm ||f||^2 = E_x f(x)^2 = sum_l c_l with c_l the
 squared norm of its projection onto degree l:
@@ -93,8 +94,8 @@ def legendre(d: int, L: int, t) -> np.ndarray:
 
 
 NODES = 48
-"""Gauss-Legendre nodes per panel (scipy's nodes are accurate to rounding at this order; above
-about 150 they come from an asymptotic formula, 1e-14 off)."""
+"""Gauss-Legendre nodes per panel (scipy's rules of order 20 to 90 integrate e^t to 2e-15, those
+of order 180 and 360 to 3e-14 and 5e-14: panels keep the order low)."""
 
 
 def sphere_quadrature(d: int, panels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,8 +127,8 @@ def funk_hecke(g: Callable, d: int, L: int, tol: float = 1e-13) -> tuple[np.ndar
     g(x . e) on S^(d-1)), ``g`` a vectorised function of the cosine t in [-1, 1]. The panels
     per half double from ceil((L + d) / 16) until two rules agree to ``tol`` max |mu|, or
     until they stop converging (the difference no longer falls 4-fold) at a level below
-    1e-11 max |mu| (the rounding of the sums); ``error`` is the last difference (the stated
-    accuracy, absolute) and mu the coarser rule's. A ValueError when neither happens by
+    1e-11 max |mu| (the rounding of the sums); ``error``, the stated accuracy (absolute), is
+    twice the last difference, and mu the coarser rule's. A ValueError when neither happens by
     :data:`MAX_PANELS` panels (g not piecewise smooth in theta away from theta = pi/2)."""
     d, L = _check(d, L)
     panels = max(1, math.ceil((L + d) / 16))
@@ -139,7 +140,7 @@ def funk_hecke(g: Callable, d: int, L: int, tol: float = 1e-13) -> tuple[np.ndar
         error = float(np.max(np.abs(finer - mu)))
         scale = max(float(np.max(np.abs(finer))), np.finfo(float).tiny)
         if error <= tol * scale or (error > previous / 4 and error <= 1e-11 * scale):
-            return mu, error
+            return mu, 2 * error
         panels *= 2
         if 2 * panels > MAX_PANELS:
             raise ValueError(f"the Funk-Hecke quadrature did not converge to {tol:g} with {panels} panels of "

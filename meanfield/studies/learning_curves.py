@@ -29,6 +29,9 @@ NAME = "learning_curves"
 AXIS = "data.n_train"
 FIT_RANGE = (160, 2560)
 """The n over which the exponents are fitted (the quick check: its 160 and 640)."""
+DEGREES_DRAWN = 6
+"""The figure's right panel: the theory's error per degree for l = 0..6 (the odd l >= 3 of a
+relu teacher are 0 and left out)."""
 ASYMPTOTIC_N = (1e5, 1e6)
 """Where the theory's own local exponent is compared with the power law's -3/(d-1)."""
 
@@ -187,18 +190,20 @@ def _se(values) -> float:
 
 
 def draw_sizes(table: dict, path, curve=None) -> Path:
-    """E_g against n, log-log: the theory (mean over the seeds' teachers; ``curve`` = (n, E_g)
-    on a fine grid where given, else at the sweep's n), the ntk limit and the rich runs (means
-    over the seeds, standard errors), with the fitted exponents."""
+    """E_g against n, log-log: the theory (mean over the seeds' teachers; on a fine grid where
+    ``curve`` = :func:`theory_curve`'s (n, E_g, E_l / c_l) is given, else at the sweep's n), the
+    ntk limit and the rich runs (means over the seeds, standard errors), with the fitted
+    exponents; with ``curve``, beside it the theory's error per degree relative to its energy
+    against n (Bordelon et al.'s spectral principle: the degrees are learnt in order)."""
     from matplotlib.figure import Figure
 
     from ..pictures.figures import save_figure
 
     low, high = FIT_RANGE
-    fig = Figure(figsize=(5.2, 4.0), layout="constrained")
-    ax = fig.subplots()
+    fig = Figure(figsize=(10, 4.0) if curve is not None else (5.2, 4.0), layout="constrained")
+    ax, right = fig.subplots(1, 2) if curve is not None else (fig.subplots(), None)
     sizes, theory = _means(table, "theory")
-    line = curve if curve is not None else (sizes, theory)
+    line = curve[:2] if curve is not None else (sizes, theory)
     ax.loglog(*line, "-", color="k", lw=1.5,
               label=f"theory (Bordelon et al. 2020), slope {exponent(sizes, theory, low, high):+.2f}")
     for name, color, marker in (("ntk", "tab:orange", "o"), ("rich", "tab:blue", "s")):
@@ -212,12 +217,22 @@ def draw_sizes(table: dict, path, curve=None) -> Path:
     ax.set(xlabel="n (training samples)", ylabel="test error E_g = E (f - f*)^2",
            title="learning curves on the sphere")
     ax.legend(fontsize=7)
+    if right is not None:
+        grid, _, shares = curve
+        for degree in range(shares.shape[1]):
+            if degree < 3 or degree % 2 == 0:
+                right.semilogx(grid, shares[:, degree], label=f"l = {degree}")
+        right.set(xlabel="n (training samples)", ylabel="E_l / c_l, theory (> 1: amplified by 1/(1 - gamma))",
+                  title="the degrees learnt one after another")
+        right.legend(fontsize=7)
     return save_figure(fig, Path(path))
 
 
-def theory_curve(directory, points: int = 60) -> tuple[np.ndarray, np.ndarray]:
+def theory_curve(directory, points: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The theory on a log grid of ``points`` n across the sweep's sizes, averaged over the
-    teachers of the seeds (one complete point per seed; the kernel of the first)."""
+    teachers of the seeds (one complete point per seed; the kernel of the first): ``(n, E_g,
+    E_l / c_l)``, the last for the degrees l <= :data:`DEGREES_DRAWN` (the fraction of each
+    degree's energy not yet learnt)."""
     import meanfield as mf
 
     from ..analysis.learning_curve import learning_curve
@@ -227,7 +242,7 @@ def theory_curve(directory, points: int = 60) -> tuple[np.ndarray, np.ndarray]:
     rows = [row for _, row in results.table.iterrows() if str(row["status"]) == "complete"]
     sizes = [int(row[AXIS]) for row in rows]
     grid = np.geomspace(min(sizes), max(sizes), points)
-    curves, spectrum, seen = [], None, set()
+    curves, shares, spectrum, seen = [], [], None, set()
     for row in rows:
         with results.trajectory(row["point"]) as trajectory:
             scenario, teacher = trajectory.scenario, trajectory.teacher
@@ -239,9 +254,11 @@ def theory_curve(directory, points: int = 60) -> tuple[np.ndarray, np.ndarray]:
                 k = ntk_function(trajectory["ntk"].attrs, scenario.model.bias, scenario.model.activation)
                 spectrum = kernel_spectrum(k, d, degree_for(d, max(sizes)))
         c = teacher_coefficients(teacher.a, teacher.W, teacher.activation, len(spectrum.eigenvalues) - 1)
-        curves.append(learning_curve(grid, spectrum.nonnegative(), spectrum.degeneracies, c,
-                                     noise=scenario.data.noise ** 2, tail=max(spectrum.tail, 0.0)).error)
-    return grid, np.mean(curves, axis=0)
+        curve = learning_curve(grid, spectrum.nonnegative(), spectrum.degeneracies, c,
+                               noise=scenario.data.noise ** 2, tail=max(spectrum.tail, 0.0))
+        curves.append(curve.error)
+        shares.append(curve.by_group[:, :DEGREES_DRAWN + 1] / np.where(c > 0, c, np.inf)[:DEGREES_DRAWN + 1])
+    return grid, np.mean(curves, axis=0), np.mean(shares, axis=0)
 
 
 def draw(path: Path, figure: Path) -> Path:

@@ -47,11 +47,12 @@ from .sweeps.grid import Sweep  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Analysis", "Plan", "RecordedRun", "RunFailed", "Scenario", "Sweep", "SweepFailed", "SweepResult",
-           "Trajectory", "UsageError", "analyze", "animate", "bundled_scenarios", "bundled_studies",
-           "bundled_sweeps", "edge_figure", "edge_of_stability", "f1_max_margin", "f2_max_margin", "kernels",
-           "load_scenario", "load_sweep", "nngp_posterior", "ntk_predict", "open", "open_sweep", "plan", "plot",
-           "relu_feature_kernel", "set_threads", "simulate", "study", "sweep"]
+__all__ = ["Analysis", "LearningCurve", "Plan", "RecordedRun", "RunFailed", "Scenario", "Spectrum", "Sweep",
+           "SweepFailed", "SweepResult", "Trajectory", "UsageError", "analyze", "animate", "bundled_scenarios",
+           "bundled_studies", "bundled_sweeps", "edge_figure", "edge_of_stability", "f1_max_margin", "f2_max_margin",
+           "kernel_spectrum", "kernels", "learning_curve", "load_scenario", "load_sweep", "nngp_posterior",
+           "ntk_predict", "open", "open_sweep", "plan", "plot", "relu_feature_kernel", "sample_coefficients",
+           "set_threads", "simulate", "study", "sweep", "teacher_coefficients"]
 
 
 def __dir__() -> list[str]:
@@ -59,11 +60,16 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-_LAZY = {"Analysis": "analysis", "Plan": "engine.plan", "f1_max_margin": "analysis.max_margin",
-         "f2_max_margin": "analysis.max_margin", "relu_feature_kernel": "analysis.max_margin"}
-"""Public names imported on first use: ``Analysis``'s module and the max-margin references
-(F1 by a linear program, F2 by a hard-margin SVM, docs/design.md §7.6) load SciPy, and
-``Plan``'s the run layer, neither of which ``import meanfield`` (nor reading a scenario) needs."""
+_LAZY = {"Analysis": "analysis", "Plan": "engine.plan",
+         "f1_max_margin": "analysis.max_margin", "f2_max_margin": "analysis.max_margin",
+         "relu_feature_kernel": "analysis.max_margin",
+         "LearningCurve": "analysis.learning_curve", "learning_curve": "analysis.learning_curve",
+         "Spectrum": "analysis.spectrum", "kernel_spectrum": "analysis.spectrum",
+         "sample_coefficients": "analysis.spectrum", "teacher_coefficients": "analysis.spectrum"}
+"""Public names imported on first use: ``Analysis``'s module loads SciPy, and ``Plan``'s the run
+layer, neither of which ``import meanfield`` (nor reading a scenario) needs; so do the max-margin
+references (F1 by a linear program, F2 by a hard-margin SVM, docs/design.md §7.6), the kernel's
+spectrum on the sphere and the learning-curve theory (docs/design.md §1.10)."""
 
 
 def __getattr__(name: str):

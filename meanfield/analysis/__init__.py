@@ -23,6 +23,11 @@ The package, by concern:
     drawing    the figures (matplotlib): ``figure``, ``phase_figure``
     random_features  Mei & Montanari's asymptotic test error of random-features regression:
                ``rf_test_error``, ``activation_constants``, ``RELU_CONSTANTS``
+    spectrum   a dot-product kernel's spectrum on the sphere S^(d-1) and a target's energy per
+               degree: ``kernel_spectrum`` (``Spectrum``), ``degeneracy``, ``legendre``,
+               ``funk_hecke``, ``teacher_coefficients``, ``sample_coefficients``
+    learning_curve  kernel regression's test error against n from that spectrum (Bordelon,
+               Canatar & Pehlevan 2020): ``learning_curve`` (``LearningCurve``), ``solve_kappa``
 
 Everything public is importable from ``meanfield.analysis`` itself.
 """
@@ -56,6 +61,7 @@ from .families import (
     threshold_scaling,
     thresholds,
 )
+from .learning_curve import LearningCurve, learning_curve, solve_kappa
 from .max_margin import (
     F1Margin,
     F2Margin,
@@ -78,6 +84,15 @@ from .reporting import (
     write_analysis,
     write_regimes,
 )
+from .spectrum import (
+    Spectrum,
+    degeneracy,
+    funk_hecke,
+    kernel_spectrum,
+    legendre,
+    sample_coefficients,
+    teacher_coefficients,
+)
 from .stats import P_BOUNDS, RICH_LAZY, Extrapolation, PowerLawFit, classify, crossing, extrapolate, power_law
 
 __all__ = [
@@ -91,5 +106,7 @@ __all__ = [
     "format_unconverged", "unconverged",
     "F1Margin", "F2Margin", "chizat_bach_f1_margin", "f1_max_margin", "f2_max_margin", "relu_feature_kernel",
     "sphere_directions",
+    "LearningCurve", "Spectrum", "degeneracy", "funk_hecke", "kernel_spectrum", "learning_curve", "legendre",
+    "sample_coefficients", "solve_kappa", "teacher_coefficients",
 ]
 __all__ += ["RELU_CONSTANTS", "ActivationConstants", "activation_constants", "rf_test_error"]

@@ -155,3 +155,50 @@ def test_bad_inputs_are_one_message(trained):
         run.predict(np.full((2, 3), np.nan))
     with pytest.raises(mf.UsageError, match="real numbers"):
         run.predict("x")
+
+
+# ------------------------------------------------------------------ mf.plot_function
+def test_plot_function_draws_each_run_beside_the_target(trained, tmp_path):
+    """Without a display (the Figure is matplotlib's own, no pyplot): one panel per run, each
+    with the teacher, the samples near the line, and the run at t = 0 and at the snapshot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from meanfield.model.prediction import target
+
+    fig = mf.plot_function(trained, ["rich", "lazy", "ntk"], time=1.0, output=tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 0
+    assert [ax.get_title() for ax in fig.axes] == [trained[name].label for name in ("rich", "lazy", "ntk")]
+    teacher = trained.teacher
+    centre = trained.data.X_train.mean(axis=0)
+    v = teacher.W[0] / np.linalg.norm(teacher.W[0])
+    for ax, name in zip(fig.axes, ("rich", "lazy", "ntk")):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == {"target f*", "training samples near the line", "t = 0", "t = 1"}
+        u = lines["t = 1"].get_xdata()
+        X = centre + u[:, None] * v
+        np.testing.assert_allclose(lines["target f*"].get_ydata(), target(teacher, X), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(lines["t = 1"].get_ydata(), trained[name].predict(X, time=1.0), rtol=1e-12)
+        np.testing.assert_allclose(lines["t = 0"].get_ydata(), trained[name].predict(X, time=0.0), rtol=1e-12,
+                                   atol=1e-14)
+        assert len(lines["training samples near the line"].get_xdata()) == round(0.1 * trained.data.n_train)
+
+
+def test_the_teacher_target_is_the_teacher_network(trained):
+    from meanfield.model.prediction import target
+
+    teacher = trained.teacher
+    np.testing.assert_allclose(target(teacher, X_NEW), relu(X_NEW @ teacher.W.T) @ teacher.a, rtol=1e-12)
+
+
+def test_plot_function_along_a_given_line_and_its_mistakes(trained):
+    start, end = np.zeros(3), np.ones(3)
+    fig = mf.plot_function(trained, ["rich"], line=(start, end), points=11)
+    (line,) = [line for line in fig.axes[0].get_lines() if line.get_label().startswith("t = 2")]
+    np.testing.assert_allclose(line.get_xdata(), np.linspace(0, 1, 11))
+    np.testing.assert_allclose(line.get_ydata(), trained["rich"].predict(np.outer(np.linspace(0, 1, 11), end)),
+                               rtol=1e-12)
+    with pytest.raises(mf.UsageError, match="no run 'rihc'.*did you mean 'rich'"):
+        mf.plot_function(trained, ["rihc"])
+    with pytest.raises(mf.UsageError, match="two different points of dimension 3"):
+        mf.plot_function(trained, ["rich"], line=(start, start))

@@ -85,3 +85,16 @@ def kernel_flow(r, draws: InitialDraws, data, X, t: float, *, act: int, bias: bo
         state = integrate(field, state, stepper, np.asarray(save_times, dtype=np.float64),
                           exact_steps=exact_steps).state
     return field.split(state.y)[1]
+
+
+def target(teacher, X) -> np.ndarray:
+    """The noiseless target f*(x) of a task with a teacher (:class:`meanfield.model.data.Teacher`):
+    sum_j a*_j sigma*(w*_j . x), or He_k(u . x) / sqrt(k!) for single_index (activation ``hermite<k>``)."""
+    from solvers.activations import activation_code
+
+    from .data import hermite_normalized
+
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if teacher.activation.startswith("hermite"):
+        return hermite_normalized(X @ teacher.W[0], int(teacher.activation[len("hermite"):]))
+    return forward(teacher.a, teacher.W, None, X, 1.0, activation_code(teacher.activation))

@@ -202,3 +202,10 @@ def test_plot_function_along_a_given_line_and_its_mistakes(trained):
         mf.plot_function(trained, ["rihc"])
     with pytest.raises(mf.UsageError, match="two different points of dimension 3"):
         mf.plot_function(trained, ["rich"], line=(start, start))
+
+
+def test_a_particle_run_without_recorded_particles_says_so():
+    sc = scenario({"rich": "mean_field"})
+    traj = mf.simulate(sc.replace({"record.particles": False}))
+    with pytest.raises(mf.UsageError, match="records no particles.*record.particles was false"):
+        traj["rich"].predict(X_NEW)

@@ -51,8 +51,8 @@ __all__ = ["Analysis", "LearningCurve", "Plan", "RecordedRun", "RunFailed", "Sce
            "SweepFailed", "SweepResult", "Trajectory", "UsageError", "analyze", "animate", "bundled_scenarios",
            "bundled_studies", "bundled_sweeps", "edge_figure", "edge_of_stability", "f1_max_margin", "f2_max_margin",
            "kernel_spectrum", "kernels", "learning_curve", "load_scenario", "load_sweep", "nngp_posterior",
-           "ntk_predict", "open", "open_sweep", "plan", "plot", "relu_feature_kernel", "sample_coefficients",
-           "set_threads", "simulate", "study", "sweep", "teacher_coefficients"]
+           "ntk_predict", "open", "open_sweep", "plan", "plot", "plot_function", "relu_feature_kernel",
+           "sample_coefficients", "set_threads", "simulate", "study", "sweep", "teacher_coefficients"]
 
 
 def __dir__() -> list[str]:
@@ -277,6 +277,23 @@ def plot(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, None
     from .pictures.figures import plot as draw
 
     return draw(_trajectory(trajectory, "plot"), _output(output, "plot's output"))
+
+
+def plot_function(trajectory: Union[Trajectory, str, Path], runs: Optional[Sequence[str]] = None, *,
+                  time: Optional[float] = None, line=None, output: Union[str, Path, None] = None,
+                  points: int = 201, near: float = 0.1):
+    """Each run's learned function f_t(x(u)) along a line x(u) through input space, one panel
+    per run side by side (rich beside lazy), with the target: the teacher f* where there is one
+    and the ``near`` share of training samples closest to the line. ``time``: the snapshot
+    nearest it (default the last; t = 0 is drawn dotted). ``line=(x_start, x_end)``; default
+    through the inputs' mean along w*_1 (else the inputs' first principal direction). Returns
+    the matplotlib Figure (no display needed), saved to ``output`` (.png, .pdf, .svg) when given."""
+    from .pictures.function import plot_function as draw
+
+    if not (isinstance(points, int) and not isinstance(points, bool) and points >= 2):
+        raise UsageError(f"plot_function: points is a whole number >= 2, not {points!r}")
+    return draw(_trajectory(trajectory, "plot_function"), runs, time=time, line=line,
+                output=_output(output, "plot_function's output"), points=points, near=near)
 
 
 def animate(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, None] = None, **options):

@@ -75,7 +75,7 @@ def test_shapes_and_dtypes(task):
 
 
 def test_every_task_has_a_builder():
-    assert set(TASKS) == set(SYNTHETIC) | {"file"}
+    assert set(TASKS) == set(SYNTHETIC) | {"file", "digits", "mnist1d"}  # the real ones: test_real_data.py
 
 
 @pytest.mark.parametrize("task", SYNTHETIC)
@@ -109,7 +109,7 @@ def test_classification_noise_is_input_noise(task):
 
 
 def test_inputs_key_refused_where_it_does_not_apply():
-    with pytest.raises(ValidationError, match="data.inputs is a key of task teacher_student or single_index"):
+    with pytest.raises(ValidationError, match="data.inputs is a key of task teacher_student, single_index, digits or mnist1d"):
         spec("moons", inputs="sphere")
 
 

@@ -25,6 +25,7 @@ from ..model.kinds import DEFAULT_SOLVER, can, kind_of
 from ..model.measures import CURVATURE_MEASURES, MARGIN_MEASURES
 from .sections import (
     MAX_SNAPSHOTS,
+    REAL_TASKS,
     REGRESSION_TASKS,
     RESOLVED_NUMBERS,
     RUN_NAME,
@@ -368,6 +369,9 @@ class Scenario(Strict):
                 f"loss {self.loss!r} needs labels +-1; task {self.data.task!r} is a regression: "
                 "use loss: squared"
             )
+        if self.loss == "logistic" and self.data.task in REAL_TASKS and self.data.labels == "value":
+            raise ValueError("loss 'logistic' needs labels +-1; data.labels value is a regression (the digit "
+                             "standardised): use loss: squared, or labels parity, {pair: [i, j]} or {one_vs_rest: k}")
         return self
 
     def _integrators(self) -> dict[str, IntegratorSpec]:

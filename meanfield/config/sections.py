@@ -29,11 +29,13 @@ from solvers.catalog import ACTIVATIONS, LOSSES
 
 from .. import messages
 from ..model.measures import OPTIONAL_MEASURES
+from ..model.real_data import REAL_SOURCES
 
 ActivationName = Literal[tuple(ACTIVATIONS)]
 LossName = Literal[tuple(LOSSES)]
 TaskName = Literal[
-    "teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals", "clusters", "file"
+    "teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals", "clusters", "file", "digits",
+    "mnist1d"
 ]
 FIXED_STEP_METHODS = ("euler", "heun", "rk4", "euler_maruyama", "sgd")
 TWO_D_TASKS = ("xor", "moons", "spirals")
@@ -199,10 +201,16 @@ def _differs_from_default(model: BaseModel, key: str) -> bool:
 
 REGRESSION_TASKS = ("teacher_student", "single_index")
 
+REAL_TASKS = tuple(REAL_SOURCES)
+"""Real data shipped with a package: digits, mnist1d (meanfield.model.real_data; docs/design.md §5.3)."""
+
+LABEL_MAPS = ("parity", "value", "pair", "one_vs_rest")
+"""data.labels of the real tasks: parity, value (a regression), {pair: [i, j]}, {one_vs_rest: k}."""
+
 TASK_KEYS = {"teacher": ("teacher_student",), "population": ("teacher_student",), "degree": ("single_index",),
              "delta": ("gaussian_mixture",), "clusters_per_side": ("clusters",), "path": ("file",),
-             "test_fraction": ("file",),
-             "test_path": ("file",), "test_indices": ("file",), "inputs": REGRESSION_TASKS}
+             "test_fraction": ("file",), "test_path": ("file",), "test_indices": ("file",),
+             "inputs": REGRESSION_TASKS + REAL_TASKS, "labels": REAL_TASKS}
 """The data keys that only some tasks read (the classification tasks draw their own inputs)."""
 
 HELD_OUT = 0.25
@@ -210,6 +218,31 @@ HELD_OUT = 0.25
 
 FILE_IGNORES = ("n_train", "n_test", "noise")
 """The data keys of every task but ``file``, whose samples are those of its file, split by test_fraction."""
+
+
+def _label_map(value):
+    """data.labels: parity, value, {pair: [i, j]} (two different digits) or {one_vs_rest: k}, digits 0..9."""
+    expected = "parity, value, {pair: [i, j]} or {one_vs_rest: k} (digits 0 to 9)"
+
+    def digit(x) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 9
+
+    if isinstance(value, str):
+        if value not in ("parity", "value"):
+            raise ValueError(f"unknown label map {value!r}; expected {expected}"
+                             + messages.did_you_mean(value, LABEL_MAPS))
+        return value
+    if not (isinstance(value, dict) and len(value) == 1):
+        raise ValueError(f"expected {expected}")
+    (key, given), = value.items()
+    if key == "pair" and isinstance(given, list) and len(given) == 2 and all(map(digit, given)):
+        if given[0] == given[1]:
+            raise ValueError(f"pair [{given[0]}, {given[1]}] names one digit twice: give two different digits")
+        return value
+    if key == "one_vs_rest" and digit(given):
+        return value
+    hint = "" if key in LABEL_MAPS else messages.did_you_mean(str(key), LABEL_MAPS[2:])
+    raise ValueError(f"expected {expected}, got {{{key}: {given!r}}}{hint}")
 
 
 class DataSpec(Strict):
@@ -245,6 +278,22 @@ class DataSpec(Strict):
     the others train, in file order (no test_fraction or test_path then)."""
     population: bool = False
     """teacher_student with Gaussian inputs: train on the exact population risk (infinite data)."""
+    labels: Union[Literal["parity", "value"], dict] = "parity"
+    """digits, mnist1d: the label map, parity (+1 even, -1 odd), value (the digit standardised: a
+    regression), {pair: [i, j]} (+1 digit i, -1 digit j) or {one_vs_rest: k} (docs/design.md §5.3)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _real_data_on_the_sphere(cls, raw):
+        """The real tasks' inputs default to ``sphere`` (their PCA scores projected on |x| = sqrt(dim))."""
+        if isinstance(raw, dict) and raw.get("task") in REAL_TASKS and "inputs" not in raw:
+            return {**raw, "inputs": "sphere"}
+        return raw
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_are_a_map(cls, value):
+        return _label_map(value)
 
     @field_validator("teacher")
     @classmethod
@@ -299,7 +348,8 @@ class DataSpec(Strict):
     def _task_requirements(self):
         for key, tasks in TASK_KEYS.items():
             if self.task not in tasks and _differs_from_default(self, key):
-                raise ValueError(f"data.{key} is a key of task {' or '.join(tasks)}, not of {self.task!r}: "
+                named = " or ".join([", ".join(tasks[:-1]), tasks[-1]] if len(tasks) > 1 else tasks)
+                raise ValueError(f"data.{key} is a key of task {named}, not of {self.task!r}: "
                                  "remove it")
         given = [key for key in FILE_IGNORES if _differs_from_default(self, key)]
         if self.task == "file" and given:
@@ -316,7 +366,32 @@ class DataSpec(Strict):
         if self.population and (self.task != "teacher_student" or self.inputs != "gaussian"):
             raise ValueError("data.population needs task: teacher_student with inputs: gaussian "
                              "(the closed-form Gaussian expectations)")
+        if self.task in REAL_TASKS:
+            self._check_real_sizes()
         return self
+
+    def _check_real_sizes(self) -> None:
+        """digits, mnist1d: no input noise; n_train + n_test samples of the label map's pool; dim at most
+        the features and below n_train (PCA is fitted on the training set)."""
+        source = REAL_SOURCES[self.task]
+        if _differs_from_default(self, "noise"):
+            raise ValueError(f"data.noise: task {self.task!r} takes its samples as they are: remove it")
+        available = source.available(self.labels)
+        if self.n_train + self.n_test > available:
+            raise ValueError(f"data.n_train {self.n_train} + data.n_test {self.n_test} = "
+                             f"{self.n_train + self.n_test} samples, and {self.task} with labels "
+                             f"{_labels_text(self.labels)} has {available}: lower them")
+        if self.dim > min(source.features, self.n_train - 1):
+            raise ValueError(f"data.dim {self.dim}: {self.task} has {source.features} features and PCA is fitted "
+                             f"on the {self.n_train} training samples: dim at most "
+                             f"{min(source.features, self.n_train - 1)} (the features, and n_train - 1)")
+
+
+def _labels_text(labels) -> str:
+    if isinstance(labels, dict):
+        (key, value), = labels.items()
+        return f"{{{key}: {value}}}"
+    return labels
 
 
 # ---------------------------------------------------------------------------- model

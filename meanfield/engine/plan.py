@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import storage
 from ..config.scenario import Scenario
-from ..config.sections import FIXED_STEP_METHODS, REGRESSION_TASKS
+from ..config.sections import FIXED_STEP_METHODS, REAL_TASKS, REGRESSION_TASKS
 from ..errors import UsageError
 from ..model.data import split_of
 from ..model.measures import recorded as recorded_by_kind
@@ -144,6 +144,11 @@ def data_description(scenario: Scenario) -> Optional[str]:
         parts.append(f"seed {data.seed} (the particles and the runs' noise: seed {scenario.seed})")
     if data.inputs != "gaussian" and data.task in REGRESSION_TASKS:
         parts.append(f"inputs {data.inputs}")
+    if data.task in REAL_TASKS:
+        from ..model.real_data import describe_labels
+
+        parts.append(f"{data.task}: labels {describe_labels(data.labels)}, standardised and PCA to dim {data.dim} "
+                     f"fitted on the training set, inputs {data.inputs}")
     teacher = data.teacher.describe() if data.task == "teacher_student" else None
     if teacher:
         parts.append(f"teacher {teacher}")

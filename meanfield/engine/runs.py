@@ -74,16 +74,16 @@ from ..model import diagnostics as dg
 from ..model import kinds
 from ..model.curvature import CurvatureMeasures, ntk_eigenvalue_max, start_vector, step_of
 from ..model.data import Dataset
+from ..model.draws import InitialDraws, initial_draws, initial_output_bias, initial_particles, rng_for  # noqa: F401
 from ..model.measures import CURVATURE_MEASURES, recorded
 from ..model.parameterization import Resolved
+from ..model.prediction import flow_kernels
 from ..model.state import RunState
 from .memory import FLOAT, Need, kernel_build, stepping
 
-
 # ----------------------------------------------------------------------------- shared inputs
-def rng_for(seed: int, *stream) -> np.random.Generator:
-    """The generator of one of the scenario's random streams (see the module docstring)."""
-    return np.random.default_rng(np.random.SeedSequence([seed, *stream]))
+# rng_for, InitialDraws, initial_draws, initial_particles, initial_output_bias: meanfield.model.draws
+# (a reader rebuilds a kernel run's initial particles from them)
 
 
 def data_rng(scenario: Scenario) -> np.random.Generator:
@@ -96,43 +96,6 @@ def data_rng(scenario: Scenario) -> np.random.Generator:
 def run_rng(seed: int, name: str) -> np.random.Generator:
     """The run's own noise stream: SeedSequence([seed, 2, crc32(name)])."""
     return rng_for(seed, 2, zlib.crc32(name.encode()))
-
-
-@dataclass(frozen=True)
-class InitialDraws:
-    """Standard-normal draws shared by every run: z_a [m], Z_w [m, d], z_b [m], and z_c for
-    the output bias (drawn last, so the others are those of a model without one)."""
-
-    z_a: np.ndarray
-    Z_w: np.ndarray
-    z_b: np.ndarray
-    z_c: float = 0.0
-
-
-def initial_draws(scenario: Scenario, rng: np.random.Generator) -> InitialDraws:
-    """z ~ N(0, 1); with ``symmetric`` the second half mirrors the first: a -> -a, same w and b."""
-    m, d = scenario.model.width, scenario.data.dim
-    half = m // 2 if scenario.model.init.symmetric else m
-    z_a = rng.standard_normal(half)
-    Z_w = rng.standard_normal((half, d))
-    z_b = rng.standard_normal(half)
-    if scenario.model.init.symmetric:
-        z_a, Z_w, z_b = np.concatenate([z_a, -z_a]), np.vstack([Z_w, Z_w]), np.concatenate([z_b, z_b])
-    z_c = float(rng.standard_normal()) if scenario.model.output_bias else 0.0
-    return InitialDraws(z_a, Z_w, z_b, z_c)
-
-
-def initial_particles(draws: InitialDraws, resolved: Resolved, bias: bool):
-    """(a0, W0, b0) in float64 for one run: the shared draws scaled by its init stds,
-    a = a_std z_a, W = w_std Z_w, b = b_std z_b."""
-    b0 = resolved.b_std * draws.z_b if bias else None
-    return resolved.a_std * draws.z_a, resolved.w_std * draws.Z_w, b0
-
-
-def initial_output_bias(draws: InitialDraws, resolved: Resolved):
-    """c0 = c_std z_c, the output bias at t = 0 (every run starts from the same one), or
-    None for a model without one."""
-    return None if resolved.c_std is None else resolved.c_std * draws.z_c
 
 
 @dataclass(frozen=True)
@@ -657,28 +620,11 @@ class KernelFlow(Run):
         """K(X_train, X_train), K(X_test, X_train) and f_0 on [X_train; X_test]: of the
         particles (``empirical``), or the analytic m -> infinity limit from f_0 = 0. An output
         bias adds loss_scale * eta_c to either kernel and its c_0 to f_0 (the analytic run then
-        starts from f_0 = c_0, the constant every run of the scenario starts with)."""
-        inputs, r = self.inputs, self.resolved
-        scenario, data, act = inputs.scenario, inputs.data, inputs.activation
-        c0 = initial_output_bias(inputs.draws, r)
-        eta_c = r.eta_c or 0.0
-        if self.spec.kernel == "empirical":
-            a0, W0, b0 = initial_particles(inputs.draws, r, scenario.model.bias)
-            K_train, K_test, f0_train, f0_test = kernels.train_test_ntk(
-                a0, W0, b0, data.X_train, data.X_test, return_f0=True, s=r.s, eta_a=r.eta_a, eta_w=r.eta_w,
-                act=act, loss_scale=r.loss_scale, eta_c=eta_c, eta_b=r.eta_b)
-            f0 = np.concatenate([f0_train, f0_test])
-            return K_train, K_test, f0 if c0 is None else f0 + c0
-        # E over the initialization of the empirical kernel at this width: the weights
-        # c s^2 m eta are the m -> infinity limits for mean_field, ntk and lazy
-        X = np.vstack([data.X_train, data.X_test])
-        weight = r.loss_scale * r.s**2 * r.width
-        _, K = kernels.analytic_kernels(X, data.X_train, act=act, w_var=r.w_std**2, b_var=r.b_std**2,
-                                        a_var=r.a_std**2, eta_a=weight * r.eta_a, eta_w=weight * r.eta_w,
-                                        bias=scenario.model.bias, eta_c=r.loss_scale * eta_c,
-                                        eta_b=None if r.eta_b is None else weight * r.eta_b)
-        n = data.n_train
-        return K[:n], K[n:], np.full(len(X), 0.0 if c0 is None else c0)
+        starts from f_0 = c_0, the constant every run of the scenario starts with):
+        :func:`meanfield.model.prediction.flow_kernels`, which a reader's predict shares."""
+        inputs = self.inputs
+        return flow_kernels(self.resolved, inputs.draws, inputs.data.X_train, inputs.data.X_test, inputs.activation,
+                            inputs.scenario.model.bias, self.spec.kernel)
 
     def measure(self, state):
         n = self.inputs.data.n_train

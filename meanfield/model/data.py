@@ -44,6 +44,10 @@ Tasks (d = ``dim``, sigma_eps = ``noise``):
     (clusters at least Delta apart), and is x = (1, the point, d - 3 coordinates
     U(-1/2, 1/2)): the constant 1 lets a bias-free relu network have biases, the last
     d - 3 coordinates carry nothing about y. ``noise`` adds N(0, noise^2) to the point.
+``digits``, ``mnist1d``
+    Real data shipped with a package (the extra ``meanfield[data]``), standardised, reduced
+    by PCA to ``dim`` components fitted on the training set, on the sphere |x| = sqrt(d)
+    by default (``inputs``), labelled by ``labels``: :mod:`meanfield.model.real_data`.
 ``file``
     ``path`` is an .npz or .h5/.hdf5 file holding X [n, d] and y [n], or a .csv file with a
     header row naming the columns x0, ..., x{d-1} and y (any order) and one sample per row
@@ -373,6 +377,14 @@ def from_file(spec: DataSpec, rng: np.random.Generator) -> Dataset:
     return _frozen(X[train], y[train], X[test], y[test], None)
 
 
+# ------------------------------------------------------------------------- real data
+def real_data(spec: DataSpec, rng: np.random.Generator) -> Dataset:
+    """digits or mnist1d: standardised, PCA to dim, on the sphere (:mod:`meanfield.model.real_data`)."""
+    from .real_data import make_real
+
+    return make_real(spec, rng)
+
+
 def check_source(spec: DataSpec, loss: str = "squared") -> tuple[int, int]:
     """(n_train, n_test) of the data ``spec`` describes, after checking what only the disk
     knows: for the ``file`` task, that ``spec.path`` (and ``spec.test_path``, if given)
@@ -385,10 +397,15 @@ def check_source(spec: DataSpec, loss: str = "squared") -> tuple[int, int]:
     UsageError naming the key (data.path, data.test_path,
     data.test_indices), like :func:`make_dataset`.
 
+    For digits and mnist1d, that their package (the extra meanfield[data]) is installed.
     Every other task is checked by the schema alone: its sizes are returned without
     touching the disk. The schema itself never reads the file (a resolved scenario is
     re-validated where the file may be gone): call this before a run, e.g. when planning.
     """
+    if spec.task in ("digits", "mnist1d"):
+        from .real_data import require
+
+        require(spec.task)  # the extra's message before anything runs
     if spec.task != "file":
         return spec.n_train, spec.n_test
     sizes = []
@@ -728,5 +745,7 @@ TASKS: dict[str, Callable[[DataSpec, np.random.Generator], Dataset]] = {
     "spirals": spirals,
     "clusters": clusters,
     "file": from_file,
+    "digits": real_data,
+    "mnist1d": real_data,
 }
 """Task name (``data.task``) -> the function that builds its Dataset."""

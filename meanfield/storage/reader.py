@@ -453,6 +453,87 @@ class RecordedRun:
         return Frame(elements["amplitude"].value[index].astype(np.float64),
                      elements["position"].value[index].astype(np.float64), b)
 
+    def predict(self, X, time: Optional[float] = None) -> np.ndarray:
+        """What the run predicts at the inputs ``X`` [n, d] (or one input [d]) at a snapshot:
+        f_t(X), shape [n], float64 (docs/design.md §4.5). ``time=None``: the last snapshot;
+        a time: the snapshot nearest it, as :meth:`frame` takes it (a time outside the
+        recorded range is an error).
+
+        A particle run (``particles``, on data or infinite data): the network at the snapshot,
+        f(x) = s sum_i a_i sigma(w_i . x + b_i) + c, from its recorded particles, its ``s``
+        and, with an output bias, its recorded ``output_bias`` (needs record.particles).
+        A ``tangent`` run: the network linearized at its first snapshot, at this one. An ``ntk``
+        run: the kernel predictor at the snapshot's t, rebuilt from the stored scenario (its
+        kernel between X and the training set, from the run's initial particles or in closed
+        form) and the file's training set: :mod:`meanfield.model.prediction`. On the test set
+        this is the run's recorded ``f_test``."""
+        from solvers.activations import activation_code
+
+        from ..model import prediction
+
+        trajectory = Trajectory(self._h5)
+        X, single = self._inputs(X, trajectory)
+        if not self.frames:
+            raise UsageError(f"run {self.name!r} has no snapshots yet: nothing to predict with")
+        index = self.frames - 1 if time is None else self._index_at(time)
+        scenario = trajectory.scenario
+        kind, act = scenario.kind(scenario.runs[self.name]), activation_code(scenario.model.activation)
+        s = float(self.attrs["s"])
+        c = float(self.series("output_bias").value[index]) if "output_bias" in self._measures else None
+        if kind.particles:
+            frame = self.frame(index)
+            if kind.solver == "tangent":
+                f = prediction.linearized(self.frame(0), frame, X, s, act, c)
+            else:
+                f = prediction.network(*frame, X, s, act, c)
+        else:
+            f = self._kernel_prediction(trajectory, scenario, kind, X, index, act)
+        return f[0] if single else f
+
+    def _kernel_prediction(self, trajectory, scenario, kind, X, index, act) -> np.ndarray:
+        """f_t(X) of an ``ntk`` run at snapshot ``index`` (:func:`meanfield.model.prediction.kernel_flow`)."""
+        from types import SimpleNamespace
+
+        from solvers.catalog import loss_code
+        from solvers.integrate import make_stepper
+
+        from ..model import prediction
+        from ..model.draws import initial_draws, rng_for
+        from ..model.parameterization import Resolved
+
+        spec = scenario.runs[self.name]
+        numbers = SimpleNamespace(**{key: self.attrs.get(key) for key in Resolved.__dataclass_fields__})
+        draws = initial_draws(scenario, rng_for(scenario.seed, 1))
+        times = self.times
+        stepping = {}
+        if kind.steps:
+            integrator = dict(self.attrs["integrator"])
+            stepping = {"stepper": make_stepper(**{**{k: v for k, v in integrator.items() if k != "dt_factor"},
+                                                   **({"method": "euler", "batch_size": None}
+                                                      if integrator["method"] in ("sgd", "euler_maruyama")
+                                                      else {})}),
+                        "save_times": times[1:index + 1], "exact_steps": integrator.get("dt_factor") is not None}
+        return prediction.kernel_flow(numbers, draws, trajectory.data, X, float(times[index]), act=act,
+                                      bias=scenario.model.bias, kernel=spec.kernel, ridge=spec.ridge,
+                                      loss=loss_code(scenario.loss), closed_form=not kind.steps, **stepping)
+
+    def _inputs(self, X, trajectory) -> tuple[np.ndarray, bool]:
+        """X as float64 [n, d] (one input [d] as [1, d]: the flag), finite, d the data's dimension."""
+        d = trajectory.scenario.data.dim
+        try:
+            X = np.array(X, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise UsageError(f"predict: X must be real numbers, an array [n, {d}] of inputs, not "
+                             f"{type(X).__name__}") from None
+        single = X.ndim == 1
+        X = X[None] if single else X
+        if X.ndim != 2 or X.shape[1] != d:
+            raise UsageError(f"predict: X has shape {X.shape[1:] if single else X.shape}; run {self.name!r} takes "
+                             f"inputs of dimension {d}: an array [n, {d}] (or one input [{d}])")
+        if not np.all(np.isfinite(X)):
+            raise UsageError("predict: X holds non-finite values (nan or inf)")
+        return np.ascontiguousarray(X), single
+
     def particles(self):
         """The particle trajectory as an ``xarray.Dataset``: ``position`` [time, particle, dim]
         (the w_i), ``amplitude`` [time, particle] (the a_i) and ``bias`` where the model has one."""

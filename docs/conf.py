@@ -62,7 +62,8 @@ autosummary_imported_members = True  # the public names are imported into meanfi
 autosummary_ignore_module_all = False
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"  # the signature line is in the docstring's Parameters
-autodoc_default_options = {"members": True, "undoc-members": False}
+autodoc_default_options = {"members": True, "undoc-members": False, "exclude-members": "model_config"}
+autodoc_class_signature = "separated"  # a class's page opens with its docstring, not pydantic's constructor
 numpydoc_show_class_members = False  # autodoc's :members: documents the methods
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
@@ -111,11 +112,7 @@ study (``meanfield study {name}`` on the command line), whose numbers are in the
 import meanfield as mf
 
 result = mf.study("{name}", quick=True)
-print(result)
-
-# %%
-# The table, as a pandas DataFrame: the same columns for every study.
-result.table
+print(result)  # result.table is this table as a pandas DataFrame, the same columns for every study
 
 # %%
 # The study's figure, drawn from the quick check's results.
@@ -133,7 +130,8 @@ def write_study_examples(directory: Path = DOCS / "_studies") -> list[str]:
     _write_if_changed(directory / "GALLERY_HEADER.rst", "\n".join([
         "Bundled studies", "---------------", "",
         "Every study registered in ``meanfield.studies`` (``mf.bundled_studies()``), each at its",
-        "reduced size: its table beside the published values and its figure.", ""]))
+        "reduced size: its table beside the published values and its figure. A new study (one",
+        "module of ``meanfield/studies/``) gets its page here at the next build.", ""]))
     for name, entry in registry.items():
         title = f"{name}: {entry.title}"
         _write_if_changed(directory / f"plot_{name}.py", STUDY_EXAMPLE.format(
@@ -163,7 +161,7 @@ sphinx_gallery_conf = {
     "filename_pattern": r"/plot_",
     "within_subsection_order": "FileNameSortKey",
     "image_scrapers": ("matplotlib", FigureFiles()),
-    "capture_repr": ("_repr_html_", "__repr__"),
+    "capture_repr": ("_repr_html_",),  # tables; not the path a figure call returns
     "plot_gallery": os.environ.get("MEANFIELD_DOCS_GALLERY", "1") != "0",
     "abort_on_example_error": True,
     "remove_config_comments": True,

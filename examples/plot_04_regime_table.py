@@ -32,6 +32,7 @@ table = pd.DataFrame(rows).set_index("run")
 table
 
 # %%
-# The measures of the four runs against time: ``sp_large`` catapults (its loss rises
-# about 10^5-fold, then falls while the kernel's top eigenvalue drops), the others do not.
+# The measures of the four runs against time: ``sp_large`` catapults (its loss rises to the
+# peak in the table, then falls while the kernel's top eigenvalue drops below its start:
+# lambda_T / lambda_0 < 1); the mean-field runs sharpen instead (lambda_T / lambda_0 > 1).
 mf.plot(traj, "regime_table.png")

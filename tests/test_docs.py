@@ -6,6 +6,7 @@ the figures it drew, each example downloadable as a notebook."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import shlex
@@ -24,13 +25,13 @@ COMMAND = "python -m sphinx -W -b html docs docs/_build/html"
 GENERATED = ("_build", "api", "_studies", "gallery", "study_gallery", "sg_execution_times.rst")
 """What a build writes into docs/ (docs/conf.py; in .gitignore): left out of the copy."""
 
-pytest.importorskip("sphinx", reason="the docs tools are in the dev extra: pip install -e '.[dev]'")
-for _tool in ("sphinx_gallery", "furo", "myst_parser", "numpydoc"):
-    pytest.importorskip(_tool)
+TOOLS = ("sphinx", "sphinx_gallery", "furo", "myst_parser", "numpydoc")
 
 
 def build(tmp_path: Path, gallery: bool) -> Path:
     """The README's command run on a clean copy of docs/ and examples/; the HTML directory."""
+    for tool in TOOLS:
+        pytest.importorskip(tool, reason="the docs tools are in the dev extra: pip install -e '.[dev]'")
     source = tmp_path / "src"
     shutil.copytree(ROOT / "docs", source / "docs", ignore=shutil.ignore_patterns(*GENERATED, "__pycache__"))
     shutil.copytree(ROOT / "examples", source / "examples", ignore=shutil.ignore_patterns("*.png", "__pycache__"))
@@ -57,6 +58,24 @@ def test_the_docs_tools_are_in_the_extras():
     names = {section: {re.split(r"[<>=!\[ ]", line.strip())[0] for line in extras["options.extras_require"][section]
                        .strip().splitlines()} for section in ("dev", "docs")}
     assert {"sphinx", "sphinx-gallery", "furo", "myst-parser", "numpydoc"} <= names["docs"] <= names["dev"]
+
+
+def _public_functions():
+    return [name for name in mf.__all__ if inspect.isfunction(getattr(mf, name))]
+
+
+@pytest.mark.parametrize("name", _public_functions())
+def test_every_public_function_has_numpydoc_sections(name):
+    """Parameters names every parameter of the signature (a line may name several: ``resume,
+    overwrite``), and Returns is there unless the function returns None."""
+    docscrape = pytest.importorskip("numpydoc.docscrape")
+    function = getattr(mf, name)
+    doc = docscrape.FunctionDoc(function)
+    documented = {part.strip().lstrip("*") for entry in doc["Parameters"] for part in entry.name.split(",")}
+    signature = inspect.signature(function)
+    assert set(signature.parameters) <= documented, f"{name}: Parameters lacks {set(signature.parameters) - documented}"
+    if signature.return_annotation not in (None, "None"):
+        assert doc["Returns"], f"{name}: no Returns section"
 
 
 def _links(page: Path) -> set[str]:

@@ -90,6 +90,18 @@ def load_scenario(source: ScenarioLike, overrides: Union[Mapping, Sequence[str]]
     as a mapping ``{"model.width": 4096}`` or as ``--set`` strings ``["model.width=4096"]``.
 
     Raises :class:`UsageError` naming the file, the line and the key of anything invalid.
+
+    Parameters
+    ----------
+    source : Scenario, str, path or mapping
+        A bundled scenario's name, a YAML file's path, a mapping of its keys, or a Scenario.
+    overrides : mapping or list of str, optional
+        Edits applied before validation: ``{"model.width": 4096}`` or ``["model.width=4096"]``.
+
+    Returns
+    -------
+    Scenario
+        The validated scenario.
     """
     from .config.loading import load_scenario as load
 
@@ -133,7 +145,18 @@ def _output(output, what: str) -> Optional[Path]:
 def plan(scenario: ScenarioLike):
     """What ``simulate`` would do, without doing it: a ``Plan`` with each run's resolved
     parameterization (``plan.resolved[name].s``, ``.eta_a``, ``.regime``), the snapshot
-    times and the estimated file size; ``plan.describe()`` is what ``--dry-run`` prints."""
+    times and the estimated file size; ``plan.describe()`` is what ``--dry-run`` prints.
+
+    Parameters
+    ----------
+    scenario : Scenario, str, path or mapping
+        Anything :func:`load_scenario` takes.
+
+    Returns
+    -------
+    Plan
+        The resolved runs, snapshot times and size estimate; nothing is run or written.
+    """
     from .engine.plan import plan as make_plan
 
     return make_plan(load_scenario(scenario))
@@ -160,6 +183,26 @@ def simulate(scenario: ScenarioLike, output: Union[str, Path, None] = None, *, r
 
     Raises :class:`RunFailed` if a run diverged (``exc.trajectory`` holds the file, every
     snapshot before the failure kept) and :class:`UsageError` for bad input.
+
+    Parameters
+    ----------
+    scenario : Scenario, str, path or mapping
+        Anything :func:`load_scenario` takes.
+    output : str or path, optional
+        The trajectory file to write; None keeps it in memory.
+    resume, overwrite : bool
+        Continue an interrupted ``output``, or replace an existing one.
+    progress : bool, callable or None
+        Show each run's progress (None: in a notebook or at a prompt only), or a factory of bars.
+    log : callable, optional
+        Receives one line of text per event.
+    threads : int, optional
+        The thread count for this call.
+
+    Returns
+    -------
+    Trajectory
+        Every run of the scenario, open for reading.
     """
     from .engine.driver import simulate as run_all
 
@@ -184,7 +227,18 @@ def _run_bars(progress) -> Optional[Callable]:
 
 def open(path: Union[str, Path]) -> Trajectory:  # noqa: A001 - the library's verb, as h5py.File or xarray.open_dataset
     """The trajectory file at ``path`` as a :class:`Trajectory` (read-only; also a file a
-    simulation is still writing: what is complete when it is opened)."""
+    simulation is still writing: what is complete when it is opened).
+
+    Parameters
+    ----------
+    path : str or path
+        A trajectory file written by :func:`simulate` or ``meanfield simulate``.
+
+    Returns
+    -------
+    Trajectory
+        The file, open for reading.
+    """
     from .storage import open_trajectory
 
     return open_trajectory(path)
@@ -199,7 +253,26 @@ def load_sweep(sweep, grid: Optional[Mapping] = None, *, replicates: Optional[in
     mapping key -> value); ``axes`` change a sweep file's grid as ``--grid`` does (key ->
     list of values: replaces that axis or adds one; on an axis with labels, the labels of the
     points to keep; None removes the axis). Every point is validated: a bad one is a
-    :class:`UsageError` naming it and its key."""
+    :class:`UsageError` naming it and its key.
+
+    Parameters
+    ----------
+    sweep : Sweep, str, path, mapping or Scenario
+        A sweep file or a bundled study's name; with ``grid``, the base scenario.
+    grid : mapping, optional
+        Dotted key -> list of values (or mapping label -> value).
+    replicates : int, optional
+        Seeds per grid point, spawned from the base scenario's seed.
+    overrides : mapping or list of str
+        Edits of the base scenario (``--set``).
+    axes : mapping, optional
+        Changes of a sweep file's grid (``--grid``).
+
+    Returns
+    -------
+    Sweep
+        The validated sweep: ``.points``, ``.describe()``.
+    """
     from .sweeps.grid import Sweep, make_sweep
 
     if not isinstance(sweep, (Sweep, Scenario, str, os.PathLike, Mapping)):
@@ -236,6 +309,38 @@ def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, Non
     Raises :class:`SweepFailed` (``.result``) when every point it ran failed, naming the
     first reasons, and :class:`UsageError` when that is because this process's main script
     has no ``if __name__ == "__main__":`` guard (the spawned workers import it and die).
+
+    Parameters
+    ----------
+    sweep : Sweep, str, path, mapping or Scenario
+        A sweep file or a bundled study's name; with ``grid``, the base scenario.
+    grid : mapping, optional
+        Dotted key -> list of values (or mapping label -> value).
+    output : str or path, optional
+        The sweep's directory (default ./<name>).
+    replicates : int, optional
+        Seeds per grid point.
+    overrides, axes
+        As :func:`load_sweep` takes them.
+    workers, threads : int, optional
+        Worker processes, and Numba threads in each.
+    engine : {"process", "dask"}
+        A local process pool or a Dask cluster.
+    scheduler : str, optional
+        A Dask scheduler's address.
+    resume : bool
+        Continue ``output``, running only the points not complete.
+    progress : bool, optional
+        Show the points done (None: in a notebook or at a prompt only).
+    on_point : callable, optional
+        Called as ``on_point(point, row)`` for each finished point.
+    log : callable, optional
+        Receives one line of text per event.
+
+    Returns
+    -------
+    SweepResult
+        ``.table`` (a pandas DataFrame, one row per point), ``.to_xarray()``, ``.trajectory(point)``.
     """
     from .engine.progress import wanted
     from .sweeps.execution import execute
@@ -247,7 +352,18 @@ def sweep(sweep, grid: Optional[Mapping] = None, *, output: Union[str, Path, Non
 
 
 def open_sweep(directory: Union[str, Path]):
-    """The :class:`SweepResult` of a sweep directory written earlier."""
+    """The :class:`SweepResult` of a sweep directory written earlier.
+
+    Parameters
+    ----------
+    directory : str or path
+        A sweep's directory.
+
+    Returns
+    -------
+    SweepResult
+        Its table and trajectories.
+    """
     return SweepResult.open(as_path(directory, "open a sweep"))
 
 
@@ -263,7 +379,32 @@ def analyze(results, measure: str = "displacement_w", against: str = "model.widt
     ``row.fit.exponent_ci``, ``row.extrapolation.limit``, ``row.regime``), ``.crossings``,
     ``.report``, ``.files`` (analysis.csv, regimes.csv, the figures); ``str()`` is the report.
     A sweep with a dt_factor axis also gets each point's phase (lazy, catapult, diverged:
-    phases.csv) and their edges along c in the report; ``phases_figure`` draws them."""
+    phases.csv) and their edges along c in the report; ``phases_figure`` draws them.
+
+    Parameters
+    ----------
+    results : SweepResult, str or path
+        A sweep's result or its directory.
+    measure : str
+        The measure whose final value is fitted.
+    against : str
+        The grid key it is fitted against.
+    runs : list of str, optional
+        The runs to fit (default: every run).
+    within : tuple
+        ``(lo, hi)``: fit the points with ``against`` in [lo, hi] (None: that end open).
+    threshold : float, optional
+        Also find where the measure crosses this level along ``against``.
+    by : str, optional
+        With ``threshold``: the grid key against which that crossing's scaling is fitted.
+    figure, phase_diagram, phases_figure : str or path, optional
+        Figures to draw.
+
+    Returns
+    -------
+    Analysis
+        The fits (``.rows``), ``.crossings``, ``.report``, ``.files``.
+    """
     from .analysis import analyze as analyze_sweep
 
     return analyze_sweep(as_path(getattr(results, "directory", results), "analyze"), measure=measure, against=against,
@@ -273,7 +414,20 @@ def analyze(results, measure: str = "displacement_w", against: str = "model.widt
 
 def plot(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, None] = None) -> Path:
     """Draw the measures of every run (loss or risk, displacement, kernel distance, gap to
-    the ntk run) against time into ``output`` (.png, .pdf, .svg; default FILE.png); returns it."""
+    the ntk run) against time into ``output`` (.png, .pdf, .svg; default FILE.png); returns it.
+
+    Parameters
+    ----------
+    trajectory : Trajectory, str or path
+        A trajectory or its file.
+    output : str or path, optional
+        The figure's file (default FILE.png).
+
+    Returns
+    -------
+    pathlib.Path
+        The figure's path.
+    """
     from .pictures.figures import plot as draw
 
     return draw(_trajectory(trajectory, "plot"), _output(output, "plot's output"))
@@ -301,7 +455,22 @@ def animate(trajectory: Union[Trajectory, str, Path], output: Union[str, Path, N
     written to ``output`` (.gif, or .mp4 with the ``video`` extra; default FILE.gif).
     ``options``: runs (a list of names, or 'rich,lazy' as ``--runs`` takes them), fps, every,
     projection, trails, follow (see ``meanfield animate --help``).
-    Returns the movie's path and frame count."""
+    Returns the movie's path and frame count.
+
+    Parameters
+    ----------
+    trajectory : Trajectory, str or path
+        A trajectory or its file.
+    output : str or path, optional
+        The movie's file (default FILE.gif).
+    **options
+        runs, fps, every, projection, trails, follow.
+
+    Returns
+    -------
+    Result
+        ``.output`` (the movie's path), ``.frames`` (its frame count), ``.interrupted``.
+    """
     from .pictures.movie import write_movie
 
     return write_movie(_trajectory(trajectory, "animate"), _output(output, "animate's output"),
@@ -328,7 +497,13 @@ def _movie_options(options: dict) -> dict:
 
 
 def bundled_scenarios() -> dict[str, str]:
-    """The scenarios shipped with meanfield: name -> the first line of its description."""
+    """The scenarios shipped with meanfield: name -> the first line of its description.
+
+    Returns
+    -------
+    dict of str to str
+        Scenario name -> the first line of its description.
+    """
     from .config.bundled import bundled
 
     return bundled()
@@ -338,7 +513,20 @@ def edge_of_stability(trajectory: Union[Trajectory, str, Path], level: float = 0
     """Run name -> ``EdgeCrossing`` (meanfield.analysis.stability) for every fixed-step run that
     recorded ``hessian_eigenvalue_max``: with q = sharpness * dt / 2, ``t_edge`` the first
     snapshot time with q >= ``level``, ``hover`` the median of q from there on, ``initial``
-    and ``peak`` (docs/design.md §1.9)."""
+    and ``peak`` (docs/design.md §1.9).
+
+    Parameters
+    ----------
+    trajectory : Trajectory, str or path
+        A trajectory or its file.
+    level : float
+        The fraction of the edge that counts as reaching it.
+
+    Returns
+    -------
+    dict of str to EdgeCrossing
+        Run name -> its crossing.
+    """
     from .analysis.stability import edge_of_stability as edges
 
     if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < math.inf:
@@ -348,7 +536,20 @@ def edge_of_stability(trajectory: Union[Trajectory, str, Path], level: float = 0
 
 def edge_figure(trajectory: Union[Trajectory, str, Path], output: Union[str, Path]) -> Path:
     """Draw sharpness * dt / 2 against time, one curve per run of :func:`edge_of_stability`,
-    over the training losses; returns the figure's path."""
+    over the training losses; returns the figure's path.
+
+    Parameters
+    ----------
+    trajectory : Trajectory, str or path
+        A trajectory or its file.
+    output : str or path
+        The figure's file.
+
+    Returns
+    -------
+    pathlib.Path
+        The figure's path.
+    """
     from .analysis.stability import edge_figure as draw
 
     return draw(_trajectory(trajectory, "edge_figure"), as_path(output, "edge_figure's output"))
@@ -363,21 +564,52 @@ def study(name: str, quick: bool = False, output: Union[str, Path, None] = None,
     same for every study), ``.figure(path)``, ``.agrees``; ``str()`` prints the table with
     the citation. :func:`bundled_studies` lists them; a full study runs its sweep on ``workers``
     processes (in a script, under ``if __name__ == "__main__":``); ``resume`` continues a
-    study run into ``output`` before (only what is not complete runs again)."""
+    study run into ``output`` before (only what is not complete runs again).
+
+    Parameters
+    ----------
+    name : str
+        A bundled study (:func:`bundled_studies`).
+    quick : bool
+        Run its reduced check instead of the full study.
+    output : str or path, optional
+        The directory of its results (None: a new temporary one).
+    workers : int, optional
+        Worker processes of a full study's sweep.
+    resume : bool
+        Continue a study run into ``output`` before.
+
+    Returns
+    -------
+    StudyResult
+        ``.table``, ``.figure(path)``, ``.agrees``.
+    """
     from .studies import study as run_study
 
     return run_study(name, quick=quick, output=_output(output, "study's output"), workers=workers, resume=resume)
 
 
 def bundled_studies() -> dict[str, str]:
-    """The bundled studies (known results of the literature, reproduced): name -> title."""
+    """The bundled studies (known results of the literature, reproduced): name -> title.
+
+    Returns
+    -------
+    dict of str to str
+        Study name -> its title.
+    """
     from .studies import studies as registry
 
     return {name: entry.title for name, entry in registry().items()}
 
 
 def bundled_sweeps() -> dict[str, str]:
-    """The sweeps (studies of the literature) shipped with meanfield: name -> summary."""
+    """The sweeps (studies of the literature) shipped with meanfield: name -> summary.
+
+    Returns
+    -------
+    dict of str to str
+        Sweep name -> its summary.
+    """
     from .config.bundled import bundled_sweeps as studies
 
     return studies()

@@ -105,7 +105,7 @@ class Analysis:
     """What ``meanfield analyze`` finds in a sweep: ``rows``, one fit per family (a
     ``ScalingRow``: the run, its group of grid values, the power law with its interval, the
     m -> infinity limit, the measured and predicted regime); ``crossings``, where the measure
-    falls below a threshold (``ThresholdRow``s, when one was asked for); ``report``, all of
+    falls below a threshold (``ThresholdRow`` rows, when one was asked for); ``report``, all of
     it as text; ``files``, what was written. ``str()`` is what the command prints."""
 
     rows: list[ScalingRow]

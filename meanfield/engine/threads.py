@@ -54,7 +54,13 @@ def fixed_count() -> Optional[int]:
 def set_threads(threads: Optional[int]) -> None:
     """Fix the number of threads of the numerical core in this process (Numba's, and the BLAS's
     where threadpoolctl is installed); ``None`` goes back to ``MEANFIELD_THREADS`` or, without
-    it, to choosing by measurement during each run."""
+    it, to choosing by measurement during each run.
+
+    Parameters
+    ----------
+    threads : int or None
+        The thread count (at least 1), or None.
+    """
     global _fixed
     _fixed = requested(threads)
     count = fixed_count()

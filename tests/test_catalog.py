@@ -17,10 +17,10 @@ def test_codes_by_name_or_by_code():
     for bad in ("gelu", "RELU", len(ACTIVATIONS), -1, None, 2.0):
         with pytest.raises(ValueError, match="unknown activation .*relu.*quadratic"):
             activation_code(bad)
-    assert [loss_code(name) for name in LOSSES] == list(LOSSES.values()) == [0, 1]
+    assert [loss_code(name) for name in LOSSES] == list(LOSSES.values()) == [0, 1, 2]
     assert loss_code(1) == 1
-    for bad in ("hinge", 2, None):
-        with pytest.raises(ValueError, match="unknown loss .*squared.*logistic"):
+    for bad in ("huber", 3, None):
+        with pytest.raises(ValueError, match="unknown loss .*squared.*logistic.*hinge"):
             loss_code(bad)
 
 

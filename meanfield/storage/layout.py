@@ -21,7 +21,7 @@ FORMAT = "meanfield"
 FORMAT_VERSION = 1
 H5MD_VERSION = (1, 1)
 
-CHUNK_BYTES = 4 * 1024
+CHUNK_BYTES = 1024
 """A frame this large or larger gets a chunk of its own; smaller frames share chunks of about this size."""
 
 CHECKPOINT_CHUNK = 1 << 20

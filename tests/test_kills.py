@@ -1,7 +1,8 @@
 """A trajectory file is crash-consistent (issue 25): after a SIGKILL at any moment of a run,
 snapshots included, every dataset of the file reads back and ``--resume`` continues it to
-the bit-identical file of a run never killed. The slow stress test kills 100 runs at random
-moments.
+the bit-identical file of a run never killed. The slow stress tests kill the file writer 100
+times at random moments (the storage layer alone, whose start-up is short) and 20 whole
+runs, each continued with --resume.
 
 What made it hold: a new file is written as ``NAME.partial`` until its header is complete,
 then renamed (a kill during its creation left a file HDF5 could not open, "truncated file");
@@ -15,6 +16,7 @@ frames' bytes are written again unchanged; a chunk of one frame is written once
 import os
 import random
 import subprocess
+import sys
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +42,38 @@ MANY_SNAPSHOTS = textwrap.dedent(
     """
 )
 KILLS = int(os.environ.get("MEANFIELD_STRESS_KILLS", "100"))
+"""SIGKILLs of the file writer alone (storage.create, append, save_checkpoint, resume)."""
+RUN_KILLS = int(os.environ.get("MEANFIELD_STRESS_RUN_KILLS", "20"))
+"""SIGKILLs of whole `meanfield simulate` runs, each continued with --resume."""
+
+WRITER = textwrap.dedent(
+    """\
+    import os, sys
+    import numpy as np
+    from meanfield import storage
+    from meanfield.model.state import RunState
+    path, frames = sys.argv[1], 240
+    m, d, k = 300, 3, 40  # a particle frame of 3.6 KB (a chunk of its own), measures in shared chunks
+    if os.path.exists(path):
+        trajectory = storage.open_for_resume(path, same_scenario=lambda text: True)
+    else:
+        trajectory = storage.create(path, scenario_yaml="name: kills", seed=0)
+    runs = [trajectory.run(name) if name in trajectory.h5["parameters"] else
+            trajectory.add_run(name, attrs={"preset": "test"}, m=m, d=d, bias=False, particles=True,
+                               measures={"loss": (), "f": (k,)}) for name in ("rich", "lazy")]
+    for run in runs:
+        saved = run.load_checkpoint()
+        start = saved[1] if saved else 0
+        run.truncate(start)
+        for i in range(start, frames):
+            rng = np.random.default_rng(i)
+            run.append(i, 0.1 * i, (rng.normal(size=m), rng.normal(size=(m, d)), None),
+                       {"loss": rng.random(), "f": rng.normal(size=k)})
+            run.save_checkpoint(RunState(0.1 * i, i, rng.normal(size=m * (d + 1)), rng={}))
+        run.status = "complete"
+    trajectory.close()
+    """
+)
 
 
 def test_a_live_file_reads_as_what_is_complete_every_time(tmp_path):
@@ -133,11 +167,58 @@ def killed_once(scenario, out, delay: float, whole: dict) -> str:
     return "killed"
 
 
+def write(out) -> subprocess.Popen:
+    return start([sys.executable, "-c", WRITER, str(out)])
+
+
+def writer_killed_once(out, delay: float, whole: dict) -> str:
+    """Start the writer, SIGKILL it ``delay`` s after its file appears, read every dataset and
+    continue it; the outcome: killed | before the file | after the end."""
+    process = write(out)
+    since = appeared(out, process)
+    if since > 0:
+        time.sleep(max(0.0, since + delay - time.perf_counter()))
+    process.kill()
+    process.wait(timeout=60)
+    if process.returncode == 0:
+        assert dataset_bytes(out) == whole
+        return "after the end"
+    if not out.exists():
+        return "before the file"
+    every_dataset_reads(out)
+    resumed = write(out)
+    assert resumed.wait(timeout=120) == 0, resumed.stderr.read()
+    assert dataset_bytes(out) == whole, delay
+    return "killed"
+
+
 @pytest.mark.slow
-def test_a_hundred_kills_at_random_moments_lose_no_snapshot_and_resume_bit_for_bit(tmp_path):
-    """KILLS SIGKILLs (100 by default), each at a random moment between the moment the run's
-    file appears and the end of an uninterrupted run (snapshots every other step), two runs
-    at a time; each resumes to the bit-identical file."""
+def test_a_hundred_kills_of_the_writer_lose_no_snapshot_and_resume_bit_for_bit(tmp_path):
+    """KILLS SIGKILLs (100 by default) of a process writing two runs of 240 snapshots with a
+    checkpoint after each, through the storage layer alone (a start-up of a fraction of a
+    second: the moments fall in the writing), two at a time; every dataset reads back and
+    the continued file is bit-identical to one never killed."""
+    whole_path = tmp_path / "whole.h5"
+    process = write(whole_path)
+    since = appeared(whole_path, process)
+    assert process.wait(timeout=120) == 0, process.stderr.read()
+    span = time.perf_counter() - since
+    whole = dataset_bytes(whole_path)
+    moments = random.Random(2025)
+    delays = [moments.uniform(0, span) for _ in range(KILLS)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(lambda item: writer_killed_once(tmp_path / f"w{item[0]}.h5", item[1], whole),
+                                 enumerate(delays)))
+    counts = {outcome: outcomes.count(outcome) for outcome in set(outcomes)}
+    print(f"{len(delays)} kills over {span:.2f} s of writing: {counts}")
+    assert counts.get("killed", 0) >= len(delays) // 2
+
+
+@pytest.mark.slow
+def test_runs_killed_at_random_moments_resume_bit_for_bit(tmp_path):
+    """RUN_KILLS SIGKILLs (20 by default) of `meanfield simulate`, each at a random moment
+    between the moment the run's file appears and the end of an uninterrupted run (snapshots
+    every other step), two runs at a time; each resumes to the bit-identical file."""
     scenario = tmp_path / "kills.yaml"
     scenario.write_text(MANY_SNAPSHOTS)
     whole_path = tmp_path / "whole.h5"
@@ -147,7 +228,7 @@ def test_a_hundred_kills_at_random_moments_lose_no_snapshot_and_resume_bit_for_b
     span = time.perf_counter() - since
     whole = dataset_bytes(whole_path)
     moments = random.Random(25)
-    delays = [moments.uniform(0, span) for _ in range(KILLS)]
+    delays = [moments.uniform(0, span) for _ in range(RUN_KILLS)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         outcomes = list(pool.map(lambda item: killed_once(scenario, tmp_path / f"run{item[0]}.h5", item[1], whole),
                                  enumerate(delays)))

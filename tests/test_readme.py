@@ -1,13 +1,14 @@
-"""Every Python block of the README runs, in order, in one namespace, as a notebook would
-run them; and what the walk-through's comments say is what it gives."""
+"""Every Python block of the notebook walk-through (docs/getting_started.md, "From Python",
+moved there from the README) runs, in order, in one namespace, as a notebook would run them;
+and what the walk-through's comments say is what it gives."""
 
 import re
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+WALK_THROUGH = Path(__file__).resolve().parent.parent / "docs" / "getting_started.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", WALK_THROUGH.read_text(), flags=re.S)
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +21,13 @@ def notebook(tmp_path_factory):
     namespace = {"__name__": "__main__", "directory": directory}  # as in a notebook, or a script run
     try:
         for number, block in enumerate(BLOCKS, 1):
-            exec(compile(block, f"README.md, Python block {number}", "exec"), namespace)
+            exec(compile(block, f"docs/getting_started.md, Python block {number}", "exec"), namespace)
         yield namespace
     finally:
         os.chdir(cwd)
 
 
-def test_the_readme_has_its_walk_through():
+def test_getting_started_has_the_walk_through():
     assert len(BLOCKS) >= 4
     assert "mf.simulate(sc)" in BLOCKS[0] and "mf.sweep(" in "".join(BLOCKS)
 

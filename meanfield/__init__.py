@@ -441,7 +441,31 @@ def plot_function(trajectory: Union[Trajectory, str, Path], runs: Optional[Seque
     and the ``near`` share of training samples closest to the line. ``time``: the snapshot
     nearest it (default the last; t = 0 is drawn dotted). ``line=(x_start, x_end)``; default
     through the inputs' mean along w*_1 (else the inputs' first principal direction). Returns
-    the matplotlib Figure (no display needed), saved to ``output`` (.png, .pdf, .svg) when given."""
+    the matplotlib Figure (no display needed), saved to ``output`` (.png, .pdf, .svg) when given.
+
+    Parameters
+    ----------
+    trajectory : Trajectory, str or path
+        A trajectory or its file.
+    runs : list of str, optional
+        The runs to draw, one panel each (default every run).
+    time : float, optional
+        Draw the snapshot nearest this time (default the last).
+    line : (array_like, array_like), optional
+        ``(x_start, x_end)``, two different points of input space (default through the
+        inputs' mean along ``w*_1``, else along their first principal direction).
+    output : str or path, optional
+        The figure's file (.png, .pdf, .svg); None saves nothing.
+    points : int
+        The number of points along the line (>= 2).
+    near : float
+        The share of training samples, those closest to the line, drawn (0: none).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, one panel per run.
+    """
     from .pictures.function import plot_function as draw
 
     if not (isinstance(points, int) and not isinstance(points, bool) and points >= 2):
@@ -656,7 +680,26 @@ def kernels(x1, x2=None, *, model: KernelSection = None, parameterization: Kerne
     for ntk, mean_field, lazy and mup, lr_a E[ss] + a_std^2 E[s's'] (lr_w x.x' + lr_b) (+ lr_c);
     standard has no limit (its kernel grows like m). Closed forms for relu, erf, linear and
     quadratic, quadrature (1e-12) for tanh, sigmoid, softplus; ``batch`` rows of x1 at a time
-    (default: about 2^20 entries), the same numbers at any batch (docs/design.md §1.6)."""
+    (default: about 2^20 entries), the same numbers at any batch (docs/design.md §1.6).
+
+    Parameters
+    ----------
+    x1 : array_like, shape (n1, d)
+        The first points, one per row.
+    x2 : array_like, shape (n2, d), optional
+        The second points; None: ``x1`` with itself.
+    model : mapping, model section or None
+        The scenario's ``model`` keys (default: the scenario's defaults).
+    parameterization : mapping, str, preset section or None
+        A preset's name or a preset and its learning rates (default ntk).
+    batch : int, optional
+        Rows of ``x1`` at a time (default: about 2^20 entries).
+
+    Returns
+    -------
+    Kernels
+        The named pair ``(nngp, ntk)``, each a float64 array (n1, n2).
+    """
     from .model.kernels import infinite_width_kernels
 
     spec, preset = _kernel_sections(model, parameterization, "mf.kernels")
@@ -668,7 +711,30 @@ def nngp_posterior(x_train, y_train, x_test, *, noise: float, model: KernelSecti
     """Gaussian-process regression with the NNGP of :func:`kernels` as the prior covariance and
     label noise of variance ``noise`` (>= 0): a named pair ``(mean, variance)`` at the rows of
     ``x_test``, mean = k*^T (K + noise I)^-1 y and variance = k** - k*^T (K + noise I)^-1 k*
-    (of f, without the noise), by a Cholesky solve."""
+    (of f, without the noise), by a Cholesky solve.
+
+    Parameters
+    ----------
+    x_train : array_like, shape (n, d)
+        The training points, one per row.
+    y_train : array_like, shape (n,)
+        Their labels.
+    x_test : array_like, shape (m, d)
+        The points at which to give the posterior.
+    noise : float
+        The label noise's variance (>= 0; 0: exact interpolation).
+    model : mapping, model section or None
+        The scenario's ``model`` keys, as in :func:`kernels`.
+    parameterization : mapping, str, preset section or None
+        The preset, as in :func:`kernels` (default ntk).
+    batch : int, optional
+        Rows at a time in the kernels, as in :func:`kernels`.
+
+    Returns
+    -------
+    Posterior
+        The named pair ``(mean, variance)``, each a float64 array (m,).
+    """
     from .model.kernels import nngp_posterior as posterior
 
     spec, preset = _kernel_sections(model, parameterization, "mf.nngp_posterior")
@@ -680,7 +746,34 @@ def ntk_predict(x_train, y_train, x_test, *, t: float = math.inf, ridge: float =
     """The mean prediction of the infinite-width network trained by gradient flow on the squared
     loss, the NTK flow of :func:`kernels` from f_0 = 0 at time ``t`` in the preset's clock (inf:
     its limit, kernel (ridge) regression): a named pair ``(train, test)``; ``t`` may be an array
-    of times. What an ``ntk`` run with ``kernel: analytic`` computes (without an output bias)."""
+    of times. What an ``ntk`` run with ``kernel: analytic`` computes (without an output bias).
+
+    Parameters
+    ----------
+    x_train : array_like, shape (n, d)
+        The training points, one per row.
+    y_train : array_like, shape (n,)
+        Their labels.
+    x_test : array_like, shape (m, d)
+        The points at which to predict.
+    t : float or array_like
+        The time or times (>= 0) in the preset's clock; inf (alone): the limit.
+    ridge : float
+        The ridge (>= 0): the flow's ``- ridge f`` term, ``n ridge I`` added to the NTK's
+        Gram matrix in the limit.
+    model : mapping, model section or None
+        The scenario's ``model`` keys, as in :func:`kernels`.
+    parameterization : mapping, str, preset section or None
+        The preset, as in :func:`kernels` (default ntk).
+    batch : int, optional
+        Rows at a time in the kernels, as in :func:`kernels`.
+
+    Returns
+    -------
+    Prediction
+        The named pair ``(train, test)``: the predictions at ``x_train`` (n,) and at ``x_test``
+        (m,), with a leading axis of times when ``t`` is an array.
+    """
     from .model.kernels import ntk_prediction
 
     spec, preset = _kernel_sections(model, parameterization, "mf.ntk_predict")

@@ -42,6 +42,39 @@ MANY_SNAPSHOTS = textwrap.dedent(
 KILLS = int(os.environ.get("MEANFIELD_STRESS_KILLS", "100"))
 
 
+def test_a_live_file_reads_as_what_is_complete_every_time(tmp_path):
+    """mf.open and inspect of a file a run is writing, again and again while it writes: every
+    read succeeds and shows complete snapshots only, never fewer than the read before (reading
+    the live file itself failed 6 opens in 19 with h5py's "addr overflow")."""
+    from click.testing import CliRunner
+
+    import meanfield as mf
+    from meanfield.cli import main
+
+    scenario = tmp_path / "kills.yaml"
+    scenario.write_text(MANY_SNAPSHOTS)
+    out = tmp_path / "live.h5"
+    process = start(cli(scenario, "-o", out))
+    assert appeared(out, process) > 0
+    seen, reads = {}, 0
+    while process.poll() is None:
+        with mf.open(out) as trajectory:
+            assert trajectory.path == str(out)
+            for name in trajectory.runs:
+                run = trajectory[name]
+                times, loss = run.times, run.series("loss_train").value
+                assert len(times) == len(loss) and np.isfinite(loss).all()
+                assert len(times) >= seen.get(name, 0)
+                seen[name] = len(times)
+        if reads % 5 == 0:
+            result = CliRunner().invoke(main, ["inspect", str(out)])
+            assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+        reads += 1
+    assert process.returncode == 0, process.stderr.read()
+    assert reads >= 5 and seen
+    print(f"{reads} reads of the live file")
+
+
 def test_shared_chunks_are_uncompressed_and_a_frame_of_its_own_is_compressed():
     small = layout.series_storage((), np.float64)
     assert small["chunks"][0] > 1 and "compression" not in small

@@ -121,7 +121,32 @@ def learning_curve(n, eigenvalues, degeneracies, coefficients, ridge: float = 0.
     the input measure) and target energy ``coefficients`` c_l (the squared norm of the target's
     part in the group), ridge lambda (on the Gram matrix: K + lambda I), label noise variance
     ``noise`` sigma^2; ``tail`` and ``target_tail``: the kernel's trace and the target's norm
-    beyond the last group (e.g. ``Spectrum.tail``)."""
+    beyond the last group (e.g. ``Spectrum.tail``).
+
+    Parameters
+    ----------
+    n : float or array_like
+        The number of samples, or an array of them.
+    eigenvalues : array_like, shape (groups,)
+        eta_l, each group's eigenvalue (>= 0).
+    degeneracies : array_like, shape (groups,), or None
+        N_l, each group's number of modes (None: one each).
+    coefficients : array_like, shape (groups,)
+        c_l, each group's target energy (>= 0).
+    ridge : float
+        lambda, the ridge on the Gram matrix (>= 0).
+    noise : float
+        sigma^2, the label noise's variance (>= 0).
+    tail : float
+        The kernel's trace beyond the last group (>= 0).
+    target_tail : float
+        The target's squared norm beyond the last group (>= 0).
+
+    Returns
+    -------
+    LearningCurve
+        E_g, kappa and gamma at each n, and each group's share of E_g.
+    """
     eta, N, c = _as_spectrum(eigenvalues, degeneracies, coefficients)
     ns = np.atleast_1d(np.asarray(n, dtype=np.float64))
     if noise < 0 or ridge < 0 or tail < 0 or target_tail < 0:

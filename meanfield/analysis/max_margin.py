@@ -113,12 +113,38 @@ def _f1_lp(X: np.ndarray, y: np.ndarray, U: np.ndarray) -> tuple[float, np.ndarr
 def f1_max_margin(X, y, directions=None, *, count: int = 2000, refine: int = 0, spread: float = 0.05,
                   atom_tolerance: float = 1e-9, rng: Optional[np.random.Generator] = None) -> F1Margin:
     """The F1 max margin of the data (X [n, d], labels y = +-1) for the relu network
-    f(x) = sum_j c_j relu(u_j . x), |u_j| = 1, sum |c_j| <= 1, by the LP of the module's
+    f(x) = sum_j c_j relu(u_j . x), ``|u_j| = 1``, ``sum |c_j| <= 1``, by the LP of the module's
     docstring over ``directions`` (unit rows [N, d]; default :func:`sphere_directions` (d,
-    count)). Each of ``refine`` rounds adds, around every atom of the last solution (|c_j| >
+    count)). Each of ``refine`` rounds adds, around every atom of the last solution (``|c_j|`` >
     atom_tolerance), 40 directions perturbed by Gaussian noise of size ``spread`` (halved
     each round, from ``rng``, default seed 0) and solves again: the margin never decreases.
-    A negative margin means the data are not separable by such a network on this grid."""
+    A negative margin means the data are not separable by such a network on this grid.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, d)
+        The inputs, one per row.
+    y : array_like, shape (n,)
+        Their labels, +1 or -1.
+    directions : array_like, shape (N, d), optional
+        The grid of directions (each row normalised to unit length); default
+        :func:`sphere_directions` (d, count).
+    count : int
+        The number of directions of the default grid.
+    refine : int
+        The rounds of refinement around the atoms (0: the grid's LP only).
+    spread : float
+        The size of the Gaussian perturbations of the first round, halved each round.
+    atom_tolerance : float
+        The weight ``|c_j|`` above which a direction is an atom.
+    rng : numpy.random.Generator, optional
+        The random directions of the default grid (d > 3) and of the refinement (default seed 0).
+
+    Returns
+    -------
+    F1Margin
+        The margin, its atoms and their weights, and the number of directions of the last LP.
+    """
     X, y = _checked(X, y)
     rng = np.random.default_rng(0) if rng is None else rng
     U = sphere_directions(X.shape[1], count, rng) if directions is None else _unit_rows(directions, X.shape[1])
@@ -142,10 +168,25 @@ def chizat_bach_f1_margin(f1: F1Margin | float) -> float:
 # ------------------------------------------------------------------------------ F2
 def relu_feature_kernel(X1, X2=None, *, first_layer: str = "gaussian") -> np.ndarray:
     """k(x, x') = E_a[relu(a . x) relu(a . x')] for a ~ N(0, I_d) (``gaussian``): the
-    arc-cosine kernel |x| |x'| (sin t + (pi - t) cos t) / (2 pi), t the angle between x and
-    x'; for a uniform on the unit sphere (``sphere``) the same divided by d (a = g / |g|
-    with |g|^2, of mean d, independent of g / |g|). Computed by
-    :func:`solvers.ntk.analytic_kernels` (its NNGP with w_var = 1, b_var = 0)."""
+    arc-cosine kernel ``|x| |x'|`` (sin t + (pi - t) cos t) / (2 pi), t the angle between x and
+    x'; for a uniform on the unit sphere (``sphere``) the same divided by d (``a = g / |g|``
+    with ``|g|^2``, of mean d, independent of ``g / |g|``). Computed by
+    :func:`solvers.ntk.analytic_kernels` (its NNGP with w_var = 1, b_var = 0).
+
+    Parameters
+    ----------
+    X1 : array_like, shape (n1, d)
+        The first points, one per row.
+    X2 : array_like, shape (n2, d), optional
+        The second points; None: ``X1`` with itself.
+    first_layer : {"gaussian", "sphere"}
+        The distribution of the first layer's weights a.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n1, n2)
+        The kernel k(x, x') between the rows of ``X1`` and those of ``X2``.
+    """
     from solvers.ntk import analytic_kernels
 
     X1 = np.asarray(X1, dtype=np.float64)
@@ -175,11 +216,26 @@ def f2_max_margin(K, y, *, tolerance: float = 1e-9) -> F2Margin:
         gamma_F2^2 = min { lambda^T Q lambda : lambda >= 0, sum lambda = 1 },   Q = diag(y) K diag(y),
 
     and the SVM dual is alpha = lambda / gamma^2. Solved exactly by scipy's active-set NNLS
-    (Lawson & Hanson) on min |A lambda|^2 + M^2 (sum lambda - 1)^2, A^T A = Q (from Q's
+    (Lawson & Hanson) on min ``|A lambda|^2`` + M^2 (sum lambda - 1)^2, A^T A = Q (from Q's
     eigenvalues, so a singular K is fine), whose minimiser is a multiple of the simplex's
     (the objective is s^2 g + M^2 (s - 1)^2 along each ray): normalised, it is exact for
     any M > 0. Raises ValueError when the data are not separable in the kernel's space
-    (gamma below ``tolerance`` times the largest |phi(x_i)|) or K is not a kernel."""
+    (gamma below ``tolerance`` times the largest ``|phi(x_i)|``) or K is not a kernel.
+
+    Parameters
+    ----------
+    K : array_like, shape (n, n)
+        The kernel's Gram matrix on the data.
+    y : array_like, shape (n,)
+        The labels, +1 or -1.
+    tolerance : float
+        The smallest margin, relative to the largest ``|phi(x_i)|``, taken as separable.
+
+    Returns
+    -------
+    F2Margin
+        The margin 1 / ``||f||_H``, the dual ``alpha`` and the support vectors' indices.
+    """
     from scipy.optimize import nnls
 
     K = np.asarray(K, dtype=np.float64)

@@ -183,7 +183,25 @@ class Spectrum:
 def kernel_spectrum(k: Callable, d: int, L: int, tol: float = 1e-13) -> Spectrum:
     """The Funk-Hecke eigenvalues lambda_l = E_t[k(t) P_l(t)], l = 0..L, of the dot-product
     kernel k(x . x') on S^(d-1) (``k`` a vectorised function of the cosine), with their
-    degeneracies N(d, l) (see the module's docstring)."""
+    degeneracies N(d, l) (see the module's docstring).
+
+    Parameters
+    ----------
+    k : callable
+        The kernel as a vectorised function of the cosine t in [-1, 1].
+    d : int
+        The dimension of the space of the sphere S^(d-1) (>= 2).
+    L : int
+        The highest degree (>= 0).
+    tol : float
+        The quadrature's relative tolerance, as in :func:`funk_hecke`.
+
+    Returns
+    -------
+    Spectrum
+        The eigenvalues lambda_l and degeneracies N(d, l) for l = 0..L, the trace k(1) and the
+        quadrature's stated error.
+    """
     d, L = _check(d, L)
     eigenvalues, error = funk_hecke(k, d, L, tol)
     trace = float(np.asarray(k(np.array([1.0])), dtype=np.float64)[0])
@@ -194,8 +212,27 @@ def teacher_coefficients(a, W, activation: Union[str, Callable], L: int, tol: fl
     """c_l, l = 0..L: the squared norm (on the uniform probability measure of S^(d-1),
     d = W.shape[1]) of the degree-l part of f(x) = sum_j a_j sigma(w_j . x), exactly by
     Funk-Hecke: c_l = N(d, l) sum_jk a_j a_k mu_l(j) mu_l(k) P_l(w_hat_j . w_hat_k),
-    mu_l(j) = E_t[sigma(|w_j| t) P_l(t)]. ``activation``: a name of the catalog
-    (:mod:`solvers.catalog`) or a vectorised function of z."""
+    mu_l(j) = E_t[sigma(``|w_j|`` t) P_l(t)]. ``activation``: a name of the catalog
+    (:mod:`solvers.catalog`) or a vectorised function of z.
+
+    Parameters
+    ----------
+    a : array_like, shape (k,)
+        The teacher's output weights a_j.
+    W : array_like, shape (k, d)
+        Its neurons' input weights w_j, one per row (none zero).
+    activation : str or callable
+        sigma: a name of the catalog or a vectorised function of z.
+    L : int
+        The highest degree (>= 0).
+    tol : float
+        The quadrature's relative tolerance, as in :func:`funk_hecke`.
+
+    Returns
+    -------
+    numpy.ndarray, shape (L + 1,)
+        c_l for l = 0..L.
+    """
     a = np.atleast_1d(np.asarray(a, dtype=np.float64))
     W = np.atleast_2d(np.asarray(W, dtype=np.float64))
     if W.shape[0] != a.shape[0]:
@@ -230,7 +267,26 @@ def sample_coefficients(X, f, L: int, block: int = 512) -> tuple[np.ndarray, np.
     """``(c, se)``: unbiased estimates of c_l, l = 0..L, the squared norm of the degree-l part
     of a function from its values ``f`` (n,) at ``X`` (n, d) drawn uniformly on the unit
     sphere, by the U-statistic of the module's docstring, and their standard errors
-    2 sd(g_i) / sqrt(n). O(n^2 L) work in blocks of ``block`` rows."""
+    2 sd(g_i) / sqrt(n). O(n^2 L) work in blocks of ``block`` rows.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, d)
+        The samples, on the unit sphere, one per row.
+    f : array_like, shape (n,)
+        The function's values at them (n >= 3).
+    L : int
+        The highest degree (>= 0).
+    block : int
+        The rows of ``X`` per block.
+
+    Returns
+    -------
+    c : numpy.ndarray, shape (L + 1,)
+        The estimates of c_l for l = 0..L.
+    se : numpy.ndarray, shape (L + 1,)
+        Their standard errors.
+    """
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
     f = np.asarray(f, dtype=np.float64)
     n = X.shape[0]

@@ -28,8 +28,10 @@ dimension scales (h5netcdf refuses a file where only some axes do), so xarray re
 every group with ``phony_dims="sort"``.
 
 The file is flushed after every snapshot: a crash loses at most the snapshot being
-written, and what is there stays readable. Readers open it read-only without HDF5 file
-locking, so a file can be read while a run is still writing it (best effort: not SWMR).
+written, and what is there stays readable (a new file is written as ``NAME.partial`` until
+its header is complete). Readers open it read-only without HDF5 file locking; a file a run
+is still writing is read as a consistent snapshot of what is complete, a private copy of
+its bytes (:func:`reader.open_trajectory`).
 """
 
 from .layout import CHUNK_BYTES, FORMAT, FORMAT_VERSION, PARTICLE_ELEMENTS, estimate_bytes

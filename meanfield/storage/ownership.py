@@ -78,9 +78,7 @@ class WriterLock:
                 fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:
                 raise UsageError(f"{self.path}: cannot write there ({e.strerror}: {where})") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _lock_exclusively(fd):
                 holder = _read_holder(fd)
                 os.close(fd)
                 raise UsageError(f"{self.path} is being written by another process ({holder}): wait for it "
@@ -103,6 +101,40 @@ class WriterLock:
             pass
         os.close(self._fd)
         self._fd = None
+
+
+def _lock_exclusively(fd: int, tries: int = 5) -> bool:
+    """An exclusive ``flock`` on ``fd``, tried a few times over about 30 ms: a reader asking
+    :func:`being_written` holds a shared one for microseconds, which must not refuse a writer."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < tries:
+                time.sleep(0.002 * 2 ** attempt)
+    return False
+
+
+def being_written(path) -> bool:
+    """Whether a process holds the :class:`WriterLock` of ``path`` now (a run is writing it):
+    its lock file exists and a shared ``flock`` on it is refused. A lock file left by a killed
+    writer holds no lock (the kernel released it)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(lock_path(path), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # releases the shared lock if it was taken
+    return False
 
 
 def _same_file(fd: int, path: Path) -> bool:

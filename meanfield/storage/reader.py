@@ -32,6 +32,7 @@ from ..model.kinds import DEFAULT_SOLVER, SOLVERS, can
 from ..model.measures import FIT_MEASURES, TEST_MEASURES, VECTOR_DIMS
 from . import layout
 from .layout import PARTICLE_ELEMENTS
+from .ownership import being_written
 
 
 class Series(NamedTuple):
@@ -54,8 +55,66 @@ class Frame(NamedTuple):
 
 
 def open_trajectory(path) -> Trajectory:
-    """Open the trajectory file at ``path`` read-only (also while a run is still writing it)."""
-    return Trajectory(layout.open_ours(as_path(path, "open a trajectory"), "r", locking=False))
+    """Open the trajectory file at ``path`` read-only; a file a run is still writing (its
+    writer holds its lock) as a consistent snapshot of what is complete (:func:`_open_live`)."""
+    path = as_path(path, "open a trajectory")
+    if being_written(path):
+        return _open_live(path)
+    return Trajectory(layout.open_ours(path, "r", locking=False))
+
+
+LIVE_TRIES = 30
+"""How many copies of a live file :func:`_open_live` takes before it gives up."""
+
+
+def _open_live(path: Path) -> Trajectory:
+    """A file a run is writing, read as what is complete: its bytes are copied to a private
+    file (unlinked once open, so nothing is left behind) and the copy is read through, every
+    object and every run's step dataset; a copy taken while the writer flushed its metadata
+    fails that and is taken again. Reading the live file itself, h5py met such half-flushed
+    metadata ("addr overflow") in 6 opens of 19. Earlier snapshots' bytes never change (the
+    writer only appends, docs/design.md §4.1), so a copy that reads through is a consistent
+    file whose every snapshot is complete up to its runs' step datasets."""
+    import tempfile
+    import time
+
+    why = "?"
+    for attempt in range(LIVE_TRIES):
+        fd, copy = tempfile.mkstemp(prefix="meanfield-live-", suffix=".h5")
+        os.close(fd)
+        try:
+            shutil.copyfile(path, copy)
+            h5 = layout.open_ours(copy, "r")
+            os.unlink(copy)  # the open file stays readable; nothing to clean up, however this process ends
+            try:
+                _read_through(h5)
+                return Trajectory(h5, name=str(path))
+            except BaseException:
+                h5.close()
+                raise
+        except (OSError, KeyError, ValueError, RuntimeError, UsageError) as exc:
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if os.path.exists(copy):
+                os.unlink(copy)
+            if not being_written(path):  # the run ended meanwhile: the file is complete
+                return Trajectory(layout.open_ours(path, "r", locking=False))
+            time.sleep(min(0.005 * 2 ** attempt, 0.2))
+    raise UsageError(f"{path} is being written and could not be read consistently in {LIVE_TRIES} tries (the "
+                     f"last: {why}): try again")
+
+
+def _read_through(h5: h5py.File) -> None:
+    """Read every object's header and attributes and every run's step dataset (raises where a
+    copy caught the writer halfway)."""
+    def visit(name, obj):
+        dict(obj.attrs)
+        if isinstance(obj, h5py.Dataset):
+            obj.shape
+            if name.endswith("/step"):
+                obj[()]
+    if layout.foreign(h5) is not None:
+        raise ValueError(layout.foreign(h5))
+    h5.visititems(visit)
 
 
 class Trajectory:
@@ -67,11 +126,11 @@ class Trajectory:
     is how an in-memory trajectory (``meanfield.simulate(scenario)``) is kept.
     """
 
-    def __init__(self, h5: h5py.File):
+    def __init__(self, h5: h5py.File, name: Optional[str] = None):
         why = layout.foreign(h5)
         if why is not None:
             raise UsageError(f"{h5.filename} is not a meanfield trajectory file ({why})")
-        self._file, self._filename = h5, h5.filename
+        self._file, self._filename = h5, name or h5.filename  # name: the live file a private copy was taken of
         self._in_memory = h5.driver == "core"
 
     @property

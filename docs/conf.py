@@ -106,7 +106,7 @@ The bundled study ``{name}``: {summary}.
 
 Its reduced check (``quick=True``) runs a smaller grid in seconds to a minute and measures
 what that grid can, beside the published values; ``mf.study("{name}")`` runs the full
-study (``meanfield study {name}`` on the command line), whose numbers are in the README.
+study (``meanfield study {name}`` on the command line), whose numbers are in :doc:`/studies`.
 """
 
 import meanfield as mf

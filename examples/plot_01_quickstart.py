@@ -2,7 +2,7 @@
 Quickstart: rich and lazy from the same particles
 =================================================
 
-The README's walk-through as a script. The bundled ``quickstart`` scenario is a ReLU teacher
+The walk-through of :doc:`/getting_started` as a script. The bundled ``quickstart`` scenario is a ReLU teacher
 of 4 neurons in d = 20 learned from 1024 samples; here its network has 256 particles and
 two runs from the very same initial particles: ``rich`` (the mean-field parameterization,
 s = 1/m) and ``lazy`` (a large output scale, alpha = 100, Chizat, Oyallon & Bach 2019).

@@ -1,7 +1,7 @@
 """The command line: ``meanfield simulate | inspect | animate | plot | sweep | analyze | study | scenarios``.
 
 A thin layer over the public API of :mod:`meanfield`: each command parses its arguments,
-calls the API and prints what it returns (the README's "The command line" documents them).
+calls the API and prints what it returns (docs/cli.md, "The command line", documents them).
 
 Usage errors (a bad key, a missing file, a file that is not ours) print one line starting
 with ``Error:`` and exit with status 2; a run that diverged exits with status 1 after

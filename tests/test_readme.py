@@ -1,13 +1,17 @@
-"""Every Python block of the README runs, in order, in one namespace, as a notebook would
-run them; and what the walk-through's comments say is what it gives."""
+"""Every Python block of the user guide, moved from the README into the docs (the notebook
+walk-through of docs/getting_started.md, then docs/sweeps.md and docs/file_format.md, the
+README's order), runs, in order, in one namespace, as a notebook would run them; and what the
+walk-through's comments say is what it gives."""
 
 import re
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+PAGES = ("getting_started.md", "sweeps.md", "file_format.md")
+BLOCKS = [(page, block) for page in PAGES
+          for block in re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), flags=re.S)]
 
 
 @pytest.fixture(scope="module")
@@ -19,16 +23,17 @@ def notebook(tmp_path_factory):
     os.chdir(directory)
     namespace = {"__name__": "__main__", "directory": directory}  # as in a notebook, or a script run
     try:
-        for number, block in enumerate(BLOCKS, 1):
-            exec(compile(block, f"README.md, Python block {number}", "exec"), namespace)
+        for number, (page, block) in enumerate(BLOCKS, 1):
+            exec(compile(block, f"docs/{page}, Python block {number}", "exec"), namespace)
         yield namespace
     finally:
         os.chdir(cwd)
 
 
-def test_the_readme_has_its_walk_through():
-    assert len(BLOCKS) >= 4
-    assert "mf.simulate(sc)" in BLOCKS[0] and "mf.sweep(" in "".join(BLOCKS)
+def test_the_docs_have_the_walk_through():
+    blocks = [block for _, block in BLOCKS]
+    assert len(blocks) >= 4
+    assert "mf.simulate(sc)" in blocks[0] and "mf.sweep(" in "".join(blocks)
 
 
 @pytest.mark.slow

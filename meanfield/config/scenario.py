@@ -45,7 +45,7 @@ from .sections import (
 
 class Scenario(Strict):
     """A validated scenario: everything a simulation needs (docs/design.md §5; every key and
-    its default in the README). ``replace`` gives an edited copy, validated again;
+    its default in docs/scenario_file.md). ``replace`` gives an edited copy, validated again;
     ``resolved_yaml`` the text stored with a run."""
 
     name: str = Field(min_length=1)

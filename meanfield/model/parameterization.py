@@ -256,7 +256,7 @@ def _catapult(regime: Regime, c: float, fixed_kernel: bool) -> Regime:
     return replace(regime, label="unstable", reason=(
         f"{edge} and at or above the catapult window of Lewkowycz et al.'s uv model (1 < c < "
         f"{CATAPULT_WINDOW:g}), where gradient descent diverges (a relu network's upper edge lies higher: "
-        f"README, bundled study 6); below the edge it would be {regime.label} (r = {regime.r:g})"))
+        f"docs/studies.md, bundled study 6); below the edge it would be {regime.label} (r = {regime.r:g})"))
 
 
 def _predict(A: float, B: float, C_a: float, C_w: float, alpha, fixed_a: bool) -> Regime:

@@ -1,5 +1,5 @@
 """The bundled studies: known results of the literature, reproduced (docs/design.md §6,
-the README's "Studies").
+docs/studies.md).
 
 One module per study in this package, each defining ``STUDIES``, a tuple of
 :class:`~meanfield.studies.base.Study` (its sweep or scenario, published values with their

@@ -85,7 +85,7 @@ def _is_number(value) -> bool:
 @dataclass(frozen=True)
 class Study:
     """One bundled study (see the module's docstring). ``kind``: ``"sweep"`` or ``"scenario"``;
-    ``source``: the bundled sweep's or scenario's name; ``full_time``: the README's wall time
+    ``source``: the bundled sweep's or scenario's name; ``full_time``: docs/studies.md's wall time
     of the full study, for ``--list``."""
 
     name: str

@@ -126,7 +126,7 @@ def measure(path: Path, quick: bool = False) -> dict:
 
 
 def format_points(table: dict) -> str:
-    """The per-point table and alpha*(h), as text (what the README quotes)."""
+    """The per-point table and alpha*(h), as text (what docs/studies.md quotes)."""
     numbers = summary(table)
     lines = [f"{'alpha':>7} {'h':>5} {'error':>7} {'ntk':>7} {'disp_w':>8} {'kernel':>9} {'fluct':>9}"]
     for (alpha, h), row in table.items():

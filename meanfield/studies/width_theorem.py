@@ -17,7 +17,7 @@ NAME = "width_theorem"
 STABLE = ("ntk", "mean_field", "standard_lr_1_over_m")
 
 REFERENCES = (
-    # the full study's tolerance: about its 95% intervals (README: -0.51 [-0.59, -0.44], ...);
+    # the full study's tolerance: about its 95% intervals (docs/studies.md: -0.51 [-0.59, -0.44], ...);
     # the quick check's: what tests/test_studies_width.py asserts of three widths and one seed
     Reference("exponent of ||W_t - W_0||/||W_0|| in m, ntk", -0.5, tolerance=0.1, quick_tolerance=0.4),
     Reference("exponent of ||W_t - W_0||/||W_0|| in m, mean_field", 0.0, tolerance=0.1),

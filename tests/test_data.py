@@ -15,7 +15,7 @@ from meanfield.config.sections import DataSpec
 from meanfield.errors import UsageError
 from meanfield.model.data import TASKS, Dataset, check_source, make_dataset
 
-SYNTHETIC = ["teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals", "clusters"]
+SYNTHETIC = ["teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals", "clusters", "stripe"]
 CLASSIFICATION = ["gaussian_mixture", "xor", "moons", "spirals"]
 
 # Plain NumPy activations: the independent reference for the teacher's targets.
@@ -500,6 +500,51 @@ def test_clusters_are_determined_by_the_seed_and_refuse_a_small_dim():
         spec("clusters", dim=2)
     with pytest.raises(ValidationError, match="clusters_per_side is a key of task clusters"):
         spec("xor", clusters_per_side=4)
+
+
+def test_stripe_labels_are_one_interval_of_x1_from_the_same_draws():
+    """Labels against NumPy from the same stream: X the first n d normals, y = +1 exactly where
+    -0.3 < x_1 < 1.18549 (Paccolat et al.'s code); the test set drawn after the training set."""
+    n, n_test, d = 500, 300, 3
+    ds = make_dataset(spec("stripe", dim=d, n_train=n, n_test=n_test), rng(5))
+    stream = rng(5)
+    X = stream.standard_normal((n, d))
+    stream.standard_normal((n, d))  # the training set's input noise (0 here), drawn anyway
+    X_test = stream.standard_normal((n_test, d))
+    np.testing.assert_array_equal(ds.X_train, X)
+    np.testing.assert_array_equal(ds.X_test, X_test)
+    for inputs, labels in ((X, ds.y_train), (X_test, ds.y_test)):
+        inside = (inputs[:, 0] > -0.3) & (inputs[:, 0] < 1.18549)
+        np.testing.assert_array_equal(labels, np.where(inside, 1.0, -1.0))
+    assert ds.teacher is None
+
+
+def test_stripe_classes_are_balanced_and_the_interval_is_a_key():
+    """P(y = +1) = Phi(1.18549) - Phi(-0.3) = 0.5000 (to 1e-5, by erf), and the sample agrees
+    within 5 standard errors; another interval moves the labels and only them."""
+    phi = lambda z: 0.5 * (1 + erf(z / math.sqrt(2)))  # noqa: E731
+    assert abs(phi(1.18549) - phi(-0.3) - 0.5) < 1e-5
+    n = 40000
+    ds = make_dataset(spec("stripe", dim=2, n_train=n, n_test=10), rng(1))
+    assert abs(np.mean(ds.y_train > 0) - 0.5) < 5 * math.sqrt(0.25 / n)
+    other = make_dataset(spec("stripe", dim=2, n_train=n, n_test=10, stripe=(0.0, 10.0)), rng(1))
+    np.testing.assert_array_equal(other.X_train, ds.X_train)
+    np.testing.assert_array_equal(other.y_train, np.where(ds.X_train[:, 0] > 0, 1.0, -1.0))
+
+
+def test_stripe_is_determined_by_the_seed_and_checks_its_interval():
+    one, again = (make_dataset(spec("stripe", dim=4), rng(3)) for _ in range(2))
+    other = make_dataset(spec("stripe", dim=4), rng(4))
+    np.testing.assert_array_equal(one.X_train, again.X_train)
+    np.testing.assert_array_equal(one.y_test, again.y_test)
+    assert not np.array_equal(one.X_train, other.X_train)
+    noisy = make_dataset(spec("stripe", dim=4, noise=0.3), rng(3))
+    np.testing.assert_array_equal(noisy.y_train, one.y_train)  # labels from the clean inputs
+    assert not np.array_equal(noisy.X_train, one.X_train)
+    with pytest.raises(ValidationError, match="low < high"):
+        spec("stripe", stripe=(1.0, -1.0))
+    with pytest.raises(ValidationError, match="stripe is a key of task stripe"):
+        spec("xor", stripe=(0.0, 1.0))
 
 
 # ------------------------------------------------------------------------ files

@@ -501,10 +501,10 @@ def test_a_key_given_twice_in_an_override_is_refused():
 # (BASE with one name misspelled, the line it is on, the words of the one Error: line)
 MISSPELT = [
     pytest.param("task: teacher_student", "task: teacher_studnt", 2, "data.task: 'teacher_studnt' is not one of "
-                 "teacher_student, single_index, gaussian_mixture, xor, moons, spirals, clusters, file, digits, mnist1d; "
+                 "teacher_student, single_index, gaussian_mixture, xor, moons, spirals, clusters, stripe, file, digits, mnist1d; "
                  "did you mean 'teacher_student'?", id="task"),
     pytest.param("dim: 3", "dimm: 3", 2, "unknown key 'data.dimm'; allowed here: task, seed, dim, n_train, "
-                 "n_test, inputs, noise, teacher, degree, delta, clusters_per_side, path, test_fraction, test_path, "
+                 "n_test, inputs, noise, teacher, degree, delta, clusters_per_side, stripe, path, test_fraction, test_path, "
                  "test_indices, population, labels; did you mean 'dim'?", id="data-key"),
     pytest.param("width: 8}", "width: 8, activation: rellu}", 3, "model.activation: 'rellu' is not one of relu, "
                  "tanh, erf, sigmoid, softplus, linear, quadratic; did you mean 'relu'?", id="activation"),

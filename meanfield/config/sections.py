@@ -34,8 +34,8 @@ from ..model.real_data import REAL_SOURCES
 ActivationName = Literal[tuple(ACTIVATIONS)]
 LossName = Literal[tuple(LOSSES)]
 TaskName = Literal[
-    "teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals", "clusters", "file", "digits",
-    "mnist1d"
+    "teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals", "clusters", "stripe", "file",
+    "digits", "mnist1d"
 ]
 FIXED_STEP_METHODS = ("euler", "heun", "rk4", "euler_maruyama", "sgd")
 TWO_D_TASKS = ("xor", "moons", "spirals")
@@ -208,10 +208,15 @@ LABEL_MAPS = ("parity", "value", "pair", "one_vs_rest")
 """data.labels of the real tasks: parity, value (a regression), {pair: [i, j]}, {one_vs_rest: k}."""
 
 TASK_KEYS = {"teacher": ("teacher_student",), "population": ("teacher_student",), "degree": ("single_index",),
-             "delta": ("gaussian_mixture",), "clusters_per_side": ("clusters",), "path": ("file",),
+             "delta": ("gaussian_mixture",), "clusters_per_side": ("clusters",), "stripe": ("stripe",),
+             "path": ("file",),
              "test_fraction": ("file",), "test_path": ("file",), "test_indices": ("file",),
              "inputs": REGRESSION_TASKS + REAL_TASKS, "labels": REAL_TASKS}
 """The data keys that only some tasks read (the classification tasks draw their own inputs)."""
+
+STRIPE = (-0.3, 1.18549)
+"""stripe: the interval of x_1 labelled +1 in the code of Paccolat, Petrini, Geiger, Tyloo & Wyart (2021);
+P(+1) = 1/2 under N(0, 1)."""
 
 HELD_OUT = 0.25
 """file: data.test_fraction's default, the share of the samples held out at random."""
@@ -264,6 +269,9 @@ class DataSpec(Strict):
     """gaussian_mixture: class +-1 has x ~ N(0, (1 +- delta)^2 I)."""
     clusters_per_side: int = Field(3, ge=2)
     """clusters: the k x k grid of clusters in the plane (Chizat & Bach 2020), each labelled +-1 at random."""
+    stripe: tuple[float, float] = STRIPE
+    """stripe: the interval (low, high) of x_1 labelled +1 (Paccolat, Petrini, Geiger, Tyloo & Wyart 2021;
+    their code's -0.3 < x_1 < 1.18549, classes balanced)."""
     path: Optional[str] = None
     """file: an .npz, .h5 or .csv file holding X [n, d] and y [n] (meanfield.model.data), relative to
     the scenario file (an override's or a Python mapping's: to the working directory)."""
@@ -361,6 +369,9 @@ class DataSpec(Strict):
         if self.task == "clusters" and self.dim < 3:
             raise ValueError(f"task 'clusters' has inputs (1, a point of the plane, dim - 3 spurious coordinates): "
                              f"data.dim is at least 3, not {self.dim}")
+        if self.task == "stripe" and not self.stripe[0] < self.stripe[1]:
+            raise ValueError(f"data.stripe {list(self.stripe)}: the interval (low, high) of x_1 labelled +1 needs "
+                             "low < high")
         if self.task == "file" and not self.path:
             raise ValueError("task 'file' needs data.path (an .npz, .h5 or .csv file with X and y)")
         if self.population and (self.task != "teacher_student" or self.inputs != "gaussian"):

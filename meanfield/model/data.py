@@ -44,6 +44,11 @@ Tasks (d = ``dim``, sigma_eps = ``noise``):
     (clusters at least Delta apart), and is x = (1, the point, d - 3 coordinates
     U(-1/2, 1/2)): the constant 1 lets a bias-free relu network have biases, the last
     d - 3 coordinates carry nothing about y. ``noise`` adds N(0, noise^2) to the point.
+``stripe`` (Paccolat, Petrini, Geiger, Tyloo & Wyart 2021, their code's distribution)
+    x ~ N(0, I_d); y = +1 if low < x_1 < high else -1, (low, high) = ``stripe``, by default
+    (-0.3, 1.18549), where P(y = +1) = Phi(1.18549) - Phi(-0.3) = 1/2: the label depends on
+    one coordinate, the other d - 1 carry nothing. ``noise`` adds N(0, noise^2 I) to x after
+    the labels are set.
 ``digits``, ``mnist1d``
     Real data shipped with a package (the extra ``meanfield[data]``), standardised, reduced
     by PCA to ``dim`` components fitted on the training set, on the sphere |x| = sqrt(d)
@@ -62,7 +67,7 @@ Tasks (d = ``dim``, sigma_eps = ``noise``):
     file (:func:`meanfield.config.loading.relative_to` makes them absolute when it is read); any other
     relative path (an override, a Python mapping) is taken from the current working directory.
 
-For the classification tasks (gaussian_mixture, the pictures and clusters) ``noise`` is the standard
+For the classification tasks (gaussian_mixture, the pictures, clusters and stripe) ``noise`` is the standard
 deviation of Gaussian noise added to the *inputs* (labels stay +-1; for gaussian_mixture
 the class covariances become ((1 +- delta)^2 + noise^2) I). For the regression tasks
 (teacher_student, single_index) it is label noise. ``inputs`` applies to the regression
@@ -346,6 +351,19 @@ def clusters(spec: DataSpec, rng: np.random.Generator) -> Dataset:
         point = centres[which] + radius[:, None] * np.column_stack([np.cos(angle), np.sin(angle)])
         point += spec.noise * rng.standard_normal((n, 2))
         return np.column_stack([np.ones(n), point, spurious]), labels[which]
+
+    return _split(spec, sample)
+
+
+def stripe(spec: DataSpec, rng: np.random.Generator) -> Dataset:
+    """x ~ N(0, I_d), y = +1 if low < x_1 < high else -1 ((low, high) = spec.stripe), then
+    input noise N(0, noise^2 I)."""
+    d, (low, high) = spec.dim, spec.stripe
+
+    def sample(n):
+        X = rng.standard_normal((n, d))
+        y = np.where((X[:, 0] > low) & (X[:, 0] < high), 1.0, -1.0)
+        return X + spec.noise * rng.standard_normal((n, d)), y
 
     return _split(spec, sample)
 
@@ -744,6 +762,7 @@ TASKS: dict[str, Callable[[DataSpec, np.random.Generator], Dataset]] = {
     "moons": moons,
     "spirals": spirals,
     "clusters": clusters,
+    "stripe": stripe,
     "file": from_file,
     "digits": real_data,
     "mnist1d": real_data,

@@ -179,10 +179,11 @@ def _particles_digest(path: Path) -> str:
 SLOW_BASE = {**BASE, "train": {"t_end": 6.0, "integrator": {"method": "euler", "dt": 0.002}}, "record": {"every": 0.5}}
 
 
-def _start_sweep(tmp_path: Path, points: int, workers: int = 1) -> tuple[subprocess.Popen, Path]:
+def _start_sweep(tmp_path: Path, points: int, workers: int = 1, t_end: float = 6.0) -> tuple[subprocess.Popen, Path]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "slow.yaml"
-    path.write_text(yaml.safe_dump({"base": SLOW_BASE, "grid": {"seed": list(range(points))}}))
+    base = {**SLOW_BASE, "train": {**SLOW_BASE["train"], "t_end": t_end}}
+    path.write_text(yaml.safe_dump({"base": base, "grid": {"seed": list(range(points))}}))
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "meanfield.cli", "sweep", str(path), "-o", str(out),
                                 "--workers", str(workers)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -244,7 +245,7 @@ def _kill_holder(out: Path, point: str, process: subprocess.Popen, limit: float 
         except (OSError, ValueError, KeyError):
             time.sleep(0.05)
             continue
-        time.sleep(0.5)
+        time.sleep(0.2)
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -262,7 +263,8 @@ def test_a_killed_worker_loses_no_point_and_one_that_always_dies_fails_alone(tmp
     MAX_LOSSES tries; the other points complete."""
     from meanfield.sweeps.execution import MAX_LOSSES
 
-    process, out = _start_sweep(tmp_path, points=4, workers=2)
+    # points of several seconds each (3 on a quiet machine): each kill lands while its point runs
+    process, out = _start_sweep(tmp_path, points=4, workers=2, t_end=20.0)
     _kill_holder(out, "p0001", process)
     assert process.wait(timeout=600) == 0, process.stdout.read().decode()
     table = read_table(out)
@@ -271,7 +273,7 @@ def test_a_killed_worker_loses_no_point_and_one_that_always_dies_fails_alone(tmp
     mf.simulate(point.scenario, tmp_path / "clean.h5").close()
     assert _particles_digest(out / "points/p0001.h5") == _particles_digest(tmp_path / "clean.h5")
 
-    process, out = _start_sweep(tmp_path / "poison", points=4, workers=2)
+    process, out = _start_sweep(tmp_path / "poison", points=4, workers=2, t_end=20.0)
     for _ in range(MAX_LOSSES):
         _kill_holder(out, "p0002", process)
     assert process.wait(timeout=600) == 0, process.stdout.read().decode()

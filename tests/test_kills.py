@@ -146,10 +146,11 @@ def appeared(path, process, limit: float = 120) -> float:
     raise AssertionError(f"{path} did not appear")
 
 
-def killed_once(scenario, out, delay: float, whole: dict) -> str:
-    """Start the run, SIGKILL it ``delay`` s after its file appears, read every dataset of what
-    the kill left and resume it; returns the outcome: killed | before the file | after the end."""
-    process = start(cli(scenario, "-o", out))
+def killed_once(command, resume, out, delay: float, whole: dict) -> str:
+    """Start ``command(out)``, SIGKILL it ``delay`` s after its file appears, read every dataset
+    of what the kill left and continue it with ``resume(out)``; returns the outcome: killed |
+    before the file | after the end."""
+    process = start(command(out))
     since = appeared(out, process)
     if since > 0:
         time.sleep(max(0.0, since + delay - time.perf_counter()))
@@ -161,35 +162,37 @@ def killed_once(scenario, out, delay: float, whole: dict) -> str:
     if not out.exists():  # killed while the header was written to out.partial: no half-made file
         return "before the file"
     every_dataset_reads(out)  # a kill loses at most the snapshot it cut; the others read back
-    resumed = subprocess.run(cli(scenario, "-o", out, "--resume"), capture_output=True, text=True, timeout=120)
-    assert resumed.returncode == 0 and resumed.stderr == "", (delay, resumed.stderr)
+    resume(out)
     assert dataset_bytes(out) == whole, delay
     return "killed"
 
 
-def write(out) -> subprocess.Popen:
-    return start([sys.executable, "-c", WRITER, str(out)])
+def stress(tmp_path, command, resume, kills: int, seed: int) -> dict:
+    """``kills`` kills (:func:`killed_once`) at moments drawn uniformly over the writing of an
+    uninterrupted ``command``, two at a time; the count of each outcome."""
+    whole_path = tmp_path / "whole.h5"
+    process = start(command(whole_path))
+    since = appeared(whole_path, process)
+    assert process.wait(timeout=120) == 0, process.stderr.read()
+    span = time.perf_counter() - since
+    whole = dataset_bytes(whole_path)
+    moments = random.Random(seed)
+    delays = [moments.uniform(0, span) for _ in range(kills)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(lambda item: killed_once(command, resume, tmp_path / f"k{item[0]}.h5", item[1],
+                                                          whole), enumerate(delays)))
+    counts = {outcome: outcomes.count(outcome) for outcome in set(outcomes)}
+    print(f"{kills} kills over {span:.2f} s of writing: {counts}")
+    return counts
 
 
-def writer_killed_once(out, delay: float, whole: dict) -> str:
-    """Start the writer, SIGKILL it ``delay`` s after its file appears, read every dataset and
-    continue it; the outcome: killed | before the file | after the end."""
-    process = write(out)
-    since = appeared(out, process)
-    if since > 0:
-        time.sleep(max(0.0, since + delay - time.perf_counter()))
-    process.kill()
-    process.wait(timeout=60)
-    if process.returncode == 0:
-        assert dataset_bytes(out) == whole
-        return "after the end"
-    if not out.exists():
-        return "before the file"
-    every_dataset_reads(out)
-    resumed = write(out)
+def writer(out) -> list:
+    return [sys.executable, "-c", WRITER, str(out)]
+
+
+def continue_writer(out) -> None:
+    resumed = start(writer(out))
     assert resumed.wait(timeout=120) == 0, resumed.stderr.read()
-    assert dataset_bytes(out) == whole, delay
-    return "killed"
 
 
 @pytest.mark.slow
@@ -198,20 +201,8 @@ def test_a_hundred_kills_of_the_writer_lose_no_snapshot_and_resume_bit_for_bit(t
     checkpoint after each, through the storage layer alone (a start-up of a fraction of a
     second: the moments fall in the writing), two at a time; every dataset reads back and
     the continued file is bit-identical to one never killed."""
-    whole_path = tmp_path / "whole.h5"
-    process = write(whole_path)
-    since = appeared(whole_path, process)
-    assert process.wait(timeout=120) == 0, process.stderr.read()
-    span = time.perf_counter() - since
-    whole = dataset_bytes(whole_path)
-    moments = random.Random(2025)
-    delays = [moments.uniform(0, span) for _ in range(KILLS)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        outcomes = list(pool.map(lambda item: writer_killed_once(tmp_path / f"w{item[0]}.h5", item[1], whole),
-                                 enumerate(delays)))
-    counts = {outcome: outcomes.count(outcome) for outcome in set(outcomes)}
-    print(f"{len(delays)} kills over {span:.2f} s of writing: {counts}")
-    assert counts.get("killed", 0) >= len(delays) // 2
+    counts = stress(tmp_path, writer, continue_writer, KILLS, seed=2025)
+    assert counts.get("killed", 0) >= KILLS // 2
 
 
 @pytest.mark.slow
@@ -221,17 +212,10 @@ def test_runs_killed_at_random_moments_resume_bit_for_bit(tmp_path):
     every other step), two runs at a time; each resumes to the bit-identical file."""
     scenario = tmp_path / "kills.yaml"
     scenario.write_text(MANY_SNAPSHOTS)
-    whole_path = tmp_path / "whole.h5"
-    process = start(cli(scenario, "-o", whole_path))
-    since = appeared(whole_path, process)
-    assert process.wait(timeout=120) == 0, process.stderr.read()
-    span = time.perf_counter() - since
-    whole = dataset_bytes(whole_path)
-    moments = random.Random(25)
-    delays = [moments.uniform(0, span) for _ in range(RUN_KILLS)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        outcomes = list(pool.map(lambda item: killed_once(scenario, tmp_path / f"run{item[0]}.h5", item[1], whole),
-                                 enumerate(delays)))
-    counts = {outcome: outcomes.count(outcome) for outcome in set(outcomes)}
-    print(f"{len(delays)} kills over {span:.2f} s of writing: {counts}")
-    assert counts.get("killed", 0) >= len(delays) // 4  # the rest came after the end (timing varies with the load)
+
+    def resume(out):
+        resumed = subprocess.run(cli(scenario, "-o", out, "--resume"), capture_output=True, text=True, timeout=120)
+        assert resumed.returncode == 0 and resumed.stderr == "", resumed.stderr
+
+    counts = stress(tmp_path, lambda out: cli(scenario, "-o", out), resume, RUN_KILLS, seed=25)
+    assert counts.get("killed", 0) >= RUN_KILLS // 4  # the rest came after the end (timing varies with the load)

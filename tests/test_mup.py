@@ -12,10 +12,7 @@ from reference_ntk import per_particle_ntk
 
 import meanfield as mf
 from meanfield.engine import runs
-from meanfield.engine.plan import plan
-from meanfield.model.data import make_dataset
-from solvers.activations import activation_code
-from solvers.losses import loss_code
+from meanfield.engine.plan import plan, run_inputs
 from solvers.ntk import analytic_kernels, empirical_ntk
 
 M = 60  # not a power of two: a_mf = m a_mup is then not exact in floating point
@@ -35,11 +32,9 @@ def started(overrides=()):
     """Every run of the scenario, started, on its data (and the data)."""
     scenario = mf.load_scenario(SCENARIO, overrides)
     the_plan = plan(scenario)
-    data = make_dataset(scenario.data, runs.data_rng(scenario))
-    inputs = runs.RunInputs(scenario, data, runs.initial_draws(scenario, runs.rng_for(scenario.seed, 1)),
-                            the_plan.times, activation_code(scenario.model.activation), loss_code(scenario.loss))
+    inputs = run_inputs(scenario, the_plan.times)
     made = {name: runs.make_run(name, spec, the_plan.resolved[name], inputs) for name, spec in scenario.runs.items()}
-    return {name: (run, run.start()) for name, run in made.items()}, data
+    return {name: (run, run.start()) for name, run in made.items()}, inputs.data
 
 
 def test_mup_is_yang_and_hus_table_for_sgd():

@@ -11,11 +11,8 @@ from reference_ntk import jacobian
 
 import meanfield as mf
 from meanfield.engine import runs
-from meanfield.engine.plan import plan
-from meanfield.model.data import make_dataset
+from meanfield.engine.plan import plan, run_inputs
 from meanfield.model.parameterization import resolve
-from solvers.activations import activation_code
-from solvers.losses import loss_code
 from solvers.ntk import analytic_kernels, empirical_ntk
 
 M = 40
@@ -34,11 +31,9 @@ def started(overrides=()):
     """Every run of the scenario, started, on its data (and the data)."""
     scenario = mf.load_scenario(SCENARIO, overrides)
     the_plan = plan(scenario)
-    data = make_dataset(scenario.data, runs.data_rng(scenario))
-    inputs = runs.RunInputs(scenario, data, runs.initial_draws(scenario, runs.rng_for(scenario.seed, 1)),
-                            the_plan.times, activation_code(scenario.model.activation), loss_code(scenario.loss))
+    inputs = run_inputs(scenario, the_plan.times)
     made = {name: runs.make_run(name, spec, the_plan.resolved[name], inputs) for name, spec in scenario.runs.items()}
-    return {name: (run, run.start()) for name, run in made.items()}, data
+    return {name: (run, run.start()) for name, run in made.items()}, inputs.data
 
 
 def test_lr_w_zero_keeps_the_first_layer_and_trains_a_as_numpy_does(tmp_path):

@@ -95,7 +95,7 @@ def test_each_measure_once_and_every_list_read_off_the_table():
     for m in measures.MEASURE_TABLE:
         assert m.by in columns | {""}, m
         assert m.data in ("", "samples", "population") and m.needs in ("", "test_set", "teacher", "output_bias",
-                                                                        "reference"), m
+                                                                        "reference", "w2_particles"), m
     assert set(measures.CURVATURE_MEASURES) <= set(measures.OPTIONAL_MEASURES)
     from meanfield import storage
     from meanfield.config import scenario

@@ -95,3 +95,18 @@ def test_a_run_continues_from_its_checkpoint_in_its_own_precision():
     resumed = rich.start(checkpoint)
     assert (resumed.t, resumed.step, resumed.rng) == (0.1, 1, {"any": "state"})
     assert resumed.y.dtype == np.float32 and np.array_equal(resumed.y, start.y + 1)
+
+
+def test_w2_particles_0_leaves_wasserstein2_out_and_changes_no_other_measure():
+    """record.w2_particles: 0 records no wasserstein2 (the costliest measure of a snapshot at
+    large m); every other measure has the bits of the same run with it."""
+    with_w2 = mf.simulate(mf.load_scenario(BASE))
+    without = mf.simulate(mf.load_scenario(BASE, {"record": {**BASE["record"], "w2_particles": 0}}))
+    for name in ("rich", "tangent"):
+        kept = set(with_w2.h5[f"observables/{name}"])
+        assert "wasserstein2" in kept
+        assert set(without.h5[f"observables/{name}"]) == kept - {"wasserstein2"}
+        for measure in kept - {"wasserstein2"}:
+            np.testing.assert_array_equal(without.h5[f"observables/{name}/{measure}/value"][()],
+                                          with_w2.h5[f"observables/{name}/{measure}/value"][()])
+    assert "wasserstein2" not in built({"record": {"w2_particles": 0}})["rich"].measures

@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -664,8 +665,10 @@ class RecordSpec(Strict):
     max_file_mb: PositiveFloat = 500.0
     probe_size: PositiveInt = 64
     """Test points on which each particle run's NTK is compared with its initial one."""
-    w2_particles: PositiveInt = 512
-    """Particles (a fixed random subset when m is larger) in the Wasserstein-2 measure."""
+    w2_particles: NonNegativeInt = 512
+    """Particles (a fixed random subset when m is larger) in the Wasserstein-2 measure; 0: no
+    wasserstein2 recorded (its exact transport is the costliest measure of a snapshot at large m,
+    docs/design.md §1.7)."""
     measures: list[OptionalMeasure] = []
     """Measures recorded beyond every run's own (OPTIONAL_MEASURES), by the runs with particles."""
 

@@ -290,13 +290,14 @@ class ParticleMeasures:
         self.alone = [(name, function) for name, function in dg.OF_PARTICLES.items() if name in run.measures]
         self.teacher = inputs.data.teacher if "teacher_alignment" in run.measures else None
         self.subset = _w2_subset(inputs.scenario)
-        self.cloud0 = dg.particle_cloud(*self._take(*self.initial))
+        self.cloud0 = dg.particle_cloud(*self._take(*self.initial)) if "wasserstein2" in run.measures else None
         self.probe = inputs.probe if kernel else None
         self.K0 = self._probe_kernel(*self.initial) if kernel else None
 
     def __call__(self, a, W, b) -> dict:
         out = {name: function(a, W, b, *self.initial) for name, function in self.alone}
-        out["wasserstein2"] = dg.wasserstein2(self.cloud0, dg.particle_cloud(*self._take(a, W, b)))
+        if self.cloud0 is not None:
+            out["wasserstein2"] = dg.wasserstein2(self.cloud0, dg.particle_cloud(*self._take(a, W, b)))
         if self.teacher is not None:
             signed = not self.teacher.activation.startswith("hermite")
             out["teacher_alignment"] = dg.teacher_alignment(a, W, self.teacher.W, signed=signed)
@@ -344,13 +345,16 @@ class ParticleRun(Run):
     @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
         """The initial particles (float64), the Wasserstein-2 transport between k = min(m,
-        w2_particles) particles (its k x k costs and POT's network of k^2 arcs), and the
+        w2_particles) particles (its k x k costs and the assignment's work arrays; none where
+        w2_particles is 0), and the
         probe-set kernel where the run tracks its own (two p x p parts, features, K_0)."""
         m = scenario.model.width
         k = min(m, scenario.record.w2_particles)
         needs = [*super().memory(scenario, spec, n_train, n_test, frames),
-                 Need("the initial particles", FLOAT * cls.particle_values(scenario), "model.width"),
-                 Need(f"the Wasserstein-2 transport of {k} particles", 6 * FLOAT * k * k, "record.w2_particles")]
+                 Need("the initial particles", FLOAT * cls.particle_values(scenario), "model.width")]
+        if k:
+            needs.append(Need(f"the Wasserstein-2 transport of {k} particles", 6 * FLOAT * k * k,
+                              "record.w2_particles"))
         if cls.kind.tracks_kernel and not scenario.data.population:
             p = min(scenario.record.probe_size, n_test or n_train)
             needs.append(Need("the probe-set kernel", kernel_build(p, p, m) + FLOAT * p * p, "record.probe_size"))

@@ -28,7 +28,8 @@ class Measure(NamedTuple):
     needs: str = ""
     """What else the scenario needs for a run to record it: "test_set" (a test set), "teacher" (a
     task with a teacher), "output_bias" (model.output_bias), "reference" (a run other than the
-    reference of gap_ntk, and a test set: :func:`meanfield.engine.plan.records_gap`)."""
+    reference of gap_ntk, and a test set: :func:`meanfield.engine.plan.records_gap`), "w2_particles"
+    (record.w2_particles > 0)."""
     optional: bool = False
     """Recorded only when ``record.measures`` names it."""
     constant: bool = False
@@ -57,7 +58,7 @@ MEASURE_TABLE = (
     Measure("displacement_a",       (),              "particles",      displacement=True),
     Measure("displacement_mean",    (),              "particles",      displacement=True),
     Measure("output_bias",          (),              "particles",      needs="output_bias", shown=False),
-    Measure("wasserstein2",         (),              "particles"),
+    Measure("wasserstein2",         (),              "particles",      needs="w2_particles"),
     Measure("kernel_distance",      (),              "tracks_kernel",  panel="kernel distance 1 - cos(K(0), K(t))"),
     Measure("kernel_alignment",     (),              "tracks_kernel"),
     Measure("teacher_alignment",    (),              "particles",      needs="teacher"),
@@ -116,7 +117,8 @@ def recorded(kind: Kind, scenario, n_test: int, *, reference: bool = False) -> d
     with the scenario's reference run (it records gap_ntk, given a test set)."""
     data = scenario.data
     met = {"": True, "test_set": data.has_test_set, "teacher": data.task in TEACHER_TASKS,
-           "output_bias": scenario.model.output_bias, "reference": reference and data.has_test_set}
+           "output_bias": scenario.model.output_bias, "reference": reference and data.has_test_set,
+           "w2_particles": scenario.record.w2_particles > 0}
     mode = "population" if data.population else "samples"
     sizes = {"test_point": n_test}
     return {m.name: tuple(sizes[axis] for axis in m.shape) for m in MEASURE_TABLE

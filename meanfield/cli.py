@@ -131,12 +131,15 @@ def main(ctx, verbose, quiet):
               help="Override a scenario key before validation, e.g. --set model.width=4096.")
 @click.option("--resume", is_flag=True, help="Continue the runs of an interrupted file.")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
-@click.option("--dry-run", is_flag=True, help="Validate and show what would run; write nothing.")
+@click.option("--dry-run", is_flag=True, help="Validate and show what would run, with an estimate of its time on this "
+                                             "machine measured now (each run started and a few steps timed); "
+                                             "write nothing.")
+@click.option("--no-time", is_flag=True, help="With --dry-run: leave out the time estimate (no run is started).")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads of the numerical core (default: $MEANFIELD_THREADS, else chosen by measurement "
                    "while each run steps, so a busy machine does not slow the run down).")
 @click.pass_context
-def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run, threads):
+def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run, no_time, threads):
     """Run every run of SCENARIO (a YAML file, or a bundled scenario's name) into one HDF5 file."""
     quiet = ctx.obj["quiet"]
     with usage_errors(), stops_at_safe_points():
@@ -145,7 +148,10 @@ def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run, threa
         spec = mf.load_scenario(scenario, overrides)
         output = output or spec.output_path
         if dry_run:
-            click.echo(mf.plan(spec).describe(output))
+            the_plan = mf.plan(spec)
+            click.echo(the_plan.describe(output))
+            if not no_time:
+                click.echo(the_plan.estimate_time(threads).describe())
             return
         try:
             mf.simulate(spec, output, resume=resume, overwrite=overwrite, log=log.info, threads=threads,

@@ -16,6 +16,11 @@ measurement during the run), quiet and loaded.
 one gradient step at the same size: each Jacobian product, the Hessian-vector product, and
 ntk_eigenvalue_max and hessian_eigenvalue_max whole (with the number of products Lanczos took).
 
+``--parts snapshots`` (not in the default set) runs a bundled-like scenario (quickstart at
+m = 4096, a short t_end) and splits its time into steps and snapshots (measures, W2, writing and
+flushing), times W2 per snapshot by the assignment against POT's network simplex at 512 and 16
+particles, and compares the plan's time estimate with the real time (docs/design.md §4.8).
+
 FLOP count per step: 6 m n d + 6 m n (forward w.x, backward w.x recomputed, and x-weighted
 sum; plus the element-wise work). Times are medians of several repeats.
 """
@@ -294,6 +299,8 @@ def main():
         bench_curvature(sizes, threads[-1], 3 if args.quick else 5)
     if "threads" in parts:
         bench_threads(sizes, repeats, min_time)
+    if "snapshots" in parts:
+        bench_snapshots()
 
 
 def bench_api(repeats, scenario="quickstart"):
@@ -487,6 +494,89 @@ def bench_particles(sizes, threads, repeats, min_time):
                   f"{t32 / r['ours']:8.1f} | {speedup:>5} | {err:.1e}"
                   + ("" if err <= 1e-12 else "  DISAGREES"))
         sys.stdout.flush()
+
+
+def bench_snapshots(width=4096, t_end=5.0, scenario="quickstart"):
+    """The share of a run spent in snapshots, and W2's cost per snapshot (``--parts snapshots``):
+    the scenario at ``width`` (every 1 up to ``t_end``) in a file on disk, its snapshots' parts
+    timed by wrapping the engine's calls; W2 of the last snapshot's clouds by the assignment
+    (meanfield's) and by POT's emd2 (before), at 512 and 16 particles; the time estimate."""
+    import collections
+    import tempfile
+
+    import ot
+
+    import meanfield as mf
+    from meanfield.engine import driver
+    from meanfield.model import diagnostics as dg
+    from meanfield.storage import writer as file_writer
+
+    spent, calls, clouds = collections.defaultdict(float), collections.Counter(), {}
+
+    def timed(owner, name, key):
+        original = getattr(owner, name)
+
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - start
+                calls[key] += 1
+        setattr(owner, name, call)
+        return original
+
+    w2_original = dg.wasserstein2
+
+    def w2(cloud0, cloud1):
+        clouds[len(cloud0)] = (cloud0, cloud1)
+        start = time.perf_counter()
+        try:
+            return w2_original(cloud0, cloud1)
+        finally:
+            spent["w2"] += time.perf_counter() - start
+
+    def pot(cloud0, cloud1):
+        weights = np.full(len(cloud0), 1.0 / len(cloud0))
+        return np.sqrt(ot.emd2(weights, weights, ot.dist(cloud0, cloud1), numItermax=10_000_000))
+
+    print(f"\nsnapshots: {scenario} at m = {width}, t_end = {t_end:g}, a snapshot every 1, a file on disk:")
+    for w2_particles in (512, 16):
+        spec = mf.load_scenario(scenario, [f"model.width={width}", f"train.t_end={t_end}", "record.every=1",
+                                           f"record.w2_particles={w2_particles}"])
+        estimate = mf.plan(spec).estimate_time()
+        spent.clear()
+        calls.clear()
+        dg.wasserstein2 = w2
+        originals = [(driver.Recorder, "snapshot", timed(driver.Recorder, "snapshot", "snapshot")),
+                     (driver.Recorder, "measures", timed(driver.Recorder, "measures", "measures")),
+                     (driver.Recorder, "checkpoint", timed(driver.Recorder, "checkpoint", "checkpoint")),
+                     (file_writer.RunWriter, "append", timed(file_writer.RunWriter, "append", "append")),
+                     (file_writer.TrajectoryWriter, "flush", timed(file_writer.TrajectoryWriter, "flush", "flush"))]
+        try:
+            with tempfile.TemporaryDirectory() as directory:
+                start = time.perf_counter()
+                mf.simulate(spec, os.path.join(directory, "run.h5")).close()
+                real = time.perf_counter() - start
+        finally:
+            dg.wasserstein2 = w2_original
+            for owner, name, original in originals:
+                setattr(owner, name, original)
+        snapshots = spent["snapshot"] + spent["checkpoint"]
+        n = max(calls["snapshot"], 1)
+        print(f"  w2_particles {w2_particles}: {real:.2f} s, {snapshots:.2f} s ({snapshots / real:.0%}) in "
+              f"{calls['snapshot']} snapshots: per snapshot measures {1e3 * spent['measures'] / n:.1f} ms "
+              f"(W2 {1e3 * spent['w2'] / n:.1f} ms), "
+              f"writing {1e3 * (spent['append'] + spent['checkpoint']) / n:.1f} ms (of which flushes "
+              f"{1e3 * spent['flush'] / n:.1f} ms); estimate {estimate.seconds:.2f} s "
+              f"({estimate.seconds / real:.2f} x the real time, {estimate.snapshot_share:.0%} in snapshots)")
+        for k, (cloud0, cloud1) in sorted(clouds.items()):
+            ours = timeit(lambda: dg.wasserstein2(cloud0, cloud1), 3, 0.2)
+            theirs = timeit(lambda: pot(cloud0, cloud1), 3, 0.2)
+            same = dg.wasserstein2(cloud0, cloud1) == pot(cloud0, cloud1)
+            print(f"    W2 of {k} particles: assignment {1e3 * ours:.2f} ms, POT emd2 {1e3 * theirs:.2f} ms "
+                  f"({theirs / ours:.1f}x), same value: {same}")
+        clouds.clear()
 
 
 if __name__ == "__main__":

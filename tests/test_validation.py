@@ -201,7 +201,7 @@ def files(tmp_path):
 
 
 def dry_run(scenario, overrides, paths, tmp_path):
-    args = ["-q", "simulate", str(scenario), "--dry-run", "-o", str(tmp_path / "v.h5")]
+    args = ["-q", "simulate", str(scenario), "--dry-run", "--no-time", "-o", str(tmp_path / "v.h5")]
     for item in overrides:
         for key, path in paths.items():
             item = item.replace(f"<{key}>", path)

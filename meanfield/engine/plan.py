@@ -92,6 +92,15 @@ class Plan:
     def reference(self) -> Optional[str]:
         return reference_run(self.scenario)
 
+    def estimate_time(self, threads: Optional[int] = None):
+        """How long the scenario will take on this machine: a
+        :class:`meanfield.engine.timing.TimeEstimate` (``.seconds``, ``.runs``, ``.describe()``),
+        measured now by a short calibration of every run at its true size (about a second;
+        docs/design.md §4.8). ``threads`` as :func:`meanfield.simulate` takes it."""
+        from .timing import estimate
+
+        return estimate(self, threads)
+
     def describe(self, output: Optional[str] = None) -> str:
         """What ``--dry-run`` prints: each run's resolved numbers and predicted regime, the
         snapshot schedule and the file size."""

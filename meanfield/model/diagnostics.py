@@ -194,15 +194,22 @@ def wasserstein2(cloud0, cloud1) -> float:
 def assignment_cost(cost) -> float:
     """min_sigma (1/m) sum_i cost[i, sigma(i)] over the permutations sigma of m points: the
     optimal transport cost between two uniform measures of m atoms each, exact
-    (scipy.optimize.linear_sum_assignment). The terms (1/m) cost[i, sigma(i)] are added one by
-    one from the last row to the first, the order in which POT's ``emd2`` adds flow * cost
-    over its arcs, so that the sum has POT's bits for the same optimal permutation."""
+    (scipy.optimize.linear_sum_assignment). The solver is given the transposed problem (a row
+    per point of the second cloud, the run's particles now): the same optimum, and at m = 512
+    it took 1.7 ms on every snapshot of a bundled-like run, where the problem as given took
+    0.9 to 33 ms (docs/design.md §1.7). The terms (1/m) cost[i, sigma(i)] are then added one by
+    one from the last row to the first, the order in which POT's ``emd2`` adds flow * cost over
+    its arcs, so that the sum has POT's bits for the same optimal permutation."""
     from scipy.optimize import linear_sum_assignment
 
     cost = np.asarray(cost, np.float64)
-    rows, columns = linear_sum_assignment(cost)
-    terms = cost[rows, columns] * (1.0 / len(cost))
-    return float(np.add.accumulate(terms[::-1])[-1]) if len(terms) else 0.0
+    if not len(cost):
+        return 0.0
+    targets, sources = linear_sum_assignment(np.ascontiguousarray(cost.T))
+    sigma = np.empty(len(cost), dtype=np.intp)
+    sigma[sources] = targets
+    terms = cost[np.arange(len(cost)), sigma] * (1.0 / len(cost))
+    return float(np.add.accumulate(terms[::-1])[-1])
 
 
 def rms_gap(f, g) -> float:

@@ -1,0 +1,106 @@
+"""The time estimate of a plan (docs/design.md §4.8): its step counts against the integrator
+loop's own, its arithmetic, and (slow) the estimate of two bundled scenarios against their real
+time, within a factor of 2."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import meanfield as mf
+from meanfield.engine import driver
+from meanfield.engine.timing import RunTime, TimeEstimate, fixed_steps
+from solvers.integrate import LoopState, integrate, log_snapshot_times, make_stepper, snapshot_times
+
+TINY = {
+    "name": "timed",
+    "data": {"task": "teacher_student", "dim": 3, "n_train": 20, "n_test": 10, "teacher": {"width": 2}},
+    "model": {"width": 8, "activation": "relu"},
+    "runs": {"rich": "mean_field", "tangent": {"solver": "tangent"}, "ntk": {"solver": "ntk"}},
+    "train": {"t_end": 0.7, "integrator": {"method": "euler", "dt": 0.03}},
+    "record": {"every": 0.2},
+}
+
+
+def _loop_steps(times, dt, exact_steps) -> int:
+    """The steps solvers.integrate.integrate takes through ``times`` from t = 0 (a field of zeros)."""
+    outcome = integrate(lambda t, y: (np.zeros_like(y), 1.0), LoopState(0.0, 0, np.zeros(2)), make_stepper("euler", dt=dt),
+                        np.asarray(times), exact_steps=exact_steps)
+    return outcome.state.step
+
+
+@pytest.mark.parametrize("exact_steps", [False, True])
+@pytest.mark.parametrize("times, dt", [
+    (snapshot_times(0.0, 0.7, 0.2), 0.03),      # dt divides no interval; the last interval short
+    (snapshot_times(0.0, 1.0, 0.1), 0.1),       # dt equal to the interval: one step each
+    (snapshot_times(0.0, 2.0, 0.5), 0.7),       # dt longer than the interval: shortened to it
+    (log_snapshot_times(0.01, 100.0, 5), 0.37),  # the log clock's growing intervals
+])
+def test_fixed_steps_is_the_integrator_loops_count(times, dt, exact_steps):
+    assert fixed_steps(times, dt, exact_steps) == _loop_steps(times, dt, exact_steps)
+
+
+def test_the_estimate_is_the_sum_of_its_parts():
+    fixed = RunTime("a", setup=1.5, step=0.002, steps=1000, snapshot=0.05, snapshots=21)
+    adaptive = RunTime("b", setup=0.5, step=0.01, steps=20, snapshot=0.1, snapshots=21, exact_count=False)
+    assert fixed.seconds == pytest.approx(1.5 + 2.0 + 1.05)
+    assert fixed.snapshot_share == pytest.approx(1.05 / 4.55)
+    whole = TimeEstimate([fixed, adaptive], shared=0.25, calibration=0.3)
+    assert whole.seconds == pytest.approx(0.25 + 4.55 + (0.5 + 0.2 + 2.1))
+    assert whole.snapshot_share == pytest.approx((1.05 + 2.1) / whole.seconds)
+    assert whole.at_least and not TimeEstimate([fixed], 0.0, 0.1).at_least
+    text = whole.describe()
+    assert text.startswith("estimated time: at least 7.6 s") and "measured now" in text
+    assert "b: at least 2.8 s (start 0.5 s, at least 20 steps of 10 ms, 21 snapshots of 100 ms)" in text
+
+
+def test_each_run_is_counted_with_the_steps_and_snapshots_it_takes():
+    """The estimate's counts are the real run's (fixed steps: equal; rk45: at most, one step per
+    snapshot interval being the least an adaptive stepper takes); its times are positive."""
+    for integrator in ({"method": "euler", "dt": 0.03}, {"method": "rk45"}):
+        scenario = mf.load_scenario(TINY, {"train": {"t_end": 0.7, "integrator": integrator}})
+        the_plan = mf.plan(scenario)
+        estimate = the_plan.estimate_time()
+        trajectory, reports = driver.simulate(scenario)
+        trajectory.close()
+        taken = {report.name: report.steps for report in reports}
+        for run in estimate.runs:
+            assert run.snapshots == len(the_plan.times) + 1
+            assert run.setup > 0 and run.snapshot > 0 and run.seconds > 0
+            if run.name == "ntk" or integrator["method"] == "euler":  # ntk: closed form, no steps
+                assert run.exact_count and run.steps == taken[run.name]
+            else:
+                assert not run.exact_count and 0 < run.steps <= taken[run.name]
+        assert estimate.at_least == (integrator["method"] == "rk45")
+
+
+def test_dry_run_prints_the_estimate_and_no_time_leaves_it_out(tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from meanfield.cli import main
+
+    path = tmp_path / "timed.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    shown = CliRunner().invoke(main, ["-q", "simulate", str(path), "--dry-run"])
+    assert shown.exit_code == 0 and "estimated time:" in shown.output and "measured now" in shown.output
+    left = CliRunner().invoke(main, ["-q", "simulate", str(path), "--dry-run", "--no-time"])
+    assert left.exit_code == 0 and "estimated time" not in left.output
+
+
+def _in_a_fresh_process(code: str) -> float:
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["chizat_bach", "quickstart"])
+def test_the_estimate_of_a_bundled_scenario_is_within_a_factor_of_2_of_its_time(name):
+    """Each in a fresh process, as a user meets them (the compiled kernels loaded from the cache
+    in both): the --dry-run estimate, then the run itself in memory, timed around simulate."""
+    estimate = _in_a_fresh_process(f"import meanfield as mf; print(mf.plan(mf.load_scenario({name!r}))"
+                                   ".estimate_time().seconds)")
+    real = _in_a_fresh_process(f"import time, meanfield as mf; s = mf.load_scenario({name!r}); t = time.perf_counter(); "
+                               "mf.simulate(s).close(); print(time.perf_counter() - t)")
+    assert real / 2 <= estimate <= 2 * real, (estimate, real)

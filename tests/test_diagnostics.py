@@ -84,7 +84,7 @@ def test_wasserstein2_has_the_bits_of_pot_exact_transport():
     """The assignment gives POT's network simplex's (ot.emd2) bits: same optimum, summed in its order."""
     import ot
 
-    from meanfield.model.diagnostics import assignment_cost
+    from meanfield.model.diagnostics import assignment_cost, squared_distances
 
     rng = np.random.default_rng(8)
     for m in (1, 2, 7, 16, 100, 300, 512):
@@ -92,8 +92,12 @@ def test_wasserstein2_has_the_bits_of_pot_exact_transport():
             x = rng.standard_normal((m, 6))
             y = x + spread * rng.standard_normal((m, 6))
             cost = ot.dist(x, y, metric="sqeuclidean")
+            np.testing.assert_array_equal(squared_distances(x, y), cost)
             weights = np.full(m, 1.0 / m)
             assert assignment_cost(cost) == ot.emd2(weights, weights, cost, numItermax=10_000_000), (m, spread)
+            scale = 2.0 ** np.frexp(max(np.abs(x).max(), np.abs(y).max()))[1]
+            assert wasserstein2(x, y) == scale * np.sqrt(ot.emd2(weights, weights, ot.dist(x / scale, y / scale),
+                                                                 numItermax=10_000_000)), (m, spread)
 
 
 def test_wasserstein2_of_clouds_of_different_sizes_is_pot_exact_transport():

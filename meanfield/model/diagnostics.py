@@ -165,9 +165,9 @@ def wasserstein2(cloud0, cloud1) -> float:
     For two clouds of m points each (every run's case) an optimal plan is a permutation
     (Birkhoff), so W2^2 = min_sigma (1/m) sum_i |x_i - y_sigma(i)|^2, an assignment problem that
     scipy's linear_sum_assignment solves exactly, 20-40x faster than POT's network simplex at
-    m = 512 (docs/design.md §1.7); the cost is summed as POT sums it (:func:`assignment_cost`),
-    so both give the same bits where the optimum is unique. Clouds of different sizes go to
-    POT's exact transport (``ot.emd2``).
+    m = 512 (docs/design.md §1.7); the costs are POT's (:func:`squared_distances`) and summed as
+    POT sums them (:func:`assignment_cost`), so both give the same bits where the optimum is
+    unique. Clouds of different sizes go to POT's exact transport (``ot.emd2``).
 
     W2 is homogeneous of degree one, W2(c x, c y) = c W2(x, y): the clouds are divided by the
     power of two nearest their largest coordinate (exact in floating point, so the bits of an
@@ -175,20 +175,30 @@ def wasserstein2(cloud0, cloud1) -> float:
     distances of a diverging run's particles (1e294 seen in the catapult sweep) would
     otherwise overflow to inf, which POT reports as "Problem infeasible" and answers with 0.
     """
-    import ot
-
     cloud0, cloud1 = np.asarray(cloud0, np.float64), np.asarray(cloud1, np.float64)
     if not (np.isfinite(cloud0).all() and np.isfinite(cloud1).all()):
         return float("nan")
     scale = np.ldexp(1.0, int(np.frexp(max(np.abs(cloud0).max(), np.abs(cloud1).max(), 1e-300))[1]))
-    cost = ot.dist(cloud0 / scale, cloud1 / scale, metric="sqeuclidean")
+    cost = squared_distances(cloud0 / scale, cloud1 / scale)
     if len(cloud0) == len(cloud1):
         squared = assignment_cost(cost)
     else:
+        import ot  # 2 s to import: only here
+
         weights0 = np.full(len(cloud0), 1.0 / len(cloud0))
         weights1 = np.full(len(cloud1), 1.0 / len(cloud1))
         squared = ot.emd2(weights0, weights1, cost, numItermax=10_000_000)
     return float(scale * np.sqrt(max(squared, 0.0)))
+
+
+def squared_distances(x, y) -> np.ndarray:
+    """C_ij = max(|x_i|^2 + |y_j|^2 - 2 x_i . y_j, 0), computed as POT's ``ot.dist(x, y)``
+    (metric sqeuclidean) computes it for two different arrays, so the bits are its own, without
+    importing POT (2 s)."""
+    c = -2 * np.dot(x, y.T)
+    c += np.einsum("ij,ij->i", x, x)[:, None]
+    c += np.einsum("ij,ij->i", y, y)[None, :]
+    return np.maximum(c, 0)
 
 
 def assignment_cost(cost) -> float:

@@ -190,8 +190,9 @@ def _time_steps(run, state):
     """Step ``run`` from ``state``: the first step (the compiled kernels loaded), then at each
     thread count the run's governor chooses between (docs/design.md §6.4; the fixed count alone
     when there is none) steps until STEP_SECONDS / counts or MIN_STEPS, whichever is later.
-    The step time is the median at the faster count (the one the governor keeps), medians
-    because a busy machine's descheduled thread makes a few steps many times slower.
+    The step time is the mean at the faster count by the median (the count the governor
+    keeps: a busy machine's descheduled thread makes a few steps at the other many times
+    slower), the mean because the run's time is its steps' sum, spikes included.
     Returns (state, first, step, adaptive)."""
     import numba
 
@@ -209,7 +210,7 @@ def _time_steps(run, state):
     y, t, h, k = _advance(out, y, t, h, k, adaptive)
     chooser, before = governor(), numba.get_num_threads()
     counts = chooser.counts if chooser is not None else (before,)
-    medians, taken = [], 1
+    timed, taken = [], 1
     try:
         for count in counts:
             numba.set_num_threads(count)
@@ -219,11 +220,12 @@ def _time_steps(run, state):
                 out = stepper.step(run.field, t, y, h, rng, k)
                 times.append(time.perf_counter() - start)
                 y, t, h, k = _advance(out, y, t, h, k, adaptive)
-            medians.append(float(np.median(times)))
+            timed.append((float(np.median(times)), float(np.mean(times))))
             taken += len(times)
     finally:
         numba.set_num_threads(before)
-    return dataclasses.replace(state, t=t, step=state.step + taken, y=y), first, min(medians), adaptive
+    step = min(timed)[1]
+    return dataclasses.replace(state, t=t, step=state.step + taken, y=y), first, step, adaptive
 
 
 def _advance(out, y, t, h, k, adaptive):

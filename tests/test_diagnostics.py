@@ -74,10 +74,15 @@ def test_wasserstein2_is_the_brute_force_minimum_over_permutations():
 
     rng = np.random.default_rng(7)
     for m in (1, 2, 3, 5, 6):
-        x, y = rng.standard_normal((m, 3)), rng.standard_normal((m, 3))
-        best = min(sum(((x[i] - y[j]) ** 2).sum() for i, j in enumerate(p)) / m
-                   for p in itertools.permutations(range(m)))
-        assert wasserstein2(x, y) == pytest.approx(np.sqrt(best), rel=1e-12)
+        x = rng.standard_normal((m, 3))
+        # far apart (the assignment solver), and barely moved (each point's nearest: the shortcut)
+        for y in (rng.standard_normal((m, 3)), x + 1e-3 * rng.standard_normal((m, 3))):
+            best = min(sum(((x[i] - y[j]) ** 2).sum() for i, j in enumerate(p)) / m
+                       for p in itertools.permutations(range(m)))
+            assert wasserstein2(x, y) == pytest.approx(np.sqrt(best), rel=1e-12)
+    # both points nearest the same one: not the nearest-point map, the assignment
+    x, y = np.array([[0.0], [0.3]]), np.array([[0.2], [1.0]])
+    assert wasserstein2(x, y) == pytest.approx(np.sqrt((0.2**2 + 0.7**2) / 2), rel=1e-12)
 
 
 def test_wasserstein2_has_the_bits_of_pot_exact_transport():

@@ -203,22 +203,32 @@ def squared_distances(x, y) -> np.ndarray:
 
 def assignment_cost(cost) -> float:
     """min_sigma (1/m) sum_i cost[i, sigma(i)] over the permutations sigma of m points: the
-    optimal transport cost between two uniform measures of m atoms each, exact
-    (scipy.optimize.linear_sum_assignment). The solver is given the transposed problem (a row
-    per point of the second cloud, the run's particles now): the same optimum, and at m = 512
-    it took 1.7 ms on every snapshot of a bundled-like run, where the problem as given took
-    0.9 to 33 ms (docs/design.md §1.7). The terms (1/m) cost[i, sigma(i)] are then added one by
-    one from the last row to the first, the order in which POT's ``emd2`` adds flow * cost over
-    its arcs, so that the sum has POT's bits for the same optimal permutation."""
+    optimal transport cost between two uniform measures of m atoms each, exact.
+
+    Where each row's smallest cost is strictly below the row's others and the rows' smallest
+    lie in different columns, that permutation is the optimum, unique: any other one pays
+    more than the row minimum in some row, and the sum of the row minima bounds every
+    assignment from below (a run whose particles barely moved, the lazy runs, at every
+    snapshot). Otherwise scipy.optimize.linear_sum_assignment solves it, given the transposed
+    problem (a row per point of the second cloud, the run's particles now: the same optimum, and
+    at m = 512 it took about 2 ms on the snapshots of a bundled-like run where the problem as
+    given took up to 33 ms; docs/design.md §1.7). The terms (1/m) cost[i, sigma(i)] are then
+    added one by one from the last row to the first, the order in which POT's ``emd2`` adds
+    flow * cost over its arcs, so that the sum has POT's bits for the same optimal permutation."""
     from scipy.optimize import linear_sum_assignment
 
     cost = np.asarray(cost, np.float64)
-    if not len(cost):
+    m = len(cost)
+    if not m:
         return 0.0
-    targets, sources = linear_sum_assignment(np.ascontiguousarray(cost.T))
-    sigma = np.empty(len(cost), dtype=np.intp)
-    sigma[sources] = targets
-    terms = cost[np.arange(len(cost)), sigma] * (1.0 / len(cost))
+    sigma = np.argmin(cost, axis=1)
+    rows = np.arange(m)
+    nearest = cost[rows, sigma]
+    if not (np.unique(sigma).size == m and np.all((cost <= nearest[:, None]).sum(axis=1) == 1)):
+        targets, sources = linear_sum_assignment(np.ascontiguousarray(cost.T))
+        sigma = np.empty(m, dtype=np.intp)
+        sigma[sources] = targets
+    terms = cost[rows, sigma] * (1.0 / m)
     return float(np.add.accumulate(terms[::-1])[-1])
 
 

@@ -211,8 +211,8 @@ def assignment_cost(cost) -> float:
     assignment from below (a run whose particles barely moved, the lazy runs, at every
     snapshot). Otherwise scipy.optimize.linear_sum_assignment solves it, given the transposed
     problem (a row per point of the second cloud, the run's particles now: the same optimum, and
-    at m = 512 it took about 2 ms on the snapshots of a bundled-like run where the problem as
-    given took up to 33 ms; docs/design.md §1.7). The terms (1/m) cost[i, sigma(i)] are then
+    at m = 512 it took 1.7 ms on each snapshot of a bundled-like run where the problem as given
+    took up to 33 ms; docs/design.md §1.7). The terms (1/m) cost[i, sigma(i)] are then
     added one by one from the last row to the first, the order in which POT's ``emd2`` adds
     flow * cost over its arcs, so that the sum has POT's bits for the same optimal permutation."""
     from scipy.optimize import linear_sum_assignment

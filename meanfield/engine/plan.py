@@ -7,6 +7,7 @@ the inputs every run shares (the data, the initial draws). ``meanfield simulate 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -80,6 +81,8 @@ class Plan:
     per_decade: Optional[int] = None
     """The log clock's snapshots per decade (record.per_decade, or fewer to fit the file); None
     on the linear clock, a snapshot every ``every``."""
+    planned_in: float = 0.0
+    """Seconds :func:`plan` took (a run plans again: part of the time estimate)."""
 
     @property
     def clock(self) -> str:
@@ -225,6 +228,7 @@ def plan(scenario: Scenario, *, in_memory: bool = False) -> Plan:
 
     from ..model.data import check_source
 
+    began = time.perf_counter()
     n_train, n_test = check_source(scenario.data, scenario.loss)
     d, m = scenario.data.dim, scenario.model.width
     stepping = stepping_runs(scenario)
@@ -283,7 +287,8 @@ def plan(scenario: Scenario, *, in_memory: bool = False) -> Plan:
         raise UsageError(f"run {estimate.run!r} needs about {size_text(estimate.peak)} of memory at its peak "
                          f"({what.what}: {size_text(what.bytes)}), and {size_text(estimate.available)} are "
                          f"available: lower {what.lower}")
-    return Plan(scenario, resolved, every, times, size(frames), n_train, n_test, estimate, notes, steps, per_decade)
+    return Plan(scenario, resolved, every, times, size(frames), n_train, n_test, estimate, notes, steps, per_decade,
+                time.perf_counter() - began)
 
 
 def run_inputs(scenario: Scenario, times: np.ndarray):

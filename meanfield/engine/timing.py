@@ -6,8 +6,9 @@ A run's time is
 
     T = setup + steps * step + snapshots * snapshot
 
-with ``setup`` its start (the data and the initial draws once for the scenario; each run's
-kernel, its eigendecomposition, its first step, which loads the compiled kernels), ``step`` the
+with ``setup`` its start (each run's kernel, its eigendecomposition, its first step, which
+loads the compiled kernels; once for the scenario, the plan, the data and the initial draws,
+and the file's header and data), ``step`` the
 time of one step after the first, ``snapshot`` the time (after the first, whose compiled kernels
 are loaded in ``setup``) of its measures and of writing them
 (particles and checkpoint included) into a file in memory. A fixed-step run's ``steps`` is
@@ -31,10 +32,10 @@ SLACK = 1e-12
 """The integrator loop's relative slack on landing on a snapshot time (solvers.integrate._SLACK)."""
 
 STEP_SECONDS = 0.2
-"""Seconds of steps timed per run at most (at least MIN_STEPS steps after the first)."""
+"""Seconds of steps timed per run, about (at least one step per batch)."""
 
-MIN_STEPS = 2
-"""Steps timed per run after the first, at least."""
+BATCHES = 5
+"""Batches of steps timed per thread count: the step time is the median of their means."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ class TimeEstimate:
 
     runs: list[RunTime]
     shared: float
-    """Seconds of what every run shares (the data and the initial draws), paid once."""
+    """Seconds of what every run shares, paid once: the plan (a run plans again), the data and
+    the initial draws, the file's header and data."""
     calibration: float
     """Seconds the calibration itself took."""
     notes: list[str] = field(default_factory=list)
@@ -144,7 +146,8 @@ def estimate(the_plan, threads: Optional[int] = None) -> TimeEstimate:
     began = time.perf_counter()
     with for_a_run(threads), np.errstate(over="ignore", invalid="ignore"):
         inputs = run_inputs(the_plan.scenario, the_plan.times)
-        shared = time.perf_counter() - began
+        _write_data(inputs)
+        shared = the_plan.planned_in + time.perf_counter() - began
         measured = [_calibrate(the_plan, inputs, name) for name in the_plan.scenario.runs]
     notes = []
     if the_plan.scenario.train.stop_loss > 0:
@@ -154,6 +157,18 @@ def estimate(the_plan, threads: Optional[int] = None) -> TimeEstimate:
         notes.append("an adaptive stepper's steps are unknown before it runs: counted one per snapshot interval, "
                      "the least it can take")
     return TimeEstimate(measured, shared, time.perf_counter() - began, notes)
+
+
+def _write_data(inputs) -> None:
+    """Create a trajectory file in memory and write the data into it, as a run does first."""
+    from .. import storage
+
+    data = inputs.data
+    with storage.create(None, scenario_yaml=inputs.scenario.resolved_yaml(), seed=inputs.scenario.seed) as file:
+        if inputs.scenario.data.population:
+            file.write_data(teacher=data.teacher)
+        else:
+            file.write_data(data.X_train, data.y_train, data.X_test, data.y_test, data.teacher)
 
 
 def _calibrate(the_plan, inputs, name: str) -> RunTime:
@@ -189,11 +204,12 @@ def _calibrate(the_plan, inputs, name: str) -> RunTime:
 def _time_steps(run, state):
     """Step ``run`` from ``state``: the first step (the compiled kernels loaded), then at each
     thread count the run's governor chooses between (docs/design.md §6.4; the fixed count alone
-    when there is none) steps until STEP_SECONDS / counts or MIN_STEPS, whichever is later.
-    The step time is the mean at the faster count by the median (the count the governor
-    keeps: a busy machine's descheduled thread makes a few steps at the other many times
-    slower), the mean because the run's time is its steps' sum, spikes included.
-    Returns (state, first, step, adaptive)."""
+    when there is none) BATCHES batches of steps, each of STEP_SECONDS / (counts * BATCHES)
+    or one step, whichever is longer (one batch where a step alone takes STEP_SECONDS). The
+    step time is the median of the batches' mean steps at the faster count (the count the
+    governor keeps): a mean, as the run's time is its steps' sum; over batches, so that a busy
+    machine's descheduled thread, which makes a few steps many times slower, spoils one batch
+    and not the estimate. Returns (state, first, step, adaptive)."""
     import numba
 
     from .runs import run_rng
@@ -210,22 +226,28 @@ def _time_steps(run, state):
     y, t, h, k = _advance(out, y, t, h, k, adaptive)
     chooser, before = governor(), numba.get_num_threads()
     counts = chooser.counts if chooser is not None else (before,)
-    timed, taken = [], 1
+    per_batch = STEP_SECONDS / (len(counts) * BATCHES)
+    medians, taken = [], 1
     try:
         for count in counts:
             numba.set_num_threads(count)
-            times: list[float] = []
-            while len(times) < MIN_STEPS or (sum(times) < STEP_SECONDS / len(counts) and len(times) < 1000):
-                start = time.perf_counter()
-                out = stepper.step(run.field, t, y, h, rng, k)
-                times.append(time.perf_counter() - start)
-                y, t, h, k = _advance(out, y, t, h, k, adaptive)
-            timed.append((float(np.median(times)), float(np.mean(times))))
-            taken += len(times)
+            means: list[float] = []
+            while len(means) < BATCHES:
+                steps, spent = 0, 0.0
+                while steps < 1 or (spent < per_batch and steps < 1000):
+                    start = time.perf_counter()
+                    out = stepper.step(run.field, t, y, h, rng, k)
+                    spent += time.perf_counter() - start
+                    steps += 1
+                    y, t, h, k = _advance(out, y, t, h, k, adaptive)
+                means.append(spent / steps)
+                taken += steps
+                if spent >= STEP_SECONDS:
+                    break
+            medians.append(float(np.median(means)))
     finally:
         numba.set_num_threads(before)
-    step = min(timed)[1]
-    return dataclasses.replace(state, t=t, step=state.step + taken, y=y), first, step, adaptive
+    return dataclasses.replace(state, t=t, step=state.step + taken, y=y), first, min(medians), adaptive
 
 
 def _advance(out, y, t, h, k, adaptive):

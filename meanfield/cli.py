@@ -26,8 +26,10 @@ from .errors import (
     SweepFailed,
     UsageError,
     defer_stops,
+    end_early_stops,
     expect_stops,
     forget_stops,
+    honour_stop,
     restore_handlers,
     stop_requested,
 )
@@ -121,6 +123,9 @@ def main(ctx, verbose, quiet):
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     ctx.obj = {"quiet": quiet}
+    if ctx.invoked_subcommand != "simulate" and end_early_stops():  # simulate honours it at its start-up
+        click.echo("interrupted during start-up: nothing was done; run the command again", err=True)
+        sys.exit(130)
 
 
 @main.command()
@@ -144,10 +149,12 @@ def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run, threa
             raise UsageError("--resume continues the file and --overwrite replaces it: give one of them")
         spec = mf.load_scenario(scenario, overrides)
         output = output or spec.output_path
-        if dry_run:
-            click.echo(mf.plan(spec).describe(output))
-            return
         try:
+            if dry_run:
+                described = mf.plan(spec).describe(output)
+                honour_stop(wrote=False)
+                click.echo(described)
+                return
             mf.simulate(spec, output, resume=resume, overwrite=overwrite, log=log.info, threads=threads,
                         progress=not quiet).close()
             late = stop_requested()

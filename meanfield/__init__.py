@@ -37,7 +37,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 
 from .errors import stop_early  # noqa: E402
 
-_EARLY_HANDLERS = stop_early()  # the command line's process only: a stop during the imports below is kept
+stop_early()  # the command line's process only: a stop during the imports below is kept
 
 from pathlib import Path  # noqa: E402
 from typing import Callable, Mapping, Optional, Sequence, Union  # noqa: E402

@@ -27,6 +27,7 @@ ENV = "MEANFIELD_THREADS"
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 _fixed: Optional[int] = None  # set by set_threads; None: MEANFIELD_THREADS, else by measurement
+_most: Optional[int] = None  # the most threads a governor may choose (a sweep worker's share), None: all
 
 
 def requested(threads=None, source: str = "threads") -> Optional[int]:
@@ -92,6 +93,18 @@ def using(threads: Optional[int]):
             import numba
 
             apply(fixed_count() or numba.config.NUMBA_NUM_THREADS)
+
+
+@contextmanager
+def at_most(threads: Optional[int]):
+    """The most threads a run's governor may choose, for the duration (``None``: every core
+    Numba has): a sweep worker's share of the cores, ``cpus // workers``."""
+    global _most
+    before, _most = _most, threads
+    try:
+        yield
+    finally:
+        _most = before
 
 
 def apply(threads: int) -> None:
@@ -182,12 +195,12 @@ def blas_for_steps(invariant: bool):
 
 
 def governor(blas: bool = False, most: Optional[int] = None) -> Optional[ThreadGovernor]:
-    """A governor for the next run, between one thread and ``most`` (default: Numba's
-    threads), or None when the count is fixed or ``most`` is 1. With ``blas`` its switches
+    """A governor for the next run, between one thread and ``most`` (default: :func:`at_most`'s,
+    else Numba's threads), or None when the count is fixed or ``most`` is 1. With ``blas`` its switches
     set the BLAS's count too (inside :func:`blas_for_steps`, which restores it)."""
     import numba
 
-    most = min(most or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
+    most = min(most or _most or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
     if fixed_count() is not None or most < 2:
         return None
     if not blas:

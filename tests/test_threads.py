@@ -225,12 +225,17 @@ def _datasets(path):
 
 
 @pytest.mark.parametrize("text", [BIG, POPULATION], ids=["every_kind", "population"])
-def test_every_dataset_is_the_same_at_one_and_two_blas_and_numba_threads(text, tmp_path):
+def test_every_dataset_is_the_same_at_one_and_two_blas_and_numba_threads(text, tmp_path, monkeypatch):
     """Numba and the BLAS at 1 and at 2 threads around the run (``mf.set_threads``) and in it
     (``threads=``): the same bits in every dataset, the kernel runs' eigendecompositions, the
-    population tangent run's and every norm over 10^4 values included (with the BLAS on 2
-    threads inside the run, 4 of the first scenario's datasets and 6 of the second's differ)."""
-    pytest.importorskip("threadpoolctl")
+    population tangent run's and every norm over 10^4 values included. That the sizes reach
+    OpenBLAS's threaded paths is checked too: with the BLAS let on 2 threads inside the run
+    (``RUN_BLAS_THREADS = 2``), some datasets differ (4 of the first scenario's, 6 of the
+    second's, on the machine that wrote this)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.linalg  # noqa: F401  (SciPy's OpenBLAS, another library, loaded before its count is read)
+
+    default = [info for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
     scenario = tmp_path / "s.yaml"
     scenario.write_text(text)
     files = []
@@ -247,6 +252,13 @@ def test_every_dataset_is_the_same_at_one_and_two_blas_and_numba_threads(text, t
     assert len(first) > 20
     for other in files[1:]:
         assert _datasets(other) == first, other.name
+    assert [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"] == \
+        [info["num_threads"] for info in default]  # set_threads(None): the process's own count back
+    if all(info["internal_api"] == "openblas" and info["num_threads"] >= 2 for info in default):
+        monkeypatch.setattr(threads, "RUN_BLAS_THREADS", 2)
+        mf.simulate(mf.load_scenario(scenario), tmp_path / "blas2.h5", threads=2).close()
+        loose = _datasets(tmp_path / "blas2.h5")
+        assert loose.keys() == first.keys() and loose != first
 
 
 class _Seen:

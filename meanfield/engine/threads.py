@@ -55,7 +55,8 @@ def fixed_count() -> Optional[int]:
 def set_threads(threads: Optional[int]) -> None:
     """Fix the number of threads of the numerical core in this process (Numba's, and the BLAS's
     where threadpoolctl is installed); ``None`` goes back to ``MEANFIELD_THREADS`` or, without
-    it, to choosing by measurement during each run.
+    it, to choosing by measurement during each run (Numba's count and the BLAS's back to
+    the process's first: every core, or ``NUMBA_NUM_THREADS`` and ``OPENBLAS_NUM_THREADS``).
 
     Parameters
     ----------
@@ -68,6 +69,14 @@ def set_threads(threads: Optional[int]) -> None:
     if count is not None:
         apply(count)
         _blas_limits(count)
+    elif "numba" in sys.modules:
+        import numba
+
+        apply(numba.config.NUMBA_NUM_THREADS)
+        controller = _blas()
+        if controller is not None:
+            for library, first in zip(controller.lib_controllers, _blas_first):
+                library.set_num_threads(first)
 
 
 @contextmanager
@@ -119,6 +128,7 @@ def apply(threads: int) -> None:
 
 
 _controller = None  # threadpoolctl's view of the BLAS libraries, made once (scanning them costs about 1 ms)
+_blas_first: list[int] = []  # their thread counts when it was made: the process's own
 
 
 def _blas() -> Optional[object]:
@@ -134,6 +144,7 @@ def _blas() -> Optional[object]:
         import scipy.linalg  # noqa: F401  (SciPy's own OpenBLAS, which the solvers use: a limit reaches loaded libraries only)
 
         _controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
+        _blas_first[:] = [library.num_threads for library in _controller.lib_controllers]
     return _controller
 
 

@@ -167,7 +167,7 @@ def set_blas_threads(threads: int) -> None:
 def one_blas_thread():
     """The BLAS and LAPACK on one thread for the duration (a context manager, then the count
     before): the one place for BLAS work whose result depends on the BLAS's thread count.
-    Measured with OpenBLAS 0.3.2x-0.3.31 on this project's machines (docs/design.md §6.4): the
+    Measured with OpenBLAS 0.3.30 and 0.3.31 (SciPy's, NumPy's) (docs/design.md §6.4): the
     dot product of more than 10^4 values (``np.linalg.norm``, ``x @ y``), LAPACK's ``eigh``,
     ``eigvalsh``, ``sytrd`` and Cholesky solves, and GEMM itself at shapes whose split between
     threads falls off the kernel's blocks (``(300, 2560) @ (2560, 307)``: different bits on 2

@@ -235,7 +235,8 @@ def plot(ctx, file, output):
 @click.option("--workers", type=click.IntRange(min=1),
               help="Worker processes (default: the CPU count, at most one per point).")
 @click.option("--threads", type=click.IntRange(min=1),
-              help="Numba threads per worker (default: CPUs / workers; 1 on a Dask scheduler).")
+              help="Numba threads per worker (default: chosen by measurement up to CPUs / workers; 1 on a Dask "
+                   "scheduler).")
 @click.option("--engine", type=click.Choice(["process", "dask"]), default="process", show_default=True,
               help="A local process pool, or a Dask LocalCluster of --workers processes (the dask extra).")
 @click.option("--scheduler", metavar="ADDRESS", help="Run on the Dask cluster of this scheduler, e.g. tcp://host:8786.")

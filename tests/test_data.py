@@ -110,7 +110,7 @@ def test_classification_noise_is_input_noise(task):
 
 
 def test_inputs_key_refused_where_it_does_not_apply():
-    with pytest.raises(ValidationError, match="data.inputs is a key of task teacher_student, single_index, digits or mnist1d"):
+    with pytest.raises(ValidationError, match="data.inputs is a key of task teacher_student, single_index, power_law, digits or mnist1d"):
         spec("moons", inputs="sphere")
 
 

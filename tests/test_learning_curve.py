@@ -228,3 +228,32 @@ def test_flow_loss_exponent_is_the_source_exponent():
         L = flow_loss(np.array([1e3, 1e5]), eta, c / c.sum())
         slope = np.diff(np.log(L))[0] / np.log(100.0)
         assert slope == pytest.approx(-s / 2, abs=0.02)
+
+
+def test_flow_loss_is_an_ntk_runs_stored_training_loss_on_an_equispaced_circle(tmp_path):
+    """The same as an actual ``ntk`` run (kernel: analytic, mean_field preset) of the ``file`` task
+    holding the 512 equispaced points and the power_law target: its stored loss_train at every
+    snapshot (t = 0 ... 1000 on a log clock) is flow_loss with the grid's eigenvalues, to 1e-9."""
+    import meanfield as mf
+    from meanfield.analysis.learning_curve import flow_loss
+    from meanfield.config.sections import DataSpec
+    from meanfield.model.data import power_law_energies, power_law_target
+
+    n = 512
+    theta = 2 * np.pi * np.arange(n) / n
+    X = np.stack([np.cos(theta), np.sin(theta)], axis=1)
+    spec = DataSpec(task="power_law", dim=2, power_law={"decay": 1.0, "max_degree": 64})
+    np.savez(tmp_path / "circle.npz", X=X, y=power_law_target(spec, np.array([np.cos(0.3), np.sin(0.3)]), X))
+    scenario = {"name": "circle", "data": {"task": "file", "path": str(tmp_path / "circle.npz"), "test_fraction": 0.0},
+                "model": POWER_LAW_MODEL, "loss": "squared",
+                "runs": {"lazy": {"solver": "ntk", "kernel": "analytic", "parameterization": "mean_field"}},
+                "train": {"t_end": 1000.0}, "record": {"every": 1.0, "clock": "log", "per_decade": 2}}
+    mf.simulate(scenario, output=tmp_path / "circle.h5")
+    with mf.open(tmp_path / "circle.h5") as trajectory:
+        loss = trajectory["lazy"].measure("loss_train")
+        times, stored = np.asarray(loss["time"]), np.asarray(loss.values)
+    kernel = _cosine_kernel("mean_field")
+    on_grid = np.real(np.fft.rfft(kernel(np.cos(theta))))[:65] / n
+    on_grid = np.where(np.abs(on_grid) < 1e-15, 0.0, on_grid)
+    assert len(times) == 8 and times[-1] == 1000.0
+    np.testing.assert_allclose(stored, flow_loss(times, on_grid, power_law_energies(spec)), rtol=1e-9)

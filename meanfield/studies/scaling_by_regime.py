@@ -384,9 +384,12 @@ def run_power_law(directory: Path, quick: bool = False, resume: bool = False) ->
 
 
 STUDIES = (Study(
-    name=NAME, title="stripe model, hinge loss: test error against p, lazy (NTK) against rich (mean field)",
+    name=NAME, title="stripe model, hinge loss: test error against p, and a power-law target: loss against t, "
+                     "lazy (NTK) against rich (mean field)",
     citation="Paccolat, Petrini, Geiger, Tyloo & Wyart (2021), Geometric compression of invariant manifolds in "
              "neural nets (arXiv 2007.11471): epsilon ~ p^-beta, beta_lazy = d/(3d-2), "
-             "beta_feature = (2d-1)/(3d-2) (the tolerances 0.15 are ours, set before the run)",
+             "beta_feature = (2d-1)/(3d-2) (the tolerances 0.15 are ours, set before the run); Bordelon, Atanasov "
+             "& Pehlevan (2025), How feature learning can improve neural scaling laws (arXiv 2409.17858): "
+             "L ~ t^-chi, chi = 2 beta/(1 + beta) with feature learning for beta < 1 (unchecked)",
     kind="sweep", source=NAME, references=REFERENCES, run_study=run, measure=measure, draw=draw,
-    full_time="30 points, 477 s"),)
+    full_time="30 points, 477 s; power law 3 runs, about 100 s"),)

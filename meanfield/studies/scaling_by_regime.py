@@ -370,7 +370,7 @@ def run(quick: bool, directory: Path, workers=None, resume: bool = False) -> Pat
 
 def run_power_law(directory: Path, quick: bool = False, resume: bool = False) -> Path:
     """The power-law target's runs, one file per seed, into ``directory``/power_law (``resume``:
-    a seed whose file is there already is kept)."""
+    a seed whose file is there already is continued from its checkpoints, or kept when complete)."""
     import meanfield as mf
 
     folder = Path(directory) / POWER_LAW_DIR
@@ -378,8 +378,7 @@ def run_power_law(directory: Path, quick: bool = False, resume: bool = False) ->
     scenario = _quick_power_law(POWER_LAW) if quick else POWER_LAW
     for seed in SEEDS[:1] if quick else SEEDS:
         output = folder / f"seed{seed}.h5"
-        if not (resume and output.exists()):
-            mf.simulate({**scenario, "seed": seed}, output=output)
+        mf.simulate({**scenario, "seed": seed}, output=output, resume=resume and output.exists())
     return folder
 
 

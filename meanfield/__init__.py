@@ -35,6 +35,10 @@ import os
 # instead of 0.1 s, so they do not take the cores from Numba's threads (docs/design.md §6.4).
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 
+from .errors import stop_early  # noqa: E402
+
+stop_early()  # the command line's process only: a stop during the imports below is kept
+
 from pathlib import Path  # noqa: E402
 from typing import Callable, Mapping, Optional, Sequence, Union  # noqa: E402
 

@@ -26,8 +26,10 @@ from .errors import (
     SweepFailed,
     UsageError,
     defer_stops,
+    end_early_stops,
     expect_stops,
     forget_stops,
+    honour_stop,
     restore_handlers,
     stop_requested,
 )
@@ -121,6 +123,9 @@ def main(ctx, verbose, quiet):
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     ctx.obj = {"quiet": quiet}
+    if ctx.invoked_subcommand != "simulate" and end_early_stops():  # simulate honours it at its start-up
+        click.echo("interrupted during start-up: nothing was done; run the command again", err=True)
+        sys.exit(130)
 
 
 @main.command()
@@ -147,13 +152,15 @@ def simulate(ctx, scenario, output, overrides, resume, overwrite, dry_run, no_ti
             raise UsageError("--resume continues the file and --overwrite replaces it: give one of them")
         spec = mf.load_scenario(scenario, overrides)
         output = output or spec.output_path
-        if dry_run:
-            the_plan = mf.plan(spec)
-            click.echo(the_plan.describe(output))
-            if not no_time:
-                click.echo(the_plan.estimate_time(threads).describe())
-            return
         try:
+            if dry_run:
+                the_plan = mf.plan(spec)
+                described = the_plan.describe(output)
+                if not no_time:
+                    described += "\n" + the_plan.estimate_time(threads).describe()
+                honour_stop(wrote=False)
+                click.echo(described)
+                return
             mf.simulate(spec, output, resume=resume, overwrite=overwrite, log=log.info, threads=threads,
                         progress=not quiet).close()
             late = stop_requested()
@@ -234,7 +241,8 @@ def plot(ctx, file, output):
 @click.option("--workers", type=click.IntRange(min=1),
               help="Worker processes (default: the CPU count, at most one per point).")
 @click.option("--threads", type=click.IntRange(min=1),
-              help="Numba threads per worker (default: CPUs / workers; 1 on a Dask scheduler).")
+              help="Numba threads per worker (default: chosen by measurement up to CPUs / workers; 1 on a Dask "
+                   "scheduler).")
 @click.option("--engine", type=click.Choice(["process", "dask"]), default="process", show_default=True,
               help="A local process pool, or a Dask LocalCluster of --workers processes (the dask extra).")
 @click.option("--scheduler", metavar="ADDRESS", help="Run on the Dask cluster of this scheduler, e.g. tcp://host:8786.")

@@ -8,6 +8,7 @@ failed (exit status 1 too).
 """
 
 import os
+import sys
 from pathlib import Path
 
 
@@ -64,11 +65,50 @@ def stop_on_sigterm(signum=None, frame=None):
     raise KeyboardInterrupt
 
 
+SECOND_STOP = ("second stop: exiting at once (an output file that exists continues with --resume; "
+               "without one, run the command again)")
+"""What a second SIGINT or SIGTERM says before the process exits with status 130."""
+
+
 def note_stop(signum=None, frame=None):
     """A SIGINT and SIGTERM handler that only remembers the stop: nothing is raised where the
     interpreter happens to be (a weakref finaliser would swallow it); the run honours it at
-    its next safe point (:func:`honour_stop`)."""
+    its next safe point (:func:`honour_stop`).
+
+    A second stop before that point (a first one met a long compilation or start-up) ends the
+    process at once, as a SIGKILL would (exit status 130): a trajectory file survives a kill at
+    any moment (docs/design.md §5.2), so it continues with ``--resume``."""
+    if _STOP["requested"]:
+        sys.stderr.write(SECOND_STOP + "\n")
+        sys.stderr.flush()
+        os._exit(130)
     _STOP["requested"] = True
+
+
+COMMAND = "meanfield"
+"""The console script's name: the process whose start-up :func:`stop_early` guards."""
+
+
+def stop_early() -> dict:
+    """In the ``meanfield`` command's process only (its argv[0]), before the slow imports of
+    the package: SIGINT and SIGTERM noted (:func:`note_stop`) from the first moment, so a stop
+    during start-up is honoured (the command line says what it left) instead of Python's
+    traceback or a silent death. A library import changes no handler. Returns the replaced
+    handlers (:func:`restore_handlers`)."""
+    if not sys.argv or os.path.basename(sys.argv[0]) not in (COMMAND, COMMAND + "-script.py", COMMAND + ".exe"):
+        return {}
+    _ORIGINAL.update(_note_stops())
+    return dict(_ORIGINAL)
+
+
+def end_early_stops() -> bool:
+    """The handlers :func:`stop_early` replaced put back (a command that does not defer its
+    stops: Ctrl-C is Python's again); returns whether a stop came before, and forgets it."""
+    came = stop_requested()
+    restore_handlers(_ORIGINAL)
+    _ORIGINAL.clear()
+    forget_stops()
+    return came
 
 
 def stop_requested() -> bool:
@@ -91,13 +131,26 @@ def expect_stops():
 
 
 def defer_stops() -> dict:
-    """Install :func:`note_stop` for SIGINT and SIGTERM (those not ignored), no stop requested
-    yet; return the previous handlers (for :func:`restore_handlers`)."""
+    """Install :func:`note_stop` for SIGINT and SIGTERM (those not ignored), keeping a stop noted
+    since :func:`stop_early`; return the previous handlers (for :func:`restore_handlers`)."""
+    return _note_stops()
+
+
+_ORIGINAL: dict = {}  # the handlers before stop_early's, what a command gives back at its end
+
+
+def _note_stops() -> dict:
+    """:func:`note_stop` for SIGINT and SIGTERM; the handlers it replaced (Python's, not an
+    earlier note_stop of :func:`stop_early`) returned."""
     import signal
 
-    forget_stops()
-    return {signum: signal.signal(signum, note_stop) for signum in (signal.SIGINT, signal.SIGTERM)
-            if signal.getsignal(signum) is not signal.SIG_IGN}  # an ignored signal (nohup, a shell's `&`) stays so
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is signal.SIG_IGN:  # an ignored signal (nohup, a shell's `&`) stays so
+            continue
+        before = signal.signal(signum, note_stop)
+        previous[signum] = _ORIGINAL.get(signum, before) if before is note_stop else before
+    return previous
 
 
 def restore_handlers(previous: dict) -> None:

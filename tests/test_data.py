@@ -15,7 +15,8 @@ from meanfield.config.sections import DataSpec
 from meanfield.errors import UsageError
 from meanfield.model.data import TASKS, Dataset, check_source, make_dataset
 
-SYNTHETIC = ["teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals", "clusters", "stripe"]
+SYNTHETIC = ["teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals", "clusters", "stripe",
+             "power_law"]
 CLASSIFICATION = ["gaussian_mixture", "xor", "moons", "spirals"]
 
 # Plain NumPy activations: the independent reference for the teacher's targets.
@@ -109,7 +110,7 @@ def test_classification_noise_is_input_noise(task):
 
 
 def test_inputs_key_refused_where_it_does_not_apply():
-    with pytest.raises(ValidationError, match="data.inputs is a key of task teacher_student, single_index, digits or mnist1d"):
+    with pytest.raises(ValidationError, match="data.inputs is a key of task teacher_student, single_index, power_law, digits or mnist1d"):
         spec("moons", inputs="sphere")
 
 
@@ -547,6 +548,78 @@ def test_stripe_is_determined_by_the_seed_and_checks_its_interval():
         spec("xor", stripe=(0.0, 1.0))
 
 
+# -------------------------------------------------------------------- power_law
+def _intended(max_degree, decay, even):
+    """E_k = k^-(1 + decay) on the kept degrees, summing to 1, written out here."""
+    k = np.arange(max_degree + 1)
+    kept = (k >= 1) & ((k % 2 == 0) if even else True)
+    e = np.where(kept, np.maximum(k, 1.0) ** -(1.0 + decay), 0.0)
+    return e / e.sum()
+
+
+def test_power_law_energies_on_the_circle_by_fft():
+    """d = 2: the target on 4096 equispaced angles, by the FFT a cosine series in theta - theta_u
+    whose degree-k energy is |c_k|^2 / 2 (k >= 1): k^-(1 + decay) / Z on the even degrees, to 1e-12."""
+    from meanfield.model.data import power_law_target
+
+    n, u = 4096, np.array([math.cos(0.7), math.sin(0.7)])
+    theta = 0.7 + 2 * np.pi * np.arange(n) / n
+    X = np.stack([np.cos(theta), np.sin(theta)], axis=1)
+    s = spec("power_law", dim=2, power_law={"decay": 0.6, "max_degree": 40})
+    coefficients = np.fft.rfft(power_law_target(s, u, X)) / n
+    energies = 2 * np.abs(coefficients[:41]) ** 2
+    energies[0] /= 2  # the mean, squared
+    np.testing.assert_allclose(energies, _intended(40, 0.6, even=True), atol=1e-12)
+    assert np.max(np.abs(coefficients[41:])) < 1e-12
+
+
+def test_power_law_energies_on_the_sphere_by_legendre_quadrature():
+    """d = 3: the target as a function of t = u . x, projected on the Legendre polynomials by
+    numpy's Gauss-Legendre rule (t uniform on [-1, 1]): a_k = (2k + 1)/2 int f P_k dt, energy
+    a_k^2 / (2k + 1); every degree 1..12 kept."""
+    from numpy.polynomial import legendre
+
+    from meanfield.model.data import power_law_target
+
+    nodes, weights = legendre.leggauss(64)
+    u = np.array([0.0, 0.6, 0.8])
+    other = np.array([1.0, 0.0, 0.0])  # orthogonal to u: x = t u + sqrt(1 - t^2) other
+    X = nodes[:, None] * u + np.sqrt(1 - nodes**2)[:, None] * other
+    s = spec("power_law", dim=3, power_law={"decay": 1.5, "max_degree": 12, "degrees": "all"})
+    f = power_law_target(s, u, X)
+    energies = []
+    for k in range(13):
+        P = legendre.legval(nodes, np.eye(13)[k])
+        a = (2 * k + 1) / 2 * np.sum(weights * f * P)
+        energies.append(a**2 / (2 * k + 1))
+    np.testing.assert_allclose(energies, _intended(12, 1.5, even=False), atol=1e-12)
+
+
+def test_power_law_samples_have_unit_energy_on_the_unit_sphere():
+    """|x| = 1, and the sample mean of y^2 is 1 (sum E_k) within 5 standard errors, noise adding noise^2."""
+    n = 20000
+    ds = make_dataset(spec("power_law", dim=4, n_train=n, n_test=10, power_law={"max_degree": 8}), rng(2))
+    np.testing.assert_allclose(np.linalg.norm(ds.X_train, axis=1), 1.0, atol=1e-12)
+    y2 = ds.y_train**2
+    assert abs(y2.mean() - 1.0) < 5 * y2.std() / math.sqrt(n)
+    noisy = make_dataset(spec("power_law", dim=4, n_train=n, n_test=10, noise=0.5, power_law={"max_degree": 8}),
+                         rng(2))
+    np.testing.assert_array_equal(noisy.X_train, ds.X_train)
+    assert abs(np.mean((noisy.y_train - ds.y_train) ** 2) - 0.25) < 0.02
+
+
+def test_power_law_keys_are_checked():
+    assert spec("power_law").inputs == "unit_sphere"
+    with pytest.raises(ValidationError, match="power_law' is a function on the unit sphere"):
+        spec("power_law", inputs="gaussian")
+    with pytest.raises(ValidationError, match="keeps no degree"):
+        spec("power_law", power_law={"max_degree": 1})
+    with pytest.raises(ValidationError, match="power_law is a key of task power_law"):
+        spec("stripe", power_law={"decay": 2.0})
+    with pytest.raises(ValidationError, match="decay"):
+        spec("power_law", power_law={"decay": 0.0})
+
+
 # ------------------------------------------------------------------------ files
 def file_spec(path, dim=3, test_fraction=0.25):
     return DataSpec(task="file", path=str(path), dim=dim, test_fraction=test_fraction)
@@ -850,3 +923,11 @@ def test_has_test_set():
     assert not DataSpec(task="file", path="d.npz", test_fraction=0).has_test_set
     assert DataSpec(task="file", path="d.npz", test_path="t.npz").has_test_set
     assert DataSpec(task="file", path="d.npz", test_indices=[0]).has_test_set
+
+
+def test_harmonics_count_agrees_with_the_spectrum_modules():
+    from meanfield.analysis.spectrum import degeneracy
+    from meanfield.model.data import harmonics
+
+    for d in (2, 3, 5, 9):
+        np.testing.assert_array_equal([harmonics(d, k) for k in range(30)], degeneracy(d, np.arange(30)))

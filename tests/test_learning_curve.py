@@ -164,3 +164,96 @@ def test_the_studys_kernel_and_ridge_are_those_of_the_ntk_run(bias):
     K_test = k(np.clip(data.X_test @ data.X_train.T, -1, 1).ravel()).reshape(len(data.X_test), n)
     f = K_test @ np.linalg.solve(K + n * ridge * np.eye(n), data.y_train)
     assert run.constants["loss_test_limit"] == pytest.approx(0.5 * np.mean((f - data.y_test) ** 2), rel=1e-7)
+
+
+# ------------------------------------------------------------- the flow in time
+POWER_LAW_MODEL = {"width": 512, "activation": "relu", "bias": False}
+
+
+def _cosine_kernel(parameterization):
+    """The analytic NTK of mf.kernels as a function of the cosine between two unit inputs."""
+    import meanfield as mf
+
+    def k(t):
+        t = np.clip(np.asarray(t, dtype=np.float64), -1.0, 1.0)
+        others = np.stack([t, np.sqrt(1 - t * t)], axis=1)
+        return mf.kernels(np.array([[1.0, 0.0]]), others, model=POWER_LAW_MODEL,
+                          parameterization=parameterization).ntk[0]
+
+    return k
+
+
+def test_flow_loss_is_the_kernel_flow_on_an_equispaced_circle():
+    """On n equispaced points of the circle the Gram matrix K/n is circulant, its eigenvalue of
+    degree k the discrete cosine sum (1/n) sum_i k(cos theta_i) cos(k theta_i) (NumPy's FFT: the
+    Funk-Hecke eigenvalue plus its aliases j n +- k), and the training loss of mf.ntk_predict is the
+    population loss of a target of degrees < n/2: flow_loss with those eigenvalues must equal it
+    to 1e-9 (relative) at t = 1 ... 1e3 (the power_law target of decay 1, degrees 2..64); and the
+    aliases raise the eigenvalue of degree k by about 2 (k/n)^2 pi^2/6 (eta_l ~ l^-2): 5.1 % at
+    k = 64, n = 512; below 6 % for every even k <= 64."""
+    import meanfield as mf
+    from meanfield.analysis.learning_curve import flow_loss
+    from meanfield.config.sections import DataSpec
+    from meanfield.model.data import power_law_energies, power_law_target
+
+    n = 512
+    theta = 2 * np.pi * np.arange(n) / n
+    X = np.stack([np.cos(theta), np.sin(theta)], axis=1)
+    spec = DataSpec(task="power_law", dim=2, power_law={"decay": 1.0, "max_degree": 64})
+    y = power_law_target(spec, np.array([np.cos(0.3), np.sin(0.3)]), X)
+    times = np.array([1.0, 10.0, 100.0, 1000.0])
+    train, _ = mf.ntk_predict(X, y, X[:1], t=times, model=POWER_LAW_MODEL, parameterization="mean_field")
+    measured = 0.5 * np.mean((train - y) ** 2, axis=1)
+    kernel = _cosine_kernel("mean_field")
+    on_grid = np.real(np.fft.rfft(kernel(np.cos(theta))))[:65] / n
+    on_grid = np.where(np.abs(on_grid) < 1e-15, 0.0, on_grid)  # the odd degrees >= 3: 0 up to rounding
+    energies = power_law_energies(spec)
+    np.testing.assert_allclose(measured, flow_loss(times, on_grid, energies), rtol=1e-9)
+    assert flow_loss(0.0, on_grid, energies) == pytest.approx(0.5)
+    funk_hecke = kernel_spectrum(kernel, 2, 64).nonnegative()
+    even = np.arange(2, 65, 2)
+    assert np.max(np.abs(on_grid[even] / funk_hecke[even] - 1)) < 0.06
+
+
+def test_flow_loss_exponent_is_the_source_exponent():
+    """eta_l = l^-2, c_l ~ l^-(1 + s) on the even l: L(t) falls as t^-(s/2) at large t (the local
+    slope between t = 1e3 and 1e5 within 0.02 of s/2, degrees to 4e6 so the cut-off is far)."""
+    from meanfield.analysis.learning_curve import flow_loss
+
+    degree = np.arange(4_000_001, dtype=float)
+    even = (degree >= 2) & (degree % 2 == 0)
+    eta = np.where(even, np.maximum(degree, 1.0) ** -2.0, 0.0)
+    for s in (0.5, 1.0, 3.0):
+        c = np.where(even, np.maximum(degree, 1.0) ** -(1.0 + s), 0.0)
+        L = flow_loss(np.array([1e3, 1e5]), eta, c / c.sum())
+        slope = np.diff(np.log(L))[0] / np.log(100.0)
+        assert slope == pytest.approx(-s / 2, abs=0.02)
+
+
+def test_flow_loss_is_an_ntk_runs_stored_training_loss_on_an_equispaced_circle(tmp_path):
+    """The same as an actual ``ntk`` run (kernel: analytic, mean_field preset) of the ``file`` task
+    holding the 512 equispaced points and the power_law target: its stored loss_train at every
+    snapshot (t = 0 ... 1000 on a log clock) is flow_loss with the grid's eigenvalues, to 1e-9."""
+    import meanfield as mf
+    from meanfield.analysis.learning_curve import flow_loss
+    from meanfield.config.sections import DataSpec
+    from meanfield.model.data import power_law_energies, power_law_target
+
+    n = 512
+    theta = 2 * np.pi * np.arange(n) / n
+    X = np.stack([np.cos(theta), np.sin(theta)], axis=1)
+    spec = DataSpec(task="power_law", dim=2, power_law={"decay": 1.0, "max_degree": 64})
+    np.savez(tmp_path / "circle.npz", X=X, y=power_law_target(spec, np.array([np.cos(0.3), np.sin(0.3)]), X))
+    scenario = {"name": "circle", "data": {"task": "file", "path": str(tmp_path / "circle.npz"), "test_fraction": 0.0},
+                "model": POWER_LAW_MODEL, "loss": "squared",
+                "runs": {"lazy": {"solver": "ntk", "kernel": "analytic", "parameterization": "mean_field"}},
+                "train": {"t_end": 1000.0}, "record": {"every": 1.0, "clock": "log", "per_decade": 2}}
+    mf.simulate(scenario, output=tmp_path / "circle.h5")
+    with mf.open(tmp_path / "circle.h5") as trajectory:
+        loss = trajectory["lazy"].measure("loss_train")
+        times, stored = np.asarray(loss["time"]), np.asarray(loss.values)
+    kernel = _cosine_kernel("mean_field")
+    on_grid = np.real(np.fft.rfft(kernel(np.cos(theta))))[:65] / n
+    on_grid = np.where(np.abs(on_grid) < 1e-15, 0.0, on_grid)
+    assert len(times) == 8 and times[-1] == 1000.0
+    np.testing.assert_allclose(stored, flow_loss(times, on_grid, power_law_energies(spec)), rtol=1e-9)

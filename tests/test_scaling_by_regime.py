@@ -35,3 +35,38 @@ def test_fits_recover_an_exact_power_law_per_run_and_dimension():
     assert found["rich", 3].exponent == pytest.approx(-0.7, abs=1e-12)
     rows.append({"run": "lazy", "d": 3, "p": 32, "test_error": 0.0})  # too few points: no fit
     assert ("lazy", 3) not in fits(rows)
+
+
+def test_the_feature_learning_exponent_is_2_beta_over_1_plus_beta_below_1_and_beta_above():
+    """Bordelon, Atanasov & Pehlevan's chi(beta): 2 beta/(1 + beta) for the hard tasks beta < 1 (2/3 at
+    1/2, nearly 2 beta as beta -> 0), beta itself for beta >= 1 (no change for the easy tasks)."""
+    assert study.chi_rich(0.5) == pytest.approx(2 / 3)
+    assert study.chi_rich(0.01) == pytest.approx(0.02 / 1.01)
+    assert study.chi_rich(1.0) == 1.0 and study.chi_rich(1.5) == 1.5
+
+
+def test_the_power_law_scenario_is_a_hard_task_and_its_reduced_check_is_smaller():
+    """decay = 2 beta: against the relu NTK on the circle (eigenvalues ~ k^-2) the source exponent is beta;
+    both scenarios validate, the reduced one with fewer points, particles and time."""
+    import meanfield as mf
+
+    assert study.POWER_LAW["data"]["power_law"]["decay"] == 2 * study.BETA and study.BETA < 1
+    full = mf.load_scenario(study.POWER_LAW)
+    quick = mf.load_scenario(study._quick_power_law(study.POWER_LAW))
+    assert quick.data.n_train < full.data.n_train and quick.model.width < full.model.width
+    assert quick.train.t_end < full.train.t_end and quick.data.power_law == full.data.power_law
+
+
+def test_power_law_fits_take_the_last_decade_of_every_seed():
+    """Curves c t^-k with a seed factor, and a different slope before t_end/10: the fit sees only
+    t_end/10 <= t <= t_end."""
+    t = np.geomspace(1.0, 1000.0, 25)
+    curves = []
+    for factor in (0.9, 1.1):
+        early = np.where(t < 100, 5.0 * t**-0.2, 5.0 * 100**-0.2 * (t / 100) ** -0.7)
+        curves.append({"t": t, "t_end": 1000.0, "lazy": factor * early, "rich": factor * 2.0 * t**-0.6,
+                       "closed": early})
+    found = study.power_law_fits(curves)
+    assert found["lazy"].exponent == pytest.approx(-0.7, abs=1e-9)
+    assert found["rich"].exponent == pytest.approx(-0.6, abs=1e-9)
+    assert found["closed"].exponent == pytest.approx(-0.7, abs=1e-9)

@@ -78,7 +78,7 @@ def test_an_override_can_remove_a_run():
 # refused with a message naming the key and what is allowed; its valid neighbour is accepted.
 REFUSED = [
     pytest.param("data: {task: moons, inputs: sphere}",
-                 "data.inputs is a key of task teacher_student, single_index, digits or mnist1d, not of 'moons': remove it",
+                 "data.inputs is a key of task teacher_student, single_index, power_law, digits or mnist1d, not of 'moons': remove it",
                  "data: {task: single_index, inputs: sphere}", id="inputs-on-classification"),
     pytest.param("model: {init: {b_std: 0.5}}",
                  "model: init.b_std = 0.5 is the spread of the biases b_i, and bias is false",

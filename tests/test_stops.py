@@ -5,6 +5,7 @@ leaves it as it was. The slow stress test sends 100 signals at random moments.""
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import h5py
 import numpy as np
 import pytest
 from test_cli import TINY
+
+import meanfield as mf
 
 SMALL = textwrap.dedent(
     """\
@@ -65,7 +68,9 @@ driver.Recorder.snapshot = snapshot_then_stop
 AT_START = """
 make_run = runs.make_run
 def make_run_then_stop(*args, **kwargs):
-    stop(signal.{signal})
+    if not getattr(runs, "stopped", False):  # one stop, as the first run is built
+        runs.stopped = True
+        stop(signal.{signal})
     return make_run(*args, **kwargs)
 runs.make_run = make_run_then_stop
 """
@@ -128,6 +133,76 @@ def test_a_stop_before_the_file_exists_says_that_nothing_was_written(tiny, tmp_p
     assert not out.exists()
 
 
+SECOND_STOP = """
+make_run = runs.make_run
+def make_run_slowly(*args, **kwargs):  # a first stop meets a long start-up (a compilation): a second ends it
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.1)
+    os.kill(os.getpid(), signal.{signal})
+    time.sleep(60)
+    return make_run(*args, **kwargs)
+runs.make_run = make_run_slowly
+"""
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_second_stop_ends_a_long_start_up_at_once(tiny, tmp_path, signum):
+    out = tmp_path / "tiny.h5"
+    began = time.perf_counter()
+    done = meanfield("-q", "simulate", tiny, "-o", out, patch=SECOND_STOP.format(signal=signum))
+    assert done.returncode == 130, done.stderr
+    assert time.perf_counter() - began < 30  # not the 60 s the start-up would take
+    assert done.stderr.strip() == mf.errors.SECOND_STOP
+    assert not out.exists()
+    again = meanfield("-q", "simulate", tiny, "-o", out)  # what the message says to do works
+    assert again.returncode == 0, again.stderr
+
+
+def command_line() -> str:
+    """The installed ``meanfield`` console script, as a user runs it."""
+    script = shutil.which("meanfield", path=os.path.dirname(sys.executable))
+    assert script, "the meanfield console script is installed beside this Python"
+    return script
+
+
+def stopped_during_imports(args, signum):
+    """``meanfield ARGS`` sent ``signum`` as soon as it catches it, while the package imports."""
+    process = subprocess.Popen([command_line(), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    while process.poll() is None and not catches_sigterm(process.pid):
+        time.sleep(0.001)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    return process.returncode, stdout, stderr.strip()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_during_the_imports_is_honoured_and_told_truly(tiny, tmp_path, signum):
+    out = tmp_path / "tiny.h5"
+    code, _, stderr = stopped_during_imports(["-q", "simulate", tiny, "-o", out], signum)
+    assert (code, stderr) == (130, f"interrupted before writing {out}: no file was written; run the command again")
+    assert not out.exists()
+    code, stdout, stderr = stopped_during_imports(["scenarios"], signum)
+    assert (code, stdout, stderr) == (130, "", "interrupted during start-up: nothing was done; run the command again")
+
+
+def test_only_the_command_line_notes_stops_from_its_first_import(monkeypatch):
+    original = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/site-packages/ipykernel_launcher.py"])
+    assert mf.errors.stop_early() == {} and signal.getsignal(signal.SIGINT) is original  # a library changes nothing
+    monkeypatch.setattr(sys, "argv", ["/home/me/.venv/bin/meanfield", "simulate"])
+    try:
+        replaced = mf.errors.stop_early()
+        assert set(replaced) == {signal.SIGINT, signal.SIGTERM} and replaced[signal.SIGINT] is original
+        assert signal.getsignal(signal.SIGINT) is mf.errors.note_stop
+        os.kill(os.getpid(), signal.SIGINT)  # noted, not raised
+        time.sleep(0.01)
+    finally:
+        came = mf.errors.end_early_stops()
+    assert came and not mf.errors.stop_requested()
+    assert signal.getsignal(signal.SIGINT) is original  # the command's own Ctrl-C is Python's again
+
+
 def test_a_resume_of_a_damaged_file_leaves_it_as_it_was_and_says_to_start_again(tiny, tmp_path):
     # a kernel run, the reference whose f_test a resume reads back; 512 test points: an f_test frame
     # fills a compressed chunk of its own, whose damage the library sees
@@ -150,12 +225,13 @@ def test_a_resume_of_a_damaged_file_leaves_it_as_it_was_and_says_to_start_again(
 
 # ----------------------------------------------------------------------------- the stress test
 def cli(*args) -> list:
-    return [sys.executable, "-c", "import sys; from meanfield.cli import main; sys.exit(main(sys.argv[1:]))",
-            "-q", "simulate", *map(str, args)]
+    """``meanfield -q simulate ARGS`` by the console script: its stops are noted from its first import."""
+    return [command_line(), "-q", "simulate", *map(str, args)]
 
 
 def catches_sigterm(pid: int) -> bool:
-    """Whether the process has a handler for SIGTERM: the command line is up (its stops deferred)."""
+    """Whether the process has a handler for SIGTERM: the command line's stops are noted (from the
+    start of its first import)."""
     with open(f"/proc/{pid}/status") as f:
         caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
     return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
@@ -197,7 +273,8 @@ def stopped_once(scenario, out, signum, delay: float, whole: dict) -> str:
 @pytest.mark.slow
 def test_every_stop_at_a_random_moment_ends_the_run_truthfully_and_resumes_bit_for_bit(tmp_path):
     """STRESS SIGINTs and STRESS SIGTERMs (50 each by default), each at a random moment
-    between the moment the command line is up and the end of an uninterrupted run, two runs at a time."""
+    between the moment the command line catches them (the start of its imports) and the end of an
+    uninterrupted run, two runs at a time."""
     scenario = tmp_path / "small.yaml"
     scenario.write_text(SMALL)
     whole_path = tmp_path / "whole.h5"

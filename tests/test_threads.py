@@ -93,9 +93,9 @@ def test_switching_threads_during_a_run_changes_no_bit(tmp_path):
                 numba.set_num_threads(1 + self.n % 2)
         scenario = mf.load_scenario("quickstart", {{"runs": {{"rich": "mean_field", "lazy": {{"parameterization":
             {{"preset": "lazy", "alpha": 10}}}}}}, "train.t_end": 2.0, "model.width": 512}})
-        driver.thread_governor = lambda: Flip()
+        driver.thread_governor = lambda **_: Flip()
         mf.simulate(scenario, {str(tmp_path / "flipping.h5")!r}).close()
-        driver.thread_governor = lambda: None
+        driver.thread_governor = lambda **_: None
         numba.set_num_threads(1)
         mf.simulate(scenario, {str(tmp_path / "one.h5")!r}).close()
     """)
@@ -169,8 +169,9 @@ EVERY_KIND = textwrap.dedent("""\
 def test_every_dataset_of_every_run_kind_is_the_same_at_any_thread_count(tmp_path):
     """--threads 1, --threads 2, MEANFIELD_THREADS=2 and the default (by measurement, the BLAS
     left at all cores) write the same file, kernel runs and gap_ntk included: a run holds the
-    BLAS (NumPy's and SciPy's) at one thread. With the BLAS on two threads this scenario's
-    eigendecompositions and A^T A products differed in the last bits (10 datasets)."""
+    BLAS (NumPy's and SciPy's) at one thread outside the steps of kinds whose BLAS work is
+    thread-invariant. With the BLAS on two threads this scenario's eigendecompositions and
+    products differed in the last bits (4 datasets; the population tangent run's 6)."""
     scenario = tmp_path / "kinds.yaml"
     scenario.write_text(EVERY_KIND)
     env = {k: v for k, v in os.environ.items() if k not in threads.THREAD_VARIABLES + (threads.ENV,)}
@@ -186,3 +187,122 @@ def test_every_dataset_of_every_run_kind_is_the_same_at_any_thread_count(tmp_pat
     assert written("two", "--threads", "2") == one
     assert written("env", MEANFIELD_THREADS="2") == one
     assert written("default") == one
+
+
+BIG = EVERY_KIND.replace("width: 256", "width: 1100").replace("w2_particles: 256", "w2_particles: 64")
+"""Every kind at sizes that reach OpenBLAS's threaded paths: norms of 11 000 weights
+(``np.linalg.norm`` is a dot product, threaded above 10^4 values), kernels of 300 samples
+(eigh, Cholesky) and products of 1100 x 300 features."""
+
+POPULATION = textwrap.dedent("""\
+    name: population
+    seed: 0
+    data: {task: teacher_student, dim: 5, population: true, teacher: {width: 3, activation: relu}}
+    model: {width: 128, activation: relu}
+    runs:
+      rich: mean_field
+      tangent: {solver: tangent, parameterization: {preset: lazy, alpha: 1000}}
+    train: {t_end: 0.4, integrator: {method: rk4, dt: 0.1}}
+    record: {every: 0.2}
+    """)
+
+
+def _blas_counts():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    return sorted({info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"})
+
+
+def _datasets(path):
+    """Every dataset of a file as bytes (exact, NaN included)."""
+    import h5py
+    import numpy as np
+
+    out = {}
+    with h5py.File(path, "r") as h5:
+        h5.visititems(lambda name, obj: out.__setitem__(name, np.asarray(obj[()]).tobytes())
+                      if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+@pytest.mark.parametrize("text", [BIG, POPULATION], ids=["every_kind", "population"])
+def test_every_dataset_is_the_same_at_one_and_two_blas_and_numba_threads(text, tmp_path, monkeypatch):
+    """Numba and the BLAS at 1 and at 2 threads around the run (``mf.set_threads``) and in it
+    (``threads=``): the same bits in every dataset, the kernel runs' eigendecompositions, the
+    population tangent run's and every norm over 10^4 values included. That the sizes reach
+    OpenBLAS's threaded paths is checked too: with the BLAS let on 2 threads inside the run
+    (``RUN_BLAS_THREADS = 2``), some datasets differ (4 of the first scenario's, 6 of the
+    second's, on the machine that wrote this)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.linalg  # noqa: F401  (SciPy's OpenBLAS, another library, loaded before its count is read)
+
+    default = [info for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(text)
+    files = []
+    try:
+        for around, inside in [(1, 1), (2, 2), (2, 1), (1, 2)]:
+            mf.set_threads(around)
+            assert _blas_counts() == [around]
+            files.append(tmp_path / f"{around}-{inside}.h5")
+            mf.simulate(mf.load_scenario(scenario), files[-1], threads=inside).close()
+            assert _blas_counts() == [around]  # the process's setting back after the run
+    finally:
+        mf.set_threads(None)
+    first = _datasets(files[0])
+    assert len(first) > 20
+    for other in files[1:]:
+        assert _datasets(other) == first, other.name
+    assert [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"] == \
+        [info["num_threads"] for info in default]  # set_threads(None): the process's own count back
+    if all(info["internal_api"] == "openblas" and info["num_threads"] >= 2 for info in default):
+        monkeypatch.setattr(threads, "RUN_BLAS_THREADS", 2)
+        mf.simulate(mf.load_scenario(scenario), tmp_path / "blas2.h5", threads=2).close()
+        loose = _datasets(tmp_path / "blas2.h5")
+        assert loose.keys() == first.keys() and loose != first
+
+
+class _Seen:
+    """A progress bar that records the BLAS's thread count at every step."""
+
+    def __init__(self):
+        self.counts = set()
+
+    def __call__(self, name, t0, t_end):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        return False
+
+    def update_state(self, state):
+        self.counts.update(_blas_counts())
+
+
+@pytest.mark.parametrize("invariant", [False, True])
+def test_the_steps_of_a_thread_invariant_kind_run_the_blas_at_the_runs_count(invariant, monkeypatch):
+    """``--threads 2``: the BLAS on 2 threads in the steps of a kind whose BLAS work is
+    thread-invariant (``Run.blas_invariant``), on one in every other kind's; the process's
+    count back afterwards."""
+    from meanfield.engine import runs
+
+    monkeypatch.setattr(runs.ParticlesOnData, "blas_invariant", invariant)
+    seen = _Seen()
+    scenario = mf.load_scenario("quickstart", {"runs": {"rich": "mean_field"}, "train.t_end": 0.4,
+                                               "model.width": 64, "data.n_train": 64, "data.n_test": 64})
+    mf.simulate(scenario, None, threads=2, progress=seen).close()
+    assert seen.counts == ({2} if invariant else {1})
+
+
+def test_the_governor_switches_the_blas_with_numba():
+    """A governor made with ``blas=True`` sets both counts at its start and at each switch."""
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one core")
+    with threads.for_a_run(None), threads.blas_for_steps(True):
+        governor = threads.governor(blas=True)
+        assert governor is not None and numba.get_num_threads() == 1 and _blas_counts() == [1]
+        governor.set_count(2)
+        assert numba.get_num_threads() == 2 and _blas_counts() == [2]
+    assert threads.governor(blas=True, most=1) is None

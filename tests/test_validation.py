@@ -39,7 +39,7 @@ BASE = textwrap.dedent(
 # (overrides of BASE that a run would refuse, words of the one Error: line, the valid neighbour)
 CASES = [
     pytest.param(["data.task=moons", "data.dim=2", "data.inputs=sphere"],
-                 "data.inputs is a key of task teacher_student, single_index, digits or mnist1d, not of 'moons'",
+                 "data.inputs is a key of task teacher_student, single_index, power_law, digits or mnist1d, not of 'moons'",
                  ["data.task=single_index", "data.inputs=sphere"], id="inputs-on-classification"),
     pytest.param(["model.init.b_std=0.5"], "init.b_std = 0.5 is the spread of the biases b_i, and bias is false",
                  ["model.bias=true", "model.init.b_std=0.5"], id="b_std-without-bias"),
@@ -501,11 +501,12 @@ def test_a_key_given_twice_in_an_override_is_refused():
 # (BASE with one name misspelled, the line it is on, the words of the one Error: line)
 MISSPELT = [
     pytest.param("task: teacher_student", "task: teacher_studnt", 2, "data.task: 'teacher_studnt' is not one of "
-                 "teacher_student, single_index, gaussian_mixture, xor, moons, spirals, clusters, stripe, file, digits, mnist1d; "
+                 "teacher_student, single_index, gaussian_mixture, xor, moons, spirals, clusters, stripe, file, digits, mnist1d, "
+                 "power_law; "
                  "did you mean 'teacher_student'?", id="task"),
     pytest.param("dim: 3", "dimm: 3", 2, "unknown key 'data.dimm'; allowed here: task, seed, dim, n_train, "
                  "n_test, inputs, noise, teacher, degree, delta, clusters_per_side, stripe, path, test_fraction, test_path, "
-                 "test_indices, population, labels; did you mean 'dim'?", id="data-key"),
+                 "test_indices, population, power_law, labels; did you mean 'dim'?", id="data-key"),
     pytest.param("width: 8}", "width: 8, activation: rellu}", 3, "model.activation: 'rellu' is not one of relu, "
                  "tanh, erf, sigmoid, softplus, linear, quadratic; did you mean 'relu'?", id="activation"),
     pytest.param("t_end: 1.0}", "t_end: 1.0}\nloss: sqaured", 6, "loss: 'sqaured' is not one of squared, logistic, hinge; "

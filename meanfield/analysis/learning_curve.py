@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
-__all__ = ["LearningCurve", "learning_curve", "solve_kappa"]
+__all__ = ["LearningCurve", "flow_loss", "learning_curve", "solve_kappa"]
 
 
 @dataclass(frozen=True)
@@ -173,3 +173,38 @@ def learning_curve(n, eigenvalues, degeneracies, coefficients, ridge: float = 0.
     shape = np.shape(n)
     return LearningCurve(ns.reshape(shape), np.array(errors).reshape(shape), np.array(kappas).reshape(shape),
                          np.array(gammas).reshape(shape), np.array(groups))
+
+
+def flow_loss(t, eigenvalues, coefficients, target_tail: float = 0.0) -> np.ndarray:
+    """The population loss of kernel gradient flow from f_0 = 0 (infinite data, docs/design.md
+    §1.10): df/dt = -T_K (f - f*), T_K the kernel's operator on the input measure, so the part of
+    the residual in a group of eigenvalue eta_l decays as exp(-eta_l t) and
+
+        L(t) = 1/2 E_x (f_t(x) - f*(x))^2 = 1/2 [ sum_l c_l exp(-2 eta_l t) + target_tail ]
+
+    (the project's squared loss 1/2 (f - y)^2 at loss_scale 1; ``target_tail``, the target's norm
+    beyond the last group, taken as unlearnt). With eta_l ~ l^-a and c_l ~ l^-(1+s) it falls as
+    t^-(s/a) at large t (Bordelon, Atanasov & Pehlevan's source exponent beta = s/a).
+
+    Parameters
+    ----------
+    t : float or array_like
+        The times (>= 0).
+    eigenvalues : array_like, shape (groups,)
+        eta_l, each group's eigenvalue (>= 0).
+    coefficients : array_like, shape (groups,)
+        c_l, the target's energy in each group (>= 0).
+    target_tail : float
+        The target's squared norm beyond the last group (>= 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        L(t), of the shape of ``t``.
+    """
+    eta, _, c = _as_spectrum(eigenvalues, None, coefficients)
+    times = np.asarray(t, dtype=np.float64)
+    if np.any(times < 0) or target_tail < 0:
+        raise ValueError("the times and target_tail must be >= 0")
+    decay = np.exp(-2.0 * np.multiply.outer(times, eta))
+    return 0.5 * (decay @ c + target_tail)

@@ -36,7 +36,7 @@ ActivationName = Literal[tuple(ACTIVATIONS)]
 LossName = Literal[tuple(LOSSES)]
 TaskName = Literal[
     "teacher_student", "single_index", "gaussian_mixture", "xor", "moons", "spirals", "clusters", "stripe", "file",
-    "digits", "mnist1d"
+    "digits", "mnist1d", "power_law"
 ]
 FIXED_STEP_METHODS = ("euler", "heun", "rk4", "euler_maruyama", "sgd")
 TWO_D_TASKS = ("xor", "moons", "spirals")
@@ -195,12 +195,37 @@ class TeacherSpec(Strict):
         return ", ".join(parts) or None
 
 
+class PowerLawSpec(Strict):
+    """The ``power_law`` task's target on the unit sphere S^(dim-1) (meanfield.model.data.power_law):
+    f*(x) = sum_k sqrt(E_k N(dim, k)) P_k(u . x) over the degrees k <= ``max_degree`` that
+    ``degrees`` keeps, P_k the Legendre polynomial of dimension dim (P_k(1) = 1), N(dim, k) its
+    harmonics, u uniform on the unit sphere: degree k carries the energy E_k = E_x (its part)^2
+    proportional to k^-(1 + decay), the energies summing to 1 (docs/design.md §5.1)."""
+
+    decay: PositiveFloat = 1.0
+    """s in E_k ~ k^-(1 + s): the energy above degree k falls like k^-s. Against a kernel whose
+    eigenvalue of degree k falls like k^-a the source exponent is beta = s / a (the relu NTK on
+    S^(d-1): a = d)."""
+    max_degree: int = Field(64, ge=1, le=4096)
+    """The highest degree K of the target (the sum is finite: its energies beyond K are 0)."""
+    degrees: Literal["even", "all"] = "even"
+    """``even``: k = 2, 4, ..., K (a bias-free relu network's harmonics of odd degree above 1 are 0, so
+    it cannot fit odd ones); ``all``: k = 1, ..., K."""
+
+    @model_validator(mode="after")
+    def _some_degree(self):
+        if self.degrees == "even" and self.max_degree < 2:
+            raise ValueError(f"power_law.max_degree {self.max_degree} with degrees: even keeps no degree (the "
+                             "even ones are 2, 4, ...): raise max_degree to 2 or more, or set degrees: all")
+        return self
+
+
 def _differs_from_default(model: BaseModel, key: str) -> bool:
     """A key given a value of its own (a resolved scenario lists every default: those are not)."""
     return getattr(model, key) != type(model).model_fields[key].default
 
 
-REGRESSION_TASKS = ("teacher_student", "single_index")
+REGRESSION_TASKS = ("teacher_student", "single_index", "power_law")
 
 REAL_TASKS = tuple(REAL_SOURCES)
 """Real data shipped with a package: digits, mnist1d (meanfield.model.real_data; docs/design.md §5.3)."""
@@ -210,6 +235,7 @@ LABEL_MAPS = ("parity", "value", "pair", "one_vs_rest")
 
 TASK_KEYS = {"teacher": ("teacher_student",), "population": ("teacher_student",), "degree": ("single_index",),
              "delta": ("gaussian_mixture",), "clusters_per_side": ("clusters",), "stripe": ("stripe",),
+             "power_law": ("power_law",),
              "path": ("file",),
              "test_fraction": ("file",), "test_path": ("file",), "test_indices": ("file",),
              "inputs": REGRESSION_TASKS + REAL_TASKS, "labels": REAL_TASKS}
@@ -287,6 +313,8 @@ class DataSpec(Strict):
     the others train, in file order (no test_fraction or test_path then)."""
     population: bool = False
     """teacher_student with Gaussian inputs: train on the exact population risk (infinite data)."""
+    power_law: PowerLawSpec = PowerLawSpec()
+    """power_law: the target's energy per degree on the unit sphere, E_k ~ k^-(1 + decay)."""
     labels: Union[Literal["parity", "value"], dict] = "parity"
     """digits, mnist1d: the label map, parity (+1 even, -1 odd), value (the digit standardised: a
     regression), {pair: [i, j]} (+1 digit i, -1 digit j) or {one_vs_rest: k} (docs/design.md §5.3)."""
@@ -294,9 +322,12 @@ class DataSpec(Strict):
     @model_validator(mode="before")
     @classmethod
     def _real_data_on_the_sphere(cls, raw):
-        """The real tasks' inputs default to ``sphere`` (their PCA scores projected on |x| = sqrt(dim))."""
+        """The real tasks' inputs default to ``sphere`` (their PCA scores projected on |x| = sqrt(dim)),
+        power_law's to ``unit_sphere`` (the only inputs it takes)."""
         if isinstance(raw, dict) and raw.get("task") in REAL_TASKS and "inputs" not in raw:
             return {**raw, "inputs": "sphere"}
+        if isinstance(raw, dict) and raw.get("task") == "power_law" and "inputs" not in raw:
+            return {**raw, "inputs": "unit_sphere"}  # the only inputs it takes
         return raw
 
     @field_validator("labels", mode="before")
@@ -373,6 +404,9 @@ class DataSpec(Strict):
         if self.task == "stripe" and not self.stripe[0] < self.stripe[1]:
             raise ValueError(f"data.stripe {list(self.stripe)}: the interval (low, high) of x_1 labelled +1 needs "
                              "low < high")
+        if self.task == "power_law" and self.inputs != "unit_sphere":
+            raise ValueError(f"data.inputs {self.inputs!r}: task 'power_law' is a function on the unit sphere "
+                             "(its harmonics): inputs: unit_sphere, or leave data.inputs out")
         if self.task == "file" and not self.path:
             raise ValueError("task 'file' needs data.path (an .npz, .h5 or .csv file with X and y)")
         if self.population and (self.task != "teacher_student" or self.inputs != "gaussian"):

@@ -25,7 +25,7 @@ from ..model.diagnostics import rms_gap
 from ..model.measures import FIT_MEASURES
 from ..model.state import RunState
 from .plan import NO_TEST_SET, lacks_test_set, plan, recorded_measures, records_gap, run_inputs
-from .threads import for_a_run
+from .threads import blas_for_steps, for_a_run, one_blas_thread
 from .threads import governor as thread_governor
 
 Log = Callable[[str], None]
@@ -354,10 +354,14 @@ def _flow(run, recorder: Recorder, checkpoint: Optional[RunState], progress) -> 
     else:
         rng.bit_generator.state = state.rng
 
-    governor = thread_governor()
+    # the BLAS at the run's count in the steps of a kind whose BLAS work is thread-invariant,
+    # else (and at snapshots) on one thread: docs/design.md §6.4
+    invariant = run.blas_invariant
+    steps_blas = blas_for_steps(invariant)
+    governor = thread_governor(blas=invariant)
 
     def on_snapshot(now: RunState) -> None:
-        with governor.paused() if governor else nullcontext():
+        with governor.paused() if governor else nullcontext(), one_blas_thread() if invariant else nullcontext():
             recorder.snapshot(now)
             recorder.checkpoint(now)
 
@@ -366,7 +370,7 @@ def _flow(run, recorder: Recorder, checkpoint: Optional[RunState], progress) -> 
     on_step = _each_step(getattr(bar, "update_state", None), governor.step if governor else None,
                          lambda _: honour_stop())  # a stop (SIGINT, SIGTERM) ends the run between steps
     # overflow on the way to a blow-up is expected: the loop checks finiteness itself
-    with bar, np.errstate(over="ignore", invalid="ignore"):
+    with steps_blas, bar, np.errstate(over="ignore", invalid="ignore"):
         outcome = integrate(run.field, state, run.stepper,
                             times[times > state.t + 1e-12], on_snapshot=on_snapshot,
                             stop_loss=scenario.train.stop_loss, rng=rng, on_step=on_step,

@@ -133,6 +133,11 @@ class Run(ABC):
     kind: ClassVar[kinds.Kind]
     """Its row of the table of run kinds (:mod:`meanfield.model.kinds`): what it needs and can do."""
 
+    blas_invariant = False
+    """Whether the BLAS work of this kind's steps gives the same bits at any BLAS thread
+    count (then its steps run the BLAS at the run's count; else on one thread: docs/design.md
+    §6.4, ``tests/test_threads.py`` checks every kind at 1 and 2 threads)."""
+
     def __init__(self, name: str, spec: RunSpec, resolved: Resolved, inputs: RunInputs):
         self.name, self.spec, self.resolved, self.inputs = name, spec, resolved, inputs
         self.measures = self.measure_shapes(inputs.scenario, inputs.data.n_test)

@@ -27,6 +27,7 @@ ENV = "MEANFIELD_THREADS"
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 _fixed: Optional[int] = None  # set by set_threads; None: MEANFIELD_THREADS, else by measurement
+_most: Optional[int] = None  # the most threads a governor may choose (a sweep worker's share), None: all
 
 
 def requested(threads=None, source: str = "threads") -> Optional[int]:
@@ -54,7 +55,8 @@ def fixed_count() -> Optional[int]:
 def set_threads(threads: Optional[int]) -> None:
     """Fix the number of threads of the numerical core in this process (Numba's, and the BLAS's
     where threadpoolctl is installed); ``None`` goes back to ``MEANFIELD_THREADS`` or, without
-    it, to choosing by measurement during each run.
+    it, to choosing by measurement during each run (Numba's count and the BLAS's back to
+    the process's first: every core, or ``NUMBA_NUM_THREADS`` and ``OPENBLAS_NUM_THREADS``).
 
     Parameters
     ----------
@@ -67,6 +69,14 @@ def set_threads(threads: Optional[int]) -> None:
     if count is not None:
         apply(count)
         _blas_limits(count)
+    elif "numba" in sys.modules:
+        import numba
+
+        apply(numba.config.NUMBA_NUM_THREADS)
+        controller = _blas()
+        if controller is not None:
+            for library, first in zip(controller.lib_controllers, _blas_first):
+                library.set_num_threads(first)
 
 
 @contextmanager
@@ -94,6 +104,18 @@ def using(threads: Optional[int]):
             apply(fixed_count() or numba.config.NUMBA_NUM_THREADS)
 
 
+@contextmanager
+def at_most(threads: Optional[int]):
+    """The most threads a run's governor may choose, for the duration (``None``: every core
+    Numba has): a sweep worker's share of the cores, ``cpus // workers``."""
+    global _most
+    before, _most = _most, threads
+    try:
+        yield
+    finally:
+        _most = before
+
+
 def apply(threads: int) -> None:
     """Set this process's Numba thread count (and, before the numerical core is loaded, the
     BLAS's too: through the environment, the only way for a fresh worker process)."""
@@ -105,44 +127,101 @@ def apply(threads: int) -> None:
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
+_controller = None  # threadpoolctl's view of the BLAS libraries, made once (scanning them costs about 1 ms)
+_blas_first: list[int] = []  # their thread counts when it was made: the process's own
+
+
+def _blas() -> Optional[object]:
+    """threadpoolctl's controller of the BLAS libraries loaded (NumPy's and SciPy's, which is
+    another library: loaded here first, since a limit reaches only the libraries loaded), or
+    None without threadpoolctl."""
+    global _controller
+    if _controller is None:
+        try:
+            import threadpoolctl
+        except ImportError:  # pragma: no cover - the BLAS keeps its own count
+            return None
+        import scipy.linalg  # noqa: F401  (SciPy's own OpenBLAS, which the solvers use: a limit reaches loaded libraries only)
+
+        _controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
+        _blas_first[:] = [library.num_threads for library in _controller.lib_controllers]
+    return _controller
+
+
 def _blas_limits(threads: int):
     """The BLAS's thread count set to ``threads`` (a context manager that restores it; in
-    effect until then), where threadpoolctl is installed: NumPy's BLAS and SciPy's, which is
-    another library (loaded here first, since a limit reaches only the libraries loaded)."""
-    try:
-        import threadpoolctl
-    except ImportError:  # pragma: no cover - the BLAS keeps its own count
-        return contextlib.nullcontext()
-    import scipy.linalg  # noqa: F401  (SciPy's own OpenBLAS, which the solvers use: a limit reaches loaded libraries only)
+    effect until then), where threadpoolctl is installed. About 20 microseconds."""
+    controller = _blas()
+    return contextlib.nullcontext() if controller is None else controller.limit(limits=threads)
 
-    return threadpoolctl.threadpool_limits(threads, user_api="blas")
+
+def set_blas_threads(threads: int) -> None:
+    """The BLAS's thread count set to ``threads`` now (inside a :func:`_blas_limits` scope,
+    which restores its own count at its end): the governor's switch."""
+    controller = _blas()
+    if controller is not None:
+        for library in controller.lib_controllers:
+            library.set_num_threads(threads)
+
+
+def one_blas_thread():
+    """The BLAS and LAPACK on one thread for the duration (a context manager, then the count
+    before): the one place for BLAS work whose result depends on the BLAS's thread count.
+    Measured with OpenBLAS 0.3.30 and 0.3.31 (SciPy's, NumPy's) (docs/design.md §6.4): the
+    dot product of more than 10^4 values (``np.linalg.norm``, ``x @ y``), LAPACK's ``eigh``,
+    ``eigvalsh``, ``sytrd`` and Cholesky solves, and GEMM itself at shapes whose split between
+    threads falls off the kernel's blocks (``(300, 2560) @ (2560, 307)``: different bits on 2
+    threads). A run holds the BLAS here except in the steps of the run kinds whose BLAS work
+    is thread-invariant (``Run.blas_invariant``)."""
+    return _blas_limits(1)
 
 
 RUN_BLAS_THREADS = 1
-"""The BLAS's (and LAPACK's) thread count while a run computes, whatever the run's own count:
-OpenBLAS's LAPACK (the kernel runs' eigendecomposition and solves) and some of its products
-(A^T A) reduce in an order that depends on its thread count, so a kernel run's datasets and
-every run's gap_ntk changed in the last bits between thread counts. One fixed count makes
-every dataset independent of the thread settings (docs/design.md §6.4); the parallel work of
-a run is Numba's, which splits by the problem's size, not by the count."""
+"""The BLAS's (and LAPACK's) thread count while a run computes, outside the steps of a run
+kind whose BLAS work is thread-invariant (``Run.blas_invariant``, where it is the run's
+count: :func:`blas_for_steps`): OpenBLAS's LAPACK (the kernel runs' eigendecomposition and
+solves), its long dot products and some of its products (GEMM at some shapes) reduce in an
+order that depends on its thread count, so a kernel run's datasets and every run's gap_ntk
+changed in the last bits between thread counts. One fixed count makes every dataset
+independent of the thread settings (docs/design.md §6.4)."""
 
 
 @contextmanager
 def for_a_run(threads: Optional[int]):
     """The thread settings of a run: ``threads`` as :func:`using` takes it for Numba, and the
-    BLAS on :data:`RUN_BLAS_THREADS` for the duration (then the process's settings back)."""
+    BLAS on :data:`RUN_BLAS_THREADS` for the duration (then the process's settings back);
+    :func:`blas_for_steps` gives the BLAS the run's count where that changes no bit."""
     with using(threads), _blas_limits(RUN_BLAS_THREADS):
         yield
 
 
-def governor() -> Optional[ThreadGovernor]:
-    """A governor for the next run, or None when the count is fixed or there is one core."""
+def blas_for_steps(invariant: bool):
+    """The BLAS's count for a run's steps: the run's fixed count (``--threads T``,
+    ``MEANFIELD_THREADS``), or one thread where the governor chooses (it starts on one and
+    switches the BLAS with Numba: :func:`governor` with ``blas=True``), when the run kind's
+    BLAS work is thread-invariant (``invariant``); else nothing changes (one thread)."""
+    if not invariant:
+        return contextlib.nullcontext()
+    return _blas_limits(fixed_count() or 1)
+
+
+def governor(blas: bool = False, most: Optional[int] = None) -> Optional[ThreadGovernor]:
+    """A governor for the next run, between one thread and ``most`` (default: :func:`at_most`'s,
+    else Numba's threads), or None when the count is fixed or ``most`` is 1. With ``blas`` its switches
+    set the BLAS's count too (inside :func:`blas_for_steps`, which restores it)."""
     import numba
 
-    most = numba.config.NUMBA_NUM_THREADS
+    most = min(most or _most or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
     if fixed_count() is not None or most < 2:
         return None
-    return ThreadGovernor(counts=(1, most), set_count=numba.set_num_threads)
+    if not blas:
+        return ThreadGovernor(counts=(1, most), set_count=numba.set_num_threads)
+
+    def both(count: int) -> None:
+        numba.set_num_threads(count)
+        set_blas_threads(count)
+
+    return ThreadGovernor(counts=(1, most), set_count=both)
 
 
 class ThreadGovernor:

@@ -213,40 +213,43 @@ def _time_steps(run, state):
     import numba
 
     from .runs import run_rng
-    from .threads import governor
+    from .threads import blas_for_steps, governor
 
     stepper, rng = run.stepper, run_rng(run.inputs.scenario.seed, run.name)
+    invariant = getattr(run, "blas_invariant", False)  # the BLAS as the driver sets it for the steps
     adaptive = bool(stepper.adaptive)
-    y, t = state.y, state.t
-    k = run.field(t, y) if adaptive else None  # the loop's first evaluation (FSAL after it)
-    h = stepper.initial_step(run.field, t, y, k) if adaptive else stepper.dt
-    began = time.perf_counter()
-    out = stepper.step(run.field, t, y, h, rng, k)
-    first = time.perf_counter() - began
-    y, t, h, k = _advance(out, y, t, h, k, adaptive)
-    chooser, before = governor(), numba.get_num_threads()
-    counts = chooser.counts if chooser is not None else (before,)
-    per_batch = STEP_SECONDS / (len(counts) * BATCHES)
-    medians, taken = [], 1
-    try:
-        for count in counts:
-            numba.set_num_threads(count)
-            means: list[float] = []
-            while len(means) < BATCHES:
-                steps, spent = 0, 0.0
-                while steps < 1 or (spent < per_batch and steps < 1000):
-                    start = time.perf_counter()
-                    out = stepper.step(run.field, t, y, h, rng, k)
-                    spent += time.perf_counter() - start
-                    steps += 1
-                    y, t, h, k = _advance(out, y, t, h, k, adaptive)
-                means.append(spent / steps)
-                taken += steps
-                if spent >= STEP_SECONDS:
-                    break
-            medians.append(float(np.median(means)))
-    finally:
-        numba.set_num_threads(before)
+    with blas_for_steps(invariant):
+        y, t = state.y, state.t
+        k = run.field(t, y) if adaptive else None  # the loop's first evaluation (FSAL after it)
+        h = stepper.initial_step(run.field, t, y, k) if adaptive else stepper.dt
+        began = time.perf_counter()
+        out = stepper.step(run.field, t, y, h, rng, k)
+        first = time.perf_counter() - began
+        y, t, h, k = _advance(out, y, t, h, k, adaptive)
+        chooser, before = governor(blas=invariant), numba.get_num_threads()
+        counts = chooser.counts if chooser is not None else (before,)
+        per_batch = STEP_SECONDS / (len(counts) * BATCHES)
+        medians, taken = [], 1
+        try:
+            for count in counts:
+                if chooser is not None:
+                    chooser.set_count(count)
+                means: list[float] = []
+                while len(means) < BATCHES:
+                    steps, spent = 0, 0.0
+                    while steps < 1 or (spent < per_batch and steps < 1000):
+                        start = time.perf_counter()
+                        out = stepper.step(run.field, t, y, h, rng, k)
+                        spent += time.perf_counter() - start
+                        steps += 1
+                        y, t, h, k = _advance(out, y, t, h, k, adaptive)
+                    means.append(spent / steps)
+                    taken += steps
+                    if spent >= STEP_SECONDS:
+                        break
+                medians.append(float(np.median(means)))
+        finally:
+            numba.set_num_threads(before)
     return dataclasses.replace(state, t=t, step=state.step + taken, y=y), first, min(medians), adaptive
 
 

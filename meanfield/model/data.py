@@ -26,6 +26,14 @@ Tasks (d = ``dim``, sigma_eps = ``noise``):
     x as above, u uniform on the unit sphere, k = ``degree``:
     y = He_k(u . x) / sqrt(k!) + sigma_eps * N(0, 1), He_k the probabilists' Hermite
     polynomial, so E y^2 = 1 (without noise) for Gaussian inputs. Teacher: a = [1], W = u.
+``power_law``
+    x uniform on the unit sphere S^(d-1) (``inputs: unit_sphere``, the only inputs it takes), u
+    uniform on it: y = sum_k sqrt(E_k N(d, k)) P_k(u . x) + sigma_eps * N(0, 1), P_k the
+    Legendre polynomial of dimension d (P_k(1) = 1; cos(k theta) on the circle), N(d, k) the
+    harmonics of degree k, so degree k carries the energy E_k proportional to k^-(1 + decay)
+    (``power_law.decay``) for k <= ``power_law.max_degree`` (even k >= 2 by default, or every
+    k >= 1: ``power_law.degrees``), sum_k E_k = 1 (:func:`power_law_energies`). Against a kernel
+    whose degree-k eigenvalue falls like k^-a its source exponent is decay / a. No teacher.
 ``gaussian_mixture`` (Mei, Montanari & Nguyen 2018)
     y = +1 or -1 with probability 1/2 each; x ~ N(0, (1 + y delta)^2 I_d), delta = ``delta``.
 ``xor``, ``moons``, ``spirals`` (d = 2)
@@ -70,7 +78,7 @@ Tasks (d = ``dim``, sigma_eps = ``noise``):
 For the classification tasks (gaussian_mixture, the pictures, clusters and stripe) ``noise`` is the standard
 deviation of Gaussian noise added to the *inputs* (labels stay +-1; for gaussian_mixture
 the class covariances become ((1 +- delta)^2 + noise^2) I). For the regression tasks
-(teacher_student, single_index) it is label noise. ``inputs`` applies to the regression
+(teacher_student, single_index, power_law) it is label noise. ``inputs`` applies to the regression
 tasks only.
 """
 
@@ -267,6 +275,54 @@ def single_index(spec: DataSpec, rng: np.random.Generator) -> Dataset:
         return X, hermite_normalized(X @ u[0], k) + spec.noise * rng.standard_normal(n)
 
     return _split(spec, sample, Teacher(a=np.ones(1), W=u, activation=f"hermite{k}"))
+
+
+def harmonics(d: int, k: int) -> int:
+    """N(d, k), the number of spherical harmonics of degree k on S^(d-1): 1 for k = 0, else
+    (2k + d - 2) / k * C(k + d - 3, k - 1) (2 for d = 2, 2k + 1 for d = 3)."""
+    return 1 if k == 0 else (2 * k + d - 2) * math.comb(k + d - 3, k - 1) // k
+
+
+def zonal(d: int, k: int, t: np.ndarray) -> np.ndarray:
+    """P_k(t), the Legendre polynomial of dimension d with P_k(1) = 1: cos(k arccos t) for d = 2,
+    the Gegenbauer polynomial C_k^((d-2)/2)(t) / C_k^((d-2)/2)(1) for d >= 3 (scipy)."""
+    from scipy.special import eval_chebyt, eval_gegenbauer
+
+    if d == 2:
+        return eval_chebyt(k, t)
+    alpha = (d - 2) / 2
+    return eval_gegenbauer(k, alpha, t) / eval_gegenbauer(k, alpha, 1.0)
+
+
+def power_law_energies(spec: DataSpec) -> np.ndarray:
+    """E_k, k = 0..max_degree, of the ``power_law`` target: k^-(1 + decay) on the degrees kept
+    (``degrees``: even k >= 2, or every k >= 1), 0 elsewhere, scaled to sum to 1."""
+    law = spec.power_law
+    k = np.arange(law.max_degree + 1, dtype=np.float64)
+    kept = (k >= 1) & ((k % 2 == 0) if law.degrees == "even" else True)
+    energies = np.where(kept, np.maximum(k, 1.0) ** -(1.0 + law.decay), 0.0)
+    return energies / energies.sum()
+
+
+def power_law_target(spec: DataSpec, u: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """f*(x) = sum_k sqrt(E_k N(d, k)) P_k(u . x) at the rows of X (on the unit sphere), E_k of
+    :func:`power_law_energies`: the degree-k part has E_x (.)^2 = E_k since E_x P_k(u . x)^2 = 1/N(d, k)."""
+    d = spec.dim
+    energies = power_law_energies(spec)
+    t = np.clip(np.asarray(X, dtype=np.float64) @ np.asarray(u, dtype=np.float64), -1.0, 1.0)
+    return sum(math.sqrt(energies[k] * harmonics(d, int(k))) * zonal(d, int(k), t) for k in np.flatnonzero(energies))
+
+
+def power_law(spec: DataSpec, rng: np.random.Generator) -> Dataset:
+    """x uniform on the unit sphere S^(d-1), u uniform on it (drawn first),
+    y = :func:`power_law_target` + noise N(0, 1)."""
+    u = unit_vectors(rng, 1, spec.dim)[0]
+
+    def sample(n):
+        X = unit_vectors(rng, n, spec.dim)
+        return X, power_law_target(spec, u, X) + spec.noise * rng.standard_normal(n)
+
+    return _split(spec, sample)
 
 
 # -------------------------------------------------------------------- classification
@@ -766,5 +822,6 @@ TASKS: dict[str, Callable[[DataSpec, np.random.Generator], Dataset]] = {
     "file": from_file,
     "digits": real_data,
     "mnist1d": real_data,
+    "power_law": power_law,
 }
 """Task name (``data.task``) -> the function that builds its Dataset."""

@@ -4,7 +4,9 @@ Points run through any ``concurrent.futures.Executor``: a local process pool by 
 Dask distributed (``Client(address).get_executor()``, or a ``LocalCluster``) for
 clusters. The worker that runs a point is the only writer of its file
 ``DIR/points/<id>.h5``; each worker sets its Numba (and BLAS) thread count before it
-computes. The main process writes ``DIR/results.csv`` and ``DIR/results.h5`` (see
+computes: the count fixed by ``threads``, else its share of the cores, ``cpus // workers``,
+within which each run chooses by measurement (docs/design.md §6.4). The main process writes
+``DIR/results.csv`` and ``DIR/results.h5`` (see
 :mod:`meanfield.sweeps.table`) after every finished point. A point that fails is recorded with
 its reason and the others go on; ``resume`` re-runs only the points whose file is not
 complete (an interrupted point continues from its checkpoint).
@@ -31,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..engine.threads import THREAD_VARIABLES, apply, using
+from ..engine import memory
+from ..engine.memory import size_text
+from ..engine.threads import THREAD_VARIABLES, apply, at_most, fixed_count, using
 from ..errors import SweepFailed, UsageError, as_path, expect_stops, stop_requested
 from ..messages import did_you_mean
 from ..storage import WriterLock, open_trajectory
@@ -48,7 +52,10 @@ class Task:
     point: str
     scenario_yaml: str
     output: str
-    threads: int
+    threads: Optional[int]
+    """The fixed thread count, or None: each run chooses by measurement, up to ``share``."""
+    share: int = 1
+    """The worker's share of the cores (``cpus // workers``): the most a run's governor takes."""
 
 
 @dataclass
@@ -64,11 +71,11 @@ class PointResult:
 
 def run_point(task: Task) -> PointResult:
     """Run one point into its own file (continuing it when the file holds an unfinished run),
-    on the point's threads.
+    on the point's threads (fixed, or chosen by measurement within the worker's share).
 
     Never raises for a point that fails: the failure is the outcome, so the sweep goes on.
     """
-    with using(task.threads):
+    with using(task.threads), at_most(task.share):
         return _run_point(task)
 
 
@@ -248,10 +255,17 @@ def run_sweep(
 
     ``executor``: any ``concurrent.futures.Executor`` (e.g. a Dask client's); by default a
     local process pool of ``workers`` processes (default: the CPU count), each with
-    ``threads`` Numba threads (default: CPUs / workers). ``on_point`` is called in this
+    ``threads`` Numba threads (default: the process's fixed count, :func:`meanfield.set_threads`
+    or ``MEANFIELD_THREADS``, else each run chooses by measurement between one thread and
+    the worker's share ``cpus // workers``: one worker per core runs on one thread). The bits
+    do not depend on the count (docs/design.md §6.4). ``on_point`` is called in this
     process after each point with the point and its table row.
     """
     directory = Path(directory)
+    if executor is None:  # a local pool: its workers share this machine's memory
+        cpus = os.cpu_count() or 1
+        pending = [p for p in sweep.points if not _done_before(directory, p, resume)]
+        check_memory(pending, workers or min(cpus, max(1, len(pending))))
     _claim_directory(directory, sweep, resume)
     with WriterLock(directory / "sweep"):  # one sweep process per directory
         (directory / POINTS_DIR).mkdir(exist_ok=True)
@@ -267,16 +281,17 @@ def run_sweep(
                 todo.append(point)
         cpus = os.cpu_count() or 1
         workers = workers or min(cpus, max(1, len(todo)))
-        threads = threads or max(1, cpus // workers)
+        share = max(1, cpus // workers)
+        threads = threads or fixed_count()  # None: each run's governor chooses, up to the share
         start, failed, interrupted = time.perf_counter(), 0, False
         losses: Counter = Counter()
         queue = list(todo)
         _save(directory, sweep, done)
         while queue and not interrupted:  # a local pool that lost a worker starts again for the points it took
             lost, since = [], time.time()
-            with _default_executor(executor, workers, threads) as pool:
+            with _default_executor(executor, workers, threads or share) as pool:
                 futures = {pool.submit(run_point, Task(p.id, p.scenario.resolved_yaml(),
-                                                       str((directory / p.file).resolve()), threads)): p
+                                                       str((directory / p.file).resolve()), threads, share)): p
                            for p in queue}
                 try:
                     for future in as_completed(futures):
@@ -304,6 +319,38 @@ MAX_LOSSES = 2
 """How many times a point may lose its worker (killed, out of memory) before it is recorded as
 failed: a point that kills its worker every time fails after this many tries, one killed once
 by accident runs again."""
+
+
+WORKER_BYTES = 300e6
+"""A worker process's own memory besides its run's arrays: the interpreter, NumPy, SciPy,
+h5py, Numba and its compiled kernels (a process after a small quickstart run held 307 MB
+resident, measured on Linux; an upper figure, since the libraries' code pages are shared)."""
+
+
+def check_memory(points: list[Point], workers: int, available: Optional[int] = None) -> None:
+    """Refuse (:class:`UsageError`) a sweep whose ``workers`` running at once would not fit in
+    the memory available (:func:`meanfield.engine.memory.available_bytes`): the sum over the
+    ``min(workers, len(points))`` largest points of their plan's peak plus :data:`WORKER_BYTES`
+    each. One point alone is checked by its plan; this checks them together."""
+    available = memory.available_bytes() if available is None else available
+    known = sorted((p for p in points if p.memory is not None), key=lambda p: p.memory.peak, reverse=True)
+    at_once = known[:max(1, min(workers, len(known)))]
+    need = sum(p.memory.peak + WORKER_BYTES for p in at_once)
+    if available is None or not known or need <= available:
+        return
+    total, fit = 0.0, 0
+    for p in known:
+        total += p.memory.peak + WORKER_BYTES
+        if total > available:
+            break
+        fit += 1
+    largest = at_once[0].memory
+    fewer = f"run at most {fit} worker{'s' if fit > 1 else ''} at once (--workers {fit}) or " if fit else ""
+    raise UsageError(
+        f"{len(at_once)} workers at once need about {size_text(need)} of memory (the {len(at_once)} largest points' "
+        f"peaks, {at_once[0].id} the largest at {size_text(largest.peak)}, the most of it {largest.dominant.what}; "
+        f"plus {size_text(WORKER_BYTES)} a worker), and {size_text(available)} are available: {fewer}"
+        f"lower {largest.dominant.lower}")
 
 
 def _outcome(future, point: Point) -> Optional[PointResult]:
@@ -488,7 +535,8 @@ def _save(directory: Path, sweep: Sweep, done: dict[str, dict]) -> Table:
 
 @contextmanager
 def _default_executor(executor: Optional[Executor], workers: int, threads: int):
-    """The given executor as is, or a local process pool (spawned: no forked OpenMP state)."""
+    """The given executor as is, or a local process pool (spawned: no forked OpenMP state)
+    whose workers have ``threads`` Numba (and BLAS) threads at most."""
     if executor is not None:
         yield executor
         return

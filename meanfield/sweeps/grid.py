@@ -62,6 +62,9 @@ class Point:
     id: str
     coords: dict
     scenario: Scenario
+    memory: Any = field(default=None, compare=False, repr=False)
+    """Its plan's peak memory (:class:`meanfield.engine.plan.MemoryEstimate`), for the check of
+    the workers that run at once."""
 
     @property
     def file(self) -> str:
@@ -476,7 +479,7 @@ def _points(base: dict, base_source: str, axes: list[Axis], source: str, set_by:
         settings = ", ".join(f"{key} = {cell_text(label)}" for key, label in coords.items())
         try:
             scenario = validate_scenario(raw, base_source, overridden=set(how), how=how)
-            plan(scenario)  # what only a plan finds: the data file, the size budget
+            memory = plan(scenario).memory  # what only a plan finds: the data file, the size budget
         except UsageError as exc:
             raise UsageError(f"{source}: point {point_id} ({settings}): {exc}") from None
-        yield Point(index, point_id, coords, scenario)
+        yield Point(index, point_id, coords, scenario, memory)

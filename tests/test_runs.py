@@ -108,6 +108,13 @@ def test_w2_particles_0_leaves_wasserstein2_out_and_changes_no_other_measure():
         assert "wasserstein2" in kept
         assert set(without.h5[f"observables/{name}"]) == kept - {"wasserstein2"}
         for measure in kept - {"wasserstein2"}:
-            np.testing.assert_array_equal(without.h5[f"observables/{name}/{measure}/value"][()],
-                                          with_w2.h5[f"observables/{name}/{measure}/value"][()], err_msg=measure)
+            got = without.h5[f"observables/{name}/{measure}/value"][()]
+            want = with_w2.h5[f"observables/{name}/{measure}/value"][()]
+            if name == "rich":
+                np.testing.assert_array_equal(got, want, err_msg=measure)
+            else:  # the tangent model's steps go through the BLAS, whose last bit can follow where the
+                # arrays lie in memory, which a measure more or less moves: loss_train differed by one
+                # unit in the last place (1.9e-16) after other tests in the same process, where two
+                # identical runs agreed bit for bit
+                np.testing.assert_allclose(got, want, rtol=1e-14, atol=0, err_msg=measure)
     assert "wasserstein2" not in built({"record": {"w2_particles": 0}})["rich"].measures

@@ -31,6 +31,7 @@ loss is always summed in float64.
 """
 
 import functools
+import threading
 
 import numpy as np
 from numba import prange
@@ -54,9 +55,6 @@ BLAS_MIN_D = 32
 """From this input dimension on, w_i . x_k is computed by BLAS on blocks of particles
 (measured at m = n = 4096 on 2 cores: fused and BLAS tie near d = 24 on one thread, the
 fused kernel still wins at d = 32 on two, BLAS wins clearly from d = 48)."""
-
-BLAS_BLOCK_ELEMENTS = 1 << 21
-"""At most this many z_ik values exist at once on the BLAS path (16 MiB in float64)."""
 
 PARTICLE_BLOCK = 16
 """Particles per parallel job of the fused backward pass (a multiple of :data:`QUAD`)."""
@@ -508,87 +506,210 @@ def _reduce_rows(parts, n, out, scale):
         out[k] *= scale
 
 
-# ---------------------------------------------------------------- BLAS path (large d)
+# ---------------------------------------------------------------- GEMM path (large d)
 #
-# Z = W_block X^T by BLAS, the element-wise work fused in one pass of a Numba kernel
-# over Z (in place), then a BLAS product again: memory O(block * n), never m x n.
+# Z = W X^T by the BLAS (one GEMM), the element-wise work by parallel Numba passes over Z,
+# and gW = G X by the BLAS (the second GEMM), with G_ik = a_i l'_k sigma'(z_ik) written over
+# Z in place. Z is kept between the forward and the backward pass for the first rows that
+# fit in GEMM_KEPT_BYTES; the rest are computed again, by blocks of GEMM_BLOCK_ROWS rows.
 
 
-def _blas_forward_rows(Z, b, i0, code):
-    """Z[r, k] <- sigma(Z[r, k] + b_{i0+r}) in place."""
-    B, n = Z.shape
-    for r in prange(B):
-        row = Z[r]
-        bi = b[i0 + r]
-        for k in range(n):
-            row[k] += bi
-        activate_tile_value(code, row, row, n)
-
-
-def _blas_backward_rows(Z, a, b, i0, lp, code, ga, gb):
-    """Z[r, k] <- a_i lp_k sigma'(z_ik) in place, ga_i = sum_k lp_k sigma(z_ik) and
-    gb_i = sum_k Z[r, k] (after the update), for i = i0 + r."""
-    B, n = Z.shape
-    zero = Z.dtype.type(0.0)
-    for r in prange(B):
+@jit(inline="always")
+def _forward_chunk(code, Z, a, b, i0, k0, cnt, s, one):
+    """s[t] += sum_r a_i sigma(Z[r, k0 + t] + b_i), i = i0 + r, the rows four at a time
+    (their four terms summed first, in the order r, r + 1, r + 2, r + 3), then one at a
+    time. ``code`` is a constant at each call site: the activation folds into the loop."""
+    rows = Z.shape[0]
+    r4 = rows - rows % 4
+    for r in range(0, r4, 4):
         i = i0 + r
-        bi = b[i]
+        a0, a1, a2, a3 = a[i], a[i + 1], a[i + 2], a[i + 3]
+        b0, b1, b2, b3 = b[i], b[i + 1], b[i + 2], b[i + 3]
+        z0 = Z[r, k0:k0 + cnt]
+        z1 = Z[r + 1, k0:k0 + cnt]
+        z2 = Z[r + 2, k0:k0 + cnt]
+        z3 = Z[r + 3, k0:k0 + cnt]
+        for t in range(cnt):
+            s0 = sigma_pair(code, z0[t] + b0, one)[0]
+            s1 = sigma_pair(code, z1[t] + b1, one)[0]
+            s2 = sigma_pair(code, z2[t] + b2, one)[0]
+            s3 = sigma_pair(code, z3[t] + b3, one)[0]
+            s[t] += a0 * s0 + a1 * s1 + a2 * s2 + a3 * s3
+    for r in range(r4, rows):
+        i = i0 + r
         ai = a[i]
-        sv = np.empty(n, dtype=Z.dtype)
-        dv = np.empty(n, dtype=Z.dtype)
+        bi = b[i]
+        zr = Z[r, k0:k0 + cnt]
+        for t in range(cnt):
+            s[t] += ai * sigma_pair(code, zr[t] + bi, one)[0]
+
+
+@jit(inline="always")
+def _backward_row(code, row, ai, bi, lp, one):
+    """row[k] <- a_i lp_k sigma'(row[k] + b_i) in place; returns (sum_k lp_k sigma(z_k),
+    sum_k lp_k sigma'(z_k)) with z_k = row[k] + b_i, summed in a fixed order."""
+    zero = one - one
+    acca = zero
+    accb = zero
+    for k in range(row.shape[0]):
+        sv, dv = sigma_pair(code, row[k] + bi, one)
+        l = lp[k]
+        acca += l * sv
+        g = l * dv
+        accb += g
+        row[k] = ai * g
+    return acca, accb
+
+
+@jit_parallel
+def _gemm_forward_rows(Z, a, b, i0, code, acc):
+    """acc[k] += sum_r a_i sigma(Z[r, k] + b_i) with i = i0 + r, every k (:func:`_forward_chunk`),
+    parallel over chunks of GEMM_COLUMNS columns: each acc[k] is summed by one thread in a
+    fixed order, so the result does not depend on the number of threads."""
+    n = Z.shape[1]
+    C = GEMM_COLUMNS
+    one = Z.dtype.type(1.0)
+    for c in prange((n + C - 1) // C):
+        k0 = c * C
+        cnt = min(C, n - k0)
+        s = acc[k0:k0 + cnt]
+        if code == RELU:
+            _forward_chunk(RELU, Z, a, b, i0, k0, cnt, s, one)
+        elif code == TANH:
+            _forward_chunk(TANH, Z, a, b, i0, k0, cnt, s, one)
+        elif code == ERF:
+            _forward_chunk(ERF, Z, a, b, i0, k0, cnt, s, one)
+        elif code == SIGMOID:
+            _forward_chunk(SIGMOID, Z, a, b, i0, k0, cnt, s, one)
+        elif code == SOFTPLUS:
+            _forward_chunk(SOFTPLUS, Z, a, b, i0, k0, cnt, s, one)
+        elif code == LINEAR:
+            _forward_chunk(LINEAR, Z, a, b, i0, k0, cnt, s, one)
+        else:
+            _forward_chunk(QUADRATIC, Z, a, b, i0, k0, cnt, s, one)
+
+
+@jit_parallel
+def _gemm_backward_rows(Z, a, b, i0, lp, code, ga, gb):
+    """For each row r (particle i = i0 + r), parallel over rows: ga_i = sum_k lp_k sigma(z_ik),
+    gb_i = a_i sum_k lp_k sigma'(z_ik), and Z[r, k] <- a_i lp_k sigma'(z_ik) in place, with
+    z_ik = Z[r, k] + b_i (:func:`_backward_row`; each row by one thread: thread-invariant)."""
+    one = Z.dtype.type(1.0)
+    for r in prange(Z.shape[0]):
+        i = i0 + r
+        ai = a[i]
+        bi = b[i]
         row = Z[r]
-        for k in range(n):
-            row[k] += bi
-        activate_tile(code, row, sv, dv, n)
-        acca = zero
-        accb = zero
-        for k in range(n):
-            l = lp[k]
-            acca += l * sv[k]
-            gk = l * dv[k]
-            accb += gk
-            row[k] = ai * gk
+        if code == RELU:
+            acca, accb = _backward_row(RELU, row, ai, bi, lp, one)
+        elif code == TANH:
+            acca, accb = _backward_row(TANH, row, ai, bi, lp, one)
+        elif code == ERF:
+            acca, accb = _backward_row(ERF, row, ai, bi, lp, one)
+        elif code == SIGMOID:
+            acca, accb = _backward_row(SIGMOID, row, ai, bi, lp, one)
+        elif code == SOFTPLUS:
+            acca, accb = _backward_row(SOFTPLUS, row, ai, bi, lp, one)
+        elif code == LINEAR:
+            acca, accb = _backward_row(LINEAR, row, ai, bi, lp, one)
+        else:
+            acca, accb = _backward_row(QUADRATIC, row, ai, bi, lp, one)
         ga[i] = acca
         gb[i] = ai * accb
 
 
-# Numba's OpenMP threads and OpenBLAS's threads take turns on the same cores; the
-# element-wise pass is O(n) per row against O(n d) for BLAS, so it runs serially there.
-_blas_forward_rows = jit(_blas_forward_rows)
-_blas_backward_rows = jit(_blas_backward_rows)
+GEMM_COLUMNS = 512
+"""Data points per parallel job of the forward pass of the GEMM path (the job's sums, 4 KiB
+in float64, stay in L1 while it streams through the rows)."""
+
+GEMM_KEPT_BYTES = 256 << 20
+"""The buffer for Z = W X^T of the GEMM path holds at most this many bytes (256 MiB: every Z
+up to m n = 2^25 in float64, 2^26 in float32, is computed once and kept from the forward
+to the backward pass); beyond, the rows that do not fit are computed again."""
+
+GEMM_BLOCK_BYTES = 16 << 20
+"""Where Z does not fit in :data:`GEMM_KEPT_BYTES`, it goes by blocks of about this size
+(a whole number of quads of particles)."""
 
 
-def _blas_rows(m, n):
-    return int(max(1, min(m, BLAS_BLOCK_ELEMENTS // max(n, 1))))
+def _gemm_layout(m, n, itemsize):
+    """(B, kept): the particles go by blocks of B rows (a multiple of :data:`QUAD` unless
+    one block holds them all) and the first ``kept`` rows of Z (whole blocks) are kept
+    between the passes; the buffer holds kept + (B if kept < m) rows, at most
+    max(GEMM_KEPT_BYTES, QUAD n itemsize) bytes."""
+    row = max(1, n * itemsize)
+    if m * row <= GEMM_KEPT_BYTES:
+        return m, m
+    B = max(QUAD, min(m, GEMM_BLOCK_BYTES // row) // QUAD * QUAD)
+    kept = max(0, GEMM_KEPT_BYTES - B * row) // row // B * B
+    return B, min(kept, m)
 
 
-def _forward_blas(a, W, b, X, code):
+def gemm_buffer_bytes(m, n, itemsize):
+    """Bytes of the buffer for Z that the GEMM path holds for m particles and n points
+    (kept between calls, per calling thread: :func:`release_workspace`)."""
+    B, kept = _gemm_layout(m, n, itemsize)
+    return (kept + (B if kept < m else 0)) * n * itemsize
+
+
+_WORKSPACE = threading.local()
+
+
+def _workspace(rows, n, dtype):
+    """A (rows, n) array of ``dtype`` over this thread's buffer for Z, which grows to the
+    largest request and is kept between calls (a fresh m x n allocation costs its page
+    faults at every step: measured 70-150 ms for 64 MiB on the shared machine).
+    Its contents are not defined; :func:`release_workspace` frees it."""
+    dtype = np.dtype(dtype)
+    need = rows * n * dtype.itemsize
+    buf = getattr(_WORKSPACE, "buffer", None)
+    if buf is None or buf.nbytes < need:
+        _WORKSPACE.buffer = None
+        buf = _WORKSPACE.buffer = np.empty(need, dtype=np.uint8)
+    return buf[:need].view(dtype).reshape(rows, n)
+
+
+def release_workspace():
+    """Free this thread's buffer for Z of the GEMM path (it is allocated again when needed)."""
+    _WORKSPACE.buffer = None
+
+
+def _gemm_forward(a, W, b, X, code):
+    """sum_i a_i sigma(z_ik) for every k (without the factor s), by blocks of particles
+    (:func:`_gemm_layout`): Z_b = W_b X^T (BLAS), then :func:`_gemm_forward_rows`.
+    Returns (the sums, the buffer of Z, the number of its rows kept for the backward pass)."""
     m = W.shape[0]
     n = X.shape[0]
+    B, kept = _gemm_layout(m, n, X.dtype.itemsize)
+    Z = _workspace(kept + (B if kept < m else 0), n, X.dtype)
     acc = np.zeros(n, dtype=X.dtype)
-    B = _blas_rows(m, n)
-    Z = np.empty((B, n), dtype=X.dtype)
     XT = X.T
     for i0 in range(0, m, B):
         i1 = min(m, i0 + B)
-        Zb = Z[: i1 - i0]
+        Zb = Z[i0:i1] if i0 < kept else Z[kept:kept + i1 - i0]
         np.matmul(W[i0:i1], XT, out=Zb)
-        _blas_forward_rows(Zb, b, i0, code)
-        acc += a[i0:i1] @ Zb
-    return acc
+        _gemm_forward_rows(Zb, a, b, i0, code, acc)
+    return acc, Z, kept
 
 
-def _backward_blas(a, W, b, X, lp, code, ga, gW, gb):
+def _gemm_backward(a, W, b, X, lp, code, ga, gW, gb, Z=None, kept=0):
+    """The gradients from the scaled l' (``lp``) by blocks of particles: Z_b kept by the
+    forward pass (the first ``kept`` rows of ``Z``) or computed again, then
+    :func:`_gemm_backward_rows` turns it into G_b, and gW_b = G_b X (BLAS)."""
     m = W.shape[0]
     n = X.shape[0]
-    B = _blas_rows(m, n)
-    Z = np.empty((B, n), dtype=X.dtype)
+    B = _gemm_layout(m, n, X.dtype.itemsize)[0]
+    if Z is None:
+        Z, kept = _workspace(B, n, X.dtype), 0
     XT = X.T
     for i0 in range(0, m, B):
         i1 = min(m, i0 + B)
-        Zb = Z[: i1 - i0]
-        np.matmul(W[i0:i1], XT, out=Zb)
-        _blas_backward_rows(Zb, a, b, i0, lp, code, ga, gb)
+        if i0 < kept:
+            Zb = Z[i0:i1]
+        else:
+            Zb = Z[kept:kept + i1 - i0]
+            np.matmul(W[i0:i1], XT, out=Zb)
+        _gemm_backward_rows(Zb, a, b, i0, lp, code, ga, gb)
         np.matmul(Zb, X, out=gW[i0:i1])
 
 
@@ -623,7 +744,7 @@ def _forward_sum(a, W, b, X, code, Xp):
     m, d = W.shape
     n = X.shape[0]
     if d >= BLAS_MIN_D:
-        return _forward_blas(a, W, b, X, code)
+        return _gemm_forward(a, W, b, X, code)[0]
     n_tiles = Xp.shape[0]
     n_chunks = int(max(1, min(-(-m // FORWARD_CHUNK), -(-16 // n_tiles))))
     parts = np.empty((n_chunks, n_tiles * Xp.shape[2]), dtype=X.dtype)
@@ -701,7 +822,10 @@ def risk_and_gradient(a, W, b, X, y, s, act, loss, loss_scale=1.0, out=None, c=N
 
     code = int(act)
     Xp = _packed(X)
-    f = _forward_sum(a, W, b, X, code, Xp)
+    if d >= BLAS_MIN_D:
+        f, Z, kept = _gemm_forward(a, W, b, X, code)
+    else:
+        f = _forward_sum(a, W, b, X, code, Xp)
     f *= dtype.type(s)
     if c is not None:
         f += dtype.type(c)
@@ -710,7 +834,7 @@ def risk_and_gradient(a, W, b, X, y, s, act, loss, loss_scale=1.0, out=None, c=N
     scale = dtype.type(float(loss_scale) * float(s) / n)
     if d >= BLAS_MIN_D:
         lp = lp_raw * scale
-        _backward_blas(a, W, b, X, lp, code, ga, gW, gb_work)
+        _gemm_backward(a, W, b, X, lp, code, ga, gW, gb_work, Z, kept)
     else:
         lp = np.zeros(Xp.shape[0] * Xp.shape[2], dtype=dtype)
         np.multiply(lp_raw, scale, out=lp[:n])
@@ -735,7 +859,7 @@ def pullback(a, W, b, X, v, s, act, Xp=None):
     ga, gW, gb = np.empty(m, dtype=dtype), np.empty((m, d), dtype=dtype), np.empty(m, dtype=dtype)
     code = int(act)
     if d >= BLAS_MIN_D:
-        _backward_blas(a, W, b, X, np.asarray(v, dtype=dtype) * dtype.type(s), code, ga, gW, gb)
+        _gemm_backward(a, W, b, X, np.asarray(v, dtype=dtype) * dtype.type(s), code, ga, gW, gb)
     else:
         Xp = _packed(X) if Xp is None else Xp
         lp = np.zeros(Xp.shape[0] * Xp.shape[2], dtype=dtype)

@@ -628,28 +628,51 @@ up to m n = 2^25 in float64, 2^26 in float32, is computed once and kept from the
 to the backward pass); beyond, the rows that do not fit are computed again."""
 
 GEMM_BLOCK_BYTES = 16 << 20
-"""Where Z does not fit in :data:`GEMM_KEPT_BYTES`, it goes by blocks of about this size
-(a whole number of quads of particles)."""
+"""Where Z does not fit in :data:`GEMM_KEPT_BYTES`, it goes by blocks of about this size."""
+
+GEMM_ALIGN = 64
+"""The BLAS products see m and n rounded up to multiples of this (zero rows of W and X),
+and d rounded up to a multiple of :data:`GEMM_ALIGN_D` above :data:`GEMM_PAD_D_ABOVE`.
+OpenBLAS's threaded GEMM splits its work by the thread count and, on other shapes, its
+last bits depended on it (measured with OpenBLAS 0.3.30/0.3.31, SkylakeX kernels, at 1
+and 2 threads: odd m or n, n not a multiple of 32, d between 186 and 235, or d > 384 not
+a multiple of 32, differed); on these shapes none did (0 of 280 random shapes), and
+tests/test_particles.py keeps it."""
+
+GEMM_ALIGN_D = 32
+GEMM_PAD_D_ABOVE = 128
+
+
+def _round_up(k, unit):
+    return -(-k // unit) * unit
 
 
 def _gemm_layout(m, n, itemsize):
-    """(B, kept): the particles go by blocks of B rows (a multiple of :data:`QUAD` unless
-    one block holds them all) and the first ``kept`` rows of Z (whole blocks) are kept
-    between the passes; the buffer holds kept + (B if kept < m) rows, at most
-    max(GEMM_KEPT_BYTES, QUAD n itemsize) bytes."""
+    """(B, kept) for m particles and n points (as the BLAS sees them, multiples of
+    :data:`GEMM_ALIGN`): the particles go by blocks of B rows (a multiple of GEMM_ALIGN) and
+    the first ``kept`` rows of Z (whole blocks) are kept between the passes; the buffer
+    holds kept + (B if kept < m) rows of n values, at most
+    max(GEMM_KEPT_BYTES, GEMM_ALIGN n itemsize) bytes."""
     row = max(1, n * itemsize)
     if m * row <= GEMM_KEPT_BYTES:
         return m, m
-    B = max(QUAD, min(m, GEMM_BLOCK_BYTES // row) // QUAD * QUAD)
+    B = max(GEMM_ALIGN, min(m, GEMM_BLOCK_BYTES // row) // GEMM_ALIGN * GEMM_ALIGN)
     kept = max(0, GEMM_KEPT_BYTES - B * row) // row // B * B
     return B, min(kept, m)
 
 
-def gemm_buffer_bytes(m, n, itemsize):
-    """Bytes of the buffer for Z that the GEMM path holds for m particles and n points
-    (kept between calls, per calling thread: :func:`release_workspace`)."""
-    B, kept = _gemm_layout(m, n, itemsize)
-    return (kept + (B if kept < m else 0)) * n * itemsize
+def _gemm_shape(m, n, d):
+    """(m, n, d) as the BLAS products see them (:data:`GEMM_ALIGN`)."""
+    dp = _round_up(d, GEMM_ALIGN_D) if d > GEMM_PAD_D_ABOVE else d
+    return _round_up(m, GEMM_ALIGN), _round_up(n, GEMM_ALIGN), dp
+
+
+def gemm_buffer_bytes(m, n, d, itemsize):
+    """Bytes of the buffer for Z that the GEMM path holds for m particles and n points in
+    dimension d (kept between calls, one per calling thread: :func:`release_workspace`)."""
+    mp, np_, _ = _gemm_shape(m, n, d)
+    B, kept = _gemm_layout(mp, np_, itemsize)
+    return (kept + (B if kept < mp else 0)) * np_ * itemsize
 
 
 _WORKSPACE = threading.local()
@@ -674,43 +697,70 @@ def release_workspace():
     _WORKSPACE.buffer = None
 
 
-def _gemm_forward(a, W, b, X, code):
-    """sum_i a_i sigma(z_ik) for every k (without the factor s), by blocks of particles
-    (:func:`_gemm_layout`): Z_b = W_b X^T (BLAS), then :func:`_gemm_forward_rows`.
-    Returns (the sums, the buffer of Z, the number of its rows kept for the backward pass)."""
-    m = W.shape[0]
-    n = X.shape[0]
-    B, kept = _gemm_layout(m, n, X.dtype.itemsize)
-    Z = _workspace(kept + (B if kept < m else 0), n, X.dtype)
-    acc = np.zeros(n, dtype=X.dtype)
-    XT = X.T
-    for i0 in range(0, m, B):
-        i1 = min(m, i0 + B)
-        Zb = Z[i0:i1] if i0 < kept else Z[kept:kept + i1 - i0]
-        np.matmul(W[i0:i1], XT, out=Zb)
-        _gemm_forward_rows(Zb, a, b, i0, code, acc)
-    return acc, Z, kept
+def _padded(A, rows, cols):
+    """A with zero rows and columns up to (rows, cols) (A itself when it has that shape)."""
+    if A.shape == (rows, cols):
+        return A
+    P = np.zeros((rows, cols), dtype=A.dtype)
+    P[: A.shape[0], : A.shape[1]] = A
+    return P
 
 
-def _gemm_backward(a, W, b, X, lp, code, ga, gW, gb, Z=None, kept=0):
-    """The gradients from the scaled l' (``lp``) by blocks of particles: Z_b kept by the
-    forward pass (the first ``kept`` rows of ``Z``) or computed again, then
-    :func:`_gemm_backward_rows` turns it into G_b, and gW_b = G_b X (BLAS)."""
-    m = W.shape[0]
-    n = X.shape[0]
-    B = _gemm_layout(m, n, X.dtype.itemsize)[0]
-    if Z is None:
-        Z, kept = _workspace(B, n, X.dtype), 0
-    XT = X.T
-    for i0 in range(0, m, B):
-        i1 = min(m, i0 + B)
-        if i0 < kept:
-            Zb = Z[i0:i1]
-        else:
-            Zb = Z[kept:kept + i1 - i0]
-            np.matmul(W[i0:i1], XT, out=Zb)
-        _gemm_backward_rows(Zb, a, b, i0, lp, code, ga, gb)
-        np.matmul(Zb, X, out=gW[i0:i1])
+class _Gemm:
+    """The operands of the GEMM path for one call: W and X padded (:data:`GEMM_ALIGN`), the
+    block layout (:func:`_gemm_layout`), and the buffer for Z."""
+
+    def __init__(self, W, X):
+        m, d = W.shape
+        n = X.shape[0]
+        self.m, self.n, self.d = m, n, d
+        self.mp, self.np, self.dp = _gemm_shape(m, n, d)
+        self.W = _padded(W, self.mp, self.dp)
+        self.X = _padded(X, self.np, self.dp)
+        self.B, self.kept = _gemm_layout(self.mp, self.np, X.dtype.itemsize)
+        rows = self.kept + (self.B if self.kept < self.mp else 0)
+        self.Z = _workspace(rows, self.np, X.dtype)
+
+    def blocks(self):
+        """(i0, i1, the rows of Z for the block, whether they are kept) for every block."""
+        for i0 in range(0, self.mp, self.B):
+            i1 = min(self.mp, i0 + self.B)
+            if i0 < self.kept:
+                yield i0, i1, self.Z[i0:i1], True
+            else:
+                yield i0, i1, self.Z[self.kept:self.kept + i1 - i0], False
+
+    def product(self, i0, i1, Zb):
+        """Zb = W[i0:i1] X^T (BLAS)."""
+        np.matmul(self.W[i0:i1], self.X.T, out=Zb)
+
+    def real(self, i0, i1, Zb):
+        """The rows of Zb that belong to particles (not to the padding)."""
+        return Zb[: max(0, min(self.m, i1) - i0)]
+
+    def forward(self, a, b, code):
+        """sum_i a_i sigma(z_ik) for every k (without the factor s), block by block:
+        Z_b = W_b X^T, then :func:`_gemm_forward_rows`."""
+        acc = np.zeros(self.np, dtype=self.X.dtype)
+        for i0, i1, Zb, _ in self.blocks():
+            self.product(i0, i1, Zb)
+            _gemm_forward_rows(self.real(i0, i1, Zb), a, b, i0, code, acc)
+        return acc[: self.n]
+
+    def backward(self, a, b, lp, code, ga, gW, gb, after_forward):
+        """The gradients from the scaled l' (``lp``, n values): per block, Z_b (kept by
+        :meth:`forward` when ``after_forward``, else computed) becomes G_b in place
+        (:func:`_gemm_backward_rows`), then gW_b = G_b X (BLAS)."""
+        lpp = _padded(lp[None, :], 1, self.np)[0]
+        direct = self.mp == self.m and self.dp == self.d
+        gWp = gW if direct else np.empty((self.mp, self.dp), dtype=gW.dtype)
+        for i0, i1, Zb, kept in self.blocks():
+            if not (kept and after_forward):
+                self.product(i0, i1, Zb)
+            _gemm_backward_rows(self.real(i0, i1, Zb), a, b, i0, lpp, code, ga, gb)
+            np.matmul(Zb, self.X, out=gWp[i0:i1])
+        if not direct:
+            gW[...] = gWp[: self.m, : self.d]
 
 
 # ---------------------------------------------------------------- public interface
@@ -744,7 +794,7 @@ def _forward_sum(a, W, b, X, code, Xp):
     m, d = W.shape
     n = X.shape[0]
     if d >= BLAS_MIN_D:
-        return _gemm_forward(a, W, b, X, code)[0]
+        return _Gemm(W, X).forward(a, b, code)
     n_tiles = Xp.shape[0]
     n_chunks = int(max(1, min(-(-m // FORWARD_CHUNK), -(-16 // n_tiles))))
     parts = np.empty((n_chunks, n_tiles * Xp.shape[2]), dtype=X.dtype)
@@ -823,7 +873,8 @@ def risk_and_gradient(a, W, b, X, y, s, act, loss, loss_scale=1.0, out=None, c=N
     code = int(act)
     Xp = _packed(X)
     if d >= BLAS_MIN_D:
-        f, Z, kept = _gemm_forward(a, W, b, X, code)
+        gemm = _Gemm(W, X)
+        f = gemm.forward(a, b, code)
     else:
         f = _forward_sum(a, W, b, X, code, Xp)
     f *= dtype.type(s)
@@ -834,7 +885,7 @@ def risk_and_gradient(a, W, b, X, y, s, act, loss, loss_scale=1.0, out=None, c=N
     scale = dtype.type(float(loss_scale) * float(s) / n)
     if d >= BLAS_MIN_D:
         lp = lp_raw * scale
-        _gemm_backward(a, W, b, X, lp, code, ga, gW, gb_work, Z, kept)
+        gemm.backward(a, b, lp, code, ga, gW, gb_work, True)
     else:
         lp = np.zeros(Xp.shape[0] * Xp.shape[2], dtype=dtype)
         np.multiply(lp_raw, scale, out=lp[:n])
@@ -859,7 +910,7 @@ def pullback(a, W, b, X, v, s, act, Xp=None):
     ga, gW, gb = np.empty(m, dtype=dtype), np.empty((m, d), dtype=dtype), np.empty(m, dtype=dtype)
     code = int(act)
     if d >= BLAS_MIN_D:
-        _gemm_backward(a, W, b, X, np.asarray(v, dtype=dtype) * dtype.type(s), code, ga, gW, gb)
+        _Gemm(W, X).backward(a, b, np.asarray(v, dtype=dtype) * dtype.type(s), code, ga, gW, gb, False)
     else:
         Xp = _packed(X) if Xp is None else Xp
         lp = np.zeros(Xp.shape[0] * Xp.shape[2], dtype=dtype)

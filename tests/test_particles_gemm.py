@@ -146,3 +146,20 @@ def test_same_bits_at_any_numba_and_blas_thread_count(m, n, d, dtype):
         np.testing.assert_array_equal(f, f1, err_msg=str(key))
         for g, h in zip(r[1:] + p, r1[1:] + p1):
             np.testing.assert_array_equal(g, h, err_msg=str(key))
+
+
+@pytest.mark.parametrize("dim", [particles.BLAS_MIN_D - 1, 100])
+def test_the_run_memory_estimate_counts_the_buffer(dim):
+    """From d = BLAS_MIN_D on, a particle run on data lists the buffer, sized by gemm_buffer_bytes
+    at the larger of n_train and n_test; below, it does not."""
+    import meanfield
+
+    scenario = meanfield.load_scenario("quickstart", [f"data.dim={dim}", "model.width=1000", "data.n_train=3000",
+                                                      "data.n_test=500", "runs={rich: mean_field}"])
+    needs = meanfield.plan(scenario).memory.needs
+    buffers = [need for need in needs if "W X^T" in need.what]
+    if dim < particles.BLAS_MIN_D:
+        assert buffers == []
+    else:
+        assert [need.bytes for need in buffers] == [particles.gemm_buffer_bytes(1000, 3000, dim, 8)]
+        assert buffers[0].bytes == 1024 * 3008 * 8  # m and n rounded up to multiples of 64

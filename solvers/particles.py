@@ -14,7 +14,9 @@ and the exact gradients, with z_ik = w_i . x_k + b_i and l'_k = d loss/d f at (f
 
 The output bias costs one addition to f and one sum of l', outside the kernels.
 
-Nothing of size m x n is ever allocated. Two passes:
+Two paths, chosen by d (docs/design.md §1.1).
+
+d < BLAS_MIN_D, fused kernels: nothing of size m x n is allocated. Two passes:
 
 1. forward, parallel over (tile of data points) x (fixed chunk of particles): each job owns
    its partial sums, reduced afterwards in a fixed order, so f does not depend on the
@@ -23,8 +25,12 @@ Nothing of size m x n is ever allocated. Two passes:
    writes only its own gradient slots (deterministic whatever the number of threads).
 
 The data are packed as contiguous (d, tile) tiles, zero-padded, with l' = 0 on the padding.
-For large d the products w_i . x_k go through BLAS on blocks of particles instead
-(memory O(block * n)), see :data:`BLAS_MIN_D`.
+
+d >= BLAS_MIN_D, the GEMM path: Z = W X^T by the BLAS, kept (up to GEMM_KEPT_BYTES) in a
+buffer of the calling thread; f_k = s sum_i a_i sigma(Z_ik + b_i) by a serial Numba pass
+over Z; G_ik = a_i lp_k sigma'(Z_ik + b_i) written over Z by a second pass (with the row
+sums dR/da_i and dR/db_i); dR/dW = G X by the BLAS. W and X are padded (GEMM_ALIGN) so
+that the BLAS's bits do not depend on its thread count.
 
 Sums are accumulated in the dtype of the inputs (float32 inputs: float32 sums); the mean
 loss is always summed in float64.
@@ -52,9 +58,11 @@ from .activations import (
 from .losses import loss_and_derivative
 
 BLAS_MIN_D = 32
-"""From this input dimension on, w_i . x_k is computed by BLAS on blocks of particles
-(measured at m = n = 4096 on 2 cores: fused and BLAS tie near d = 24 on one thread, the
-fused kernel still wins at d = 32 on two, BLAS wins clearly from d = 48)."""
+"""From this input dimension on, the step takes the GEMM path (measured at m = n = 4096 on
+the shared 2-core machine, GEMM path against the fused kernels: d = 24, 1.27x faster on one
+thread, 0.76x on two; d = 32, 1.64x and 1.30x in float64, 1.47x and 0.80x in float32;
+d = 48, 2.1x and 1.5x). Kept at 32: below it the fused kernels' bits, and the bundled
+references, stay as they were."""
 
 PARTICLE_BLOCK = 16
 """Particles per parallel job of the fused backward pass (a multiple of :data:`QUAD`)."""
@@ -561,15 +569,19 @@ def _backward_row(code, row, ai, bi, lp, one):
     return acca, accb
 
 
-@jit_parallel
+@jit
 def _gemm_forward_rows(Z, a, b, i0, code, acc):
     """acc[k] += sum_r a_i sigma(Z[r, k] + b_i) with i = i0 + r, every k (:func:`_forward_chunk`),
-    parallel over chunks of GEMM_COLUMNS columns: each acc[k] is summed by one thread in a
-    fixed order, so the result does not depend on the number of threads."""
+    by chunks of GEMM_COLUMNS columns, each summed in a fixed order.
+
+    Serial, as :func:`_gemm_backward_rows`: between two BLAS calls, OpenMP's idle threads
+    spin while the BLAS's want the cores. Measured at (m, n, d) = (1024, 8192, 100) on 2
+    threads, both passes serial against both parallel: the step 0.84x (float32) and 0.90x
+    (float64) as long; the backward pass alone serial, 0.94x."""
     n = Z.shape[1]
     C = GEMM_COLUMNS
     one = Z.dtype.type(1.0)
-    for c in prange((n + C - 1) // C):
+    for c in range((n + C - 1) // C):
         k0 = c * C
         cnt = min(C, n - k0)
         s = acc[k0:k0 + cnt]
@@ -589,13 +601,14 @@ def _gemm_forward_rows(Z, a, b, i0, code, acc):
             _forward_chunk(QUADRATIC, Z, a, b, i0, k0, cnt, s, one)
 
 
-@jit_parallel
+@jit
 def _gemm_backward_rows(Z, a, b, i0, lp, code, ga, gb):
-    """For each row r (particle i = i0 + r), parallel over rows: ga_i = sum_k lp_k sigma(z_ik),
+    """For each row r (particle i = i0 + r): ga_i = sum_k lp_k sigma(z_ik),
     gb_i = a_i sum_k lp_k sigma'(z_ik), and Z[r, k] <- a_i lp_k sigma'(z_ik) in place, with
-    z_ik = Z[r, k] + b_i (:func:`_backward_row`; each row by one thread: thread-invariant)."""
+    z_ik = Z[r, k] + b_i (:func:`_backward_row`, sums in a fixed order). Serial: see
+    :func:`_gemm_forward_rows`."""
     one = Z.dtype.type(1.0)
-    for r in prange(Z.shape[0]):
+    for r in range(Z.shape[0]):
         i = i0 + r
         ai = a[i]
         bi = b[i]
@@ -619,8 +632,8 @@ def _gemm_backward_rows(Z, a, b, i0, lp, code, ga, gb):
 
 
 GEMM_COLUMNS = 512
-"""Data points per parallel job of the forward pass of the GEMM path (the job's sums, 4 KiB
-in float64, stay in L1 while it streams through the rows)."""
+"""Data points per chunk of the forward pass of the GEMM path (the chunk's sums, 4 KiB in
+float64, stay in L1 while it streams through the rows)."""
 
 GEMM_KEPT_BYTES = 256 << 20
 """The buffer for Z = W X^T of the GEMM path holds at most this many bytes (256 MiB: every Z

@@ -516,10 +516,10 @@ def _reduce_rows(parts, n, out, scale):
 
 # ---------------------------------------------------------------- GEMM path (large d)
 #
-# Z = W X^T by the BLAS (one GEMM), the element-wise work by parallel Numba passes over Z,
+# Z = W X^T by the BLAS (one GEMM), the element-wise work by two serial Numba passes over Z,
 # and gW = G X by the BLAS (the second GEMM), with G_ik = a_i l'_k sigma'(z_ik) written over
 # Z in place. Z is kept between the forward and the backward pass for the first rows that
-# fit in GEMM_KEPT_BYTES; the rest are computed again, by blocks of GEMM_BLOCK_ROWS rows.
+# fit in GEMM_KEPT_BYTES; the rest are computed again, by blocks of about GEMM_BLOCK_BYTES.
 
 
 @jit(inline="always")

@@ -8,6 +8,11 @@ measures the start-up of a fresh process with a warm JIT cache.
     python scripts/bench.py [--quick] [--sizes 1024x1024x2,16384x1024x2] [--threads 1,2]
                             [--parts particles,linearized,population,api,threads,curvature]
 
+``--parts particles`` times our step and NumPy's, float64 and float32, in turn in one process
+(medians), quiet and beside one busy process (``--load quiet`` for the first table alone);
+``--baseline /path/to/checkout`` adds that checkout's step (its ``solvers`` loaded from a copy),
+to show that no size got slower.
+
 ``--parts threads`` runs the step at 1 and 2 threads quiet and beside one busy process (a
 "loaded" machine), then a whole run at 1, 2 and the default thread count (chosen by
 measurement during the run), quiet and loaded.
@@ -21,8 +26,9 @@ m = 4096, a short t_end) and splits its time into steps and snapshots (measures,
 flushing), times W2 per snapshot by the assignment against POT's network simplex at 512 and 16
 particles, and compares the plan's time estimate with the real time (docs/design.md §4.8).
 
-FLOP count per step: 6 m n d + 6 m n (forward w.x, backward w.x recomputed, and x-weighted
-sum; plus the element-wise work). Times are medians of several repeats.
+FLOP count per step (the GF/s column): 6 m n d + 6 m n (forward w.x, backward w.x recomputed,
+and x-weighted sum; plus the element-wise work), the fused kernels' count; the GEMM path
+(d >= 32) does 4 m n d, as NumPy. Times are medians of several repeats.
 """
 
 import argparse
@@ -75,22 +81,38 @@ def make_problem(m, n, d, seed=0):
 
 
 def numpy_step(a, W, X, y):
+    """The same step in plain NumPy, in the dtype of the inputs: two GEMMs and the
+    element-wise work between them on m x n arrays."""
     m, n = W.shape[0], X.shape[0]
     Z = W @ X.T
-    S = np.maximum(Z, 0.0)
+    S = np.maximum(Z, 0)
     f = (a @ S) / m
     r = f - y
     risk = 0.5 * np.mean(r * r)
-    c = 1.0 / (m * n)
+    c = X.dtype.type(1.0 / (m * n))
     ga = c * (S @ r)
     G = (Z > 0) * (r[None, :] * a[:, None])
     gW = c * (G @ X)
     return risk, ga, gW
 
 
-def ours_step(a, W, X, y, out):
+def load_baseline(checkout):
+    """``solvers.particles`` of another checkout (e.g. main's), imported from a copy of its
+    ``solvers`` package under another name (its Numba cache stays in the copy)."""
+    import importlib
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="bench-baseline-")
+    shutil.copytree(os.path.join(checkout, "solvers"), os.path.join(root, "baseline_solvers"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    sys.path.insert(0, root)
+    return importlib.import_module("baseline_solvers.particles")
+
+
+def ours_step(a, W, X, y, out, step=risk_and_gradient):
     m = W.shape[0]
-    return risk_and_gradient(a, W, None, X, y, 1.0 / m, 0, 0, out=out)
+    return step(a, W, None, X, y, 1.0 / m, 0, 0, out=out)
 
 
 def torch_step(a, W, X, y):
@@ -131,37 +153,6 @@ def blas_description():
         f"threads={i.get('num_threads')} ({os.path.basename(i.get('filepath', ''))})"
         for i in info
     ) or "no BLAS found by threadpoolctl"
-
-
-def bench_size(m, n, d, threads, repeats, min_time):
-    a, W, X, y = make_problem(m, n, d)
-    out = (np.empty(m), np.empty((m, d)), None)
-    flops = 6.0 * m * n * d + 6.0 * m * n
-    rows = {}
-    # agreement (float64)
-    _, ga_np, gW_np = numpy_step(a, W, X, y)
-    _, ga, gW, _ = ours_step(a, W, X, y, out)
-    scale = max(np.abs(gW_np).max(), np.abs(ga_np).max())
-    err = max(np.abs(gW - gW_np).max(), np.abs(ga - ga_np).max()) / scale
-    if torch is not None:
-        t64 = [torch.tensor(v, dtype=torch.float64) for v in (a, W, X, y)]
-        t32 = [torch.tensor(v, dtype=torch.float32) for v in (a, W, X, y)]
-        for t in (t64, t32):
-            t[0].requires_grad_(True)
-            t[1].requires_grad_(True)
-    for k in threads:
-        limiter = limit_threads(k)
-        try:
-            r = {"ours": timeit(lambda: ours_step(a, W, X, y, out), repeats, min_time),
-                 "numpy": timeit(lambda: numpy_step(a, W, X, y), repeats, min_time)}
-            if torch is not None:
-                r["torch64"] = timeit(lambda: torch_step(*t64), repeats, min_time)
-                r["torch32"] = timeit(lambda: torch_step(*t32), repeats, min_time)
-        finally:
-            if limiter is not None:
-                limiter.restore_original_limits()
-        rows[k] = r
-    return rows, flops, err
 
 
 def startup_time(m=1024, n=1024, d=2):
@@ -247,6 +238,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--sizes", help="comma-separated MxNxD list")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    parser.add_argument("--load", default="quiet,loaded",
+                        help="the particle step quiet, beside one busy process, or both (comma-separated)")
+    parser.add_argument("--baseline", help="another checkout whose particle step is timed beside ours")
     parser.add_argument("--parts", default="particles,linearized,population,api,threads,curvature",
                         help="which benchmarks: particles, linearized, population, api, threads, curvature "
                              "(comma-separated)")
@@ -268,7 +262,8 @@ def main():
           + (f" (still set: {removed})" if removed else ""))
     print()
     if "particles" in parts:
-        bench_particles(sizes, threads, repeats, min_time)
+        baseline = load_baseline(args.baseline) if args.baseline else None
+        bench_particles(sizes, threads, 5 if args.quick else 9, tuple(args.load.split(",")), baseline)
     if "linearized" in parts:
         print(f"\nlinearized NTK solve (the kernel of m particles, d = 10, between n + 256 test points and "
               f"the n training points; one eigh; predictions at 20 times), {threads[-1]} threads:")
@@ -472,28 +467,70 @@ def bench_curvature(sizes, threads, repeats):
         sys.stdout.flush()
 
 
-def bench_particles(sizes, threads, repeats, min_time):
-    """The particle step table: ours beside NumPy and torch, per size and thread count."""
-    head = (f"{'m':>6} {'n':>5} {'d':>4} {'thr':>3} | {'ours ms':>8} {'GFLOP/s':>7} | "
-            f"{'numpy ms':>8} {'t64 ms':>8} {'t32 ms':>8} | {'np/ours':>7} {'t64/ours':>8} "
-            f"{'t32/ours':>8} | {'1->2':>5} | rel.err")
-    print(head)
-    print("-" * len(head))
-    for m, n, d in sizes:
-        rows, flops, err = bench_size(m, n, d, threads, repeats, min_time)
-        for k in threads:
-            r = rows[k]
-            t64 = r.get("torch64", float("nan"))
-            t32 = r.get("torch32", float("nan"))
-            speedup = ""
-            if k != threads[0]:
-                speedup = f"{rows[threads[0]]['ours'] / r['ours']:5.2f}"
-            print(f"{m:>6} {n:>5} {d:>4} {k:>3} | {1e3 * r['ours']:8.2f} "
-                  f"{flops / r['ours'] / 1e9:7.1f} | {1e3 * r['numpy']:8.2f} {1e3 * t64:8.2f} "
-                  f"{1e3 * t32:8.2f} | {r['numpy'] / r['ours']:7.1f} {t64 / r['ours']:8.1f} "
-                  f"{t32 / r['ours']:8.1f} | {speedup:>5} | {err:.1e}"
-                  + ("" if err <= 1e-12 else "  DISAGREES"))
-        sys.stdout.flush()
+def bench_size(m, n, d, threads, repeats, baseline=None):
+    """Median seconds per thread count of our step, NumPy's (and torch's, the baseline's) in
+    float64 and float32, timed in turn in one process; and our float64 step's largest
+    deviation from NumPy's (relative to the largest gradient)."""
+    rows = {}
+    problems = {}
+    for dtype in (np.float64, np.float32):
+        a, W, X, y = (v.astype(dtype) for v in make_problem(m, n, d))
+        problems[dtype] = (a, W, X, y, (np.empty(m, dtype), np.empty((m, d), dtype), None))
+    a, W, X, y, out = problems[np.float64]
+    _, ga_np, gW_np = numpy_step(a, W, X, y)
+    _, ga, gW, _ = ours_step(a, W, X, y, out)
+    scale = max(np.abs(gW_np).max(), np.abs(ga_np).max())
+    err = max(np.abs(gW - gW_np).max(), np.abs(ga - ga_np).max()) / scale
+    for k in threads:
+        limiter = limit_threads(k)
+        try:
+            fns = {}
+            for dtype, tag in ((np.float64, "64"), (np.float32, "32")):
+                a, W, X, y, out = problems[dtype]
+                fns["ours" + tag] = lambda a=a, W=W, X=X, y=y, out=out: ours_step(a, W, X, y, out)
+                fns["numpy" + tag] = lambda a=a, W=W, X=X, y=y: numpy_step(a, W, X, y)
+                if baseline is not None:
+                    fns["base" + tag] = lambda a=a, W=W, X=X, y=y, out=out: ours_step(
+                        a, W, X, y, out, baseline.risk_and_gradient)
+                if torch is not None:
+                    t = [torch.tensor(v) for v in (a, W, X, y)]
+                    t[0].requires_grad_(True)
+                    t[1].requires_grad_(True)
+                    fns["torch" + tag] = lambda t=t: torch_step(*t)
+            rows[k] = dict(zip(fns, timeit_alternating(list(fns.values()), repeats, pause=0.0)))
+        finally:
+            if limiter is not None:
+                limiter.restore_original_limits()
+    return rows, err
+
+
+def bench_particles(sizes, threads, repeats, loads=("quiet", "loaded"), baseline=None):
+    """The particle step table: ours beside NumPy (float64 and float32), torch where installed
+    and a baseline checkout's step where given; per size and thread count, quiet and beside
+    one busy process."""
+    flops = lambda m, n, d: 6.0 * m * n * d + 6.0 * m * n  # noqa: E731
+    head = (f"{'m':>6} {'n':>5} {'d':>4} {'thr':>3} | {'ours64':>7} {'np64':>7} {'np/us':>5} | "
+            f"{'ours32':>7} {'np32':>7} {'np/us':>5} | {'t64/us':>6} {'t32/us':>6} | "
+            f"{'base64':>7} {'base32':>7} {'b/us64':>6} {'b/us32':>6} | {'GF/s64':>6} | rel.err")
+    for load in loads:
+        print(f"\nparticle step, {load} ({'beside one busy process, ' if load == 'loaded' else ''}ms, medians of "
+              f"{repeats} taken in turn; np/us = NumPy's time over ours, same dtype; b/us: the baseline's over ours)")
+        print(head)
+        print("-" * len(head))
+        with BusyNeighbour() if load == "loaded" else contextlib.nullcontext():
+            for m, n, d in sizes:
+                rows, err = bench_size(m, n, d, threads, repeats, baseline)
+                for k in threads:
+                    r = {key: 1e3 * v for key, v in rows[k].items()}
+                    nan = float("nan")
+                    print(f"{m:>6} {n:>5} {d:>4} {k:>3} | {r['ours64']:7.2f} {r['numpy64']:7.2f} "
+                          f"{r['numpy64'] / r['ours64']:5.2f} | {r['ours32']:7.2f} {r['numpy32']:7.2f} "
+                          f"{r['numpy32'] / r['ours32']:5.2f} | {r.get('torch64', nan) / r['ours64']:6.2f} "
+                          f"{r.get('torch32', nan) / r['ours32']:6.2f} | {r.get('base64', nan):7.2f} "
+                          f"{r.get('base32', nan):7.2f} {r.get('base64', nan) / r['ours64']:6.2f} "
+                          f"{r.get('base32', nan) / r['ours32']:6.2f} | {flops(m, n, d) / r['ours64'] / 1e6:6.1f} | "
+                          f"{err:.1e}" + ("" if err <= 1e-12 else "  DISAGREES"))
+                    sys.stdout.flush()
 
 
 def bench_snapshots(width=4096, t_end=5.0, scenario="quickstart"):

@@ -14,7 +14,9 @@ and the exact gradients, with z_ik = w_i . x_k + b_i and l'_k = d loss/d f at (f
 
 The output bias costs one addition to f and one sum of l', outside the kernels.
 
-Nothing of size m x n is ever allocated. Two passes:
+Two paths, chosen by d (docs/design.md §1.1).
+
+d < BLAS_MIN_D, fused kernels: nothing of size m x n is allocated. Two passes:
 
 1. forward, parallel over (tile of data points) x (fixed chunk of particles): each job owns
    its partial sums, reduced afterwards in a fixed order, so f does not depend on the
@@ -23,14 +25,19 @@ Nothing of size m x n is ever allocated. Two passes:
    writes only its own gradient slots (deterministic whatever the number of threads).
 
 The data are packed as contiguous (d, tile) tiles, zero-padded, with l' = 0 on the padding.
-For large d the products w_i . x_k go through BLAS on blocks of particles instead
-(memory O(block * n)), see :data:`BLAS_MIN_D`.
+
+d >= BLAS_MIN_D, the GEMM path: Z = W X^T by the BLAS, kept (up to GEMM_KEPT_BYTES) in a
+buffer of the calling thread; f_k = s sum_i a_i sigma(Z_ik + b_i) by a serial Numba pass
+over Z; G_ik = a_i lp_k sigma'(Z_ik + b_i) written over Z by a second pass (with the row
+sums dR/da_i and dR/db_i); dR/dW = G X by the BLAS. W and X are padded (GEMM_ALIGN) so
+that the BLAS's bits do not depend on its thread count.
 
 Sums are accumulated in the dtype of the inputs (float32 inputs: float32 sums); the mean
 loss is always summed in float64.
 """
 
 import functools
+import threading
 
 import numpy as np
 from numba import prange
@@ -51,12 +58,11 @@ from .activations import (
 from .losses import loss_and_derivative
 
 BLAS_MIN_D = 32
-"""From this input dimension on, w_i . x_k is computed by BLAS on blocks of particles
-(measured at m = n = 4096 on 2 cores: fused and BLAS tie near d = 24 on one thread, the
-fused kernel still wins at d = 32 on two, BLAS wins clearly from d = 48)."""
-
-BLAS_BLOCK_ELEMENTS = 1 << 21
-"""At most this many z_ik values exist at once on the BLAS path (16 MiB in float64)."""
+"""From this input dimension on, the step takes the GEMM path (measured at m = n = 4096 on
+the shared 2-core machine, GEMM path against the fused kernels: d = 24, 1.27x faster on one
+thread, 0.76x on two; d = 32, 1.64x and 1.30x in float64, 1.47x and 0.80x in float32;
+d = 48, 2.1x and 1.5x). Kept at 32: below it the fused kernels' bits, and the bundled
+references, stay as they were."""
 
 PARTICLE_BLOCK = 16
 """Particles per parallel job of the fused backward pass (a multiple of :data:`QUAD`)."""
@@ -508,88 +514,270 @@ def _reduce_rows(parts, n, out, scale):
         out[k] *= scale
 
 
-# ---------------------------------------------------------------- BLAS path (large d)
+# ---------------------------------------------------------------- GEMM path (large d)
 #
-# Z = W_block X^T by BLAS, the element-wise work fused in one pass of a Numba kernel
-# over Z (in place), then a BLAS product again: memory O(block * n), never m x n.
+# Z = W X^T by the BLAS (one GEMM), the element-wise work by two serial Numba passes over Z,
+# and gW = G X by the BLAS (the second GEMM), with G_ik = a_i l'_k sigma'(z_ik) written over
+# Z in place. Z is kept between the forward and the backward pass for the first rows that
+# fit in GEMM_KEPT_BYTES; the rest are computed again, by blocks of about GEMM_BLOCK_BYTES.
 
 
-def _blas_forward_rows(Z, b, i0, code):
-    """Z[r, k] <- sigma(Z[r, k] + b_{i0+r}) in place."""
-    B, n = Z.shape
-    for r in prange(B):
-        row = Z[r]
-        bi = b[i0 + r]
-        for k in range(n):
-            row[k] += bi
-        activate_tile_value(code, row, row, n)
-
-
-def _blas_backward_rows(Z, a, b, i0, lp, code, ga, gb):
-    """Z[r, k] <- a_i lp_k sigma'(z_ik) in place, ga_i = sum_k lp_k sigma(z_ik) and
-    gb_i = sum_k Z[r, k] (after the update), for i = i0 + r."""
-    B, n = Z.shape
-    zero = Z.dtype.type(0.0)
-    for r in prange(B):
+@jit(inline="always")
+def _forward_chunk(code, Z, a, b, i0, k0, cnt, s, one):
+    """s[t] += sum_r a_i sigma(Z[r, k0 + t] + b_i), i = i0 + r, the rows four at a time
+    (their four terms summed first, in the order r, r + 1, r + 2, r + 3), then one at a
+    time. ``code`` is a constant at each call site: the activation folds into the loop."""
+    rows = Z.shape[0]
+    r4 = rows - rows % 4
+    for r in range(0, r4, 4):
         i = i0 + r
-        bi = b[i]
+        a0, a1, a2, a3 = a[i], a[i + 1], a[i + 2], a[i + 3]
+        b0, b1, b2, b3 = b[i], b[i + 1], b[i + 2], b[i + 3]
+        z0 = Z[r, k0:k0 + cnt]
+        z1 = Z[r + 1, k0:k0 + cnt]
+        z2 = Z[r + 2, k0:k0 + cnt]
+        z3 = Z[r + 3, k0:k0 + cnt]
+        for t in range(cnt):
+            s0 = sigma_pair(code, z0[t] + b0, one)[0]
+            s1 = sigma_pair(code, z1[t] + b1, one)[0]
+            s2 = sigma_pair(code, z2[t] + b2, one)[0]
+            s3 = sigma_pair(code, z3[t] + b3, one)[0]
+            s[t] += a0 * s0 + a1 * s1 + a2 * s2 + a3 * s3
+    for r in range(r4, rows):
+        i = i0 + r
         ai = a[i]
-        sv = np.empty(n, dtype=Z.dtype)
-        dv = np.empty(n, dtype=Z.dtype)
+        bi = b[i]
+        zr = Z[r, k0:k0 + cnt]
+        for t in range(cnt):
+            s[t] += ai * sigma_pair(code, zr[t] + bi, one)[0]
+
+
+@jit(inline="always")
+def _backward_row(code, row, ai, bi, lp, one):
+    """row[k] <- a_i lp_k sigma'(row[k] + b_i) in place; returns (sum_k lp_k sigma(z_k),
+    sum_k lp_k sigma'(z_k)) with z_k = row[k] + b_i, summed in a fixed order."""
+    zero = one - one
+    acca = zero
+    accb = zero
+    for k in range(row.shape[0]):
+        sv, dv = sigma_pair(code, row[k] + bi, one)
+        l = lp[k]
+        acca += l * sv
+        g = l * dv
+        accb += g
+        row[k] = ai * g
+    return acca, accb
+
+
+@jit
+def _gemm_forward_rows(Z, a, b, i0, code, acc):
+    """acc[k] += sum_r a_i sigma(Z[r, k] + b_i) with i = i0 + r, every k (:func:`_forward_chunk`),
+    by chunks of GEMM_COLUMNS columns, each summed in a fixed order.
+
+    Serial, as :func:`_gemm_backward_rows`: between two BLAS calls, OpenMP's idle threads
+    spin while the BLAS's want the cores. Measured at (m, n, d) = (1024, 8192, 100) on 2
+    threads, both passes serial against both parallel: the step 0.84x (float32) and 0.90x
+    (float64) as long; the backward pass alone serial, 0.94x."""
+    n = Z.shape[1]
+    C = GEMM_COLUMNS
+    one = Z.dtype.type(1.0)
+    for c in range((n + C - 1) // C):
+        k0 = c * C
+        cnt = min(C, n - k0)
+        s = acc[k0:k0 + cnt]
+        if code == RELU:
+            _forward_chunk(RELU, Z, a, b, i0, k0, cnt, s, one)
+        elif code == TANH:
+            _forward_chunk(TANH, Z, a, b, i0, k0, cnt, s, one)
+        elif code == ERF:
+            _forward_chunk(ERF, Z, a, b, i0, k0, cnt, s, one)
+        elif code == SIGMOID:
+            _forward_chunk(SIGMOID, Z, a, b, i0, k0, cnt, s, one)
+        elif code == SOFTPLUS:
+            _forward_chunk(SOFTPLUS, Z, a, b, i0, k0, cnt, s, one)
+        elif code == LINEAR:
+            _forward_chunk(LINEAR, Z, a, b, i0, k0, cnt, s, one)
+        else:
+            _forward_chunk(QUADRATIC, Z, a, b, i0, k0, cnt, s, one)
+
+
+@jit
+def _gemm_backward_rows(Z, a, b, i0, lp, code, ga, gb):
+    """For each row r (particle i = i0 + r): ga_i = sum_k lp_k sigma(z_ik),
+    gb_i = a_i sum_k lp_k sigma'(z_ik), and Z[r, k] <- a_i lp_k sigma'(z_ik) in place, with
+    z_ik = Z[r, k] + b_i (:func:`_backward_row`, sums in a fixed order). Serial: see
+    :func:`_gemm_forward_rows`."""
+    one = Z.dtype.type(1.0)
+    for r in range(Z.shape[0]):
+        i = i0 + r
+        ai = a[i]
+        bi = b[i]
         row = Z[r]
-        for k in range(n):
-            row[k] += bi
-        activate_tile(code, row, sv, dv, n)
-        acca = zero
-        accb = zero
-        for k in range(n):
-            l = lp[k]
-            acca += l * sv[k]
-            gk = l * dv[k]
-            accb += gk
-            row[k] = ai * gk
+        if code == RELU:
+            acca, accb = _backward_row(RELU, row, ai, bi, lp, one)
+        elif code == TANH:
+            acca, accb = _backward_row(TANH, row, ai, bi, lp, one)
+        elif code == ERF:
+            acca, accb = _backward_row(ERF, row, ai, bi, lp, one)
+        elif code == SIGMOID:
+            acca, accb = _backward_row(SIGMOID, row, ai, bi, lp, one)
+        elif code == SOFTPLUS:
+            acca, accb = _backward_row(SOFTPLUS, row, ai, bi, lp, one)
+        elif code == LINEAR:
+            acca, accb = _backward_row(LINEAR, row, ai, bi, lp, one)
+        else:
+            acca, accb = _backward_row(QUADRATIC, row, ai, bi, lp, one)
         ga[i] = acca
         gb[i] = ai * accb
 
 
-# Numba's OpenMP threads and OpenBLAS's threads take turns on the same cores; the
-# element-wise pass is O(n) per row against O(n d) for BLAS, so it runs serially there.
-_blas_forward_rows = jit(_blas_forward_rows)
-_blas_backward_rows = jit(_blas_backward_rows)
+GEMM_COLUMNS = 512
+"""Data points per chunk of the forward pass of the GEMM path (the chunk's sums, 4 KiB in
+float64, stay in L1 while it streams through the rows)."""
+
+GEMM_KEPT_BYTES = 256 << 20
+"""The buffer for Z = W X^T of the GEMM path holds at most this many bytes (256 MiB: every Z
+up to m n = 2^25 in float64, 2^26 in float32, is computed once and kept from the forward
+to the backward pass); beyond, the rows that do not fit are computed again."""
+
+GEMM_BLOCK_BYTES = 32 << 20
+"""Where Z does not fit in :data:`GEMM_KEPT_BYTES`, the rows not kept go by blocks of about
+this size (the kept rows are one block)."""
+
+GEMM_ALIGN = 64
+"""The BLAS products see m and n rounded up to multiples of this (zero rows of W and X),
+and d rounded up to a multiple of :data:`GEMM_ALIGN_D` above :data:`GEMM_PAD_D_ABOVE`.
+OpenBLAS's threaded GEMM splits its work by the thread count and, on other shapes, its
+last bits depended on it (measured with OpenBLAS 0.3.30/0.3.31, SkylakeX kernels, at 1
+and 2 threads: odd m or n, n not a multiple of 32, d between 186 and 235, or d > 384 not
+a multiple of 32, differed); on these shapes none did (0 of 280 random shapes), and
+tests/test_particles.py keeps it."""
+
+GEMM_ALIGN_D = 32
+GEMM_PAD_D_ABOVE = 128
 
 
-def _blas_rows(m, n):
-    return int(max(1, min(m, BLAS_BLOCK_ELEMENTS // max(n, 1))))
+def _round_up(k, unit):
+    return -(-k // unit) * unit
 
 
-def _forward_blas(a, W, b, X, code):
-    m = W.shape[0]
-    n = X.shape[0]
-    acc = np.zeros(n, dtype=X.dtype)
-    B = _blas_rows(m, n)
-    Z = np.empty((B, n), dtype=X.dtype)
-    XT = X.T
-    for i0 in range(0, m, B):
-        i1 = min(m, i0 + B)
-        Zb = Z[: i1 - i0]
-        np.matmul(W[i0:i1], XT, out=Zb)
-        _blas_forward_rows(Zb, b, i0, code)
-        acc += a[i0:i1] @ Zb
-    return acc
+def _gemm_layout(m, n, itemsize):
+    """(B, kept) for m particles and n points (as the BLAS sees them, multiples of
+    :data:`GEMM_ALIGN`): the particles go by blocks of B rows (a multiple of GEMM_ALIGN) and
+    the first ``kept`` rows of Z (whole blocks) are kept between the passes; the buffer
+    holds kept + (B if kept < m) rows of n values, at most
+    max(GEMM_KEPT_BYTES, GEMM_ALIGN n itemsize) bytes."""
+    row = max(1, n * itemsize)
+    if m * row <= GEMM_KEPT_BYTES:
+        return m, m
+    B = max(GEMM_ALIGN, min(m, GEMM_BLOCK_BYTES // row) // GEMM_ALIGN * GEMM_ALIGN)
+    kept = max(0, GEMM_KEPT_BYTES - B * row) // row // B * B
+    return B, min(kept, m)
 
 
-def _backward_blas(a, W, b, X, lp, code, ga, gW, gb):
-    m = W.shape[0]
-    n = X.shape[0]
-    B = _blas_rows(m, n)
-    Z = np.empty((B, n), dtype=X.dtype)
-    XT = X.T
-    for i0 in range(0, m, B):
-        i1 = min(m, i0 + B)
-        Zb = Z[: i1 - i0]
-        np.matmul(W[i0:i1], XT, out=Zb)
-        _blas_backward_rows(Zb, a, b, i0, lp, code, ga, gb)
-        np.matmul(Zb, X, out=gW[i0:i1])
+def _gemm_shape(m, n, d):
+    """(m, n, d) as the BLAS products see them (:data:`GEMM_ALIGN`)."""
+    dp = _round_up(d, GEMM_ALIGN_D) if d > GEMM_PAD_D_ABOVE else d
+    return _round_up(m, GEMM_ALIGN), _round_up(n, GEMM_ALIGN), dp
+
+
+def gemm_buffer_bytes(m, n, d, itemsize):
+    """Bytes of the buffer for Z that the GEMM path holds for m particles and n points in
+    dimension d (kept between calls, one per calling thread: :func:`release_workspace`)."""
+    mp, np_, _ = _gemm_shape(m, n, d)
+    B, kept = _gemm_layout(mp, np_, itemsize)
+    return (kept + (B if kept < mp else 0)) * np_ * itemsize
+
+
+_WORKSPACE = threading.local()
+
+
+def _workspace(rows, n, dtype):
+    """A (rows, n) array of ``dtype`` over this thread's buffer for Z, which grows to the
+    largest request and is kept between calls (a fresh m x n allocation costs its page
+    faults at every step: measured 70-150 ms for 64 MiB on the shared machine).
+    Its contents are not defined; :func:`release_workspace` frees it."""
+    dtype = np.dtype(dtype)
+    need = rows * n * dtype.itemsize
+    buf = getattr(_WORKSPACE, "buffer", None)
+    if buf is None or buf.nbytes < need:
+        _WORKSPACE.buffer = None
+        buf = _WORKSPACE.buffer = np.empty(need, dtype=np.uint8)
+    return buf[:need].view(dtype).reshape(rows, n)
+
+
+def release_workspace():
+    """Free this thread's buffer for Z of the GEMM path (it is allocated again when needed)."""
+    _WORKSPACE.buffer = None
+
+
+def _padded(A, rows, cols):
+    """A with zero rows and columns up to (rows, cols) (A itself when it has that shape)."""
+    if A.shape == (rows, cols):
+        return A
+    P = np.zeros((rows, cols), dtype=A.dtype)
+    P[: A.shape[0], : A.shape[1]] = A
+    return P
+
+
+class _Gemm:
+    """The operands of the GEMM path for one call: W and X padded (:data:`GEMM_ALIGN`), the
+    block layout (:func:`_gemm_layout`), and the buffer for Z."""
+
+    def __init__(self, W, X):
+        m, d = W.shape
+        n = X.shape[0]
+        self.m, self.n, self.d = m, n, d
+        self.mp, self.np, self.dp = _gemm_shape(m, n, d)
+        self.W = _padded(W, self.mp, self.dp)
+        self.X = _padded(X, self.np, self.dp)
+        self.B, self.kept = _gemm_layout(self.mp, self.np, X.dtype.itemsize)
+        rows = self.kept + (self.B if self.kept < self.mp else 0)
+        self.Z = _workspace(rows, self.np, X.dtype)
+
+    def blocks(self):
+        """(i0, i1, the rows of Z for the block, whether they are kept) for every block: the
+        kept rows as one block, then the others by blocks of B rows. Few blocks: each one
+        hands the cores from the BLAS's threads to Numba's and back, and the threads of
+        one idle-spin a while after their work (measured: 4 blocks instead of 1 took 2.6x
+        as long at 2 threads on the shared machine)."""
+        if self.kept:
+            yield 0, self.kept, self.Z[: self.kept], True
+        for i0 in range(self.kept, self.mp, self.B):
+            i1 = min(self.mp, i0 + self.B)
+            yield i0, i1, self.Z[self.kept:self.kept + i1 - i0], False
+
+    def product(self, i0, i1, Zb):
+        """Zb = W[i0:i1] X^T (BLAS)."""
+        np.matmul(self.W[i0:i1], self.X.T, out=Zb)
+
+    def real(self, i0, i1, Zb):
+        """The rows of Zb that belong to particles (not to the padding)."""
+        return Zb[: max(0, min(self.m, i1) - i0)]
+
+    def forward(self, a, b, code):
+        """sum_i a_i sigma(z_ik) for every k (without the factor s), block by block:
+        Z_b = W_b X^T, then :func:`_gemm_forward_rows`."""
+        acc = np.zeros(self.np, dtype=self.X.dtype)
+        for i0, i1, Zb, _ in self.blocks():
+            self.product(i0, i1, Zb)
+            _gemm_forward_rows(self.real(i0, i1, Zb), a, b, i0, code, acc)
+        return acc[: self.n]
+
+    def backward(self, a, b, lp, code, ga, gW, gb, after_forward):
+        """The gradients from the scaled l' (``lp``, n values): per block, Z_b (kept by
+        :meth:`forward` when ``after_forward``, else computed) becomes G_b in place
+        (:func:`_gemm_backward_rows`), then gW_b = G_b X (BLAS)."""
+        lpp = _padded(lp[None, :], 1, self.np)[0]
+        direct = self.mp == self.m and self.dp == self.d
+        gWp = gW if direct else np.empty((self.mp, self.dp), dtype=gW.dtype)
+        for i0, i1, Zb, kept in self.blocks():
+            if not (kept and after_forward):
+                self.product(i0, i1, Zb)
+            _gemm_backward_rows(self.real(i0, i1, Zb), a, b, i0, lpp, code, ga, gb)
+            np.matmul(Zb, self.X, out=gWp[i0:i1])
+        if not direct:
+            gW[...] = gWp[: self.m, : self.d]
 
 
 # ---------------------------------------------------------------- public interface
@@ -623,7 +811,7 @@ def _forward_sum(a, W, b, X, code, Xp):
     m, d = W.shape
     n = X.shape[0]
     if d >= BLAS_MIN_D:
-        return _forward_blas(a, W, b, X, code)
+        return _Gemm(W, X).forward(a, b, code)
     n_tiles = Xp.shape[0]
     n_chunks = int(max(1, min(-(-m // FORWARD_CHUNK), -(-16 // n_tiles))))
     parts = np.empty((n_chunks, n_tiles * Xp.shape[2]), dtype=X.dtype)
@@ -701,7 +889,11 @@ def risk_and_gradient(a, W, b, X, y, s, act, loss, loss_scale=1.0, out=None, c=N
 
     code = int(act)
     Xp = _packed(X)
-    f = _forward_sum(a, W, b, X, code, Xp)
+    if d >= BLAS_MIN_D:
+        gemm = _Gemm(W, X)
+        f = gemm.forward(a, b, code)
+    else:
+        f = _forward_sum(a, W, b, X, code, Xp)
     f *= dtype.type(s)
     if c is not None:
         f += dtype.type(c)
@@ -710,7 +902,7 @@ def risk_and_gradient(a, W, b, X, y, s, act, loss, loss_scale=1.0, out=None, c=N
     scale = dtype.type(float(loss_scale) * float(s) / n)
     if d >= BLAS_MIN_D:
         lp = lp_raw * scale
-        _backward_blas(a, W, b, X, lp, code, ga, gW, gb_work)
+        gemm.backward(a, b, lp, code, ga, gW, gb_work, True)
     else:
         lp = np.zeros(Xp.shape[0] * Xp.shape[2], dtype=dtype)
         np.multiply(lp_raw, scale, out=lp[:n])
@@ -735,7 +927,7 @@ def pullback(a, W, b, X, v, s, act, Xp=None):
     ga, gW, gb = np.empty(m, dtype=dtype), np.empty((m, d), dtype=dtype), np.empty(m, dtype=dtype)
     code = int(act)
     if d >= BLAS_MIN_D:
-        _backward_blas(a, W, b, X, np.asarray(v, dtype=dtype) * dtype.type(s), code, ga, gW, gb)
+        _Gemm(W, X).backward(a, b, np.asarray(v, dtype=dtype) * dtype.type(s), code, ga, gW, gb, False)
     else:
         Xp = _packed(X) if Xp is None else Xp
         lp = np.zeros(Xp.shape[0] * Xp.shape[2], dtype=dtype)

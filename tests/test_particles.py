@@ -118,8 +118,10 @@ def test_same_result_on_one_and_two_threads():
 
 @pytest.mark.parametrize("m, n, d", [(4096, 4096, 2), (4096, 4096, 40)])
 def test_never_allocates_m_by_n(m, n, d):
+    """No step allocates m x n values: the fused kernels none at all, the GEMM path (d = 40)
+    only its bounded buffer for Z, once, kept from the first call (tests/test_particles_gemm.py)."""
     a, W, b, X, y = problem(m, n, d, seed=7)
-    risk_and_gradient(a, W, b, X, y, 1.0 / m, 0, 0)  # compile outside the trace
+    risk_and_gradient(a, W, b, X, y, 1.0 / m, 0, 0)  # compile (and the GEMM path's buffer) outside the trace
     tracemalloc.start()
     try:
         risk_and_gradient(a, W, b, X, y, 1.0 / m, 0, 0)

@@ -65,7 +65,7 @@ from solvers.catalog import HOMOGENEITY
 from solvers.curvature import TwoLayerNet
 from solvers.fields import ParticleField, ParticleLayout, WeightDecay
 from solvers.integrate import make_stepper
-from solvers.particles import predict
+from solvers.particles import BLAS_MIN_D, gemm_buffer_bytes, predict
 
 from ..config.scenario import Scenario
 from ..config.sections import RunSpec
@@ -481,11 +481,17 @@ class ParticlesOnData(ParticleFlow):
 
     @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
-        """With the data in the working precision and packed in tiles (train and test)."""
+        """With the data in the working precision and packed in tiles (train and test), and
+        from d = BLAS_MIN_D on the GEMM path's buffer for Z = W X^T (solvers.particles,
+        bounded by GEMM_KEPT_BYTES: docs/design.md §1.1)."""
+        itemsize = np.dtype(scenario.train.dtype).itemsize
         values = 3 * (n_train + n_test) * (scenario.data.dim + 1)
-        return [*super().memory(scenario, spec, n_train, n_test, frames),
-                Need("the data in tiles", values * np.dtype(scenario.train.dtype).itemsize,
-                     "data.n_train, data.n_test")]
+        needs = [*super().memory(scenario, spec, n_train, n_test, frames),
+                 Need("the data in tiles", values * itemsize, "data.n_train, data.n_test")]
+        if scenario.data.dim >= BLAS_MIN_D:
+            z = gemm_buffer_bytes(scenario.model.width, max(n_train, n_test), scenario.data.dim, itemsize)
+            needs.append(Need("the buffer for W X^T of the large-d particle step", z, "model.width, data.n_train"))
+        return needs
 
     def _field(self):
         data, inputs = self.inputs.data, self.inputs

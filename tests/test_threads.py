@@ -261,6 +261,39 @@ def test_every_dataset_is_the_same_at_one_and_two_blas_and_numba_threads(text, t
         assert loose.keys() == first.keys() and loose != first
 
 
+LARGE_D = textwrap.dedent("""\
+    name: large_d
+    seed: 1
+    data: {task: teacher_student, dim: 100, n_train: 701, n_test: 97, teacher: {width: 2}}
+    model: {width: 301, activation: tanh, bias: true}
+    runs: {rich: mean_field}
+    train: {t_end: 0.6, integrator: {method: rk4, dt: 0.1}}
+    record: {every: 0.3}
+    """)
+"""A particle run on the GEMM path (d >= BLAS_MIN_D), its m and n odd (padded for the BLAS)."""
+
+
+def test_a_large_d_particle_run_steps_on_every_blas_thread_and_keeps_its_bits(tmp_path):
+    """The particle kind declares its steps thread-invariant: its GEMM path's products run on
+    the run's BLAS count (every core here) and the file is the one a one-thread run writes."""
+    from solvers.particles import BLAS_MIN_D
+
+    numba = pytest.importorskip("numba")
+    most = min(numba.config.NUMBA_NUM_THREADS, os.cpu_count() or 1)
+    if most < 2:
+        pytest.skip("one core")
+    scenario = tmp_path / "large_d.yaml"
+    scenario.write_text(LARGE_D)
+    assert mf.load_scenario(scenario).data.dim >= BLAS_MIN_D
+    files = {}
+    for count in (1, most):
+        seen = _Seen()
+        files[count] = tmp_path / f"{count}.h5"
+        mf.simulate(mf.load_scenario(scenario), files[count], threads=count, progress=seen).close()
+        assert seen.counts == {count}  # the steps' BLAS on the run's count
+    assert _datasets(files[most]) == _datasets(files[1])
+
+
 class _Seen:
     """A progress bar that records the BLAS's thread count at every step."""
 

@@ -29,8 +29,9 @@ The data are packed as contiguous (d, tile) tiles, zero-padded, with l' = 0 on t
 d >= BLAS_MIN_D, the GEMM path: Z = W X^T by the BLAS, kept (up to GEMM_KEPT_BYTES) in a
 buffer of the calling thread; f_k = s sum_i a_i sigma(Z_ik + b_i) by a serial Numba pass
 over Z; G_ik = a_i lp_k sigma'(Z_ik + b_i) written over Z by a second pass (with the row
-sums dR/da_i and dR/db_i); dR/dW = G X by the BLAS. W and X are padded (GEMM_ALIGN) so
-that the BLAS's bits do not depend on its thread count.
+sums dR/da_i and dR/db_i); dR/dW = G X by the BLAS. W and X are padded (GEMM_ALIGN), which made
+the BLAS's bits independent of its thread count with OpenBLAS's SkylakeX kernels but not with
+its Haswell kernels in float32: runs hold the BLAS on one thread (docs/design.md §6.4).
 
 Sums are accumulated in the dtype of the inputs (float32 inputs: float32 sums); the mean
 loss is always summed in float64.
@@ -650,8 +651,9 @@ and d rounded up to a multiple of :data:`GEMM_ALIGN_D` above :data:`GEMM_PAD_D_A
 OpenBLAS's threaded GEMM splits its work by the thread count and, on other shapes, its
 last bits depended on it (measured with OpenBLAS 0.3.30/0.3.31, SkylakeX kernels, at 1
 and 2 threads: odd m or n, n not a multiple of 32, d between 186 and 235, or d > 384 not
-a multiple of 32, differed); on these shapes none did (0 of 280 random shapes), and
-tests/test_particles.py keeps it."""
+a multiple of 32, differed); on these shapes none did (0 of 280 random shapes). With the
+Haswell kernels float32 products still differed, so runs do not rely on it (their BLAS is
+on one thread in these steps)."""
 
 GEMM_ALIGN_D = 32
 GEMM_PAD_D_ABOVE = 128

@@ -471,11 +471,6 @@ class ParticlesOnData(ParticleFlow):
 
     kind = kinds.KINDS["particles_on_data"]
 
-    blas_invariant = True
-    """Its steps' only BLAS work is the GEMM path's two products (d >= 32), on shapes padded
-    so that OpenBLAS's bits do not depend on its thread count (docs/design.md §6.3); the
-    fused kernels below d = 32 use no BLAS."""
-
     def __init__(self, name, spec, resolved, inputs, **options):
         super().__init__(name, spec, resolved, inputs, **options)
         self.dtype = np.dtype(inputs.scenario.train.dtype)

@@ -12,14 +12,13 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import reference as ref  # noqa: E402
+import threadpoolctl  # noqa: E402
 from test_particles import close, problem  # noqa: E402
 
 from solvers import particles  # noqa: E402
 from solvers.activations import ACTIVATIONS  # noqa: E402
 from solvers.losses import LOSSES  # noqa: E402
 from solvers.particles import predict, pullback, risk_and_gradient  # noqa: E402
-
-threadpoolctl = pytest.importorskip("threadpoolctl")
 
 
 def reference_pullback(a, W, b, X, v, s, act):

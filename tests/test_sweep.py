@@ -327,7 +327,6 @@ def test_analyze_fits_the_sweep_and_names_what_is_allowed(tmp_path):
 
 @pytest.mark.slow
 def test_pool_workers_run_blas_and_numba_on_the_threads_they_are_given(tmp_path):
-    pytest.importorskip("threadpoolctl")
     from meanfield.sweeps.execution import THREAD_VARIABLES, _default_executor
 
     before = {name: os.environ.get(name) for name in THREAD_VARIABLES}

@@ -208,7 +208,7 @@ POPULATION = textwrap.dedent("""\
 
 
 def _blas_counts():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import threadpoolctl
     return sorted({info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"})
 
 
@@ -232,8 +232,8 @@ def test_every_dataset_is_the_same_at_one_and_two_blas_and_numba_threads(text, t
     OpenBLAS's threaded paths is checked too: with the BLAS let on 2 threads inside the run
     (``RUN_BLAS_THREADS = 2``), some datasets differ (4 of the first scenario's, 6 of the
     second's, on the machine that wrote this)."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
     import scipy.linalg  # noqa: F401  (SciPy's OpenBLAS, another library, loaded before its count is read)
+    import threadpoolctl
 
     default = [info for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
     scenario = tmp_path / "s.yaml"

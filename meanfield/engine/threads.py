@@ -54,7 +54,7 @@ def fixed_count() -> Optional[int]:
 
 def set_threads(threads: Optional[int]) -> None:
     """Fix the number of threads of the numerical core in this process (Numba's, and the BLAS's
-    where threadpoolctl is installed); ``None`` goes back to ``MEANFIELD_THREADS`` or, without
+    through threadpoolctl); ``None`` goes back to ``MEANFIELD_THREADS`` or, without
     it, to choosing by measurement during each run (Numba's count and the BLAS's back to
     the process's first: every core, or ``NUMBA_NUM_THREADS`` and ``OPENBLAS_NUM_THREADS``).
 
@@ -133,15 +133,11 @@ _blas_first: list[int] = []  # their thread counts when it was made: the process
 
 def _blas() -> Optional[object]:
     """threadpoolctl's controller of the BLAS libraries loaded (NumPy's and SciPy's, which is
-    another library: loaded here first, since a limit reaches only the libraries loaded), or
-    None without threadpoolctl."""
+    another library: loaded here first, since a limit reaches only the libraries loaded)."""
     global _controller
     if _controller is None:
-        try:
-            import threadpoolctl
-        except ImportError:  # pragma: no cover - the BLAS keeps its own count
-            return None
         import scipy.linalg  # noqa: F401  (SciPy's own OpenBLAS, which the solvers use: a limit reaches loaded libraries only)
+        import threadpoolctl
 
         _controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
         _blas_first[:] = [library.num_threads for library in _controller.lib_controllers]
@@ -150,7 +146,7 @@ def _blas() -> Optional[object]:
 
 def _blas_limits(threads: int):
     """The BLAS's thread count set to ``threads`` (a context manager that restores it; in
-    effect until then), where threadpoolctl is installed. About 20 microseconds."""
+    effect until then). About 20 microseconds."""
     controller = _blas()
     return contextlib.nullcontext() if controller is None else controller.limit(limits=threads)
 

@@ -77,7 +77,7 @@ def note_stop(signum=None, frame=None):
 
     A second stop before that point (a first one met a long compilation or start-up) ends the
     process at once, as a SIGKILL would (exit status 130): a trajectory file survives a kill at
-    any moment (docs/design.md §5.2), so it continues with ``--resume``."""
+    any moment (docs/design.md §4.5), so it continues with ``--resume``."""
     if _STOP["requested"]:
         sys.stderr.write(SECOND_STOP + "\n")
         sys.stderr.flush()
@@ -97,7 +97,7 @@ def stop_early() -> dict:
     handlers (:func:`restore_handlers`)."""
     if not sys.argv or os.path.basename(sys.argv[0]) not in (COMMAND, COMMAND + "-script.py", COMMAND + ".exe"):
         return {}
-    _ORIGINAL.update(_note_stops())
+    _ORIGINAL.update(defer_stops())
     return dict(_ORIGINAL)
 
 
@@ -130,18 +130,13 @@ def expect_stops():
     return signal.signal(signal.SIGTERM, stop_on_sigterm)
 
 
-def defer_stops() -> dict:
-    """Install :func:`note_stop` for SIGINT and SIGTERM (those not ignored), keeping a stop noted
-    since :func:`stop_early`; return the previous handlers (for :func:`restore_handlers`)."""
-    return _note_stops()
-
-
 _ORIGINAL: dict = {}  # the handlers before stop_early's, what a command gives back at its end
 
 
-def _note_stops() -> dict:
-    """:func:`note_stop` for SIGINT and SIGTERM; the handlers it replaced (Python's, not an
-    earlier note_stop of :func:`stop_early`) returned."""
+def defer_stops() -> dict:
+    """Install :func:`note_stop` for SIGINT and SIGTERM (those not ignored), keeping a stop noted
+    since :func:`stop_early`; return the handlers it replaced (Python's, not an earlier
+    note_stop of :func:`stop_early`), for :func:`restore_handlers`."""
     import signal
 
     previous = {}

@@ -924,10 +924,3 @@ def test_has_test_set():
     assert DataSpec(task="file", path="d.npz", test_path="t.npz").has_test_set
     assert DataSpec(task="file", path="d.npz", test_indices=[0]).has_test_set
 
-
-def test_harmonics_count_agrees_with_the_spectrum_modules():
-    from meanfield.analysis.spectrum import degeneracy
-    from meanfield.model.data import harmonics
-
-    for d in (2, 3, 5, 9):
-        np.testing.assert_array_equal([harmonics(d, k) for k in range(30)], degeneracy(d, np.arange(30)))

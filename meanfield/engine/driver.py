@@ -205,7 +205,6 @@ def _open_output(scenario: Scenario, output, data, estimated_bytes: float, *, re
     """The trajectory file to write: continued (``resume``), or new (in memory when
     ``output`` is None); an existing file is replaced only with ``overwrite``, and only
     when the disk has room for the plan's estimate. The caller holds the output's lock."""
-    yaml_text = scenario.resolved_yaml()
     existing = Path(output).stat().st_size if output is not None and Path(output).exists() else None
     if resume:
         if existing is None:
@@ -217,7 +216,13 @@ def _open_output(scenario: Scenario, output, data, estimated_bytes: float, *, re
         _refuse_to_replace(output, overwrite, scenario)
     if output is not None:  # a replaced file's space comes back
         _check_room(output, estimated_bytes - (existing or 0), scenario.record.particles)
-    trajectory = storage.create(output, scenario_yaml=yaml_text, seed=scenario.seed)
+    return new_trajectory(output, scenario, data)
+
+
+def new_trajectory(output, scenario: Scenario, data):
+    """A new trajectory file at ``output`` (in memory when None) with the scenario and its data
+    written: the start of every file."""
+    trajectory = storage.create(output, scenario_yaml=scenario.resolved_yaml(), seed=scenario.seed)
     if scenario.data.population:
         trajectory.write_data(teacher=data.teacher)
     else:

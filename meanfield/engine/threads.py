@@ -73,10 +73,8 @@ def set_threads(threads: Optional[int]) -> None:
         import numba
 
         apply(numba.config.NUMBA_NUM_THREADS)
-        controller = _blas()
-        if controller is not None:
-            for library, first in zip(controller.lib_controllers, _blas_first):
-                library.set_num_threads(first)
+        for library, first in zip(_blas().lib_controllers, _blas_first):
+            library.set_num_threads(first)
 
 
 @contextmanager
@@ -131,7 +129,7 @@ _controller = None  # threadpoolctl's view of the BLAS libraries, made once (sca
 _blas_first: list[int] = []  # their thread counts when it was made: the process's own
 
 
-def _blas() -> Optional[object]:
+def _blas():
     """threadpoolctl's controller of the BLAS libraries loaded (NumPy's and SciPy's, which is
     another library: loaded here first, since a limit reaches only the libraries loaded)."""
     global _controller
@@ -147,17 +145,14 @@ def _blas() -> Optional[object]:
 def _blas_limits(threads: int):
     """The BLAS's thread count set to ``threads`` (a context manager that restores it; in
     effect until then). About 20 microseconds."""
-    controller = _blas()
-    return contextlib.nullcontext() if controller is None else controller.limit(limits=threads)
+    return _blas().limit(limits=threads)
 
 
 def set_blas_threads(threads: int) -> None:
     """The BLAS's thread count set to ``threads`` now (inside a :func:`_blas_limits` scope,
     which restores its own count at its end): the governor's switch."""
-    controller = _blas()
-    if controller is not None:
-        for library in controller.lib_controllers:
-            library.set_num_threads(threads)
+    for library in _blas().lib_controllers:
+        library.set_num_threads(threads)
 
 
 def one_blas_thread():

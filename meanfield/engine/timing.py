@@ -140,13 +140,14 @@ def estimate(the_plan, threads: Optional[int] = None) -> TimeEstimate:
     """Calibrate every run of ``the_plan`` (a :class:`meanfield.engine.plan.Plan`) on this
     machine: start it at its true size, time a few steps and one snapshot (measured, and written
     with its particles and checkpoint into a file in memory), then drop it."""
+    from .driver import new_trajectory
     from .plan import run_inputs
     from .threads import for_a_run
 
     began = time.perf_counter()
     with for_a_run(threads), np.errstate(over="ignore", invalid="ignore"):
         inputs = run_inputs(the_plan.scenario, the_plan.times)
-        _write_data(inputs)
+        new_trajectory(None, the_plan.scenario, inputs.data).close()  # the file's header and data, in memory
         shared = the_plan.planned_in + time.perf_counter() - began
         measured = [_calibrate(the_plan, inputs, name) for name in the_plan.scenario.runs]
     notes = []
@@ -157,18 +158,6 @@ def estimate(the_plan, threads: Optional[int] = None) -> TimeEstimate:
         notes.append("an adaptive stepper's steps are unknown before it runs: counted one per snapshot interval, "
                      "the least it can take")
     return TimeEstimate(measured, shared, time.perf_counter() - began, notes)
-
-
-def _write_data(inputs) -> None:
-    """Create a trajectory file in memory and write the data into it, as a run does first."""
-    from .. import storage
-
-    data = inputs.data
-    with storage.create(None, scenario_yaml=inputs.scenario.resolved_yaml(), seed=inputs.scenario.seed) as file:
-        if inputs.scenario.data.population:
-            file.write_data(teacher=data.teacher)
-        else:
-            file.write_data(data.X_train, data.y_train, data.X_test, data.y_test, data.teacher)
 
 
 def _calibrate(the_plan, inputs, name: str) -> RunTime:

@@ -277,23 +277,6 @@ def single_index(spec: DataSpec, rng: np.random.Generator) -> Dataset:
     return _split(spec, sample, Teacher(a=np.ones(1), W=u, activation=f"hermite{k}"))
 
 
-def harmonics(d: int, k: int) -> int:
-    """N(d, k), the number of spherical harmonics of degree k on S^(d-1): 1 for k = 0, else
-    (2k + d - 2) / k * C(k + d - 3, k - 1) (2 for d = 2, 2k + 1 for d = 3)."""
-    return 1 if k == 0 else (2 * k + d - 2) * math.comb(k + d - 3, k - 1) // k
-
-
-def zonal(d: int, k: int, t: np.ndarray) -> np.ndarray:
-    """P_k(t), the Legendre polynomial of dimension d with P_k(1) = 1: cos(k arccos t) for d = 2,
-    the Gegenbauer polynomial C_k^((d-2)/2)(t) / C_k^((d-2)/2)(1) for d >= 3 (scipy)."""
-    from scipy.special import eval_chebyt, eval_gegenbauer
-
-    if d == 2:
-        return eval_chebyt(k, t)
-    alpha = (d - 2) / 2
-    return eval_gegenbauer(k, alpha, t) / eval_gegenbauer(k, alpha, 1.0)
-
-
 def power_law_energies(spec: DataSpec) -> np.ndarray:
     """E_k, k = 0..max_degree, of the ``power_law`` target: k^-(1 + decay) on the degrees kept
     (``degrees``: even k >= 2, or every k >= 1), 0 elsewhere, scaled to sum to 1."""
@@ -307,10 +290,13 @@ def power_law_energies(spec: DataSpec) -> np.ndarray:
 def power_law_target(spec: DataSpec, u: np.ndarray, X: np.ndarray) -> np.ndarray:
     """f*(x) = sum_k sqrt(E_k N(d, k)) P_k(u . x) at the rows of X (on the unit sphere), E_k of
     :func:`power_law_energies`: the degree-k part has E_x (.)^2 = E_k since E_x P_k(u . x)^2 = 1/N(d, k)."""
+    from .sphere import degeneracy, legendre
+
     d = spec.dim
     energies = power_law_energies(spec)
     t = np.clip(np.asarray(X, dtype=np.float64) @ np.asarray(u, dtype=np.float64), -1.0, 1.0)
-    return sum(math.sqrt(energies[k] * harmonics(d, int(k))) * zonal(d, int(k), t) for k in np.flatnonzero(energies))
+    degrees = np.arange(len(energies))
+    return np.sqrt(energies * degeneracy(d, degrees)) @ legendre(d, len(energies) - 1, t)
 
 
 def power_law(spec: DataSpec, rng: np.random.Generator) -> Dataset:

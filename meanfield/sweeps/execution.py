@@ -263,9 +263,8 @@ def run_sweep(
     """
     directory = Path(directory)
     if executor is None:  # a local pool: its workers share this machine's memory
-        cpus = os.cpu_count() or 1
         pending = [p for p in sweep.points if not _done_before(directory, p, resume)]
-        check_memory(pending, workers or min(cpus, max(1, len(pending))))
+        check_memory(pending, _local_workers(workers, len(pending)))
     _claim_directory(directory, sweep, resume)
     with WriterLock(directory / "sweep"):  # one sweep process per directory
         (directory / POINTS_DIR).mkdir(exist_ok=True)
@@ -279,9 +278,8 @@ def run_sweep(
                                                          final_measures(output)))
             else:
                 todo.append(point)
-        cpus = os.cpu_count() or 1
-        workers = workers or min(cpus, max(1, len(todo)))
-        share = max(1, cpus // workers)
+        workers = _local_workers(workers, len(todo))
+        share = max(1, (os.cpu_count() or 1) // workers)
         threads = threads or fixed_count()  # None: each run's governor chooses, up to the share
         start, failed, interrupted = time.perf_counter(), 0, False
         losses: Counter = Counter()
@@ -319,6 +317,11 @@ MAX_LOSSES = 2
 """How many times a point may lose its worker (killed, out of memory) before it is recorded as
 failed: a point that kills its worker every time fails after this many tries, one killed once
 by accident runs again."""
+
+
+def _local_workers(workers: Optional[int], points: int) -> int:
+    """The workers of a local pool: ``workers``, by default one per CPU, at most one per point."""
+    return workers or min(os.cpu_count() or 1, max(1, points))
 
 
 WORKER_BYTES = 300e6

@@ -54,7 +54,7 @@ __version__ = "0.1.0"
 __all__ = ["Analysis", "LearningCurve", "Plan", "RecordedRun", "RunFailed", "Scenario", "Spectrum", "Sweep",
            "SweepFailed", "SweepResult", "Trajectory", "UsageError", "analyze", "animate", "bundled_scenarios",
            "bundled_studies", "bundled_sweeps", "edge_figure", "edge_of_stability", "f1_max_margin", "f2_max_margin",
-           "kernel_spectrum", "kernels", "learning_curve", "load_scenario", "load_sweep", "nngp_posterior",
+           "flow_loss", "kernel_spectrum", "kernels", "learning_curve", "load_scenario", "load_sweep", "nngp_posterior",
            "ntk_predict", "open", "open_sweep", "plan", "plot", "plot_function", "relu_feature_kernel",
            "sample_coefficients", "set_threads", "simulate", "study", "sweep", "teacher_coefficients"]
 
@@ -68,6 +68,7 @@ _LAZY = {"Analysis": "analysis", "Plan": "engine.plan",
          "f1_max_margin": "analysis.max_margin", "f2_max_margin": "analysis.max_margin",
          "relu_feature_kernel": "analysis.max_margin",
          "LearningCurve": "analysis.learning_curve", "learning_curve": "analysis.learning_curve",
+         "flow_loss": "analysis.learning_curve",
          "Spectrum": "analysis.spectrum", "kernel_spectrum": "analysis.spectrum",
          "sample_coefficients": "analysis.spectrum", "teacher_coefficients": "analysis.spectrum"}
 """Public names imported on first use: ``Analysis``'s module loads SciPy, and ``Plan``'s the run

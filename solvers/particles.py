@@ -26,18 +26,20 @@ d < BLAS_MIN_D, fused kernels: nothing of size m x n is allocated. Two passes:
 
 The data are packed as contiguous (d, tile) tiles, zero-padded, with l' = 0 on the padding.
 
-d >= BLAS_MIN_D, the GEMM path: Z = W X^T by the BLAS, kept (up to GEMM_KEPT_BYTES) in a
-buffer of the calling thread; f_k = s sum_i a_i sigma(Z_ik + b_i) by a serial Numba pass
-over Z; G_ik = a_i lp_k sigma'(Z_ik + b_i) written over Z by a second pass (with the row
-sums dR/da_i and dR/db_i); dR/dW = G X by the BLAS. W and X are padded (GEMM_ALIGN), which made
-the BLAS's bits independent of its thread count with OpenBLAS's SkylakeX kernels but not with
-its Haswell kernels in float32: runs hold the BLAS on one thread (docs/design.md §6.4).
+d >= BLAS_MIN_D, the GEMM path, block by block of points X_b (:func:`gemm_layout`):
+Z_b = W X_b^T by the BLAS (about GEMM_BLOCK_BYTES, in a core's L2); f_k = s sum_i a_i
+sigma(Z_ik + b_i) by a serial Numba pass over Z_b, then l'_k; G_ik = a_i lp_k sigma'(Z_ik + b_i)
+written over Z_b by a second pass (with the row sums dR/da_i and dR/db_i); dR/dW += G_b X_b by
+the BLAS. The blocks go in lanes fixed by the sizes, run on Numba's thread count, each
+product on one BLAS thread, and the lanes' sums are added in a fixed order: the same bits at
+any thread count (docs/design.md §1.1, §6.3).
 
 Sums are accumulated in the dtype of the inputs (float32 inputs: float32 sums); the mean
 loss is always summed in float64.
 """
 
 import functools
+import os
 import threading
 
 import numpy as np
@@ -517,38 +519,35 @@ def _reduce_rows(parts, n, out, scale):
 
 # ---------------------------------------------------------------- GEMM path (large d)
 #
-# Z = W X^T by the BLAS (one GEMM), the element-wise work by two serial Numba passes over Z,
-# and gW = G X by the BLAS (the second GEMM), with G_ik = a_i l'_k sigma'(z_ik) written over
-# Z in place. Z is kept between the forward and the backward pass for the first rows that
-# fit in GEMM_KEPT_BYTES; the rest are computed again, by blocks of about GEMM_BLOCK_BYTES.
+# For every block of points: Z_b = W X_b^T by the BLAS, the element-wise work by two serial
+# Numba passes over Z_b, and gW += G_b X_b by the BLAS, with G_ik = a_i l'_k sigma'(z_ik)
+# written over Z_b in place; the blocks in lanes run by a pool of threads (:func:`_gemm`).
 
 
 @jit(inline="always")
-def _forward_chunk(code, Z, a, b, i0, k0, cnt, s, one):
-    """s[t] += sum_r a_i sigma(Z[r, k0 + t] + b_i), i = i0 + r, the rows four at a time
+def _forward_chunk(code, Z, a, b, k0, cnt, s, one):
+    """s[t] += sum_i a_i sigma(Z[i, k0 + t] + b_i), the rows four at a time
     (their four terms summed first, in the order r, r + 1, r + 2, r + 3), then one at a
     time. ``code`` is a constant at each call site: the activation folds into the loop."""
     rows = Z.shape[0]
     r4 = rows - rows % 4
-    for r in range(0, r4, 4):
-        i = i0 + r
+    for i in range(0, r4, 4):
         a0, a1, a2, a3 = a[i], a[i + 1], a[i + 2], a[i + 3]
         b0, b1, b2, b3 = b[i], b[i + 1], b[i + 2], b[i + 3]
-        z0 = Z[r, k0:k0 + cnt]
-        z1 = Z[r + 1, k0:k0 + cnt]
-        z2 = Z[r + 2, k0:k0 + cnt]
-        z3 = Z[r + 3, k0:k0 + cnt]
+        z0 = Z[i, k0:k0 + cnt]
+        z1 = Z[i + 1, k0:k0 + cnt]
+        z2 = Z[i + 2, k0:k0 + cnt]
+        z3 = Z[i + 3, k0:k0 + cnt]
         for t in range(cnt):
             s0 = sigma_pair(code, z0[t] + b0, one)[0]
             s1 = sigma_pair(code, z1[t] + b1, one)[0]
             s2 = sigma_pair(code, z2[t] + b2, one)[0]
             s3 = sigma_pair(code, z3[t] + b3, one)[0]
             s[t] += a0 * s0 + a1 * s1 + a2 * s2 + a3 * s3
-    for r in range(r4, rows):
-        i = i0 + r
+    for i in range(r4, rows):
         ai = a[i]
         bi = b[i]
-        zr = Z[r, k0:k0 + cnt]
+        zr = Z[i, k0:k0 + cnt]
         for t in range(cnt):
             s[t] += ai * sigma_pair(code, zr[t] + bi, one)[0]
 
@@ -571,14 +570,10 @@ def _backward_row(code, row, ai, bi, lp, one):
 
 
 @jit
-def _gemm_forward_rows(Z, a, b, i0, code, acc):
-    """acc[k] += sum_r a_i sigma(Z[r, k] + b_i) with i = i0 + r, every k (:func:`_forward_chunk`),
-    by chunks of GEMM_COLUMNS columns, each summed in a fixed order.
-
-    Serial, as :func:`_gemm_backward_rows`: between two BLAS calls, OpenMP's idle threads
-    spin while the BLAS's want the cores. Measured at (m, n, d) = (1024, 8192, 100) on 2
-    threads, both passes serial against both parallel: the step 0.84x (float32) and 0.90x
-    (float64) as long; the backward pass alone serial, 0.94x."""
+def _gemm_forward_rows(Z, a, b, code, acc):
+    """acc[k] += sum_i a_i sigma(Z[i, k] + b_i) for every k (:func:`_forward_chunk`), by
+    chunks of GEMM_COLUMNS columns, each summed in a fixed order. Serial, as
+    :func:`_gemm_backward_rows`: the lanes run in parallel, each on one core (:func:`_gemm`)."""
     n = Z.shape[1]
     C = GEMM_COLUMNS
     one = Z.dtype.type(1.0)
@@ -587,33 +582,31 @@ def _gemm_forward_rows(Z, a, b, i0, code, acc):
         cnt = min(C, n - k0)
         s = acc[k0:k0 + cnt]
         if code == RELU:
-            _forward_chunk(RELU, Z, a, b, i0, k0, cnt, s, one)
+            _forward_chunk(RELU, Z, a, b, k0, cnt, s, one)
         elif code == TANH:
-            _forward_chunk(TANH, Z, a, b, i0, k0, cnt, s, one)
+            _forward_chunk(TANH, Z, a, b, k0, cnt, s, one)
         elif code == ERF:
-            _forward_chunk(ERF, Z, a, b, i0, k0, cnt, s, one)
+            _forward_chunk(ERF, Z, a, b, k0, cnt, s, one)
         elif code == SIGMOID:
-            _forward_chunk(SIGMOID, Z, a, b, i0, k0, cnt, s, one)
+            _forward_chunk(SIGMOID, Z, a, b, k0, cnt, s, one)
         elif code == SOFTPLUS:
-            _forward_chunk(SOFTPLUS, Z, a, b, i0, k0, cnt, s, one)
+            _forward_chunk(SOFTPLUS, Z, a, b, k0, cnt, s, one)
         elif code == LINEAR:
-            _forward_chunk(LINEAR, Z, a, b, i0, k0, cnt, s, one)
+            _forward_chunk(LINEAR, Z, a, b, k0, cnt, s, one)
         else:
-            _forward_chunk(QUADRATIC, Z, a, b, i0, k0, cnt, s, one)
+            _forward_chunk(QUADRATIC, Z, a, b, k0, cnt, s, one)
 
 
 @jit
-def _gemm_backward_rows(Z, a, b, i0, lp, code, ga, gb):
-    """For each row r (particle i = i0 + r): ga_i = sum_k lp_k sigma(z_ik),
-    gb_i = a_i sum_k lp_k sigma'(z_ik), and Z[r, k] <- a_i lp_k sigma'(z_ik) in place, with
-    z_ik = Z[r, k] + b_i (:func:`_backward_row`, sums in a fixed order). Serial: see
-    :func:`_gemm_forward_rows`."""
+def _gemm_backward_rows(Z, a, b, lp, code, ga, gb):
+    """For each row (particle) i: ga_i = sum_k lp_k sigma(z_ik), gb_i = a_i sum_k lp_k
+    sigma'(z_ik), and Z[i, k] <- a_i lp_k sigma'(z_ik) in place, with z_ik = Z[i, k] + b_i
+    (:func:`_backward_row`, sums in a fixed order). Serial: see :func:`_gemm_forward_rows`."""
     one = Z.dtype.type(1.0)
-    for r in range(Z.shape[0]):
-        i = i0 + r
+    for i in range(Z.shape[0]):
         ai = a[i]
         bi = b[i]
-        row = Z[r]
+        row = Z[i]
         if code == RELU:
             acca, accb = _backward_row(RELU, row, ai, bi, lp, one)
         elif code == TANH:
@@ -636,150 +629,218 @@ GEMM_COLUMNS = 512
 """Data points per chunk of the forward pass of the GEMM path (the chunk's sums, 4 KiB in
 float64, stay in L1 while it streams through the rows)."""
 
-GEMM_KEPT_BYTES = 256 << 20
-"""The buffer for Z = W X^T of the GEMM path holds at most this many bytes (256 MiB: every Z
-up to m n = 2^25 in float64, 2^26 in float32, is computed once and kept from the forward
-to the backward pass); beyond, the rows that do not fit are computed again."""
+GEMM_BLOCK_BYTES = 4 << 20
+"""The GEMM path goes by blocks of data points: a block's Z_b = W X_b^T (m x n_b) is about
+this many bytes, so that it stays in the cache (a core's L2, or its share of L3) from the
+BLAS's product through the element-wise passes to the second product (docs/design.md §1.1).
+Measured at m = 1024 and 4096, n = 8192, d = 100 on 2 threads: 1 MiB blocks (128 points at
+m = 1024 in float64) made the products slower than 4 MiB (512), by 10-30%; at m = 4096 even
+8 MiB was faster than 4."""
 
-GEMM_BLOCK_BYTES = 32 << 20
-"""Where Z does not fit in :data:`GEMM_KEPT_BYTES`, the rows not kept go by blocks of about
-this size (the kept rows are one block)."""
+GEMM_MIN_POINTS = 16
+GEMM_MAX_POINTS = 1024
+"""Points per block of the GEMM path: GEMM_BLOCK_BYTES / (m itemsize), rounded down to a
+multiple of GEMM_MIN_POINTS, between GEMM_MIN_POINTS and GEMM_MAX_POINTS."""
 
-GEMM_ALIGN = 64
-"""The BLAS products see m and n rounded up to multiples of this (zero rows of W and X),
-and d rounded up to a multiple of :data:`GEMM_ALIGN_D` above :data:`GEMM_PAD_D_ABOVE`.
-OpenBLAS's threaded GEMM splits its work by the thread count and, on other shapes, its
-last bits depended on it (measured with OpenBLAS 0.3.30/0.3.31, SkylakeX kernels, at 1
-and 2 threads: odd m or n, n not a multiple of 32, d between 186 and 235, or d > 384 not
-a multiple of 32, differed); on these shapes none did (0 of 280 random shapes). With the
-Haswell kernels float32 products still differed, so runs do not rely on it (their BLAS is
-on one thread in these steps)."""
+GEMM_LANES = 8
+"""The blocks of the GEMM path are shared among at most this many *lanes*, fixed by the
+problem's size and not by the thread count: a lane takes its blocks in order and sums their
+gradients into its own accumulator; the lanes' accumulators are then summed in the order
+0, 1, ... So the bits do not depend on how many threads run the lanes."""
 
-GEMM_ALIGN_D = 32
-GEMM_PAD_D_ABOVE = 128
-
-
-def _round_up(k, unit):
-    return -(-k // unit) * unit
+GEMM_LANE_BYTES = 64 << 20
+"""The lanes' accumulators for dR/dW (m x d each) hold at most about this many bytes in all
+(at least one lane)."""
 
 
-def _gemm_layout(m, n, itemsize):
-    """(B, kept) for m particles and n points (as the BLAS sees them, multiples of
-    :data:`GEMM_ALIGN`): the particles go by blocks of B rows (a multiple of GEMM_ALIGN) and
-    the first ``kept`` rows of Z (whole blocks) are kept between the passes; the buffer
-    holds kept + (B if kept < m) rows of n values, at most
-    max(GEMM_KEPT_BYTES, GEMM_ALIGN n itemsize) bytes."""
-    row = max(1, n * itemsize)
-    if m * row <= GEMM_KEPT_BYTES:
-        return m, m
-    B = max(GEMM_ALIGN, min(m, GEMM_BLOCK_BYTES // row) // GEMM_ALIGN * GEMM_ALIGN)
-    kept = max(0, GEMM_KEPT_BYTES - B * row) // row // B * B
-    return B, min(kept, m)
+def gemm_layout(m, n, d, itemsize):
+    """(points per block, lanes) of the GEMM path for m particles, n points in dimension d:
+    blocks of GEMM_BLOCK_BYTES, at most GEMM_LANES lanes, their accumulators within
+    GEMM_LANE_BYTES (see those constants)."""
+    points = GEMM_BLOCK_BYTES // max(1, m * itemsize) // GEMM_MIN_POINTS * GEMM_MIN_POINTS
+    points = int(min(GEMM_MAX_POINTS, max(GEMM_MIN_POINTS, points)))
+    blocks = max(1, -(-n // points))
+    lanes = min(GEMM_LANES, blocks, max(1, GEMM_LANE_BYTES // max(1, m * d * itemsize)))
+    return points, int(lanes)
 
 
-def _gemm_shape(m, n, d):
-    """(m, n, d) as the BLAS products see them (:data:`GEMM_ALIGN`)."""
-    dp = _round_up(d, GEMM_ALIGN_D) if d > GEMM_PAD_D_ABOVE else d
-    return _round_up(m, GEMM_ALIGN), _round_up(n, GEMM_ALIGN), dp
+def gemm_buffer_bytes(m, n, d, itemsize, threads=None):
+    """Bytes the GEMM path keeps for m particles and n points in dimension d (between calls,
+    :func:`release_workspace`): each thread that runs lanes (``threads``, Numba's most by
+    default, at most one per lane) a block of Z and a block's gradients, m (points + d + 2)
+    values, and the calling thread the lanes' sums, lanes m (d + 2) values."""
+    import numba
 
-
-def gemm_buffer_bytes(m, n, d, itemsize):
-    """Bytes of the buffer for Z that the GEMM path holds for m particles and n points in
-    dimension d (kept between calls, one per calling thread: :func:`release_workspace`)."""
-    mp, np_, _ = _gemm_shape(m, n, d)
-    B, kept = _gemm_layout(mp, np_, itemsize)
-    return (kept + (B if kept < mp else 0)) * np_ * itemsize
+    points, lanes = gemm_layout(m, n, d, itemsize)
+    threads = min(lanes, numba.config.NUMBA_NUM_THREADS if threads is None else threads)
+    return (threads * m * (points + d + 2) + lanes * m * (d + 2)) * itemsize
 
 
 _WORKSPACE = threading.local()
 
 
-def _workspace(rows, n, dtype):
-    """A (rows, n) array of ``dtype`` over this thread's buffer for Z, which grows to the
-    largest request and is kept between calls (a fresh m x n allocation costs its page
-    faults at every step: measured 70-150 ms for 64 MiB on the shared machine).
-    Its contents are not defined; :func:`release_workspace` frees it."""
+def _scratch(name, shape, dtype):
+    """An array of ``shape`` and ``dtype`` over this thread's buffer ``name``, which grows to
+    the largest request and is kept between calls: a fresh allocation of a block's arrays
+    at every block costs its page faults (a fresh m x n allocation: measured 70-150 ms for
+    64 MiB on the shared machine). Its contents are not defined; :func:`release_workspace`
+    frees this thread's buffers."""
     dtype = np.dtype(dtype)
-    need = rows * n * dtype.itemsize
-    buf = getattr(_WORKSPACE, "buffer", None)
+    need = int(np.prod(shape)) * dtype.itemsize
+    buffers = getattr(_WORKSPACE, "buffers", None)
+    if buffers is None:
+        buffers = _WORKSPACE.buffers = {}
+    buf = buffers.get(name)
     if buf is None or buf.nbytes < need:
-        _WORKSPACE.buffer = None
-        buf = _WORKSPACE.buffer = np.empty(need, dtype=np.uint8)
-    return buf[:need].view(dtype).reshape(rows, n)
+        buffers[name] = None
+        buf = buffers[name] = np.empty(need, dtype=np.uint8)
+    return buf[:need].view(dtype).reshape(shape)
 
 
 def release_workspace():
-    """Free this thread's buffer for Z of the GEMM path (it is allocated again when needed)."""
-    _WORKSPACE.buffer = None
+    """Free the calling thread's buffers of the GEMM path (allocated again when needed; the
+    lanes' threads keep theirs, a block of Z and a block's gradients each)."""
+    _WORKSPACE.buffers = None
 
 
-def _padded(A, rows, cols):
-    """A with zero rows and columns up to (rows, cols) (A itself when it has that shape)."""
-    if A.shape == (rows, cols):
-        return A
-    P = np.zeros((rows, cols), dtype=A.dtype)
-    P[: A.shape[0], : A.shape[1]] = A
-    return P
+def workspace_bytes():
+    """Bytes of the calling thread's buffers of the GEMM path."""
+    return sum(buf.nbytes for buf in (getattr(_WORKSPACE, "buffers", None) or {}).values() if buf is not None)
 
 
-class _Gemm:
-    """The operands of the GEMM path for one call: W and X padded (:data:`GEMM_ALIGN`), the
-    block layout (:func:`_gemm_layout`), and the buffer for Z."""
+_POOLS = {}
+_POOLS_LOCK = threading.Lock()
 
-    def __init__(self, W, X):
-        m, d = W.shape
-        n = X.shape[0]
-        self.m, self.n, self.d = m, n, d
-        self.mp, self.np, self.dp = _gemm_shape(m, n, d)
-        self.W = _padded(W, self.mp, self.dp)
-        self.X = _padded(X, self.np, self.dp)
-        self.B, self.kept = _gemm_layout(self.mp, self.np, X.dtype.itemsize)
-        rows = self.kept + (self.B if self.kept < self.mp else 0)
-        self.Z = _workspace(rows, self.np, X.dtype)
 
-    def blocks(self):
-        """(i0, i1, the rows of Z for the block, whether they are kept) for every block: the
-        kept rows as one block, then the others by blocks of B rows. Few blocks: each one
-        hands the cores from the BLAS's threads to Numba's and back, and the threads of
-        one idle-spin a while after their work (measured: 4 blocks instead of 1 took 2.6x
-        as long at 2 threads on the shared machine)."""
-        if self.kept:
-            yield 0, self.kept, self.Z[: self.kept], True
-        for i0 in range(self.kept, self.mp, self.B):
-            i1 = min(self.mp, i0 + self.B)
-            yield i0, i1, self.Z[self.kept:self.kept + i1 - i0], False
+def _forget_pools():
+    """In a forked child: the parent's pools' threads do not exist there (fresh ones on demand)."""
+    global _POOLS_LOCK
+    _POOLS.clear()
+    _POOLS_LOCK = threading.Lock()
 
-    def product(self, i0, i1, Zb):
-        """Zb = W[i0:i1] X^T (BLAS)."""
-        np.matmul(self.W[i0:i1], self.X.T, out=Zb)
 
-    def real(self, i0, i1, Zb):
-        """The rows of Zb that belong to particles (not to the padding)."""
-        return Zb[: max(0, min(self.m, i1) - i0)]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
 
-    def forward(self, a, b, code):
-        """sum_i a_i sigma(z_ik) for every k (without the factor s), block by block:
-        Z_b = W_b X^T, then :func:`_gemm_forward_rows`."""
-        acc = np.zeros(self.np, dtype=self.X.dtype)
-        for i0, i1, Zb, _ in self.blocks():
-            self.product(i0, i1, Zb)
-            _gemm_forward_rows(self.real(i0, i1, Zb), a, b, i0, code, acc)
-        return acc[: self.n]
 
-    def backward(self, a, b, lp, code, ga, gW, gb, after_forward):
-        """The gradients from the scaled l' (``lp``, n values): per block, Z_b (kept by
-        :meth:`forward` when ``after_forward``, else computed) becomes G_b in place
-        (:func:`_gemm_backward_rows`), then gW_b = G_b X (BLAS)."""
-        lpp = _padded(lp[None, :], 1, self.np)[0]
-        direct = self.mp == self.m and self.dp == self.d
-        gWp = gW if direct else np.empty((self.mp, self.dp), dtype=gW.dtype)
-        for i0, i1, Zb, kept in self.blocks():
-            if not (kept and after_forward):
-                self.product(i0, i1, Zb)
-            _gemm_backward_rows(self.real(i0, i1, Zb), a, b, i0, lpp, code, ga, gb)
-            np.matmul(Zb, self.X, out=gWp[i0:i1])
-        if not direct:
-            gW[...] = gWp[: self.m, : self.d]
+def _pool(threads):
+    """A pool of ``threads`` threads for the lanes (made once per count, kept)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="meanfield-lane")
+        return _POOLS[threads]
+
+
+_BLAS = None
+
+
+def _one_blas_thread():
+    """The BLAS on one thread for the duration (threadpoolctl): the lanes run the products
+    concurrently, each on one core, and a product's bits do not depend on the BLAS's count."""
+    global _BLAS
+    if _BLAS is None:
+        import threadpoolctl
+
+        _BLAS = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    return _BLAS.limit(limits=1)
+
+
+def _run_lanes(lanes, work):
+    """work(lane) for lane = 0 .. lanes - 1, on min(lanes, Numba's thread count) threads
+    (the thread governor's count, docs/design.md §6.4), the BLAS on one thread."""
+    import numba
+
+    threads = min(lanes, numba.get_num_threads())
+    with _one_blas_thread():
+        if threads <= 1:
+            for lane in range(lanes):
+                work(lane)
+        else:
+            list(_pool(threads).map(work, range(lanes)))
+
+
+def _lane_blocks(n, points, lanes, lane):
+    """The (k0, k1) point ranges of ``lane``'s blocks: the blocks of ``points`` points cut
+    into ``lanes`` contiguous runs of whole blocks."""
+    blocks = -(-n // points)
+    for block in range(lane * blocks // lanes, (lane + 1) * blocks // lanes):
+        yield block * points, min(n, (block + 1) * points)
+
+
+def _block_forward(W, Xb, a, b, code, acc):
+    """Z_b = W X_b^T (BLAS) in this thread's buffer; acc[t] += sum_i a_i sigma(Z_b[i, t] + b_i)
+    (:func:`_gemm_forward_rows`). Returns Z_b."""
+    Z = _block_product(W, Xb)
+    _gemm_forward_rows(Z, a, b, code, acc)
+    return Z
+
+
+def _block_product(W, Xb):
+    """Z_b = W X_b^T (BLAS) in this thread's buffer."""
+    Z = _scratch("Z", (W.shape[0], Xb.shape[0]), Xb.dtype)
+    np.matmul(W, Xb.T, out=Z)
+    return Z
+
+
+def _block_backward(Z, Xb, a, b, lp, code, sums):
+    """Z_b becomes G_b = a_i lp_k sigma'(z_ik) in place (:func:`_gemm_backward_rows`);
+    sums = (ga, gW, gb) of the lane += the block's (sum_k lp_k sigma(z_ik), G_b X_b,
+    a_i sum_k lp_k sigma'(z_ik))."""
+    sum_a, sum_W, sum_b = sums
+    m, d = sum_W.shape
+    block = _scratch("gradients", (m * (d + 2),), Z.dtype)
+    ga, gb, gW = block[:m], block[m:2 * m], block[2 * m:].reshape(m, d)
+    _gemm_backward_rows(Z, a, b, lp, code, ga, gb)
+    np.matmul(Z, Xb, out=gW)
+    sum_a += ga
+    sum_b += gb
+    sum_W += gW
+
+
+def _sum_lanes(lane_sums, out):
+    """out[j] = the lanes' j-th sums added in the order 0, 1, ... (their bits do not depend on
+    the thread count)."""
+    for j, target in enumerate(out):
+        target[...] = lane_sums[0][j]
+        for sums in lane_sums[1:]:
+            target += sums[j]
+
+
+def _gemm(a, W, b, X, code, lp_of=None, lp=None, f=None, grads=None):
+    """The GEMM path, block by block of points, lanes in parallel (docs/design.md §1.1).
+
+    For every block of points X_b: the forward sums (when ``f`` is given, f_b = sum_i a_i
+    sigma(z_ik), then ``lp_of(k0, k1, f_b)`` gives the block's scaled l'), else l' taken
+    from ``lp``; with ``grads = (ga, gW, gb)`` the backward pass on the same Z_b, summed per
+    lane and then over lanes in a fixed order."""
+    m, d = W.shape
+    n = X.shape[0]
+    points, lanes = gemm_layout(m, n, d, X.dtype.itemsize)
+    lane_sums = [None] * lanes
+    if grads is not None:
+        sums = _scratch("lanes", (lanes, m * (d + 2)), X.dtype)
+        sums[...] = 0
+        lane_sums = [(row[:m], row[2 * m:].reshape(m, d), row[m:2 * m]) for row in sums]
+    zero = X.dtype.type(0)
+
+    def work(lane):
+        for k0, k1 in _lane_blocks(n, points, lanes, lane):
+            Xb = X[k0:k1]
+            if f is not None:
+                fb = f[k0:k1]
+                fb[...] = zero
+                Z = _block_forward(W, Xb, a, b, code, fb)
+                lpb = lp_of(k0, k1, fb) if lp_of is not None else None
+            else:
+                Z, lpb = _block_product(W, Xb), lp[k0:k1]
+            if grads is not None:
+                _block_backward(Z, Xb, a, b, lpb, code, lane_sums[lane])
+
+    _run_lanes(lanes, work)
+    if grads is not None:
+        _sum_lanes(lane_sums, grads)
 
 
 # ---------------------------------------------------------------- public interface
@@ -813,7 +874,9 @@ def _forward_sum(a, W, b, X, code, Xp):
     m, d = W.shape
     n = X.shape[0]
     if d >= BLAS_MIN_D:
-        return _Gemm(W, X).forward(a, b, code)
+        f = np.empty(n, dtype=X.dtype)
+        _gemm(a, W, b, X, code, f=f)
+        return f
     n_tiles = Xp.shape[0]
     n_chunks = int(max(1, min(-(-m // FORWARD_CHUNK), -(-16 // n_tiles))))
     parts = np.empty((n_chunks, n_tiles * Xp.shape[2]), dtype=X.dtype)
@@ -890,22 +953,28 @@ def risk_and_gradient(a, W, b, X, y, s, act, loss, loss_scale=1.0, out=None, c=N
         return 0.0, ga, gW, (gb if has_bias else None)
 
     code = int(act)
-    Xp = _packed(X)
-    if d >= BLAS_MIN_D:
-        gemm = _Gemm(W, X)
-        f = gemm.forward(a, b, code)
-    else:
-        f = _forward_sum(a, W, b, X, code, Xp)
-    f *= dtype.type(s)
-    if c is not None:
-        f += dtype.type(c)
-    lp_raw = np.empty(n, dtype=dtype)
-    risk = float(loss_scale) * loss_and_derivative(int(loss), f, y, lp_raw)
     scale = dtype.type(float(loss_scale) * float(s) / n)
+    lp_raw = np.empty(n, dtype=dtype)
     if d >= BLAS_MIN_D:
-        lp = lp_raw * scale
-        gemm.backward(a, b, lp, code, ga, gW, gb_work, True)
+        f = np.empty(n, dtype=dtype)
+
+        def lp_of(k0, k1, fb):
+            """A block's f_k = s sum_i a_i sigma(z_ik) [+ c] (in place) and its scaled l'_k."""
+            fb *= dtype.type(s)
+            if c is not None:
+                fb += dtype.type(c)
+            loss_and_derivative(int(loss), fb, y[k0:k1], lp_raw[k0:k1])
+            return lp_raw[k0:k1] * scale
+
+        _gemm(a, W, b, X, code, lp_of=lp_of, f=f, grads=(ga, gW, gb_work))
+        risk = float(loss_scale) * loss_and_derivative(int(loss), f, y, np.empty(n, dtype=dtype))
     else:
+        Xp = _packed(X)
+        f = _forward_sum(a, W, b, X, code, Xp)
+        f *= dtype.type(s)
+        if c is not None:
+            f += dtype.type(c)
+        risk = float(loss_scale) * loss_and_derivative(int(loss), f, y, lp_raw)
         lp = np.zeros(Xp.shape[0] * Xp.shape[2], dtype=dtype)
         np.multiply(lp_raw, scale, out=lp[:n])
         _fused(d)[1](a, W, b, Xp, lp, code, ga, gW, gb_work, PARTICLE_BLOCK)
@@ -929,7 +998,7 @@ def pullback(a, W, b, X, v, s, act, Xp=None):
     ga, gW, gb = np.empty(m, dtype=dtype), np.empty((m, d), dtype=dtype), np.empty(m, dtype=dtype)
     code = int(act)
     if d >= BLAS_MIN_D:
-        _Gemm(W, X).backward(a, b, np.asarray(v, dtype=dtype) * dtype.type(s), code, ga, gW, gb, False)
+        _gemm(a, W, b, X, code, lp=np.asarray(v, dtype=dtype) * dtype.type(s), grads=(ga, gW, gb))
     else:
         Xp = _packed(X) if Xp is None else Xp
         lp = np.zeros(Xp.shape[0] * Xp.shape[2], dtype=dtype)

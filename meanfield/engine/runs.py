@@ -482,8 +482,8 @@ class ParticlesOnData(ParticleFlow):
     @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
         """With the data in the working precision and packed in tiles (train and test), and
-        from d = BLAS_MIN_D on the GEMM path's buffer for Z = W X^T (solvers.particles,
-        bounded by GEMM_KEPT_BYTES: docs/design.md §1.1)."""
+        from d = BLAS_MIN_D on the GEMM path's buffers for blocks of Z = W X^T and the lanes'
+        sums (solvers.particles.gemm_buffer_bytes: docs/design.md §1.1)."""
         itemsize = np.dtype(scenario.train.dtype).itemsize
         values = 3 * (n_train + n_test) * (scenario.data.dim + 1)
         needs = [*super().memory(scenario, spec, n_train, n_test, frames),

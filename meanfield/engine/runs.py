@@ -718,6 +718,10 @@ class KernelFlowIntegrated(KernelFlow, FlowRun):
 
     kind = kinds.KINDS["kernel_flow_integrated"]
     method_of = {"sgd": "euler", "euler_maruyama": "euler"}
+    blas_invariant = True
+    """Its step, K[:, train] l' and element-wise work, uses no BLAS (``solvers.ntk.matvec``, Numba's
+    threads in jobs of fixed rows, where OpenBLAS's gemv gave other bits on 2 threads): the same
+    bits at any count of either (``tests/test_blas_invariance.py``)."""
 
     @classmethod
     def state_size(cls, scenario, n_train, n_test):

@@ -17,7 +17,6 @@ from test_threads import _blas_counts, _datasets, _Seen
 
 import meanfield as mf
 from meanfield.engine import runs, threads
-from meanfield.model import diagnostics as dg
 from solvers.ntk import FunctionSpaceField
 
 
@@ -115,66 +114,3 @@ def test_the_run_blas_count_is_back_after_an_invariant_run(tmp_path):
     mf.simulate(mf.load_scenario(scenario), None, threads=2).close()
     assert _blas_counts() == before
     assert threads.RUN_BLAS_THREADS == 1
-
-
-def _at_blas_counts(function):
-    """``function()`` at BLAS 1 and 2 threads: the set of its results' bits."""
-    seen = set()
-    for blas in (1, 2):
-        with threadpoolctl.threadpool_limits(blas, user_api="blas"):
-            seen.add(np.asarray(function(), np.float64).tobytes())
-    return seen
-
-
-def test_the_measures_sums_over_long_vectors_have_the_same_bits_at_one_and_two_blas_threads():
-    """Every measure that sums more than 10^4 values (m = 12 001 particles in d = 3, a probe
-    kernel of 151 x 151 values, V^T f over 1001 samples): one set of bits at BLAS 1 and 2
-    threads, equal to plain sums in long double to rounding. The BLAS's own
-    ``np.linalg.norm``, dot and gemv on the same arrays differ between its counts."""
-    rng = np.random.default_rng(1)
-    m, d, P, n = 12_001, 3, 151, 1001
-    a0, W0, b0 = rng.standard_normal(m), rng.standard_normal((m, d)), rng.standard_normal(m)
-    a, W, b = a0 + 0.1 * rng.standard_normal(m), W0 + 0.1 * rng.standard_normal((m, d)), b0
-    F0, Ft = rng.standard_normal((P, 40)), rng.standard_normal((P, 40))
-    K0, Kt = F0 @ F0.T, Ft @ Ft.T
-    y_probe = rng.standard_normal(P)
-    teacher_W = rng.standard_normal((2, d))
-    lam, V = np.linalg.eigh(_kernel(rng, n, n) + 1e-3 * np.eye(n))
-    f = rng.standard_normal(n)
-    measures = {
-        "displacement_w": (lambda: dg.relative_change(W, W0),
-                           lambda: _long_norm(W - W0) / _long_norm(W0)),
-        "displacement_wb": (lambda: dg.displacement_wb(W, b, W0, b0),
-                            lambda: _long_norm(W - W0) / np.sqrt(_long_sum(W0 ** 2) + _long_sum(b0 ** 2))),
-        "displacement_a": (lambda: dg.relative_change(a, a0), lambda: _long_norm(a - a0) / _long_norm(a0)),
-        "normalized_margin (output layer)": (lambda: dg.particle_norm(a, W, None, 0.5, 1, output_only=True),
-                                             lambda: 0.5 * np.sqrt(m) * _long_norm(a)),
-        "kernel_distance": (lambda: dg.kernel_distance(K0, Kt),
-                            lambda: 1 - _long_sum(K0 * Kt) / (_long_norm(K0) * _long_norm(Kt))),
-        "kernel_alignment": (lambda: dg.kernel_target_alignment(Kt, y_probe),
-                             lambda: _long_sum(np.outer(y_probe, y_probe) * Kt) / (_long_norm(Kt) * _long_sum(y_probe ** 2))),
-        "teacher_alignment": (lambda: dg.teacher_alignment(a, W, teacher_W), None),
-        "normalized_margin (kernel flow)": (lambda: dg.kernel_norm(f, lam, V),
-                                            lambda: np.sqrt(_long_sum((V.T @ f) ** 2 / lam))),
-    }
-    for name, (measure, reference) in measures.items():
-        bits = _at_blas_counts(measure)
-        assert len(bits) == 1, name
-        if reference is not None:
-            assert np.frombuffer(bits.pop())[0] == pytest.approx(float(reference()), rel=1e-12), name
-    cos = np.abs(W @ teacher_W.T) / np.outer(np.linalg.norm(W, axis=1), np.linalg.norm(teacher_W, axis=1))
-    mass = np.abs(a) * np.linalg.norm(W, axis=1)
-    assert dg.teacher_alignment(a, W, teacher_W, signed=False) == pytest.approx(
-        float(_long_sum(mass * cos.max(axis=1)) / _long_sum(mass)), rel=1e-12)
-    if _threaded_openblas():  # the sizes reach the BLAS's threaded dot and gemv
-        assert len(_at_blas_counts(lambda: np.linalg.norm(W - W0))) == 2
-        assert len(_at_blas_counts(lambda: V.T @ f)) == 2
-
-
-def _long_sum(x):
-    """The sum of x in long double (64-bit mantissa): a reference more precise than float64 sums."""
-    return float(np.sum(np.asarray(x, np.longdouble).ravel(), dtype=np.longdouble))
-
-
-def _long_norm(x):
-    return float(np.sqrt(_long_sum(np.asarray(x, np.float64) ** 2)))

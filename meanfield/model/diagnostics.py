@@ -38,30 +38,10 @@ def mean_loss(f, y, loss) -> float:
     return float(loss_and_derivative(loss, f, np.asarray(y, f.dtype), np.empty_like(f)))
 
 
-def sum_of_squares(x) -> float:
-    """sum_k x_k^2 over every value of ``x``, in float64, by NumPy's pairwise sum: one order of
-    the terms at any BLAS thread count. ``np.linalg.norm`` and ``x @ x`` are the BLAS's dot
-    product, whose last bits changed between 1 and 2 OpenBLAS threads above 10^4 values
-    (docs/design.md §6.4)."""
-    x = np.asarray(x, np.float64).ravel()
-    return float(np.add.reduce(x * x))
-
-
-def fixed_dot(x, y) -> float:
-    """sum_k x_k y_k in float64 by NumPy's pairwise sum (the order of :func:`sum_of_squares`)."""
-    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
-    return float(np.add.reduce(x * y))
-
-
-def frobenius(x) -> float:
-    """||x||_F = sqrt(:func:`sum_of_squares`), the same bits at any BLAS thread count."""
-    return float(np.sqrt(sum_of_squares(x)))
-
-
 def relative_change(x, x0) -> float:
-    """||x - x0|| / ||x0|| (Frobenius, :func:`frobenius`); infinite when x0 = 0 and x moved, 0 when neither."""
-    moved = frobenius(np.asarray(x, np.float64) - x0)
-    base = frobenius(x0)
+    """||x - x0|| / ||x0|| (Frobenius); infinite when x0 = 0 and x moved, 0 when neither."""
+    moved = float(np.linalg.norm(np.asarray(x, np.float64) - x0))
+    base = float(np.linalg.norm(x0))
     if base == 0.0:
         return 0.0 if moved == 0.0 else float("inf")
     return moved / base
@@ -119,7 +99,7 @@ def particle_norm(a, W, b, s: float, degree: int, output_only: bool) -> float:
     """
     a = np.asarray(a, np.float64)
     if output_only:
-        return float(s * np.sqrt(a.size) * frobenius(a))
+        return float(s * np.sqrt(a.size) * np.linalg.norm(a))
     squared = a**2 + np.sum(np.asarray(W, np.float64) ** 2, axis=1)
     if b is not None:
         squared = squared + np.asarray(b, np.float64) ** 2
@@ -131,8 +111,7 @@ def kernel_norm(f, eigenvalues, eigenvectors, rcond: float = 1e-12) -> float:
     the kernel predictor f = K alpha (f - f_0 of a kernel flow from f_0 = 0 lies in the range of
     K), the pseudo-inverse leaving out eigenvalues below rcond lambda_max."""
     keep = eigenvalues > rcond * max(float(eigenvalues.max()), 0.0)
-    # V^T f by NumPy's einsum loops, not the BLAS's gemv (its bits depend on its thread count)
-    coefficients = np.einsum("ik,i->k", eigenvectors[:, keep], np.asarray(f, np.float64))
+    coefficients = eigenvectors[:, keep].T @ np.asarray(f, np.float64)
     return float(np.sqrt(np.sum(coefficients**2 / eigenvalues[keep])))
 
 
@@ -141,15 +120,15 @@ def kernel_norm(f, eigenvalues, eigenvectors, rcond: float = 1e-12) -> float:
 
 def kernel_distance(K0, Kt) -> float:
     """1 - <K0, Kt>_F / (||K0||_F ||Kt||_F): 0 when the kernel only rescales, up to 1."""
-    norm = frobenius(K0) * frobenius(Kt)
-    return 0.0 if norm == 0.0 else 1.0 - fixed_dot(K0, Kt) / norm
+    norm = float(np.linalg.norm(K0) * np.linalg.norm(Kt))
+    return 0.0 if norm == 0.0 else 1.0 - float(np.sum(K0 * Kt)) / norm
 
 
 def kernel_target_alignment(K, y) -> float:
     """y^T K y / (||K||_F ||y||^2) (Cristianini et al. 2002): 1 when K = y y^T up to scale."""
     y = np.asarray(y, np.float64)
-    norm = frobenius(K) * sum_of_squares(y)
-    return 0.0 if norm == 0.0 else fixed_dot(np.einsum("ij,j->i", K, y), y) / norm
+    norm = float(np.linalg.norm(K) * (y @ y))
+    return 0.0 if norm == 0.0 else float(y @ K @ y) / norm
 
 
 def teacher_alignment(a, W, teacher_W, *, signed=True) -> float:
@@ -163,12 +142,11 @@ def teacher_alignment(a, W, teacher_W, *, signed=True) -> float:
     """
     W = np.asarray(W, np.float64)
     norms = np.linalg.norm(W, axis=1)
-    products = np.einsum("ik,jk->ij", W, teacher_W)  # NumPy's loops: no GEMM, whose bits depend on its threads
-    cos = products / (np.maximum(norms, 1e-300)[:, None] * np.linalg.norm(teacher_W, axis=1))
+    cos = (W @ teacher_W.T) / (np.maximum(norms, 1e-300)[:, None] * np.linalg.norm(teacher_W, axis=1))
     best = (cos if signed else np.abs(cos)).max(axis=1)
     mass = np.abs(np.asarray(a, np.float64)) * norms
     total = mass.sum()
-    return 0.0 if total == 0.0 else fixed_dot(mass, best) / total
+    return 0.0 if total == 0.0 else float(mass @ best / total)
 
 
 def particle_cloud(a, W, b=None) -> np.ndarray:

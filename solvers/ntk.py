@@ -536,18 +536,28 @@ MATVEC_ROWS = 64
 
 @jit_parallel
 def matvec(A, x, out):
-    """out_i = sum_j A_ij x_j for a C-contiguous A (N, n): each row's sum by one loop over j, so
-    every bit is the same at any Numba thread count (rows in jobs of :data:`MATVEC_ROWS`) and
-    at any BLAS thread count (no BLAS: OpenBLAS's gemv, ``A @ x``, gave other last bits on 2
-    threads than on 1 at shapes such as (1001, 500), docs/design.md §6.4)."""
+    """out_i = sum_j A_ij x_j for a C-contiguous A (N, n), four rows at a time (x read once for
+    four): every bit the same at any Numba thread count (rows in jobs of :data:`MATVEC_ROWS`,
+    a multiple of 4, whatever the count) and at any BLAS thread count (no BLAS: OpenBLAS's gemv,
+    ``A @ x``, gave other last bits on 2 threads than on 1 at shapes such as (1001, 500),
+    docs/design.md §6.4)."""
     N, n = A.shape
     for job in prange((N + MATVEC_ROWS - 1) // MATVEC_ROWS):
-        for i in range(job * MATVEC_ROWS, min(N, (job + 1) * MATVEC_ROWS)):
+        i, end = job * MATVEC_ROWS, min(N, (job + 1) * MATVEC_ROWS)
+        while i + 4 <= end:
+            t0 = t1 = t2 = t3 = 0.0
+            for j in range(n):
+                t0 += A[i, j] * x[j]
+                t1 += A[i + 1, j] * x[j]
+                t2 += A[i + 2, j] * x[j]
+                t3 += A[i + 3, j] * x[j]
+            out[i], out[i + 1], out[i + 2], out[i + 3] = t0, t1, t2, t3
+            i += 4
+        for row in range(i, end):  # the last job's N mod 4 rows
             total = 0.0
             for j in range(n):
-                total += A[i, j] * x[j]
-            out[i] = total
-
+                total += A[row, j] * x[j]
+            out[row] = total
 
 
 class FunctionSpaceField:

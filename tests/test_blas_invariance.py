@@ -17,7 +17,7 @@ from test_threads import _blas_counts, _datasets, _Seen
 
 import meanfield as mf
 from meanfield.engine import runs, threads
-from solvers.ntk import FunctionSpaceField
+from solvers.ntk import FunctionSpaceField, matvec
 
 
 def _threaded_openblas() -> bool:
@@ -33,6 +33,17 @@ def _kernel(rng, N, n):
     """A symmetric positive semi-definite kernel on N points, (N, n) columns: the training part."""
     F = rng.standard_normal((N, 40))
     return F @ F[:n].T / 40
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (1, 1), (3, 5), (5, 3), (67, 129), (130, 0)])
+def test_matvec_is_the_matrix_times_the_vector(shape):
+    """out = A x at sizes around its groups of four rows and jobs of 64, against NumPy's product
+    (the empty sums 0)."""
+    rng = np.random.default_rng(sum(shape))
+    A, x = rng.standard_normal(shape), rng.standard_normal(shape[1])
+    out = np.full(shape[0], np.nan)
+    matvec(A, x, out)
+    np.testing.assert_allclose(out, A @ x, rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("ridge", [0.0, 0.3])

@@ -21,12 +21,18 @@ def operations(rng):
 
     x = rng.standard_normal(100_000)
     yield "dot, 10^5 values (np.linalg.norm's)", lambda: x @ x
+    for size in (10_000, 10_001):  # OpenBLAS threads a dot above 10^4 values
+        for trial in range(4):
+            y = rng.standard_normal(size)
+            yield f"dot, {size} values, vector {trial}", lambda y=y: y @ y
     for m, k, n in [(300, 16, 307), (1023, 256, 1025), (1000, 300, 1000), (64, 1000, 4000), (1024, 100, 8192)]:
         A, B = matrices((m, k), (k, n))
         yield f"GEMM ({m} x {k}) @ ({k} x {n}), NumPy", lambda A=A, B=B: A @ B
         yield f"GEMM ({m} x {k}) @ ({k} x {n}), SciPy dgemm", lambda A=A, B=B: blas.dgemm(1.0, A, B)
-    A, v = matrices((2000, 256), (256,))
-    yield "gemv (2000 x 256) @ v", lambda: A @ v
+    for m, n in [(2000, 256), (1001, 500), (3001, 1500), (4097, 2049), (1000, 700)]:
+        A, v, u = matrices((m, n), (n,), (m,))
+        yield f"gemv ({m} x {n}) @ v", lambda A=A, v=v: A @ v
+        yield f"gemv u @ ({m} x {n})", lambda A=A, u=u: u @ A
     F, = matrices((300, 2560))
     yield "syrk F F^T, F 300 x 2560", lambda: blas.dsyrk(1.0, F)
     S, = matrices((300, 300))

@@ -39,9 +39,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import prange
 from scipy.linalg import blas
 
-from ._jit import jit
+from ._jit import jit, jit_parallel
 from .activations import activate_tile
 from .catalog import ACTIVATION_TABLE, RELU, activation_code, loss_code
 from .fields import ParticleLayout
@@ -529,6 +530,35 @@ class LinearizedSquared:
 
 # ------------------------------------------------------------------ any loss, by integration
 
+MATVEC_ROWS = 64
+"""Rows of K per job of :func:`matvec` (the jobs are fixed by the size, never by the thread count)."""
+
+
+@jit_parallel
+def matvec(A, x, out):
+    """out_i = sum_j A_ij x_j for a C-contiguous A (N, n), four rows at a time (x read once for
+    four): every bit the same at any Numba thread count (rows in jobs of :data:`MATVEC_ROWS`,
+    a multiple of 4, whatever the count) and at any BLAS thread count (no BLAS: OpenBLAS's gemv,
+    ``A @ x``, gave other last bits on 2 threads than on 1 at shapes such as (1001, 500),
+    docs/design.md §6.4)."""
+    N, n = A.shape
+    for job in prange((N + MATVEC_ROWS - 1) // MATVEC_ROWS):
+        i, end = job * MATVEC_ROWS, min(N, (job + 1) * MATVEC_ROWS)
+        while i + 4 <= end:
+            t0 = t1 = t2 = t3 = 0.0
+            for j in range(n):
+                t0 += A[i, j] * x[j]
+                t1 += A[i + 1, j] * x[j]
+                t2 += A[i + 2, j] * x[j]
+                t3 += A[i + 3, j] * x[j]
+            out[i], out[i + 1], out[i + 2], out[i + 3] = t0, t1, t2, t3
+            i += 4
+        for row in range(i, end):  # the last job's N mod 4 rows
+            total = 0.0
+            for j in range(n):
+                total += A[row, j] * x[j]
+            out[row] = total
+
 
 class FunctionSpaceField:
     """Kernel gradient flow (*) as a vector field over f = [f(X) (n), f(X*) (n*)]:
@@ -539,7 +569,9 @@ class FunctionSpaceField:
     loss scale, which is part of K, and without the ridge term). ``loss`` is a loss code or
     name (``solvers.losses``). The ridge lambda >= 0 (default 0) pulls f back to ``f0``, the
     state at t = 0 (see :class:`LinearizedSquared` for where the term comes from).
-    Start from :meth:`initial_state`; split a state with :meth:`split`.
+    Start from :meth:`initial_state`; split a state with :meth:`split`. The product
+    K[:, train] l' is :func:`matvec`'s (Numba's threads, rows in fixed jobs), not the BLAS's: the
+    same bits at any count of either.
     """
 
     def __init__(self, K_train, y, loss, K_test_train=None, ridge=0.0, f0=None):
@@ -587,9 +619,11 @@ class FunctionSpaceField:
         if batch is not None:
             raise NotImplementedError("the function-space field has no minibatches")
         loss = loss_and_derivative(self.loss, f[: self.n], self.y, self._lp)
+        velocity = np.empty(len(self._K))
+        matvec(self._K, self._lp, velocity)  # K[:, train] l' / (-n), the same bits at any thread count
         if self.ridge:
-            return self._K @ self._lp - self.ridge * (f - self.f0), loss
-        return self._K @ self._lp, loss
+            velocity -= self.ridge * (f - self.f0)
+        return velocity, loss
 
 
 # ------------------------------------------------------------------ the tangent model

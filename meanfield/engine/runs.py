@@ -135,8 +135,11 @@ class Run(ABC):
 
     blas_invariant = False
     """Whether the BLAS work of this kind's steps gives the same bits at any BLAS thread
-    count (then its steps run the BLAS at the run's count; else on one thread: docs/design.md
-    §6.4, ``tests/test_threads.py`` checks every kind at 1 and 2 threads)."""
+    count (then its steps run the BLAS at the run's count, and a governor switches it with
+    Numba's; else on one thread: docs/design.md §6.4, ``tests/test_threads.py`` checks every
+    kind at 1 and 2 threads). Declared by :class:`KernelFlowIntegrated` alone
+    (``tests/test_blas_invariance.py``): the tangent model's steps are GEMMs, the particle
+    step's large-d path too, and the population flow's BLAS work is two dot products."""
 
     def __init__(self, name: str, spec: RunSpec, resolved: Resolved, inputs: RunInputs):
         self.name, self.spec, self.resolved, self.inputs = name, spec, resolved, inputs
@@ -718,6 +721,10 @@ class KernelFlowIntegrated(KernelFlow, FlowRun):
 
     kind = kinds.KINDS["kernel_flow_integrated"]
     method_of = {"sgd": "euler", "euler_maruyama": "euler"}
+    blas_invariant = True
+    """Its step, K[:, train] l' and element-wise work, uses no BLAS (``solvers.ntk.matvec``, Numba's
+    threads in jobs of fixed rows, where OpenBLAS's gemv gave other bits on 2 threads): the same
+    bits at any count of either (``tests/test_blas_invariance.py``)."""
 
     @classmethod
     def state_size(cls, scenario, n_train, n_test):

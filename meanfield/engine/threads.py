@@ -160,10 +160,12 @@ def one_blas_thread():
     before): the one place for BLAS work whose result depends on the BLAS's thread count.
     Measured with OpenBLAS 0.3.30 and 0.3.31 (SciPy's, NumPy's) (docs/design.md §6.4): the
     dot product of more than 10^4 values (``np.linalg.norm``, ``x @ y``), LAPACK's ``eigh``,
-    ``eigvalsh``, ``sytrd`` and Cholesky solves, and GEMM itself at shapes whose split between
+    ``eigvalsh``, ``sytrd`` and Cholesky solves, GEMM itself at shapes whose split between
     threads falls off the kernel's blocks (``(300, 2560) @ (2560, 307)``: different bits on 2
-    threads). A run holds the BLAS here except in the steps of the run kinds whose BLAS work
-    is thread-invariant (``Run.blas_invariant``)."""
+    threads), and gemv at shapes with an odd side (``(1001, 500) @ v``), with the SkylakeX
+    kernels and the Haswell ones. A run holds the BLAS here except in the steps of the run
+    kinds whose BLAS work is thread-invariant (``Run.blas_invariant``: the integrated kernel
+    flow alone, whose step has no BLAS call)."""
     return _blas_limits(1)
 
 
@@ -174,7 +176,8 @@ count: :func:`blas_for_steps`): OpenBLAS's LAPACK (the kernel runs' eigendecompo
 solves), its long dot products and some of its products (GEMM at some shapes) reduce in an
 order that depends on its thread count, so a kernel run's datasets and every run's gap_ntk
 changed in the last bits between thread counts. One fixed count makes every dataset
-independent of the thread settings (docs/design.md §6.4)."""
+independent of the thread settings (docs/design.md §6.4). Snapshots keep it in every kind:
+the measures' norms, dot products and GEMMs are the BLAS's."""
 
 
 @contextmanager

@@ -206,7 +206,7 @@ def test_only_the_command_line_notes_stops_from_its_first_import(monkeypatch):
 
 def test_a_resume_of_a_damaged_file_leaves_it_as_it_was_and_says_to_start_again(tiny, tmp_path):
     # a kernel run, the reference whose f_test a resume reads back; 512 test points: an f_test frame
-    # fills a compressed chunk of its own, whose damage the library sees
+    # fills a chunk of its own, with a checksum: the library sees its damage
     tiny.write_text(TINY.replace("n_test: 30", "n_test: 512").replace(
         "runs:\n", "runs:\n  kernel: {solver: ntk, kernel: empirical, parameterization: ntk}\n"))
     out = tmp_path / "tiny.h5"

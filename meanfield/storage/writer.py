@@ -76,7 +76,11 @@ def _write_header(h5: h5py.File, scenario_yaml: str, seed: int, author: Optional
 
 def open_for_resume(path, *, same_scenario: Callable[[str], bool]) -> TrajectoryWriter:
     """Open an existing trajectory file for writing, if ``same_scenario`` accepts the scenario
-    text it stores (the one that made it)."""
+    text it stores (the one that made it); its superblock's end of allocation first moved to
+    the file's end where a kill left it short (:func:`layout.extend_allocation_to_file_end`:
+    the caller holds the file's writer lock, so no other process writes it)."""
+    if os.path.isfile(path) and h5py.is_hdf5(path):
+        layout.extend_allocation_to_file_end(path)
     h5 = layout.open_ours(path, "r+")
     if not same_scenario(h5["parameters"].attrs["scenario"]):
         h5.close()

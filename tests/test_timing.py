@@ -122,7 +122,8 @@ def test_an_adaptive_count_with_every_interval_reached_is_the_calibrations():
 
 def test_the_estimate_is_the_sum_of_its_parts():
     fixed = RunTime("a", setup=1.5, step=0.002, steps=1000, snapshot=0.05, snapshots=21)
-    adaptive = RunTime("b", setup=0.5, step=0.01, steps=20, snapshot=0.1, snapshots=21, exact_count=False)
+    adaptive = RunTime("b", setup=0.5, step=0.01, steps=20, snapshot=0.1, snapshots=21, exact_count=False,
+                       calibrated_to=0.25)
     assert fixed.seconds == pytest.approx(1.5 + 2.0 + 1.05)
     assert fixed.snapshot_share == pytest.approx(1.05 / 4.55)
     whole = TimeEstimate([fixed, adaptive], shared=0.25, calibration=0.3)
@@ -131,7 +132,8 @@ def test_the_estimate_is_the_sum_of_its_parts():
     assert whole.estimated_count and not TimeEstimate([fixed], 0.0, 0.1).estimated_count
     text = whole.describe()
     assert text.startswith("estimated time: about 7.6 s") and "measured now" in text
-    assert "b: about 2.8 s (start 0.5 s, about 20 steps of 10 ms, 21 snapshots of 100 ms)" in text
+    assert ("b: about 2.8 s (start 0.5 s, about 20 steps of 10 ms (stepped to t = 0.25 in the calibration), "
+            "21 snapshots of 100 ms)") in text
     line = next(line for line in text.splitlines() if line.startswith("  a: "))
     assert "(start 1.5 s, 1000 steps of 2 ms" in line and "about" not in line
 

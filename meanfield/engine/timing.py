@@ -56,6 +56,8 @@ class RunTime:
     exact_count: bool = True
     """Whether ``steps`` is the run's count (a fixed step, or no steps); False: an adaptive
     stepper's, estimated (:func:`adaptive_steps`)."""
+    calibrated_to: Optional[float] = None
+    """An adaptive stepper's: the time its calibration reached (the count past it extrapolated)."""
 
     @property
     def seconds(self) -> float:
@@ -70,6 +72,8 @@ class RunTime:
     def describe(self) -> str:
         about = "" if self.exact_count else "about "
         steps = "" if not self.steps else f", {about}{self.steps} steps of {_ms(self.step)}"
+        if self.calibrated_to is not None:
+            steps += f" (stepped to t = {self.calibrated_to:.3g} in the calibration)"
         return (f"  {self.name}: {about}{_seconds(self.seconds)} "
                 f"(start {_seconds(self.setup)}{steps}, {self.snapshots} snapshots of {_ms(self.snapshot)})")
 
@@ -218,8 +222,9 @@ def estimate(the_plan, threads: Optional[int] = None) -> TimeEstimate:
                      "(the estimate is then an upper bound for it)")
     if any(not run.exact_count for run in measured):
         notes.append(f"an adaptive stepper's steps are estimated: its calibration stepped on for about "
-                     f"{ADAPTIVE_SECONDS:g} s, and the intervals it did not reach are counted with as many steps as "
-                     "its last snapshot interval took (for the flow's pace on the scenario's clock)")
+                     f"{ADAPTIVE_SECONDS:g} s, and the snapshot intervals it did not reach are counted with as many "
+                     "steps as its last one took; a step size that still changes after the time it reached (shown "
+                     "above) can make them more than twice as many, or half as many")
     return TimeEstimate(measured, shared, time.perf_counter() - began, notes)
 
 
@@ -252,7 +257,8 @@ def _calibrate(the_plan, inputs, name: str) -> RunTime:
         else:
             count = fixed_steps(the_plan.times, run.integrator.dt, run.integrator.dt_factor is not None)
         first, snapshot = _snapshot_seconds(run, state)
-        return RunTime(name, setup + first, step, count, snapshot, snapshots, exact_count=not adaptive)
+        return RunTime(name, setup + first, step, count, snapshot, snapshots, exact_count=not adaptive,
+                       calibrated_to=walk.t if adaptive else None)
     finally:
         run.close()
 

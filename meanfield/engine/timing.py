@@ -223,8 +223,9 @@ def estimate(the_plan, threads: Optional[int] = None) -> TimeEstimate:
     if any(not run.exact_count for run in measured):
         notes.append(f"an adaptive stepper's steps are estimated: its calibration stepped on for about "
                      f"{ADAPTIVE_SECONDS:g} s, and the snapshot intervals it did not reach are counted with as many "
-                     "steps as its last one took; a step size that still changes after the time it reached (shown "
-                     "above) can make them more than twice as many, or half as many")
+                     "steps as its last one took; a step size that keeps changing after the time it reached (shown "
+                     "above: a classification loss's late phase, whose pace the margin it tends to sets) can make "
+                     "them many times more, or fewer")
     return TimeEstimate(measured, shared, time.perf_counter() - began, notes)
 
 
@@ -297,8 +298,9 @@ def _time_steps(run, state, t_end: float):
                     chooser.set_count(count)
                 means: list[float] = []
                 while len(means) < BATCHES:
-                    means.append(_batch(walk, per_batch))
-                    if means[-1] >= STEP_SECONDS:
+                    mean, spent = _batch(walk, per_batch)
+                    means.append(mean)
+                    if spent >= STEP_SECONDS:
                         break
                 batches.append(means)
             means = batches[int(np.argmin([np.median(means) for means in batches]))]
@@ -307,20 +309,21 @@ def _time_steps(run, state, t_end: float):
                     chooser.set_count(counts[batches.index(means)])
                 walking = time.perf_counter()
                 while walk.t < t_end and time.perf_counter() - walking < ADAPTIVE_SECONDS:
-                    means.append(_batch(walk, per_batch))
+                    means.append(_batch(walk, per_batch)[0])
         finally:
             numba.set_num_threads(before)
     state = dataclasses.replace(state, t=walk.t, step=state.step + len(walk.reached), y=walk.y)
     return state, first, float(np.median(means)), (walk if adaptive else None)
 
 
-def _batch(walk, seconds: float) -> float:
-    """The mean time of a batch of steps of ``walk``: ``seconds`` of them, at least one, at most 1000."""
+def _batch(walk, seconds: float) -> tuple[float, float]:
+    """(the mean time of a step, the time) of a batch of steps of ``walk``: ``seconds`` of them,
+    at least one, at most 1000."""
     steps, spent = 0, 0.0
     while steps < 1 or (spent < seconds and steps < 1000):
         spent += walk.step()
         steps += 1
-    return spent / steps
+    return spent / steps, spent
 
 
 class _Walk:

@@ -273,7 +273,7 @@ def _time_steps(run, state, t_end: float):
     governor keeps): a mean, as the run's time is its steps' sum; over batches, so that a busy
     machine's descheduled thread, which makes a few steps many times slower, spoils one batch
     and not the estimate. An adaptive stepper then steps on at the faster count, in batches
-    timed as well (its step size changes, and with it the state's cost), for ADAPTIVE_SECONDS or
+    timed as well (a step's cost may change as the state moves on), for ADAPTIVE_SECONDS or
     until its clock passes ``t_end``. Returns (state, first, step, walk): ``step`` the time of a
     step tried (an adaptive stepper's rejected tries cost as much), ``walk`` the adaptive
     stepper's :class:`_Walk` (None for a fixed step)."""
@@ -303,10 +303,11 @@ def _time_steps(run, state, t_end: float):
                     if spent >= STEP_SECONDS:
                         break
                 batches.append(means)
-            means = batches[int(np.argmin([np.median(means) for means in batches]))]
+            fastest = int(np.argmin([np.median(means) for means in batches]))
+            means = batches[fastest]
             if adaptive:  # on at the faster count, as the run goes on, its batches timed as well
                 if chooser is not None:
-                    chooser.set_count(counts[batches.index(means)])
+                    chooser.set_count(counts[fastest])
                 walking = time.perf_counter()
                 while walk.t < t_end and time.perf_counter() - walking < ADAPTIVE_SECONDS:
                     means.append(_batch(walk, per_batch)[0])

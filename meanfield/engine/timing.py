@@ -13,9 +13,10 @@ time of one step after the first, ``snapshot`` the time (after the first, whose 
 are loaded in ``setup``) of its measures and of writing them
 (particles and checkpoint included) into a file in memory. A fixed-step run's ``steps`` is
 known (:func:`fixed_steps`, what the integrator loop takes); an adaptive stepper's (rk45,
-loss_clock) is not: the estimate counts one step per snapshot interval, the least it can take,
-and says that its time is at least that (``TimeEstimate.at_least``). A run that reaches
-train.stop_loss stops early: the estimate is then an upper bound for it.
+loss_clock) is estimated (:func:`adaptive_steps`): its calibration runs on for about
+ADAPTIVE_SECONDS, and the steps it took, per snapshot interval, are carried on over the
+intervals it did not reach (``TimeEstimate.estimated_count``; the estimate then says "about").
+A run that reaches train.stop_loss stops early: the estimate is then an upper bound for it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ STEP_SECONDS = 0.2
 BATCHES = 5
 """Batches of steps timed per thread count: the step time is the median of their means."""
 
+ADAPTIVE_SECONDS = 2.0
+"""Seconds an adaptive stepper's calibration steps on after the timed steps, or less if it
+passes the last snapshot time: the steps it takes are what its count is estimated from."""
+
 
 @dataclass(frozen=True)
 class RunTime:
@@ -50,7 +55,9 @@ class RunTime:
     snapshots: int
     exact_count: bool = True
     """Whether ``steps`` is the run's count (a fixed step, or no steps); False: an adaptive
-    stepper's, the least it can take (one per snapshot interval)."""
+    stepper's, estimated (:func:`adaptive_steps`)."""
+    calibrated_to: Optional[float] = None
+    """An adaptive stepper's: the time its calibration reached (the count past it extrapolated)."""
 
     @property
     def seconds(self) -> float:
@@ -63,9 +70,11 @@ class RunTime:
         return self.snapshots * self.snapshot / self.seconds if self.seconds > 0 else 0.0
 
     def describe(self) -> str:
-        steps = "" if not self.steps else (f", {'at least ' if not self.exact_count else ''}{self.steps} steps of "
-                                           f"{_ms(self.step)}")
-        return (f"  {self.name}: {'at least ' if not self.exact_count else ''}{_seconds(self.seconds)} "
+        about = "" if self.exact_count else "about "
+        steps = "" if not self.steps else f", {about}{self.steps} steps of {_ms(self.step)}"
+        if self.calibrated_to is not None:
+            steps += f" (stepped to t = {self.calibrated_to:.3g} in the calibration)"
+        return (f"  {self.name}: {about}{_seconds(self.seconds)} "
                 f"(start {_seconds(self.setup)}{steps}, {self.snapshots} snapshots of {_ms(self.snapshot)})")
 
 
@@ -87,8 +96,8 @@ class TimeEstimate:
         return self.shared + sum(run.seconds for run in self.runs)
 
     @property
-    def at_least(self) -> bool:
-        """Whether some run's step count is only a lower bound (an adaptive stepper)."""
+    def estimated_count(self) -> bool:
+        """Whether some run's step count is estimated (an adaptive stepper's), not known."""
         return any(not run.exact_count for run in self.runs)
 
     @property
@@ -99,7 +108,7 @@ class TimeEstimate:
 
     def describe(self) -> str:
         """What ``--dry-run`` prints: the total, how it was measured, each run's parts."""
-        lines = [f"estimated time: {'at least ' if self.at_least else ''}{_seconds(self.seconds)} on this machine "
+        lines = [f"estimated time: {'about ' if self.estimated_count else ''}{_seconds(self.seconds)} on this machine "
                  f"({self.snapshot_share:.0%} in snapshots); an estimate measured now in "
                  f"{self.calibration:.2g} s: each run started at its true size, a few steps timed, one snapshot "
                  "measured and written in memory (docs/design.md §4.8)"]
@@ -136,6 +145,63 @@ def fixed_steps(times, dt: float, exact_steps: bool) -> int:
                    if gap > 0))
 
 
+def adaptive_steps(reached, times) -> int:
+    """The steps an adaptive stepper takes from t = 0 through the snapshot times ``times``,
+    estimated from ``reached``: the times its calibration's accepted steps reached, in order
+    (its steps not cut at snapshot times; those after the first past the last snapshot time left
+    out). On the snapshot clock u(t) (u = i at the i-th snapshot time, linear between them,
+    u(0) = 0) the calibration's count N(u) (linear between its steps) gives an interval it
+    covers, [i - 1, i], N(i) - N(i - 1) steps; a part it did not reach takes r steps per unit
+    of u, r the count over the calibration's last unit of u (its later half when it reached
+    less: the first steps are the smallest). So the steps are taken to be as long as the
+    snapshot intervals they fall in, which holds where the clock follows the flow's pace
+    (docs/design.md §4.8). Each interval takes max(1, ceil(n_i)) steps: its last step is cut
+    short to land on its snapshot time. No step reached: one per interval, the least an adaptive
+    stepper takes."""
+    times = np.asarray(times, np.float64)
+    reached = np.asarray(reached, np.float64)
+    if not len(times):
+        return 0
+    reached = reached[:np.searchsorted(reached, times[-1]) + 1]  # to the first step past the last time
+    clock = np.concatenate([[0.0], times])
+    u = np.interp(reached, clock, np.arange(len(clock), dtype=np.float64)) if len(reached) else np.zeros(0)
+    if not len(u) or u[-1] <= 0:
+        return len(times)
+    u_reached = float(u[-1])
+    count_u = np.concatenate([[0.0], u])
+    count_n = np.arange(len(count_u), dtype=np.float64)
+
+    def steps_to(v):  # N(v) within the calibrated range
+        return np.interp(v, count_u, count_n)
+
+    window = min(1.0, u_reached / 2)  # the last unit of u, or the later half of less
+    rate = (steps_to(u_reached) - steps_to(u_reached - window)) / window
+    ends = np.arange(1, len(times) + 1, dtype=np.float64)
+    covered = np.minimum(ends, u_reached)
+    uncovered = ends - np.maximum(ends - 1.0, covered)
+    steps = steps_to(covered) - steps_to(np.minimum(ends - 1.0, u_reached)) + rate * uncovered
+    return int(np.sum(np.maximum(1, np.ceil(steps - 1e-9))))
+
+
+def tries_per_step(reached, tries_at, times) -> float:
+    """Steps tried per step accepted by an adaptive stepper (rk45 rejects a step whose error is
+    too large and tries again, smaller): over the calibration's last unit of the snapshot clock
+    (as :func:`adaptive_steps` counts the steps past it; all of it when it reached less),
+    ``tries_at`` the tries made by each accepted step (``reached`` its time)."""
+    times = np.asarray(times, np.float64)
+    reached, tries_at = np.asarray(reached, np.float64), np.asarray(tries_at, np.float64)
+    if len(times):  # to the first step past the last time, as adaptive_steps
+        kept = np.searchsorted(reached, times[-1]) + 1
+        reached, tries_at = reached[:kept], tries_at[:kept]
+    if len(reached) < 2:
+        return 1.0
+    clock = np.concatenate([[0.0], times])
+    u = np.interp(reached, clock, np.arange(len(clock), dtype=np.float64))
+    first = int(np.searchsorted(u, u[-1] - 1.0)) if u[-1] >= 1.0 else 0
+    first = min(first, len(u) - 2)
+    return float((tries_at[-1] - tries_at[first]) / (len(u) - 1 - first))
+
+
 def estimate(the_plan, threads: Optional[int] = None) -> TimeEstimate:
     """Calibrate every run of ``the_plan`` (a :class:`meanfield.engine.plan.Plan`) on this
     machine: start it at its true size, time a few steps and one snapshot (measured, and written
@@ -155,8 +221,11 @@ def estimate(the_plan, threads: Optional[int] = None) -> TimeEstimate:
         notes.append(f"train.stop_loss {the_plan.scenario.train.stop_loss:g}: a run that reaches it stops early "
                      "(the estimate is then an upper bound for it)")
     if any(not run.exact_count for run in measured):
-        notes.append("an adaptive stepper's steps are unknown before it runs: counted one per snapshot interval, "
-                     "the least it can take")
+        notes.append(f"an adaptive stepper's steps are estimated: its calibration stepped on for about "
+                     f"{ADAPTIVE_SECONDS:g} s, and the snapshot intervals it did not reach are counted with as many "
+                     "steps as its last one took; a step size that keeps changing after the time it reached (shown "
+                     "above: a classification loss's late phase, whose pace the margin it tends to sets) can make "
+                     "them many times more, or fewer")
     return TimeEstimate(measured, shared, time.perf_counter() - began, notes)
 
 
@@ -180,17 +249,22 @@ def _calibrate(the_plan, inputs, name: str) -> RunTime:
             first, snapshot = _snapshot_seconds(run, state)
             return RunTime(name, setup + first, 0.0, 0, per_state + snapshot, snapshots)
         started = time.perf_counter() - began
-        state, first, step, adaptive = _time_steps(run, state)
+        state, first, step, walk = _time_steps(run, state, the_plan.times[-1] if len(the_plan.times) else 0.0)
+        adaptive = walk is not None
         setup = started + first
-        count = len(the_plan.times) if adaptive else fixed_steps(
-            the_plan.times, run.integrator.dt, run.integrator.dt_factor is not None)
+        if adaptive:
+            count = adaptive_steps(walk.reached, the_plan.times)
+            step *= tries_per_step(walk.reached, walk.tries_at, the_plan.times)
+        else:
+            count = fixed_steps(the_plan.times, run.integrator.dt, run.integrator.dt_factor is not None)
         first, snapshot = _snapshot_seconds(run, state)
-        return RunTime(name, setup + first, step, count, snapshot, snapshots, exact_count=not adaptive)
+        return RunTime(name, setup + first, step, count, snapshot, snapshots, exact_count=not adaptive,
+                       calibrated_to=walk.t if adaptive else None)
     finally:
         run.close()
 
 
-def _time_steps(run, state):
+def _time_steps(run, state, t_end: float):
     """Step ``run`` from ``state``: the first step (the compiled kernels loaded), then at each
     thread count the run's governor chooses between (docs/design.md §6.4; the fixed count alone
     when there is none) BATCHES batches of steps, each of STEP_SECONDS / (counts * BATCHES)
@@ -198,7 +272,11 @@ def _time_steps(run, state):
     step time is the median of the batches' mean steps at the faster count (the count the
     governor keeps): a mean, as the run's time is its steps' sum; over batches, so that a busy
     machine's descheduled thread, which makes a few steps many times slower, spoils one batch
-    and not the estimate. Returns (state, first, step, adaptive)."""
+    and not the estimate. An adaptive stepper then steps on at the faster count, in batches
+    timed as well (a step's cost may change as the state moves on), for ADAPTIVE_SECONDS or
+    until its clock passes ``t_end``. Returns (state, first, step, walk): ``step`` the time of a
+    step tried (an adaptive stepper's rejected tries cost as much), ``walk`` the adaptive
+    stepper's :class:`_Walk` (None for a fixed step)."""
     import numba
 
     from .runs import run_rng
@@ -207,49 +285,75 @@ def _time_steps(run, state):
     stepper, rng = run.stepper, run_rng(run.inputs.scenario.seed, run.name)
     invariant = getattr(run, "blas_invariant", False)  # the BLAS as the driver sets it for the steps
     adaptive = bool(stepper.adaptive)
+    walk = _Walk(run, stepper, rng, state.y, state.t, adaptive)
     with blas_for_steps(invariant):
-        y, t = state.y, state.t
-        k = run.field(t, y) if adaptive else None  # the loop's first evaluation (FSAL after it)
-        h = stepper.initial_step(run.field, t, y, k) if adaptive else stepper.dt
-        began = time.perf_counter()
-        out = stepper.step(run.field, t, y, h, rng, k)
-        first = time.perf_counter() - began
-        y, t, h, k = _advance(out, y, t, h, k, adaptive)
+        first = walk.step()
         chooser, before = governor(blas=invariant), numba.get_num_threads()
         counts = chooser.counts if chooser is not None else (before,)
         per_batch = STEP_SECONDS / (len(counts) * BATCHES)
-        medians, taken = [], 1
+        batches: list[list[float]] = []
         try:
             for count in counts:
                 if chooser is not None:
                     chooser.set_count(count)
                 means: list[float] = []
                 while len(means) < BATCHES:
-                    steps, spent = 0, 0.0
-                    while steps < 1 or (spent < per_batch and steps < 1000):
-                        start = time.perf_counter()
-                        out = stepper.step(run.field, t, y, h, rng, k)
-                        spent += time.perf_counter() - start
-                        steps += 1
-                        y, t, h, k = _advance(out, y, t, h, k, adaptive)
-                    means.append(spent / steps)
-                    taken += steps
+                    mean, spent = _batch(walk, per_batch)
+                    means.append(mean)
                     if spent >= STEP_SECONDS:
                         break
-                medians.append(float(np.median(means)))
+                batches.append(means)
+            fastest = int(np.argmin([np.median(means) for means in batches]))
+            means = batches[fastest]
+            if adaptive:  # on at the faster count, as the run goes on, its batches timed as well
+                if chooser is not None:
+                    chooser.set_count(counts[fastest])
+                walking = time.perf_counter()
+                while walk.t < t_end and time.perf_counter() - walking < ADAPTIVE_SECONDS:
+                    means.append(_batch(walk, per_batch)[0])
         finally:
             numba.set_num_threads(before)
-    return dataclasses.replace(state, t=t, step=state.step + taken, y=y), first, min(medians), adaptive
+    state = dataclasses.replace(state, t=walk.t, step=state.step + len(walk.reached), y=walk.y)
+    return state, first, float(np.median(means)), (walk if adaptive else None)
 
 
-def _advance(out, y, t, h, k, adaptive):
-    """(y, t, h, k_start) after a step's outcome ``out``: its state where accepted and finite
-    (else the same state again), an adaptive stepper's next step and its FSAL evaluation."""
-    if out.accepted and np.all(np.isfinite(out.y)):
-        y, t, k = out.y, t + h, (out.k_end if adaptive else None)
-    if adaptive and out.h_next:
-        h = out.h_next
-    return y, t, h, k
+def _batch(walk, seconds: float) -> tuple[float, float]:
+    """(the mean time of a step, the time) of a batch of steps of ``walk``: ``seconds`` of them,
+    at least one, at most 1000."""
+    steps, spent = 0, 0.0
+    while steps < 1 or (spent < seconds and steps < 1000):
+        spent += walk.step()
+        steps += 1
+    return spent / steps, spent
+
+
+class _Walk:
+    """A run's state stepped on as the integrator loop steps it, unclipped: an accepted, finite
+    step moves it (an adaptive stepper's next step and its FSAL evaluation kept); ``reached``
+    the times its accepted steps reached, ``tries_at`` the steps tried by then (those included),
+    ``tries`` all the steps tried."""
+
+    def __init__(self, run, stepper, rng, y, t, adaptive):
+        self.run, self.stepper, self.rng, self.y, self.t, self.adaptive = run, stepper, rng, y, t, adaptive
+        self.k = run.field(t, y) if adaptive else None  # the loop's first evaluation (FSAL after it)
+        self.h = stepper.initial_step(run.field, t, y, self.k) if adaptive else stepper.dt
+        self.reached: list[float] = []
+        self.tries_at: list[int] = []
+        self.tries = 0
+
+    def step(self) -> float:
+        """Take one step; its seconds."""
+        began = time.perf_counter()
+        out = self.stepper.step(self.run.field, self.t, self.y, self.h, self.rng, self.k)
+        spent = time.perf_counter() - began
+        self.tries += 1
+        if out.accepted and np.all(np.isfinite(out.y)):
+            self.y, self.t, self.k = out.y, self.t + self.h, (out.k_end if self.adaptive else None)
+            self.reached.append(self.t)
+            self.tries_at.append(self.tries)
+        if self.adaptive and out.h_next:
+            self.h = out.h_next
+        return spent
 
 
 def _snapshot_seconds(run, state) -> tuple[float, float]:

@@ -69,12 +69,16 @@ def loss_second_derivative(code, f, y):
 def loss_and_derivative(code, f, y, lp_out):
     """Mean loss (1/n) sum_k loss(f_k, y_k), returned as a float64 (summed in float64);
     writes lp_out[k] = d loss / d f at (f_k, y_k) (in the dtype of ``lp_out``).
+
+    The sum and the stores are two loops: in one loop, LLVM vectorises the sum (partial sums
+    in lanes) only where a run-time check finds ``lp_out`` not starting within a few vectors
+    after ``f`` or ``y`` in memory, and sums in order otherwise, so the last bit depended on
+    where the allocator put ``lp_out`` (docs/design.md §6.3).
     """
     n = f.shape[0]
     total = 0.0
+    for k in range(n):  # the sum in a loop that stores nothing: see below
+        total += loss_value(code, float(f[k]), float(y[k]))
     for k in range(n):
-        fk = float(f[k])
-        yk = float(y[k])
-        total += loss_value(code, fk, yk)
-        lp_out[k] = loss_derivative(code, fk, yk)
+        lp_out[k] = loss_derivative(code, float(f[k]), float(y[k]))
     return total / n if n > 0 else 0.0

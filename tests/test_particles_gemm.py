@@ -202,3 +202,30 @@ def test_a_forked_child_runs_its_own_lanes():
     finally:
         numba.set_num_threads(before)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_the_backward_rows_do_not_depend_on_where_z_lies(act):
+    """Z's rows starting 0 .. 59 values after l' in one buffer: the same sums and the same G,
+    and they agree with NumPy. (The loss's mean, a sum in a loop that also stored, depended on
+    such distances: docs/design.md §6.3; this loop, whose stores go to the row it reads, was
+    not seen to.)"""
+    rng = np.random.default_rng(2)
+    m, n = 3, 10
+    Z0, lp0 = rng.standard_normal((m, n)), rng.standard_normal(n)
+    a, b = rng.standard_normal(m), rng.standard_normal(m)
+    code = ACTIVATIONS[act]
+    results = set()
+    for gap in range(60):
+        buffer = np.empty(n + gap + m * n)
+        lp, Z = buffer[:n], buffer[n + gap:].reshape(m, n)
+        lp[...], Z[...] = lp0, Z0
+        ga, gb = np.empty(m), np.empty(m)
+        particles._gemm_backward_rows(Z, a, b, lp, code, ga, gb)
+        results.add((ga.tobytes(), gb.tobytes(), Z.tobytes()))
+    assert len(results) == 1
+    ga, gb, G = (np.frombuffer(r).reshape(shape) for r, shape in zip(results.pop(), [(m,), (m,), (m, n)]))
+    np.testing.assert_allclose(ga, ref.sigma(act, Z0 + b[:, None]) @ lp0, rtol=1e-13)
+    want_G = a[:, None] * lp0 * ref.dsigma(act, Z0 + b[:, None])
+    np.testing.assert_allclose(G, want_G, rtol=1e-13)
+    np.testing.assert_allclose(gb, want_G.sum(axis=1), rtol=1e-13)

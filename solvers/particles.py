@@ -784,11 +784,15 @@ def _block_product(W, Xb):
     return Z
 
 
-def _block_backward(Z, Xb, a, b, lp, code, sums):
+def _block_backward(Z, Xb, a, b, lp, code, sums, first):
     """Z_b becomes G_b = a_i lp_k sigma'(z_ik) in place (:func:`_gemm_backward_rows`);
     sums = (ga, gW, gb) of the lane += the block's (sum_k lp_k sigma(z_ik), G_b X_b,
-    a_i sum_k lp_k sigma'(z_ik))."""
+    a_i sum_k lp_k sigma'(z_ik)), or = them for the lane's ``first`` block."""
     sum_a, sum_W, sum_b = sums
+    if first:
+        _gemm_backward_rows(Z, a, b, lp, code, sum_a, sum_b)
+        np.matmul(Z, Xb, out=sum_W)
+        return
     m, d = sum_W.shape
     block = _scratch("gradients", (m * (d + 2),), Z.dtype)
     ga, gb, gW = block[:m], block[m:2 * m], block[2 * m:].reshape(m, d)
@@ -799,13 +803,24 @@ def _block_backward(Z, Xb, a, b, lp, code, sums):
     sum_W += gW
 
 
-def _sum_lanes(lane_sums, out):
-    """out[j] = the lanes' j-th sums added in the order 0, 1, ... (their bits do not depend on
-    the thread count)."""
-    for j, target in enumerate(out):
-        target[...] = lane_sums[0][j]
-        for sums in lane_sums[1:]:
-            target += sums[j]
+LANE_SUM_PARTS = 8
+"""The lanes' sums are added in this many parts of their values at once (in parallel)."""
+
+
+def _sum_lanes(sums):
+    """The lanes' sums (rows of ``sums``) added in the order 0, 1, ... into row 0, in
+    LANE_SUM_PARTS parts of the values run in parallel: every value's sum is the same
+    whatever the parts and the thread count."""
+    lanes, size = sums.shape
+    parts = min(LANE_SUM_PARTS, size)
+
+    def add(part):
+        cut = slice(part * size // parts, (part + 1) * size // parts)
+        for lane in range(1, lanes):
+            sums[0, cut] += sums[lane, cut]
+
+    if lanes > 1:
+        _run_lanes(parts, add)
 
 
 def _gemm(a, W, b, X, code, lp_of=None, lp=None, f=None, grads=None):
@@ -819,14 +834,13 @@ def _gemm(a, W, b, X, code, lp_of=None, lp=None, f=None, grads=None):
     n = X.shape[0]
     points, lanes = gemm_layout(m, n, d, X.dtype.itemsize)
     lane_sums = [None] * lanes
-    if grads is not None:
+    if grads is not None:  # every lane has a block: its first writes the lane's sums
         sums = _scratch("lanes", (lanes, m * (d + 2)), X.dtype)
-        sums[...] = 0
         lane_sums = [(row[:m], row[2 * m:].reshape(m, d), row[m:2 * m]) for row in sums]
     zero = X.dtype.type(0)
 
     def work(lane):
-        for k0, k1 in _lane_blocks(n, points, lanes, lane):
+        for block, (k0, k1) in enumerate(_lane_blocks(n, points, lanes, lane)):
             Xb = X[k0:k1]
             if f is not None:
                 fb = f[k0:k1]
@@ -836,11 +850,13 @@ def _gemm(a, W, b, X, code, lp_of=None, lp=None, f=None, grads=None):
             else:
                 Z, lpb = _block_product(W, Xb), lp[k0:k1]
             if grads is not None:
-                _block_backward(Z, Xb, a, b, lpb, code, lane_sums[lane])
+                _block_backward(Z, Xb, a, b, lpb, code, lane_sums[lane], block == 0)
 
     _run_lanes(lanes, work)
     if grads is not None:
-        _sum_lanes(lane_sums, grads)
+        _sum_lanes(sums)
+        for target, total in zip(grads, lane_sums[0]):
+            target[...] = total
 
 
 # ---------------------------------------------------------------- public interface

@@ -47,6 +47,7 @@ from .activations import activate_tile
 from .catalog import ACTIVATION_TABLE, RELU, activation_code, loss_code
 from .fields import ParticleLayout
 from .gaussian import angles, gaussian_moments, quadrature_kernel_moments, quadrature_moments, relu_moments
+from .lanes import run_jobs, scratch
 from .linear_flow import FactoredEigh, as_times, phi
 from .losses import loss_and_derivative
 
@@ -686,40 +687,53 @@ class TangentField:
     def initial_state(self):
         return self.layout.pack(self.a0, self.W0, self.b0, c=self.c0)
 
-    def _blocks(self, X, rows=None, train=False):
-        """Yield (i0, i1, S, A) with S = sigma(z0), A = a0 sigma'(z0) on the points X,
-        for particle blocks [i0, i1). ``train``: X is the training set (its rows ``rows``
-        when given), whose features may be cached."""
+    def _over_blocks(self, X, work, rows=None, train=False):
+        """work(i0, i1, S, A) with S = sigma(z0), A = a0 sigma'(z0) on the points X, for every
+        particle block [i0, i1), in the blocks' order; returns their results. ``train``: X is
+        the training set (its rows ``rows`` when given), whose features may be cached (one
+        block). Several blocks run side by side (:func:`solvers.lanes.run_jobs`: each on one
+        BLAS thread, its features in its thread's buffers): the blocks are fixed by the sizes,
+        so the results do not depend on the thread count."""
         m = self.layout.m
         if train and self._cache is not None:
             S, A = self._cache
             if rows is not None:
                 S, A = S[rows], A[rows]
-            yield 0, m, S, A
-            return
+            return [work(0, m, S, A)]
         n = X.shape[0]
         B = _block_rows(m, n, self.block_elements // max(n, 1))
-        buf_s, buf_d = np.empty(n * B), np.empty(n * B)
-        for i0 in range(0, m, B):
-            i1 = min(m, i0 + B)
+        starts = range(0, m, B)
+        results = [None] * len(starts)
+
+        def block(j):
+            i0, i1 = starts[j], min(m, starts[j] + B)
             bb = None if self.b0 is None else self.b0[i0:i1]
-            S, A = _features(X, self.W0[i0:i1], bb, self.act, buf_s, buf_d)
+            S, A = _features(X, self.W0[i0:i1], bb, self.act, scratch("tangent S", (n * B,), np.float64),
+                             scratch("tangent A", (n * B,), np.float64))
             A *= self.a0[i0:i1]
-            yield i0, i1, S, A
+            results[j] = work(i0, i1, S, A)
+
+        run_jobs(len(starts), block)
+        return results
 
     def _forward(self, theta, X, rows=None, train=False):
         theta = np.asarray(theta, dtype=np.float64)
         a, W, b = self.layout.split(theta)
         dW = W - self.W0
         db = None if b is None else b - self.b0
-        f = np.zeros(X.shape[0])
-        for i0, i1, S, A in self._blocks(X, rows, train):
+
+        def block(i0, i1, S, A):
+            """(the block's sum_i a_i sigma(z0_ik), its sum_i a0_i sigma'(z0_ik) (dw_i . x_k + db_i))."""
             T = X @ dW[i0:i1].T  # dw_i . x, (n, B)
             if db is not None:
                 T += db[i0:i1]
             T *= A
-            f += S @ a[i0:i1]
-            f += T.sum(axis=1)
+            return S @ a[i0:i1], T.sum(axis=1)
+
+        f = np.zeros(X.shape[0])
+        for amplitudes, weights in self._over_blocks(X, block, rows, train):  # added in the blocks' order
+            f += amplitudes
+            f += weights
         f *= self.s
         c = self.layout.c_of(theta)
         if c is not None:
@@ -748,12 +762,16 @@ class TangentField:
             vc[0] = -self.eta_c * self.loss_scale * lp.sum() / len(y)
         lp *= self.loss_scale * self.s / len(y)
         va, vW, vb = self.layout.split(velocity)
-        for i0, i1, S, A in self._blocks(X, rows, train=True):
+
+        def block(i0, i1, S, A):
+            """The block's rows of the velocity (before the learning rates)."""
             np.matmul(lp, S, out=va[i0:i1])
             G = A * lp[:, None]  # l'_k a0_i sigma'(z0_ik)
             np.matmul(G.T, X, out=vW[i0:i1])
             if vb is not None:
                 G.sum(axis=0, out=vb[i0:i1])
+
+        self._over_blocks(X, block, rows, train=True)
         va *= -self.eta_a
         vW *= -self.eta_w
         if vb is not None:

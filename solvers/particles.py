@@ -39,8 +39,6 @@ loss is always summed in float64.
 """
 
 import functools
-import os
-import threading
 
 import numpy as np
 from numba import prange
@@ -58,6 +56,7 @@ from .activations import (
     activate_tile_value,
     sigma_pair,
 )
+from .lanes import run_jobs, scratch
 from .losses import loss_and_derivative
 
 BLAS_MIN_D = 32
@@ -666,7 +665,7 @@ def gemm_layout(m, n, d, itemsize):
 
 def gemm_buffer_bytes(m, n, d, itemsize, threads=None):
     """Bytes the GEMM path keeps for m particles and n points in dimension d (between calls,
-    :func:`release_workspace`): each thread that runs lanes (``threads``, Numba's most by
+    :func:`solvers.lanes.release_workspace`): each thread that runs lanes (``threads``, Numba's most by
     default, at most one per lane) a block of Z and a block's gradients, m (points + d + 2)
     values, and the calling thread the lanes' sums, lanes m (d + 2) values."""
     import numba
@@ -674,91 +673,6 @@ def gemm_buffer_bytes(m, n, d, itemsize, threads=None):
     points, lanes = gemm_layout(m, n, d, itemsize)
     threads = min(lanes, numba.config.NUMBA_NUM_THREADS if threads is None else threads)
     return (threads * m * (points + d + 2) + lanes * m * (d + 2)) * itemsize
-
-
-_WORKSPACE = threading.local()
-
-
-def _scratch(name, shape, dtype):
-    """An array of ``shape`` and ``dtype`` over this thread's buffer ``name``, which grows to
-    the largest request and is kept between calls: a fresh allocation of a block's arrays
-    at every block costs its page faults (a fresh m x n allocation: measured 70-150 ms for
-    64 MiB on the shared machine). Its contents are not defined; :func:`release_workspace`
-    frees this thread's buffers."""
-    dtype = np.dtype(dtype)
-    need = int(np.prod(shape)) * dtype.itemsize
-    buffers = getattr(_WORKSPACE, "buffers", None)
-    if buffers is None:
-        buffers = _WORKSPACE.buffers = {}
-    buf = buffers.get(name)
-    if buf is None or buf.nbytes < need:
-        buffers[name] = None
-        buf = buffers[name] = np.empty(need, dtype=np.uint8)
-    return buf[:need].view(dtype).reshape(shape)
-
-
-def release_workspace():
-    """Free the calling thread's buffers of the GEMM path (allocated again when needed; the
-    lanes' threads keep theirs, a block of Z and a block's gradients each)."""
-    _WORKSPACE.buffers = None
-
-
-def workspace_bytes():
-    """Bytes of the calling thread's buffers of the GEMM path."""
-    return sum(buf.nbytes for buf in (getattr(_WORKSPACE, "buffers", None) or {}).values() if buf is not None)
-
-
-_POOLS = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _forget_pools():
-    """In a forked child: the parent's pools' threads do not exist there (fresh ones on demand)."""
-    global _POOLS_LOCK
-    _POOLS.clear()
-    _POOLS_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pools)
-
-
-def _pool(threads):
-    """A pool of ``threads`` threads for the lanes (made once per count, kept)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with _POOLS_LOCK:
-        if threads not in _POOLS:
-            _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="meanfield-lane")
-        return _POOLS[threads]
-
-
-_BLAS = None
-
-
-def _one_blas_thread():
-    """The BLAS on one thread for the duration (threadpoolctl): the lanes run the products
-    concurrently, each on one core, and a product's bits do not depend on the BLAS's count."""
-    global _BLAS
-    if _BLAS is None:
-        import threadpoolctl
-
-        _BLAS = threadpoolctl.ThreadpoolController().select(user_api="blas")
-    return _BLAS.limit(limits=1)
-
-
-def _run_lanes(lanes, work):
-    """work(lane) for lane = 0 .. lanes - 1, on min(lanes, Numba's thread count) threads
-    (the thread governor's count, docs/design.md §6.4), the BLAS on one thread."""
-    import numba
-
-    threads = min(lanes, numba.get_num_threads())
-    with _one_blas_thread():
-        if threads <= 1:
-            for lane in range(lanes):
-                work(lane)
-        else:
-            list(_pool(threads).map(work, range(lanes)))
 
 
 def _lane_blocks(n, points, lanes, lane):
@@ -779,7 +693,7 @@ def _block_forward(W, Xb, a, b, code, acc):
 
 def _block_product(W, Xb):
     """Z_b = W X_b^T (BLAS) in this thread's buffer."""
-    Z = _scratch("Z", (W.shape[0], Xb.shape[0]), Xb.dtype)
+    Z = scratch("Z", (W.shape[0], Xb.shape[0]), Xb.dtype)
     np.matmul(W, Xb.T, out=Z)
     return Z
 
@@ -794,7 +708,7 @@ def _block_backward(Z, Xb, a, b, lp, code, sums, first):
         np.matmul(Z, Xb, out=sum_W)
         return
     m, d = sum_W.shape
-    block = _scratch("gradients", (m * (d + 2),), Z.dtype)
+    block = scratch("gradients", (m * (d + 2),), Z.dtype)
     ga, gb, gW = block[:m], block[m:2 * m], block[2 * m:].reshape(m, d)
     _gemm_backward_rows(Z, a, b, lp, code, ga, gb)
     np.matmul(Z, Xb, out=gW)
@@ -820,7 +734,7 @@ def _sum_lanes(sums):
             sums[0, cut] += sums[lane, cut]
 
     if lanes > 1:
-        _run_lanes(parts, add)
+        run_jobs(parts, add)
 
 
 def _gemm(a, W, b, X, code, lp_of=None, lp=None, f=None, grads=None):
@@ -835,7 +749,7 @@ def _gemm(a, W, b, X, code, lp_of=None, lp=None, f=None, grads=None):
     points, lanes = gemm_layout(m, n, d, X.dtype.itemsize)
     lane_sums = [None] * lanes
     if grads is not None:  # every lane has a block: its first writes the lane's sums
-        sums = _scratch("lanes", (lanes, m * (d + 2)), X.dtype)
+        sums = scratch("lanes", (lanes, m * (d + 2)), X.dtype)
         lane_sums = [(row[:m], row[2 * m:].reshape(m, d), row[m:2 * m]) for row in sums]
     zero = X.dtype.type(0)
 
@@ -852,7 +766,7 @@ def _gemm(a, W, b, X, code, lp_of=None, lp=None, f=None, grads=None):
             if grads is not None:
                 _block_backward(Z, Xb, a, b, lpb, code, lane_sums[lane], block == 0)
 
-    _run_lanes(lanes, work)
+    run_jobs(lanes, work)
     if grads is not None:
         _sum_lanes(sums)
         for target, total in zip(grads, lane_sums[0]):

@@ -465,3 +465,31 @@ def test_closed_form_takes_the_symmetric_part_of_the_kernel():
     plain = LinearizedSquared(p["K"], p["y"], p["f0"], p["Kt"], p["f0t"]).predict(2.0)
     for got, want in zip(skewed, plain):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_tangent_blocks_run_side_by_side_with_the_bits_of_one_thread():
+    """The blocks of particles run as jobs on Numba's thread count, each on one BLAS thread, and
+    are added in their order: the field and the predictions at 1 and 2 Numba threads and 1 and
+    2 BLAS threads are the same bits, and they are the cached (one-block) field's values."""
+    import numba
+    import threadpoolctl
+
+    p = setup("logistic", "softplus")
+    blocked = TangentField(p["a"], p["W"], p["b"], p["X"], p["y"], s=S, eta_a=ETA_A, eta_w=ETA_W,
+                           act="softplus", loss="logistic", loss_scale=C, block_elements=7 * N)
+    m = blocked.layout.m
+    assert -(-m // 7) >= 3  # blocks of 7 particles
+    theta = blocked.initial_state() + 0.1 * np.random.default_rng(31).normal(size=blocked.layout.size)
+    results, before = set(), numba.get_num_threads()
+    try:
+        for numba_threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            for blas_threads in (1, 2):
+                numba.set_num_threads(numba_threads)
+                with threadpoolctl.threadpool_limits(blas_threads, user_api="blas"):
+                    v, loss = blocked(0.0, theta)
+                    results.add((v.tobytes(), loss, blocked.predict(theta, p["Xt"]).tobytes()))
+    finally:
+        numba.set_num_threads(before)
+    assert len(results) == 1
+    v, loss = p["tangent"](0.0, theta)
+    np.testing.assert_allclose(np.frombuffer(results.pop()[0]), v, rtol=1e-12, atol=1e-15)

@@ -16,7 +16,7 @@ import reference as ref  # noqa: E402
 import threadpoolctl  # noqa: E402
 from test_particles import close, problem  # noqa: E402
 
-from solvers import particles  # noqa: E402
+from solvers import lanes, particles  # noqa: E402
 from solvers.activations import ACTIVATIONS  # noqa: E402
 from solvers.losses import LOSSES  # noqa: E402
 from solvers.particles import predict, pullback, risk_and_gradient  # noqa: E402
@@ -76,9 +76,9 @@ def small_blocks(monkeypatch):
     """Blocks of 16 points at m = 333 (GEMM_BLOCK_BYTES = 16 m 8 bytes), at most 5 lanes."""
     monkeypatch.setattr(particles, "GEMM_BLOCK_BYTES", 16 * 333 * 8)
     monkeypatch.setattr(particles, "GEMM_LANES", 5)
-    particles.release_workspace()
+    lanes.release_workspace()
     yield
-    particles.release_workspace()
+    lanes.release_workspace()
 
 
 @pytest.mark.parametrize("act", ["relu", "tanh", "softplus"])
@@ -115,7 +115,7 @@ def test_memory_is_bounded_by_the_buffers():
     a, W, b, X, y = problem(m, n, d, seed=7)
     out = (np.empty(m), np.empty((m, d)), np.empty(m))
     risk_and_gradient(a, W, b, X, y, 1.0 / m, 0, 0, out=out)  # compile outside the trace
-    particles.release_workspace()
+    lanes.release_workspace()
     tracemalloc.start()
     try:
         risk_and_gradient(a, W, b, X, y, 1.0 / m, 0, 0, out=out)

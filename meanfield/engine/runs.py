@@ -552,10 +552,16 @@ class TangentOnData(ParticleFlow):
     @classmethod
     def memory(cls, scenario, spec, n_train, n_test, frames):
         """With the features of blocks of particles on the data (solvers.ntk.TangentField):
-        at most BLOCK_ELEMENTS values per buffer, a handful of buffers."""
-        features = min(scenario.model.width * max(n_train, n_test), kernels.BLOCK_ELEMENTS)
+        at most BLOCK_ELEMENTS values per buffer, a handful of buffers for each thread that
+        runs blocks (Numba's most, at most one per block: solvers.lanes.run_jobs)."""
+        import numba
+
+        width, n = scenario.model.width, max(n_train, n_test, 1)
+        block = max(1, min(width, kernels.BLOCK_ELEMENTS // n))  # particles a block (solvers.ntk._block_rows)
+        features = block * n
+        threads = min(numba.config.NUMBA_NUM_THREADS, -(-width // block))
         return [*super().memory(scenario, spec, n_train, n_test, frames),
-                Need("the tangent features", 4 * FLOAT * features, "model.width, data.n_train")]
+                Need("the tangent features", 4 * FLOAT * features * threads, "model.width, data.n_train")]
 
     def _field(self):
         data, inputs = self.inputs.data, self.inputs

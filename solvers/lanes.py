@@ -70,16 +70,24 @@ def _pool(threads):
 _BLAS = None
 
 
+def blas_controller():
+    """threadpoolctl's controller of the BLAS libraries loaded, made once (scanning them costs
+    about 1 ms): NumPy's and SciPy's, which is another library, loaded here first, since a
+    limit reaches only the libraries loaded."""
+    global _BLAS
+    if _BLAS is None:
+        import scipy.linalg  # noqa: F401  (SciPy's own OpenBLAS, which the solvers use)
+        import threadpoolctl
+
+        _BLAS = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    return _BLAS
+
+
 def one_blas_thread():
     """The BLAS on one thread for the duration (threadpoolctl; then its count before): the
     jobs run their products concurrently, each on one core, and a product's bits do not
     depend on the BLAS's count."""
-    global _BLAS
-    if _BLAS is None:
-        import threadpoolctl
-
-        _BLAS = threadpoolctl.ThreadpoolController().select(user_api="blas")
-    return _BLAS.limit(limits=1)
+    return blas_controller().limit(limits=1)
 
 
 def run_jobs(jobs, work):

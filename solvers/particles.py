@@ -704,17 +704,17 @@ def _block_backward(Z, Xb, a, b, lp, code, sums, first):
     a_i sum_k lp_k sigma'(z_ik)), or = them for the lane's ``first`` block."""
     sum_a, sum_W, sum_b = sums
     if first:
-        _gemm_backward_rows(Z, a, b, lp, code, sum_a, sum_b)
-        np.matmul(Z, Xb, out=sum_W)
-        return
-    m, d = sum_W.shape
-    block = scratch("gradients", (m * (d + 2),), Z.dtype)
-    ga, gb, gW = block[:m], block[m:2 * m], block[2 * m:].reshape(m, d)
+        ga, gW, gb = sums
+    else:
+        m, d = sum_W.shape
+        block = scratch("gradients", (m * (d + 2),), Z.dtype)
+        ga, gb, gW = block[:m], block[m:2 * m], block[2 * m:].reshape(m, d)
     _gemm_backward_rows(Z, a, b, lp, code, ga, gb)
     np.matmul(Z, Xb, out=gW)
-    sum_a += ga
-    sum_b += gb
-    sum_W += gW
+    if not first:
+        sum_a += ga
+        sum_b += gb
+        sum_W += gW
 
 
 LANE_SUM_PARTS = 8

@@ -125,21 +125,18 @@ def apply(threads: int) -> None:
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
-_controller = None  # threadpoolctl's view of the BLAS libraries, made once (scanning them costs about 1 ms)
-_blas_first: list[int] = []  # their thread counts when it was made: the process's own
+_blas_first: list[int] = []  # the BLAS libraries' thread counts when first seen: the process's own
 
 
 def _blas():
-    """threadpoolctl's controller of the BLAS libraries loaded (NumPy's and SciPy's, which is
-    another library: loaded here first, since a limit reaches only the libraries loaded)."""
-    global _controller
-    if _controller is None:
-        import scipy.linalg  # noqa: F401  (SciPy's own OpenBLAS, which the solvers use: a limit reaches loaded libraries only)
-        import threadpoolctl
+    """threadpoolctl's controller of the BLAS libraries loaded, the solvers' own
+    (``solvers.lanes.blas_controller``)."""
+    from solvers.lanes import blas_controller
 
-        _controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
-        _blas_first[:] = [library.num_threads for library in _controller.lib_controllers]
-    return _controller
+    controller = blas_controller()
+    if not _blas_first:
+        _blas_first[:] = [library.num_threads for library in controller.lib_controllers]
+    return controller
 
 
 def _blas_limits(threads: int):

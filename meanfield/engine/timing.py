@@ -159,12 +159,9 @@ def adaptive_steps(reached, times) -> int:
     short to land on its snapshot time. No step reached: one per interval, the least an adaptive
     stepper takes."""
     times = np.asarray(times, np.float64)
-    reached = np.asarray(reached, np.float64)
     if not len(times):
         return 0
-    reached = reached[:np.searchsorted(reached, times[-1]) + 1]  # to the first step past the last time
-    clock = np.concatenate([[0.0], times])
-    u = np.interp(reached, clock, np.arange(len(clock), dtype=np.float64)) if len(reached) else np.zeros(0)
+    _, u = _on_the_snapshot_clock(reached, times)
     if not len(u) or u[-1] <= 0:
         return len(times)
     u_reached = float(u[-1])
@@ -183,20 +180,26 @@ def adaptive_steps(reached, times) -> int:
     return int(np.sum(np.maximum(1, np.ceil(steps - 1e-9))))
 
 
+def _on_the_snapshot_clock(reached, times):
+    """(kept, u): how many of the times ``reached`` count (to the first past the last snapshot
+    time; all where there is none), and theirs on the snapshot clock u (u = i at the i-th of
+    ``times``, linear between them, u(0) = 0)."""
+    times, reached = np.asarray(times, np.float64), np.asarray(reached, np.float64)
+    kept = int(np.searchsorted(reached, times[-1]) + 1) if len(times) else len(reached)
+    kept = min(kept, len(reached))
+    clock = np.concatenate([[0.0], times])
+    return kept, np.interp(reached[:kept], clock, np.arange(len(clock), dtype=np.float64))
+
+
 def tries_per_step(reached, tries_at, times) -> float:
     """Steps tried per step accepted by an adaptive stepper (rk45 rejects a step whose error is
     too large and tries again, smaller): over the calibration's last unit of the snapshot clock
     (as :func:`adaptive_steps` counts the steps past it; all of it when it reached less),
     ``tries_at`` the tries made by each accepted step (``reached`` its time)."""
-    times = np.asarray(times, np.float64)
-    reached, tries_at = np.asarray(reached, np.float64), np.asarray(tries_at, np.float64)
-    if len(times):  # to the first step past the last time, as adaptive_steps
-        kept = np.searchsorted(reached, times[-1]) + 1
-        reached, tries_at = reached[:kept], tries_at[:kept]
-    if len(reached) < 2:
+    kept, u = _on_the_snapshot_clock(reached, times)
+    tries_at = np.asarray(tries_at, np.float64)[:kept]
+    if kept < 2:
         return 1.0
-    clock = np.concatenate([[0.0], times])
-    u = np.interp(reached, clock, np.arange(len(clock), dtype=np.float64))
     first = int(np.searchsorted(u, u[-1] - 1.0)) if u[-1] >= 1.0 else 0
     first = min(first, len(u) - 2)
     return float((tries_at[-1] - tries_at[first]) / (len(u) - 1 - first))
